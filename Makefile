@@ -1,0 +1,56 @@
+# bytechat: the commands a person runs. See README.md.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PROFILE ?= smoke
+NPROC   ?= 2
+HOST    ?= 127.0.0.1
+PORT    ?= 8000
+CKPT    ?=
+ARGS    ?=
+
+export HF_DATASETS_OFFLINE ?=
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test smoke repro chat serve bench train-ddp clean help
+
+help:
+	@echo "make setup | test | smoke | chat CKPT=... | serve CKPT=... | bench | train-ddp NPROC=2 PROFILE=smoke"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+
+# One venv with everything: torch pinned to 2.13.0 (CPU wheel here; see README for CUDA/Mac).
+setup: $(BIN)/python
+	$(BIN)/pip install -e ".[dev]"
+	mkdir -p .roam-data
+	@echo "setup done: activate with 'source $(VENV)/bin/activate'"
+
+test:
+	HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
+
+# The whole pipeline with the small model: data stages, then train/eval/export smoke.
+smoke:
+	mkdir -p .roam-data
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro export@smoke
+	@$(BIN)/python -m bytechat.export --summary smoke
+
+repro:
+	mkdir -p .roam-data
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+chat:
+	@$(BIN)/python -m bytechat.chat_cli $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)
+
+serve:
+	$(BIN)/python -m bytechat.web.server --host $(HOST) --port $(PORT) $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)
+
+train-ddp:
+	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) stages/train.py --profile $(PROFILE) $(ARGS)
+
+bench:
+	$(BIN)/python -m bytechat.bench $(ARGS)
+
+clean:
+	rm -rf artifacts dvclive

@@ -1,0 +1,241 @@
+"""Typed configuration built from params.yaml.
+
+Every section maps onto a dataclass. Loading is strict: an unknown key, a missing key or
+a value of the wrong type is a ConfigError naming the file and the dotted key, e.g.
+
+    params.yaml: profiles.smoke.train.lr: expected float, got str 'fast'
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+SOURCES = ("wiki", "roam", "primer")
+
+
+class ConfigError(ValueError):
+    """params.yaml (or a checkpoint's config) does not describe a valid configuration."""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    n_layer: int = 4
+    n_head: int = 4
+    n_embd: int = 128
+    block_size: int = 128
+    vocab_size: int = 256
+    rope_theta: float = 10000.0
+    mlp_ratio: int = 4
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio"):
+            _require(getattr(self, name) > 0, name, "must be > 0")
+        _require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")
+        _require((self.n_embd // self.n_head) % 2 == 0, "n_head", "head dim (n_embd / n_head) must be even for RoPE")
+        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
+        _require(self.rope_theta > 0, "rope_theta", "must be > 0")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1000
+    batch_size: int = 16  # global batch in sequences per optimizer step (per micro-step x grad_accum)
+    grad_accum: int = 1
+    lr: float = 2e-3
+    min_lr: float = 3e-5
+    warmup_steps: int = 200
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    eval_every: int = 250
+    eval_batches: int = 8
+    checkpoint_every: int = 100
+    log_every: int = 10
+    dtype: str = "auto"  # auto | bf16 | fp32 (autocast dtype; master weights stay fp32)
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "checkpoint_every", "log_every"):
+            _require(getattr(self, name) > 0, name, "must be > 0")
+        _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+        _require(self.batch_size % self.grad_accum == 0, "batch_size", "must be divisible by grad_accum")
+        _require(0 < self.min_lr <= self.lr, "min_lr", "must be in (0, lr]")
+        _require(self.dtype in ("auto", "bf16", "fp32"), "dtype", "must be one of auto, bf16, fp32")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    seed: int = 1337
+    wikitext_source: str = "auto"  # auto | hub | offline | path to a local copy
+    wikitext_config: str = "wikitext-2-raw-v1"
+    hub_timeout_s: float = 5.0
+    val_fraction: float = 0.1
+    p_train: dict[str, float] = field(default_factory=lambda: {"wiki": 0.784, "roam": 0.196, "primer": 0.020})
+
+    def __post_init__(self) -> None:
+        _require(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
+        check_probabilities(self.p_train, "p_train")
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    model: ModelConfig
+    train: TrainConfig
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataConfig
+    profiles: dict[str, Profile]
+
+    @property
+    def seed(self) -> int:
+        return self.data.seed
+
+    def profile(self, name: str) -> Profile:
+        if name not in self.profiles:
+            raise ConfigError(f"profiles.{name}: no such profile (have: {', '.join(self.profiles)})")
+        return self.profiles[name]
+
+
+def check_probabilities(p: dict[str, float], key: str) -> None:
+    if set(p) != set(SOURCES):
+        raise ConfigError(f"{key}: needs exactly the sources {', '.join(SOURCES)} (got {', '.join(p) or 'none'})")
+    for name, value in p.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
+            raise ConfigError(f"{key}.{name}: must be a probability >= 0 (got {value!r})")
+    if not math.isclose(sum(p.values()), 1.0, abs_tol=1e-6):
+        raise ConfigError(f"{key}: probabilities must sum to 1 (sum is {sum(p.values()):.6g})")
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {problem}")
+
+
+def _check_type(value: Any, tp: Any, key: str) -> Any:
+    """Return value converted to tp (int -> float widening only) or raise naming the key."""
+    if tp is Any:
+        return value
+    origin = typing.get_origin(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
+        _, vtype = typing.get_args(tp)
+        return {str(k): _check_type(v, vtype, f"{key}.{k}") for k, v in value.items()}
+    if origin in (typing.Union, types.UnionType):
+        raise TypeError("union-typed config fields are not supported")
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_dict(cls: type, raw: Any, key: str, *, partial: bool = False):
+    """Build dataclass `cls` from a mapping, strictly. With partial, missing keys take defaults."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{key}: expected a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for name in raw:
+        if name not in fields:
+            raise ConfigError(f"{key}.{name}: unknown key (known: {', '.join(fields)})")
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _check_type(raw[name], hints[name], f"{key}.{name}")
+        elif not partial:
+            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+            if not has_default or name not in _OPTIONAL.get(cls, ()):
+                raise ConfigError(f"{key}.{name}: missing key")
+    try:
+        return cls(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{key}.{exc}") from None
+
+
+# Keys that params.yaml may leave out (everything else must be spelled out).
+_OPTIONAL = {
+    ModelConfig: ("vocab_size", "rope_theta", "mlp_ratio", "dropout"),
+    TrainConfig: ("beta1", "beta2", "compile", "log_every", "grad_clip", "weight_decay"),
+    DataConfig: ("hub_timeout_s",),
+}
+
+
+def parse_params(raw: Any, source: str = "params.yaml") -> Params:
+    try:
+        if not isinstance(raw, dict):
+            raise ConfigError("top level: expected a mapping")
+        known = {"seed", "data", "p_train", "profiles"}
+        for name in raw:
+            if name not in known:
+                raise ConfigError(f"{name}: unknown key (known: {', '.join(sorted(known))})")
+        for name in known:
+            if name not in raw:
+                raise ConfigError(f"{name}: missing key")
+        data_raw = dict(_check_type(raw["data"], dict[str, Any], "data"))
+        for name in ("seed", "p_train"):
+            if name in data_raw:
+                raise ConfigError(f"data.{name}: belongs at the top level")
+        data_raw["seed"] = _check_type(raw["seed"], int, "seed")
+        data_raw["p_train"] = _check_type(raw["p_train"], dict[str, float], "p_train")
+        try:
+            data = from_dict(DataConfig, data_raw, "data")
+        except ConfigError as exc:  # seed/p_train live at the top level
+            msg = str(exc)
+            raise ConfigError(msg.replace("data.seed", "seed").replace("data.p_train", "p_train")) from None
+        profiles_raw = _check_type(raw["profiles"], dict[str, Any], "profiles")
+        if not profiles_raw:
+            raise ConfigError("profiles: at least one profile is needed")
+        profiles = {}
+        for name, body in profiles_raw.items():
+            key = f"profiles.{name}"
+            if not isinstance(body, dict):
+                raise ConfigError(f"{key}: expected a mapping")
+            for part in body:
+                if part not in ("model", "train"):
+                    raise ConfigError(f"{key}.{part}: unknown key (known: model, train)")
+            for part in ("model", "train"):
+                if part not in body:
+                    raise ConfigError(f"{key}.{part}: missing key")
+            profiles[name] = Profile(
+                name=name,
+                model=from_dict(ModelConfig, body["model"], f"{key}.model"),
+                train=from_dict(TrainConfig, body["train"], f"{key}.train"),
+            )
+        return Params(data=data, profiles=profiles)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+
+
+def load_params(path: str | Path | None = None) -> Params:
+    from bytechat import paths
+
+    path = Path(path) if path is not None else paths.PARAMS
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    return parse_params(raw, str(path))
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)

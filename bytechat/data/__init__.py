@@ -1,0 +1,1 @@
+"""Data sources: WikiText, the user's Roam notes and the dialogue primer."""

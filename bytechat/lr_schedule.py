@@ -1,0 +1,32 @@
+"""Learning-rate schedule: linear warmup, then cosine decay to min_lr at the last step.
+
+The rate is a pure function of the optimizer step (0-based: the step about to be taken),
+so a resumed run gets exactly the rates an uninterrupted one would have.
+
+    step 0            lr / (warmup_steps + 1)      (close to 0, but not a wasted step)
+    step warmup_steps lr                           (the peak)
+    step steps - 1    min_lr                       (the last step)
+"""
+
+from __future__ import annotations
+
+import math
+
+from bytechat.config import TrainConfig
+
+
+def learning_rate(step: int, *, lr: float, min_lr: float, warmup_steps: int, steps: int) -> float:
+    if step < 0:
+        raise ValueError(f"step: must be >= 0 (got {step})")
+    if step < warmup_steps:
+        return lr * (step + 1) / (warmup_steps + 1)
+    last = steps - 1
+    if last <= warmup_steps:  # a run too short for a decay phase stays at the peak
+        return lr
+    progress = min(1.0, (step - warmup_steps) / (last - warmup_steps))
+    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """The learning rate of optimizer step `step` under a TrainConfig."""
+    return learning_rate(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, steps=cfg.steps)

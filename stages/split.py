@@ -1,0 +1,57 @@
+"""Stage `split`: Roam pages (by whole file) and primer dialogues (by whole block) into
+train/val, seeded. Writes artifacts/splits/{roam,primer}_{train,val}.jsonl + manifest.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from bytechat import paths
+from bytechat.atomic import atomic_open, write_json
+from bytechat.config import ConfigError, load_params
+from bytechat.data import primer, roam
+
+
+def write_jsonl(name: str, docs: list[tuple[str, str]]) -> None:
+    with atomic_open(paths.SPLITS_DIR / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+        for doc_id, text in docs:
+            fh.write(json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n")
+
+
+def main() -> int:
+    try:
+        params = load_params()
+        seed, val_fraction = params.seed, params.data.val_fraction
+        roam_dir, is_example = roam.resolve_roam_dir(paths.ROAM_DIR, paths.EXAMPLE_ROAM_DIR)
+        pages = roam.load_pages(roam_dir)
+        roam_train, roam_val = roam.split_pages(pages, seed, val_fraction)
+        blocks = primer.load_primer(paths.PRIMER)
+        primer_train, primer_val = primer.split_blocks(blocks, seed, val_fraction)
+    except (ConfigError, roam.RoamError, primer.PrimerError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    write_jsonl("roam_train", [(p.name, p.document()) for p in roam_train])
+    write_jsonl("roam_val", [(p.name, p.document()) for p in roam_val])
+    for name, part in (("primer_train", primer_train), ("primer_val", primer_val)):
+        write_jsonl(name, [(f"dialogue-{blocks.index(b)}", doc) for b, doc in zip(part, primer.documents(part))])
+    roam_source = paths.EXAMPLE_ROAM_DIR if is_example else paths.ROAM_DIR
+    manifest = {
+        "seed": seed,
+        "roam": {
+            "dir": roam_source.relative_to(paths.ROOT).as_posix(),
+            "example_graph": is_example,
+            "train": [p.name for p in roam_train],
+            "val": [p.name for p in roam_val],
+        },
+        "primer": {"file": paths.PRIMER.relative_to(paths.ROOT).as_posix(), "train": len(primer_train), "val": len(primer_val)},
+    }
+    write_json(paths.SPLITS_DIR / "manifest.json", manifest)
+    print(
+        f"roam ({manifest['roam']['dir']}): {len(roam_train)} train / {len(roam_val)} val pages; "
+        f"primer: {len(primer_train)} train / {len(primer_val)} val dialogues"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,63 @@
+"""Stage `streams`: every split as a uint8 byte stream (artifacts/streams/<source>_<split>.bin)
+plus a JSON sidecar. Documents are read one at a time, so memory stays flat."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Iterator
+
+from tqdm import tqdm
+
+from bytechat import paths
+from bytechat.streams import write_stream
+
+# A WikiText article starts at a top-level heading line " = Title = ".
+_ARTICLE_HEADING = re.compile(r"^ = [^=].* = $")
+
+
+def wikitext_articles(path: Path) -> Iterator[str]:
+    """Articles of a WikiText split file, one at a time, surrounding blank lines dropped."""
+    lines: list[str] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for line in fh:
+            if _ARTICLE_HEADING.match(line.rstrip("\n")) and any(l.strip() for l in lines):
+                yield "".join(lines).strip("\n")
+                lines = []
+            lines.append(line)
+    if any(l.strip() for l in lines):
+        yield "".join(lines).strip("\n")
+
+
+def jsonl_texts(path: Path) -> Iterator[str]:
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            yield json.loads(line)["text"]
+
+
+def main() -> int:
+    wiki_source = json.loads((paths.WIKITEXT_DIR / "source.json").read_text(encoding="utf-8"))
+    manifest = json.loads((paths.SPLITS_DIR / "manifest.json").read_text(encoding="utf-8"))
+    wiki_label = wiki_source.get("path") or wiki_source.get("dataset") or wiki_source.get("corpus")
+    jobs = [
+        ("wiki", "train", wikitext_articles(paths.WIKITEXT_DIR / "train.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
+        ("wiki", "val", wikitext_articles(paths.WIKITEXT_DIR / "validation.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
+        ("wiki", "test", wikitext_articles(paths.WIKITEXT_DIR / "test.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
+    ]
+    for source in ("roam", "primer"):
+        origin = manifest["roam"]["dir"] if source == "roam" else manifest["primer"]["file"]
+        for split in ("train", "val"):
+            jobs.append((source, split, jsonl_texts(paths.SPLITS_DIR / f"{source}_{split}.jsonl"), origin))
+    for source, split, docs, origin in tqdm(jobs, desc="streams", unit=" stream"):
+        meta = write_stream(docs, paths.stream_path(source, split), origin)
+        tqdm.write(f"{source}_{split}: {meta['bytes']:>10,} bytes, {meta['documents']:>6,} documents  <- {origin}")
+        if meta["bytes"] == 0:
+            print(f"error: {source}_{split} is empty (from {origin})", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

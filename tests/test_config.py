@@ -1,0 +1,74 @@
+import copy
+
+import pytest
+import yaml
+
+from bytechat.config import ConfigError, ModelConfig, load_params, parse_params
+from tests.conftest import REPO
+
+RAW = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def test_repo_params_load():
+    params = load_params(REPO / "params.yaml")
+    assert params.seed == RAW["seed"]
+    assert set(params.profiles) >= {"smoke", "train"}
+    assert params.profile("smoke").train.steps == 1000
+    assert params.profile("train").train.steps == 20000
+    assert params.data.p_train == pytest.approx({"wiki": 0.784, "roam": 0.196, "primer": 0.020})
+
+
+def _with(mutate):
+    raw = copy.deepcopy(RAW)
+    mutate(raw)
+    return raw
+
+
+@pytest.mark.parametrize(
+    "mutate, key",
+    [
+        (lambda r: r["profiles"]["smoke"]["train"].update(lr="fast"), "profiles.smoke.train.lr: expected float"),
+        (lambda r: r["profiles"]["smoke"]["model"].update(n_layers=4), "profiles.smoke.model.n_layers: unknown key"),
+        (lambda r: r["profiles"]["smoke"]["train"].pop("steps"), "profiles.smoke.train.steps: missing key"),
+        (lambda r: r["profiles"]["smoke"]["model"].update(n_layer=True), "profiles.smoke.model.n_layer: expected int"),
+        (lambda r: r.update(seed="x"), "seed: expected int"),
+        (lambda r: r.pop("p_train"), "p_train: missing key"),
+        (lambda r: r["p_train"].update(wiki=0.5), "p_train: probabilities must sum to 1"),
+        (lambda r: r["p_train"].update(wiki=-0.1, roam=1.08), "p_train.wiki: must be a probability"),
+        (lambda r: r["data"].update(val_fraction=1.5), "data.val_fraction: must be in (0, 1)"),
+        (lambda r: r["data"].update(colour="red"), "data.colour: unknown key"),
+        (lambda r: r["profiles"]["smoke"]["model"].update(n_head=3), "profiles.smoke.model.n_embd: must be divisible"),
+        (lambda r: r.update(extra=1), "extra: unknown key"),
+    ],
+)
+def test_bad_params_name_the_key(mutate, key):
+    with pytest.raises(ConfigError) as err:
+        parse_params(_with(mutate), "params.yaml")
+    assert str(err.value).startswith("params.yaml: ")
+    assert key in str(err.value)
+
+
+def test_int_widens_to_float_but_not_bool():
+    raw = _with(lambda r: r["profiles"]["smoke"]["train"].update(lr=1))
+    assert parse_params(raw).profile("smoke").train.lr == 1.0
+    with pytest.raises(ConfigError, match="lr: expected float"):
+        parse_params(_with(lambda r: r["profiles"]["smoke"]["train"].update(lr=True)))
+
+
+def test_unreadable_params_file(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("seed: [1,\n")
+    with pytest.raises(ConfigError, match="params.yaml: not valid YAML"):
+        load_params(bad)
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_unknown_profile():
+    with pytest.raises(ConfigError, match="profiles.huge: no such profile"):
+        load_params(REPO / "params.yaml").profile("huge")
+
+
+def test_odd_head_dim_rejected():
+    with pytest.raises(ConfigError, match="head dim"):
+        ModelConfig(n_embd=12, n_head=4)

@@ -49,7 +49,8 @@ def open_wikitext(source: str, config: str, hub_timeout_s: float = 5.0):
     if source == "auto":
         if hub_reachable(hub_timeout_s):
             return _from_hub(config)
-        _warn_offline(f"the Hugging Face Hub did not answer within {hub_timeout_s:g} s")
+        offline = _truthy(os.environ.get("HF_DATASETS_OFFLINE")) or _truthy(os.environ.get("HF_HUB_OFFLINE"))
+        _warn_offline("HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set" if offline else f"the Hugging Face Hub did not answer within {hub_timeout_s:g} s")
         return _offline_corpus()
     if source == "hub":
         return _from_hub(config)

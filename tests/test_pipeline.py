@@ -1,0 +1,78 @@
+"""The data half of the DVC pipeline, run for real in a throw-away copy of the repo."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from tests.conftest import REPO
+
+DVC = str(Path(sys.executable).parent / "dvc")
+pytestmark = pytest.mark.slow
+
+
+def copy_repo(dest: Path) -> Path:
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    for rel in files:
+        src = REPO / rel
+        if src.is_file() and not rel.startswith(("tests/", "dvc.lock")):
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest / ".roam-data").mkdir()
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
+
+
+def repro(root: Path, *targets: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "HF_DATASETS_OFFLINE": "1"}
+    env.pop("BYTECHAT_ROOT", None)
+    out = subprocess.run([DVC, "repro", *targets], cwd=root, env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout + out.stderr
+
+
+def test_repro_streams_offline_then_nothing_then_shared_source(tmp_path, shared_wikitext):
+    root = copy_repo(tmp_path / "repo")
+    log = repro(root, "streams")
+    assert "OFFLINE corpus" in log and "EXAMPLE Roam graph" in log
+    streams = root / "artifacts" / "streams"
+    for name in ("wiki_train", "wiki_val", "wiki_test", "roam_train", "roam_val", "primer_train", "primer_val"):
+        data = np.memmap(streams / f"{name}.bin", dtype=np.uint8, mode="r")
+        meta = json.loads((streams / f"{name}.json").read_text())
+        assert meta["bytes"] == len(data) > 0
+    assert json.loads((root / "artifacts/wikitext/source.json").read_text())["kind"] == "offline"
+
+    second = repro(root, "streams")
+    assert "Running stage" not in second
+
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["data"]["wikitext_source"] = str(shared_wikitext)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    third = repro(root, "streams")
+    assert "Running stage 'download'" in third and "Running stage 'streams'" in third
+    assert "Running stage 'split'" not in third  # roam/primer did not change
+    source = json.loads((root / "artifacts/wikitext/source.json").read_text())
+    assert source["kind"] == "local-parquet" and source["requested"] == str(shared_wikitext)
+    assert "wikitext (local-parquet" in json.loads((streams / "wiki_val.json").read_text())["source"]
+
+
+def test_bad_params_fail_the_stage_with_one_line(tmp_path):
+    root = copy_repo(tmp_path / "repo")
+    text = (root / "params.yaml").read_text().replace("val_fraction: 0.1", "val_fraction: 2")
+    (root / "params.yaml").write_text(text)
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1"}
+    env.pop("BYTECHAT_ROOT", None)
+    out = subprocess.run([sys.executable, "stages/split.py"], cwd=root, capture_output=True, text=True, env=env)
+    assert out.returncode == 1
+    assert "params.yaml: data.val_fraction: must be in (0, 1)" in out.stderr
+    assert not (root / "artifacts" / "splits").exists()

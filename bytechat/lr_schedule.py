@@ -23,8 +23,11 @@ def learning_rate(step: int, *, lr: float, min_lr: float, warmup_steps: int, ste
     last = steps - 1
     if last <= warmup_steps:  # a run too short for a decay phase stays at the peak
         return lr
-    progress = min(1.0, (step - warmup_steps) / (last - warmup_steps))
-    return min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+    if step >= last:
+        return min_lr
+    progress = (step - warmup_steps) / (last - warmup_steps)
+    # Written as a drop from lr so progress 0 gives lr exactly (no rounding above the peak).
+    return lr - (lr - min_lr) * 0.5 * (1.0 - math.cos(math.pi * progress))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:

@@ -1,0 +1,625 @@
+"""Train one profile of params.yaml: `python -m bytechat.train --profile smoke [--steps N]`.
+
+What a run does, in order:
+  * opens the train and val byte streams (memmaps under paths.STREAMS_DIR);
+  * resumes from artifacts/runs/<profile>/checkpoints/last.pt when that checkpoint was made
+    with the same model config, train config (log_every/checkpoint_every aside), seed,
+    p_train and stream contents; otherwise moves the old checkpoints into
+    artifacts/runs/<profile>/stale-<step>/ (loudly; nothing is deleted) and starts fresh;
+  * trains with AdamW (decay on matrices only), warmup + cosine lr, gradient accumulation,
+    gradient clipping and bf16 autocast where the hardware runs it fast (fp32 weights);
+  * evaluates every eval_every steps and at the end on fixed batches of each val stream;
+  * writes last.pt every checkpoint_every steps and at the end, best.pt at each new best
+    validation loss, and dvclive metrics + plots under artifacts/runs/<profile>/live/.
+
+Exact resume: a run killed at any moment and started again ends with the same weights,
+bit for bit on CPU, as a run that was never stopped. That holds because everything a step
+depends on is either a function of the step (the lr), or restored from the checkpoint
+(weights, AdamW moments, global RNG states, the batch generator's state), or drawn from
+its own generator (the eval batches); checkpoints are taken only between optimizer steps.
+
+Several processes: `torchrun --nproc_per_node=N stages/train.py --profile P` trains with
+DistributedDataParallel (nccl on GPUs, gloo on CPU). batch_size stays the global batch:
+each rank takes its slice of the rows every rank draws alike, so the data of a step does
+not depend on N; rank 0 alone writes checkpoints, metrics and the progress bar.
+
+MFU (model FLOPs utilisation) = model.flops_per_byte() x bytes/s / peak FLOP/s, where the
+peak is measured once at start as the rate of a 1024^3 matmul in the training dtype (so
+it is "share of what this machine's matmul reaches", not of a spec sheet), unless
+BYTECHAT_PEAK_FLOPS gives it (e.g. 989e12 for an H100's bf16 spec).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bytechat import checkpoint as ckpt_io
+from bytechat import paths
+from bytechat.atomic import write_text
+from bytechat.batching import BatchError, get_batch
+from bytechat.config import SOURCES, ConfigError, Params, Profile, TrainConfig, load_params
+from bytechat.device import autocast_dtype, get_device, synchronize
+from bytechat.lr_schedule import lr_at
+from bytechat.rng import make_generator, set_seed
+from bytechat.streams import StreamError, open_stream, read_meta
+
+PEAK_ENV = "BYTECHAT_PEAK_FLOPS"
+EVAL_SEED_OFFSET = 1  # eval batches: their own generator (seed + 1), apart from the training sampler
+
+
+# ---------------------------------------------------------------- distributed context
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Who this process is: rank 0 of 1, or one of the processes torchrun started
+    (RANK / WORLD_SIZE / LOCAL_RANK in the environment).
+
+    Everything rank-dependent goes through here: batch slicing (get_batch's rank and
+    world_size: every rank draws the global batch and keeps its rows, so the data of a
+    step does not depend on the world size), who writes files and logs (is_main), and
+    averaging losses over ranks.
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        try:
+            world_size = int(os.environ.get("WORLD_SIZE", "1"))
+            rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+        except ValueError:
+            raise ConfigError("RANK/WORLD_SIZE/LOCAL_RANK: must be integers (set by torchrun)") from None
+        return cls(rank=rank, world_size=world_size, local_rank=local_rank)
+
+    def device(self, device: torch.device) -> torch.device:
+        """One GPU per process (cuda:LOCAL_RANK); CPU processes share the CPU."""
+        if self.enabled and device.type == "cuda":
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
+        return device
+
+    def start(self, device: torch.device) -> None:
+        if self.enabled and not torch.distributed.is_initialized():
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size)
+
+    def stop(self) -> None:
+        if self.enabled and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+    def mean(self, value: torch.Tensor) -> torch.Tensor:
+        """The mean of value over ranks (a collective: every rank must call it)."""
+        if not self.enabled:
+            return value
+        total = value.detach().clone()
+        torch.distributed.all_reduce(total)  # SUM: gloo has no AVG
+        return total / self.world_size
+
+    def from_main(self, obj):
+        """Rank 0's obj on every rank (a collective)."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        if not self.enabled:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class Data:
+    train: dict[str, np.ndarray]
+    val: dict[str, np.ndarray]
+    fingerprint: dict
+
+
+def open_data(p_train: Mapping[str, float], seed: int) -> Data:
+    """Memmap every train/val stream; the fingerprint (seed, mix, sha256s) gates resumes."""
+    train, val, shas = {}, {}, {}
+    for source in SOURCES:
+        for split, into in (("train", train), ("val", val)):
+            path = paths.stream_path(source, split)
+            into[source] = open_stream(path)
+            shas[f"{source}_{split}"] = read_meta(path).get("sha256")
+    fingerprint = {"p_train": dict(p_train), "seed": int(seed), "streams": shas}
+    return Data(train=train, val=val, fingerprint=fingerprint)
+
+
+def eval_batches(val: Mapping[str, np.ndarray], rows: int, block: int, n_batches: int, seed: int,
+                 device: torch.device, dist: Dist) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:  # fmt: skip
+    """Fixed validation batches per source, drawn once from their own generator, so every
+    eval of a run scores the same bytes and never disturbs the training sampler."""
+    batches = {}
+    for source, stream in val.items():
+        if len(stream) < block + 1:
+            ckpt_io.warn(f"{paths.stream_path(source, 'val')}: {len(stream)} bytes, too short for "
+                         f"block_size {block}; not used for validation")  # fmt: skip
+            continue
+        gen = make_generator(seed + EVAL_SEED_OFFSET)
+        only = {name: float(name == source) for name in SOURCES}
+        batches[source] = [
+            get_batch({source: stream}, only, rows, block, device, gen, rank=dist.rank, world_size=dist.world_size)
+            for _ in range(n_batches)
+        ]
+    return batches
+
+
+# ---------------------------------------------------------------- model and optimizer
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on every matrix (dim >= 2: attention/MLP weights and the
+    embedding, which is tied to the output head and so is the output projection too) and
+    none on vectors (norm gains, biases), which decay would only pull away from 1 / 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    try:  # one fused kernel for all parameters where this torch/device has it
+        return torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda", "mps"), **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def measure_peak_flops(device: torch.device, dtype: torch.dtype | None, seconds: float = 0.3) -> float:
+    """FLOP/s of a 1024^3 matmul in the training dtype, or BYTECHAT_PEAK_FLOPS when set."""
+    env = os.environ.get(PEAK_ENV)
+    if env:
+        try:
+            value = float(env)
+            if value > 0 and math.isfinite(value):
+                return value
+        except ValueError:
+            pass
+        raise ConfigError(f"{PEAK_ENV}: expected a FLOP/s figure > 0 such as 1.5e11, got {env!r}")
+    n = 1024
+    gen = make_generator(0, "cpu")  # leaves the global RNG untouched
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype or torch.float32)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype or torch.float32)
+    a @ b  # warm up kernels and caches
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while True:
+        a @ b
+        count += 1
+        synchronize(device)
+        elapsed = time.perf_counter() - start
+        if elapsed >= seconds:
+            return 2 * n**3 * count / elapsed
+
+
+@torch.inference_mode()
+def validation_losses(model: torch.nn.Module, batches: Mapping[str, list], device: torch.device,
+                      dtype: torch.dtype | None, dist: Dist) -> dict[str, float]:  # fmt: skip
+    """Mean loss over each source's fixed batches."""
+    was_training = model.training
+    model.eval()
+    losses = {}
+    for source, pairs in batches.items():
+        total = torch.zeros((), device=device, dtype=torch.float32)
+        for x, y in pairs:
+            with autocast(device, dtype):
+                _, loss = model(x, y)
+            total += loss.float()
+        losses[source] = float(dist.mean(total / len(pairs)))
+    model.train(was_training)
+    return losses
+
+
+def mixed_loss(losses: Mapping[str, float], p: Mapping[str, float]) -> float:
+    """The p_train-weighted validation loss: the training objective's mixture (best.pt picks by it)."""
+    weights = {s: p[s] for s in losses if p.get(s, 0) > 0}
+    total = sum(weights.values())
+    if not total:
+        return float(sum(losses.values()) / max(1, len(losses)))
+    return sum(losses[s] * w for s, w in weights.items()) / total
+
+
+# ---------------------------------------------------------------- dvclive
+
+
+def trim_live_history(live_dir: Path, last_step: int) -> None:
+    """Drop metric rows logged after last_step (by a run killed after its last checkpoint),
+    so a resumed run's plots hold each step once; partial lines of a kill mid-write go too."""
+    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
+        lines = tsv.read_text(encoding="utf-8").splitlines()
+        if not lines:
+            continue
+        header = lines[0].split("\t")
+        if "step" not in header:
+            continue
+        col = header.index("step")
+        kept = [lines[0]]
+        for line in lines[1:]:
+            cells = line.split("\t")
+            if len(cells) == len(header) and cells[col].isdigit() and int(cells[col]) <= last_step:
+                kept.append(line)
+        if len(kept) != len(lines):
+            write_text(tsv, "\n".join(kept) + "\n")
+
+
+def open_live(live_dir: Path, resume: bool, step: int):
+    """A dvclive Live writing metrics.json and plots under live_dir (no dvc.yaml, no exp)."""
+    from dvclive import Live  # imported late: it pulls in dvc, ~1 s
+
+    metrics = live_dir / "metrics.json"
+    if resume and metrics.exists():
+        try:
+            json.loads(metrics.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            ckpt_io.warn(f"{metrics}: damaged (killed mid-write?); rebuilt from the next log")
+            metrics.unlink()
+    if resume:
+        trim_live_history(live_dir, step)
+    live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None)
+    live.step = step
+    return live
+
+
+# ---------------------------------------------------------------- the run
+
+
+class Speedometer:
+    """Training bytes/s and MFU over the steps since the last restart()."""
+
+    def __init__(self, bytes_per_step: int, flops_per_byte: float, peak_flops: float, device: torch.device) -> None:
+        self.bytes_per_step, self.flops_per_byte, self.peak = bytes_per_step, flops_per_byte, peak_flops
+        self.device = device
+        self.restart()
+
+    def restart(self) -> None:
+        synchronize(self.device)
+        self.start, self.steps = time.perf_counter(), 0
+
+    def count_step(self) -> None:
+        self.steps += 1
+
+    def read(self) -> tuple[float, float]:
+        """(bytes per second, model FLOPs utilisation)."""
+        synchronize(self.device)
+        bps = self.bytes_per_step * self.steps / max(time.perf_counter() - self.start, 1e-9)
+        return bps, self.flops_per_byte * bps / self.peak
+
+
+@dataclass
+class RunState:
+    step: int = 0  # optimizer steps completed
+    val_loss: float | None = None
+    best_val_loss: float | None = None
+    val_losses: dict[str, float] = field(default_factory=dict)
+    train_loss: float | None = None
+
+
+@dataclass
+class TrainResult:
+    profile: str
+    step: int
+    train_loss: float | None
+    val_loss: float | None
+    best_val_loss: float | None
+    val_losses: dict[str, float]
+    resumed_from: int | None
+    seconds: float
+    checkpoint: Path
+
+
+class Trainer:
+    def __init__(self, params: Params, profile: Profile, *, device: torch.device | None = None,
+                 dist: Dist | None = None, quiet: bool = False) -> None:  # fmt: skip
+        self.params, self.profile = params, profile
+        self.mcfg, self.tcfg = profile.model, profile.train
+        self.dist = dist or Dist()
+        self.device = device or get_device()
+        self.amp = autocast_dtype(self.device, self.tcfg.dtype)
+        self.quiet = quiet
+        self.ckpt_dir = paths.checkpoints_dir(profile.name)
+        self.live_dir = paths.run_dir(profile.name) / "live"
+        micro = self.tcfg.batch_size // self.tcfg.grad_accum
+        if micro % self.dist.world_size:
+            raise ConfigError(f"profiles.{profile.name}.train.batch_size: {self.tcfg.batch_size} / grad_accum "
+                              f"{self.tcfg.grad_accum} = {micro} rows is not divisible by {self.dist.world_size} ranks")  # fmt: skip
+        self.micro_rows = micro  # rows per micro-step over all ranks
+
+    # -- setup
+
+    def setup(self) -> None:
+        # No torch.use_deterministic_algorithms: the CPU kernels this model uses are
+        # deterministic for a fixed thread count already (tests/test_resume.py checks it
+        # bit for bit), and the call costs ~1.4 s of imports (torch._dynamo) per start.
+        self.data = open_data(self.params.data.p_train, self.params.seed)
+        set_seed(self.params.seed)  # model init draws from the global generator
+        from bytechat.model import GPT
+
+        self.model = GPT(self.mcfg).to(self.device)
+        self.model.train()
+        self.optimizer = build_optimizer(self.model, self.tcfg, self.device)
+        self.sampler = make_generator(self.params.seed)
+        self.state = RunState()
+        self.resumed_from = self.try_resume()
+        # eval_model: the model without DDP (eval needs no gradient sync); forward: with it.
+        self.eval_model = torch.compile(self.model) if self.tcfg.compile else self.model
+        self.forward = self.dist.wrap(self.eval_model, self.device)
+
+    def try_resume(self) -> int | None:
+        """Rank 0 picks the checkpoint (moving damaged or stale files aside); every rank
+        then loads that same file."""
+        path = self.pick_checkpoint() if self.dist.is_main else None
+        path = self.dist.from_main(None if path is None else str(path))
+        if path is None:
+            return None
+        self.load(ckpt_io.load_checkpoint(path))
+        self.say(f"resuming {self.profile.name} from {Path(path).name} at step {self.state.step}")
+        return self.state.step
+
+    def pick_checkpoint(self) -> Path | None:
+        """last.pt (else last.prev.pt) when it belongs to this exact run; else None (fresh)."""
+        try:
+            found = ckpt_io.load_latest(self.ckpt_dir)
+        except ckpt_io.CheckpointError as exc:
+            self.shout(f"{exc}; starting fresh")
+            found = None
+        if found is None:
+            self.stash_stale(0)
+            return None
+        ckpt, path = found
+        diffs = ckpt_io.differences(ckpt, self.mcfg, self.tcfg, self.data.fingerprint) + self.misfits(ckpt)
+        if diffs:
+            self.shout(f"{path}: made with other settings ({'; '.join(diffs)}); starting fresh")
+            self.stash_stale(int(ckpt.get("step", 0)))
+            return None
+        return path
+
+    def misfits(self, ckpt: Mapping) -> list[str]:
+        """Why ckpt's tensors cannot be loaded into this code's model and optimizer (the
+        configs can match while the model code changed under them)."""
+        problems = []
+        want = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
+        have = {k: tuple(v.shape) for k, v in ckpt["model"].items()}
+        if want != have:
+            problems.append("model: the weights do not fit the current model code")
+        groups = ckpt["optimizer"].get("param_groups", [])
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.optimizer.param_groups]:
+            problems.append("optimizer: parameter groups differ from the current training code")
+        return problems
+
+    def stash_stale(self, step: int) -> None:
+        if self.dist.is_main and (moved := ckpt_io.move_stale(self.ckpt_dir, step)):
+            self.shout(f"moved the old checkpoints to {moved}")
+
+    def load(self, ckpt: Mapping) -> None:
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        ckpt_io.restore_rng(ckpt["rng"])
+        self.sampler.set_state(ckpt["sampler"])
+        self.state = RunState(step=int(ckpt["step"]), val_loss=ckpt["val_loss"], best_val_loss=ckpt["best_val_loss"])
+
+    # -- stepping
+
+    def train_step(self, step: int) -> torch.Tensor:
+        """One optimizer step (grad_accum micro-steps); returns the mean micro-batch loss."""
+        lr = lr_at(step, self.tcfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = torch.zeros((), device=self.device)
+        for micro in range(self.tcfg.grad_accum):
+            x, y = get_batch(self.data.train, self.params.data.p_train, self.micro_rows, self.mcfg.block_size,
+                             self.device, self.sampler, rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
+            with self.grad_sync(last=micro == self.tcfg.grad_accum - 1):
+                with autocast(self.device, self.amp):
+                    _, loss = self.forward(x, y)
+                (loss / self.tcfg.grad_accum).backward()
+            total += loss.detach().float()
+        if self.tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total / self.tcfg.grad_accum
+
+    def grad_sync(self, last: bool) -> contextlib.AbstractContextManager:
+        """Under DDP, all-reduce gradients only on the last micro-step of a step."""
+        if self.dist.enabled and not last:
+            return self.forward.no_sync()
+        return contextlib.nullcontext()
+
+    def evaluate(self, batches: Mapping[str, list]) -> None:
+        losses = validation_losses(self.eval_model, batches, self.device, self.amp, self.dist)
+        self.state.val_losses = losses
+        self.state.val_loss = mixed_loss(losses, self.params.data.p_train)
+        best = self.state.best_val_loss
+        if best is None or self.state.val_loss < best:
+            self.state.best_val_loss = self.state.val_loss
+            self.save(ckpt_io.BEST)
+
+    def save(self, name: str) -> None:
+        if not self.dist.is_main:
+            return
+        ckpt = ckpt_io.build_checkpoint(
+            model=self.model, optimizer=self.optimizer, model_config=self.mcfg, train_config=self.tcfg,
+            profile=self.profile.name, step=self.state.step, val_loss=self.state.val_loss,
+            best_val_loss=self.state.best_val_loss, sampler=self.sampler, data=self.data.fingerprint,
+        )  # fmt: skip
+        ckpt_io.save_checkpoint(ckpt, self.ckpt_dir / name, keep_previous=name == ckpt_io.LAST)
+
+    def say(self, message: str) -> None:
+        if self.dist.is_main and not self.quiet:
+            tqdm.write(message, file=sys.stderr)
+
+    def shout(self, message: str) -> None:
+        """A warning nobody should miss (printed even when quiet)."""
+        if self.dist.is_main:
+            tqdm.write(f"!!! warning: {message}", file=sys.stderr)
+
+    # -- the loop
+
+    def run(self) -> TrainResult:
+        started = time.perf_counter()
+        self.setup()
+        steps = self.tcfg.steps
+        if self.state.step >= steps:
+            self.say(f"{self.profile.name}: already trained ({self.state.step}/{steps} steps); nothing to do")
+            return self.result(started)
+        batches = eval_batches(self.data.val, self.micro_rows, self.mcfg.block_size, self.tcfg.eval_batches,
+                               self.params.seed, self.device, self.dist)  # fmt: skip
+        peak = measure_peak_flops(self.device, self.amp) * self.dist.world_size  # every rank's hardware
+        live = open_live(self.live_dir, self.resumed_from is not None, self.state.step) if self.dist.is_main else None
+        with self.progress_bar() as bar:
+            self.loop(bar, live, batches, peak)
+        if live is not None:
+            live.end()
+        return self.result(started)
+
+    @contextlib.contextmanager
+    def progress_bar(self) -> Iterator[tqdm]:
+        tty = sys.stderr.isatty()
+        bar = tqdm(total=self.tcfg.steps, initial=self.state.step, desc=f"train {self.profile.name}", unit="step",
+                   dynamic_ncols=True, mininterval=0.5 if tty else 30,
+                   disable=self.quiet or not self.dist.is_main)  # fmt: skip
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+    def loop(self, bar: tqdm, live, batches: Mapping[str, list], peak: float) -> None:
+        cfg = self.tcfg
+        speed = Speedometer(cfg.batch_size * self.mcfg.block_size, float(ckpt_io.unwrap(self.model).flops_per_byte()),
+                            peak, self.device)  # fmt: skip
+        for step in range(self.state.step, cfg.steps):
+            loss = self.train_step(step)
+            self.state.step = done = step + 1
+            speed.count_step()
+            bar.update(1)
+            last = done == cfg.steps
+            if done % cfg.log_every == 0 or last:
+                self.log_training(bar, live, loss, lr_at(step, cfg), speed)
+            if done % cfg.eval_every == 0 or last:
+                self.evaluate(batches)
+                self.log_validation(live)
+                speed.restart()  # eval time is not training speed
+            if done % cfg.checkpoint_every == 0 or last:
+                self.save(ckpt_io.LAST)
+            if live is not None and (done % cfg.log_every == 0 or done % cfg.eval_every == 0 or last):
+                live.make_summary()
+
+    def log_training(self, bar: tqdm, live, loss: torch.Tensor, lr: float, speed: "Speedometer") -> None:
+        self.state.train_loss = float(self.dist.mean(loss))  # syncs the device (every rank calls this)
+        if not math.isfinite(self.state.train_loss):
+            raise FloatingPointError(f"step {self.state.step}: training loss is {self.state.train_loss} (lr too high?)")
+        bps, mfu = speed.read()
+        bar.set_postfix_str(f"loss {self.state.train_loss:.3f} lr {lr:.2e} {bps / 1e3:.1f} kB/s MFU {mfu:.1%}",
+                            refresh=False)  # fmt: skip
+        self.log(live, {"train/loss": self.state.train_loss, "lr": lr, "bytes_per_s": bps, "mfu": mfu})
+        speed.restart()
+
+    def log_validation(self, live) -> None:
+        losses = " ".join(f"{s} {v:.3f}" for s, v in self.state.val_losses.items())
+        self.say(f"step {self.state.step}: val {self.state.val_loss:.4f} ({losses}) best {self.state.best_val_loss:.4f}")
+        metrics = {f"val/{s}/loss": v for s, v in self.state.val_losses.items()}
+        self.log(live, {**metrics, "val/loss": self.state.val_loss})
+
+    def log(self, live, metrics: Mapping[str, float]) -> None:
+        if live is None:
+            return
+        live.step = self.state.step
+        for name, value in metrics.items():
+            live.log_metric(name, float(value))
+
+    def result(self, started: float) -> TrainResult:
+        return TrainResult(
+            profile=self.profile.name, step=self.state.step, train_loss=self.state.train_loss,
+            val_loss=self.state.val_loss, best_val_loss=self.state.best_val_loss,
+            val_losses=dict(self.state.val_losses), resumed_from=self.resumed_from,
+            seconds=time.perf_counter() - started, checkpoint=self.ckpt_dir / ckpt_io.LAST,
+        )  # fmt: skip
+
+
+def resolve_profile(params: Params, name: str, steps: int | None = None) -> Profile:
+    """The named profile, with steps overridden when given (a different run: it resumes
+    only from checkpoints made with the same override)."""
+    profile = params.profile(name)
+    if steps is None:
+        return profile
+    if steps <= 0:
+        raise ConfigError(f"--steps: must be > 0 (got {steps})")
+    return dataclasses.replace(profile, train=dataclasses.replace(profile.train, steps=steps))
+
+
+def train(profile: str, *, params_path: str | Path | None = None, steps: int | None = None,
+          device: str | torch.device | None = None, quiet: bool = False) -> TrainResult:  # fmt: skip
+    params = load_params(params_path)
+    prof = resolve_profile(params, profile, steps)
+    dist = Dist.from_env()
+    dev = dist.device(device if isinstance(device, torch.device) else get_device(device))
+    dist.start(dev)
+    try:
+        return Trainer(params, prof, device=dev, dist=dist, quiet=quiet).run()
+    finally:
+        dist.stop()
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bytechat.train", description="Train one profile of params.yaml.")
+    parser.add_argument("--profile", required=True, help="profile name under profiles: in params.yaml")
+    parser.add_argument("--steps", type=int, default=None, help="override the profile's train.steps")
+    parser.add_argument("--params", default=None, help="params file (default: params.yaml at the repo root)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: auto / BYTECHAT_DEVICE)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        result = train(args.profile, params_path=args.params, steps=args.steps, device=args.device)
+    except (ConfigError, StreamError, BatchError, ckpt_io.CheckpointError, FloatingPointError) as exc:
+        print(f"bytechat.train: error: {exc}", file=sys.stderr)
+        return 2
+    if not Dist.from_env().is_main:
+        return 0
+    val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"
+    print(f"{result.profile}: {result.step} steps, val loss {val}, {result.seconds:.1f} s -> {result.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,92 @@
+"""Start the real chat server as a subprocess on a free loopback port (for the browser
+test and the load test), with a tiny random model when no trained one is wanted."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+
+TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=64)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
+    """A randomly initialised tiny GPT, saved as a training checkpoint and exported like a
+    trained one; returns the export folder (what `--ckpt` takes)."""
+    import torch
+
+    from bytechat.checkpoint import build_checkpoint, save_checkpoint
+    from bytechat.config import ModelConfig, TrainConfig
+    from bytechat.export import export_checkpoint
+    from bytechat.model import GPT
+
+    torch.manual_seed(seed)
+    config = ModelConfig(**TINY)
+    model = GPT(config)
+    ckpt = build_checkpoint(
+        model=model,
+        optimizer=torch.optim.AdamW(model.parameters()),
+        model_config=config,
+        train_config=TrainConfig(),
+        profile="tiny-random",
+        step=0,
+        val_loss=None,
+        best_val_loss=None,
+        sampler=torch.Generator().manual_seed(seed),
+        data={},
+    )
+    folder = Path(folder)
+    save_checkpoint(ckpt, folder / "tiny.pt")
+    return export_checkpoint(folder / "tiny.pt", folder / "export")
+
+
+@contextlib.contextmanager
+def running_server(ckpt: str | Path, *extra_args: str, startup_timeout_s: float = 60.0) -> Iterator[str]:
+    """`python -m bytechat.web.server --ckpt ckpt` on a free port; yields its base URL."""
+    port = free_port()
+    command = [sys.executable, "-m", "bytechat.web.server", "--ckpt", str(ckpt), "--port", str(port),
+               "--log-level", "warning", *extra_args]  # fmt: skip
+    env = {**os.environ, "BYTECHAT_DEVICE": os.environ.get("BYTECHAT_DEVICE", "cpu")}
+    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe would block the server
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_for_health(url, process, log, startup_timeout_s)
+            yield url
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _wait_for_health(url: str, process: subprocess.Popen, log, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            log.seek(0)
+            output = log.read().decode("utf-8", "replace").strip()
+            raise RuntimeError(f"the server exited with {process.returncode} at start-up: {output[-2000:]}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"the server did not answer {url}/health within {timeout_s:.0f} s")

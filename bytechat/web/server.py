@@ -1,0 +1,280 @@
+"""The chat web service: one static page and a small JSON / server-sent-events API.
+
+    GET  /             the chat page (assets under /static/, served by StaticFiles only)
+    GET  /health       {"status": "ok", "model": engine.model_info, "block_size",
+                        "limits": {...}, "load": {"running", "waiting"}}
+    POST /chat         {"reply", "finish_reason", "n_bytes", "seconds", "bytes_per_s"}
+    POST /chat/stream  text/event-stream: `data: {"text": piece}` per decoded piece (never
+                       half a UTF-8 character), then `event: done` with the /chat fields,
+                       or `event: error` with {"detail"} if generation fails mid-way.
+
+Request body (application/json):
+
+    {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...],
+     "temperature"?: 0..10, "top_k"?: 0..256|null, "top_p"?: (0,1]|null,
+     "max_new_tokens"?: 1..cap|null, "seed"?: 0..2**32-1|null}
+
+The last message must be from the user. Errors are {"detail": "<field>: <problem>"} with
+400 (not JSON), 413 (body too large), 415 (not application/json), 422 (invalid field or
+over a limit) or 503 (too many requests waiting). finish_reason is "stop" (the model
+ended its turn), "length" (max_new_tokens reached), "timeout" (--timeout-s spent) or
+"cancelled" (the client went away).
+
+No CORS headers are sent, on purpose: only the page served here may call the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, JSONResponse
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bytechat.generate import ReplyDone, ReplyEvent
+from bytechat.web.chat_request import RequestError, read_chat_request
+from bytechat.web.settings import LOOPBACK_HOSTS, ServerSettings
+from bytechat.web.sse import EventStreamResponse, sse_event
+from bytechat.web.workers import GenerationFailed, ReplyJob, ReplyWorkers, ServerBusy
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("bytechat.web")
+
+# The page uses no inline script or style and talks only to this origin.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
+# ---------------------------------------------------------------- app
+
+
+def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
+    """The ASGI app around a loaded ChatEngine (no model file needed: tests pass any engine)."""
+    settings = settings or ServerSettings()
+    workers = ReplyWorkers(engine, settings.max_concurrency, settings.max_waiting, settings.timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        workers.shutdown()  # so a graceful shutdown does not wait for long replies
+
+    # No /docs: the Swagger page would load its scripts from a CDN.
+    app = FastAPI(title="bytechat", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.workers = workers
+    app.add_middleware(SecurityHeaders)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(ServerBusy, _server_busy)
+    app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/chat", chat, methods=["POST"])
+    app.add_api_route("/chat/stream", chat_stream, methods=["POST"])
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+class SecurityHeaders:
+    """Plain ASGI middleware (unlike BaseHTTPMiddleware it leaves streaming untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+
+async def _server_busy(request: Request, exc: ServerBusy) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+
+
+# ---------------------------------------------------------------- routes
+
+
+async def index() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+async def health(request: Request) -> dict:
+    state = request.app.state
+    return {
+        "status": "ok",
+        "model": jsonable_encoder(state.engine.model_info),
+        "block_size": state.engine.block_size,
+        "limits": state.settings.public_limits(),
+        "load": state.workers.load(),
+    }
+
+
+async def chat(request: Request) -> JSONResponse:
+    job = await _start_job(request)
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
+    try:
+        final = await job.result()
+    finally:
+        watcher.cancel()
+        job.cancel()  # no-op when done; stops generation if this handler was cancelled
+    if isinstance(final, GenerationFailed):
+        return JSONResponse({"detail": final.message}, status_code=500)
+    return JSONResponse(done_payload(final))
+
+
+async def chat_stream(request: Request) -> EventStreamResponse:
+    job = await _start_job(request)
+    return EventStreamResponse(_sse_body(job), on_close=job.cancel)
+
+
+async def _start_job(request: Request) -> ReplyJob:
+    work = await read_chat_request(request, request.app.state.settings)
+    return request.app.state.workers.start(work)
+
+
+async def _cancel_on_disconnect(request: Request, job: ReplyJob) -> None:
+    # The body is fully read, so the next message the server sends us is http.disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+    job.cancel()
+
+
+async def _sse_body(job: ReplyJob):
+    async for event in job.events():
+        if isinstance(event, ReplyEvent):
+            if event.text:
+                yield sse_event({"text": event.text})
+        elif isinstance(event, ReplyDone):
+            yield sse_event(done_payload(event), event="done")
+        else:
+            yield sse_event({"detail": event.message}, event="error")
+
+
+def done_payload(done: ReplyDone) -> dict:
+    seconds = float(done.seconds)
+    return {
+        "reply": done.reply,
+        "finish_reason": done.finish_reason,
+        "n_bytes": int(done.n_bytes),
+        "seconds": round(seconds, 4),
+        "bytes_per_s": round(done.n_bytes / seconds, 1) if seconds > 0 else 0.0,
+    }
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = ServerSettings()
+    p = argparse.ArgumentParser(prog="bytechat-serve", description="Serve the bytechat web chat.")
+    p.add_argument("--ckpt", help="export folder or training checkpoint (default: the newest export)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch intra-op threads (default: $BYTECHAT_THREADS, else 1; requests run in parallel anyway)")  # fmt: skip
+    p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens_cap,
+                   help="cap on the bytes one reply may generate")  # fmt: skip
+    p.add_argument("--timeout-s", type=float, default=defaults.timeout_s, help="generation time cap per request")
+    p.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
+                   help="replies generated at the same time")  # fmt: skip
+    p.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
+                   help="requests that may wait for a free slot before the server answers 503")  # fmt: skip
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    return p.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    allowed_hosts = None
+    if is_loopback(args.host):
+        # A web page elsewhere cannot reach us through a DNS name rebound to 127.0.0.1.
+        own = f"[{args.host}]" if ":" in args.host else args.host
+        allowed_hosts = tuple(dict.fromkeys((*LOOPBACK_HOSTS, own)))
+    return ServerSettings(
+        max_new_tokens_cap=args.max_new_tokens,
+        default_max_new_tokens=min(ServerSettings.default_max_new_tokens, args.max_new_tokens),
+        timeout_s=args.timeout_s,
+        max_concurrency=args.max_concurrency,
+        max_waiting=args.max_waiting,
+        allowed_hosts=allowed_hosts,
+    )
+
+
+def load_engine(ckpt: str | None, device_name: str | None, threads: int | None = None):
+    """The ChatEngine for --ckpt (else the newest export); raises SystemExit(one line)."""
+    from bytechat.device import get_device
+    from bytechat.export import ModelLoadError, load_model, newest_export
+    from bytechat.generate import ChatEngine, set_decode_threads
+
+    path = Path(ckpt) if ckpt else newest_export()
+    if path is None:
+        raise SystemExit("no exported model found: run `make smoke` (or train and export) or pass --ckpt PATH")
+    try:
+        # One intra-op thread per reply: on a busy CPU more make batch-1 decoding ~10x
+        # slower (see set_decode_threads); concurrent requests use separate threads.
+        set_decode_threads(threads)
+        device = get_device(device_name)
+        model, info = load_model(path, device)
+    except (ModelLoadError, ValueError) as exc:
+        raise SystemExit(str(exc).splitlines()[0]) from None
+    return ChatEngine(model, device, info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    args = parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        engine = load_engine(args.ckpt, args.device, args.threads)
+    except (ValueError, SystemExit) as exc:
+        print(f"bytechat-serve: error: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(
+            f"bytechat-serve: warning: listening on {args.host}: anyone who can reach this machine on port"
+            f" {args.port} can use the chat; there is no authentication",
+            file=sys.stderr,
+        )
+    app = create_app(engine, settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,306 @@
+// bytechat page: sends the conversation to POST /chat/stream and shows the reply as it
+// arrives. Plain browser JavaScript, no libraries: the page must work offline.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  history: [],        // [{role, content}] sent with every request
+  controller: null,   // AbortController of the reply in flight
+  conversation: 0,    // bumped by Reset, so a reply still finishing cannot write into the new one
+  limits: { max_new_tokens: 1024, max_messages: 128, max_body_bytes: 262144 },
+};
+
+// ---------------------------------------------------------------- server-sent events
+
+// Yields {event, data} for each event of a text/event-stream body (data parsed as JSON).
+async function* readEvents(body) {
+  const reader = body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = parseEvent(buffer.slice(0, end));
+      buffer = buffer.slice(end + 2);
+      if (event) yield event;
+    }
+  }
+}
+
+function parseEvent(block) {
+  let event = "message";
+  const data = [];
+  for (const line of block.split("\n")) {
+    if (line === "" || line.startsWith(":")) continue; // comment / keep-alive
+    const colon = line.indexOf(":");
+    const field = colon < 0 ? line : line.slice(0, colon);
+    const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+    if (field === "event") event = value;
+    else if (field === "data") data.push(value);
+  }
+  return data.length ? { event, data: JSON.parse(data.join("\n")) } : null;
+}
+
+// ---------------------------------------------------------------- conversation view
+
+function addMessage(role, text) {
+  $("empty").hidden = true;
+  const message = document.createElement("div");
+  message.className = `message ${role}`;
+  const bubble = document.createElement("div");
+  bubble.className = "bubble";
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text; // never innerHTML: replies are untrusted text
+  bubble.append(body);
+  message.append(bubble);
+  $("log").append(message);
+  scrollToEnd();
+  return message;
+}
+
+function showTyping(message) {
+  const dots = document.createElement("span");
+  dots.className = "typing";
+  dots.setAttribute("aria-label", "writing");
+  dots.append(document.createElement("span"), document.createElement("span"), document.createElement("span"));
+  message.querySelector(".bubble").prepend(dots);
+}
+
+function appendText(message, text) {
+  message.querySelector(".typing")?.remove();
+  const nearEnd = isNearEnd();
+  message.querySelector(".text").append(text);
+  if (nearEnd) scrollToEnd();
+}
+
+function setMeta(message, text, stopped = false) {
+  message.querySelector(".typing")?.remove();
+  const meta = document.createElement("div");
+  meta.className = stopped ? "meta stopped" : "meta";
+  meta.textContent = text;
+  const nearEnd = isNearEnd();
+  message.append(meta);
+  if (nearEnd) scrollToEnd();
+}
+
+function showError(text) {
+  const message = addMessage("error", text);
+  message.setAttribute("role", "alert");
+  return message;
+}
+
+function isNearEnd() {
+  const log = $("log");
+  return log.scrollHeight - log.scrollTop - log.clientHeight < 80;
+}
+
+function scrollToEnd() {
+  const log = $("log");
+  log.scrollTop = log.scrollHeight;
+}
+
+function describeDone(done) {
+  const reasons = { stop: "done", length: "length limit", timeout: "timed out", cancelled: "stopped" };
+  const parts = [reasons[done.finish_reason] || done.finish_reason, `${done.n_bytes} bytes`, `${done.seconds.toFixed(2)} s`];
+  if (done.bytes_per_s) parts.push(`${Math.round(done.bytes_per_s)} B/s`);
+  return parts.join(" · ");
+}
+
+// ---------------------------------------------------------------- requests
+
+function numberOrNull(input) {
+  const value = input.value.trim();
+  return value === "" ? null : Number(value);
+}
+
+function buildRequest(messages) {
+  const system = $("system-prompt").value.trim();
+  const all = system ? [{ role: "system", content: system }, ...messages] : messages;
+  const request = {
+    messages: fitToLimits(all),
+    temperature: Number($("temperature").value),
+    top_k: numberOrNull($("top-k")),
+  };
+  const maxNew = numberOrNull($("max-new-tokens"));
+  if (maxNew !== null) request.max_new_tokens = maxNew;
+  return request;
+}
+
+// Drops the oldest turns (never the system prompt or the new message) to stay within the
+// server's limits; the model only sees the last block_size bytes anyway.
+function fitToLimits(messages) {
+  const keepFirst = messages[0]?.role === "system" ? 1 : 0;
+  const out = messages.slice();
+  const tooBig = () =>
+    out.length > state.limits.max_messages ||
+    new TextEncoder().encode(JSON.stringify(out)).length > state.limits.max_body_bytes - 1024;
+  while (out.length > keepFirst + 1 && tooBig()) out.splice(keepFirst, 1);
+  return out;
+}
+
+async function errorDetail(response) {
+  try {
+    const body = await response.json();
+    if (body && typeof body.detail === "string") return `${response.status}: ${body.detail}`;
+  } catch (_) { /* not JSON: fall through */ }
+  return `${response.status} ${response.statusText || "error"}`;
+}
+
+// ---------------------------------------------------------------- sending
+
+async function send(text) {
+  const userTurn = { role: "user", content: text };
+  const conversation = state.conversation;
+  const userMessage = addMessage("user", text);
+  const reply = addMessage("assistant", "");
+  reply.classList.add("streaming");
+  showTyping(reply);
+  const controller = new AbortController();
+  setBusy(controller);
+
+  let replyText = "";
+  let accepted = false; // did the server take the request?
+  try {
+    const response = await fetch("/chat/stream", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(buildRequest([...state.history, userTurn])),
+      signal: controller.signal,
+    });
+    if (!response.ok) throw new Error(await errorDetail(response));
+    accepted = true;
+    let done = null;
+    for await (const { event, data } of readEvents(response.body)) {
+      if (event === "message") {
+        replyText += data.text;
+        appendText(reply, data.text);
+      } else if (event === "done") {
+        done = data;
+      } else if (event === "error") {
+        throw new Error(data.detail || "generation failed");
+      }
+    }
+    if (!done) throw new Error("the connection closed before the reply was complete");
+    setMeta(reply, describeDone(done), done.finish_reason !== "stop" && done.finish_reason !== "length");
+  } catch (err) {
+    if (err.name === "AbortError") {
+      setMeta(reply, "stopped", true);
+    } else {
+      if (!replyText) reply.remove();
+      showError(err.message || String(err));
+    }
+  } finally {
+    reply.classList.remove("streaming");
+    setBusy(null);
+  }
+
+  if (conversation !== state.conversation) return;
+  if (accepted || replyText) {
+    state.history.push(userTurn);
+    // The server refuses blank messages, and a blank reply adds nothing to the context.
+    if (replyText.trim()) state.history.push({ role: "assistant", content: replyText });
+  } else {
+    // Never reached the model: let the person fix and resend it.
+    userMessage.classList.add("unsent");
+    if (!$("input").value) $("input").value = text;
+    if (!replyText) reply.remove();
+  }
+}
+
+function setBusy(controller) {
+  state.controller = controller;
+  $("send").hidden = controller !== null;
+  $("stop").hidden = controller === null;
+  if (controller === null) $("input").focus();
+}
+
+function submit() {
+  const input = $("input");
+  const text = input.value;
+  if (!text.trim() || state.controller) return;
+  input.value = "";
+  autosize();
+  send(text);
+}
+
+function reset() {
+  state.controller?.abort();
+  state.conversation += 1;
+  state.history = [];
+  for (const message of document.querySelectorAll("#log .message")) message.remove();
+  $("empty").hidden = false;
+  $("input").focus();
+}
+
+function autosize() {
+  const input = $("input");
+  input.style.height = "auto";
+  input.style.height = `${input.scrollHeight}px`;
+}
+
+// ---------------------------------------------------------------- start-up
+
+async function loadHealth() {
+  const info = $("model-info");
+  try {
+    const response = await fetch("/health");
+    if (!response.ok) throw new Error(await errorDetail(response));
+    const health = await response.json();
+    state.limits = { ...state.limits, ...health.limits };
+    info.textContent = describeModel(health);
+    info.classList.remove("offline");
+    const maxNew = $("max-new-tokens");
+    maxNew.max = health.limits.max_new_tokens;
+    maxNew.value = health.limits.default_max_new_tokens;
+  } catch (err) {
+    info.textContent = `server unreachable (${err.message})`;
+    info.classList.add("offline");
+  }
+}
+
+function describeModel(health) {
+  const model = health.model || {};
+  const parts = [];
+  const name = model.name || model.profile;
+  if (name) parts.push(name);
+  if (model.step !== undefined && model.step !== null) parts.push(`step ${model.step}`);
+  if (model.params) parts.push(`${formatCount(model.params)} params`);
+  parts.push(`context ${health.block_size} bytes`);
+  return parts.join(" · ");
+}
+
+function formatCount(n) {
+  if (n >= 1e6) return `${(n / 1e6).toFixed(1)}M`;
+  if (n >= 1e3) return `${Math.round(n / 1e3)}k`;
+  return String(n);
+}
+
+function init() {
+  $("composer").addEventListener("submit", (e) => { e.preventDefault(); submit(); });
+  $("input").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      submit();
+    }
+  });
+  $("input").addEventListener("input", autosize);
+  $("stop").addEventListener("click", () => state.controller?.abort());
+  $("reset").addEventListener("click", reset);
+  $("settings-toggle").addEventListener("click", () => {
+    const open = $("settings").hidden;
+    $("settings").hidden = !open;
+    $("settings-toggle").setAttribute("aria-expanded", String(open));
+  });
+  const temperature = $("temperature");
+  const showTemperature = () => { $("temperature-value").textContent = Number(temperature.value).toFixed(2); };
+  temperature.addEventListener("input", showTemperature);
+  showTemperature();
+  loadHealth();
+}
+
+document.addEventListener("DOMContentLoaded", init);

@@ -1,0 +1,171 @@
+"""Generating replies in worker threads without blocking the event loop.
+
+ChatEngine.stream_reply is a plain, blocking generator. Each request becomes a ReplyJob
+run on a small thread pool of its own (so generation never starves the threads that
+starlette uses for static files). The worker hands every event to the event loop with
+call_soon_threadsafe into an asyncio.Queue; the request handler awaits that queue.
+
+Stopping is cooperative: the engine calls job.should_stop() between tokens, which turns
+true when the client went away (job.cancel()) or the per-request time budget is spent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import AsyncIterator, Union
+
+from bytechat.generate import ReplyDone, ReplyEvent
+from bytechat.web.chat_request import ChatJob
+
+log = logging.getLogger("bytechat.web")
+
+
+class ServerBusy(Exception):
+    """Every worker is busy and the waiting line is full."""
+
+
+@dataclass(frozen=True)
+class GenerationFailed:
+    """The engine raised: the last event of a job, in place of a ReplyDone."""
+
+    message: str
+
+
+JobEvent = Union[ReplyEvent, ReplyDone, GenerationFailed]
+
+
+class ReplyJob:
+    def __init__(self, work: ChatJob, timeout_s: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.work = work
+        self.timeout_s = timeout_s
+        self._loop = loop
+        self._queue: asyncio.Queue[JobEvent] = asyncio.Queue()
+        self._cancelled = threading.Event()
+        self._deadline = math.inf  # set when a worker picks the job up
+        self.timed_out = False
+
+    # ---- worker thread side
+
+    def start_clock(self) -> None:
+        self._deadline = time.monotonic() + self.timeout_s
+
+    def should_stop(self) -> bool:
+        if self._cancelled.is_set():
+            return True
+        if time.monotonic() >= self._deadline:
+            self.timed_out = True
+            return True
+        return False
+
+    def emit(self, event: JobEvent) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+        except RuntimeError:  # the loop is closed: the server is gone, nobody listens
+            pass
+
+    # ---- event loop side
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """Stop generating (idempotent; harmless once the job is done)."""
+        self._cancelled.set()
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        """Pieces of the reply, then exactly one ReplyDone or GenerationFailed."""
+        while True:
+            event = await self._queue.get()
+            yield event
+            if not isinstance(event, ReplyEvent):
+                return
+
+    async def result(self) -> ReplyDone | GenerationFailed:
+        async for event in self.events():
+            if not isinstance(event, ReplyEvent):
+                return event
+        raise AssertionError("unreachable: events() always ends with a final event")
+
+
+class ReplyWorkers:
+    """A bounded pool generating replies; admission beyond its capacity raises ServerBusy."""
+
+    def __init__(self, engine, max_concurrency: int, max_waiting: int, timeout_s: float) -> None:
+        self.engine = engine
+        self.max_concurrency = max_concurrency
+        self.capacity = max_concurrency + max_waiting
+        self.timeout_s = timeout_s
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="bytechat-reply")
+        self._lock = threading.Lock()
+        self._jobs: set[ReplyJob] = set()  # admitted and not yet finished by a worker
+        self._running = 0
+
+    def start(self, work: ChatJob) -> ReplyJob:
+        """Admit a job (or raise ServerBusy); call from the event loop."""
+        job = ReplyJob(work, self.timeout_s, asyncio.get_running_loop())
+        with self._lock:
+            if len(self._jobs) >= self.capacity:
+                raise ServerBusy(f"server busy: {len(self._jobs)} replies in progress or waiting; try again shortly")
+            self._jobs.add(job)
+        self._pool.submit(self._run, job)
+        return job
+
+    def load(self) -> dict[str, int]:
+        with self._lock:
+            return {"running": self._running, "waiting": len(self._jobs) - self._running}
+
+    def shutdown(self) -> None:
+        """Stop every job (server shutdown). Waiting jobs still run, but end at once as
+        "cancelled": dropping them instead would leave their requests waiting forever."""
+        with self._lock:
+            for job in self._jobs:
+                job.cancel()
+        self._pool.shutdown(wait=False)
+
+    def _run(self, job: ReplyJob) -> None:
+        with self._lock:
+            self._running += 1
+        try:
+            job.emit(self._generate(job))
+        finally:
+            with self._lock:
+                self._running -= 1
+                self._jobs.discard(job)
+
+    def _generate(self, job: ReplyJob) -> ReplyDone | GenerationFailed:
+        """Stream the pieces out through job.emit; return the final event."""
+        if job.cancelled:  # the client left while the job was waiting for a worker
+            return ReplyDone(reply="", finish_reason="cancelled", n_bytes=0, seconds=0.0)
+        job.start_clock()
+        try:
+            events = self.engine.stream_reply(
+                job.work.messages, job.work.sampling, seed=job.work.seed, should_stop=job.should_stop
+            )
+            for event in events:
+                if isinstance(event, ReplyDone):
+                    return _with_timeout_reason(event, job)
+                job.emit(event)
+        except Exception as exc:  # reported to the client as an error, logged in full here
+            log.exception("reply generation failed")
+            return GenerationFailed(f"generation failed: {type(exc).__name__}: {_first_line(exc)}")
+        return GenerationFailed("generation failed: the engine ended without a final event")
+
+
+def _with_timeout_reason(done: ReplyDone, job: ReplyJob) -> ReplyDone:
+    # The engine only knows "cancelled"; tell a spent time budget apart from a client that left.
+    if done.finish_reason == "cancelled" and job.timed_out and not job.cancelled:
+        return dataclasses.replace(done, finish_reason="timeout")
+    return done
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""

@@ -1,0 +1,40 @@
+"""Stage `eval@<profile>`: bits per byte of the profile's best checkpoint on every val
+stream and wiki_test (with gzip/bz2/xz for reference), plus greedy chat samples.
+
+    python stages/eval.py --profile smoke
+
+Writes artifacts/eval/<profile>/metrics.json and samples.txt. Work is in bytechat.eval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from bytechat.checkpoint import CheckpointError
+from bytechat.config import ConfigError, load_params
+from bytechat.eval import evaluate_profile, eval_dir
+from bytechat.export import ModelLoadError
+from bytechat.streams import StreamError
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", required=True)
+    parser.add_argument("--params", default=None, help="params file (default: params.yaml at the repo root)")
+    args = parser.parse_args()
+    try:
+        load_params(args.params).profile(args.profile)  # a clear error for an unknown profile
+        metrics = evaluate_profile(args.profile)
+    except (ConfigError, StreamError, CheckpointError, ModelLoadError) as exc:
+        print(f"stages/eval.py: error: {exc}", file=sys.stderr)
+        return 2
+    for name, m in metrics.items():
+        if isinstance(m, dict):
+            print(f"{name:<12} bpb {m['bpb']:.3f}  (gzip {m['gzip_bpb']:.3f}, bz2 {m['bz2_bpb']:.3f}, xz {m['xz_bpb']:.3f})")
+    print(f"-> {eval_dir(args.profile)}/metrics.json, samples.txt")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,11 @@
+"""Stage `train@<profile>`: train one profile, resuming from its last checkpoint when valid.
+
+    python stages/train.py --profile smoke [--steps N] [--params params.yaml]
+
+Also the script torchrun starts (`make train-ddp`). All the work is in bytechat.train.
+"""
+
+from bytechat.train import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

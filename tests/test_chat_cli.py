@@ -1,0 +1,149 @@
+"""The terminal chat, driven through a real pipe, plus its session logic in-process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from bytechat import chat_cli
+from bytechat.chat_cli import COMMANDS_HELP, ChatSession
+from bytechat.config import ModelConfig, to_dict
+from bytechat.export import export_checkpoint, load_model
+from bytechat.generate import ChatEngine, SamplingConfig
+from bytechat.model import GPT
+
+REPO = Path(__file__).resolve().parent.parent
+TRANSCRIPT = "user: hi\nassistant: hello\nuser: 日本\nassistant: 日本語🙂\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; a second thread only waits on a busy core
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """A 2x32 model trained ~1 s to answer "hi" with "hello", exported."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=64)
+    model = GPT(cfg)
+    data = torch.tensor(list((TRANSCRIPT * 40).encode("utf-8")))
+    rng = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(80):
+        starts = torch.randint(0, len(data) - 65, (16,), generator=rng).tolist()
+        x = torch.stack([data[i : i + 64] for i in starts])
+        y = torch.stack([data[i + 1 : i + 65] for i in starts])
+        _, loss = model(x, targets=y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    folder = tmp_path_factory.mktemp("chat")
+    ckpt = {
+        "format": "bytechat-checkpoint", "version": 1, "model": model.state_dict(), "model_config": to_dict(cfg),
+        "train_config": {}, "profile": "toy", "step": 80, "val_loss": None, "best_val_loss": None,
+        "optimizer": {}, "rng": {}, "sampler": {}, "data": {},
+    }  # fmt: skip
+    torch.save(ckpt, folder / "best.pt")
+    return export_checkpoint(folder / "best.pt", folder / "export")
+
+
+def chat(stdin: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bytechat.chat_cli", *args],
+        input=stdin, capture_output=True, text=True, encoding="utf-8", cwd=REPO, env=full_env, timeout=120,
+    )  # fmt: skip
+
+
+def test_pipe_gives_one_reply_and_exits_0(exported):
+    result = chat("hi\n", "--ckpt", str(exported), "--temperature", "0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello\n", "stdout holds the reply only, no prompts or banners"
+    assert "bytechat:" in result.stderr
+
+
+def test_commands_through_a_pipe(exported):
+    script = "/help\n/temp 0\nhi\n/topk 1\n/topp 0.5\n/system be brief\n/reset\n日本\n/temp hot\n/nope\n/quit\nhi\n"
+    result = chat(script, "--ckpt", str(exported), "--max-new-bytes", "40")
+    assert result.returncode == 0, result.stderr
+    # /help prints the list; greedy (/temp 0) replies are the learned ones; /quit ends
+    # the session before the last line.
+    assert result.stdout == COMMANDS_HELP + "\nhello\n日本語🙂\n"
+    for expected in (
+        "(temperature = 0.0)",
+        "(top_k = 1)",
+        "(top_p = 0.5)",
+        "(system prompt: be brief)",
+        "(conversation cleared: 2 messages forgotten)",
+        "/temp 'hot': could not convert",
+        "unknown command /nope",
+    ):
+        assert expected in result.stderr
+
+
+def test_bad_ckpt_is_one_line_and_exit_2():
+    result = chat("hi\n", "--ckpt", "/no/such/model")
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr == "chat: /no/such/model: no such file or folder\n"
+
+
+# The other failures in-process (a subprocess costs seconds of torch import).
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--top-p", "2"], "chat: sampling.top_p: must be in (0, 1]"),
+        (["--max-new-bytes", "0"], "chat: sampling.max_new_tokens"),
+        (["--ckpt", "BROKEN"], "broken.pt: unreadable"),
+        ([], "chat: no exported model found; run `make smoke` first or pass CKPT=..."),
+    ],
+)
+def test_bad_setup_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, args, message):
+    (tmp_path / "broken.pt").write_bytes(b"PK\x03\x04 not really a zip")
+    args = [str(tmp_path / "broken.pt") if a == "BROKEN" else a for a in args]
+    monkeypatch.setattr(chat_cli, "newest_export", lambda: None)
+    assert chat_cli.main(args) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and message in err
+
+
+def test_seed_makes_a_session_repeat(exported):
+    model, info = load_model(exported, device="cpu")
+    engine = ChatEngine(model, info=info)
+    sampling = SamplingConfig(temperature=2.0, top_k=None, top_p=None, max_new_tokens=12)
+    replies = []
+    for _ in range(2):
+        session = ChatSession(engine, sampling, seed=3)
+        replies.append([session.reply(text, lambda piece: None, lambda: False).reply for text in ("hi", "hi")])
+    assert replies[0] == replies[1] and replies[0][0] != replies[0][1]
+
+
+def test_session_commands_change_messages_and_sampling(exported):
+    model, info = load_model(exported, device="cpu")
+    session = ChatSession(ChatEngine(model, info=info), SamplingConfig(temperature=0, max_new_tokens=20))
+    written = []
+    done = session.reply("hi", written.append, lambda: False)
+    assert done.reply == "".join(written) == "hello"
+    assert session.messages == [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]
+    assert session.command("/system be brief")[0] == "info"
+    assert session.messages[0] == {"role": "system", "content": "be brief"} and len(session.messages) == 3
+    session.command("/reset")
+    assert session.messages == [{"role": "system", "content": "be brief"}]
+    session.command("/system")
+    assert session.messages == []
+    assert session.command("/topk 0")[0] == "info" and session.sampling.top_k == 0
+    assert session.command("/topp -1")[0] == "error" and session.sampling.top_p == 0.95
+    assert session.command("/temp")[1] == "/temp needs a value, e.g. /temp 0.5"
+    assert session.command("/quit")[0] == "quit"
+    stopped = session.reply("hi", written.append, lambda: True)
+    assert stopped.finish_reason == "cancelled" and session.messages[-1] == {"role": "assistant", "content": ""}

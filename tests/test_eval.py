@@ -1,0 +1,108 @@
+"""Whole-stream evaluation: every byte scored once, bits per byte, compressors, the eval
+stage's outputs and the bytechat-eval command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from bytechat import paths
+from bytechat.config import ModelConfig
+from bytechat.eval import compressor_bpb, evaluate_profile, main, plan_windows, score_bytes
+from bytechat.model import GPT
+from tests.test_train import TINY_MODEL, one_thread, run, tiny_root  # noqa: F401 (fixtures)
+
+
+@given(n_bytes=st.integers(0, 400), block=st.integers(1, 40))
+def test_windows_predict_every_byte_after_the_first_exactly_once(n_bytes, block):
+    scored = []
+    for w in plan_windows(n_bytes, block):
+        assert 0 <= w.start and w.start + w.length + 1 <= n_bytes  # targets stay inside the stream
+        assert 1 <= w.length <= block and 0 <= w.skip < w.length
+        scored += range(w.start + 1 + w.skip, w.start + 1 + w.length)
+    assert sorted(scored) == list(range(1, n_bytes))
+
+
+def tiny_model(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(ModelConfig(**TINY_MODEL)).eval()
+
+
+def test_uniform_model_scores_8_bits_per_byte():
+    model = tiny_model()
+    with torch.no_grad():
+        model.wte.weight.zero_()  # tied output layer: all logits 0, every byte has p = 1/256
+    data = np.random.default_rng(0).integers(0, 256, 101, dtype=np.uint8)  # 100 targets: 3 full windows + tail
+    score = score_bytes(model, data, progress=False)
+    assert score.loss == pytest.approx(math.log(256), rel=1e-6)
+    assert score.bpb == pytest.approx(8.0, rel=1e-6) and score.bytes == 101
+
+
+def test_one_window_equals_the_models_own_loss():
+    model = tiny_model()
+    data = bytes(range(33))  # exactly block_size + 1 bytes
+    x = torch.tensor([list(data[:-1])])
+    y = torch.tensor([list(data[1:])])
+    with torch.no_grad():
+        _, loss = model(x, y)
+    assert score_bytes(model, data, progress=False).loss == pytest.approx(float(loss), rel=1e-6)
+
+
+def test_batching_does_not_change_the_score():
+    model = tiny_model()
+    data = np.frombuffer(("the quick brown fox jumps over the lazy dog. " * 9).encode(), dtype=np.uint8)
+    one = score_bytes(model, data, batch_size=1, progress=False)
+    many = score_bytes(model, data, batch_size=7, progress=False)
+    assert one.loss == pytest.approx(many.loss, rel=1e-6)
+
+
+def test_too_short_input_is_an_error():
+    with pytest.raises(ValueError, match="at least 2 bytes"):
+        score_bytes(tiny_model(), b"a", progress=False)
+
+
+def test_compressor_reference_numbers():
+    repetitive = compressor_bpb(b"abcabcabc" * 1000)
+    random_bytes = compressor_bpb(os.urandom(20000))
+    assert set(repetitive) == {"gzip_bpb", "bz2_bpb", "xz_bpb"}
+    assert all(v < 0.5 for v in repetitive.values())
+    assert all(v > 7.9 for v in random_bytes.values())
+
+
+def test_eval_stage_writes_metrics_and_samples(tiny_root):
+    run()
+    metrics = evaluate_profile("tiny", device=torch.device("cpu"), progress=False)
+    out = paths.ARTIFACTS / "eval" / "tiny"
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
+    assert metrics["step"] == 12
+    for name in ("wiki_val", "roam_val", "primer_val", "wiki_test"):
+        m = metrics[name]
+        assert set(m) == {"loss", "bpb", "gzip_bpb", "bz2_bpb", "xz_bpb", "bytes"}
+        assert m["bpb"] == pytest.approx(m["loss"] / math.log(2))
+        assert m["bytes"] == paths.stream_path(*name.split("_")).stat().st_size
+        assert 0 < m["bpb"] < 9
+    samples = (out / "samples.txt").read_text()
+    assert samples.startswith("# bytechat tiny: best.pt at step")
+    assert samples.count("\nassistant: ") >= 5
+    again = evaluate_profile("tiny", device=torch.device("cpu"), progress=False)
+    assert again == metrics and (out / "samples.txt").read_text() == samples  # deterministic
+
+
+def test_cli_scores_a_checkpoint_on_files(tiny_root, tmp_path, capsys):
+    run()
+    text = tmp_path / "notes.txt"
+    text.write_text("the cat sat on the mat. " * 30)
+    ckpt = paths.checkpoints_dir("tiny") / "last.pt"
+    assert main(["--ckpt", str(ckpt), str(text), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "notes.txt" in out and "bpb" in out and "xz" in out
+    assert main(["--ckpt", str(ckpt), str(tmp_path / "missing.txt"), "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "missing.txt" in err and len(err.strip().splitlines()) == 1

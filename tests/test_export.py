@@ -1,0 +1,188 @@
+"""Export to safetensors and loading any model artifact."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from bytechat import export, paths
+from bytechat.checkpoint import build_checkpoint, save_checkpoint
+from bytechat.config import ModelConfig, TrainConfig, to_dict
+from bytechat.export import ModelLoadError, export_checkpoint, load_model, newest_export
+from bytechat.model import GPT
+
+CFG = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models; a second thread only waits on a busy core
+    yield
+    torch.set_num_threads(before)
+
+
+def make_checkpoint(path, seed=0, step=100, prefix="", val_loss=1.25):
+    """A checkpoint in the training engineer's format; returns the model it holds."""
+    torch.manual_seed(seed)
+    model = GPT(CFG)
+    ckpt = {
+        "format": "bytechat-checkpoint",
+        "version": 1,
+        "model": {prefix + k: v for k, v in model.state_dict().items()},
+        "model_config": to_dict(CFG),
+        "train_config": {"steps": 200},
+        "profile": "tiny",
+        "step": step,
+        "val_loss": val_loss,
+        "best_val_loss": val_loss,
+        "optimizer": {"state": {}, "param_groups": []},
+        "rng": {"torch": torch.get_rng_state()},
+        "sampler": {"position": 3},
+        "data": {"streams": "x"},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(ckpt, path)
+    return model.eval()
+
+
+def logits_of(model):
+    idx = torch.arange(20).view(1, 20) * 7 % 256
+    return model(idx)[0]
+
+
+def test_export_then_load_gives_identical_logits(tmp_path):
+    model = make_checkpoint(tmp_path / "ckpt" / "best.pt")
+    out = export_checkpoint(tmp_path / "ckpt" / "best.pt", tmp_path / "export" / "tiny")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+    loaded, info = load_model(out, device="cpu")
+    assert not loaded.training
+    torch.testing.assert_close(logits_of(loaded), logits_of(model), rtol=0, atol=0)
+    assert info["kind"] == "export" and info["step"] == 100 and info["profile"] == "tiny"
+    assert info["params"] == model.num_params() and info["model_config"] == to_dict(CFG) and info["device"] == "cpu"
+    config = json.loads((out / "config.json").read_text())
+    assert config["format"] == "bytechat-export" and config["version"] == 1 and config["val_loss"] == 1.25
+    for alias in (out / "config.json", out / "model.safetensors"):
+        torch.testing.assert_close(logits_of(load_model(alias, device="cpu")[0]), logits_of(model), rtol=0, atol=0)
+
+
+def test_export_is_deterministic_and_replaces_atomically(tmp_path):
+    make_checkpoint(tmp_path / "last.pt")
+    out = tmp_path / "export"
+    export_checkpoint(tmp_path / "last.pt", out)
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    export_checkpoint(tmp_path / "last.pt", out)  # over an existing export
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["export", "last.pt"], "no temp folders left behind"
+    assert not any(k in json.loads(first["config.json"]) for k in ("exported_at", "time", "timestamp"))
+
+
+def test_load_training_checkpoint_and_checkpoints_folder(tmp_path):
+    last = make_checkpoint(tmp_path / "checkpoints" / "last.pt", seed=1, step=200)
+    model, info = load_model(tmp_path / "checkpoints" / "last.pt", device="cpu")
+    torch.testing.assert_close(logits_of(model), logits_of(last), rtol=0, atol=0)
+    assert info["kind"] == "checkpoint" and info["step"] == 200
+    assert load_model(tmp_path / "checkpoints", device="cpu")[1]["path"].endswith("last.pt")
+    make_checkpoint(tmp_path / "checkpoints" / "best.pt", seed=2, step=150)
+    assert load_model(tmp_path / "checkpoints", device="cpu")[1]["path"].endswith("best.pt")
+    assert load_model(tmp_path, device="cpu")[1]["path"].endswith("best.pt")  # a run folder
+
+
+def test_wrapper_prefixes_are_accepted_and_never_exported(tmp_path):
+    model = make_checkpoint(tmp_path / "best.pt", prefix="module._orig_mod.")
+    loaded, _ = load_model(tmp_path / "best.pt", device="cpu")
+    torch.testing.assert_close(logits_of(loaded), logits_of(model), rtol=0, atol=0)
+    out = export_checkpoint(tmp_path / "best.pt", tmp_path / "export")
+    keys = list(load_file(out / "model.safetensors"))
+    assert "wte.weight" in keys and not any(k.startswith(("module.", "_orig_mod.")) for k in keys)
+
+
+def assert_one_line_error(path, match):
+    with pytest.raises(ModelLoadError) as err:
+        load_model(path, device="cpu")
+    message = str(err.value)
+    assert "\n" not in message and str(path) in message and match in message
+    return message
+
+
+def test_missing_and_corrupt_paths_raise_model_load_error(tmp_path):
+    assert_one_line_error(tmp_path / "nope", "no such file")
+    make_checkpoint(tmp_path / "good.pt")
+    data = (tmp_path / "good.pt").read_bytes()
+    (tmp_path / "truncated.pt").write_bytes(data[: len(data) // 2])
+    assert_one_line_error(tmp_path / "truncated.pt", "unreadable")
+    torch.save({"hello": 1}, tmp_path / "foreign.pt")
+    assert_one_line_error(tmp_path / "foreign.pt", "not a bytechat checkpoint")
+    (tmp_path / "notes.txt").write_text("hi")
+    assert_one_line_error(tmp_path / "notes.txt", "not a model")
+    assert_one_line_error(tmp_path / "empty_dir_does_not_exist", "no such file")
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(tmp_path / "empty", "neither config.json")
+
+
+def test_checksum_catches_a_flipped_byte_in_the_weights(tmp_path):
+    torch.manual_seed(0)
+    model = GPT(CFG)
+    ckpt = build_checkpoint(
+        model=model, optimizer=torch.optim.AdamW(model.parameters()), model_config=CFG,
+        train_config=TrainConfig(), profile="tiny", step=1, val_loss=None, best_val_loss=None,
+        sampler=torch.Generator().manual_seed(0), data={},
+    )  # fmt: skip
+    save_checkpoint(ckpt, tmp_path / "best.pt")
+    load_model(tmp_path / "best.pt", device="cpu")  # the training engineer's files load
+    data = bytearray((tmp_path / "best.pt").read_bytes())
+    needle = model.wte.weight.detach()[3, :4].numpy().tobytes()
+    data[data.index(needle) + 1] ^= 0x40  # inside a tensor: torch.load itself would not notice
+    (tmp_path / "best.pt").write_bytes(bytes(data))
+    assert_one_line_error(tmp_path / "best.pt", "checksum")
+
+
+def test_corrupt_export_raises_model_load_error(tmp_path):
+    make_checkpoint(tmp_path / "best.pt")
+    out = export_checkpoint(tmp_path / "best.pt", tmp_path / "export")
+    weights = out / "model.safetensors"
+    good = weights.read_bytes()
+    weights.write_bytes(good[: len(good) // 3])
+    assert_one_line_error(out, "unreadable safetensors")
+    weights.write_bytes(good)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text("{not json")
+    assert_one_line_error(out, "unreadable export config")
+    config["model_config"]["n_embd"] = 64
+    (out / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(out, "weights do not fit")
+    (out / "config.json").unlink()
+    with pytest.raises(ModelLoadError, match="config.json: missing"):
+        load_model(out / "model.safetensors", device="cpu")
+
+
+def test_newest_export(tmp_path):
+    assert newest_export(tmp_path / "export") is None
+    make_checkpoint(tmp_path / "best.pt")
+    a = export_checkpoint(tmp_path / "best.pt", tmp_path / "export" / "a")
+    b = export_checkpoint(tmp_path / "best.pt", tmp_path / "export" / "b")
+    os.utime(a / "config.json", (2_000_000_000, 2_000_000_000))
+    assert newest_export(tmp_path / "export") == a
+    os.utime(b / "config.json", (2_100_000_000, 2_100_000_000))
+    assert newest_export(tmp_path / "export") == b
+
+
+def test_command_line_export_and_summary(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(paths, "ROOT", tmp_path)
+    monkeypatch.setattr(paths, "ARTIFACTS", tmp_path / "artifacts")
+    assert export.main(["--summary", "tiny"]) == 2
+    assert "make smoke" in capsys.readouterr().err
+    ckpt = tmp_path / "artifacts" / "runs" / "tiny" / "checkpoints" / "best.pt"
+    model = make_checkpoint(ckpt, val_loss=1.0)
+    assert export.main([str(ckpt.parent), str(tmp_path / "artifacts" / "export" / "tiny")]) == 0
+    capsys.readouterr()
+    assert export.main(["--summary", "tiny"]) == 0
+    text = capsys.readouterr().out
+    assert "make chat CKPT=artifacts/export/tiny" in text and "make serve CKPT=artifacts/export/tiny" in text
+    assert f"{model.num_params():,} parameters" in text and "1.443 bits/byte" in text
+    config = json.loads((tmp_path / "artifacts" / "export" / "tiny" / "config.json").read_text())
+    assert config["source_checkpoint"] == "artifacts/runs/tiny/checkpoints/best.pt"

@@ -1,0 +1,327 @@
+"""Generation: sampling, KV-cache decoding, stop strings, and the streaming reply API."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bytechat.generate as generate
+from bytechat.chat_format import STOP_TAGS, ChatFormatError, extract_assistant_reply, format_chat
+from bytechat.config import ModelConfig
+from bytechat.generate import (
+    ChatEngine,
+    ReplyAssembler,
+    ReplyDone,
+    ReplyEvent,
+    SamplingConfig,
+    crop_messages,
+    decode_speed,
+    generate_bytes,
+    sample_next,
+)
+from bytechat.model import GPT
+from bytechat.rng import make_generator
+
+GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=64)
+# Two dialogues the trained model learns by heart: an ASCII one and a multi-byte one.
+TRANSCRIPT = "user: hi\nassistant: hello\nuser: 日本\nassistant: 日本語🙂\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # Tiny models on a shared 2-core machine: a second OpenMP thread waiting on a busy
+    # core made these tests ~10x slower. Restored afterwards for other test modules.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def untrained(block_size: int = 32) -> GPT:
+    torch.manual_seed(0)
+    return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size)).eval()
+
+
+def run(gen) -> tuple[bytes, str]:
+    """Drain a generate_bytes iterator: (bytes, finish reason)."""
+    out = bytearray()
+    while True:
+        try:
+            out.append(next(gen))
+        except StopIteration as end:
+            return bytes(out), end.value
+
+
+@pytest.fixture(scope="module")
+def chat_model() -> GPT:
+    """A 2x32 model trained for 80 steps (~1 s) on TRANSCRIPT repeated."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=64)
+    model = GPT(cfg)
+    data = torch.tensor(list((TRANSCRIPT * 40).encode("utf-8")))
+    rng = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    T = cfg.block_size
+    for _ in range(80):
+        starts = torch.randint(0, len(data) - T - 1, (16,), generator=rng).tolist()
+        x = torch.stack([data[i : i + T] for i in starts])
+        y = torch.stack([data[i + 1 : i + T + 1] for i in starts])
+        _, loss = model(x, targets=y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def engine(chat_model) -> ChatEngine:
+    return ChatEngine(chat_model, info={"path": "test"})
+
+
+# ---------------------------------------------------------------- sampling
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [("temperature", -0.1), ("top_k", -1), ("top_p", 0.0), ("top_p", 1.5), ("max_new_tokens", 0)],
+)
+def test_sampling_config_rejects_bad_values(field, value):
+    with pytest.raises(ValueError, match=f"sampling.{field}"):
+        SamplingConfig(**{field: value})
+
+
+def test_sample_next_filters():
+    logits = torch.tensor([0.0, 5.0, 4.0, 3.0, 2.5, 1.0] + [-1.0] * 250)
+    gen = make_generator(0)
+    assert int(sample_next(logits, SamplingConfig(temperature=0), gen)) == 1
+    assert int(sample_next(logits, SamplingConfig(temperature=1.0, top_k=1), gen)) == 1
+    assert int(sample_next(logits, SamplingConfig(temperature=1.0, top_k=0, top_p=1e-6), gen)) == 1
+    top3 = {int(sample_next(logits, SamplingConfig(temperature=5.0, top_k=3, top_p=None), gen)) for _ in range(200)}
+    assert top3 == {1, 2, 3}
+    unfiltered = SamplingConfig(temperature=5.0, top_k=None, top_p=None)
+    anything = {int(sample_next(logits, unfiltered, gen)) for _ in range(200)}
+    assert len(anything) > 20
+    batch = sample_next(logits.repeat(4, 1), SamplingConfig(temperature=0), gen)
+    assert batch.tolist() == [1, 1, 1, 1]
+
+
+# ---------------------------------------------------------------- generate_bytes
+
+
+def test_generates_requested_number_of_bytes():
+    out, reason = run(generate_bytes(untrained(), b"hello", SamplingConfig(max_new_tokens=20), make_generator(0)))
+    assert len(out) == 20 and reason == "length"
+
+
+def test_empty_prompt_is_an_error():
+    with pytest.raises(ValueError, match="prompt"):
+        next(generate_bytes(untrained(), b"", GREEDY, make_generator(0)))
+
+
+def test_greedy_is_deterministic():
+    model = untrained()
+    a, _ = run(generate_bytes(model, b"abc", GREEDY, make_generator(1)))
+    b, _ = run(generate_bytes(model, b"abc", GREEDY, make_generator(2)))
+    assert a == b
+
+
+def test_seeded_sampling_is_reproducible():
+    model = untrained()
+    sampling = SamplingConfig(temperature=1.0, top_k=None, top_p=None, max_new_tokens=40)
+    a, _ = run(generate_bytes(model, b"abc", sampling, make_generator(7)))
+    b, _ = run(generate_bytes(model, b"abc", sampling, make_generator(7)))
+    c, _ = run(generate_bytes(model, b"abc", sampling, make_generator(8)))
+    assert a == b and a != c
+
+
+def test_kv_cache_logits_equal_full_recomputation(monkeypatch):
+    model = untrained(block_size=48)
+    seen: dict[bool, list[torch.Tensor]] = {True: [], False: []}
+    for use_cache in (True, False):
+
+        def greedy_recording(logits, sampling, generator, store=seen[use_cache]):
+            store.append(logits.clone())
+            return logits.argmax(-1)
+
+        monkeypatch.setattr(generate, "sample_next", greedy_recording)
+        run(generate_bytes(model, b"the prompt", GREEDY, make_generator(0), use_cache=use_cache))
+    assert len(seen[True]) == len(seen[False]) == GREEDY.max_new_tokens  # 10 + 64 > 48: crosses block_size
+    # Identical until the window first fills (afterwards the two crop differently).
+    for cached, full in list(zip(seen[True], seen[False]))[: 48 - 10 + 1]:
+        torch.testing.assert_close(cached, full, rtol=0, atol=1e-4)
+
+
+def test_generation_goes_past_block_size():
+    model = untrained(block_size=16)
+    prompt = b"x" * 40  # longer than the window: only the last 16 bytes are seen
+    for use_cache in (True, False):
+        out, reason = run(generate_bytes(model, prompt, GREEDY, make_generator(0), use_cache=use_cache))
+        assert len(out) == GREEDY.max_new_tokens and reason == "length"
+
+
+def test_should_stop_cancels():
+    produced = []
+    gen = generate_bytes(untrained(), b"abc", GREEDY, make_generator(0), should_stop=lambda: len(produced) >= 5)
+    while True:
+        try:
+            produced.append(next(gen))
+        except StopIteration as end:
+            assert end.value == "cancelled"
+            break
+    assert len(produced) == 5
+
+
+def test_stops_on_role_tag_and_yields_it(chat_model):
+    prompt = format_chat([{"role": "user", "content": "hi"}]).encode()
+    out, reason = run(generate_bytes(chat_model, prompt, GREEDY, make_generator(0), stop=STOP_TAGS))
+    assert out == b"hello\nuser: " and reason == "stop"
+    out, reason = run(generate_bytes(chat_model, prompt, GREEDY, make_generator(0), stop=["ll"]))
+    assert out == b"hell" and reason == "stop"
+
+
+# ---------------------------------------------------------------- reply-level API
+
+
+def collect(stream) -> tuple[list[str], ReplyDone]:
+    events = list(stream)
+    assert isinstance(events[-1], ReplyDone)
+    assert all(isinstance(e, ReplyEvent) and e.text for e in events[:-1])
+    return [e.text for e in events[:-1]], events[-1]
+
+
+def test_reply_stops_at_role_tag(engine):
+    pieces, done = collect(engine.stream_reply([{"role": "user", "content": "hi"}], GREEDY))
+    assert done.reply == "hello" == "".join(pieces)
+    assert done.finish_reason == "stop" and done.n_bytes == len(b"hello\nuser: ") and done.seconds > 0
+    assert "\n" not in "".join(pieces), "the stop tag is never streamed"
+
+
+def test_streaming_multibyte_text_never_splits_a_character(engine):
+    pieces, done = collect(engine.stream_reply([{"role": "user", "content": "日本"}], GREEDY))
+    assert done.reply == "日本語🙂" == "".join(pieces) and done.finish_reason == "stop"
+    assert len(pieces) == 4  # one piece per character, though each arrives byte by byte
+    assert all("\ufffd" not in p for p in pieces)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_streamed_pieces_equal_extracted_reply(engine, seed):
+    messages = [{"role": "user", "content": "日本"}]
+    sampling = SamplingConfig(temperature=1.5, top_k=None, top_p=None, max_new_tokens=40)
+    pieces, done = collect(engine.stream_reply(messages, sampling, seed=seed))
+    raw, _ = run(
+        generate_bytes(engine.model, format_chat(messages).encode(), sampling, make_generator(seed), STOP_TAGS)
+    )
+    assert "".join(pieces) == done.reply == extract_assistant_reply(raw.decode("utf-8", errors="replace"))
+    assert done.n_bytes == len(raw)
+
+
+def test_seeded_replies_repeat_and_length_is_reported(engine):
+    sampling = SamplingConfig(temperature=2.0, top_k=None, top_p=None, max_new_tokens=8)
+    a = engine.reply([{"role": "user", "content": "hi"}], sampling, seed=5)
+    b = engine.reply([{"role": "user", "content": "hi"}], sampling, seed=5)
+    assert a.reply == b.reply
+    long = engine.reply([{"role": "user", "content": "hi"}], SamplingConfig(temperature=0, max_new_tokens=3))
+    assert long.finish_reason == "length" and long.reply == "hel"
+
+
+def test_stream_reply_can_be_cancelled(engine):
+    count = []
+
+    def stop_after_two() -> bool:
+        return len(count) >= 2
+
+    for event in engine.stream_reply([{"role": "user", "content": "hi"}], GREEDY, should_stop=stop_after_two):
+        count.append(event)
+    assert event.finish_reason == "cancelled" and event.reply == "he"
+
+
+def test_bad_messages_fail_before_streaming(engine):
+    with pytest.raises(ChatFormatError):
+        engine.stream_reply([{"role": "robot", "content": "hi"}], GREEDY)
+
+
+def test_concurrent_replies_are_independent(engine):
+    sampling = SamplingConfig(temperature=1.5, max_new_tokens=30)
+    messages = [{"role": "user", "content": "日本"}]
+    expected = engine.reply(messages, sampling, seed=11).reply
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(engine.reply(messages, sampling, seed=11).reply))
+        for _ in range(3)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 3
+
+
+def test_model_info(engine):
+    info = engine.model_info
+    assert info["path"] == "test" and info["device"] == "cpu" and info["params"] > 0
+    assert info["model_config"]["block_size"] == engine.block_size == 64
+
+
+_PIECES = [b"\n", b"\\", b"user: ", b"assistant: ", b"system: ", b"us", b"user:", b"a", b" ", b":"]
+_PIECES += ["日".encode(), "🙂".encode(), b"\xe6", b"\x97", b"\xff", b"\xf0\x9f"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=25))
+def test_reply_assembler_matches_extract_assistant_reply(chunks):
+    generated = b"".join(chunks)
+    assembler, fed, pieces = ReplyAssembler(), bytearray(), []
+    for byte in generated:
+        fed.append(byte)
+        pieces.append(assembler.feed(byte))
+        if assembler.stopped:
+            break
+    pieces.append(assembler.finish())
+    # Generation stops exactly where a stop tag ends, so compare with what was fed.
+    assert assembler.stopped == fed.endswith(tuple(t.encode() for t in STOP_TAGS))
+    assert "".join(pieces) == assembler.reply == extract_assistant_reply(fed.decode("utf-8", errors="replace"))
+
+
+def test_crop_messages_keeps_system_and_whole_recent_turns():
+    system = {"role": "system", "content": "Be terse."}
+    turns = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"message number {i}"} for i in range(8)]
+    messages = [system, *turns]
+    assert crop_messages(messages, 10_000) == messages
+    budget = len(format_chat([system, *turns[-3:]]).encode())
+    cropped = crop_messages(messages, budget)
+    assert cropped == [system, *turns[-3:]]
+    assert crop_messages(turns, len(format_chat(turns[-2:]).encode())) == turns[-2:]
+    # The last message stays even when it alone is too long.
+    assert crop_messages(messages, 5) == [system, turns[-1]]
+
+
+def test_decode_speed_reports_bytes_per_second():
+    model = untrained(block_size=32)
+    threads = torch.get_num_threads()
+    assert decode_speed(model, context=32, n=8) > 0
+    assert decode_speed(model, context=32, n=8, use_cache=False) > 0
+    assert torch.get_num_threads() == threads
+    assert model.blocks[0].attn.qkv.weight.is_contiguous(), "decode_speed must not change the caller's model"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["user", "assistant"]), st.text(max_size=30)), max_size=8),
+    st.booleans(),
+    st.integers(min_value=0, max_value=300),
+)
+def test_crop_messages_drops_only_what_it_must(turns, with_system, budget):
+    messages = [{"role": "system", "content": "sys"}] * with_system + [{"role": r, "content": c} for r, c in turns]
+    cropped = crop_messages(messages, budget)
+    head = messages[:1] if with_system else []
+    assert cropped[: len(head)] == head and cropped[len(head) :] == messages[len(messages) - len(cropped) + len(head) :]
+    size = len(format_chat(cropped).encode())
+    if len(cropped) - len(head) > 1:
+        assert size <= budget
+    if len(cropped) < len(messages):  # one more turn would not have fitted
+        one_more = head + messages[len(messages) - len(cropped) + len(head) - 1 :]
+        assert len(format_chat(one_more).encode()) > budget

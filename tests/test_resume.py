@@ -1,0 +1,91 @@
+"""Exact resume: a training process killed with SIGKILL (twice, at different moments) and
+started again with the same command ends with the same weights, bit for bit, as one that
+ran uninterrupted. Real processes, real kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from bytechat.checkpoint import load_checkpoint
+from tests.test_train import make_root
+
+pytestmark = pytest.mark.slow
+
+SETTINGS = dict(steps=400, checkpoint_every=50, eval_every=100, log_every=1, dtype="bf16")
+
+
+def start(root: Path) -> subprocess.Popen:
+    env = {**os.environ, "BYTECHAT_ROOT": str(root), "OMP_NUM_THREADS": "1", "BYTECHAT_PEAK_FLOPS": "1e11"}
+    cmd = [sys.executable, "-m", "bytechat.train", "--profile", "tiny", "--device", "cpu"]
+    return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def logged_step(root: Path) -> int:
+    """The last step in the dvclive train loss history (0 before the first log)."""
+    tsv = root / "artifacts" / "runs" / "tiny" / "live" / "plots" / "metrics" / "train" / "loss.tsv"
+    try:
+        rows = tsv.read_text().splitlines()[1:]
+    except FileNotFoundError:
+        return 0
+    steps = [int(r.split("\t")[0]) for r in rows if r.split("\t")[0].isdigit()]
+    return max(steps, default=0)
+
+
+def kill_at(proc: subprocess.Popen, root: Path, step: int, timeout: float = 30) -> int:
+    """SIGKILL proc once it has logged `step` (it must still be running then)."""
+    deadline = time.monotonic() + timeout
+    while logged_step(root) < step:
+        assert proc.poll() is None, f"training ended before step {step}:\n{proc.stderr.read()}"
+        assert time.monotonic() < deadline, f"no step {step} within {timeout} s"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return logged_step(root)
+
+
+def finish(proc: subprocess.Popen) -> str:
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    return err
+
+
+def history(root: Path, name: str) -> str:
+    return (root / "artifacts" / "runs" / "tiny" / "live" / "plots" / "metrics" / name).read_text()
+
+
+def test_killed_and_restarted_run_matches_uninterrupted_run_bitwise(tmp_path):
+    reference_root = make_root(tmp_path / "reference", **SETTINGS)
+    killed_root = make_root(tmp_path / "killed", **SETTINGS)
+
+    reference = start(reference_root)  # runs alongside the killed ones
+    killed_at = [kill_at(start(killed_root), killed_root, 130)]
+    second = start(killed_root)
+    killed_at.append(kill_at(second, killed_root, 277))
+    assert "resuming tiny from last.pt at step 100" in second.stderr.read()
+    err = finish(start(killed_root))
+    finish(reference)
+
+    assert killed_at[0] >= 130 and killed_at[1] >= 277
+    assert "resuming tiny from last.pt at step 250" in err  # the second kill came after 250
+    ckpts = killed_root / "artifacts" / "runs" / "tiny" / "checkpoints"
+    got = load_checkpoint(ckpts / "last.pt")
+    want = load_checkpoint(reference_root / "artifacts" / "runs" / "tiny" / "checkpoints" / "last.pt")
+    assert got["step"] == want["step"] == 400
+    assert got["model"].keys() == want["model"].keys()
+    for name in want["model"]:
+        assert torch.equal(got["model"][name], want["model"][name]), name
+    for index, state in want["optimizer"]["state"].items():
+        for key, tensor in state.items():
+            assert torch.equal(got["optimizer"]["state"][index][key], tensor), (index, key)
+    assert got["best_val_loss"] == want["best_val_loss"]
+    # The metric histories hold each step once, with the very same losses.
+    for name in ("train/loss.tsv", "val/loss.tsv", "val/wiki/loss.tsv"):
+        assert history(killed_root, name) == history(reference_root, name), name

@@ -1,0 +1,160 @@
+"""End to end in a real browser: the real server process, Debian's Chromium, Playwright.
+
+Starts `python -m bytechat.web.server --ckpt <tiny random model>` on a free loopback port,
+then types into the page like a person: a streamed reply appears, a long reply is
+stopped, a server error is shown. Screenshots (desktop and phone) go to the test's tmp
+folder, or to $BYTECHAT_SCREENSHOTS when set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from bytechat.web.local_server import running_server, save_tiny_model
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless, no sandbox (tests may run as root), and nothing that phones home: without the
+# background-networking flags Chromium keeps trying (refused) connections to Google.
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+LONG_REPLY = 20000  # bytes: several seconds of generation, so there is time to press Stop
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
+]
+sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory):
+    ckpt = save_tiny_model(tmp_path_factory.mktemp("model"))
+    with running_server(ckpt, "--max-new-tokens", str(LONG_REPLY), "--timeout-s", "30") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser():
+    # launch() gives every run a fresh temporary profile (user-data-dir) of its own.
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def screenshots(tmp_path) -> Path:
+    folder = Path(os.environ.get("BYTECHAT_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def open_chat(browser, url: str, **context_options):
+    context = browser.new_context(**context_options)
+    page = context.new_page()
+    problems: list[str] = []  # script errors and CSP violations would show up here
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.goto(url)
+    sync_api.expect(page.locator("#model-info")).to_contain_text("context 64 bytes")
+    return context, page, problems
+
+
+def send(page, text: str) -> None:
+    page.locator("#input").fill(text)
+    page.locator("#input").press("Enter")
+
+
+def assistant_text(page, index: int) -> str:
+    return page.locator(".message.assistant .text").nth(index).inner_text()
+
+
+def record_reply_growth(page) -> None:
+    """Note the reply's length at every DOM change, to see it arrive in pieces."""
+    page.evaluate(
+        """() => {
+            window.replyLengths = [];
+            new MutationObserver(() => {
+                const texts = document.querySelectorAll('.message.assistant .text');
+                if (texts.length) window.replyLengths.push(texts[texts.length - 1].textContent.length);
+            }).observe(document.getElementById('log'), {childList: true, subtree: true, characterData: true});
+        }"""
+    )
+
+
+def test_chat_streams_stops_and_reports_errors(browser, server_url, screenshots):
+    context, page, problems = open_chat(browser, server_url, viewport={"width": 1200, "height": 800})
+    expect = sync_api.expect
+
+    # A reply streams in, piece by piece, and ends with its figures.
+    record_reply_growth(page)
+    send(page, "Hello! What did I write about gardening?")
+    expect(page.locator(".message.user .text").first).to_have_text("Hello! What did I write about gardening?")
+    expect(page.locator(".message.assistant .meta").first).to_contain_text("bytes", timeout=15000)
+    lengths = page.evaluate("window.replyLengths")
+    assert len(set(lengths)) > 3 and lengths == sorted(lengths), "the reply grew in several pieces"
+    assert assistant_text(page, 0).strip(), "the reply is not empty"
+    expect(page.locator("#input")).to_have_value("")
+
+    # A long reply, stopped mid-way: it stops growing, the page says so, the server idles.
+    page.locator("#settings-toggle").click()
+    page.locator("#max-new-tokens").fill(str(LONG_REPLY))
+    send(page, "Tell me everything.")
+    expect(page.locator("#stop")).to_be_visible()
+    page.wait_for_function(
+        "() => { const t = document.querySelectorAll('.message.assistant .text'); return t.length === 2 && t[1].textContent.length > 50; }"
+    )
+    page.locator("#stop").click()
+    expect(page.locator(".message.assistant .meta").nth(1)).to_have_text("stopped")
+    expect(page.locator("#send")).to_be_visible()
+    stopped_at = len(assistant_text(page, 1))
+    time.sleep(0.5)
+    assert len(assistant_text(page, 1)) == stopped_at < LONG_REPLY
+    assert wait_for_idle(server_url), "the server went on generating after Stop"
+    page.screenshot(path=str(screenshots / "chat-desktop.png"))
+
+    assert problems == [], problems
+
+    # A request the server refuses: its message is shown, and the text is kept for a retry.
+    page.locator("#top-k").fill("999")
+    send(page, "Are you there?")
+    expect(page.locator(".message.error")).to_contain_text("top_k")
+    expect(page.locator("#input")).to_have_value("Are you there?")
+
+    # Reset clears the conversation.
+    page.locator("#reset").click()
+    expect(page.locator(".message")).to_have_count(0)
+    expect(page.locator("#empty")).to_be_visible()
+    assert all("status of 422" in problem for problem in problems), problems  # the refused request only
+    context.close()
+
+
+def test_page_fits_a_phone(browser, server_url, screenshots):
+    context, page, problems = open_chat(
+        browser, server_url, viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+    )
+    send(page, "A question typed on a phone, long enough to wrap over a few lines of the narrow screen.")
+    sync_api.expect(page.locator(".message.assistant .meta").first).to_contain_text("bytes", timeout=15000)
+    widths = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths[0] <= widths[1], f"the page scrolls sideways on a phone: {widths}"
+    assert page.locator("#send").is_visible() and page.locator("#input").is_visible()
+    page.screenshot(path=str(screenshots / "chat-phone.png"))
+    assert problems == [], problems
+    context.close()
+
+
+def wait_for_idle(url: str, timeout_s: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if httpx.get(f"{url}/health").json()["load"] == {"running": 0, "waiting": 0}:
+            return True
+        time.sleep(0.05)
+    return False

@@ -100,7 +100,7 @@ def test_chat_streams_stops_and_reports_errors(browser, server_url, screenshots)
     expect(page.locator(".message.user .text").first).to_have_text("Hello! What did I write about gardening?")
     expect(page.locator(".message.assistant .meta").first).to_contain_text("bytes", timeout=15000)
     lengths = page.evaluate("window.replyLengths")
-    assert len(set(lengths)) > 3 and lengths == sorted(lengths), "the reply grew in several pieces"
+    assert len(set(lengths)) > 1 and lengths == sorted(lengths), "the reply was drawn as it arrived"
     assert assistant_text(page, 0).strip(), "the reply is not empty"
     expect(page.locator("#input")).to_have_value("")
 
@@ -109,9 +109,9 @@ def test_chat_streams_stops_and_reports_errors(browser, server_url, screenshots)
     page.locator("#max-new-tokens").fill(str(LONG_REPLY))
     send(page, "Tell me everything.")
     expect(page.locator("#stop")).to_be_visible()
-    page.wait_for_function(
-        "() => { const t = document.querySelectorAll('.message.assistant .text'); return t.length === 2 && t[1].textContent.length > 50; }"
-    )
+    longer_than = "n => { const t = document.querySelectorAll('.message.assistant .text'); return t.length === 2 && t[1].textContent.length > n; }"
+    page.wait_for_function(longer_than, arg=50)
+    page.wait_for_function(longer_than, arg=len(assistant_text(page, 1)))  # it keeps growing
     page.locator("#stop").click()
     expect(page.locator(".message.assistant .meta").nth(1)).to_have_text("stopped")
     expect(page.locator("#send")).to_be_visible()
@@ -128,6 +128,7 @@ def test_chat_streams_stops_and_reports_errors(browser, server_url, screenshots)
     send(page, "Are you there?")
     expect(page.locator(".message.error")).to_contain_text("top_k")
     expect(page.locator("#input")).to_have_value("Are you there?")
+    page.screenshot(path=str(screenshots / "chat-error.png"))
 
     # Reset clears the conversation.
     page.locator("#reset").click()

@@ -71,11 +71,30 @@ function showTyping(message) {
   message.querySelector(".bubble").prepend(dots);
 }
 
-function appendText(message, text) {
-  message.querySelector(".typing")?.remove();
-  const nearEnd = isNearEnd();
-  message.querySelector(".text").append(text);
-  if (nearEnd) scrollToEnd();
+// Pieces can arrive thousands of times a second; drawing each one (layout, scrolling)
+// would swamp the page, so they are collected and drawn once per animation frame.
+function textSink(message) {
+  const node = document.createTextNode("");
+  message.querySelector(".text").append(node);
+  let pending = "";
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (!pending) return;
+    message.querySelector(".typing")?.remove();
+    const nearEnd = isNearEnd();
+    node.appendData(pending);
+    pending = "";
+    if (nearEnd) scrollToEnd();
+  };
+  const add = (text) => {
+    pending += text;
+    if (!scheduled) {
+      scheduled = true;
+      requestAnimationFrame(flush);
+    }
+  };
+  return { add, flush };
 }
 
 function setMeta(message, text, stopped = false) {
@@ -160,6 +179,7 @@ async function send(text) {
   const reply = addMessage("assistant", "");
   reply.classList.add("streaming");
   showTyping(reply);
+  const sink = textSink(reply);
   const controller = new AbortController();
   setBusy(controller);
 
@@ -178,7 +198,7 @@ async function send(text) {
     for await (const { event, data } of readEvents(response.body)) {
       if (event === "message") {
         replyText += data.text;
-        appendText(reply, data.text);
+        sink.add(data.text);
       } else if (event === "done") {
         done = data;
       } else if (event === "error") {
@@ -186,8 +206,10 @@ async function send(text) {
       }
     }
     if (!done) throw new Error("the connection closed before the reply was complete");
+    sink.flush();
     setMeta(reply, describeDone(done), done.finish_reason !== "stop" && done.finish_reason !== "length");
   } catch (err) {
+    sink.flush();
     if (err.name === "AbortError") {
       setMeta(reply, "stopped", true);
     } else {

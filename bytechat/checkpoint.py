@@ -261,21 +261,33 @@ def find_checkpoint(directory: str | Path, names: tuple[str, ...] = (BEST, LAST,
 
 def differences(ckpt: Mapping[str, Any], model_config: ModelConfig, train_config: TrainConfig,
                 data: Mapping[str, Any]) -> list[str]:  # fmt: skip
-    """What differs between a checkpoint and the current run ("" list: resume is valid)."""
-    diffs = []
-    sections = (
-        ("model_config", dataclasses.asdict(model_config), ()),
-        ("train_config", dataclasses.asdict(train_config), RESUME_NEUTRAL),
-        ("data", dict(data), ()),
-    )
-    for section, current, ignored in sections:
-        saved = ckpt.get(section) or {}
-        for key in sorted(set(saved) | set(current)):
-            if key in ignored:
-                continue
-            if saved.get(key, "<absent>") != current.get(key, "<absent>"):
-                diffs.append(f"{section}.{key}: {saved.get(key, '<absent>')!r} -> {current.get(key, '<absent>')!r}")
+    """What differs between a checkpoint and the current run (empty: the resume is valid),
+    e.g. ["train_config.lr: 0.002 -> 0.001", "data.streams.roam_train: '9104b3ca072b71...fdd0' -> ..."]."""
+    diffs: list[str] = []
+    current = {
+        "model_config": dataclasses.asdict(model_config),
+        "train_config": {k: v for k, v in dataclasses.asdict(train_config).items() if k not in RESUME_NEUTRAL},
+        "data": dict(data),
+    }
+    for section, now in current.items():
+        saved = dict(ckpt.get(section) or {})
+        if section == "train_config":
+            saved = {k: v for k, v in saved.items() if k not in RESUME_NEUTRAL}
+        _diff(saved, now, section, diffs)
     return diffs
+
+
+def _diff(saved: Any, now: Any, key: str, out: list[str]) -> None:
+    if isinstance(saved, Mapping) and isinstance(now, Mapping):
+        for name in sorted(set(saved) | set(now), key=str):
+            _diff(saved.get(name, "<absent>"), now.get(name, "<absent>"), f"{key}.{name}", out)
+    elif saved != now:
+        out.append(f"{key}: {_short(saved)} -> {_short(now)}")
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:15] + "..." + text[-5:]
 
 
 def move_stale(directory: str | Path, step: int) -> Path | None:

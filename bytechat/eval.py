@@ -10,6 +10,10 @@ with the full block of bytes before it as context (only its new bytes count). Wi
 start cold (no context from the window before), the usual "non-overlapping" estimate,
 a little pessimistic next to a sliding window.
 
+Scoring uses bf16 autocast where the hardware runs it fast (--dtype auto, the default; the
+loss itself is always computed in fp32): 2.4x faster than fp32 on a Zen 4 CPU for the smoke
+model, and the bpb differed by 1e-5. --dtype fp32 gives the exact fp32 numbers.
+
 bpb = loss / ln 2 (loss in nats per predicted byte). The compressors' bpb is
 8 * compressed size / stream size, container headers included.
 """
@@ -35,7 +39,7 @@ from tqdm.auto import tqdm
 from bytechat import paths
 from bytechat.atomic import write_json, write_text
 from bytechat.chat_format import render_transcript
-from bytechat.checkpoint import find_checkpoint, load_checkpoint
+from bytechat.checkpoint import find_checkpoint
 from bytechat.device import autocast_dtype, get_device
 from bytechat.streams import open_stream
 
@@ -178,10 +182,10 @@ def evaluate_profile(profile: str, *, device: torch.device | None = None, dtype:
     write artifacts/eval/<profile>/metrics.json and samples.txt; return the metrics."""
     from bytechat.export import load_model
 
-    path = find_checkpoint(paths.checkpoints_dir(profile))
-    step = int(load_checkpoint(path)["step"])
+    path = find_checkpoint(paths.checkpoints_dir(profile))  # validated, checksum included
     device = device or get_device()
-    model, _ = load_model(path, device)
+    model, info = load_model(path, device)
+    step = int(info["step"])
     amp = autocast_dtype(device, dtype)
     metrics: dict = {}
     for source, split in EVAL_STREAMS:
@@ -214,8 +218,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ckpt", required=True, help="a checkpoint (.pt) or an export folder")
     parser.add_argument("files", nargs="+", type=Path, help="files to score (any bytes)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto / BYTECHAT_DEVICE)")
-    parser.add_argument("--dtype", default="fp32", choices=("auto", "bf16", "fp32"),
-                        help="autocast dtype (default fp32: exact reference numbers)")  # fmt: skip
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="autocast dtype (default auto: bf16 where fast; fp32 for exact numbers)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="windows per forward pass")
     return parser.parse_args(argv)
 

@@ -22,10 +22,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", required=True)
     parser.add_argument("--params", default=None, help="params file (default: params.yaml at the repo root)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
+                        help="autocast dtype for scoring (default auto: bf16 where the hardware is fast)")  # fmt: skip
     args = parser.parse_args()
     try:
         load_params(args.params).profile(args.profile)  # a clear error for an unknown profile
-        metrics = evaluate_profile(args.profile)
+        metrics = evaluate_profile(args.profile, dtype=args.dtype)
     except (ConfigError, StreamError, CheckpointError, ModelLoadError) as exc:
         print(f"stages/eval.py: error: {exc}", file=sys.stderr)
         return 2

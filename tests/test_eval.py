@@ -106,3 +106,43 @@ def test_cli_scores_a_checkpoint_on_files(tiny_root, tmp_path, capsys):
     assert main(["--ckpt", str(ckpt), str(tmp_path / "missing.txt"), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "missing.txt" in err and len(err.strip().splitlines()) == 1
+
+
+
+def run_stage(script: str, *args: str) -> int:
+    """Run a stage script in this process (as `python stages/x.py args`); its exit code."""
+    import runpy
+    import sys
+    from pathlib import Path
+
+    argv, sys.argv = sys.argv, [script, *args]
+    try:
+        runpy.run_path(str(Path(__file__).resolve().parent.parent / script), run_name="__main__")
+    except SystemExit as end:
+        return int(end.code or 0)
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def test_export_stage_exports_best_and_the_export_scores_like_the_checkpoint(tiny_root, tmp_path, capsys):
+    run()
+    assert run_stage("stages/export.py", "--profile", "tiny") == 0
+    export = paths.export_dir("tiny")
+    assert {p.name for p in export.iterdir()} == {"model.safetensors", "config.json"}
+    assert json.loads((export / "config.json").read_text())["source_checkpoint"].endswith("best.pt")
+    text = tmp_path / "notes.txt"
+    text.write_text("the cat sat on the mat. " * 30)
+    capsys.readouterr()
+    tables = []
+    for model in (export, paths.checkpoints_dir("tiny") / "best.pt"):
+        assert main(["--ckpt", str(model), str(text), "--device", "cpu"]) == 0
+        tables.append(capsys.readouterr().out)
+    assert tables[0] == tables[1]
+
+
+def test_eval_and_export_stages_fail_in_one_line_without_checkpoints(tiny_root, capsys):
+    for script in ("stages/eval.py", "stages/export.py"):
+        assert run_stage(script, "--profile", "tiny") == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "no valid checkpoint" in err[0], err

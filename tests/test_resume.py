@@ -39,7 +39,7 @@ def logged_step(root: Path) -> int:
     return max(steps, default=0)
 
 
-def kill_at(proc: subprocess.Popen, root: Path, step: int, timeout: float = 30) -> int:
+def kill_at(proc: subprocess.Popen, root: Path, step: int, timeout: float = 60) -> int:
     """SIGKILL proc once it has logged `step` (it must still be running then)."""
     deadline = time.monotonic() + timeout
     while logged_step(root) < step:

@@ -143,7 +143,7 @@ def test_changed_stream_is_a_different_run(tiny_root, capsys):
     write_stream(["different text " * 40], paths.stream_path("roam", "train"), "roam")
     result = run()
     assert result.resumed_from is None
-    assert "data.streams" in capsys.readouterr().err
+    assert "data.streams.roam_train: " in capsys.readouterr().err
 
 
 def test_resume_ignores_log_and_checkpoint_frequency(tiny_root):

@@ -14,7 +14,10 @@ Format (version 1):
     optimizer      optimizer.state_dict()
     rng            {"python": random.getstate(), "torch": cpu state, "cuda": [states] | None}
     sampler        the training batch generator's get_state()
-    data           {"p_train", "seed", "streams": {name: sha256}}: decides if a resume is valid
+    data           {"p_train", "p_chat", "chat_fraction", "seed", "streams": {name: sha256}}
+    code           {path under bytechat/: sha256} of the source files the weights depend on
+                   (absent from checkpoints older than it: such a resume starts fresh)
+                   model_config, train_config, data and code decide whether a resume is valid
     checksum       "sha256:<hex>" over everything above (added here: torch.load does not
                    notice a flipped byte inside a tensor, only a truncated file)
 
@@ -113,6 +116,7 @@ def build_checkpoint(
     best_val_loss: float | None,
     sampler: torch.Generator,
     data: Mapping[str, Any],
+    code: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     return {
         "format": FORMAT,
@@ -128,6 +132,7 @@ def build_checkpoint(
         "rng": capture_rng(),
         "sampler": sampler.get_state(),
         "data": dict(data),
+        "code": dict(code or {}),
     }
 
 
@@ -182,7 +187,7 @@ def previous_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
 
@@ -195,7 +200,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds (RuntimeError, EOFError, pickle errors)
-        raise CheckpointError(f"{path}: unreadable ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path}: unreadable ({first_line(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a bytechat checkpoint (format != {FORMAT!r})")
     if ckpt.get("version") != VERSION:
@@ -260,29 +265,34 @@ def find_checkpoint(directory: str | Path, names: tuple[str, ...] = (BEST, LAST,
 
 
 def differences(ckpt: Mapping[str, Any], model_config: ModelConfig, train_config: TrainConfig,
-                data: Mapping[str, Any]) -> list[str]:  # fmt: skip
+                data: Mapping[str, Any], code: Mapping[str, str] | None = None) -> list[str]:  # fmt: skip
     """What differs between a checkpoint and the current run (empty: the resume is valid),
-    e.g. ["train_config.lr: 0.002 -> 0.001", "data.streams.roam_train: '9104b3ca072b71...fdd0' -> ..."]."""
-    diffs: list[str] = []
+    e.g. ["train_config.lr: 0.002 -> 0.001", "data.streams.roam_train: '9104b3ca072b71...fdd0' -> ...",
+    "code.model/blocks.py: '5be1c0f2e3a4d1...9a0c1' -> ..."]. code None: the code is not compared."""
     current = {
         "model_config": dataclasses.asdict(model_config),
         "train_config": {k: v for k, v in dataclasses.asdict(train_config).items() if k not in RESUME_NEUTRAL},
         "data": dict(data),
     }
+    if code is not None:
+        current["code"] = dict(code)
+    diffs: list[str] = []
     for section, now in current.items():
         saved = dict(ckpt.get(section) or {})
         if section == "train_config":
             saved = {k: v for k, v in saved.items() if k not in RESUME_NEUTRAL}
-        _diff(saved, now, section, diffs)
+        diffs += compare(saved, now, section)
     return diffs
 
 
-def _diff(saved: Any, now: Any, key: str, out: list[str]) -> None:
-    if isinstance(saved, Mapping) and isinstance(now, Mapping):
-        for name in sorted(set(saved) | set(now), key=str):
-            _diff(saved.get(name, "<absent>"), now.get(name, "<absent>"), f"{key}.{name}", out)
-    elif saved != now:
-        out.append(f"{key}: {_short(saved)} -> {_short(now)}")
+def compare(saved: Any, now: Any, key: str) -> list[str]:
+    """Every leaf where two nested mappings differ, as "key.path: old -> new" (shortened)."""
+    if not (isinstance(saved, Mapping) and isinstance(now, Mapping)):
+        return [] if saved == now else [f"{key}: {_short(saved)} -> {_short(now)}"]
+    out = []
+    for name in sorted(set(saved) | set(now), key=str):
+        out += compare(saved.get(name, "<absent>"), now.get(name, "<absent>"), f"{key}.{name}")
+    return out
 
 
 def _short(value: Any) -> str:

@@ -67,6 +67,10 @@ class TrainConfig:
     log_every: int = 10
     dtype: str = "auto"  # auto | bf16 | fp32 (autocast dtype; master weights stay fp32)
     compile: bool = False
+    # The last chat_fraction of the optimizer steps draw batches by p_chat instead of
+    # p_train (the "chat phase"), so a small model sees enough dialogues, late, to learn
+    # the turn format; 0 disables it.
+    chat_fraction: float = 0.25
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "checkpoint_every", "log_every"):
@@ -75,6 +79,7 @@ class TrainConfig:
         _require(self.batch_size % self.grad_accum == 0, "batch_size", "must be divisible by grad_accum")
         _require(0 < self.min_lr <= self.lr, "min_lr", "must be in (0, lr]")
         _require(self.dtype in ("auto", "bf16", "fp32"), "dtype", "must be one of auto, bf16, fp32")
+        _require(0.0 <= self.chat_fraction < 1.0, "chat_fraction", "must be in [0, 1) (0 disables the chat phase)")
 
 
 @dataclass(frozen=True)
@@ -85,10 +90,13 @@ class DataConfig:
     hub_timeout_s: float = 5.0
     val_fraction: float = 0.1
     p_train: dict[str, float] = field(default_factory=lambda: {"wiki": 0.784, "roam": 0.196, "primer": 0.020})
+    # The mix of the chat phase (the last train.chat_fraction of a run's steps).
+    p_chat: dict[str, float] = field(default_factory=lambda: {"wiki": 0.2, "roam": 0.2, "primer": 0.6})
 
     def __post_init__(self) -> None:
         _require(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
         check_probabilities(self.p_train, "p_train")
+        check_probabilities(self.p_chat, "p_chat")
 
 
 @dataclass(frozen=True)
@@ -182,7 +190,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     try:
         if not isinstance(raw, dict):
             raise ConfigError("top level: expected a mapping")
-        known = {"seed", "data", "p_train", "profiles"}
+        top_level = ("seed", "p_train", "p_chat")  # DataConfig fields written at the top level
+        known = {*top_level, "data", "profiles"}
         for name in raw:
             if name not in known:
                 raise ConfigError(f"{name}: unknown key (known: {', '.join(sorted(known))})")
@@ -190,16 +199,19 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
             if name not in raw:
                 raise ConfigError(f"{name}: missing key")
         data_raw = dict(_check_type(raw["data"], dict[str, Any], "data"))
-        for name in ("seed", "p_train"):
+        for name in top_level:
             if name in data_raw:
                 raise ConfigError(f"data.{name}: belongs at the top level")
         data_raw["seed"] = _check_type(raw["seed"], int, "seed")
-        data_raw["p_train"] = _check_type(raw["p_train"], dict[str, float], "p_train")
+        for name in ("p_train", "p_chat"):
+            data_raw[name] = _check_type(raw[name], dict[str, float], name)
         try:
             data = from_dict(DataConfig, data_raw, "data")
-        except ConfigError as exc:  # seed/p_train live at the top level
+        except ConfigError as exc:  # seed/p_train/p_chat live at the top level
             msg = str(exc)
-            raise ConfigError(msg.replace("data.seed", "seed").replace("data.p_train", "p_train")) from None
+            for name in top_level:
+                msg = msg.replace(f"data.{name}", name)
+            raise ConfigError(msg) from None
         profiles_raw = _check_type(raw["profiles"], dict[str, Any], "profiles")
         if not profiles_raw:
             raise ConfigError("profiles: at least one profile is needed")

@@ -1,7 +1,9 @@
-"""Learning-rate schedule: linear warmup, then cosine decay to min_lr at the last step.
+"""Schedules over a run's optimizer steps: the learning rate and the data phase.
 
-The rate is a pure function of the optimizer step (0-based: the step about to be taken),
-so a resumed run gets exactly the rates an uninterrupted one would have.
+Both are pure functions of the optimizer step (0-based: the step about to be taken), so
+a resumed run gets exactly the rates and data mixes an uninterrupted one would have.
+
+Learning rate: linear warmup, then cosine decay to min_lr at the last step.
 
     step 0            lr / (warmup_steps + 1)      (close to 0, but not a wasted step)
     step warmup_steps lr                           (the peak)
@@ -13,6 +15,8 @@ from __future__ import annotations
 import math
 
 from bytechat.config import TrainConfig
+
+BASE, CHAT = "base", "chat"  # data phases: batches drawn by p_train, then by p_chat
 
 
 def learning_rate(step: int, *, lr: float, min_lr: float, warmup_steps: int, steps: int) -> float:
@@ -33,3 +37,14 @@ def learning_rate(step: int, *, lr: float, min_lr: float, warmup_steps: int, ste
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """The learning rate of optimizer step `step` under a TrainConfig."""
     return learning_rate(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, steps=cfg.steps)
+
+
+def chat_start(cfg: TrainConfig) -> int:
+    """The first step of the chat phase: the last chat_fraction of the steps (rounded);
+    cfg.steps when there is none (chat_fraction 0, or a run too short to round to 1 step)."""
+    return cfg.steps - round(cfg.steps * cfg.chat_fraction)
+
+
+def phase_at(step: int, cfg: TrainConfig) -> str:
+    """BASE or CHAT: which mix optimizer step `step` draws its batches by."""
+    return CHAT if step >= chat_start(cfg) else BASE

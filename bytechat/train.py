@@ -4,11 +4,19 @@ What a run does, in order:
   * opens the train and val byte streams (memmaps under paths.STREAMS_DIR);
   * resumes from artifacts/runs/<profile>/checkpoints/last.pt when that checkpoint was made
     with the same model config, train config (log_every/checkpoint_every aside), seed,
-    p_train and stream contents; otherwise moves the old checkpoints into
-    artifacts/runs/<profile>/stale-<step>/ (loudly; nothing is deleted) and starts fresh;
+    p_train, p_chat, stream contents and training code (sha256 of the source files listed
+    in CODE_FILES: the train stage's code deps in dvc.yaml); otherwise moves the old
+    checkpoints into artifacts/runs/<profile>/stale-<step>/ (loudly; nothing is deleted)
+    and starts fresh;
   * trains with AdamW (decay on matrices only), warmup + cosine lr, gradient accumulation,
     gradient clipping and bf16 autocast where the hardware runs it fast (fp32 weights);
+  * draws batches by p_train, except in the chat phase, the last train.chat_fraction of
+    the steps, which draws by p_chat (dialogue-heavy: a small model learns turn-taking
+    there, like nanochat's mid-training on conversations); the phase is a function of
+    the step (lr_schedule.phase_at), logged as the dvclive metric and param `phase`;
   * evaluates every eval_every steps and at the end on fixed batches of each val stream;
+    val/loss weights the sources by the run's final mix (p_chat when there is a chat
+    phase, else p_train), so best.pt is the best model for what the run ends up training;
   * writes last.pt every checkpoint_every steps and at the end, best.pt at each new best
     validation loss, and dvclive metrics + plots under artifacts/runs/<profile>/live/.
 
@@ -19,9 +27,14 @@ depends on is either a function of the step (the lr), or restored from the check
 its own generator (the eval batches); checkpoints are taken only between optimizer steps.
 
 Several processes: `torchrun --nproc_per_node=N stages/train.py --profile P` trains with
-DistributedDataParallel (nccl on GPUs, gloo on CPU). batch_size stays the global batch:
-each rank takes its slice of the rows every rank draws alike, so the data of a step does
-not depend on N; rank 0 alone writes checkpoints, metrics and the progress bar.
+DistributedDataParallel (nccl on GPUs, gloo on CPU), on one machine or several (torchrun's
+--nnodes / --rdzv-* flags). batch_size stays the global batch: each rank takes its slice
+of the rows every rank draws alike, so the data of a step does not depend on N, and a run
+resumes under any N. Rank 0 alone reads and writes checkpoints (it sends the one it
+resumes from to the others), metrics and the progress bar; every rank checks at start
+that its streams and code match rank 0's. A rank that dies takes the run down: torchrun
+stops the other workers and exits non-zero, and collectives time out after
+BYTECHAT_DIST_TIMEOUT_S (default 300) should a peer hang instead of dying.
 
 MFU (model FLOPs utilisation) = model.flops_per_byte() x bytes/s / peak FLOP/s, where the
 peak is measured once at start as the rate of a 1024^3 matmul in the training dtype (so
@@ -34,6 +47,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import datetime
+import hashlib
 import json
 import math
 import os
@@ -51,14 +66,22 @@ from bytechat import checkpoint as ckpt_io
 from bytechat import paths
 from bytechat.atomic import write_text
 from bytechat.batching import BatchError, get_batch
-from bytechat.config import SOURCES, ConfigError, Params, Profile, TrainConfig, load_params
+from bytechat.config import SOURCES, ConfigError, DataConfig, Params, Profile, TrainConfig, load_params
 from bytechat.device import autocast_dtype, get_device, synchronize
-from bytechat.lr_schedule import lr_at
+from bytechat.lr_schedule import CHAT, chat_start, lr_at, phase_at
 from bytechat.rng import make_generator, set_seed
 from bytechat.streams import StreamError, open_stream, read_meta
 
 PEAK_ENV = "BYTECHAT_PEAK_FLOPS"
+TIMEOUT_ENV = "BYTECHAT_DIST_TIMEOUT_S"
+# Long enough for what one rank does while the others wait at the next collective (rank 0
+# writing a checkpoint, a slow first compile), short enough that a hung peer ends the run.
+DEFAULT_TIMEOUT_S = 300.0
 EVAL_SEED_OFFSET = 1  # eval batches: their own generator (seed + 1), apart from the training sampler
+# The source a run's weights depend on, under bytechat/: the train stage's code deps in
+# dvc.yaml (tests/test_train.py keeps the two lists in step). An edit starts a fresh run.
+CODE_FILES = ("model/*.py", "train.py", "lr_schedule.py", "checkpoint.py", "batching.py", "device.py", "rng.py")
+PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 # ---------------------------------------------------------------- distributed context
@@ -106,7 +129,8 @@ class Dist:
     def start(self, device: torch.device) -> None:
         if self.enabled and not torch.distributed.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size)
+            torch.distributed.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size,
+                                                 timeout=collective_timeout())  # fmt: skip
 
     def stop(self) -> None:
         if self.enabled and torch.distributed.is_initialized():
@@ -128,6 +152,18 @@ class Dist:
         torch.distributed.broadcast_object_list(box, src=0)
         return box[0]
 
+    def agree(self, value: Mapping, what: str) -> None:
+        """Raise the same ConfigError on every rank unless every rank's value equals rank 0's
+        (a collective): on several machines, each one has its own copy of the inputs."""
+        if not self.enabled:
+            return
+        values = [None] * self.world_size
+        torch.distributed.all_gather_object(values, dict(value))
+        for rank, other in enumerate(values[1:], start=1):
+            if diffs := ckpt_io.compare(values[0], other, what):
+                raise ConfigError(f"rank {rank}: {what} differs from rank 0's ({'; '.join(diffs[:3])}); "
+                                  f"every machine needs the same artifacts/streams and bytechat code")  # fmt: skip
+
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         if not self.enabled:
             return model
@@ -136,7 +172,19 @@ class Dist:
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-# ---------------------------------------------------------------- data
+def collective_timeout() -> datetime.timedelta:
+    """How long a collective waits for a silent peer before the run fails."""
+    raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+    if not (seconds > 0 and math.isfinite(seconds)):
+        raise ConfigError(f"{TIMEOUT_ENV}: expected seconds > 0 such as 300, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
+# ---------------------------------------------------------------- data and code
 
 
 @dataclass
@@ -146,16 +194,30 @@ class Data:
     fingerprint: dict
 
 
-def open_data(p_train: Mapping[str, float], seed: int) -> Data:
-    """Memmap every train/val stream; the fingerprint (seed, mix, sha256s) gates resumes."""
+def open_data(cfg: DataConfig, chat_fraction: float) -> Data:
+    """Memmap every train/val stream; the fingerprint (seed, mixes, sha256s) gates resumes."""
     train, val, shas = {}, {}, {}
     for source in SOURCES:
         for split, into in (("train", train), ("val", val)):
             path = paths.stream_path(source, split)
             into[source] = open_stream(path)
             shas[f"{source}_{split}"] = read_meta(path).get("sha256")
-    fingerprint = {"p_train": dict(p_train), "seed": int(seed), "streams": shas}
+    fingerprint = {
+        "p_train": dict(cfg.p_train),
+        # Without a chat phase p_chat draws nothing: editing it must not cost a finished run.
+        "p_chat": dict(cfg.p_chat) if chat_fraction > 0 else None,
+        "chat_fraction": float(chat_fraction),
+        "seed": int(cfg.seed),
+        "streams": shas,
+    }
     return Data(train=train, val=val, fingerprint=fingerprint)
+
+
+def code_fingerprint(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
+    """sha256 of each file of CODE_FILES, by its path under package_dir."""
+    found = {path for pattern in CODE_FILES for path in package_dir.glob(pattern) if path.is_file()}
+    return {path.relative_to(package_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+            for path in sorted(found)}  # fmt: skip
 
 
 def eval_batches(val: Mapping[str, np.ndarray], rows: int, block: int, n_batches: int, seed: int,
@@ -249,7 +311,7 @@ def validation_losses(model: torch.nn.Module, batches: Mapping[str, list], devic
 
 
 def mixed_loss(losses: Mapping[str, float], p: Mapping[str, float]) -> float:
-    """The p_train-weighted validation loss: the training objective's mixture (best.pt picks by it)."""
+    """The validation loss weighted by a training mix p (the run's final one: best.pt picks by it)."""
     weights = {s: p[s] for s in losses if p.get(s, 0) > 0}
     total = sum(weights.values())
     if not total:
@@ -368,7 +430,10 @@ class Trainer:
         # No torch.use_deterministic_algorithms: the CPU kernels this model uses are
         # deterministic for a fixed thread count already (tests/test_resume.py checks it
         # bit for bit), and the call costs ~1.4 s of imports (torch._dynamo) per start.
-        self.data = open_data(self.params.data.p_train, self.params.seed)
+        self.data = open_data(self.params.data, self.tcfg.chat_fraction)
+        self.code = code_fingerprint()
+        self.dist.agree(self.data.fingerprint, "data")
+        self.dist.agree(self.code, "code")
         set_seed(self.params.seed)  # model init draws from the global generator
         from bytechat.model import GPT
 
@@ -383,18 +448,20 @@ class Trainer:
         self.forward = self.dist.wrap(self.eval_model, self.device)
 
     def try_resume(self) -> int | None:
-        """Rank 0 picks the checkpoint (moving damaged or stale files aside); every rank
-        then loads that same file."""
-        path = self.pick_checkpoint() if self.dist.is_main else None
-        path = self.dist.from_main(None if path is None else str(path))
-        if path is None:
+        """Rank 0 picks the checkpoint (moving damaged or stale files aside) and sends it to
+        every rank, so only rank 0's machine needs the checkpoints folder."""
+        picked = self.pick_checkpoint() if self.dist.is_main else None
+        picked = self.dist.from_main(picked)
+        if picked is None:
             return None
-        self.load(ckpt_io.load_checkpoint(path))
-        self.say(f"resuming {self.profile.name} from {Path(path).name} at step {self.state.step}")
+        ckpt, name = picked
+        self.load(ckpt)
+        self.say(f"resuming {self.profile.name} from {name} at step {self.state.step}")
         return self.state.step
 
-    def pick_checkpoint(self) -> Path | None:
-        """last.pt (else last.prev.pt) when it belongs to this exact run; else None (fresh)."""
+    def pick_checkpoint(self) -> tuple[dict, str] | None:
+        """(checkpoint, file name) of last.pt (else last.prev.pt) when it belongs to this
+        exact run; else None (fresh)."""
         try:
             found = ckpt_io.load_latest(self.ckpt_dir)
         except ckpt_io.CheckpointError as exc:
@@ -404,12 +471,12 @@ class Trainer:
             self.stash_stale(0)
             return None
         ckpt, path = found
-        diffs = ckpt_io.differences(ckpt, self.mcfg, self.tcfg, self.data.fingerprint) + self.misfits(ckpt)
+        diffs = ckpt_io.differences(ckpt, self.mcfg, self.tcfg, self.data.fingerprint, self.code) + self.misfits(ckpt)
         if diffs:
-            self.shout(f"{path}: made with other settings ({'; '.join(diffs)}); starting fresh")
+            self.shout(f"{path}: made with other settings or code ({'; '.join(diffs)}); starting fresh")
             self.stash_stale(int(ckpt.get("step", 0)))
             return None
-        return path
+        return ckpt, path.name
 
     def misfits(self, ckpt: Mapping) -> list[str]:
         """Why ckpt's tensors cannot be loaded into this code's model and optimizer (the
@@ -437,14 +504,23 @@ class Trainer:
 
     # -- stepping
 
+    def mix_at(self, step: int) -> Mapping[str, float]:
+        """The source mix step `step` draws its batches by (p_chat in the chat phase)."""
+        return self.params.data.p_chat if phase_at(step, self.tcfg) == CHAT else self.params.data.p_train
+
+    def selection_mix(self) -> Mapping[str, float]:
+        """The mix val/loss (and so best.pt) weights the sources by: the run's final one."""
+        return self.mix_at(self.tcfg.steps - 1)
+
     def train_step(self, step: int) -> torch.Tensor:
         """One optimizer step (grad_accum micro-steps); returns the mean micro-batch loss."""
         lr = lr_at(step, self.tcfg)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
+        mix = self.mix_at(step)
         total = torch.zeros((), device=self.device)
         for micro in range(self.tcfg.grad_accum):
-            x, y = get_batch(self.data.train, self.params.data.p_train, self.micro_rows, self.mcfg.block_size,
+            x, y = get_batch(self.data.train, mix, self.micro_rows, self.mcfg.block_size,
                              self.device, self.sampler, rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
             with self.grad_sync(last=micro == self.tcfg.grad_accum - 1):
                 with autocast(self.device, self.amp):
@@ -466,7 +542,7 @@ class Trainer:
     def evaluate(self, batches: Mapping[str, list]) -> None:
         losses = validation_losses(self.eval_model, batches, self.device, self.amp, self.dist)
         self.state.val_losses = losses
-        self.state.val_loss = mixed_loss(losses, self.params.data.p_train)
+        self.state.val_loss = mixed_loss(losses, self.selection_mix())
         best = self.state.best_val_loss
         if best is None or self.state.val_loss < best:
             self.state.best_val_loss = self.state.val_loss
@@ -479,6 +555,7 @@ class Trainer:
             model=self.model, optimizer=self.optimizer, model_config=self.mcfg, train_config=self.tcfg,
             profile=self.profile.name, step=self.state.step, val_loss=self.state.val_loss,
             best_val_loss=self.state.best_val_loss, sampler=self.sampler, data=self.data.fingerprint,
+            code=self.code,
         )  # fmt: skip
         ckpt_io.save_checkpoint(ckpt, self.ckpt_dir / name, keep_previous=name == ckpt_io.LAST)
 
@@ -525,7 +602,10 @@ class Trainer:
         cfg = self.tcfg
         speed = Speedometer(cfg.batch_size * self.mcfg.block_size, float(ckpt_io.unwrap(self.model).flops_per_byte()),
                             peak, self.device)  # fmt: skip
-        for step in range(self.state.step, cfg.steps):
+        first = self.state.step
+        for step in range(first, cfg.steps):
+            if step == first or phase_at(step, cfg) != phase_at(step - 1, cfg):
+                self.announce_phase(step, live)
             loss = self.train_step(step)
             self.state.step = done = step + 1
             speed.count_step()
@@ -542,14 +622,26 @@ class Trainer:
             if live is not None and (done % cfg.log_every == 0 or done % cfg.eval_every == 0 or last):
                 live.make_summary()
 
+    def announce_phase(self, step: int, live) -> None:
+        """Say (and record as the dvclive param `phase`) which mix the steps from `step` draw by."""
+        phase = phase_at(step, self.tcfg)
+        mix = " ".join(f"{s} {p:g}" for s, p in self.mix_at(step).items())
+        name = "p_chat" if phase == CHAT else "p_train"
+        until = chat_start(self.tcfg) if phase != CHAT else self.tcfg.steps
+        self.say(f"step {step}: {phase} phase, batches drawn by {name} ({mix}) until step {until}")
+        if live is not None:
+            live.log_params({"phase": phase, "chat_start": chat_start(self.tcfg)})
+
     def log_training(self, bar: tqdm, live, loss: torch.Tensor, lr: float, speed: "Speedometer") -> None:
         self.state.train_loss = float(self.dist.mean(loss))  # syncs the device (every rank calls this)
         if not math.isfinite(self.state.train_loss):
             raise FloatingPointError(f"step {self.state.step}: training loss is {self.state.train_loss} (lr too high?)")
         bps, mfu = speed.read()
-        bar.set_postfix_str(f"loss {self.state.train_loss:.3f} lr {lr:.2e} {bps / 1e3:.1f} kB/s MFU {mfu:.1%}",
-                            refresh=False)  # fmt: skip
-        self.log(live, {"train/loss": self.state.train_loss, "lr": lr, "bytes_per_s": bps, "mfu": mfu})
+        phase = phase_at(self.state.step - 1, self.tcfg)  # the phase of the step just taken
+        bar.set_postfix_str(f"{phase} loss {self.state.train_loss:.3f} lr {lr:.2e} {bps / 1e3:.1f} kB/s "
+                            f"MFU {mfu:.1%}", refresh=False)  # fmt: skip
+        metrics = {"train/loss": self.state.train_loss, "lr": lr, "bytes_per_s": bps, "mfu": mfu}
+        self.log(live, {**metrics, "phase": float(phase == CHAT)})  # 0 base, 1 chat
         speed.restart()
 
     def log_validation(self, live) -> None:
@@ -598,6 +690,12 @@ def train(profile: str, *, params_path: str | Path | None = None, steps: int | N
         dist.stop()
 
 
+def lost_peer(exc: BaseException) -> bool:
+    """Whether exc is a collective failing because another rank died or hung: nccl and
+    the stores raise DistError; gloo a RuntimeError naming its own source file."""
+    return isinstance(exc, torch.distributed.DistError) or "gloo" in str(exc)
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bytechat.train", description="Train one profile of params.yaml.")
     parser.add_argument("--profile", required=True, help="profile name under profiles: in params.yaml")
@@ -614,6 +712,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, StreamError, BatchError, ckpt_io.CheckpointError, FloatingPointError) as exc:
         print(f"bytechat.train: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        if not lost_peer(exc):
+            raise
+        print(f"bytechat.train: error: rank {Dist.from_env().rank}: lost contact with another rank "
+              f"({ckpt_io.first_line(exc)}); another process died or hung: see torchrun's summary",
+              file=sys.stderr)  # fmt: skip
+        return 3
     if not Dist.from_env().is_main:
         return 0
     val = "n/a" if result.val_loss is None else f"{result.val_loss:.4f}"

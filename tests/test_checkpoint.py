@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import stat
 
 import pytest
 import torch
@@ -14,7 +16,11 @@ from bytechat.model import GPT
 from bytechat.rng import make_generator
 from tests.test_train import TINY_MODEL, one_thread, run, tiny_root  # noqa: F401 (fixtures)
 
-DATA = {"p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1}, "seed": 7, "streams": {"wiki_train": "ab" * 32}}
+DATA = {
+    "p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1}, "p_chat": {"wiki": 0.2, "roam": 0.2, "primer": 0.6},
+    "chat_fraction": 0.25, "seed": 7, "streams": {"wiki_train": "ab" * 32},
+}  # fmt: skip
+CODE = {"train.py": "cd" * 32, "model/blocks.py": "ef" * 32}
 
 
 def tiny_checkpoint(step: int = 3) -> dict:
@@ -25,6 +31,7 @@ def tiny_checkpoint(step: int = 3) -> dict:
     return ckpt_io.build_checkpoint(
         model=model, optimizer=opt, model_config=ModelConfig(**TINY_MODEL), train_config=TrainConfig(),
         profile="tiny", step=step, val_loss=2.5, best_val_loss=2.4, sampler=make_generator(1), data=DATA,
+        code=CODE,
     )  # fmt: skip
 
 
@@ -132,6 +139,35 @@ def test_differences_name_the_changed_fields():
     diffs = ckpt_io.differences(ckpt, ModelConfig(**{**TINY_MODEL, "n_layer": 3}), TrainConfig(steps=5),
                                 {**DATA, "seed": 8})  # fmt: skip
     assert diffs == ["model_config.n_layer: 2 -> 3", "train_config.steps: 1000 -> 5", "data.seed: 7 -> 8"]
+
+
+def test_differences_compare_the_code_when_given():
+    ckpt = tiny_checkpoint()
+    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), TrainConfig(), DATA, CODE) == []
+    edited = {**CODE, "model/blocks.py": "00" * 32, "model/new.py": "11" * 32}
+    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), TrainConfig(), DATA, edited) == [
+        "code.model/blocks.py: 'efefefefefefef...efef' -> '00000000000000...0000'",
+        "code.model/new.py: '<absent>' -> '11111111111111...1111'",
+    ]
+    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), TrainConfig(), DATA) == []  # code None: not compared
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_saved_files_get_the_mode_open_would_give(tmp_path, umask, mode):
+    """Atomic writes go through a mkstemp file (0600); the final file honours the umask."""
+    from bytechat.atomic import current_umask, write_text
+
+    before = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        ckpt_io.save_checkpoint(tiny_checkpoint(), tmp_path / "last.pt")
+        write_text(tmp_path / "notes.txt", "hi")
+        with open(tmp_path / "plain.txt", "w") as fh:  # what a plain open() gives
+            fh.write("hi")
+    finally:
+        os.umask(before)
+    for name in ("last.pt", "notes.txt", "plain.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode, name
 
 
 def test_find_checkpoint_prefers_best_then_last(tmp_path, capsys):

@@ -16,6 +16,8 @@ def test_repo_params_load():
     assert params.profile("smoke").train.steps == 1000
     assert params.profile("train").train.steps == 20000
     assert params.data.p_train == pytest.approx({"wiki": 0.784, "roam": 0.196, "primer": 0.020})
+    assert params.data.p_chat == pytest.approx({"wiki": 0.2, "roam": 0.2, "primer": 0.6})
+    assert params.profile("smoke").train.chat_fraction == 0.25
 
 
 def _with(mutate):
@@ -39,6 +41,17 @@ def _with(mutate):
         (lambda r: r["data"].update(colour="red"), "data.colour: unknown key"),
         (lambda r: r["profiles"]["smoke"]["model"].update(n_head=3), "profiles.smoke.model.n_embd: must be divisible"),
         (lambda r: r.update(extra=1), "extra: unknown key"),
+        (lambda r: r.pop("p_chat"), "p_chat: missing key"),
+        (lambda r: r["p_chat"].update(primer=0.7), "p_chat: probabilities must sum to 1"),
+        (lambda r: r["p_chat"].pop("roam"), "p_chat: needs exactly the sources"),
+        (lambda r: r["p_chat"].update(wiki="lots"), "p_chat.wiki: expected float"),
+        (lambda r: r["data"].update(p_chat=r["p_chat"]), "data.p_chat: belongs at the top level"),
+        (lambda r: r["profiles"]["smoke"]["train"].update(chat_fraction=1.0),
+         "profiles.smoke.train.chat_fraction: must be in [0, 1)"),
+        (lambda r: r["profiles"]["smoke"]["train"].update(chat_fraction=-0.1),
+         "profiles.smoke.train.chat_fraction: must be in [0, 1)"),
+        (lambda r: r["profiles"]["smoke"]["train"].pop("chat_fraction"),
+         "profiles.smoke.train.chat_fraction: missing key"),
     ],
 )
 def test_bad_params_name_the_key(mutate, key):
@@ -72,3 +85,8 @@ def test_unknown_profile():
 def test_odd_head_dim_rejected():
     with pytest.raises(ConfigError, match="head dim"):
         ModelConfig(n_embd=12, n_head=4)
+
+
+def test_chat_fraction_zero_disables_the_chat_phase():
+    raw = _with(lambda r: r["profiles"]["smoke"]["train"].update(chat_fraction=0))
+    assert parse_params(raw).profile("smoke").train.chat_fraction == 0.0

@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,11 +17,13 @@ from bytechat import checkpoint as ckpt_io
 from bytechat import paths
 from bytechat.config import ConfigError, TrainConfig
 from bytechat.streams import write_stream
+from tests.conftest import REPO
 
 TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
 TINY_TRAIN = {
     "steps": 12, "batch_size": 4, "grad_accum": 2, "lr": 0.003, "min_lr": 0.0001, "warmup_steps": 3,
     "eval_every": 6, "eval_batches": 2, "checkpoint_every": 4, "log_every": 2, "dtype": "fp32",
+    "chat_fraction": 0.25,
 }  # fmt: skip
 WORDS = "the cat sat on a mat and then went to sleep while dogs barked at the moon".split()
 
@@ -29,6 +33,7 @@ def write_params(root: Path, *, seed: int = 7, **train_overrides) -> Path:
         "seed": seed,
         "data": {"wikitext_source": "offline", "wikitext_config": "wikitext-2-raw-v1", "val_fraction": 0.1},
         "p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1},
+        "p_chat": {"wiki": 0.2, "roam": 0.2, "primer": 0.6},
         "profiles": {"tiny": {"model": dict(TINY_MODEL), "train": {**TINY_TRAIN, **train_overrides}}},
     }
     path = root / "params.yaml"
@@ -179,9 +184,10 @@ def test_peak_flops_from_env_or_measured(monkeypatch):
 
 
 def test_eval_batches_are_fixed_and_leave_the_sampler_alone(tiny_root):
+    from bytechat.config import load_params
     from bytechat.train import Dist, eval_batches, open_data
 
-    data = open_data({"wiki": 0.6, "roam": 0.3, "primer": 0.1}, 7)
+    data = open_data(load_params().data, 0.25)
     a = eval_batches(data.val, 4, 32, 2, 7, torch.device("cpu"), Dist())
     b = eval_batches(data.val, 4, 32, 2, 7, torch.device("cpu"), Dist())
     assert set(a) == {"wiki", "roam", "primer"}
@@ -209,36 +215,6 @@ def test_bad_steps_and_profile_are_one_line_errors(tiny_root, capsys):
     assert "--steps: must be > 0" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes_matches_one_process(tmp_path):
-    """torchrun with 2 gloo processes trains the same model as 1 process (the same global
-    batches; only the order of the gradient sums differs, so ~1e-7, not bit for bit)."""
-    import os
-    import subprocess
-    import sys
-
-    stage = Path(__file__).resolve().parent.parent / "stages" / "train.py"
-    roots = {n: make_root(tmp_path / f"ranks{n}", steps=6, eval_every=6, checkpoint_every=6) for n in (1, 2)}
-    commands = {
-        1: [sys.executable, str(stage), "--profile", "tiny", "--device", "cpu"],
-        2: [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(stage),
-            "--profile", "tiny", "--device", "cpu"],
-    }  # fmt: skip
-    procs = {}
-    for n, cmd in commands.items():
-        env = {**os.environ, "BYTECHAT_ROOT": str(roots[n]), "OMP_NUM_THREADS": "1", "BYTECHAT_PEAK_FLOPS": "1e11"}
-        procs[n] = subprocess.Popen(cmd, cwd=roots[n], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    outputs = {n: p.communicate(timeout=120) for n, p in procs.items()}
-    for n, p in procs.items():
-        assert p.returncode == 0, outputs[n][1]
-    assert outputs[2][0].count("tiny: 6 steps") == 1  # only rank 0 reports
-    one, two = (ckpt_io.load_checkpoint(roots[n] / "artifacts/runs/tiny/checkpoints/last.pt") for n in (1, 2))
-    assert one["step"] == two["step"] == 6
-    for name, tensor in one["model"].items():
-        torch.testing.assert_close(two["model"][name], tensor, rtol=1e-5, atol=1e-5)
-    assert two["val_loss"] == pytest.approx(one["val_loss"], rel=1e-5)
-
-
 def test_checkpoint_that_does_not_fit_the_model_starts_fresh(tiny_root, capsys):
     run()
     last = paths.checkpoints_dir("tiny") / "last.pt"
@@ -248,3 +224,161 @@ def test_checkpoint_that_does_not_fit_the_model_starts_fresh(tiny_root, capsys):
     result = run()
     assert result.resumed_from is None and result.step == 12
     assert "do not fit the current model code" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the chat phase
+
+
+def test_chat_phase_is_the_last_fraction_of_the_steps():
+    from bytechat.lr_schedule import BASE, CHAT, chat_start, phase_at
+
+    cfg = TrainConfig(steps=1000, chat_fraction=0.25)
+    assert chat_start(cfg) == 750
+    assert [phase_at(s, cfg) for s in (0, 749, 750, 999)] == [BASE, BASE, CHAT, CHAT]
+    assert chat_start(TrainConfig(steps=1000, chat_fraction=0.0)) == 1000  # disabled
+    assert chat_start(TrainConfig(steps=12, chat_fraction=0.25)) == 9
+
+
+def test_chat_phase_draws_by_p_chat_and_logs_the_phase(tiny_root, monkeypatch):
+    import bytechat.train as train_module
+
+    mixes = []
+    real_get_batch = train_module.get_batch
+
+    def recording_get_batch(streams, p, *args, **kwargs):
+        if len(streams) > 1:  # not an eval batch (those draw from one source)
+            mixes.append(dict(p))
+        return real_get_batch(streams, p, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
+    run()
+    p_train, p_chat = {"wiki": 0.6, "roam": 0.3, "primer": 0.1}, {"wiki": 0.2, "roam": 0.2, "primer": 0.6}
+    assert mixes == [p_train] * 2 * 9 + [p_chat] * 2 * 3  # 12 steps x grad_accum 2, the last 3 steps chat
+    live = paths.run_dir("tiny") / "live"
+    phase = (live / "plots" / "metrics" / "phase.tsv").read_text().split()
+    assert phase[2:] == ["2", "0.0", "4", "0.0", "6", "0.0", "8", "0.0", "10", "1.0", "12", "1.0"]
+    assert "phase: chat" in (live / "params.yaml").read_text()
+    assert ckpt_io.load_checkpoint(paths.checkpoints_dir("tiny") / "last.pt")["data"]["p_chat"] == p_chat
+
+
+def test_val_loss_weights_sources_by_the_final_mix(tiny_root):
+    from bytechat.train import mixed_loss
+
+    result = run()
+    p_chat = {"wiki": 0.2, "roam": 0.2, "primer": 0.6}
+    assert result.val_loss == pytest.approx(mixed_loss(result.val_losses, p_chat))
+
+
+def test_changed_p_chat_is_a_different_run_unless_the_chat_phase_is_off(tiny_root, capsys):
+    run()
+    params = yaml.safe_load((tiny_root / "params.yaml").read_text())
+    params["p_chat"] = {"wiki": 0.1, "roam": 0.1, "primer": 0.8}
+    (tiny_root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run().resumed_from is None
+    assert "data.p_chat.primer: 0.6 -> 0.8" in capsys.readouterr().err
+
+    params["profiles"]["tiny"]["train"]["chat_fraction"] = 0.0
+    (tiny_root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run().resumed_from is None  # chat_fraction changed
+    params["p_chat"] = {"wiki": 0.3, "roam": 0.3, "primer": 0.4}
+    (tiny_root / "params.yaml").write_text(yaml.safe_dump(params))
+    assert run().resumed_from == 12  # p_chat draws nothing without a chat phase
+
+
+def test_resume_across_the_phase_switch_is_exact(tiny_root):
+    """A run stopped inside the base phase and resumed through the switch ends with the
+    weights of an uninterrupted run: the phase is a function of the step."""
+    run()
+    want = ckpt_io.load_checkpoint(paths.checkpoints_dir("tiny") / "last.pt")
+    shutil.rmtree(paths.run_dir("tiny"))
+    write_params(tiny_root, checkpoint_every=8)
+    run()
+    ckdir = paths.checkpoints_dir("tiny")
+    os.replace(ckdir / "last.prev.pt", ckdir / "last.pt")  # as if killed after step 8 (chat starts at 9)
+    assert run().resumed_from == 8
+    got = ckpt_io.load_checkpoint(ckdir / "last.pt")
+    for name, tensor in want["model"].items():
+        assert torch.equal(got["model"][name], tensor), name
+
+
+# ---------------------------------------------------------------- the code fingerprint
+
+
+def test_code_files_are_the_train_stage_code_deps_in_dvc_yaml():
+    """CODE_FILES names what dvc re-runs the train stage for (besides the data and the
+    stage script), so a resume notices every code change dvc does."""
+    from bytechat.train import CODE_FILES, PACKAGE_DIR, code_fingerprint
+
+    stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["do"]
+    deps = {dep for dep in stage["deps"] if dep.startswith("bytechat/")}
+    as_deps = {f"bytechat/{pattern.removesuffix('/*.py')}" for pattern in CODE_FILES}
+    assert as_deps == deps
+    files = code_fingerprint()
+    assert {"train.py", "lr_schedule.py", "model/__init__.py"} <= set(files)
+    assert set(files) == {p.relative_to(PACKAGE_DIR).as_posix() for p in PACKAGE_DIR.glob("model/*.py")} | {
+        p.removeprefix("bytechat/") for p in deps if p.endswith(".py")}  # fmt: skip
+
+
+def test_code_fingerprint_follows_the_source(tmp_path):
+    from bytechat.train import PACKAGE_DIR, code_fingerprint
+
+    copy = tmp_path / "bytechat"
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "web", "data"))
+    before = code_fingerprint(copy)
+    assert before == code_fingerprint(PACKAGE_DIR)
+    (copy / "eval.py").write_text("# not training code\n")
+    assert code_fingerprint(copy) == before
+    blocks = copy / "model" / "blocks.py"
+    blocks.write_text(blocks.read_text() + "\n# an edit\n")
+    after = code_fingerprint(copy)
+    assert [name for name in before if after[name] != before[name]] == ["model/blocks.py"]
+
+
+def test_changed_code_moves_old_checkpoints_and_starts_fresh(tiny_root, monkeypatch, capsys):
+    import bytechat.train as train_module
+
+    run()
+    real = train_module.code_fingerprint()
+    monkeypatch.setattr(train_module, "code_fingerprint", lambda: {**real, "model/blocks.py": "0" * 64})
+    capsys.readouterr()
+    result = run()
+    assert result.resumed_from is None and result.step == 12
+    err = capsys.readouterr().err
+    assert "made with other settings or code (code.model/blocks.py: " in err and "starting fresh" in err
+    stale = paths.run_dir("tiny") / "stale-12"
+    assert {p.name for p in stale.iterdir()} == {"last.pt", "last.prev.pt", "best.pt"}
+    assert ckpt_io.load_checkpoint(paths.checkpoints_dir("tiny") / "last.pt")["code"]["model/blocks.py"] == "0" * 64
+
+
+def test_checkpoint_without_code_fingerprint_starts_fresh(tiny_root, capsys):
+    run()
+    last = paths.checkpoints_dir("tiny") / "last.pt"
+    ckpt = ckpt_io.load_checkpoint(last)
+    del ckpt["code"]  # written before the fingerprint existed
+    ckpt_io.save_checkpoint(ckpt, last)
+    assert run().resumed_from is None
+    assert "code.train.py: '<absent>' -> " in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- distributed settings
+
+
+def test_collective_timeout_from_env(monkeypatch):
+    from bytechat.train import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, collective_timeout
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert collective_timeout().total_seconds() == DEFAULT_TIMEOUT_S
+    monkeypatch.setenv(TIMEOUT_ENV, "20")
+    assert collective_timeout().total_seconds() == 20
+    for bad in ("soon", "0", "-3", "inf"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(ConfigError, match=f"{TIMEOUT_ENV}: expected seconds > 0"):
+            collective_timeout()
+
+
+def test_lost_peer_errors_are_recognised():
+    from bytechat.train import lost_peer
+
+    assert lost_peer(torch.distributed.DistNetworkError("Connection reset by peer"))
+    assert lost_peer(RuntimeError("[third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error: Connection reset"))
+    assert not lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

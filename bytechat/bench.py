@@ -1,0 +1,714 @@
+"""Performance benchmarks in one run: `python -m bytechat.bench [--quick] [--out DIR]`
+(`make bench`). Writes DIR/report.json and a readable DIR/report.md (default
+artifacts/bench), each section with its target and whether it was met:
+
+  peak      the machine's matmul rate, fp32 and bf16, 1024^3 (median of repeats)
+  train     training steps (forward + backward + clip + AdamW) of the params.yaml
+            profiles: the default fast path (what Trainer runs: bf16 autocast where the
+            CPU has native bf16, fused AdamW) against a plain fp32 reference of the same
+            model, same batch, steps interleaved; bytes/s and MFU
+  decode    batch-1 bytes/s with the KV cache and with full recomputation at 256 bytes
+            of context (train-profile model), and time to first byte for a 1 KB prompt
+  batching  get_batch on real memmapped streams, as a share of a training step
+  streams   the streams stage (wikitext_articles + write_stream) on a generated
+            WikiText-like corpus, in a subprocess: MB/s and peak RSS at two sizes
+  eval      score_bytes throughput with the smoke model, auto dtype and fp32
+  web       bytechat.loadtest against a server with a tiny model: requests/s, p50/p99
+
+Timings on a shared machine are noisy: every figure is a median of repeats, A/B
+comparisons interleave their two sides, and the report records the load average.
+Threads: training/eval/peak run with --threads (default: torch's default, one per
+core, the fastest on an idle machine); decoding runs with the chat's thread count
+(BYTECHAT_THREADS, default 1; see generate.set_decode_threads). On a busy 2-core
+machine, --threads 1 avoids OpenMP threads waiting for a busy core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from bytechat import paths
+from bytechat.atomic import write_json, write_text
+from bytechat.config import SOURCES, ModelConfig, Profile, load_params
+from bytechat.device import autocast_dtype, cpu_has_bf16, get_device, synchronize
+
+SECTIONS = ("peak", "train", "decode", "batching", "streams", "eval", "web")
+MIB = 1 << 20
+
+# Targets (from the performance issue), checked on every run.
+TARGET_MFU = 0.50  # train profile, fast path, of the matmul peak of its dtype
+TARGET_SPEEDUP = 1.5  # fast path over the fp32 reference, train profile
+TARGET_LOSS_REL = 0.01  # |fast loss - fp32 loss| / fp32 loss on the same batch and weights
+TARGET_KV_RATIO = 6.0  # KV-cache decoding over full recomputation
+TARGET_KV_BPS = 300.0  # KV-cache decoding bytes/s at batch 1
+TARGET_BATCH_SHARE = 0.01  # get_batch time / training step time
+TARGET_STREAMS_MBPS = 100.0
+TARGET_STREAMS_PEAK_MIB = 100.0  # "200 MB in well under 200 MB of RAM"
+TARGET_STREAMS_GROWTH_MIB = 16.0  # peak RSS at the full size minus at a tenth of it: flat
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure. FULL is `make bench` (a few minutes); QUICK is --quick."""
+
+    peak_repeats: int = 15
+    train_warmup: int = 3  # steps per path before timing
+    train_steps: int = 10  # timed steps per path (median)
+    decode_bytes: int = 64  # timed bytes per decode measurement
+    decode_repeats: int = 3
+    ttfb_repeats: int = 7
+    batch_calls: int = 300
+    batch_stream_mb: float = 4.0  # the wiki stream; roam a quarter, primer a sixteenth
+    stream_mb: float = 200.0  # generated corpus for the streams stage (plus one a tenth as big)
+    eval_kb: float = 200.0
+    eval_fp32: bool = True  # also score in fp32 for the speedup of the auto dtype
+    web_requests: int = 2000
+    web_concurrency: int = 16
+
+
+FULL = Plan()
+QUICK = Plan(peak_repeats=5, train_warmup=1, train_steps=3, decode_bytes=16, decode_repeats=1, ttfb_repeats=3,
+             batch_calls=50, batch_stream_mb=1.0, stream_mb=20.0, eval_kb=20.0, eval_fp32=False,
+             web_requests=100, web_concurrency=8)  # fmt: skip
+
+
+def median_time(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
+    """Median wall seconds of fn() over repeats calls (after one untimed call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device is not None:
+            synchronize(device)
+        start = time.perf_counter()
+        fn()
+        if device is not None:
+            synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def dtype_name(dtype: torch.dtype | None) -> str:
+    return {None: "fp32", torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+
+
+# ---------------------------------------------------------------- peak
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int, n: int = 1024) -> float:
+    """Median GFLOP/s of an n^3 matmul (2 n^3 FLOPs), as train.measure_peak_flops defines the peak."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
+    return 2 * n**3 / median_time(lambda: a @ b, repeats, device) / 1e9
+
+
+def bench_peak(plan: Plan, device: torch.device) -> dict:
+    fp32 = matmul_gflops(device, torch.float32, plan.peak_repeats)
+    bf16 = matmul_gflops(device, torch.bfloat16, plan.peak_repeats)
+    return {"fp32_gflops": round(fp32, 1), "bf16_gflops": round(bf16, 1), "n": 1024, "repeats": plan.peak_repeats,
+            "target": "none (the reference for MFU)", "met": None}  # fmt: skip
+
+
+# ---------------------------------------------------------------- train
+
+
+class StepRunner:
+    """One training path of a profile: the model, its optimizer, and a step that does
+    what Trainer.train_step does (lr, micro-steps under autocast, clip, AdamW)."""
+
+    def __init__(self, profile: Profile, amp: torch.dtype | None, device: torch.device, seed: int) -> None:
+        from bytechat.model import GPT
+        from bytechat.train import build_optimizer
+
+        self.mcfg, self.tcfg, self.amp, self.device = profile.model, profile.train, amp, device
+        torch.manual_seed(seed)  # both paths start from the same weights
+        self.model = GPT(self.mcfg).to(device).train()
+        self.optimizer = build_optimizer(self.model, self.tcfg, device)
+        self.step_no = 0
+
+    def step(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
+        from bytechat.lr_schedule import lr_at
+        from bytechat.train import autocast
+
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr_at(self.step_no, self.tcfg)
+        total = 0.0
+        for x, y in batches:
+            with autocast(self.device, self.amp):
+                _, loss = self.model(x, y)
+            (loss / len(batches)).backward()
+            total += float(loss.detach())
+        if self.tcfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step_no += 1
+        return total / len(batches)
+
+
+def bench_train_profile(profile: Profile, plan: Plan, device: torch.device, peaks: dict, seed: int) -> dict:
+    mcfg, tcfg = profile.model, profile.train
+    micro = tcfg.batch_size // tcfg.grad_accum
+    gen = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(tcfg.grad_accum):
+        data = torch.randint(0, 256, (micro, mcfg.block_size + 1), generator=gen)
+        batches.append((data[:, :-1].contiguous().to(device), data[:, 1:].contiguous().to(device)))
+    amp = autocast_dtype(device, tcfg.dtype)
+    runners = {"fast": StepRunner(profile, amp, device, seed), "reference": StepRunner(profile, None, device, seed)}
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    first_loss: dict[str, float] = {}
+    order = list(runners)
+    bar = tqdm(total=(plan.train_warmup + plan.train_steps) * 2, desc=f"train {profile.name}", unit="step", leave=False)
+    for i in range(plan.train_warmup + plan.train_steps):
+        for name in order if i % 2 == 0 else order[::-1]:  # alternate who goes first
+            synchronize(device)
+            start = time.perf_counter()
+            loss = runners[name].step(batches)
+            synchronize(device)
+            elapsed = time.perf_counter() - start
+            if i == 0:
+                first_loss[name] = loss  # same weights and batch for both paths
+            if i >= plan.train_warmup:
+                times[name].append(elapsed)
+            bar.update(1)
+    bar.close()
+    bytes_per_step = tcfg.batch_size * mcfg.block_size
+    flops_per_byte = float(runners["fast"].model.flops_per_byte())
+    out: dict = {"model": asdict(mcfg), "batch_size": tcfg.batch_size, "grad_accum": tcfg.grad_accum,
+                 "flops_per_byte": flops_per_byte, "steps_timed": plan.train_steps}  # fmt: skip
+    for name, runner in runners.items():
+        step_s = statistics.median(times[name])
+        bps = bytes_per_step / step_s
+        dtype = dtype_name(runner.amp)
+        peak = peaks.get(f"{dtype}_gflops")
+        out[name] = {
+            "dtype": dtype,
+            "step_ms": round(step_s * 1e3, 1),
+            "bytes_per_s": round(bps, 1),
+            "gflops": round(flops_per_byte * bps / 1e9, 1),
+            "mfu": round(flops_per_byte * bps / (peak * 1e9), 4) if peak else None,
+            "first_loss": round(first_loss[name], 5),
+        }
+    ref_loss = first_loss["reference"]
+    out["speedup"] = round(out["reference"]["step_ms"] / out["fast"]["step_ms"], 3)
+    out["loss_rel_diff"] = abs(first_loss["fast"] - ref_loss) / abs(ref_loss)
+    return out
+
+
+def bench_train(plan: Plan, device: torch.device, peaks: dict, profiles: dict[str, Profile], seed: int) -> dict:
+    results = {name: bench_train_profile(profile, plan, device, peaks, seed) for name, profile in profiles.items()}
+    section: dict = {"profiles": results}
+    main = results.get("train")
+    section["target"] = (f"train profile: fast-path MFU >= {TARGET_MFU:.0%} of its dtype's peak, >= {TARGET_SPEEDUP}x the "
+                         f"fp32 reference, first-step loss within {TARGET_LOSS_REL:.0%} of fp32")  # fmt: skip
+    if main is None or main["fast"]["mfu"] is None:
+        section["met"] = None
+    else:
+        section["met"] = bool(main["fast"]["mfu"] >= TARGET_MFU and main["speedup"] >= TARGET_SPEEDUP
+                              and main["loss_rel_diff"] <= TARGET_LOSS_REL)  # fmt: skip
+    return section
+
+
+# ---------------------------------------------------------------- decode
+
+
+def decode_threads() -> int:
+    raw = os.environ.get("BYTECHAT_THREADS", "1")
+    try:
+        return max(1, int(raw))
+    except ValueError:
+        return 1
+
+
+def bench_decode(plan: Plan, device: torch.device, profile: Profile, seed: int) -> dict:
+    from bytechat.generate import SamplingConfig, decode_speed, generate_bytes
+    from bytechat.model import GPT
+    from bytechat.rng import make_generator
+
+    torch.manual_seed(seed)
+    model = GPT(profile.model).to(device).eval()
+    threads = decode_threads() if device.type == "cpu" else None
+    context = 256
+    kv, full = [], []
+    for _ in tqdm(range(plan.decode_repeats), desc="decode", leave=False):
+        kv.append(decode_speed(model, context=context, n=plan.decode_bytes, use_cache=True, threads=threads))
+        full.append(decode_speed(model, context=context, n=plan.decode_bytes, use_cache=False, threads=threads))
+    kv_bps, full_bps = statistics.median(kv), statistics.median(full)
+
+    # Time to first byte: a 1 KB prompt (generate_bytes keeps its last block_size bytes),
+    # prefill + the first sample, on a copy set up as ChatEngine sets it up.
+    chat_model = copy.deepcopy(model).eval()
+    if device.type == "cpu":
+        chat_model.use_decode_layout()
+    prompt = bytes(32 + (i * 37) % 95 for i in range(1024))
+    sampling = SamplingConfig(max_new_tokens=1)
+
+    def first_byte() -> None:
+        next(generate_bytes(chat_model, prompt, sampling, make_generator(0)))
+
+    with torch_threads(threads):
+        ttfb = median_time(first_byte, plan.ttfb_repeats, device)
+    ratio = kv_bps / full_bps
+    return {
+        "model": asdict(profile.model),
+        "threads": threads,
+        "context": min(context, profile.model.block_size),
+        "bytes_timed": plan.decode_bytes,
+        "kv_bytes_per_s": round(kv_bps, 1),
+        "full_bytes_per_s": round(full_bps, 1),
+        "kv_over_full": round(ratio, 2),
+        "ttfb_ms": round(ttfb * 1e3, 2),
+        "ttfb_prompt_bytes": len(prompt),
+        "ttfb_prefill_bytes": min(len(prompt), profile.model.block_size),
+        "target": f"KV cache >= {TARGET_KV_RATIO:g}x full recomputation and >= {TARGET_KV_BPS:g} bytes/s",
+        "met": bool(ratio >= TARGET_KV_RATIO and kv_bps >= TARGET_KV_BPS),
+    }
+
+
+# ---------------------------------------------------------------- batching
+
+
+def bench_batching(plan: Plan, device: torch.device, profile: Profile, p_train: dict, step_s: float | None,
+                   seed: int) -> dict:  # fmt: skip
+    from bytechat.batching import get_batch
+    from bytechat.streams import open_stream, write_stream
+
+    rng = np.random.default_rng(seed)
+    sizes = {"wiki": plan.batch_stream_mb, "roam": plan.batch_stream_mb / 4, "primer": plan.batch_stream_mb / 16}
+    rows, block = profile.train.batch_size // profile.train.grad_accum, profile.model.block_size
+    with tempfile.TemporaryDirectory(prefix="bytechat-bench-") as tmp:
+        streams = {}
+        for source in SOURCES:
+            path = Path(tmp) / f"{source}_train.bin"
+            data = rng.integers(32, 127, int(sizes[source] * MIB), dtype=np.uint8).tobytes()
+            write_stream([data], path, "bench")
+            streams[source] = open_stream(path)
+        gen = torch.Generator().manual_seed(seed)
+        seconds = median_time(lambda: get_batch(streams, p_train, rows, block, device, gen), plan.batch_calls)
+        del streams  # close the memmaps before the folder goes
+    share = seconds / step_s if step_s else None
+    return {
+        "rows": rows,
+        "block_size": block,
+        "stream_mb": {k: round(v, 3) for k, v in sizes.items()},
+        "get_batch_us": round(seconds * 1e6, 1),
+        "train_step_ms": round(step_s * 1e3, 1) if step_s else None,
+        "share_of_step": share,
+        "target": f"get_batch <= {TARGET_BATCH_SHARE:.0%} of a train-profile step (fast path)",
+        "met": None if share is None else bool(share <= TARGET_BATCH_SHARE),
+    }
+
+
+# ---------------------------------------------------------------- streams
+
+_STREAMS_CHILD = r"""
+import importlib.util, json, sys, time
+from pathlib import Path
+
+def rss_kib(field):  # this process's VmRSS / VmHWM (peak) in KiB; VmHWM starts afresh at exec
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+stage_file, src, dst = sys.argv[1:4]
+spec = importlib.util.spec_from_file_location("bytechat_stage_streams", stage_file)
+stage = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(stage)
+from bytechat.streams import write_stream
+before = rss_kib("VmHWM")
+start = time.perf_counter()
+meta = write_stream(stage.wikitext_articles(Path(src)), Path(dst), "bench")
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "bytes": meta["bytes"], "documents": meta["documents"],
+                  "rss_before_kb": before, "peak_rss_kb": rss_kib("VmHWM")}))
+"""
+
+
+_WORDS = ("the of and in to a was is for on as by with he that at from his it an were are which this be or "
+          "also first new after had one their its but not has been have they who two her she city album film "
+          "river village church season game series station war army school party state team released known "
+          "during later between including following national university population century north south").split()  # fmt: skip
+
+
+def write_wikitext_like(path: Path, n_bytes: int, seed: int = 0) -> int:
+    """A WikiText-like file of about n_bytes: articles under " = Title = " headings with
+    " = = Section = = " subheadings and paragraphs of words. Written in pieces (flat memory)."""
+    rng = random.Random(seed)
+
+    def paragraph() -> str:
+        words = [rng.choice(_WORDS) for _ in range(rng.randint(40, 160))]
+        return " " + " ".join(words).capitalize() + " . \n"
+
+    bodies = []
+    for _ in range(64):  # distinct article bodies, reused under fresh headings
+        parts = [" \n"]
+        for s in range(rng.randint(2, 5)):
+            parts.append(f" = = Section {s} = = \n \n")
+            parts.extend(paragraph() for _ in range(rng.randint(2, 6)))
+            parts.append(" \n")
+        bodies.append("".join(parts))
+    written, article = 0, 0
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        while written < n_bytes:
+            chunk = []
+            for _ in range(64):
+                chunk.append(f" \n = Article {article} = \n")
+                chunk.append(bodies[article % len(bodies)])
+                article += 1
+            text = "".join(chunk)
+            fh.write(text)
+            written += len(text.encode("utf-8"))
+    return written
+
+
+def run_streams_stage(src: Path, dst: Path) -> dict:
+    stage_file = Path(__file__).resolve().parent.parent / "stages" / "streams.py"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(stage_file.parent.parent),
+                                                                      os.environ.get("PYTHONPATH")]))}  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", _STREAMS_CHILD, str(stage_file), str(src), str(dst)],
+                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"streams stage subprocess failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def bench_streams(plan: Plan, seed: int) -> dict:
+    kb = 1024
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="bytechat-bench-streams-") as tmp:
+        for label, mb in (("small", plan.stream_mb / 10), ("full", plan.stream_mb)):
+            src, dst = Path(tmp) / f"{label}.txt", Path(tmp) / f"{label}.bin"
+            size = write_wikitext_like(src, int(mb * 1e6), seed)
+            result = run_streams_stage(src, dst)
+            runs[label] = {
+                "corpus_mb": round(size / 1e6, 1),
+                "articles": result["documents"],
+                "seconds": round(result["seconds"], 3),
+                "mb_per_s": round(size / 1e6 / result["seconds"], 1),
+                "rss_before_mib": round(result["rss_before_kb"] / kb, 1),
+                "peak_rss_mib": round(result["peak_rss_kb"] / kb, 1),
+            }
+            src.unlink()
+            dst.unlink()
+    full, small = runs["full"], runs["small"]
+    growth = full["peak_rss_mib"] - small["peak_rss_mib"]
+    return {
+        **runs,
+        "rss_growth_mib": round(growth, 1),
+        "target": (f">= {TARGET_STREAMS_MBPS:g} MB/s; peak RSS flat in corpus size (<= +{TARGET_STREAMS_GROWTH_MIB:g} "
+                   f"MiB from a tenth of the corpus to all of it) and <= {TARGET_STREAMS_PEAK_MIB:g} MiB"),
+        "met": bool(full["mb_per_s"] >= TARGET_STREAMS_MBPS and growth <= TARGET_STREAMS_GROWTH_MIB
+                    and full["peak_rss_mib"] <= TARGET_STREAMS_PEAK_MIB),
+    }  # fmt: skip
+
+
+# ---------------------------------------------------------------- eval
+
+
+def bench_eval(plan: Plan, device: torch.device, profile: Profile, seed: int) -> dict:
+    from bytechat.eval import score_bytes
+    from bytechat.model import GPT
+
+    torch.manual_seed(seed)
+    model = GPT(profile.model).to(device).eval()
+    rng = np.random.default_rng(seed)
+    data = rng.integers(32, 127, int(plan.eval_kb * 1024), dtype=np.uint8)
+    amp = autocast_dtype(device, "auto")
+    score_bytes(model, data[: 4 * profile.model.block_size], device=device, dtype=amp, progress=False)  # warm-up
+    out: dict = {"model": asdict(profile.model), "bytes": len(data)}
+    dtypes = [("auto", amp)] + ([("fp32", None)] if plan.eval_fp32 and amp is not None else [])
+    for label, dtype in dtypes:
+        synchronize(device)
+        start = time.perf_counter()
+        score = score_bytes(model, data, device=device, dtype=dtype, progress=False)
+        synchronize(device)
+        seconds = time.perf_counter() - start
+        out[label] = {"dtype": dtype_name(dtype), "seconds": round(seconds, 3),
+                      "bytes_per_s": round(len(data) / seconds, 1), "loss": round(score.loss, 5)}  # fmt: skip
+    if "fp32" in out:
+        out["auto_over_fp32"] = round(out["auto"]["bytes_per_s"] / out["fp32"]["bytes_per_s"], 2)
+    out.update(target="none (throughput is reported)", met=None)
+    return out
+
+
+# ---------------------------------------------------------------- web
+
+
+def bench_web(plan: Plan) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bytechat-bench-web-") as tmp:
+        out = Path(tmp) / "web.json"
+        command = [sys.executable, "-m", "bytechat.loadtest", "--requests", str(plan.web_requests),
+                   "--concurrency", str(plan.web_concurrency), "--out", str(out)]  # fmt: skip
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        if not out.exists():
+            raise RuntimeError(f"loadtest wrote no results ({proc.returncode}): {proc.stderr[-2000:]}")
+        result = json.loads(out.read_text(encoding="utf-8"))
+    errors = sum(result["errors"].values())
+    return {
+        "requests": result["requests"],
+        "concurrency": result["concurrency"],
+        "max_new_tokens": result["max_new_tokens"],
+        "requests_per_s": result["requests_per_s"],
+        "p50_ms": result["latency_ms"]["p50"],
+        "p99_ms": result["latency_ms"]["p99"],
+        "errors": errors,
+        "error_kinds": result["errors"],
+        "generated_bytes_per_s": result["generated_bytes_per_s"],
+        "target": "every request answered completely (0 errors)",
+        "met": errors == 0,
+    }
+
+
+# ---------------------------------------------------------------- the run
+
+
+def machine_info(threads: int, device: torch.device) -> dict:
+    model = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="ascii", errors="replace").splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cpu": model,
+        "logical_cpus": os.cpu_count(),
+        "device": str(device),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "native_bf16": cpu_has_bf16(),
+        "threads": threads,
+        "decode_threads": decode_threads(),
+        "python": platform.python_version(),
+    }
+
+
+def run_bench(quick: bool = False, out_dir: str | Path | None = None, *, threads: int | None = None,
+              skip: Iterable[str] = (), plan: Plan | None = None, device: str | torch.device | None = None,
+              params_path: str | Path | None = None, seed: int = 0) -> dict:  # fmt: skip
+    """Run every section not in skip; write report.json and report.md to out_dir
+    (default artifacts/bench); return the report."""
+    skip = set(skip)
+    unknown = skip - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"skip: unknown sections {sorted(unknown)} (have: {', '.join(SECTIONS)})")
+    plan = plan or (QUICK if quick else FULL)
+    out_dir = Path(out_dir) if out_dir is not None else paths.BENCH_DIR
+    device = device if isinstance(device, torch.device) else get_device(device)
+    params = load_params(params_path)
+    threads = threads or torch.get_num_threads()
+    report: dict = {
+        "quick": quick,
+        "plan": asdict(plan),
+        "machine": machine_info(threads, device),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "load_average_start": os.getloadavg()[0],
+    }
+    started = time.perf_counter()
+    peaks: dict = {}
+    todo = [s for s in SECTIONS if s not in skip]
+    with torch_threads(threads):
+        for name in tqdm(todo, desc="bench", unit="section"):
+            tqdm.write(f"bench: {name} ...", file=sys.stderr)
+            t0 = time.perf_counter()
+            try:
+                if name == "peak":
+                    result = bench_peak(plan, device)
+                    peaks = result
+                elif name == "train":
+                    if not peaks:
+                        peaks = bench_peak(plan, device)
+                    result = bench_train(plan, device, peaks, dict(params.profiles), seed)
+                elif name == "decode":
+                    result = bench_decode(plan, device, params.profile("train"), seed)
+                elif name == "batching":
+                    train = report.get("train", {}).get("profiles", {}).get("train")
+                    step_s = train["fast"]["step_ms"] / 1e3 if train else None
+                    result = bench_batching(plan, device, params.profile("train"), params.data.p_train, step_s, seed)
+                elif name == "streams":
+                    result = bench_streams(plan, seed)
+                elif name == "eval":
+                    result = bench_eval(plan, device, params.profile("smoke"), seed)
+                else:
+                    result = bench_web(plan)
+            except Exception as exc:  # a broken section is reported; the others still run
+                result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:],
+                          "met": False}  # fmt: skip
+                tqdm.write(f"bench: {name} failed: {exc}", file=sys.stderr)
+            result["seconds"] = round(time.perf_counter() - t0, 1)
+            report[name] = result
+    report["load_average_end"] = os.getloadavg()[0]
+    report["seconds"] = round(time.perf_counter() - started, 1)
+    report["skipped"] = sorted(skip)
+    write_json(out_dir / "report.json", _jsonable(report))
+    write_text(out_dir / "report.md", render_markdown(report))
+    return report
+
+
+def _jsonable(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _fmt(value, spec: str = "") -> str:
+    if value is None:
+        return "n/a"
+    return format(value, spec) if spec else str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _verdict(section: dict) -> str:
+    met = section.get("met")
+    verdict = "n/a (reported only)" if met is None else ("**met**" if met else "**NOT met**")
+    return f"Target: {section.get('target', 'n/a')} — {verdict}"
+
+
+def render_markdown(report: dict) -> str:
+    m = report["machine"]
+    lines = [
+        "# bytechat benchmark" + (" (quick)" if report["quick"] else ""),
+        "",
+        f"{m['cpu']}, {m['logical_cpus']} logical CPUs, {m['device']}, torch {m['torch']} ({m['cpu_capability']}, "
+        f"native bf16: {'yes' if m['native_bf16'] else 'no'}). Threads: {m['threads']} for training/eval/peak, "
+        f"{m['decode_threads']} for decoding. Load average {report['load_average_start']:.2f} at the start, "
+        f"{report['load_average_end']:.2f} at the end; {report['seconds']:.0f} s in all ({report['started']}).",
+        "",
+    ]
+    for name in SECTIONS:
+        section = report.get(name)
+        if section is None:
+            continue
+        lines += [f"## {name}", ""]
+        if "error" in section:
+            lines += [f"**failed:** `{section['error']}`", ""]
+            continue
+        lines += _section_lines(name, section) + ["", _verdict(section), ""]
+    return "\n".join(lines)
+
+
+def _section_lines(name: str, s: dict) -> list[str]:
+    if name == "peak":
+        return _table(["dtype", "GFLOP/s (1024^3 matmul, median)"],
+                      [["fp32", _fmt(s["fp32_gflops"], ".1f")], ["bf16", _fmt(s["bf16_gflops"], ".1f")]])  # fmt: skip
+    if name == "train":
+        rows = []
+        for prof, r in s["profiles"].items():
+            mc = r["model"]
+            for path in ("fast", "reference"):
+                p = r[path]
+                rows.append([f"{prof} ({mc['n_layer']}x{mc['n_embd']}, T={mc['block_size']}, B={r['batch_size']})",
+                             f"{path} ({p['dtype']})", _fmt(p["step_ms"], ".1f"), _fmt(p["bytes_per_s"], ",.0f"),
+                             _fmt(p["gflops"], ".1f"), _fmt(p["mfu"], ".1%"), _fmt(p["first_loss"], ".4f")])  # fmt: skip
+            rows.append([f"{prof}", "fast / reference", f"{r['speedup']:.2f}x", "", "", "",
+                         f"rel. diff {r['loss_rel_diff']:.1e}"])  # fmt: skip
+        return _table(["profile", "path", "step ms", "bytes/s", "GFLOP/s", "MFU", "first loss"], rows)
+    if name == "decode":
+        return _table(["measure", "value"], [
+            ["KV cache, bytes/s", _fmt(s["kv_bytes_per_s"], ".1f")],
+            ["full recomputation, bytes/s", _fmt(s["full_bytes_per_s"], ".1f")],
+            ["KV / full", f"{s['kv_over_full']:.1f}x"],
+            [f"time to first byte, {s['ttfb_prompt_bytes']} B prompt ({s['ttfb_prefill_bytes']} B prefill)",
+             f"{s['ttfb_ms']:.1f} ms"],
+            ["context, threads", f"{s['context']} bytes, {s['threads']}"],
+        ])  # fmt: skip
+    if name == "batching":
+        return _table(["get_batch (B x T)", "µs", "train step ms", "share of step"],
+                      [[f"{s['rows']} x {s['block_size']}", _fmt(s["get_batch_us"], ".1f"),
+                        _fmt(s["train_step_ms"], ".1f"), _fmt(s["share_of_step"], ".3%")]])  # fmt: skip
+    if name == "streams":
+        rows = [[label, _fmt(s[label]["corpus_mb"], ".1f"), s[label]["articles"], _fmt(s[label]["seconds"], ".2f"),
+                 _fmt(s[label]["mb_per_s"], ".0f"), _fmt(s[label]["rss_before_mib"], ".1f"),
+                 _fmt(s[label]["peak_rss_mib"], ".1f")] for label in ("small", "full")]  # fmt: skip
+        return _table(["corpus", "MB", "articles", "s", "MB/s", "RSS after imports MiB", "peak RSS MiB"], rows)
+    if name == "eval":
+        rows = [[s[label]["dtype"], _fmt(s[label]["bytes_per_s"], ",.0f"), _fmt(s[label]["loss"], ".4f")]
+                for label in ("auto", "fp32") if label in s]  # fmt: skip
+        lines = _table([f"score_bytes, {s['bytes']:,} bytes, smoke model", "bytes/s", "loss"], rows)
+        if "auto_over_fp32" in s:
+            lines += ["", f"auto dtype over fp32: {s['auto_over_fp32']:.2f}x"]
+        return lines
+    if name == "web":
+        return _table(["requests", "concurrency", "requests/s", "p50 ms", "p99 ms", "errors", "generated bytes/s"],
+                      [[s["requests"], s["concurrency"], _fmt(s["requests_per_s"], ".1f"), _fmt(s["p50_ms"], ".1f"),
+                        _fmt(s["p99_ms"], ".1f"), s["errors"], _fmt(s["generated_bytes_per_s"], ".0f")]])  # fmt: skip
+    return [f"```\n{json.dumps(s, indent=2)}\n```"]
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bytechat.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="far fewer steps/requests (a smoke check of the bench)")
+    parser.add_argument("--out", default=None, help=f"output folder (default {paths.BENCH_DIR})")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads for training/eval/peak (default: torch's default, one per core)")  # fmt: skip
+    parser.add_argument("--skip", default="", help=f"comma-separated sections to skip ({','.join(SECTIONS)})")
+    parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto / BYTECHAT_DEVICE)")
+    args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error("--threads must be >= 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    skip = [s.strip() for s in args.skip.split(",") if s.strip()]
+    try:
+        report = run_bench(args.quick, args.out, threads=args.threads, skip=skip, device=args.device)
+    except ValueError as exc:
+        print(f"bytechat.bench: error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out) if args.out else paths.BENCH_DIR
+    print(render_markdown(report))
+    print(f"\nwrote {out / 'report.json'} and {out / 'report.md'}", file=sys.stderr)
+    failed = [s for s in SECTIONS if isinstance(report.get(s), dict) and "error" in report[s]]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

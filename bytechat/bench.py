@@ -71,12 +71,12 @@ TARGET_STREAMS_GROWTH_MIB = 16.0  # peak RSS at the full size minus at a tenth o
 class Plan:
     """How much to measure. FULL is `make bench` (a few minutes); QUICK is --quick."""
 
-    peak_repeats: int = 15
+    peak_repeats: int = 30
     train_warmup: int = 3  # steps per path before timing
-    train_steps: int = 10  # timed steps per path (median)
+    train_steps: int = 15  # timed steps per path (median)
     decode_bytes: int = 64  # timed bytes per decode measurement
-    decode_repeats: int = 3
-    ttfb_repeats: int = 7
+    decode_repeats: int = 5
+    ttfb_repeats: int = 9
     batch_calls: int = 300
     batch_stream_mb: float = 4.0  # the wiki stream; roam a quarter, primer a sixteenth
     stream_mb: float = 200.0  # generated corpus for the streams stage (plus one a tenth as big)
@@ -494,6 +494,45 @@ def bench_web(plan: Plan) -> dict:
 # ---------------------------------------------------------------- the run
 
 
+def _proc_stat() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text(encoding="ascii").split("\n", 1)[0].split()[1:]]
+    total = sum(fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - fields[3] - fields[4]) / tick, total / tick  # idle and iowait are not busy
+
+
+def _own_cpu_seconds() -> float:
+    t = os.times()  # this process and its waited-for children (the streams and web subprocesses)
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class OtherLoad:
+    """The share of the machine's CPU time used by other processes (not this one or its
+    children) since start(): on a shared machine, how much the figures were disturbed."""
+
+    def __init__(self) -> None:
+        try:
+            self.busy, self.total = _proc_stat()
+        except (OSError, ValueError, IndexError):
+            self.busy = self.total = None
+        self.own = _own_cpu_seconds()
+
+    def percent(self) -> float | None:
+        if self.busy is None:
+            return None
+        busy, total = _proc_stat()
+        others = (busy - self.busy) - (_own_cpu_seconds() - self.own)
+        return round(100.0 * max(0.0, others) / max(1e-9, total - self.total), 1)
+
+
+def cpu_busy_percent(seconds: float = 1.0) -> float | None:
+    """How busy the CPUs are over `seconds` (sampled before the run, while this process sleeps)."""
+    load = OtherLoad()
+    time.sleep(seconds)
+    return load.percent()
+
+
 def machine_info(threads: int, device: torch.device) -> dict:
     model = platform.processor() or platform.machine()
     with contextlib.suppress(OSError):
@@ -534,14 +573,17 @@ def run_bench(quick: bool = False, out_dir: str | Path | None = None, *, threads
         "machine": machine_info(threads, device),
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
         "load_average_start": os.getloadavg()[0],
+        "cpu_busy_before_pct": cpu_busy_percent(),
     }
     started = time.perf_counter()
+    other_load = OtherLoad()
     peaks: dict = {}
     todo = [s for s in SECTIONS if s not in skip]
     with torch_threads(threads):
         for name in tqdm(todo, desc="bench", unit="section"):
             tqdm.write(f"bench: {name} ...", file=sys.stderr)
             t0 = time.perf_counter()
+            section_load = OtherLoad()
             try:
                 if name == "peak":
                     result = bench_peak(plan, device)
@@ -567,8 +609,10 @@ def run_bench(quick: bool = False, out_dir: str | Path | None = None, *, threads
                           "met": False}  # fmt: skip
                 tqdm.write(f"bench: {name} failed: {exc}", file=sys.stderr)
             result["seconds"] = round(time.perf_counter() - t0, 1)
+            result["cpu_busy_others_pct"] = section_load.percent()
             report[name] = result
     report["load_average_end"] = os.getloadavg()[0]
+    report["cpu_busy_others_pct"] = other_load.percent()
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["skipped"] = sorted(skip)
     write_json(out_dir / "report.json", _jsonable(report))
@@ -618,6 +662,13 @@ def render_markdown(report: dict) -> str:
         f"{report['load_average_end']:.2f} at the end; {report['seconds']:.0f} s in all ({report['started']}).",
         "",
     ]
+    before, during = report.get("cpu_busy_before_pct"), report.get("cpu_busy_others_pct")
+    if before is not None and during is not None:
+        lines[-2] += (f" Other processes used {before:.0f}% of the CPUs just before the run and {during:.0f}% "
+                      "during it.")  # fmt: skip
+        if max(before, during) > 10:
+            lines += ["**Warning:** the machine was busy with other work; the figures are pessimistic (rerun on "
+                      "an idle machine, or with --threads 1 to soften the contention).", ""]  # fmt: skip
     for name in SECTIONS:
         section = report.get(name)
         if section is None:
@@ -626,7 +677,11 @@ def render_markdown(report: dict) -> str:
         if "error" in section:
             lines += [f"**failed:** `{section['error']}`", ""]
             continue
-        lines += _section_lines(name, section) + ["", _verdict(section), ""]
+        lines += _section_lines(name, section) + ["", _verdict(section)]
+        others = section.get("cpu_busy_others_pct")
+        if others is not None and others > 10:
+            lines.append(f"(other processes used {others:.0f}% of the CPUs during this section)")
+        lines.append("")
     return "\n".join(lines)
 
 

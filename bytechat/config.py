@@ -91,7 +91,7 @@ class DataConfig:
     val_fraction: float = 0.1
     p_train: dict[str, float] = field(default_factory=lambda: {"wiki": 0.784, "roam": 0.196, "primer": 0.020})
     # The mix of the chat phase (the last train.chat_fraction of a run's steps).
-    p_chat: dict[str, float] = field(default_factory=lambda: {"wiki": 0.2, "roam": 0.2, "primer": 0.6})
+    p_chat: dict[str, float] = field(default_factory=lambda: {"wiki": 0.3, "roam": 0.15, "primer": 0.55})
 
     def __post_init__(self) -> None:
         _require(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")

@@ -16,7 +16,7 @@ def test_repo_params_load():
     assert params.profile("smoke").train.steps == 1000
     assert params.profile("train").train.steps == 20000
     assert params.data.p_train == pytest.approx({"wiki": 0.784, "roam": 0.196, "primer": 0.020})
-    assert params.data.p_chat == pytest.approx({"wiki": 0.2, "roam": 0.2, "primer": 0.6})
+    assert params.data.p_chat == pytest.approx({"wiki": 0.3, "roam": 0.15, "primer": 0.55})
     assert params.profile("smoke").train.chat_fraction == 0.25
 
 

@@ -1,7 +1,8 @@
 """Training under torchrun with 2 gloo processes on the CPU, against 1 process: the same
 global batches (so the same loss curve, within float tolerance: only the order of the
 gradient sums differs), gradient accumulation with no_sync, rank-0-only outputs, resume
-across world sizes in both directions, and a killed rank ending the whole run."""
+across world sizes in both directions, and a killed or hung rank ending the whole run.
+psutil (a dependency of dvc) finds torchrun's workers."""
 
 from __future__ import annotations
 
@@ -192,6 +193,31 @@ def test_a_hung_rank_times_out_with_a_clear_error(tmp_path):
             proc.kill()
     assert proc.returncode != 0
     assert "Timed out" in log.read_text()
+
+
+AGREE = """
+import sys, torch
+from bytechat.config import ConfigError
+from bytechat.train import Dist
+dist = Dist.from_env()
+dist.start(torch.device("cpu"))
+try:
+    dist.agree({"streams": {"wiki_train": "same", "roam_train": "abc"[: 2 + dist.rank]}}, "data")
+except ConfigError as exc:
+    print(exc)
+    sys.exit(2)
+"""
+
+
+def test_ranks_with_other_streams_stop_with_one_message(tmp_path):
+    """On several machines each has its own streams: every rank stops, naming the difference."""
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode != 0
+    message = "rank 1: data differs from rank 0's (data.streams.roam_train: 'ab' -> 'abc'); every machine needs"
+    assert done.stdout.count(message) >= 1, done.stdout + done.stderr
 
 
 def test_grad_sync_skips_all_but_the_last_micro_step():

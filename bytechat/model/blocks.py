@@ -52,7 +52,7 @@ class _ChunkedCausalAttention(torch.autograd.Function):
     matmul (baddbmm). The backward writes dq chunk by chunk and accumulates dk, dv in
     place, where autograd through slices would zero-fill and add whole-size gradients
     per chunk; the softmax backward uses rowsum(dO * O) (as flash attention does).
-    Saved per layer: the probabilities of the computed chunks, (N, T, T) * 5/8 at most.
+    Saved per layer: the probabilities of the computed chunks (5/8 of N x T x T at 4 chunks).
     """
 
     @staticmethod
@@ -99,12 +99,12 @@ def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: i
     """softmax(q k^T / sqrt(D) + causal mask) v for q, k, v (B, H, T, D): the training
     path (see CausalSelfAttention.forward), without dropout.
 
-    On CPU, torch 2.13's fused SDPA kernel (flash attention for CPU) spent ~80 ms per
-    layer on forward + backward of a train-profile step in bf16 (head dim 32), more than
-    the layer's linear layers; its backward is the slow part. Batched matmuls + softmax
-    over the causal chunks (_ChunkedCausalAttention) run the same math in about half
-    that. Under bf16 autocast the scores and probabilities are bf16, as in any unfused
-    attention under autocast.
+    On CPU, torch 2.13's fused SDPA kernel (flash attention for CPU) took 35% of a
+    train-profile bf16 step (head dim 32; its backward ~3x its forward): 43 ms per layer
+    forward + backward on 2 cores, 83 ms on one. Batched matmuls + softmax over the
+    causal chunks (_ChunkedCausalAttention) run the same math in 19 ms / 33 ms. Under
+    bf16 autocast the scores and probabilities are bf16, as in any unfused attention
+    under autocast; the first-step loss stays within 1e-5 relative of fp32.
     """
     B, H, T, D = q.shape
     q, k, v = (t.reshape(B * H, T, D).contiguous() for t in (q, k, v))

@@ -18,34 +18,16 @@ from bytechat.generate import ChatEngine, SamplingConfig
 from bytechat.model import GPT
 
 REPO = Path(__file__).resolve().parent.parent
-TRANSCRIPT = "user: hi\nassistant: hello\nuser: 日本\nassistant: 日本語🙂\n"
+from tests.helpers import TRANSCRIPT, train_chat_model  # noqa: E402
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; a second thread only waits on a busy core
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     """A 2x32 model trained ~1 s to answer "hi" with "hello", exported."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=64)
-    model = GPT(cfg)
-    data = torch.tensor(list((TRANSCRIPT * 40).encode("utf-8")))
-    rng = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(80):
-        starts = torch.randint(0, len(data) - 65, (16,), generator=rng).tolist()
-        x = torch.stack([data[i : i + 64] for i in starts])
-        y = torch.stack([data[i + 1 : i + 65] for i in starts])
-        _, loss = model(x, targets=y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    model = train_chat_model()
+    cfg = model.config
     folder = tmp_path_factory.mktemp("chat")
     ckpt = {
         "format": "bytechat-checkpoint", "version": 1, "model": model.state_dict(), "model_config": to_dict(cfg),

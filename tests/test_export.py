@@ -18,12 +18,6 @@ from bytechat.model import GPT
 CFG = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models; a second thread only waits on a busy core
-    yield
-    torch.set_num_threads(before)
 
 
 def make_checkpoint(path, seed=0, step=100, prefix="", val_loss=1.25):

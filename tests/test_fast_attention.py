@@ -13,12 +13,6 @@ from bytechat.model import blocks
 from bytechat.model.blocks import causal_attention
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("T, chunk", [(1, 4), (13, 4), (16, 16), (20, 64), (21, 8)])

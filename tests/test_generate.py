@@ -27,18 +27,9 @@ from bytechat.model import GPT
 from bytechat.rng import make_generator
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=64)
-# Two dialogues the trained model learns by heart: an ASCII one and a multi-byte one.
-TRANSCRIPT = "user: hi\nassistant: hello\nuser: 日本\nassistant: 日本語🙂\n"
+from tests.helpers import TRANSCRIPT, train_chat_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models on a shared 2-core machine: a second OpenMP thread waiting on a busy
-    # core made these tests ~10x slower. Restored afterwards for other test modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def untrained(block_size: int = 32) -> GPT:
@@ -58,23 +49,7 @@ def run(gen) -> tuple[bytes, str]:
 
 @pytest.fixture(scope="module")
 def chat_model() -> GPT:
-    """A 2x32 model trained for 80 steps (~1 s) on TRANSCRIPT repeated."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=64)
-    model = GPT(cfg)
-    data = torch.tensor(list((TRANSCRIPT * 40).encode("utf-8")))
-    rng = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    T = cfg.block_size
-    for _ in range(80):
-        starts = torch.randint(0, len(data) - T - 1, (16,), generator=rng).tolist()
-        x = torch.stack([data[i : i + T] for i in starts])
-        y = torch.stack([data[i + 1 : i + T + 1] for i in starts])
-        _, loss = model(x, targets=y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return train_chat_model()
 
 
 @pytest.fixture(scope="module")

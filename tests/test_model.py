@@ -14,14 +14,6 @@ from bytechat.model.rope import full_width, rotate
 TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models on a shared 2-core machine: a second OpenMP thread waiting on a busy
-    # core made these tests ~10x slower. Restored afterwards for other test modules.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny_model(cfg: ModelConfig = TINY, seed: int = 0) -> GPT:

@@ -32,8 +32,10 @@ def main() -> int:
         return 1
     write_jsonl("roam_train", [(p.name, p.document()) for p in roam_train])
     write_jsonl("roam_val", [(p.name, p.document()) for p in roam_val])
+    # Ids are positions in primer.txt; looked up by identity, since two dialogues may be equal.
+    position = {id(block): i for i, block in enumerate(blocks)}
     for name, part in (("primer_train", primer_train), ("primer_val", primer_val)):
-        write_jsonl(name, [(f"dialogue-{blocks.index(b)}", doc) for b, doc in zip(part, primer.documents(part))])
+        write_jsonl(name, [(f"dialogue-{position[id(b)]}", doc) for b, doc in zip(part, primer.documents(part))])
     roam_source = paths.EXAMPLE_ROAM_DIR if is_example else paths.ROAM_DIR
     manifest = {
         "seed": seed,

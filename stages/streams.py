@@ -37,9 +37,19 @@ def jsonl_texts(path: Path) -> Iterator[str]:
             yield json.loads(line)["text"]
 
 
+def read_upstream(path: Path) -> dict:
+    """A JSON file an earlier stage wrote; missing or broken is one clear line."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SystemExit(f"error: {path}: missing (run `dvc repro download split` first)") from None
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"error: {path}: not valid JSON ({exc})") from None
+
+
 def main() -> int:
-    wiki_source = json.loads((paths.WIKITEXT_DIR / "source.json").read_text(encoding="utf-8"))
-    manifest = json.loads((paths.SPLITS_DIR / "manifest.json").read_text(encoding="utf-8"))
+    wiki_source = read_upstream(paths.WIKITEXT_DIR / "source.json")
+    manifest = read_upstream(paths.SPLITS_DIR / "manifest.json")
     wiki_label = wiki_source.get("path") or wiki_source.get("dataset") or wiki_source.get("corpus")
     jobs = [
         ("wiki", "train", wikitext_articles(paths.WIKITEXT_DIR / "train.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),

@@ -11,6 +11,7 @@ import random
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 
 class RoamError(ValueError):
@@ -35,15 +36,18 @@ def find_pages(root: str | Path) -> list[Path]:
 
 
 def load_pages(root: str | Path) -> list[RoamPage]:
+    return list(iter_pages(root))
+
+
+def iter_pages(root: str | Path) -> Iterator[RoamPage]:
+    """The pages of find_pages(root), read one at a time (memory flat in the graph's size)."""
     root = Path(root)
-    pages = []
     for path in find_pages(root):
         try:
             text = path.read_bytes().decode("utf-8")
         except UnicodeDecodeError as exc:
             raise RoamError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-        pages.append(RoamPage(path.relative_to(root).with_suffix("").as_posix(), text.replace("\r\n", "\n")))
-    return pages
+        yield RoamPage(path.relative_to(root).with_suffix("").as_posix(), text.replace("\r\n", "\n"))
 
 
 def resolve_roam_dir(roam_dir: str | Path, example_dir: str | Path) -> tuple[Path, bool]:

@@ -20,7 +20,7 @@ import threading
 from typing import Callable
 
 from bytechat.export import ModelLoadError, load_model, newest_export
-from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig, set_decode_threads
+from bytechat.generate import ChatEngine, NonFiniteLogits, ReplyDone, ReplyEvent, SamplingConfig, set_decode_threads
 
 COMMANDS_HELP = """commands:
   /reset        forget the conversation (the /system prompt stays)
@@ -160,7 +160,11 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
                 return 0
             print(text, file=sys.stdout if kind == "help" else sys.stderr, flush=True)
             continue
-        stream_reply(session, line, interactive)
+        try:
+            stream_reply(session, line, interactive)
+        except NonFiniteLogits as exc:  # broken weights: say so, keep the session
+            session.turns.pop()  # the message got no reply
+            print(f"chat: {exc}", file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

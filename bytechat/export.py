@@ -18,9 +18,11 @@ No timestamps: exporting the same checkpoint twice gives byte-identical files.
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -36,6 +38,7 @@ from bytechat.checkpoint import CheckpointError, load_checkpoint
 from bytechat.config import ConfigError, ModelConfig, from_dict, to_dict
 from bytechat.device import get_device
 from bytechat.model import GPT
+from bytechat.tokenizer import VOCAB_SIZE
 
 EXPORT_FORMAT = "bytechat-export"
 FORMAT_VERSION = 1
@@ -90,9 +93,14 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _model_config(raw: Any, where: str) -> ModelConfig:
     try:
-        return from_dict(ModelConfig, raw, "model_config")
+        cfg = from_dict(ModelConfig, raw, "model_config")
     except ConfigError as exc:
         raise ModelLoadError(f"{where}: {exc}") from None
+    if cfg.vocab_size != VOCAB_SIZE:  # it would load, then fail every reply
+        raise ModelLoadError(
+            f"{where}: model_config.vocab_size is {cfg.vocab_size}; bytechat models read bytes and need {VOCAB_SIZE}"
+        )
+    return cfg
 
 
 def _build(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str) -> GPT:
@@ -184,9 +192,18 @@ def load_model(path: str | Path, device: torch.device | str | None = None) -> tu
 
 
 def newest_export(export_root: Path | None = None) -> Path | None:
-    """The export folder whose config.json was written last, or None."""
+    """The export folder whose config.json was written last, or None.
+
+    Hidden folders (an export being written, or one being replaced) never count; an
+    export whose replacement was killed between its two renames is put back first.
+    """
     root = export_root if export_root is not None else paths.ARTIFACTS / "export"
-    configs = [p for p in root.glob(f"*/{CONFIG_FILE}") if p.is_file()]
+    if root.is_dir():
+        for old in root.glob(".*" + _OLD_MARK + "*"):
+            match = _OLD_NAME.match(old.name)
+            if match:
+                recover_swap(root / match.group(1))
+    configs = [p for p in root.glob(f"*/{CONFIG_FILE}") if p.is_file() and not p.parent.name.startswith(".")]
     return max(configs, key=lambda p: p.stat().st_mtime).parent if configs else None
 
 
@@ -220,13 +237,55 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
     return out_dir
 
 
+# Beside out_dir while it is replaced: ".<name>.<pid>.<random>.tmp" (the new export being
+# written) and ".<name>.old-<pid>" (the previous export, between the two renames).
+_OLD_MARK = ".old-"
+_OLD_NAME = re.compile(r"^\.(.+)\.old-(\d+)$")
+_TMP_NAME = re.compile(r"^\.(.+)\.(\d+)\.[^.]+\.tmp$")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def recover_swap(out_dir: Path) -> None:
+    """Undo what a killed _replace_folder left beside out_dir: put the previous export
+    back if out_dir is missing, and remove the temp folders of dead writers."""
+    out_dir = Path(out_dir)
+    olds, tmps = [], []
+    for path in out_dir.parent.glob(f".{glob.escape(out_dir.name)}.*"):
+        for pattern, found in ((_OLD_NAME, olds), (_TMP_NAME, tmps)):
+            match = pattern.match(path.name)
+            if match and match.group(1) == out_dir.name and not _alive(int(match.group(2))):
+                found.append(path)
+    olds.sort(key=lambda p: p.stat().st_mtime, reverse=True)
+    if olds and not out_dir.exists():
+        os.replace(olds.pop(0), out_dir)
+        print(f"export: {_display(out_dir)}: restored the previous export (a replacement was interrupted)", file=sys.stderr)
+    for path in olds + tmps:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _replace_folder(out_dir: Path, binary: dict[str, bytes], json_files: dict[str, Any]) -> None:
-    """Fill a hidden temp folder beside out_dir, then swap it in with renames, so readers
-    see the old export or the new one, never a half-written mix."""
+    """Fill a hidden temp folder beside out_dir, then swap it in with two renames, so
+    readers see the old export or the new one, never a half-written mix. If the swap
+    fails, the previous export is renamed back; if it is killed between the renames,
+    recover_swap (run by the next export and by newest_export) puts it back."""
     if out_dir.exists() and not out_dir.is_dir():
         raise ModelLoadError(f"{out_dir}: exists and is not a folder")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    recover_swap(out_dir)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.{os.getpid()}.", suffix=".tmp", dir=out_dir.parent))
+    old = out_dir.with_name(f".{out_dir.name}{_OLD_MARK}{os.getpid()}")
+    moved = False
     try:
         os.chmod(tmp, 0o755)  # mkdtemp makes it private
         for name, data in binary.items():
@@ -234,16 +293,18 @@ def _replace_folder(out_dir: Path, binary: dict[str, bytes], json_files: dict[st
                 fh.write(data)
         for name, obj in json_files.items():
             atomic.write_json(tmp / name, obj)
-        old = None
         if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+            shutil.rmtree(old, ignore_errors=True)  # this process's own leftover, if any
             os.replace(out_dir, old)
+            moved = True
         os.replace(tmp, out_dir)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
     except BaseException:
+        if moved and not out_dir.exists():
+            os.replace(old, out_dir)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if moved:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 # ---------------------------------------------------------------- command line

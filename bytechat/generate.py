@@ -26,14 +26,14 @@ from bytechat.chat_format import ASSISTANT_PROMPT, STOP_TAGS, format_chat, rende
 from bytechat.config import to_dict
 from bytechat.model import GPT, KVCache
 from bytechat.rng import make_generator
-from bytechat.tokenizer import StreamDecoder
+from bytechat.tokenizer import VOCAB_SIZE, StreamDecoder
 
 THREADS_ENV = "BYTECHAT_THREADS"
 
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    temperature: float = 0.8  # 0 = greedy (argmax), deterministic
+    temperature: float = 0.8  # 0 (or below GREEDY_BELOW) = greedy (argmax), deterministic
     top_k: int | None = 50  # keep the k most likely bytes; None or 0 = off
     top_p: float | None = 0.95  # then the smallest set with this much probability; None or 1.0 = off
     max_new_tokens: int = 512
@@ -52,24 +52,45 @@ class SamplingConfig:
             raise bad("max_new_tokens", "must be an integer >= 1")
 
 
+# Temperatures below this sample like 0 (greedy). At 1e-6 a logit gap of 1e-4 already
+# weighs exp(-100) against the runner-up, so the draw is the argmax in all but exact ties;
+# far below it, 1 / temperature overflows float32 (1e-300 gave inf/nan probabilities).
+GREEDY_BELOW = 1e-6
+
+
+class NonFiniteLogits(ValueError):
+    """The model produced nan or inf logits: nothing sensible can be sampled."""
+
+
 def sample_next(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
-    """Pick the next byte from logits (..., 256); returns a long tensor of shape (...)."""
+    """Pick the next byte from logits (..., 256); returns a long tensor of shape (...).
+
+    Every SamplingConfig that validates samples: temperatures below GREEDY_BELOW are
+    greedy, and the most likely byte always survives top-k and top-p, however small
+    top_p is. Non-finite logits raise NonFiniteLogits (one line) instead of crashing
+    inside torch.multinomial.
+    """
     logits = logits.to(generator.device, torch.float32)
-    if sampling.temperature == 0:
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteLogits("sample_next: the model produced non-finite logits (nan or inf); the weights are broken")
+    if sampling.temperature < GREEDY_BELOW:
         return logits.argmax(dim=-1)
-    logits = logits / sampling.temperature
     # Work on the candidates sorted by probability: topk returns them sorted already,
     # and top-p needs them sorted anyway.
     if sampling.top_k and sampling.top_k < logits.shape[-1]:
         values, ids = logits.topk(sampling.top_k, dim=-1)
     else:
         values, ids = logits.sort(dim=-1, descending=True)
-    probs = values.softmax(dim=-1)
+    # Shift so the best is 0 before dividing: every scaled value is then in [-inf, 0],
+    # finite or -inf, and softmax never sees an overflow.
+    probs = ((values - values[..., :1]) / sampling.temperature).softmax(dim=-1)
     if sampling.top_p is not None and sampling.top_p < 1.0:
-        # Drop a candidate once the more likely ones already cover top_p; the most
-        # likely one always stays, so there is always something to sample.
-        covered_before = probs.cumsum(dim=-1) - probs
-        probs = probs.masked_fill(covered_before >= sampling.top_p, 0.0)
+        # Drop a candidate once the more likely ones already cover top_p. The most likely
+        # one always stays (even when top_p rounds to 0 in float32), so the kept mass is
+        # never empty.
+        drop = (probs.cumsum(dim=-1) - probs) >= sampling.top_p
+        drop[..., 0] = False
+        probs = probs.masked_fill(drop, 0.0)
     flat = probs.reshape(-1, probs.shape[-1])  # multinomial wants 1-D or 2-D
     choice = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-1], 1)
     return ids.gather(-1, choice).squeeze(-1)
@@ -265,11 +286,45 @@ class ReplyDone:
     seconds: float  # wall time of the whole call, prefill included
 
 
-def crop_messages(messages: list[Mapping[str, str]], max_bytes: int) -> list[Mapping[str, str]]:
-    """Drop whole turns, oldest first, until format_chat fits in max_bytes.
+def _size(messages: list[Mapping[str, str]]) -> int:
+    return len(format_chat(messages).encode("utf-8"))
 
-    A leading system message is kept, and so is the last message even when it alone is
-    too long (generate_bytes then sees only the prompt's last block_size bytes).
+
+def _with_content(message: Mapping[str, str], content: str) -> dict[str, str]:
+    return {**message, "content": content}
+
+
+def _keep_tail(text: str, n_bytes: int) -> str:
+    """The end of text, at most n_bytes of UTF-8 (never half a character)."""
+    data = text.encode("utf-8")
+    return data[max(0, len(data) - n_bytes) :].decode("utf-8", errors="ignore") if n_bytes > 0 else ""
+
+
+def _keep_head(text: str, n_bytes: int) -> str:
+    """The start of text, at most n_bytes of UTF-8 (never half a character)."""
+    return text.encode("utf-8")[: max(0, n_bytes)].decode("utf-8", errors="ignore")
+
+
+def _shrink(messages: list, index: int, max_bytes: int, cut: Callable[[str, int], str]) -> None:
+    """Cut messages[index]'s content with cut(content, n_bytes) until format_chat fits."""
+    while _size(messages) > max_bytes and messages[index]["content"]:
+        content = messages[index]["content"]
+        excess = _size(messages) - max_bytes
+        # Escapes in content only ever make the rendering longer, so cutting the excess
+        # from the raw content gets there in one or two rounds.
+        messages[index] = _with_content(messages[index], cut(content, len(content.encode("utf-8")) - excess))
+
+
+def crop_messages(messages: list[Mapping[str, str]], max_bytes: int) -> list[Mapping[str, str]]:
+    """Fit format_chat(messages) in max_bytes, keeping the start of the prompt in view.
+
+    1. Drop whole turns, oldest first; a leading system message and the last message stay.
+    2. Still too long: shorten the last message from its start (its end is what the
+       reply answers), so "system: ..." and the last turn's "user: " header stay in the
+       window instead of being pushed out of the model's view.
+    3. If the system message leaves the last one under half the budget, the system
+       content is shortened from its end first.
+    Only a budget too small for the bare role headers can leave the result too long.
     """
     messages = list(messages)
     render_transcript(messages)  # a malformed message is a ChatFormatError, even an old one
@@ -281,7 +336,21 @@ def crop_messages(messages: list[Mapping[str, str]], max_bytes: int) -> list[Map
     while len(messages) - keep_from > 1 and total > max_bytes:
         total -= sizes[keep_from]
         keep_from += 1
-    return messages[:first] + messages[keep_from:]
+    cropped = messages[:first] + messages[keep_from:]
+    if total <= max_bytes or len(cropped) <= first:
+        return cropped
+    if first:
+        last_bytes = len(cropped[-1]["content"].encode("utf-8"))
+        wanted = min(last_bytes, max_bytes // 2)  # room the last message may claim
+        room = max_bytes - (total - last_bytes)  # what the system message leaves it
+        if room < wanted:
+            cropped[0] = _with_content(
+                cropped[0], _keep_head(cropped[0]["content"], len(cropped[0]["content"].encode("utf-8")) - (wanted - room))
+            )
+    _shrink(cropped, len(cropped) - 1, max_bytes, _keep_tail)
+    if first:
+        _shrink(cropped, 0, max_bytes, _keep_head)
+    return cropped
 
 
 class ChatEngine:
@@ -294,6 +363,8 @@ class ChatEngine:
     """
 
     def __init__(self, model: GPT, device: torch.device | str | None = None, info: dict | None = None) -> None:
+        if model.config.vocab_size != VOCAB_SIZE:
+            raise ValueError(f"ChatEngine: model vocab_size is {model.config.vocab_size}; bytechat models read bytes and need {VOCAB_SIZE}")
         if device is not None:
             model.to(torch.device(device))
         self.model = model.eval()

@@ -129,3 +129,28 @@ def test_session_commands_change_messages_and_sampling(exported):
     assert session.command("/quit")[0] == "quit"
     stopped = session.reply("hi", written.append, lambda: True)
     assert stopped.finish_reason == "cancelled" and session.messages[-1] == {"role": "assistant", "content": ""}
+
+
+def test_tiny_sampling_values_reply_instead_of_crashing(exported):
+    script = "hi\n/temp 5e-324\nhi\n/topp 1e-300\n/temp 1\nhi\n"
+    result = chat(script, "--ckpt", str(exported), "--temperature", "1e-300", "--top-p", "1e-9")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello\n" * 3  # near-zero temperature and top_p: the greedy reply
+    assert "Traceback" not in result.stderr
+
+
+def test_non_finite_logits_are_one_line_and_the_session_goes_on(exported, tmp_path):
+    model, _ = load_model(exported, device="cpu")
+    with torch.no_grad():
+        model.wte.weight[0, 0] = float("nan")
+    cfg = model.config
+    ckpt = {
+        "format": "bytechat-checkpoint", "version": 1, "model": model.state_dict(), "model_config": to_dict(cfg),
+        "train_config": {}, "profile": "toy", "step": 1, "val_loss": None, "best_val_loss": None,
+        "optimizer": {}, "rng": {}, "sampler": {}, "data": {},
+    }  # fmt: skip
+    torch.save(ckpt, tmp_path / "best.pt")
+    broken = export_checkpoint(tmp_path / "best.pt", tmp_path / "export")
+    result = chat("hi\nhi again\n", "--ckpt", str(broken))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count("non-finite logits") == 2 and "Traceback" not in result.stderr

@@ -180,3 +180,78 @@ def test_command_line_export_and_summary(tmp_path, monkeypatch, capsys):
     assert f"{model.num_params():,} parameters" in text and "1.443 bits/byte" in text
     config = json.loads((tmp_path / "artifacts" / "export" / "tiny" / "config.json").read_text())
     assert config["source_checkpoint"] == "artifacts/runs/tiny/checkpoints/best.pt"
+
+
+def test_model_config_with_another_vocabulary_is_refused_in_one_line(tmp_path):
+    make_checkpoint(tmp_path / "best.pt")
+    out = export_checkpoint(tmp_path / "best.pt", tmp_path / "export")
+    config = json.loads((out / "config.json").read_text())
+    config["model_config"]["vocab_size"] = 300
+    (out / "config.json").write_text(json.dumps(config))
+    message = assert_one_line_error(out, "vocab_size is 300")
+    assert "need 256" in message
+    ckpt = torch.load(tmp_path / "best.pt", weights_only=False)
+    ckpt["model_config"]["vocab_size"] = 512
+    torch.save(ckpt, tmp_path / "wide.pt")
+    assert_one_line_error(tmp_path / "wide.pt", "vocab_size is 512")
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def hidden_leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_failed_swap_restores_the_previous_export(tmp_path, monkeypatch):
+    make_checkpoint(tmp_path / "a.pt", seed=0)
+    make_checkpoint(tmp_path / "b.pt", seed=1)
+    root = tmp_path / "export"
+    out = export_checkpoint(tmp_path / "a.pt", root / "tiny")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_replace = os.replace
+
+    def failing_replace(src, dst):
+        if str(dst) == str(out) and ".tmp" in str(src):  # the new export's rename into place
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(export.os, "replace", failing_replace)
+    with pytest.raises(OSError, match="No space"):
+        export_checkpoint(tmp_path / "b.pt", out)
+    monkeypatch.setattr(export.os, "replace", real_replace)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert hidden_leftovers(root) == []
+    assert newest_export(root) == out
+
+
+def test_swap_killed_between_renames_is_recovered_and_stale_folders_cleaned(tmp_path):
+    make_checkpoint(tmp_path / "a.pt", seed=0)
+    root = tmp_path / "export"
+    out = export_checkpoint(tmp_path / "a.pt", root / "tiny")
+    other = export_checkpoint(tmp_path / "a.pt", root / "other")
+    os.utime(other / "config.json", (1_000_000_000, 1_000_000_000))
+    weights = (out / "model.safetensors").read_bytes()
+    # What a kill leaves: the old export renamed aside, the new one still a temp folder.
+    pid = dead_pid()
+    os.replace(out, root / f".tiny.old-{pid}")
+    (root / f".tiny.{pid}.abc123.tmp").mkdir()
+    (root / f".tiny.{pid}.abc123.tmp" / "model.safetensors").write_bytes(b"half")
+    assert newest_export(root) == out, "the interrupted profile must come back, not another one"
+    assert (out / "model.safetensors").read_bytes() == weights
+    assert hidden_leftovers(root) == []
+    # A stale temp folder from a dead writer is removed by the next export.
+    (root / f".tiny.{pid}.zz9.tmp").mkdir()
+    export_checkpoint(tmp_path / "a.pt", out)
+    assert hidden_leftovers(root) == []
+    # ... but a live writer's temp folder (this process) is left alone.
+    live = root / f".tiny.{os.getpid()}.live.tmp"
+    live.mkdir()
+    export_checkpoint(tmp_path / "a.pt", out)
+    assert live.is_dir()

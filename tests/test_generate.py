@@ -84,6 +84,38 @@ def test_sample_next_filters():
     assert batch.tolist() == [1, 1, 1, 1]
 
 
+SMALLEST_FLOAT = 5e-324
+
+
+@pytest.mark.parametrize("temperature", [0.0, SMALLEST_FLOAT, 1e-300, 1e-45, 1e-7, 1e-6, 1e-3, 10.0])
+@pytest.mark.parametrize("top_k", [None, 0, 1, 256])
+@pytest.mark.parametrize("top_p", [None, SMALLEST_FLOAT, 1e-9, 0.5, 1.0])
+def test_every_valid_sampling_setting_samples(temperature, top_k, top_p):
+    torch.manual_seed(0)
+    logits = torch.randn(3, 256) * 4
+    sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
+    picked = sample_next(logits, sampling, make_generator(0))
+    assert picked.shape == (3,) and ((0 <= picked) & (picked < 256)).all()
+    if temperature < generate.GREEDY_BELOW or top_k == 1 or (top_p is not None and top_p < 1e-6):
+        assert picked.tolist() == logits.argmax(-1).tolist()
+
+
+def test_tiny_temperature_still_prefers_the_best_byte_among_near_ties():
+    logits = torch.zeros(256)
+    logits[7] = 1e-3  # a gap far below what float32 could scale by 1 / 1e-300
+    gen = make_generator(0)
+    for temperature in (1e-300, 1e-6, 1e-5):
+        assert int(sample_next(logits, SamplingConfig(temperature=temperature, top_k=None, top_p=None), gen)) == 7
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_logits_are_one_clear_error(bad):
+    logits = torch.zeros(256)
+    logits[3] = bad
+    with pytest.raises(generate.NonFiniteLogits, match="non-finite logits"):
+        sample_next(logits, SamplingConfig(), make_generator(0))
+
+
 # ---------------------------------------------------------------- generate_bytes
 
 
@@ -270,8 +302,50 @@ def test_crop_messages_keeps_system_and_whole_recent_turns():
     cropped = crop_messages(messages, budget)
     assert cropped == [system, *turns[-3:]]
     assert crop_messages(turns, len(format_chat(turns[-2:]).encode())) == turns[-2:]
-    # The last message stays even when it alone is too long.
-    assert crop_messages(messages, 5) == [system, turns[-1]]
+    # A last message too long on its own is shortened from its start; the system turn stays.
+    long_last = {"role": "user", "content": "x" * 200 + "number 7"}
+    budget = len(format_chat([system, {"role": "user", "content": "x" * 30 + "number 7"}]).encode())
+    assert crop_messages([*messages, long_last], budget) == [system, {"role": "user", "content": "x" * 30 + "number 7"}]
+
+
+SKELETON = len(format_chat([{"role": "system", "content": ""}, {"role": "user", "content": ""}]).encode())
+
+
+def test_crop_messages_keeps_system_turn_and_user_header_in_the_window():
+    system = {"role": "system", "content": "You are terse."}
+    long_last = {"role": "user", "content": "日本語 " * 400 + "the question?"}
+    for budget in (96, 128, 192):  # 3/4 of block sizes 128, ~170, 256 (ChatEngine.prompt_budget)
+        prompt = format_chat(crop_messages([system, long_last], budget)).encode()
+        assert len(prompt) <= budget
+        assert prompt.startswith(b"system: You are terse.\nuser: ")
+        assert prompt.endswith(b"the question?\nassistant: ")
+        prompt.decode("utf-8")  # never half a character
+    # A system prompt longer than the window is cut from its end, leaving the last
+    # message half the budget.
+    huge_system = {"role": "system", "content": "S" * 1000}
+    cropped = crop_messages([huge_system, long_last], 192)
+    assert 192 - 3 <= len(format_chat(cropped).encode()) <= 192  # within a UTF-8 character
+    assert cropped[0]["content"].startswith("SSS") and len(cropped[1]["content"].encode()) >= 96 - 3
+
+
+def test_engine_prompt_starts_with_the_system_turn_whatever_the_last_message(monkeypatch):
+    engine = ChatEngine(untrained(block_size=128))
+    prompts = []
+
+    def recording(model, prompt, *args, **kwargs):
+        prompts.append(prompt)
+        return iter(())
+
+    monkeypatch.setattr(generate, "generate_bytes", recording)
+    list(engine.stream_reply([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "z" * 5000}], GREEDY))
+    assert prompts[0].startswith(b"system: Be kind.\nuser: zzz") and len(prompts[0]) <= 96
+
+
+def test_engine_refuses_a_model_whose_vocabulary_is_not_bytes():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=300))
+    with pytest.raises(ValueError, match="vocab_size is 300"):
+        ChatEngine(model)
 
 
 def test_decode_speed_reports_bytes_per_second():
@@ -293,10 +367,18 @@ def test_crop_messages_drops_only_what_it_must(turns, with_system, budget):
     messages = [{"role": "system", "content": "sys"}] * with_system + [{"role": r, "content": c} for r, c in turns]
     cropped = crop_messages(messages, budget)
     head = messages[:1] if with_system else []
-    assert cropped[: len(head)] == head and cropped[len(head) :] == messages[len(messages) - len(cropped) + len(head) :]
+    kept = messages[len(messages) - len(cropped) + len(head) :]
+    assert [m["role"] for m in cropped] == [m["role"] for m in head + kept]
+    assert cropped[len(head) : -1] == kept[:-1]  # whole turns, except the last may be shortened
+    if kept:
+        assert kept[-1]["content"].endswith(cropped[-1]["content"])  # ... from its start
+    if head:
+        assert head[0]["content"].startswith(cropped[0]["content"])  # ... the system from its end
     size = len(format_chat(cropped).encode())
-    if len(cropped) - len(head) > 1:
+    if budget >= SKELETON or len(cropped) - len(head) > 1:
         assert size <= budget
     if len(cropped) < len(messages):  # one more turn would not have fitted
         one_more = head + messages[len(messages) - len(cropped) + len(head) - 1 :]
         assert len(format_chat(one_more).encode()) > budget
+    if cropped and len(format_chat(messages[-1:]).encode()) <= budget // 2:
+        assert cropped[-1] == messages[-1]  # a last message that fits is never cut

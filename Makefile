@@ -33,7 +33,7 @@ test:
 # The whole pipeline with the small model: data stages, then train/eval/export smoke.
 smoke:
 	mkdir -p .roam-data
-	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro eval@smoke export@smoke
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro eval@smoke export@smoke index
 	@$(BIN)/python -m bytechat.export --summary smoke
 
 repro:

@@ -36,6 +36,9 @@ WIKITEXT_DIR = ARTIFACTS / "wikitext"  # download stage: {train,validation,test}
 SPLITS_DIR = ARTIFACTS / "splits"  # split stage: roam/primer train/val documents
 STREAMS_DIR = ARTIFACTS / "streams"  # streams stage: *.bin + *.json sidecars
 BENCH_DIR = ARTIFACTS / "bench"
+NOTES_DIR = ARTIFACTS / "notes"  # index stage: the notes index for chat + summary.json
+NOTES_INDEX = NOTES_DIR / "index.sqlite"
+NOTES_SUMMARY = NOTES_DIR / "summary.json"
 
 
 def run_dir(profile: str) -> Path:

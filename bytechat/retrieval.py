@@ -1,0 +1,115 @@
+"""Chat with your notes: retrieve note blocks for a conversation and put them in its
+system turn, in the layout the model is trained on (bytechat.notes.render_notes).
+
+Per user turn, the terminal and the web chat do
+
+    hits = retrieve_for_chat(index, messages, k=3, budget_bytes=notes_budget(block_size, messages))
+    prompt = with_notes(messages, hits)     # what the model sees; the conversation keeps no notes
+
+Rules:
+- The newest user message decides: if it has no query terms ("hi", "thanks", "who are
+  you?") no notes section is added at all.
+- Otherwise its hits come first, then (for follow-ups such as "and when is it?" after
+  "what did I write about the allotment?") hits for the previous user message fill the
+  remaining places, up to k blocks.
+- Blocks are kept best first while the rendered notes fit budget_bytes; with terms but
+  nothing found (or nothing that fits), the notes are render_notes([]): "Notes: none found."
+- A person's own system prompt stays first; the notes follow it (notes_system_content).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from bytechat import paths
+from bytechat.chat_format import format_chat
+from bytechat.data import roam
+from bytechat.notes import notes_system_content, render_notes
+from bytechat.notes_index import Hit, NotesIndex, NotesIndexError, query_terms
+
+DEFAULT_K = 3
+
+
+def _user_texts(messages: Sequence[Mapping[str, str]]) -> list[str]:
+    return [m["content"] for m in messages if m["role"] == "user"]
+
+
+def wants_notes(messages: Sequence[Mapping[str, str]]) -> bool:
+    """Whether the newest user message asks about anything (has query terms)."""
+    users = _user_texts(messages)
+    return bool(users and query_terms(users[-1]))
+
+
+def notes_budget(block_size: int, messages: Sequence[Mapping[str, str]]) -> int:
+    """Bytes the rendered notes may take so that the notes, the system prompt and the
+    newest user message fit the prompt budget (3/4 of block_size, as ChatEngine leaves
+    the last quarter for the reply). Older turns are what crop_messages drops first."""
+    prompt_budget = max(1, block_size * 3 // 4)
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    last = [m for m in messages[-1:] if m["role"] == "user"]
+    base = len(format_chat([*system, *last]).encode("utf-8"))
+    overhead = 1 if system else len("system: \n")  # the "\n" joining prompt and notes, or a new turn
+    return max(0, prompt_budget - base - overhead)
+
+
+def retrieve_for_chat(
+    index: NotesIndex, messages: Sequence[Mapping[str, str]], k: int = DEFAULT_K, budget_bytes: int | None = None
+) -> list[Hit]:
+    """The blocks to show the model for the newest user message, best first (see above)."""
+    if not wants_notes(messages):
+        return []
+    users = _user_texts(messages)
+    hits = index.search(users[-1], k)
+    if len(users) > 1 and len(hits) < k:
+        seen = {(h.page, h.position) for h in hits}
+        hits += [h for h in index.search(users[-2], k) if (h.page, h.position) not in seen]
+    kept: list[Hit] = []
+    for hit in hits:
+        if len(kept) == k:
+            break
+        if budget_bytes is None or len(render_notes([h.block for h in (*kept, hit)]).encode("utf-8")) <= budget_bytes:
+            kept.append(hit)
+    return kept
+
+
+def with_notes(messages: Sequence[Mapping[str, str]], hits: Sequence[Hit]) -> list[dict[str, str]]:
+    """messages with the system turn = the person's system prompt (if any), then the
+    notes; unchanged (copied) when the newest user message has no query terms."""
+    out = [dict(m) for m in messages]
+    if not hits and not wants_notes(messages):
+        return out
+    system = out[0]["content"] if out and out[0]["role"] == "system" else None
+    rest = out[1:] if system is not None else out
+    content = notes_system_content(render_notes([h.block for h in hits]), system)
+    return [{"role": "system", "content": content}, *rest]
+
+
+def sources_payload(hits: Sequence[Hit]) -> list[dict]:
+    """What the web API returns as `sources`, best first."""
+    return [{"page": h.page, "text": h.text, "score": round(float(h.score), 4)} for h in hits]
+
+
+def notes_in_use() -> Path:
+    """The folder the index stage reads (quietly: no example-graph banner here)."""
+    return paths.ROAM_DIR if roam.find_pages(paths.ROAM_DIR) else paths.EXAMPLE_ROAM_DIR
+
+
+def open_for_chat(path: str | Path | None = None) -> tuple[NotesIndex | None, str]:
+    """(index, one line to show) for chat start-up. path None: the pipeline's index,
+    checked against the notes in use; a given path: checked against the folder it was
+    built from. A missing, unreadable, stale or empty index gives (None, why)."""
+    default = path is None
+    path = Path(paths.NOTES_INDEX if default else path)
+    try:
+        index = NotesIndex.open(path)
+        reason = index.stale_reason(notes_in_use() if default else None)
+    except (NotesIndexError, OSError) as exc:
+        return None, f"notes: off: {str(exc).splitlines()[0]}"
+    if reason:
+        index.close()
+        return None, f"notes: off: {path} is stale ({reason}); rebuild it with `dvc repro index`"
+    if not len(index):
+        index.close()
+        return None, f"notes: off: {path} holds no notes"
+    return index, f"notes: on ({len(index)} blocks from {index.pages} pages)"

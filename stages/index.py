@@ -1,0 +1,42 @@
+"""Stage `index`: every page of the notes in use (.roam-data/, else examples/roam/) into
+the notes index that chat retrieves from. Writes artifacts/notes/index.sqlite (SQLite
+FTS5, see bytechat/notes_index.py) and artifacts/notes/summary.json."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from bytechat import paths
+from bytechat.atomic import write_json
+from bytechat.data import roam
+from bytechat.notes_index import NotesIndexError, index_folder
+
+
+def main() -> int:
+    start = time.perf_counter()
+    try:
+        notes_dir, is_example = roam.resolve_roam_dir(paths.ROAM_DIR, paths.EXAMPLE_ROAM_DIR)
+        index = index_folder(notes_dir, paths.NOTES_INDEX)
+    except (roam.RoamError, NotesIndexError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with index:
+        summary = {
+            "source": index.meta["source"],
+            "example_graph": is_example,
+            "pages": index.pages,
+            "blocks": len(index),
+            "fingerprint": index.meta["fingerprint"],
+            "index": paths.NOTES_INDEX.relative_to(paths.ROOT).as_posix(),
+            "index_bytes": paths.NOTES_INDEX.stat().st_size,
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+    write_json(paths.NOTES_SUMMARY, summary)
+    print(f"notes index ({summary['source']}): {summary['pages']} pages, {summary['blocks']} blocks, "
+          f"{summary['index_bytes'] / 1e6:.2f} MB in {summary['seconds']:.2f} s")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

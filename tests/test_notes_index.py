@@ -1,0 +1,335 @@
+"""The notes index (SQLite FTS5, BM25) and retrieval for chat, on tiny graphs written here."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bytechat import paths
+from bytechat.data import roam
+from bytechat.notes import NO_NOTES, NoteBlock, render_notes
+from bytechat.notes_index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint, query_terms
+from bytechat.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
+
+REPO = Path(__file__).resolve().parent.parent
+
+TINY_GRAPH = {
+    "Sourdough Starter.md": "- name:: Gus\n- Feeding\n    - Ratio 1:1:1 by weight: 50 g starter, 50 g flour, 50 g water.\n"
+    "- Hungry: liquid on top and an acetone smell.\n",
+    "Bees.md": "- hives:: 3\n- Hive two swarmed in May; caught the swarm in the plum tree.\n- Varroa check every autumn.\n",
+    "Marta.md": "- birthday:: 12 March\n- Likes green tea and climbing.\n",
+    "Garden/Tomatoes.md": "- Varieties: San Marzano, Sungold\n- {{[[TODO]]}} stake the tomatoes before the storm\n",
+    "Zürich trip.md": "- Hotel near Langstrasse, booked for two nights.\n- Café Sprüngli for Luxemburgerli.\n",
+    "Inbox.md": "- {{[[TODO]]}} renew the passport\n- Read about bees and honey prices.\n",
+}
+
+
+def write_graph(folder: Path, pages: dict[str, str | bytes] = TINY_GRAPH) -> Path:
+    for name, text in pages.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
+    return folder
+
+
+@pytest.fixture
+def graph(tmp_path) -> Path:
+    return write_graph(tmp_path / "notes")
+
+
+@pytest.fixture
+def index(graph, tmp_path):
+    with index_folder(graph, tmp_path / "index" / "index.sqlite", progress=False) as idx:
+        yield idx
+
+
+# ---------------------------------------------------------------- query terms
+
+
+def test_query_terms_drop_question_words_and_keep_topics():
+    assert query_terms("What did I write about my sourdough?") == ["sourdough"]
+    assert query_terms("How many hives do I have?") == ["hives"]
+    assert query_terms("When is Marta's birthday?") == ["marta", "birthday"]
+    assert query_terms("Remind me, tell me: summarise my page on Bees, the notes") == ["bees"]
+    assert query_terms("what's on my TODO list?") == ["todo"], "TODO blocks are asked for: todo is a topic"
+    assert query_terms("Zürich ZURICH zurich café") == ["zurich", "cafe"], "Latin accents fold, duplicates go"
+    assert query_terms("日本語 study, 2027") == ["日本語", "study", "2027"]
+    for small_talk in ("hi", "Thanks!", "who are you?", "ok, thank you", ""):
+        assert query_terms(small_talk) == [], small_talk
+
+
+# ---------------------------------------------------------------- search
+
+
+@pytest.mark.parametrize(
+    "question, page",
+    [
+        ("what did I write about sourdough?", "Sourdough Starter"),
+        ("how many hives do I have?", "Bees"),
+        ("when is Marta's birthday?", "Marta"),
+        ("what's on my todo list for the tomatoes?", "Garden/Tomatoes"),
+        ("where did I stay in Zurich?", "Zürich trip"),
+        ("what ratio do I feed the starter", "Sourdough Starter"),
+    ],
+)
+def test_search_ranks_the_right_page_first(index, question, page):
+    hits = index.search(question, k=3)
+    assert hits and hits[0].page == page, [(h.page, h.text) for h in hits]
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True), "best first"
+    assert all(h.score > 0 for h in hits), "score is -bm25(): higher is better"
+
+
+def test_hits_are_whole_blocks_with_their_position(index):
+    hit = index.search("ratio feeding starter", k=1)[0]
+    assert hit.text == "Feeding\n  Ratio 1:1:1 by weight: 50 g starter, 50 g flour, 50 g water."
+    assert hit.block == NoteBlock("Sourdough Starter", hit.text, 1)
+    assert len(index) == 14 and index.pages == 6
+
+
+def test_no_terms_or_no_match_is_an_empty_list(index):
+    assert index.search("hi there, how are you?") == []
+    assert index.search("quantum chromodynamics") == []
+    assert index.search("sourdough", k=0) == []
+
+
+@pytest.mark.parametrize(
+    "query",
+    ['"', 'sourdough"', "a AND OR NOT", "NEAR(bees hives, 2)", "bee*", "^bees", "page:bees", "{page text}: x",
+     "(((", "-bees", "+", "bees' OR '1'='1", "\x00bees", "col:value:another", "🙂 bees 🐝"],
+)  # fmt: skip
+def test_fts5_syntax_in_a_query_never_breaks_search(index, query):
+    hits = index.search(query)
+    assert isinstance(hits, list)
+    if "bees" in query.lower():
+        assert hits, "the words around the syntax still count"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.text(max_size=60))
+def test_any_text_is_a_safe_query(query):
+    hits = _shared_index().search(query, k=2)
+    assert len(hits) <= 2
+
+
+_SHARED: list[NotesIndex] = []
+
+
+def _shared_index() -> NotesIndex:
+    if not _SHARED:
+        blocks = [NoteBlock(p.removesuffix(".md"), t, 0) for p, t in TINY_GRAPH.items()]
+        _SHARED.append(NotesIndex.build(blocks))
+    return _SHARED[0]
+
+
+def test_concurrent_searches_from_threads_agree(index):
+    expected = index.search("bees hives swarm")
+    results, errors = [], []
+
+    def worker():
+        try:
+            for _ in range(50):
+                results.append(index.search("bees hives swarm"))
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 200 and all(r == expected for r in results)
+
+
+def test_search_on_the_example_graph_is_fast():
+    index = index_folder(paths.EXAMPLE_ROAM_DIR, progress=False)
+    assert len(index) > 300
+    questions = [f"what did I write about {p.stem}?" for p in roam.find_pages(paths.EXAMPLE_ROAM_DIR)] * 4
+    times = []
+    for q in questions:
+        start = time.perf_counter()
+        index.search(q, k=3)
+        times.append(time.perf_counter() - start)
+    times.sort()
+    assert times[len(times) // 2] < 0.020, f"median {times[len(times) // 2] * 1e3:.1f} ms (target: under 20 ms)"
+
+
+# ---------------------------------------------------------------- building, files, staleness
+
+
+def test_in_memory_build_has_the_blocks(graph):
+    blocks = [b for page in roam.iter_pages(graph) for b in __import__("bytechat.notes").notes.page_blocks(page)]
+    idx = NotesIndex.build(blocks)
+    assert idx.path is None and len(idx) == len(blocks) and idx.stale_reason() is None
+    assert idx.search("varroa")[0].page == "Bees"
+
+
+def test_written_index_reopens_with_its_metadata(index, graph, tmp_path):
+    path = tmp_path / "index" / "index.sqlite"
+    with NotesIndex.open(path) as again:
+        assert len(again) == len(index) and again.pages == 6
+        assert again.meta["fingerprint"] == notes_fingerprint(graph)
+        assert again.meta["source"] == graph.resolve().as_posix()
+        assert again.search("marta birthday") == index.search("marta birthday")
+    assert sorted(p.name for p in path.parent.iterdir()) == ["index.sqlite"], "no temp files left"
+
+
+def test_a_changed_page_makes_it_stale_and_a_rebuild_updates_it(index, graph, tmp_path):
+    assert index.stale_reason() is None and not index.is_stale(graph)
+    assert index.search("kombucha") == []
+    page = graph / "Bees.md"
+    page.write_text(page.read_text() + "- Started a kombucha scoby next to the hives.\n", encoding="utf-8")
+    assert "changed" in index.stale_reason()
+    rebuilt = index_folder(graph, tmp_path / "index" / "index.sqlite", progress=False)
+    assert rebuilt.stale_reason() is None
+    assert rebuilt.search("kombucha")[0].page == "Bees"
+    (graph / "New page.md").write_text("- a new page\n", encoding="utf-8")
+    assert rebuilt.is_stale(), "an added page makes it stale too"
+    assert "notes in use are" in rebuilt.stale_reason(tmp_path), "another folder is not the one it indexed"
+    (graph / "Marta.md").unlink()
+    (graph / "New page.md").unlink()
+    assert rebuilt.is_stale(), "a removed page makes it stale too"
+
+
+def test_a_non_utf8_page_is_an_error_naming_the_file(graph, tmp_path):
+    write_graph(graph, {"Broken.md": b"- caf\xe9 au lait\n"})
+    target = tmp_path / "index.sqlite"
+    with pytest.raises(roam.RoamError, match=r"Broken\.md: not UTF-8"):
+        index_folder(graph, target, progress=False)
+    assert not target.exists() and not list(tmp_path.glob(".index.sqlite.*")), "no half index, no temp file"
+
+
+def test_a_failed_build_keeps_the_old_index(index, tmp_path):
+    path = tmp_path / "index" / "index.sqlite"
+    before = path.read_bytes()
+
+    def blocks():
+        yield NoteBlock("A", "alpha", 0)
+        raise RuntimeError("killed mid-build")
+
+    with pytest.raises(RuntimeError):
+        NotesIndex.build(blocks(), path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["index.sqlite"]
+
+
+def test_an_empty_folder_gives_an_empty_index(tmp_path):
+    (tmp_path / "empty").mkdir()
+    idx = index_folder(tmp_path / "empty", tmp_path / "empty.sqlite", progress=False)
+    assert len(idx) == 0 and idx.pages == 0 and idx.search("anything at all") == []
+    assert idx.stale_reason() is None
+    index, line = open_for_chat(tmp_path / "empty.sqlite")
+    assert index is None and "holds no notes" in line
+
+
+def test_symlinks_leaving_the_notes_folder_are_not_followed(tmp_path):
+    outside = write_graph(tmp_path / "outside", {"Secret.md": "- the vault code is 8831 swordfish\n"})
+    notes = write_graph(tmp_path / "notes", {"Inside.md": "- an ordinary page about swordfish recipes\n"})
+    os.symlink(outside / "Secret.md", notes / "Linked secret.md")
+    os.symlink(outside, notes / "Linked folder")
+    write_graph(notes, {"Sub/Real.md": "- a real page about sailing\n"})
+    os.symlink(notes / "Sub" / "Real.md", notes / "Alias.md")  # a link that stays inside: harmless either way
+    idx = index_folder(notes, progress=False)
+    assert idx.search("vault code 8831") == [], "a page outside the notes folder was indexed"
+    assert {h.page for h in idx.search("swordfish", k=10)} == {"Inside"}
+    assert idx.search("sailing")[0].page in ("Sub/Real", "Alias")
+
+
+@pytest.mark.parametrize("content", [None, b"", b"this is not a database at all" * 100, "sqlite-no-meta"])
+def test_a_missing_or_corrupt_index_is_one_line_naming_the_file(tmp_path, content):
+    path = tmp_path / "index.sqlite"
+    if content == "sqlite-no-meta":
+        import sqlite3
+
+        sqlite3.connect(path).execute("CREATE TABLE t (x)").connection.commit()
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(NotesIndexError) as info:
+        NotesIndex.open(path)
+    message = str(info.value)
+    assert str(path) in message and "\n" not in message
+    index, line = open_for_chat(path)
+    assert index is None and line.startswith("notes: off") and str(path) in line and "\n" not in line
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def test_index_stage_writes_the_index_and_a_summary(tmp_path):
+    root = tmp_path / "repo"
+    write_graph(root / ".roam-data")
+    (root / "params.yaml").write_text("{}\n")
+    env = {**os.environ, "BYTECHAT_ROOT": str(root), "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, str(REPO / "stages" / "index.py")], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((root / "artifacts/notes/summary.json").read_text())
+    assert summary["source"] == ".roam-data" and summary["pages"] == 6 and summary["blocks"] == 14
+    assert summary["example_graph"] is False and "EXAMPLE" not in done.stderr
+    assert "6 pages, 14 blocks" in done.stdout
+    with NotesIndex.open(root / "artifacts/notes/index.sqlite") as idx:
+        assert idx.search("hives")[0].page == "Bees"
+
+    write_graph(root / ".roam-data", {"Bad.md": b"\xff\xfe- not utf-8\n"})
+    failed = subprocess.run([sys.executable, str(REPO / "stages" / "index.py")], cwd=root, env=env,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert failed.returncode == 1
+    assert failed.stderr.strip().splitlines()[-1].startswith("error: ") and "Bad.md" in failed.stderr
+    assert "Traceback" not in failed.stderr
+
+
+# ---------------------------------------------------------------- retrieval for chat
+
+
+def test_retrieval_uses_the_newest_message_then_the_previous_one(index):
+    ask = [{"role": "user", "content": "how many hives do I have?"}]
+    hits = retrieve_for_chat(index, ask, k=3)
+    assert hits[0].page == "Bees"
+    follow_up = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "and Marta's birthday?"}]
+    hits = retrieve_for_chat(index, follow_up, k=3)
+    assert hits[0].page == "Marta" and "Bees" in [h.page for h in hits[1:]], "the previous question fills the rest"
+    small_talk = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "thanks!"}]
+    assert retrieve_for_chat(index, small_talk) == []
+    assert with_notes(small_talk, []) == small_talk, "no terms: no notes section at all"
+
+
+def test_retrieval_keeps_the_hits_that_fit_the_budget(index):
+    ask = [{"role": "user", "content": "sourdough starter feeding hungry gus"}]
+    everything = retrieve_for_chat(index, ask, k=3)
+    assert len(everything) == 3
+    one = len(render_notes([everything[0].block]).encode())
+    assert retrieve_for_chat(index, ask, k=3, budget_bytes=one) == everything[:1]
+    assert retrieve_for_chat(index, ask, k=3, budget_bytes=one - 1)[:1] != everything[:1]
+
+
+def test_with_notes_uses_the_trained_layout_and_keeps_the_system_prompt(index):
+    messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "how many hives?"}]
+    hits = retrieve_for_chat(index, messages)
+    prompt = with_notes(messages, hits)
+    assert prompt[0] == {"role": "system", "content": "Answer briefly.\n" + render_notes([h.block for h in hits])}
+    assert prompt[1:] == messages[1:] and messages[0]["content"] == "Answer briefly.", "input untouched"
+    assert prompt[0]["content"].endswith(f"[Bees] {hits[0].text}"), "the best block is placed last"
+    bare = with_notes([{"role": "user", "content": "quantum chromodynamics"}], [])
+    assert bare[0] == {"role": "system", "content": NO_NOTES}, "terms but no hits: 'none found'"
+    assert sources_payload(hits)[0] == {"page": "Bees", "text": hits[0].text, "score": round(hits[0].score, 4)}
+
+
+def test_notes_budget_leaves_room_for_the_question_and_the_reply():
+    messages = [{"role": "user", "content": "x" * 40}]
+    budget = notes_budget(512, messages)
+    assert budget == 512 * 3 // 4 - len("user: " + "x" * 40 + "\nassistant: ") - len("system: \n")
+    assert notes_budget(64, messages) == 0
+    with_system = [{"role": "system", "content": "be brief"}, *messages]
+    assert notes_budget(512, with_system) == 384 - len("system: be brief\nuser: " + "x" * 40 + "\nassistant: ") - 1
+
+
+def test_hit_without_block_fields_still_builds():
+    assert Hit("P", "t", 1.0).block == NoteBlock("P", "t", 0)

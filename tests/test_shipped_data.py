@@ -9,7 +9,7 @@ from bytechat.data import primer, roam
 
 def test_every_primer_block_round_trips():
     blocks = primer.load_primer(paths.PRIMER)
-    assert len(blocks) >= 120
+    assert len(blocks) >= 280
     text = paths.PRIMER.read_text(encoding="utf-8")
     raw_blocks = re.findall(r"<dialogue>\n(.*?)\n</dialogue>", text, flags=re.S)
     assert len(raw_blocks) == len(blocks)
@@ -53,3 +53,63 @@ def test_shipped_splits_are_deterministic():
     assert primer.split_blocks(blocks, 1337, 0.1) == primer.split_blocks(blocks, 1337, 0.1)
     train, val = roam.split_pages(pages, 1337, 0.1)
     assert len(val) >= 3 and len(train) + len(val) == len(pages)
+
+
+_NOTE_LINE = re.compile(r"\[([^\[\]\n]+)\] (\S.*)")
+
+
+def _parse_notes(notes: str):
+    """The blocks of a rendered notes section, best first (the reverse of the layout)."""
+    from bytechat.notes import NoteBlock
+
+    header, *lines = notes.split("\n")
+    assert header == "Notes:", notes
+    shown: list[list[str]] = []
+    for line in lines:
+        match = _NOTE_LINE.fullmatch(line)
+        if match:
+            shown.append([match.group(1), match.group(2)])
+        else:
+            assert shown and line.startswith("  ") and line.strip(), f"bad notes line {line!r}"
+            shown[-1][1] += "\n" + line
+    return [NoteBlock(page, text, i) for i, (page, text) in enumerate(reversed(shown))]
+
+
+def test_primer_notes_follow_the_chat_layout():
+    from bytechat.notes import MAX_BLOCK_BYTES, NO_NOTES, notes_system_content, render_notes
+
+    blocks = primer.load_primer(paths.PRIMER)
+    with_blocks = with_none = 0
+    for messages in blocks:
+        system = messages[0]["content"] if messages[0]["role"] == "system" else ""
+        start = system.find("Notes:")
+        has_blocks = False
+        if start >= 0:
+            assert start == 0 or system[start - 1] == "\n", system
+            prompt, notes = system[: max(start - 1, 0)] or None, system[start:]
+            if notes == NO_NOTES:
+                with_none += 1
+            else:
+                parsed = _parse_notes(notes)
+                assert parsed and render_notes(parsed) == notes
+                assert all(len(b.text.encode()) <= MAX_BLOCK_BYTES for b in parsed)
+                has_blocks = True
+                with_blocks += 1
+            assert notes_system_content(notes, prompt) == system
+        assert all("Notes:" not in m["content"] for m in messages[1:])
+        if not has_blocks:  # no invented note content without notes to take it from
+            for m in messages:
+                if m["role"] == "assistant":
+                    assert not m["content"].startswith(("Your notes", "From ")), messages
+    assert with_blocks >= 100 and with_none >= 10
+
+
+def test_primer_short_talk_ends_short():
+    blocks = primer.load_primer(paths.PRIMER)
+    short = [
+        b for b in blocks
+        if len(b) <= 3 and "Notes:" not in b[0]["content"] and len(b[-1]["content"].encode()) < 120
+    ]
+    assert len(short) >= 100
+    assert any(b[0]["role"] == "system" for b in short)
+    assert sum(not b[-2]["content"].isascii() for b in short) >= 10

@@ -56,6 +56,36 @@ def test_roam_not_utf8_names_the_file(tmp_path):
         roam.load_pages(tmp_path)
 
 
+def test_roam_symlinks_outside_the_notes_are_skipped_with_a_warning(tmp_path, capsys):
+    notes = write_graph(tmp_path / "notes")
+    secret = tmp_path / "elsewhere"
+    (secret / "deep").mkdir(parents=True)
+    (secret / "id_rsa.md").write_text("PRIVATE KEY", encoding="utf-8")
+    (secret / "deep" / "diary.md").write_text("private diary", encoding="utf-8")
+    (notes / "leak.md").symlink_to(secret / "id_rsa.md")
+    (notes / "Books" / "outside").symlink_to(secret, target_is_directory=True)
+    (notes / "alias.md").symlink_to(notes / "Recipes.md")  # inside the notes: fine
+    pages = roam.load_pages(notes)
+    texts = "".join(p.text for p in pages)
+    assert "PRIVATE" not in texts and "diary" not in texts
+    assert {p.name for p in pages} == {n[:-3] for n in PAGES} | {"alias"}
+    err = capsys.readouterr().err
+    assert "leak.md: symlink to" in err and "outside: symlink to" in err and "skipped" in err
+    assert all(line.startswith("warning: ") for line in err.splitlines())
+    assert "leak.md" not in {p.name for p in roam.find_pages(notes)}
+
+
+def test_roam_page_over_the_size_cap_is_one_line_naming_the_file(tmp_path):
+    notes = write_graph(tmp_path)
+    (notes / "huge dump.md").write_bytes(b"- x\n" * 5000)
+    with pytest.raises(roam.RoamError) as err:
+        roam.load_pages(notes, max_page_bytes=10_000)
+    message = str(err.value)
+    assert "\n" not in message and "huge dump.md" in message and "20,000 bytes" in message and "10,000" in message
+    assert len(roam.load_pages(notes, max_page_bytes=20_000)) == len(PAGES) + 1
+    assert roam.MAX_PAGE_BYTES >= 1024 * 1024  # the default leaves room for real pages
+
+
 def test_empty_roam_dir_falls_back_to_example_loudly(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     example = write_graph(tmp_path / "example")

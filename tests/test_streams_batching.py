@@ -33,6 +33,39 @@ def test_failed_write_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+_KILL_AT_RENAME = """
+import os, sys
+import bytechat.streams as streams
+real_replace, calls = os.replace, []
+def replace(src, dst):
+    calls.append(dst)
+    if len(calls) == int(sys.argv[2]):
+        os.kill(os.getpid(), 9)  # SIGKILL: no cleanup of any kind runs
+    return real_replace(src, dst)
+os.replace = replace
+streams.write_stream(["new stream " * 50], sys.argv[1], source="new")
+"""
+
+
+@pytest.mark.parametrize("kill_at", [1, 2, 3, 4, 5])  # before each rename of a write, or none
+def test_a_kill_leaves_the_old_pair_or_the_new_pair(tmp_path, kill_at):
+    path = tmp_path / "x.bin"
+    old_meta = write_stream(["old stream"], path, source="old")
+    result = subprocess.run([sys.executable, "-c", _KILL_AT_RENAME, str(path), str(kill_at)], timeout=60)
+    assert result.returncode == (-9 if kill_at <= 4 else 0)
+    meta = read_meta(path)  # (rolls a committed write forward)
+    data = bytes(open_stream(path))
+    assert meta["sha256"] == hashlib.sha256(data).hexdigest() and meta["bytes"] == len(data)
+    # Renames 1 and 2 make the pending stream and sidecar; 2 is the commit point.
+    assert meta["source"] == ("old" if kill_at <= 2 else "new")
+    if kill_at <= 2:
+        assert meta == old_meta
+    # The next write cleans up and leaves exactly the pair.
+    write_stream(["third"], path, source="third")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.bin", "x.json"]
+    assert read_meta(path)["sha256"] == hashlib.sha256(b"third").hexdigest()
+
+
 def test_stream_memory_is_flat(tmp_path):
     """~64 MB of documents written with far less extra memory than the corpus."""
     script = f"""

@@ -7,6 +7,7 @@ never on the order the filesystem lists them.
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 from dataclasses import dataclass
@@ -28,26 +29,71 @@ class RoamPage:
         return f"{self.name}\n{self.text.rstrip()}"
 
 
+# A page bigger than this is refused: a Roam page is rarely over a few hundred KB, and a
+# stray huge file (a dump, a log) would otherwise be read whole and swamp the mix.
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+
+
+def _scan(root: Path) -> tuple[list[Path], list[tuple[Path, Path]]]:
+    """(.md files under root, [(symlink, target)] skipped because they lead outside root).
+
+    Symlinked folders are not entered: one inside root holds pages read at their real
+    place anyway, and one outside it is not part of the notes.
+    """
+    real_root = root.resolve()
+    pages, outside = [], []
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        for name in sorted(dirs):
+            path = Path(folder, name)
+            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                outside.append((path, path.resolve()))
+        for name in files:
+            path = Path(folder, name)
+            if not name.endswith(".md") or not path.is_file():
+                continue
+            if path.is_symlink() and not path.resolve().is_relative_to(real_root):
+                outside.append((path, path.resolve()))
+                continue
+            pages.append(path)
+    pages.sort(key=lambda p: p.relative_to(root).as_posix())
+    return pages, outside
+
+
 def find_pages(root: str | Path) -> list[Path]:
+    """The .md files under root, sorted; symlinks that lead outside root are left out."""
+    root = Path(root)
+    return _scan(root)[0] if root.is_dir() else []
+
+
+def _read_page(path: Path, max_bytes: int) -> str:
+    with open(path, "rb") as fh:
+        data = fh.read(max_bytes + 1)  # never more than the cap, even from a growing file
+    if len(data) > max_bytes:
+        size = max(path.stat().st_size, len(data))
+        raise RoamError(
+            f"{path}: page is {size:,} bytes, over the {max_bytes:,}-byte page cap;"
+            " split it or move it out of the notes folder"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RoamError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def load_pages(root: str | Path, max_page_bytes: int = MAX_PAGE_BYTES) -> list[RoamPage]:
+    """Every page under root. A symlink leading outside root is skipped with a warning;
+    a page over max_page_bytes or not UTF-8 is a RoamError naming the file."""
     root = Path(root)
     if not root.is_dir():
         return []
-    return sorted((p for p in root.rglob("*.md") if p.is_file()), key=lambda p: p.relative_to(root).as_posix())
-
-
-def load_pages(root: str | Path) -> list[RoamPage]:
-    return list(iter_pages(root))
-
-
-def iter_pages(root: str | Path) -> Iterator[RoamPage]:
-    """The pages of find_pages(root), read one at a time (memory flat in the graph's size)."""
-    root = Path(root)
-    for path in find_pages(root):
-        try:
-            text = path.read_bytes().decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise RoamError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-        yield RoamPage(path.relative_to(root).with_suffix("").as_posix(), text.replace("\r\n", "\n"))
+    paths, outside = _scan(root)
+    for link, target in outside:
+        print(f"warning: {link}: symlink to {target}, outside {root}; skipped", file=sys.stderr)
+    pages = []
+    for path in paths:
+        text = _read_page(path, max_page_bytes)
+        pages.append(RoamPage(path.relative_to(root).with_suffix("").as_posix(), text.replace("\r\n", "\n")))
+    return pages
 
 
 def resolve_roam_dir(roam_dir: str | Path, example_dir: str | Path) -> tuple[Path, bool]:

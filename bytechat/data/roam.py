@@ -83,17 +83,20 @@ def _read_page(path: Path, max_bytes: int) -> str:
 def load_pages(root: str | Path, max_page_bytes: int = MAX_PAGE_BYTES) -> list[RoamPage]:
     """Every page under root. A symlink leading outside root is skipped with a warning;
     a page over max_page_bytes or not UTF-8 is a RoamError naming the file."""
+    return list(iter_pages(root, max_page_bytes))
+
+
+def iter_pages(root: str | Path, max_page_bytes: int = MAX_PAGE_BYTES) -> Iterator[RoamPage]:
+    """load_pages one page at a time (memory flat in the size of the notes; the notes index uses it)."""
     root = Path(root)
     if not root.is_dir():
-        return []
+        return
     paths, outside = _scan(root)
     for link, target in outside:
         print(f"warning: {link}: symlink to {target}, outside {root}; skipped", file=sys.stderr)
-    pages = []
     for path in paths:
         text = _read_page(path, max_page_bytes)
-        pages.append(RoamPage(path.relative_to(root).with_suffix("").as_posix(), text.replace("\r\n", "\n")))
-    return pages
+        yield RoamPage(path.relative_to(root).with_suffix("").as_posix(), text.replace("\r\n", "\n"))
 
 
 def resolve_roam_dir(roam_dir: str | Path, example_dir: str | Path) -> tuple[Path, bool]:

@@ -2,6 +2,11 @@
 
     python -m bytechat.chat_cli [--ckpt PATH] [--temperature 0.8] [--top-k 50] [--top-p 0.95]
                                 [--max-new-bytes 512] [--seed N] [--device cpu]
+                            [--notes PATH | --no-notes]
+
+Notes are on when the notes index exists (artifacts/notes/index.sqlite, built by
+`dvc repro index`): each question retrieves note blocks into the prompt, and the pages
+used are listed under the reply ("sources: ..."). /notes off and /notes on switch them.
 
 Replies stream as they are generated. Ctrl-C stops a reply; Ctrl-C at the prompt,
 Ctrl-D or /quit leaves. From a pipe (`printf 'hi\\n' | python -m bytechat.chat_cli`)
@@ -21,6 +26,8 @@ from typing import Callable
 
 from bytechat.export import ModelLoadError, load_model, newest_export
 from bytechat.generate import ChatEngine, NonFiniteLogits, ReplyDone, ReplyEvent, SamplingConfig, set_decode_threads
+from bytechat.notes_index import Hit, NotesIndex, NotesIndexError
+from bytechat.retrieval import notes_budget, open_for_chat, retrieve_for_chat, with_notes
 
 COMMANDS_HELP = """commands:
   /reset        forget the conversation (the /system prompt stays)
@@ -28,6 +35,7 @@ COMMANDS_HELP = """commands:
   /temp X       sampling temperature, 0 = always the most likely byte
   /topk K       sample among the K most likely bytes, 0 = off
   /topp P       ... and among those, the fewest covering probability P, 1 = off
+  /notes on|off answer from your notes (on when a notes index was loaded), or not
   /help         this list
   /quit         leave (so do Ctrl-D, and Ctrl-C at the prompt; Ctrl-C in a reply stops it)"""
 
@@ -40,9 +48,15 @@ _CONTROL_TO_VISIBLE = {c: "\ufffd" for c in [*range(0x20), *range(0x7F, 0xA0)] i
 class ChatSession:
     """The conversation and sampling settings; applies /commands."""
 
-    def __init__(self, engine: ChatEngine, sampling: SamplingConfig, seed: int | None = None) -> None:
+    def __init__(
+        self, engine: ChatEngine, sampling: SamplingConfig, seed: int | None = None, notes: NotesIndex | None = None
+    ) -> None:
         self.engine = engine
         self.sampling = sampling
+        # Notes go into each turn's prompt only; self.turns keeps the conversation without them.
+        self.notes = notes
+        self.notes_on = notes is not None
+        self.last_sources: list[Hit] = []
         self.system: str | None = None
         self.turns: list[dict[str, str]] = []
         # With --seed, reply i uses the i-th number of this stream: a whole session repeats.
@@ -64,6 +78,8 @@ class ChatSession:
         if name == "/reset":
             dropped, self.turns = len(self.turns), []
             return "info", f"(conversation cleared: {dropped} messages forgotten)"
+        if name == "/notes":
+            return self._notes_command(arg)
         if name == "/system":
             self.system = arg or None
             return "info", f"(system prompt: {arg})" if arg else "(system prompt removed)"
@@ -77,12 +93,36 @@ class ChatSession:
             return "error", f"{name} {arg!r}: {exc}" if arg else f"{name} needs a value, e.g. {name} 0.5"
         return "info", f"({field} = {getattr(self.sampling, field)})"
 
+    def _notes_command(self, arg: str) -> tuple[str, str]:
+        if arg not in ("on", "off", ""):
+            return "error", f"/notes {arg!r}: expected /notes on or /notes off"
+        if arg == "on" and self.notes is None:
+            return "error", "(no notes index is loaded: build it with `dvc repro index` and restart)"
+        if arg:
+            self.notes_on = arg == "on"
+        return "info", f"(notes: {'on' if self.notes_on else 'off'})"
+
+    def prompt(self) -> list[dict[str, str]]:
+        """The messages the model sees for the newest turn: with the notes when on."""
+        self.last_sources = []
+        messages = self.messages
+        if not self.notes_on or self.notes is None:
+            return messages
+        budget = notes_budget(self.engine.block_size, messages)
+        try:
+            self.last_sources = retrieve_for_chat(self.notes, messages, budget_bytes=budget)
+        except NotesIndexError as exc:  # e.g. the file was damaged while we run: go on without
+            print(f"chat: {exc}; notes off", file=sys.stderr)
+            self.notes_on = False
+            return messages
+        return with_notes(messages, self.last_sources)
+
     def reply(self, text: str, write: Callable[[str], None], should_stop: Callable[[], bool]) -> ReplyDone:
         """Add the user's message, stream the reply through write, remember the reply."""
         self.turns.append({"role": "user", "content": text})
         seed = self._seeds.getrandbits(63) if self._seeds is not None else None
         done = None
-        for event in self.engine.stream_reply(self.messages, self.sampling, seed=seed, should_stop=should_stop):
+        for event in self.engine.stream_reply(self.prompt(), self.sampling, seed=seed, should_stop=should_stop):
             if isinstance(event, ReplyEvent):
                 write(event.text)
             else:
@@ -101,6 +141,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-new-bytes", type=int, default=defaults.max_new_tokens)
     parser.add_argument("--seed", type=int, default=None, help="make the whole session reproducible")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
+    notes = parser.add_mutually_exclusive_group()
+    notes.add_argument("--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)")
+    notes.add_argument("--no-notes", action="store_true", help="answer without your notes")
     return parser.parse_args(argv)
 
 
@@ -141,6 +184,17 @@ def stream_reply(session: ChatSession, text: str, interactive: bool) -> None:
         print("(reply stopped)", file=sys.stderr)
     elif done.finish_reason == "length" and interactive:
         print(f"(reply cut at {session.sampling.max_new_tokens} bytes)", file=sys.stderr)
+    if session.last_sources:
+        print_sources(session.last_sources, interactive)
+
+
+def print_sources(hits: list[Hit], interactive: bool) -> None:
+    """The pages the notes came from, under the reply: dim on a terminal, stderr on a pipe."""
+    pages = " · ".join(dict.fromkeys(h.page for h in hits))
+    if interactive:
+        print(f"\x1b[2msources: {pages.translate(_CONTROL_TO_VISIBLE)}\x1b[0m", flush=True)
+    else:
+        print(f"sources: {pages}", file=sys.stderr, flush=True)
 
 
 def chat_loop(session: ChatSession, interactive: bool) -> int:
@@ -186,6 +240,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     engine = ChatEngine(model, info=info)
+    notes = None
+    if not args.no_notes:
+        notes, notes_line = open_for_chat(args.notes)
+        print(notes_line, file=sys.stderr)
     interactive = sys.stdin.isatty()
     if interactive:
         try:
@@ -202,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     try:
-        return chat_loop(ChatSession(engine, sampling, args.seed), interactive)
+        return chat_loop(ChatSession(engine, sampling, args.seed, notes=notes), interactive)
     except KeyboardInterrupt:  # between replies, outside the prompt
         return 0
     except BrokenPipeError:  # stdout closed early, e.g. piped into `head`

@@ -14,8 +14,9 @@ from bytechat import chat_cli
 from bytechat.chat_cli import COMMANDS_HELP, ChatSession
 from bytechat.config import ModelConfig, to_dict
 from bytechat.export import export_checkpoint, load_model
-from bytechat.generate import ChatEngine, SamplingConfig
+from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
 from bytechat.model import GPT
+from bytechat.notes_index import NotesIndex, index_folder
 
 REPO = Path(__file__).resolve().parent.parent
 from tests.helpers import TRANSCRIPT, train_chat_model  # noqa: E402
@@ -36,6 +37,13 @@ def exported(tmp_path_factory) -> Path:
     }  # fmt: skip
     torch.save(ckpt, folder / "best.pt")
     return export_checkpoint(folder / "best.pt", folder / "export")
+
+
+@pytest.fixture(autouse=True)
+def no_repo_notes_index(tmp_path_factory, monkeypatch):
+    """Chat subprocesses look for the notes index under an empty root, not this checkout's
+    artifacts/ (whose index would add notes to the prompt and change the greedy replies)."""
+    monkeypatch.setenv("BYTECHAT_ROOT", str(tmp_path_factory.mktemp("empty-root")))
 
 
 def chat(stdin: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -154,3 +162,121 @@ def test_non_finite_logits_are_one_line_and_the_session_goes_on(exported, tmp_pa
     result = chat("hi\nhi again\n", "--ckpt", str(broken))
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("non-finite logits") == 2 and "Traceback" not in result.stderr
+
+
+# ---------------------------------------------------------------- notes
+
+
+class RecordingEngine:
+    """Replies "ok" and remembers the messages each reply was generated from."""
+
+    block_size = 512
+
+    def __init__(self) -> None:
+        self.prompts: list[list[dict]] = []
+
+    def stream_reply(self, messages, sampling, seed=None, should_stop=None):
+        self.prompts.append([dict(m) for m in messages])
+        yield ReplyEvent("ok")
+        yield ReplyDone("ok", "stop", 2, 0.0)
+
+
+NOTES = {"Bees.md": "- hives:: 3\n- Varroa check every autumn.\n", "Marta.md": "- birthday:: 12 March\n"}
+
+
+@pytest.fixture(scope="module")
+def notes_index(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("notes")
+    for name, text in NOTES.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    path = folder.parent / f"{folder.name}-index.sqlite"
+    index_folder(folder, path, progress=False).close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def wide_export(tmp_path_factory) -> Path:
+    """A random 1x32 model with a 512-byte context: room for notes in the prompt."""
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=512)
+    folder = tmp_path_factory.mktemp("wide")
+    ckpt = {
+        "format": "bytechat-checkpoint", "version": 1, "model": GPT(cfg).state_dict(), "model_config": to_dict(cfg),
+        "train_config": {}, "profile": "toy", "step": 1, "val_loss": None, "best_val_loss": None,
+        "optimizer": {}, "rng": {}, "sampler": {}, "data": {},
+    }  # fmt: skip
+    torch.save(ckpt, folder / "best.pt")
+    return export_checkpoint(folder / "best.pt", folder / "export")
+
+
+def test_session_puts_notes_in_the_prompt_only(notes_index):
+    engine = RecordingEngine()
+    session = ChatSession(engine, SamplingConfig(), notes=NotesIndex.open(notes_index))
+    session.command("/system be brief")
+    session.reply("how many hives do I have?", lambda piece: None, lambda: False)
+    prompt = engine.prompts[-1]
+    assert prompt[0]["role"] == "system" and prompt[0]["content"].startswith("be brief\nNotes:\n")
+    assert prompt[0]["content"].endswith("[Bees] hives: 3") and [h.page for h in session.last_sources][0] == "Bees"
+    assert session.messages == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "how many hives do I have?"},
+        {"role": "assistant", "content": "ok"},
+    ], "the conversation keeps no notes"
+    session.reply("thanks!", lambda piece: None, lambda: False)
+    assert engine.prompts[-1] == session.messages[:-1] and session.last_sources == [], "small talk: no notes"
+    assert session.command("/notes off") == ("info", "(notes: off)")
+    session.reply("and Marta's birthday?", lambda piece: None, lambda: False)
+    assert engine.prompts[-1] == session.messages[:-1] and session.last_sources == []
+    assert session.command("/notes on") == ("info", "(notes: on)")
+    session.reply("and Marta's birthday?", lambda piece: None, lambda: False)
+    assert "[Marta] birthday: 12 March" in engine.prompts[-1][0]["content"]
+    assert session.command("/notes maybe")[0] == "error"
+    assert "/notes on|off" in COMMANDS_HELP
+
+
+def test_notes_on_needs_an_index():
+    session = ChatSession(RecordingEngine(), SamplingConfig())
+    assert not session.notes_on and session.command("/notes on")[0] == "error"
+    session.reply("how many hives?", lambda piece: None, lambda: False)
+    assert session.last_sources == []
+
+
+def test_notes_off_through_a_pipe(wide_export, notes_index):
+    script = "how many hives do I have?\n/notes off\nhow many hives do I have?\n/notes on\nhi\n/notes\n"
+    result = chat(script, "--ckpt", str(wide_export), "--notes", str(notes_index), "--max-new-bytes", "4")
+    assert result.returncode == 0, result.stderr
+    err = result.stderr
+    assert "notes: on (3 blocks from 2 pages)" in err
+    assert err.count("sources: ") == 1, "only the first question is answered from the notes"
+    assert err.index("sources: Bees") < err.index("(notes: off)") < err.index("(notes: on)")
+    assert "sources" not in result.stdout and "notes" not in result.stdout, "stdout: replies only"
+
+
+def test_no_notes_flag_and_a_missing_index(wide_export, notes_index, tmp_path):
+    off = chat("how many hives?\n", "--ckpt", str(wide_export), "--no-notes", "--max-new-bytes", "4")
+    assert off.returncode == 0 and "notes:" not in off.stderr and "sources:" not in off.stderr
+    missing = chat("how many hives?\n", "--ckpt", str(wide_export), "--notes", str(tmp_path / "nope.sqlite"),
+                   "--max-new-bytes", "4")  # fmt: skip
+    assert missing.returncode == 0, missing.stderr
+    assert f"notes: off: {tmp_path / 'nope.sqlite'}: no notes index there" in missing.stderr
+    assert "sources:" not in missing.stderr and missing.stdout
+    default = chat("how many hives?\n", "--ckpt", str(wide_export), "--max-new-bytes", "4")
+    assert "notes: off:" in default.stderr and "index.sqlite: no notes index there" in default.stderr
+
+
+@pytest.mark.parametrize("problem", ["stale", "empty"])
+def test_stale_or_empty_index_is_one_line_and_chat_goes_on(wide_export, tmp_path, problem):
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    if problem == "stale":
+        (folder / "Bees.md").write_text("- hives:: 3\n", encoding="utf-8")
+    index_folder(folder, tmp_path / "index.sqlite", progress=False).close()
+    if problem == "stale":
+        (folder / "Bees.md").write_text("- hives:: 4\n", encoding="utf-8")
+    result = chat("how many hives?\n", "--ckpt", str(wide_export), "--notes", str(tmp_path / "index.sqlite"),
+                  "--max-new-bytes", "4")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("notes:")]
+    assert len(lines) == 1 and lines[0].startswith("notes: off:")
+    assert ("is stale" in lines[0]) if problem == "stale" else ("holds no notes" in lines[0])
+    assert "sources:" not in result.stderr and result.stdout

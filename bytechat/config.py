@@ -35,8 +35,12 @@ class ModelConfig:
     rope_theta: float = 10000.0
     mlp_ratio: int = 4
     dropout: float = 0.0
+    # Width of the depthwise causal convolution before each attention (blocks.ShortConv);
+    # 0 = none. It makes copying from the context learnable at this size (docs/notes.md).
+    conv_kernel: int = 0
 
     def __post_init__(self) -> None:
+        _require(self.conv_kernel >= 0, "conv_kernel", "must be >= 0 (0 = no convolution)")
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio"):
             _require(getattr(self, name) > 0, name, "must be > 0")
         _require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")
@@ -180,7 +184,7 @@ def from_dict(cls: type, raw: Any, key: str, *, partial: bool = False):
 
 # Keys that params.yaml may leave out (everything else must be spelled out).
 _OPTIONAL = {
-    ModelConfig: ("vocab_size", "rope_theta", "mlp_ratio", "dropout"),
+    ModelConfig: ("vocab_size", "rope_theta", "mlp_ratio", "dropout", "conv_kernel"),
     TrainConfig: ("beta1", "beta2", "compile", "log_every", "grad_clip", "weight_decay"),
     DataConfig: ("hub_timeout_s",),
 }

@@ -181,18 +181,62 @@ class MLP(nn.Module):
         return dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")), self.dropout, self.training)
 
 
+class ShortConv(nn.Module):
+    """h + a depthwise causal convolution of h over its last `kernel` positions.
+
+    Each channel becomes a learned mix of itself and the same channel a few bytes back,
+    so a query or key can say "the bytes ending here are ...". That turns copying from
+    the context (an induction head: find where the current bytes occurred before, read
+    what came next) into one attention lookup, where plain attention first needs a
+    previous-token head in an earlier layer. Short convolutions before attention are
+    known to make in-context recall much easier for small models (the "canon layers" /
+    short-conv results on associative recall); measured here in docs/notes.md.
+
+    Starts as the identity (zero weights). With a KV cache, `buf` keeps this layer's
+    inputs at every position, so decoding byte by byte sees the same window as training.
+    """
+
+    def __init__(self, n_embd: int, kernel: int) -> None:
+        super().__init__()
+        self.kernel = kernel
+        self.weight = nn.Parameter(torch.zeros(n_embd, 1, kernel))
+
+    def forward(self, h: torch.Tensor, buf: torch.Tensor | None = None, start_pos: int = 0) -> torch.Tensor:
+        B, T, C = h.shape
+        context, pad = h, self.kernel - 1
+        if buf is not None:
+            end = start_pos + T
+            buf[:, start_pos:end] = h
+            first = max(0, start_pos - pad)
+            context, pad = buf[:, first:end], pad - (start_pos - first)
+        mixed = F.conv1d(F.pad(context.transpose(1, 2), (pad, 0)), self.weight.to(h.dtype), groups=C)
+        return h + mixed[..., -T:].transpose(1, 2)
+
+
 class Block(nn.Module):
-    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + attn(conv(norm(x))), then x + mlp(norm(x))
+    (conv: ShortConv when cfg.conv_kernel > 0, else nothing)."""
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.ln_1 = norm(cfg.n_embd)
+        self.conv = ShortConv(cfg.n_embd, cfg.conv_kernel) if cfg.conv_kernel > 1 else None
         self.attn = CausalSelfAttention(cfg)
         self.ln_2 = norm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
+    def attn_input(self, x: torch.Tensor, conv_buf: torch.Tensor | None = None, start_pos: int = 0) -> torch.Tensor:
+        h = self.ln_1(x)
+        return h if self.conv is None else self.conv(h, conv_buf, start_pos)
+
     def forward(
-        self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, kv: LayerKV | None = None, start_pos: int = 0
+        self,
+        x: torch.Tensor,
+        sin: torch.Tensor,
+        cos: torch.Tensor,
+        kv: LayerKV | None = None,
+        start_pos: int = 0,
+        conv_buf: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), sin, cos, kv, start_pos)
+        x = x + self.attn(self.attn_input(x, conv_buf, start_pos), sin, cos, kv, start_pos)
         return x + self.mlp(self.ln_2(x))

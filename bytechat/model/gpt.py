@@ -29,6 +29,11 @@ class KVCache:
         shape = (cfg.n_layer, 2, batch_size, cfg.n_head, cfg.block_size, cfg.head_dim)
         self.data = torch.zeros(shape, device=device, dtype=dtype)
         self.layers: list[LayerKV] = [(self.data[i, 0], self.data[i, 1]) for i in range(cfg.n_layer)]
+        # The inputs of each layer's ShortConv (see blocks.ShortConv), when the model has one.
+        self.conv: list[torch.Tensor | None] = [None] * cfg.n_layer
+        if cfg.conv_kernel > 1:
+            conv = torch.zeros((cfg.n_layer, batch_size, cfg.block_size, cfg.n_embd), device=device, dtype=dtype)
+            self.conv = [conv[i] for i in range(cfg.n_layer)]
         self.capacity = cfg.block_size
         self.length = 0
 
@@ -77,7 +82,10 @@ class GPT(nn.Module):
         sin, cos = self.rope_sin[start_pos:end], self.rope_cos[start_pos:end]
         x = dropout(self.wte(idx), self.config.dropout, self.training)
         for i, block in enumerate(self.blocks):
-            x = block(x, sin, cos, cache.layers[i] if cache is not None else None, start_pos)
+            if cache is None:
+                x = block(x, sin, cos)
+            else:
+                x = block(x, sin, cos, cache.layers[i], start_pos, cache.conv[i])
         logits = F.linear(self.ln_f(x), self.wte.weight)  # tied output layer
         if cache is not None:
             cache.length = end
@@ -113,7 +121,7 @@ class GPT(nn.Module):
         sin, cos = self.rope_sin[:T], self.rope_cos[:T]
         x, maps = self.wte(idx), []
         for block in self.blocks:
-            maps.append(block.attn.probs(block.ln_1(x), sin, cos))
+            maps.append(block.attn.probs(block.attn_input(x), sin, cos))
             x = block(x, sin, cos)
         return maps
 

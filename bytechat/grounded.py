@@ -1,0 +1,214 @@
+"""Grounded dialogues: questions about note blocks, answered from the notes in the prompt.
+
+Each dialogue is what chat does at inference time, written out for training:
+
+    system: Notes:                      <- retrieval's hits for the question, best last
+    [Other page] a distractor block
+    [Sourdough Starter] Feeding
+      Ratio 1:1:1 by weight
+    user: what did I write about feeding?
+    assistant: From Sourdough Starter: Feeding
+      Ratio 1:1:1 by weight
+
+The answer quotes the block placed last, the one retrieval ranks first, so the rule the
+model learns is the one chat needs: say where, then copy the nearest block. A question
+the notes do not cover gets "Notes: none found." (or only unrelated blocks) and the
+answer ABSTAIN. Questions come from many templates filled from a block's attributes
+(`key: value`), TODOs, page titles and its rarer words (see `questions`).
+
+`gold` is the fact a correct answer must contain; eval scores replies with it.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from bytechat.chat_format import render_transcript
+from bytechat.notes import NoteBlock, notes_system_content, render_notes
+
+ABSTAIN = "I couldn't find that in your notes."
+ANSWER_PREFIX = "From {page}: "
+_KEY_VALUE = re.compile(r"^([A-Za-z][\w' -]{0,30}): (.+)$")
+_WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
+_TODO_LINE = re.compile(r"^\s*TODO (.+)$")
+_COMMON = set(
+    "about after again also always back been before being best better both came come could down each even every "
+    "from gets going good have here into just keep kept know last like made make many more most much must need "
+    "next only other over really same should some still such take than that them then there these they thing "
+    "things this those through time very want well were what when where which while will with would your".split()
+)
+
+Retriever = Callable[[str, int], Sequence[NoteBlock]]
+
+
+@dataclass(frozen=True)
+class Question:
+    text: str
+    gold: str  # the fact the answer must contain
+    kind: str  # attribute | todo | page | keyword
+
+
+@dataclass(frozen=True)
+class Dialogue:
+    messages: list[dict[str, str]]
+    gold: str  # "" for an uncovered question
+    kind: str
+    page: str  # the page the answer comes from ("" when uncovered)
+
+    def document(self) -> str:
+        return render_transcript(self.messages)
+
+
+def title(page: str) -> str:
+    """How a person names a page: its last path part ("Recipes/Miso Soup" -> "Miso Soup")."""
+    return page.rsplit("/", 1)[-1]
+
+
+def _clip(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[:n].rstrip()
+
+
+ATTRIBUTE_TEMPLATES = (
+    "What's the {key} of {title}?",
+    "What is the {key} for {title}?",
+    "what's {title}'s {key}?",
+    "Remind me, what is the {key} of {title}?",
+    "{title}: {key}?",
+    "Do I have the {key} for {title} somewhere?",
+    "Look up the {key} of {title} for me.",
+    "what {key} did I note for {title}",
+)
+WHEN_TEMPLATES = ("When is {title}'s {key}?", "when is the {key} for {title}?", "Remind me when {title}'s {key} is.")
+COUNT_TEMPLATES = ("How many {key} do I have?", "how many {key} are there at {title}?", "Number of {key}?")
+TODO_TEMPLATES = (
+    "What's still on my todo list for {title}?",
+    "What do I need to do for {title}?",
+    "any open todos on {title}?",
+    "What's left to do on {title}?",
+    "Remind me of my {title} todos.",
+)
+PAGE_TEMPLATES = (
+    "What did I write about {title}?",
+    "Summarise my page on {title}.",
+    "what's in my notes on {title}?",
+    "Tell me about {title}.",
+    "What do my notes say about {title}?",
+    "Anything on {title} in my notes?",
+    "summarize {title}",
+)
+KEYWORD_TEMPLATES = (
+    "What did I write about {word}?",
+    "What do my notes say about {word}?",
+    "Anything in my notes about {word}?",
+    "Did I note anything on {word}?",
+    "Find my note about {word}.",
+    "{word}?",
+)
+WHEN_KEYS = ("birthday", "deadline", "date", "dates", "due", "bought", "born", "since", "when")
+UNCOVERED_TOPICS = (
+    "my passport number", "the dentist appointment", "my car insurance", "the wifi password", "my blood type",
+    "the plumber's phone number", "my shoe size", "the tax return", "my gym membership", "the parking permit",
+    "my bank PIN", "the vet appointment", "my library card", "the electricity meter reading", "my flight to Lisbon",
+)  # fmt: skip
+UNCOVERED_TEMPLATES = ("What did I write about {topic}?", "Where did I put {topic}?", "Remind me about {topic}.",
+                       "Do my notes say anything about {topic}?", "what's {topic}?")  # fmt: skip
+
+
+def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] | None = None) -> list[Question]:
+    """Every question this block answers, one random template each."""
+    lines = block.text.split("\n")
+    name = title(block.page)
+    found: list[Question] = []
+    head = _KEY_VALUE.match(lines[0])
+    if head and len(lines) == 1:
+        key, value = head.group(1).strip(), head.group(2).strip()
+        if value.split()[0].isdigit() and len(value.split()) == 1:
+            templates = COUNT_TEMPLATES
+        elif key.lower() in WHEN_KEYS:
+            templates = WHEN_TEMPLATES
+        else:
+            templates = ATTRIBUTE_TEMPLATES
+        found.append(Question(rng.choice(templates).format(key=key, title=name), _clip(value), "attribute"))
+    todos = [m.group(1) for m in map(_TODO_LINE.match, lines) if m]
+    if todos:
+        found.append(Question(rng.choice(TODO_TEMPLATES).format(title=name), _clip(todos[0]), "todo"))
+    # Keyword questions: not for a lone attribute (its key is on every page of that kind).
+    body = " ".join(_KEY_VALUE.sub(r"\2", line.strip()) for line in lines)
+    words = [w for w in _WORD.findall(body) if w.lower() not in _COMMON and w.lower() not in name.lower()]
+    if words and not (head and len(lines) == 1):
+        # The rarest word of the block in the whole graph: the one a person would search for.
+        counts = word_counts or {}
+        word = min(words, key=lambda w: (counts.get(w.lower(), 0), rng.random()))
+        line = next(l.strip() for l in lines if word in l)
+        found.append(Question(rng.choice(KEYWORD_TEMPLATES).format(word=word.lower()), _clip(line), "keyword"))
+    if block.position == 0:
+        found.append(Question(rng.choice(PAGE_TEMPLATES).format(title=name), _clip(lines[0].strip()), "page"))
+    return found
+
+
+def answer(block: NoteBlock) -> str:
+    return ANSWER_PREFIX.format(page=block.page) + block.text
+
+
+def grounded_dialogue(
+    block: NoteBlock, question: Question, retrieve: Retriever, k: int, system: str | None = None
+) -> Dialogue:
+    """The dialogue for one question: retrieval's other hits as distractors, the block last."""
+    others = [hit for hit in retrieve(question.text, k + 1) if hit != block][: k - 1]
+    notes = render_notes([block, *others])
+    messages = [
+        {"role": "system", "content": notes_system_content(notes, system)},
+        {"role": "user", "content": question.text},
+        {"role": "assistant", "content": answer(block)},
+    ]
+    return Dialogue(messages, question.gold, question.kind, block.page)
+
+
+def uncovered_dialogue(rng: random.Random, retrieve: Retriever, k: int, unknown_name: str) -> Dialogue:
+    """A question the notes do not answer; whatever retrieval finds, the answer abstains."""
+    topic = rng.choice((*UNCOVERED_TOPICS, f"{unknown_name}'s birthday", unknown_name))
+    text = rng.choice(UNCOVERED_TEMPLATES).format(topic=topic)
+    notes = render_notes(list(retrieve(text, k))[:k])
+    messages = [
+        {"role": "system", "content": notes},
+        {"role": "user", "content": text},
+        {"role": "assistant", "content": ABSTAIN},
+    ]
+    return Dialogue(messages, "", "uncovered", "")
+
+
+def word_counts(blocks: Sequence[NoteBlock]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for block in blocks:
+        for w in set(_WORD.findall(block.text.lower())):
+            counts[w] = counts.get(w, 0) + 1
+    return counts
+
+
+def dialogues(
+    blocks: Sequence[NoteBlock],
+    retrieve: Retriever,
+    rng: random.Random,
+    n: int,
+    k: int = 3,
+    uncovered: float = 0.1,
+    unknown_name: Callable[[random.Random], str] | None = None,
+) -> list[Dialogue]:
+    """n dialogues about random blocks (a share `uncovered` about what the notes lack)."""
+    if not blocks:
+        return []
+    counts = word_counts(blocks)
+    out: list[Dialogue] = []
+    while len(out) < n:
+        if rng.random() < uncovered:
+            name = unknown_name(rng) if unknown_name else f"Person {rng.randint(100, 999)}"
+            out.append(uncovered_dialogue(rng, retrieve, k, name))
+            continue
+        block = rng.choice(blocks)
+        options = questions(block, rng, counts)
+        if options:
+            out.append(grounded_dialogue(block, rng.choice(options), retrieve, k))
+    return out

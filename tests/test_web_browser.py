@@ -160,3 +160,82 @@ def wait_for_idle(url: str, timeout_s: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+# ---------------------------------------------------------------- notes
+
+
+@pytest.fixture(scope="module")
+def notes_server_url(tmp_path_factory):
+    """A random model with a 512-byte context (room for notes) and a two-page notes index."""
+    import torch
+
+    from bytechat.config import ModelConfig, to_dict
+    from bytechat.export import export_checkpoint
+    from bytechat.model import GPT
+    from bytechat.notes import NoteBlock
+    from bytechat.notes_index import NotesIndex
+
+    folder = tmp_path_factory.mktemp("notes-model")
+    torch.manual_seed(0)
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=512)
+    ckpt = {
+        "format": "bytechat-checkpoint", "version": 1, "model": GPT(cfg).state_dict(), "model_config": to_dict(cfg),
+        "train_config": {}, "profile": "toy", "step": 1, "val_loss": None, "best_val_loss": None,
+        "optimizer": {}, "rng": {}, "sampler": {}, "data": {},
+    }  # fmt: skip
+    torch.save(ckpt, folder / "best.pt")
+    export = export_checkpoint(folder / "best.pt", folder / "export")
+    blocks = [NoteBlock("Bees", "hives: 3\n  two swarmed in May", 0), NoteBlock("Marta", "birthday: 12 March", 0)]
+    NotesIndex.build(blocks, folder / "index.sqlite").close()
+    with running_server(export, "--notes", str(folder / "index.sqlite"), "--max-new-tokens", "16") as url:
+        yield url
+
+
+def test_sources_show_as_chips_that_open_and_notes_can_be_turned_off(browser, notes_server_url, screenshots):
+    expect = sync_api.expect
+    context = browser.new_context(viewport={"width": 1200, "height": 800})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(str(exc)))
+    page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+    page.goto(notes_server_url)
+    expect(page.locator("#model-info")).to_contain_text("context 512 bytes")
+    page.locator("#settings-toggle").click()
+    expect(page.locator("#notes-status")).to_have_text("(2 note blocks)")
+    expect(page.locator("#use-notes")).to_be_checked()
+
+    send(page, "how many hives do I have?")
+    first = page.locator(".message.assistant").first
+    expect(first.locator(".meta")).to_contain_text("bytes", timeout=15000)
+    chips = first.locator(".sources .source summary")
+    expect(chips).to_have_count(1)
+    expect(chips.first).to_have_text("Bees")
+    text = first.locator(".source-text")
+    expect(text).to_be_hidden()
+    chips.first.click()
+    expect(text).to_be_visible()
+    expect(text).to_have_text("hives: 3\n  two swarmed in May")
+    assert "hives: 3" not in assistant_text(page, 0), "the reply is the model's, not the note pasted in"
+    page.screenshot(path=str(screenshots / "chat-sources.png"))
+
+    page.locator("#use-notes").uncheck()
+    send(page, "how many hives do I have?")
+    second = page.locator(".message.assistant").nth(1)
+    expect(second.locator(".meta")).to_contain_text("bytes", timeout=15000)
+    expect(second.locator(".sources")).to_have_count(0)
+    assert problems == [], problems
+    context.close()
+
+
+def test_the_toggle_is_off_when_the_server_has_no_notes(browser, tmp_path):
+    with running_server(save_tiny_model(tmp_path), "--no-notes") as url:
+        assert httpx.get(f"{url}/health").json()["notes"] == {"loaded": False, "blocks": 0}
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(url)
+        page.locator("#settings-toggle").click()
+        sync_api.expect(page.locator("#notes-status")).to_have_text("(no notes index on the server)")
+        sync_api.expect(page.locator("#use-notes")).to_be_disabled()
+        sync_api.expect(page.locator("#use-notes")).not_to_be_checked()
+        context.close()

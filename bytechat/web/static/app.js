@@ -107,6 +107,33 @@ function setMeta(message, text, stopped = false) {
   if (nearEnd) scrollToEnd();
 }
 
+// Source chips under a reply: one per note block the server put in the prompt; each opens
+// (a <details>) to show the block's text. Untrusted text: textContent only.
+function showSources(message, sources) {
+  if (!Array.isArray(sources) || sources.length === 0) return;
+  const box = document.createElement("div");
+  box.className = "sources";
+  const label = document.createElement("span");
+  label.className = "sources-label";
+  label.textContent = "Sources";
+  box.append(label);
+  for (const source of sources) {
+    const chip = document.createElement("details");
+    chip.className = "source";
+    const summary = document.createElement("summary");
+    summary.textContent = source.page;
+    summary.title = `${source.page} (score ${Number(source.score).toFixed(2)})`;
+    const text = document.createElement("p");
+    text.className = "source-text";
+    text.textContent = source.text;
+    chip.append(summary, text);
+    box.append(chip);
+  }
+  const nearEnd = isNearEnd();
+  message.append(box);
+  if (nearEnd) scrollToEnd();
+}
+
 function showError(text) {
   const message = addMessage("error", text);
   message.setAttribute("role", "alert");
@@ -144,6 +171,7 @@ function buildRequest(messages) {
     messages: fitToLimits(all),
     temperature: Number($("temperature").value),
     top_k: numberOrNull($("top-k")),
+    notes: $("use-notes").checked,
   };
   const maxNew = numberOrNull($("max-new-tokens"));
   if (maxNew !== null) request.max_new_tokens = maxNew;
@@ -199,6 +227,8 @@ async function send(text) {
       if (event === "message") {
         replyText += data.text;
         sink.add(data.text);
+      } else if (event === "sources") {
+        showSources(reply, data.sources);
       } else if (event === "done") {
         done = data;
       } else if (event === "error") {
@@ -279,10 +309,18 @@ async function loadHealth() {
     const maxNew = $("max-new-tokens");
     maxNew.max = health.limits.max_new_tokens;
     maxNew.value = health.limits.default_max_new_tokens;
+    showNotesStatus(health.notes);
   } catch (err) {
     info.textContent = `server unreachable (${err.message})`;
     info.classList.add("offline");
   }
+}
+
+function showNotesStatus(notes) {
+  const loaded = Boolean(notes && notes.loaded);
+  $("use-notes").disabled = !loaded;
+  if (!loaded) $("use-notes").checked = false;
+  $("notes-status").textContent = loaded ? `(${notes.blocks} note blocks)` : "(no notes index on the server)";
 }
 
 function describeModel(health) {

@@ -14,7 +14,7 @@ from bytechat.paths import PARAMS
 
 TINY_PLAN = bench.Plan(peak_repeats=2, train_warmup=1, train_steps=2, decode_bytes=4, decode_repeats=1,
                        ttfb_repeats=1, batch_calls=5, batch_stream_mb=0.1, stream_mb=2.0, eval_kb=4.0,
-                       eval_fp32=True, web_requests=6, web_concurrency=2)  # fmt: skip
+                       eval_fp32=True, web_requests=6, web_concurrency=2, notes_queries=20, notes_pages=30)  # fmt: skip
 
 NUMBERS = {
     "peak": ["fp32_gflops", "bf16_gflops"],
@@ -24,6 +24,7 @@ NUMBERS = {
     "streams": ["rss_growth_mib"],
     "eval": [],
     "web": ["requests_per_s", "p50_ms", "p99_ms", "errors"],
+    "notes": ["search_p99_ms", "build_s", "build_peak_rss_mib"],
 }
 
 
@@ -77,6 +78,11 @@ def test_every_section_is_in_report_json_with_numbers(report):
             assert is_number(saved["eval"][dtype]["bytes_per_s"])
     assert is_number(saved["eval"]["auto"]["bytes_per_s"])
     assert saved["web"]["errors"] == 0 and saved["web"]["requests"] == TINY_PLAN.web_requests
+    notes = saved["notes"]
+    assert notes["retrieval"]["queries"] == TINY_PLAN.notes_queries and notes["retrieval"]["blocks"] > 300
+    assert notes["build"]["full"]["pages"] == TINY_PLAN.notes_pages and notes["build"]["small"]["pages"] == 3
+    assert notes["build"]["full"]["blocks"] > notes["build"]["small"]["blocks"] > 0
+    assert is_number(notes["build"]["full"]["search_median_ms"]) and is_number(notes["build"]["rss_growth_mib"])
     assert result["train"]["profiles"].keys() == saved["train"]["profiles"].keys()
 
 

@@ -24,6 +24,8 @@ from bytechat.chat_format import ROLES, parse_chat
 from bytechat.config import ModelConfig
 from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent
 from bytechat.model import GPT
+from bytechat.notes import NoteBlock, render_notes
+from bytechat.notes_index import NotesIndex
 from bytechat.web import server
 from bytechat.web.chat_request import Role
 from bytechat.web.local_server import free_port
@@ -154,7 +156,7 @@ def test_chat_returns_a_complete_reply(client):
     response = client.post("/chat", json={**HI, "max_new_tokens": 32, "seed": 7})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"reply", "finish_reason", "n_bytes", "seconds", "bytes_per_s"}
+    assert set(body) == {"reply", "finish_reason", "n_bytes", "seconds", "bytes_per_s", "sources"}
     assert body["finish_reason"] in ("stop", "length")
     assert 0 < body["n_bytes"] <= 32 and body["seconds"] > 0 and body["bytes_per_s"] > 0
     again = client.post("/chat", json={**HI, "max_new_tokens": 32, "seed": 7}).json()
@@ -356,7 +358,7 @@ def test_engine_failure_is_reported(client):
         assert response.status_code == 500
         assert response.json()["detail"] == "generation failed: RuntimeError: the model fell over"
         events = sse_events(test_client.post("/chat/stream", json=HI).text)
-        assert [name for name, _ in events] == ["message", "message", "error"]
+        assert [name for name, _ in events] == ["sources", "message", "message", "error"]
         assert events[-1][1]["detail"].startswith("generation failed")
         assert test_client.get("/health").json()["status"] == "ok"
 
@@ -448,3 +450,106 @@ def test_loopback_binding_checks_the_host_header():
     assert settings.max_new_tokens_cap == 100 and settings.default_new_tokens == 100
     assert server.settings_from_args(server.parse_args(["--host", "0.0.0.0"])).allowed_hosts is None
     assert server.is_loopback("::1") and server.is_loopback("127.0.0.2") and not server.is_loopback("0.0.0.0")
+
+
+# ---------------------------------------------------------------- notes
+
+
+class NotesRecordingEngine(ScriptedEngine):
+    """A scripted engine with a 1 KB context that remembers the prompts it was given."""
+
+    block_size = 1024
+
+    def __init__(self) -> None:
+        super().__init__(["the ", "model's ", "own ", "words"])
+        self.prompts: list[list[dict]] = []
+
+    def stream_reply(self, messages, sampling, seed=None, should_stop=None):
+        self.prompts.append([dict(m) for m in messages])
+        return super().stream_reply(messages, sampling, seed, should_stop)
+
+
+NOTE_BLOCKS = [
+    NoteBlock("Bees", "hives: 3", 0),
+    NoteBlock("Bees", "Varroa check every autumn.", 1),
+    NoteBlock("Marta", "birthday: 12 March", 0),
+]
+HIVES = {"messages": [{"role": "user", "content": "how many hives do I have?"}]}
+
+
+@pytest.fixture(scope="module")
+def notes_app():
+    engine = NotesRecordingEngine()
+    with TestClient(create_app(engine, SETTINGS, NotesIndex.build(NOTE_BLOCKS))) as test_client:
+        yield test_client, engine
+
+
+def test_chat_returns_sources_and_the_models_own_reply(notes_app):
+    client, engine = notes_app
+    body = client.post("/chat", json=HIVES).json()
+    assert body["reply"] == "the model's own words", "the reply is the model's, never the notes pasted in"
+    assert [s["page"] for s in body["sources"]] == ["Bees"]
+    first = body["sources"][0]
+    assert first["text"] == "hives: 3" and isinstance(first["score"], float) and first["score"] > 0
+    system = engine.prompts[-1][0]
+    assert system == {"role": "system", "content": render_notes([NOTE_BLOCKS[0]])} == {
+        "role": "system", "content": "Notes:\n[Bees] hives: 3"}, "the trained layout"
+    assert engine.prompts[-1][1:] == HIVES["messages"]
+    body = client.post("/chat", json={"messages": [{"role": "user", "content": "bees: hives and varroa"}]}).json()
+    assert [s["text"] for s in body["sources"]] == ["hives: 3", "Varroa check every autumn."]
+    assert engine.prompts[-1][0]["content"] == "Notes:\n[Bees] Varroa check every autumn.\n[Bees] hives: 3", (
+        "best block placed last")
+
+
+def test_notes_false_and_small_talk_add_no_notes(notes_app):
+    client, engine = notes_app
+    body = client.post("/chat", json={**HIVES, "notes": False}).json()
+    assert body["sources"] == [] and engine.prompts[-1] == HIVES["messages"]
+    body = client.post("/chat", json={"messages": [{"role": "user", "content": "hi, thanks!"}]}).json()
+    assert body["sources"] == [] and engine.prompts[-1] == [{"role": "user", "content": "hi, thanks!"}]
+    response = client.post("/chat", json={**HIVES, "notes": "yes"})
+    assert response.status_code == 422 and response.json()["detail"].startswith("notes:")
+
+
+def test_a_users_system_prompt_stays_first(notes_app):
+    client, engine = notes_app
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "when is Marta's birthday?"}]
+    body = client.post("/chat", json={"messages": messages}).json()
+    assert body["sources"][0] == {"page": "Marta", "text": "birthday: 12 March", "score": body["sources"][0]["score"]}
+    assert engine.prompts[-1][0]["content"].startswith("Be brief.\nNotes:\n")
+    assert engine.prompts[-1][0]["content"].endswith("[Marta] birthday: 12 March")
+
+
+def test_stream_sends_the_sources_event_first(notes_app):
+    client, _ = notes_app
+    events = sse_events(client.post("/chat/stream", json=HIVES).text)
+    assert events[0][0] == "sources" and [s["page"] for s in events[0][1]["sources"]] == ["Bees"]
+    assert [name for name, _ in events[1:-1]] == ["message"] * 4 and events[-1][0] == "done"
+    assert "sources" not in events[-1][1]
+
+
+def test_without_notes_the_sources_are_empty(client):
+    events = sse_events(client.post("/chat/stream", json={**HI, "max_new_tokens": 4}).text)
+    assert events[0] == ("sources", {"sources": []})
+    assert client.post("/chat", json={**HI, "max_new_tokens": 4}).json()["sources"] == []
+    assert client.get("/health").json()["notes"] == {"loaded": False, "blocks": 0}
+
+
+def test_health_says_notes_are_loaded_without_paths(notes_app):
+    client, _ = notes_app
+    health = client.get("/health").json()
+    assert health["notes"] == {"loaded": True, "blocks": 3}
+
+
+def test_main_loads_the_notes_or_says_why_not(monkeypatch, capsys, engine, tmp_path):
+    apps = []
+    monkeypatch.setattr(server, "load_engine", lambda ckpt, device, threads: engine)
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
+    assert server.main(["--notes", str(tmp_path / "missing.sqlite")]) == 0
+    err = capsys.readouterr().err
+    assert f"notes: off: {tmp_path / 'missing.sqlite'}: no notes index there" in err and apps[-1].state.notes is None
+    NotesIndex.build(NOTE_BLOCKS, tmp_path / "index.sqlite").close()
+    assert server.main(["--notes", str(tmp_path / "index.sqlite")]) == 0
+    assert "notes: on (3 blocks" in capsys.readouterr().err and len(apps[-1].state.notes) == 3
+    assert server.main(["--no-notes"]) == 0
+    assert "notes" not in capsys.readouterr().err and apps[-1].state.notes is None

@@ -62,6 +62,7 @@ class ChatRequest(BaseModel):
     top_p: float | None = Field(default=_DEFAULTS.top_p, gt=0.0, le=1.0, allow_inf_nan=False)  # 1 or null: off
     max_new_tokens: int | None = Field(default=None, ge=1)  # null: the server's default
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # null: a fresh random reply
+    notes: bool = True  # answer from the server's notes index (when it has one)
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,8 @@ class ChatJob:
     messages: list[dict[str, str]]
     sampling: SamplingConfig
     seed: int | None
+    notes: bool = True  # the request wants the notes (if the server has an index)
+    sources: tuple[dict, ...] = ()  # the note blocks put in the prompt (set by the server)
 
 
 async def read_chat_request(request: Request, settings: ServerSettings) -> ChatJob:
@@ -132,7 +135,7 @@ def checked_job(req: ChatRequest, settings: ServerSettings) -> ChatJob:
     except ValueError as exc:  # the engine's own range checks, should they be stricter than ours
         raise RequestError(422, str(exc).splitlines()[0]) from None
     messages = [{"role": m.role, "content": m.content} for m in req.messages]
-    return ChatJob(messages=messages, sampling=sampling, seed=req.seed)
+    return ChatJob(messages=messages, sampling=sampling, seed=req.seed, notes=req.notes)
 
 
 def _as_request_error(exc: ValidationError) -> RequestError:

@@ -3,16 +3,22 @@
     GET  /             the chat page (assets under /static/, served by StaticFiles only)
     GET  /health       {"status": "ok", "model": engine.model_info, "block_size",
                         "limits": {...}, "load": {"running", "waiting"}}
-    POST /chat         {"reply", "finish_reason", "n_bytes", "seconds", "bytes_per_s"}
-    POST /chat/stream  text/event-stream: `data: {"text": piece}` per decoded piece (never
-                       half a UTF-8 character), then `event: done` with the /chat fields,
+    POST /chat         {"reply", "finish_reason", "n_bytes", "seconds", "bytes_per_s",
+                        "sources": [{"page", "text", "score"}, ...]}
+    POST /chat/stream  text/event-stream: first `event: sources` with {"sources": [...]},
+                       then `data: {"text": piece}` per decoded piece (never half a UTF-8
+                       character), then `event: done` with the /chat fields (no sources),
                        or `event: error` with {"detail"} if generation fails mid-way.
+
+With a notes index (default artifacts/notes/index.sqlite; --notes PATH, --no-notes), each
+request's newest user message retrieves note blocks into the system turn of the prompt
+(bytechat.retrieval); `sources` lists them, best first. The reply is the model's own.
 
 Request body (application/json):
 
     {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...],
      "temperature"?: 0..10, "top_k"?: 0..256|null, "top_p"?: (0,1]|null,
-     "max_new_tokens"?: 1..cap|null, "seed"?: 0..2**32-1|null}
+     "max_new_tokens"?: 1..cap|null, "seed"?: 0..2**32-1|null, "notes"?: bool (default true)}
 
 The last message must be from the user. Errors are {"detail": "<field>: <problem>"} with
 400 (not JSON), 413 (body too large), 415 (not application/json), 422 (invalid field or
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import ipaddress
 import logging
 import sys
@@ -36,12 +43,15 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bytechat.generate import ReplyDone, ReplyEvent
-from bytechat.web.chat_request import RequestError, read_chat_request
+from bytechat.notes_index import NotesIndex, NotesIndexError
+from bytechat.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
+from bytechat.web.chat_request import ChatJob, RequestError, read_chat_request
 from bytechat.web.settings import LOOPBACK_HOSTS, ServerSettings
 from bytechat.web.sse import EventStreamResponse, sse_event
 from bytechat.web.workers import GenerationFailed, ReplyJob, ReplyWorkers, ServerBusy
@@ -64,8 +74,9 @@ SECURITY_HEADERS = {
 # ---------------------------------------------------------------- app
 
 
-def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
-    """The ASGI app around a loaded ChatEngine (no model file needed: tests pass any engine)."""
+def create_app(engine, settings: ServerSettings | None = None, notes: NotesIndex | None = None) -> FastAPI:
+    """The ASGI app around a loaded ChatEngine (no model file needed: tests pass any engine),
+    answering from notes (a NotesIndex) when given."""
     settings = settings or ServerSettings()
     workers = ReplyWorkers(engine, settings.max_concurrency, settings.max_waiting, settings.timeout_s)
 
@@ -79,6 +90,7 @@ def create_app(engine, settings: ServerSettings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.settings = settings
     app.state.workers = workers
+    app.state.notes = notes
     app.add_middleware(SecurityHeaders)
     if settings.allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
@@ -132,6 +144,7 @@ async def health(request: Request) -> dict:
         "block_size": state.engine.block_size,
         "limits": state.settings.public_limits(),
         "load": state.workers.load(),
+        "notes": {"loaded": state.notes is not None, "blocks": len(state.notes) if state.notes is not None else 0},
     }
 
 
@@ -145,7 +158,7 @@ async def chat(request: Request) -> JSONResponse:
         job.cancel()  # no-op when done; stops generation if this handler was cancelled
     if isinstance(final, GenerationFailed):
         return JSONResponse({"detail": final.message}, status_code=500)
-    return JSONResponse(done_payload(final))
+    return JSONResponse({**done_payload(final), "sources": list(job.work.sources)})
 
 
 async def chat_stream(request: Request) -> EventStreamResponse:
@@ -155,6 +168,7 @@ async def chat_stream(request: Request) -> EventStreamResponse:
 
 async def _start_job(request: Request) -> ReplyJob:
     work = await read_chat_request(request, request.app.state.settings)
+    work = await _add_notes(request.app, work)
     return request.app.state.workers.start(work)
 
 
@@ -165,7 +179,22 @@ async def _cancel_on_disconnect(request: Request, job: ReplyJob) -> None:
     job.cancel()
 
 
+async def _add_notes(app: FastAPI, work: ChatJob) -> ChatJob:
+    """work with the notes in its prompt and its sources set, when notes are loaded and wanted."""
+    notes = app.state.notes
+    if notes is None or not work.notes:
+        return work
+    budget = notes_budget(app.state.engine.block_size, work.messages)
+    try:  # SQLite off the event loop (a NotesIndex is thread-safe)
+        hits = await run_in_threadpool(retrieve_for_chat, notes, work.messages, budget_bytes=budget)
+    except NotesIndexError as exc:  # a damaged index: answer without the notes, say so in the log
+        log.error("notes: %s", exc)
+        return work
+    return dataclasses.replace(work, messages=with_notes(work.messages, hits), sources=tuple(sources_payload(hits)))
+
+
 async def _sse_body(job: ReplyJob):
+    yield sse_event({"sources": list(job.work.sources)}, event="sources")
     async for event in job.events():
         if isinstance(event, ReplyEvent):
             if event.text:
@@ -207,6 +236,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
                    help="requests that may wait for a free slot before the server answers 503")  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    notes = p.add_mutually_exclusive_group()
+    notes.add_argument("--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)")
+    notes.add_argument("--no-notes", action="store_true", help="answer without the notes")
     return p.parse_args(argv)
 
 
@@ -271,7 +303,11 @@ def main(argv: list[str] | None = None) -> int:
             f" {args.port} can use the chat; there is no authentication",
             file=sys.stderr,
         )
-    app = create_app(engine, settings)
+    notes = None
+    if not args.no_notes:
+        notes, notes_line = open_for_chat(args.notes)
+        print(f"bytechat-serve: {notes_line}", file=sys.stderr)
+    app = create_app(engine, settings, notes)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
     return 0
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from bytechat import paths
 from bytechat.data import roam
-from bytechat.notes import NO_NOTES, NoteBlock, render_notes
+from bytechat.notes import NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.notes_index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint, query_terms
 from bytechat.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 
@@ -166,7 +166,7 @@ def test_search_on_the_example_graph_is_fast():
 
 
 def test_in_memory_build_has_the_blocks(graph):
-    blocks = [b for page in roam.iter_pages(graph) for b in __import__("bytechat.notes").notes.page_blocks(page)]
+    blocks = [b for page in roam.iter_pages(graph) for b in page_blocks(page)]
     idx = NotesIndex.build(blocks)
     assert idx.path is None and len(idx) == len(blocks) and idx.stale_reason() is None
     assert idx.search("varroa")[0].page == "Bees"

@@ -112,4 +112,5 @@ def open_for_chat(path: str | Path | None = None) -> tuple[NotesIndex | None, st
     if not len(index):
         index.close()
         return None, f"notes: off: {path} holds no notes"
-    return index, f"notes: on ({len(index)} blocks from {index.pages} pages)"
+    n, pages = len(index), index.pages
+    return index, f"notes: on ({n} block{'s' * (n != 1)} from {pages} page{'s' * (pages != 1)})"

@@ -7,6 +7,7 @@ Checks run cheapest first, so an oversized or mistyped body is refused before pa
     415  Content-Type is not application/json (this also blocks cross-site form posts,
          which cannot send application/json without a CORS preflight we never grant)
     413  body over settings.max_body_bytes (Content-Length, then the bytes actually read)
+    408  body not received within settings.body_timeout_s (a stalled upload)
     400  not JSON / not UTF-8
     422  wrong shape, out-of-range values, server limits, last message not from the user
 
@@ -16,11 +17,12 @@ trailing assistant (or system) message would leave the model answering no one.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
 from bytechat.generate import SamplingConfig
 from bytechat.tokenizer import VOCAB_SIZE
@@ -32,10 +34,15 @@ _DEFAULTS = SamplingConfig()
 
 
 class RequestError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, close: bool = False) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.close = close  # the rest of the body was not read: close the connection
+
+
+class ClientGone(Exception):
+    """The client disconnected before the request was read or a reply could start."""
 
 
 class ChatMessage(BaseModel):
@@ -78,7 +85,7 @@ class ChatJob:
 
 async def read_chat_request(request: Request, settings: ServerSettings) -> ChatJob:
     check_content_type(request.headers.get("content-type"))
-    body = await read_body(request, settings.max_body_bytes)
+    body = await read_body(request, settings.max_body_bytes, settings.body_timeout_s)
     return checked_job(parse_body(body), settings)
 
 
@@ -88,16 +95,27 @@ def check_content_type(header: str | None) -> None:
         raise RequestError(415, f"Content-Type: expected application/json (got {header or 'none'})")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout_s: float = 30.0) -> bytes:
+    """The whole body, at most limit bytes, within timeout_s; a client that leaves
+    midway raises ClientGone (a normal event, not a server error)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise RequestError(413, f"body: {int(declared)} bytes is over the limit of {limit}")
+        raise RequestError(413, f"body: {int(declared)} bytes is over the limit of {limit}", close=True)
+    try:
+        return await asyncio.wait_for(_read_all(request, limit), timeout_s)
+    except asyncio.TimeoutError:
+        raise RequestError(408, f"body: not received within {timeout_s:g} s", close=True) from None
+    except ClientDisconnect:
+        raise ClientGone("the client disconnected while sending the body") from None
+
+
+async def _read_all(request: Request, limit: int) -> bytes:
     # Content-Length can be absent (chunked) or wrong: count what actually arrives too.
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limit:
-            raise RequestError(413, f"body: over the limit of {limit} bytes")
+            raise RequestError(413, f"body: over the limit of {limit} bytes", close=True)
     return bytes(body)
 
 

@@ -55,13 +55,17 @@ def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
 
 
 @contextlib.contextmanager
-def running_server(ckpt: str | Path, *extra_args: str, startup_timeout_s: float = 60.0) -> Iterator[str]:
-    """`python -m bytechat.web.server --ckpt ckpt` on a free port; yields its base URL."""
+def running_server(
+    ckpt: str | Path, *extra_args: str, startup_timeout_s: float = 60.0, log_path: str | Path | None = None
+) -> Iterator[str]:
+    """`python -m bytechat.web.server --ckpt ckpt` on a free port; yields its base URL.
+    The server's output goes to log_path if given (kept after it stops), else a temp file."""
     port = free_port()
     command = [sys.executable, "-m", "bytechat.web.server", "--ckpt", str(ckpt), "--port", str(port),
                "--log-level", "warning", *extra_args]  # fmt: skip
     env = {**os.environ, "BYTECHAT_DEVICE": os.environ.get("BYTECHAT_DEVICE", "cpu")}
-    with tempfile.TemporaryFile() as log:  # a file, not a pipe: a full pipe would block the server
+    # A file, not a pipe: a full pipe would block the server.
+    with open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             url = f"http://127.0.0.1:{port}"

@@ -21,10 +21,13 @@ Request body (application/json):
      "max_new_tokens"?: 1..cap|null, "seed"?: 0..2**32-1|null, "notes"?: bool (default true)}
 
 The last message must be from the user. Errors are {"detail": "<field>: <problem>"} with
-400 (not JSON), 413 (body too large), 415 (not application/json), 422 (invalid field or
-over a limit) or 503 (too many requests waiting). finish_reason is "stop" (the model
-ended its turn), "length" (max_new_tokens reached), "timeout" (--timeout-s spent) or
-"cancelled" (the client went away).
+400 (not JSON), 408 (body too slow), 413 (body too large), 415 (not application/json),
+422 (invalid field or over a limit) or 503 with Retry-After (waiting line full, or no
+free slot within --max-wait-s). finish_reason is "stop" (the model ended its turn),
+"length" (max_new_tokens reached), "timeout" (--timeout-s spent) or "cancelled" (the
+client went away). Slow or oversized headers and too many connections are handled by
+uvicorn's settings and bytechat.web.guard (408, 431, 503). /health leaves out where the
+model was loaded from unless --health-shows-path (refused off loopback).
 
 No CORS headers are sent, on purpose: only the page served here may call the API.
 """
@@ -42,7 +45,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.staticfiles import StaticFiles
@@ -51,7 +54,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bytechat.generate import ReplyDone, ReplyEvent
 from bytechat.notes_index import NotesIndex, NotesIndexError
 from bytechat.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
-from bytechat.web.chat_request import ChatJob, RequestError, read_chat_request
+from bytechat.web.chat_request import ChatJob, ClientGone, RequestError, read_chat_request
+from bytechat.web.guard import uvicorn_options
 from bytechat.web.settings import LOOPBACK_HOSTS, ServerSettings
 from bytechat.web.sse import EventStreamResponse, sse_event
 from bytechat.web.workers import GenerationFailed, ReplyJob, ReplyWorkers, ServerBusy
@@ -96,6 +100,7 @@ def create_app(engine, settings: ServerSettings | None = None, notes: NotesIndex
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
     app.add_exception_handler(RequestError, _request_error)
     app.add_exception_handler(ServerBusy, _server_busy)
+    app.add_exception_handler(ClientGone, _client_gone)
     app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
     app.add_api_route("/health", health, methods=["GET"])
     app.add_api_route("/chat", chat, methods=["POST"])
@@ -122,11 +127,18 @@ class SecurityHeaders:
 
 
 async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
-    return JSONResponse({"detail": exc.message}, status_code=exc.status)
+    headers = {"Connection": "close"} if exc.close else None
+    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
 
 
 async def _server_busy(request: Request, exc: ServerBusy) -> JSONResponse:
-    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": "1"})
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _client_gone(request: Request, exc: ClientGone) -> Response:
+    # Nobody is there to read an answer; an aborted upload is routine, not a server error.
+    log.debug("client left: %s", exc)
+    return Response(status_code=400, headers={"Connection": "close"})
 
 
 # ---------------------------------------------------------------- routes
@@ -136,11 +148,19 @@ async def index() -> FileResponse:
     return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
 
+# Where the model came from: shown by /health only with settings.show_model_path.
+PATH_FIELDS = ("path", "source_checkpoint")
+
+
 async def health(request: Request) -> dict:
     state = request.app.state
+    model = dict(state.engine.model_info)
+    if not state.settings.show_model_path:
+        for field in PATH_FIELDS:
+            model.pop(field, None)
     return {
         "status": "ok",
-        "model": jsonable_encoder(state.engine.model_info),
+        "model": jsonable_encoder(model),
         "block_size": state.engine.block_size,
         "limits": state.settings.public_limits(),
         "load": state.workers.load(),
@@ -167,15 +187,36 @@ async def chat_stream(request: Request) -> EventStreamResponse:
 
 
 async def _start_job(request: Request) -> ReplyJob:
-    work = await read_chat_request(request, request.app.state.settings)
+    """Read the request, join the waiting line and wait for a worker (before any answer
+    is sent, so that even a stream can still be refused with 503)."""
+    settings = request.app.state.settings
+    work = await read_chat_request(request, settings)
     work = await _add_notes(request.app, work)
-    return request.app.state.workers.start(work)
+    job = request.app.state.workers.start(work)
+    started = asyncio.ensure_future(job.wait_started())
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({started, gone}, timeout=settings.max_wait_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        started.cancel()
+        gone.cancel()
+    if started in done:
+        return job
+    job.cancel()  # leaves the waiting line at once
+    if gone in done:
+        raise ClientGone("the client disconnected while waiting for a free slot")
+    wait = settings.max_wait_s
+    raise ServerBusy(f"server busy: no free slot within {wait:g} s; try again shortly", retry_after_s=max(1, round(wait)))
 
 
-async def _cancel_on_disconnect(request: Request, job: ReplyJob) -> None:
+async def _disconnected(request: Request) -> None:
     # The body is fully read, so the next message the server sends us is http.disconnect.
     while (await request.receive())["type"] != "http.disconnect":
         pass
+
+
+async def _cancel_on_disconnect(request: Request, job: ReplyJob) -> None:
+    await _disconnected(request)
     job.cancel()
 
 
@@ -235,6 +276,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="replies generated at the same time")  # fmt: skip
     p.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
                    help="requests that may wait for a free slot before the server answers 503")  # fmt: skip
+    p.add_argument("--max-wait-s", type=float, default=defaults.max_wait_s,
+                   help="longest wait for a free slot before the server answers 503")  # fmt: skip
+    p.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                   help="open connections beyond which new requests get 503")  # fmt: skip
+    p.add_argument("--header-timeout-s", type=float, default=defaults.header_timeout_s,
+                   help="time to receive a request's headers (then 408 and close)")  # fmt: skip
+    p.add_argument("--body-timeout-s", type=float, default=defaults.body_timeout_s,
+                   help="time to receive a request's body (then 408 and close)")  # fmt: skip
+    p.add_argument("--health-shows-path", action="store_true",
+                   help="/health shows the model's path (refused unless bound to loopback)")  # fmt: skip
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     notes = p.add_mutually_exclusive_group()
     notes.add_argument("--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)")
@@ -252,6 +303,8 @@ def is_loopback(host: str) -> bool:
 
 
 def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    if args.health_shows_path and not is_loopback(args.host):
+        raise ValueError(f"--health-shows-path: refused when listening on {args.host} (not loopback)")
     allowed_hosts = None
     if is_loopback(args.host):
         # A web page elsewhere cannot reach us through a DNS name rebound to 127.0.0.1.
@@ -263,7 +316,12 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         timeout_s=args.timeout_s,
         max_concurrency=args.max_concurrency,
         max_waiting=args.max_waiting,
+        max_wait_s=args.max_wait_s,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout_s,
+        body_timeout_s=args.body_timeout_s,
         allowed_hosts=allowed_hosts,
+        show_model_path=args.health_shows_path,
     )
 
 
@@ -308,7 +366,8 @@ def main(argv: list[str] | None = None) -> int:
         notes, notes_line = open_for_chat(args.notes)
         print(f"bytechat-serve: {notes_line}", file=sys.stderr)
     app = create_app(engine, settings, notes)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5,
+                **uvicorn_options(settings))  # fmt: skip
     return 0
 
 

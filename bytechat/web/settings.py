@@ -16,21 +16,34 @@ class ServerSettings:
     # Load: replies generated at once, and requests allowed to wait for a slot (beyond: 503).
     max_concurrency: int = 2
     max_waiting: int = 64
+    max_wait_s: float = 30.0  # longest wait for a slot before 503 + Retry-After
+    # Connections (uvicorn settings, see bytechat.web.guard): open connections before new
+    # requests get 503, idle keep-alive, and how long headers / a body may take to arrive
+    # (then 408 and the connection is closed). Headers over max_header_bytes get 431.
+    max_connections: int = 128
+    keep_alive_s: int = 5
+    header_timeout_s: float = 10.0
+    body_timeout_s: float = 30.0
+    max_header_bytes: int = 16 * 1024
     # Request size.
     max_body_bytes: int = 256 * 1024
     max_messages: int = 128
     max_content_bytes: int = 16 * 1024  # UTF-8 bytes per message: the model reads bytes
     # Host header check against DNS rebinding; None accepts any host.
     allowed_hosts: tuple[str, ...] | None = None
+    # /health shows where the model was loaded from only when asked (never off loopback:
+    # settings_from_args refuses it there).
+    show_model_path: bool = False
 
     def __post_init__(self) -> None:
-        positive = ("max_new_tokens_cap", "default_max_new_tokens", "max_concurrency",
-                    "max_body_bytes", "max_messages", "max_content_bytes")  # fmt: skip
+        positive = ("max_new_tokens_cap", "default_max_new_tokens", "max_concurrency", "max_body_bytes",
+                    "max_messages", "max_content_bytes", "max_connections", "keep_alive_s", "max_header_bytes")  # fmt: skip
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0 (got {getattr(self, name)!r})")
-        if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s: must be > 0 (got {self.timeout_s!r})")
+        for name in ("timeout_s", "max_wait_s", "header_timeout_s", "body_timeout_s"):
+            if not getattr(self, name) > 0:  # also refuses nan
+                raise ValueError(f"{name}: must be > 0 (got {getattr(self, name)!r})")
         if self.max_waiting < 0:
             raise ValueError(f"max_waiting: must be >= 0 (got {self.max_waiting!r})")
 

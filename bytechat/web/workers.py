@@ -7,6 +7,8 @@ call_soon_threadsafe into an asyncio.Queue; the request handler awaits that queu
 
 Stopping is cooperative: the engine calls job.should_stop() between tokens, which turns
 true when the client went away (job.cancel()) or the per-request time budget is spent.
+A job cancelled while still waiting for a worker is dropped at once: its place in the
+waiting line is free again and it ends as "cancelled" without ever reaching a worker.
 """
 
 from __future__ import annotations
@@ -17,9 +19,9 @@ import logging
 import math
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import AsyncIterator, Union
+from typing import AsyncIterator, Callable, Union
 
 from bytechat.generate import ReplyDone, ReplyEvent
 from bytechat.web.chat_request import ChatJob
@@ -28,7 +30,11 @@ log = logging.getLogger("bytechat.web")
 
 
 class ServerBusy(Exception):
-    """Every worker is busy and the waiting line is full."""
+    """Every worker is busy and the waiting line is full (or the wait was too long)."""
+
+    def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(frozen=True)
@@ -42,19 +48,35 @@ JobEvent = Union[ReplyEvent, ReplyDone, GenerationFailed]
 
 
 class ReplyJob:
-    def __init__(self, work: ChatJob, timeout_s: float, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        work: ChatJob,
+        timeout_s: float,
+        loop: asyncio.AbstractEventLoop,
+        on_cancel: Callable[[ReplyJob], None] | None = None,
+    ) -> None:
         self.work = work
         self.timeout_s = timeout_s
         self._loop = loop
         self._queue: asyncio.Queue[JobEvent] = asyncio.Queue()
         self._cancelled = threading.Event()
+        self._started = asyncio.Event()  # set (on the loop) when a worker picks the job up
+        self._on_cancel = on_cancel
         self._deadline = math.inf  # set when a worker picks the job up
         self.timed_out = False
+        # Guarded by ReplyWorkers._lock:
+        self.running = False
+        self.dropped = False
+        self.future: Future | None = None
 
     # ---- worker thread side
 
     def start_clock(self) -> None:
         self._deadline = time.monotonic() + self.timeout_s
+        try:
+            self._loop.call_soon_threadsafe(self._started.set)
+        except RuntimeError:  # the loop is closed
+            pass
 
     def should_stop(self) -> bool:
         if self._cancelled.is_set():
@@ -77,8 +99,14 @@ class ReplyJob:
         return self._cancelled.is_set()
 
     def cancel(self) -> None:
-        """Stop generating (idempotent; harmless once the job is done)."""
+        """Stop generating, or leave the waiting line (idempotent; harmless once done)."""
         self._cancelled.set()
+        if self._on_cancel is not None:
+            self._on_cancel(self)
+
+    async def wait_started(self) -> None:
+        """Until a worker has picked the job up."""
+        await self._started.wait()
 
     async def events(self) -> AsyncIterator[JobEvent]:
         """Pieces of the reply, then exactly one ReplyDone or GenerationFailed."""
@@ -110,28 +138,42 @@ class ReplyWorkers:
 
     def start(self, work: ChatJob) -> ReplyJob:
         """Admit a job (or raise ServerBusy); call from the event loop."""
-        job = ReplyJob(work, self.timeout_s, asyncio.get_running_loop())
+        job = ReplyJob(work, self.timeout_s, asyncio.get_running_loop(), on_cancel=self._drop_if_waiting)
         with self._lock:
             if len(self._jobs) >= self.capacity:
                 raise ServerBusy(f"server busy: {len(self._jobs)} replies in progress or waiting; try again shortly")
             self._jobs.add(job)
-        self._pool.submit(self._run, job)
+            job.future = self._pool.submit(self._run, job)
         return job
+
+    def _drop_if_waiting(self, job: ReplyJob) -> None:
+        """A cancelled job that no worker has picked up leaves the line now."""
+        with self._lock:
+            if job.running or job.dropped or job not in self._jobs:
+                return
+            job.dropped = True
+            self._jobs.discard(job)
+            if job.future is not None:
+                job.future.cancel()  # never reaches a worker (else _run returns at once)
+        job.emit(ReplyDone(reply="", finish_reason="cancelled", n_bytes=0, seconds=0.0))
 
     def load(self) -> dict[str, int]:
         with self._lock:
             return {"running": self._running, "waiting": len(self._jobs) - self._running}
 
     def shutdown(self) -> None:
-        """Stop every job (server shutdown). Waiting jobs still run, but end at once as
-        "cancelled": dropping them instead would leave their requests waiting forever."""
+        """Stop every job (server shutdown); waiting ones end at once as "cancelled"."""
         with self._lock:
-            for job in self._jobs:
-                job.cancel()
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel()
         self._pool.shutdown(wait=False)
 
     def _run(self, job: ReplyJob) -> None:
         with self._lock:
+            if job.dropped:
+                return
+            job.running = True
             self._running += 1
         try:
             job.emit(self._generate(job))

@@ -603,6 +603,7 @@ class Trainer:
         speed = Speedometer(cfg.batch_size * self.mcfg.block_size, float(ckpt_io.unwrap(self.model).flops_per_byte()),
                             peak, self.device)  # fmt: skip
         first = self.state.step
+        kill_after = int(os.environ.get("BYTECHAT_TEST_KILL_AFTER_STEP") or 0)  # tests only: see test_resume.py
         for step in range(first, cfg.steps):
             if step == first or phase_at(step, cfg) != phase_at(step - 1, cfg):
                 self.announce_phase(step, live)
@@ -621,6 +622,8 @@ class Trainer:
                 self.save(ckpt_io.LAST)
             if live is not None and (done % cfg.log_every == 0 or done % cfg.eval_every == 0 or last):
                 live.make_summary()
+            if done == kill_after:  # a SIGKILL at an exact step, its logs and checkpoint written
+                os.kill(os.getpid(), 9)
 
     def announce_phase(self, step: int, live) -> None:
         """Say (and record as the dvclive param `phase`) which mix the steps from `step` draw by."""

@@ -55,3 +55,15 @@ def test_monotone_decay_after_warmup_and_bounded(steps, warmup_frac, lr, min_fra
 def test_negative_step_is_an_error():
     with pytest.raises(ValueError, match="step"):
         lr_at(-1, CFG)
+
+
+@pytest.mark.parametrize("fraction", [0.25, 0.75])
+def test_cosine_at_the_quarter_points_where_linear_decay_differs(fraction):
+    # steps 1001, warmup 200: the decay runs over steps 200..1000, so step 400 is a quarter.
+    step = 200 + round(fraction * 800)
+    lr, min_lr = 2e-3, 3e-5
+    got = learning_rate(step, lr=lr, min_lr=min_lr, warmup_steps=200, steps=1001)
+    cosine = min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * fraction))  # 0.854 / 0.146 of the way
+    linear = lr - (lr - min_lr) * fraction
+    assert got == pytest.approx(cosine, rel=1e-12)
+    assert abs(got - linear) > 0.1 * (lr - min_lr)  # a linear decay would be far off here

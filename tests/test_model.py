@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -91,26 +92,161 @@ def test_rope_odd_head_dim_is_an_error():
         apply_rope(odd, odd, sin, cos)
 
 
-def test_attention_never_looks_ahead():
-    model = tiny_model()
-    maps = model.attention_maps(random_bytes(2, 12))
-    assert len(maps) == TINY.n_layer
-    for probs in maps:
-        assert probs.shape == (2, TINY.n_head, 12, 12)
-        assert probs.triu(diagonal=1).abs().max().item() < 1e-7
-        torch.testing.assert_close(probs.sum(-1), torch.ones(2, TINY.n_head, 12))
+# ---------------------------------------------------------------- causality, on the real paths
+
+# block_size > 2 * ATTN_CHUNK (64), so the chunked training attention runs several chunks.
+CAUSAL = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=160)
+CAUSAL_CONFIGS = [pytest.param(CAUSAL, id="base")]
+if "conv_kernel" in {f.name for f in dataclasses.fields(ModelConfig)}:  # a layer that also mixes positions
+    CAUSAL_CONFIGS.append(pytest.param(dataclasses.replace(CAUSAL, conv_kernel=4), id="conv"))
 
 
-def test_changing_a_future_byte_never_changes_an_earlier_logit():
-    model = tiny_model()
-    idx = random_bytes(1, 20)
-    base, _ = model(idx)
-    for t in (0, 7, 19):
+def _training(model, idx):  # train mode, grad on, CPU: the chunked attention with its own backward
+    model.train()
+    try:
+        logits, loss = model(idx, targets=idx)
+        loss.backward()  # the path as training runs it, backward included
+    finally:
+        model.eval()
+    return logits.detach()
+
+
+def _eval_with_grad(model, idx):  # eval mode with grad (as in gradient checks): the same chunked path
+    with torch.enable_grad():
+        return model(idx)[0].detach()
+
+
+def _no_grad(model, idx):  # inference without a cache: the fused SDPA kernel, is_causal
+    with torch.no_grad():
+        return model(idx)[0]
+
+
+def _inference_mode(model, idx):
+    with torch.inference_mode():
+        return model(idx)[0].clone()
+
+
+def _kv(sizes, grad):
+    def run(model, idx):
+        cache, pos, pieces = model.new_cache(batch_size=idx.shape[0]), 0, []
+        with torch.set_grad_enabled(grad):
+            for size in sizes:  # a prefill from 0, then chunks after a prefix (explicit mask), then single bytes
+                pieces.append(model(idx[:, pos : pos + size], cache=cache, start_pos=pos)[0].detach())
+                pos += size
+        assert pos == idx.shape[1]
+        return torch.cat(pieces, dim=1)
+
+    return run
+
+
+CHUNKS = (37, 1, 20, 1, 1, 60, 30)
+PATHS = {
+    "training": _training,
+    "eval_with_grad": _eval_with_grad,
+    "no_grad_sdpa": _no_grad,
+    "inference_mode": _inference_mode,
+    "kv_cache_no_grad": _kv(CHUNKS, grad=False),
+    "kv_cache_with_grad": _kv(CHUNKS, grad=True),
+    "kv_cache_byte_by_byte": _kv((1,) * 150, grad=False),
+}
+
+
+@pytest.mark.parametrize("cfg", CAUSAL_CONFIGS)
+@pytest.mark.parametrize("path", list(PATHS))
+def test_changing_a_future_byte_never_changes_an_earlier_logit(cfg, path):
+    forward = PATHS[path]
+    model = tiny_model(cfg)
+    idx = random_bytes(2, 150)
+    base = forward(model, idx)
+    assert base.shape == (2, 150, 256)
+    for t in (0, 1, 40, 63, 64, 100, 149):  # chunk edges included
         changed = idx.clone()
-        changed[0, t] = (changed[0, t] + 1) % 256
-        logits, _ = model(changed)
-        torch.testing.assert_close(logits[:, :t], base[:, :t], rtol=0, atol=1e-6)
-        assert not torch.allclose(logits[:, t], base[:, t])
+        changed[:, t] = (changed[:, t] + 1) % 256
+        logits = forward(model, changed)
+        torch.testing.assert_close(logits[:, :t], base[:, :t], rtol=0, atol=1e-6, msg=f"{path}: byte {t} leaked back")
+        assert not torch.allclose(logits[:, t], base[:, t]), "the change must show where it happens"
+
+
+@pytest.mark.parametrize("cfg", CAUSAL_CONFIGS)
+def test_every_path_gives_the_same_logits(cfg):
+    model = tiny_model(cfg)
+    idx = random_bytes(2, 150)
+    want = _no_grad(model, idx)
+    for name, forward in PATHS.items():
+        torch.testing.assert_close(forward(model, idx), want, rtol=0, atol=1e-4, msg=name)
+
+
+# ---------------------------------------------------------------- RoPE and tying
+
+
+def test_rope_matches_a_hand_computed_rotation():
+    # D = 4: pairs (x0, x2) and (x1, x3) turn by pos * theta^(-2i/D) = pos * 1 and pos * 0.01.
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0]])
+    for pos in (0, 1, 3, 7):
+        sin, cos = rope_cache(pos + 1, 4, theta=10000.0, dtype=torch.float32)
+        a, b = pos * 1.0, pos * 0.01
+        want = torch.tensor([[
+            1 * math.cos(a) - 3 * math.sin(a),
+            2 * math.cos(b) - 4 * math.sin(b),
+            3 * math.cos(a) + 1 * math.sin(a),
+            4 * math.cos(b) + 2 * math.sin(b),
+        ]])  # fmt: skip
+        q, k = apply_rope(x.view(1, 1, 1, 4).expand(1, 1, pos + 1, 4), x.view(1, 1, 1, 4).expand(1, 1, pos + 1, 4), sin, cos)
+        for got in (q, k):
+            torch.testing.assert_close(got[0, 0, pos : pos + 1], want, rtol=1e-6, atol=1e-6)
+        wide_sin, wide_cos = full_width(sin, cos)
+        torch.testing.assert_close(rotate(x, wide_sin[pos : pos + 1], wide_cos[pos : pos + 1]), want, rtol=1e-6, atol=1e-6)
+
+
+def test_rope_scores_change_with_relative_position():
+    D = 8
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(D, generator=gen), torch.randn(D, generator=gen)
+    sin, cos = full_width(*rope_cache(32, D))
+
+    def score(m: int, n: int) -> float:
+        qm = rotate(q.view(1, D), sin[m : m + 1], cos[m : m + 1])
+        kn = rotate(k.view(1, D), sin[n : n + 1], cos[n : n + 1])
+        return (qm @ kn.T).item()
+
+    same_distance = [score(m + 2, m) for m in range(0, 25, 4)]
+    assert max(same_distance) - min(same_distance) < 1e-5  # fp32: only m - n matters...
+    distances = [score(10, 10 - d) for d in range(6)]
+    assert min(abs(a - b) for a, b in zip(distances, distances[1:])) > 1e-3  # ...and it does matter
+
+
+def test_the_model_sees_byte_order():
+    # With no position information attention would see the last byte's past as a set:
+    # swapping two earlier bytes would not change the last logits. RoPE makes it matter.
+    model = tiny_model(CAUSAL)
+    idx = random_bytes(1, 12)
+    swapped = idx.clone()
+    swapped[0, [2, 7]] = idx[0, [7, 2]]
+    assert idx[0, 2] != idx[0, 7]
+    a, b = _no_grad(model, idx)[0, -1], _no_grad(model, swapped)[0, -1]
+    assert (a - b).abs().max() > 1e-4
+
+
+def test_output_layer_is_the_embedding_transposed():
+    model = tiny_model()
+    idx = random_bytes(2, 9)
+
+    def logits_and_final_norm():
+        seen = []
+        hook = model.ln_f.register_forward_hook(lambda module, args, out: seen.append(out))
+        try:
+            logits = _no_grad(model, idx)
+        finally:
+            hook.remove()
+        return logits, seen[-1]
+
+    logits, normed = logits_and_final_norm()
+    torch.testing.assert_close(logits, normed @ model.wte.weight.T, rtol=1e-5, atol=1e-5)
+    # Tied means one tensor: a change to the embedding is a change to the output layer.
+    with torch.no_grad():
+        model.wte.weight.mul_(1.5)
+    logits, normed = logits_and_final_norm()
+    torch.testing.assert_close(logits, normed @ model.wte.weight.T, rtol=1e-5, atol=1e-5)
 
 
 def test_kv_cache_chunks_match_full_forward():

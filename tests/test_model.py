@@ -97,8 +97,11 @@ def test_rope_odd_head_dim_is_an_error():
 # block_size > 2 * ATTN_CHUNK (64), so the chunked training attention runs several chunks.
 CAUSAL = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=160)
 CAUSAL_CONFIGS = [pytest.param(CAUSAL, id="base")]
-if "conv_kernel" in {f.name for f in dataclasses.fields(ModelConfig)}:  # a layer that also mixes positions
+_OPTIONAL = {f.name for f in dataclasses.fields(ModelConfig)}
+if "conv_kernel" in _OPTIONAL:  # optional parts that also mix positions must be causal too
     CAUSAL_CONFIGS.append(pytest.param(dataclasses.replace(CAUSAL, conv_kernel=4), id="conv"))
+if "copy_dim" in _OPTIONAL:
+    CAUSAL_CONFIGS.append(pytest.param(dataclasses.replace(CAUSAL, copy_dim=16), id="copy"))
 
 
 def _training(model, idx):  # train mode, grad on, CPU: the chunked attention with its own backward

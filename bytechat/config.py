@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-SOURCES = ("wiki", "roam", "primer")
+SOURCES = ("wiki", "roam", "primer", "grounded")
 
 
 class ConfigError(ValueError):
@@ -38,9 +38,12 @@ class ModelConfig:
     # Width of the depthwise causal convolution before each attention (blocks.ShortConv);
     # 0 = none. It makes copying from the context learnable at this size (docs/notes.md).
     conv_kernel: int = 0
+    # Width of the copy head's queries and keys (model/copy_head.py); 0 = no copy head.
+    copy_dim: int = 0
 
     def __post_init__(self) -> None:
         _require(self.conv_kernel >= 0, "conv_kernel", "must be >= 0 (0 = no convolution)")
+        _require(self.copy_dim >= 0, "copy_dim", "must be >= 0 (0 = no copy head)")
         for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio"):
             _require(getattr(self, name) > 0, name, "must be > 0")
         _require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")
@@ -93,14 +96,34 @@ class DataConfig:
     wikitext_config: str = "wikitext-2-raw-v1"
     hub_timeout_s: float = 5.0
     val_fraction: float = 0.1
-    p_train: dict[str, float] = field(default_factory=lambda: {"wiki": 0.784, "roam": 0.196, "primer": 0.020})
+    p_train: dict[str, float] = field(default_factory=lambda: {"wiki": 0.784, "roam": 0.196, "primer": 0.020, "grounded": 0.0})
     # The mix of the chat phase (the last train.chat_fraction of a run's steps).
-    p_chat: dict[str, float] = field(default_factory=lambda: {"wiki": 0.3, "roam": 0.15, "primer": 0.55})
+    p_chat: dict[str, float] = field(default_factory=lambda: {"wiki": 0.3, "roam": 0.15, "primer": 0.25, "grounded": 0.3})
 
     def __post_init__(self) -> None:
         _require(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
         check_probabilities(self.p_train, "p_train")
         check_probabilities(self.p_chat, "p_chat")
+
+
+@dataclass(frozen=True)
+class GroundedConfig:
+    """The grounded dialogues stage (bytechat/grounded.py, stages/grounded.py)."""
+
+    roam_dialogues: int  # about the person's roam train pages
+    synthetic_pages: int  # random pages nobody can memorise (bytechat/synthetic_notes.py)
+    synthetic_dialogues: int  # about those
+    val_dialogues: int  # about the roam validation pages (grounded_val, and eval)
+    uncovered: float  # share of questions the notes do not answer
+    k: int  # blocks retrieval puts in the prompt, at most (as chat does)
+    context_bytes: int  # the smallest block_size a profile uses: the notes must fit it
+
+    def __post_init__(self) -> None:
+        for name in ("roam_dialogues", "synthetic_pages", "synthetic_dialogues", "val_dialogues"):
+            _require(getattr(self, name) >= 0, name, "must be >= 0")
+        _require(0.0 <= self.uncovered < 1.0, "uncovered", "must be in [0, 1)")
+        _require(self.k >= 1, "k", "must be >= 1")
+        _require(self.context_bytes >= 256, "context_bytes", "must be >= 256")
 
 
 @dataclass(frozen=True)
@@ -114,6 +137,7 @@ class Profile:
 class Params:
     data: DataConfig
     profiles: dict[str, Profile]
+    grounded: GroundedConfig
 
     @property
     def seed(self) -> int:
@@ -125,9 +149,10 @@ class Params:
         return self.profiles[name]
 
 
-def check_probabilities(p: dict[str, float], key: str) -> None:
-    if set(p) != set(SOURCES):
-        raise ConfigError(f"{key}: needs exactly the sources {', '.join(SOURCES)} (got {', '.join(p) or 'none'})")
+def check_probabilities(p: dict[str, float], key: str, sources: tuple[str, ...] | None = SOURCES) -> None:
+    """p is a probability mix (over exactly `sources`, unless None)."""
+    if sources is not None and set(p) != set(sources):
+        raise ConfigError(f"{key}: needs exactly the sources {', '.join(sources)} (got {', '.join(p) or 'none'})")
     for name, value in p.items():
         if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
             raise ConfigError(f"{key}.{name}: must be a probability >= 0 (got {value!r})")
@@ -184,7 +209,7 @@ def from_dict(cls: type, raw: Any, key: str, *, partial: bool = False):
 
 # Keys that params.yaml may leave out (everything else must be spelled out).
 _OPTIONAL = {
-    ModelConfig: ("vocab_size", "rope_theta", "mlp_ratio", "dropout", "conv_kernel"),
+    ModelConfig: ("vocab_size", "rope_theta", "mlp_ratio", "dropout", "conv_kernel", "copy_dim"),
     TrainConfig: ("beta1", "beta2", "compile", "log_every", "grad_clip", "weight_decay"),
     DataConfig: ("hub_timeout_s",),
 }
@@ -195,7 +220,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         if not isinstance(raw, dict):
             raise ConfigError("top level: expected a mapping")
         top_level = ("seed", "p_train", "p_chat")  # DataConfig fields written at the top level
-        known = {*top_level, "data", "profiles"}
+        known = {*top_level, "data", "profiles", "grounded"}
         for name in raw:
             if name not in known:
                 raise ConfigError(f"{name}: unknown key (known: {', '.join(sorted(known))})")
@@ -235,7 +260,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
                 model=from_dict(ModelConfig, body["model"], f"{key}.model"),
                 train=from_dict(TrainConfig, body["train"], f"{key}.train"),
             )
-        return Params(data=data, profiles=profiles)
+        grounded = from_dict(GroundedConfig, raw["grounded"], "grounded")
+        return Params(data=data, profiles=profiles, grounded=grounded)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
 

@@ -40,7 +40,10 @@ from bytechat import paths
 from bytechat.atomic import write_json, write_text
 from bytechat.chat_format import render_transcript
 from bytechat.checkpoint import find_checkpoint
+from bytechat.config import load_params
 from bytechat.device import autocast_dtype, get_device
+from bytechat.generate import ChatEngine, SamplingConfig
+from bytechat.grounded_eval import evaluate_grounded
 from bytechat.streams import open_stream
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
@@ -165,8 +168,6 @@ def eval_dir(profile: str) -> Path:
 
 def chat_samples(model: torch.nn.Module, header: str, max_new_tokens: int = SAMPLE_BYTES) -> str:
     """Greedy (temperature 0, so reproducible) replies to SAMPLE_PROMPTS, as text."""
-    from bytechat.generate import ChatEngine, SamplingConfig
-
     engine = ChatEngine(model)
     sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens)
     parts = [header]
@@ -195,9 +196,13 @@ def evaluate_profile(profile: str, *, device: torch.device | None = None, dtype:
                                                       progress=progress)  # fmt: skip
     metrics["step"] = step
     out = eval_dir(profile)
-    write_json(out / "metrics.json", metrics)
     header = f"# bytechat {profile}: {path.name} at step {step}, greedy replies (temperature 0)"
-    write_text(out / "samples.txt", chat_samples(model, header))
+    samples = chat_samples(model, header)
+    grounded_metrics, transcripts = evaluate_grounded(ChatEngine(model), load_params().seed)
+    metrics.update(grounded_metrics)
+    write_text(out / "grounded_samples.txt", f"{header}\n\n{transcripts}")
+    write_text(out / "samples.txt", samples)
+    write_json(out / "metrics.json", metrics)
     return metrics
 
 

@@ -21,25 +21,25 @@ answer ABSTAIN. Questions come from many templates filled from a block's attribu
 
 from __future__ import annotations
 
+import json
 import random
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Sequence
 
 from bytechat.chat_format import render_transcript
+from bytechat.data.roam import RoamPage
 from bytechat.notes import NoteBlock, notes_system_content, render_notes
+from bytechat.notes_index import query_terms
+from bytechat.retrieval import notes_budget
 
 ABSTAIN = "I couldn't find that in your notes."
 ANSWER_PREFIX = "From {page}: "
 _KEY_VALUE = re.compile(r"^([A-Za-z][\w' -]{0,30}): (.+)$")
 _WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
 _TODO_LINE = re.compile(r"^\s*TODO (.+)$")
-_COMMON = set(
-    "about after again also always back been before being best better both came come could down each even every "
-    "from gets going good have here into just keep kept know last like made make many more most much must need "
-    "next only other over really same should some still such take than that them then there these they thing "
-    "things this those through time very want well were what when where which while will with would your".split()
-)
+RARE_WORD_BLOCKS = 3  # a keyword question's word occurs in at most this many blocks
 
 Retriever = Callable[[str, int], Sequence[NoteBlock]]
 
@@ -135,15 +135,17 @@ def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] 
     todos = [m.group(1) for m in map(_TODO_LINE.match, lines) if m]
     if todos:
         found.append(Question(rng.choice(TODO_TEMPLATES).format(title=name), _clip(todos[0]), "todo"))
-    # Keyword questions: not for a lone attribute (its key is on every page of that kind).
-    body = " ".join(_KEY_VALUE.sub(r"\2", line.strip()) for line in lines)
-    words = [w for w in _WORD.findall(body) if w.lower() not in _COMMON and w.lower() not in name.lower()]
-    if words and not (head and len(lines) == 1):
-        # The rarest word of the block in the whole graph: the one a person would search for.
+    # Keyword questions: a word a person would search for (a query term that few blocks
+    # share), not for a lone attribute (its key is on every page of that kind).
+    if not (head and len(lines) == 1):
+        body = " ".join(_KEY_VALUE.sub(r"\2", line.strip()) for line in lines)
         counts = word_counts or {}
-        word = min(words, key=lambda w: (counts.get(w.lower(), 0), rng.random()))
-        line = next(l.strip() for l in lines if word in l)
-        found.append(Question(rng.choice(KEYWORD_TEMPLATES).format(word=word.lower()), _clip(line), "keyword"))
+        words = [w for w in _WORD.findall(body) if query_terms(w) == [w.lower()] and w.lower() not in name.lower()
+                 and counts.get(w.lower(), 0) <= RARE_WORD_BLOCKS]  # fmt: skip
+        if words:
+            word = min(words, key=lambda w: (counts.get(w.lower(), 0), rng.random()))
+            line = next(l.strip() for l in lines if word in l)
+            found.append(Question(rng.choice(KEYWORD_TEMPLATES).format(word=word.lower()), _clip(line), "keyword"))
     if block.position == 0:
         found.append(Question(rng.choice(PAGE_TEMPLATES).format(title=name), _clip(lines[0].strip()), "page"))
     return found
@@ -153,12 +155,23 @@ def answer(block: NoteBlock) -> str:
     return ANSWER_PREFIX.format(page=block.page) + block.text
 
 
+def fit_notes(blocks: Sequence[NoteBlock], question: str, context_bytes: int, k: int) -> list[NoteBlock]:
+    """The first blocks (best first, at most k) whose notes fit the budget chat gives them
+    (retrieval.notes_budget for a model of context_bytes), as retrieve_for_chat keeps them."""
+    budget = notes_budget(context_bytes, [{"role": "user", "content": question}])
+    kept: list[NoteBlock] = []
+    for block in blocks:
+        if len(kept) < k and len(render_notes([*kept, block]).encode("utf-8")) <= budget:
+            kept.append(block)
+    return kept
+
+
 def grounded_dialogue(
-    block: NoteBlock, question: Question, retrieve: Retriever, k: int, system: str | None = None
+    block: NoteBlock, question: Question, retrieve: Retriever, k: int, context_bytes: int, system: str | None = None
 ) -> Dialogue:
     """The dialogue for one question: retrieval's other hits as distractors, the block last."""
-    others = [hit for hit in retrieve(question.text, k + 1) if hit != block][: k - 1]
-    notes = render_notes([block, *others])
+    others = [hit for hit in retrieve(question.text, k + 1) if hit != block]
+    notes = render_notes(fit_notes([block, *others], question.text, context_bytes, k))
     messages = [
         {"role": "system", "content": notes_system_content(notes, system)},
         {"role": "user", "content": question.text},
@@ -167,11 +180,11 @@ def grounded_dialogue(
     return Dialogue(messages, question.gold, question.kind, block.page)
 
 
-def uncovered_dialogue(rng: random.Random, retrieve: Retriever, k: int, unknown_name: str) -> Dialogue:
+def uncovered_dialogue(rng: random.Random, retrieve: Retriever, k: int, context_bytes: int, unknown_name: str) -> Dialogue:
     """A question the notes do not answer; whatever retrieval finds, the answer abstains."""
     topic = rng.choice((*UNCOVERED_TOPICS, f"{unknown_name}'s birthday", unknown_name))
     text = rng.choice(UNCOVERED_TEMPLATES).format(topic=topic)
-    notes = render_notes(list(retrieve(text, k))[:k])
+    notes = render_notes(fit_notes(retrieve(text, k), text, context_bytes, k))
     messages = [
         {"role": "system", "content": notes},
         {"role": "user", "content": text},
@@ -196,6 +209,7 @@ def dialogues(
     k: int = 3,
     uncovered: float = 0.1,
     unknown_name: Callable[[random.Random], str] | None = None,
+    context_bytes: int = 512,
 ) -> list[Dialogue]:
     """n dialogues about random blocks (a share `uncovered` about what the notes lack)."""
     if not blocks:
@@ -205,10 +219,23 @@ def dialogues(
     while len(out) < n:
         if rng.random() < uncovered:
             name = unknown_name(rng) if unknown_name else f"Person {rng.randint(100, 999)}"
-            out.append(uncovered_dialogue(rng, retrieve, k, name))
+            out.append(uncovered_dialogue(rng, retrieve, k, context_bytes, name))
             continue
         block = rng.choice(blocks)
         options = questions(block, rng, counts)
         if options:
-            out.append(grounded_dialogue(block, rng.choice(options), retrieve, k))
+            out.append(grounded_dialogue(block, rng.choice(options), retrieve, k, context_bytes))
     return out
+
+
+def read_split_pages(path: str | Path) -> list[RoamPage]:
+    """Pages from the split stage's roam_{train,val}.jsonl (each text: title, newline, page)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: missing (run `dvc repro split` first)") from None
+    pages = []
+    for record in map(json.loads, lines):
+        pages.append(RoamPage(record["id"], record["text"].partition("\n")[2]))
+    return pages

@@ -39,6 +39,7 @@ BENCH_DIR = ARTIFACTS / "bench"
 NOTES_DIR = ARTIFACTS / "notes"  # index stage: the notes index for chat + summary.json
 NOTES_INDEX = NOTES_DIR / "index.sqlite"
 NOTES_SUMMARY = NOTES_DIR / "summary.json"
+GROUNDED_DIR = ARTIFACTS / "grounded"  # grounded stage: {train,val}.jsonl dialogues + summary.json
 
 
 def run_dir(profile: str) -> Path:
@@ -55,5 +56,5 @@ def export_dir(profile: str) -> Path:
 
 
 def stream_path(source: str, split: str) -> Path:
-    """The byte stream of one source ("wiki", "roam", "primer") and split."""
+    """The byte stream of one source ("wiki", "roam", "primer", "grounded") and split."""
     return STREAMS_DIR / f"{source}_{split}.bin"

@@ -65,7 +65,7 @@ from tqdm.auto import tqdm
 from bytechat import checkpoint as ckpt_io
 from bytechat import paths
 from bytechat.atomic import write_text
-from bytechat.batching import BatchError, get_batch
+from bytechat.batching import DIALOGUE_SOURCES, BatchError, document_starts, get_batch
 from bytechat.config import SOURCES, ConfigError, DataConfig, Params, Profile, TrainConfig, load_params
 from bytechat.device import autocast_dtype, get_device, synchronize
 from bytechat.lr_schedule import CHAT, chat_start, lr_at, phase_at
@@ -192,9 +192,11 @@ class Data:
     train: dict[str, np.ndarray]
     val: dict[str, np.ndarray]
     fingerprint: dict
+    train_starts: dict[str, np.ndarray] = field(default_factory=dict)  # batching.document_starts
+    val_starts: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def open_data(cfg: DataConfig, chat_fraction: float) -> Data:
+def open_data(cfg: DataConfig, chat_fraction: float, block_size: int) -> Data:
     """Memmap every train/val stream; the fingerprint (seed, mixes, sha256s) gates resumes."""
     train, val, shas = {}, {}, {}
     for source in SOURCES:
@@ -210,7 +212,10 @@ def open_data(cfg: DataConfig, chat_fraction: float) -> Data:
         "seed": int(cfg.seed),
         "streams": shas,
     }
-    return Data(train=train, val=val, fingerprint=fingerprint)
+    def starts(streams: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {s: document_starts(streams[s], block_size) for s in DIALOGUE_SOURCES if len(streams[s]) > block_size}
+
+    return Data(train=train, val=val, fingerprint=fingerprint, train_starts=starts(train), val_starts=starts(val))
 
 
 def code_fingerprint(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
@@ -221,7 +226,8 @@ def code_fingerprint(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
 
 
 def eval_batches(val: Mapping[str, np.ndarray], rows: int, block: int, n_batches: int, seed: int,
-                 device: torch.device, dist: Dist) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:  # fmt: skip
+                 device: torch.device, dist: Dist, starts: Mapping[str, np.ndarray] | None = None,
+                 ) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:  # fmt: skip
     """Fixed validation batches per source, drawn once from their own generator, so every
     eval of a run scores the same bytes and never disturbs the training sampler."""
     batches = {}
@@ -233,7 +239,8 @@ def eval_batches(val: Mapping[str, np.ndarray], rows: int, block: int, n_batches
         gen = make_generator(seed + EVAL_SEED_OFFSET)
         only = {name: float(name == source) for name in SOURCES}
         batches[source] = [
-            get_batch({source: stream}, only, rows, block, device, gen, rank=dist.rank, world_size=dist.world_size)
+            get_batch({source: stream}, only, rows, block, device, gen, rank=dist.rank, world_size=dist.world_size,
+                      starts=starts)
             for _ in range(n_batches)
         ]
     return batches
@@ -430,7 +437,7 @@ class Trainer:
         # No torch.use_deterministic_algorithms: the CPU kernels this model uses are
         # deterministic for a fixed thread count already (tests/test_resume.py checks it
         # bit for bit), and the call costs ~1.4 s of imports (torch._dynamo) per start.
-        self.data = open_data(self.params.data, self.tcfg.chat_fraction)
+        self.data = open_data(self.params.data, self.tcfg.chat_fraction, self.mcfg.block_size)
         self.code = code_fingerprint()
         self.dist.agree(self.data.fingerprint, "data")
         self.dist.agree(self.code, "code")
@@ -521,7 +528,8 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for micro in range(self.tcfg.grad_accum):
             x, y = get_batch(self.data.train, mix, self.micro_rows, self.mcfg.block_size,
-                             self.device, self.sampler, rank=self.dist.rank, world_size=self.dist.world_size)  # fmt: skip
+                             self.device, self.sampler, rank=self.dist.rank, world_size=self.dist.world_size,
+                             starts=self.data.train_starts)  # fmt: skip
             with self.grad_sync(last=micro == self.tcfg.grad_accum - 1):
                 with autocast(self.device, self.amp):
                     _, loss = self.forward(x, y)
@@ -578,7 +586,7 @@ class Trainer:
             self.say(f"{self.profile.name}: already trained ({self.state.step}/{steps} steps); nothing to do")
             return self.result(started)
         batches = eval_batches(self.data.val, self.micro_rows, self.mcfg.block_size, self.tcfg.eval_batches,
-                               self.params.seed, self.device, self.dist)  # fmt: skip
+                               self.params.seed, self.device, self.dist, self.data.val_starts)  # fmt: skip
         peak = measure_peak_flops(self.device, self.amp) * self.dist.world_size  # every rank's hardware
         live = open_live(self.live_dir, self.resumed_from is not None, self.state.step) if self.dist.is_main else None
         with self.progress_bar() as bar:

@@ -1,5 +1,6 @@
 """Stage `eval@<profile>`: bits per byte of the profile's best checkpoint on every val
-stream and wiki_test (with gzip/bz2/xz for reference), plus greedy chat samples.
+stream and wiki_test (with gzip/bz2/xz for reference), plus greedy chat samples
+and the chat-with-notes metrics (bytechat.grounded_eval).
 
     python stages/eval.py --profile smoke
 
@@ -15,6 +16,7 @@ from bytechat.checkpoint import CheckpointError
 from bytechat.config import ConfigError, load_params
 from bytechat.eval import evaluate_profile, eval_dir
 from bytechat.export import ModelLoadError
+from bytechat.notes_index import NotesIndexError
 from bytechat.streams import StreamError
 
 
@@ -28,13 +30,15 @@ def main() -> int:
     try:
         load_params(args.params).profile(args.profile)  # a clear error for an unknown profile
         metrics = evaluate_profile(args.profile, dtype=args.dtype)
-    except (ConfigError, StreamError, CheckpointError, ModelLoadError) as exc:
+    except (ConfigError, StreamError, CheckpointError, ModelLoadError, NotesIndexError, FileNotFoundError) as exc:
         print(f"stages/eval.py: error: {exc}", file=sys.stderr)
         return 2
     for name, m in metrics.items():
         if isinstance(m, dict):
             print(f"{name:<12} bpb {m['bpb']:.3f}  (gzip {m['gzip_bpb']:.3f}, bz2 {m['bz2_bpb']:.3f}, xz {m['xz_bpb']:.3f})")
-    print(f"-> {eval_dir(args.profile)}/metrics.json, samples.txt")
+        elif name.startswith(("grounded_", "chat_")):
+            print(f"{name:<34} {m:.3f}")
+    print(f"-> {eval_dir(args.profile)}/metrics.json, samples.txt, grounded_samples.txt")
     return 0
 
 

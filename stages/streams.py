@@ -60,6 +60,12 @@ def main() -> int:
         origin = manifest["roam"]["dir"] if source == "roam" else manifest["primer"]["file"]
         for split in ("train", "val"):
             jobs.append((source, split, jsonl_texts(paths.SPLITS_DIR / f"{source}_{split}.jsonl"), origin))
+    for split in ("train", "val"):
+        grounded = paths.GROUNDED_DIR / f"{split}.jsonl"
+        if not grounded.is_file():
+            print(f"error: {grounded}: missing (run `dvc repro grounded` first)", file=sys.stderr)
+            return 1
+        jobs.append(("grounded", split, jsonl_texts(grounded), "grounded dialogues (stages/grounded.py)"))
     for source, split, docs, origin in tqdm(jobs, desc="streams", unit=" stream"):
         meta = write_stream(docs, paths.stream_path(source, split), origin)
         tqdm.write(f"{source}_{split}: {meta['bytes']:>10,} bytes, {meta['documents']:>6,} documents  <- {origin}")

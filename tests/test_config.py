@@ -13,11 +13,12 @@ def test_repo_params_load():
     params = load_params(REPO / "params.yaml")
     assert params.seed == RAW["seed"]
     assert set(params.profiles) >= {"smoke", "train"}
-    assert params.profile("smoke").train.steps == 1000
+    assert params.profile("smoke").train.steps == RAW["profiles"]["smoke"]["train"]["steps"]
     assert params.profile("train").train.steps == 20000
-    assert params.data.p_train == pytest.approx({"wiki": 0.784, "roam": 0.196, "primer": 0.020})
-    assert params.data.p_chat == pytest.approx({"wiki": 0.3, "roam": 0.15, "primer": 0.55})
-    assert params.profile("smoke").train.chat_fraction == 0.25
+    # The base phase keeps the seed's mix; grounded dialogues come in through p_chat.
+    assert params.data.p_train == pytest.approx({"wiki": 0.784, "roam": 0.196, "primer": 0.020, "grounded": 0.0})
+    assert params.data.p_chat == pytest.approx(RAW["p_chat"]) and params.data.p_chat["grounded"] > 0
+    assert params.grounded.context_bytes <= min(p.model.block_size for p in params.profiles.values())
 
 
 def _with(mutate):

@@ -15,7 +15,7 @@ import yaml
 
 from bytechat import checkpoint as ckpt_io
 from bytechat import paths
-from bytechat.config import ConfigError, TrainConfig
+from bytechat.config import SOURCES, ConfigError, TrainConfig
 from bytechat.streams import write_stream
 from tests.conftest import REPO
 
@@ -32,9 +32,10 @@ def write_params(root: Path, *, seed: int = 7, **train_overrides) -> Path:
     params = {
         "seed": seed,
         "data": {"wikitext_source": "offline", "wikitext_config": "wikitext-2-raw-v1", "val_fraction": 0.1},
-        "p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1},
-        "p_chat": {"wiki": 0.2, "roam": 0.2, "primer": 0.6},
+        "p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1, "grounded": 0.0},
+        "p_chat": {"wiki": 0.2, "roam": 0.2, "primer": 0.3, "grounded": 0.3},
         "profiles": {"tiny": {"model": dict(TINY_MODEL), "train": {**TINY_TRAIN, **train_overrides}}},
+        "grounded": yaml.safe_load((REPO / "params.yaml").read_text())["grounded"],
     }
     path = root / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
@@ -44,7 +45,7 @@ def write_params(root: Path, *, seed: int = 7, **train_overrides) -> Path:
 def write_tiny_streams(root: Path, seed: int = 0) -> None:
     rng = random.Random(seed)
     streams = root / "artifacts" / "streams"
-    for source in ("wiki", "roam", "primer"):
+    for source in SOURCES:
         for split, n_docs in (("train", 60), ("val", 12)):
             docs = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(n_docs)]
             write_stream(docs, streams / f"{source}_{split}.bin", source)
@@ -98,7 +99,7 @@ def test_train_writes_checkpoints_and_dvclive_metrics(tiny_root):
     last = ckpt_io.load_checkpoint(ckdir / "last.pt")
     assert last["step"] == 12 and ckpt_io.load_checkpoint(ckdir / "last.prev.pt")["step"] == 8
     assert last["best_val_loss"] == pytest.approx(min(last["val_loss"], last["best_val_loss"]))
-    assert set(last["data"]["streams"]) == {f"{s}_{p}" for s in ("wiki", "roam", "primer") for p in ("train", "val")}
+    assert set(last["data"]["streams"]) == {f"{s}_{p}" for s in SOURCES for p in ("train", "val")}
 
     live = paths.run_dir("tiny") / "live"
     metrics = json.loads((live / "metrics.json").read_text())
@@ -187,10 +188,10 @@ def test_eval_batches_are_fixed_and_leave_the_sampler_alone(tiny_root):
     from bytechat.config import load_params
     from bytechat.train import Dist, eval_batches, open_data
 
-    data = open_data(load_params().data, 0.25)
+    data = open_data(load_params().data, 0.25, 32)
     a = eval_batches(data.val, 4, 32, 2, 7, torch.device("cpu"), Dist())
     b = eval_batches(data.val, 4, 32, 2, 7, torch.device("cpu"), Dist())
-    assert set(a) == {"wiki", "roam", "primer"}
+    assert set(a) == set(SOURCES)
     for source in a:
         for (xa, ya), (xb, yb) in zip(a[source], b[source]):
             assert torch.equal(xa, xb) and torch.equal(ya, yb)
@@ -252,7 +253,8 @@ def test_chat_phase_draws_by_p_chat_and_logs_the_phase(tiny_root, monkeypatch):
 
     monkeypatch.setattr(train_module, "get_batch", recording_get_batch)
     run()
-    p_train, p_chat = {"wiki": 0.6, "roam": 0.3, "primer": 0.1}, {"wiki": 0.2, "roam": 0.2, "primer": 0.6}
+    p_train = {"wiki": 0.6, "roam": 0.3, "primer": 0.1, "grounded": 0.0}
+    p_chat = {"wiki": 0.2, "roam": 0.2, "primer": 0.3, "grounded": 0.3}
     assert mixes == [p_train] * 2 * 9 + [p_chat] * 2 * 3  # 12 steps x grad_accum 2, the last 3 steps chat
     live = paths.run_dir("tiny") / "live"
     phase = (live / "plots" / "metrics" / "phase.tsv").read_text().split()
@@ -265,22 +267,22 @@ def test_val_loss_weights_sources_by_the_final_mix(tiny_root):
     from bytechat.train import mixed_loss
 
     result = run()
-    p_chat = {"wiki": 0.2, "roam": 0.2, "primer": 0.6}
+    p_chat = {"wiki": 0.2, "roam": 0.2, "primer": 0.3, "grounded": 0.3}
     assert result.val_loss == pytest.approx(mixed_loss(result.val_losses, p_chat))
 
 
 def test_changed_p_chat_is_a_different_run_unless_the_chat_phase_is_off(tiny_root, capsys):
     run()
     params = yaml.safe_load((tiny_root / "params.yaml").read_text())
-    params["p_chat"] = {"wiki": 0.1, "roam": 0.1, "primer": 0.8}
+    params["p_chat"] = {"wiki": 0.1, "roam": 0.1, "primer": 0.5, "grounded": 0.3}
     (tiny_root / "params.yaml").write_text(yaml.safe_dump(params))
     assert run().resumed_from is None
-    assert "data.p_chat.primer: 0.6 -> 0.8" in capsys.readouterr().err
+    assert "data.p_chat.primer: 0.3 -> 0.5" in capsys.readouterr().err
 
     params["profiles"]["tiny"]["train"]["chat_fraction"] = 0.0
     (tiny_root / "params.yaml").write_text(yaml.safe_dump(params))
     assert run().resumed_from is None  # chat_fraction changed
-    params["p_chat"] = {"wiki": 0.3, "roam": 0.3, "primer": 0.4}
+    params["p_chat"] = {"wiki": 0.3, "roam": 0.3, "primer": 0.4, "grounded": 0.0}
     (tiny_root / "params.yaml").write_text(yaml.safe_dump(params))
     assert run().resumed_from == 12  # p_chat draws nothing without a chat phase
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from bytechat.config import ModelConfig
 from bytechat.model.blocks import Block, LayerKV, dropout, norm
+from bytechat.model.copy_head import CopyHead
 from bytechat.model.rope import full_width, rope_cache
 
 
@@ -34,6 +35,11 @@ class KVCache:
         if cfg.conv_kernel > 1:
             conv = torch.zeros((cfg.n_layer, batch_size, cfg.block_size, cfg.n_embd), device=device, dtype=dtype)
             self.conv = [conv[i] for i in range(cfg.n_layer)]
+        # The copy head's keys and the input bytes at each position (see copy_head.py).
+        self.copy_keys = self.copy_ids = None
+        if cfg.copy_dim > 0:
+            self.copy_keys = torch.zeros((batch_size, cfg.block_size, cfg.copy_dim), device=device, dtype=dtype)
+            self.copy_ids = torch.zeros((batch_size, cfg.block_size), device=device, dtype=torch.long)
         self.capacity = cfg.block_size
         self.length = 0
 
@@ -48,6 +54,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = norm(cfg.n_embd)
+        self.copy = CopyHead(cfg.n_embd, cfg.copy_dim, cfg.vocab_size) if cfg.copy_dim > 0 else None
         # Not persistent: derived from the config, so they stay out of checkpoints.
         sin, cos = full_width(*rope_cache(cfg.block_size, cfg.head_dim, cfg.rope_theta, dtype=torch.float32))
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -86,7 +93,11 @@ class GPT(nn.Module):
                 x = block(x, sin, cos)
             else:
                 x = block(x, sin, cos, cache.layers[i], start_pos, cache.conv[i])
-        logits = F.linear(self.ln_f(x), self.wte.weight)  # tied output layer
+        h = self.ln_f(x)
+        logits = F.linear(h, self.wte.weight)  # tied output layer
+        if self.copy is not None:  # log-probabilities that may also copy from the context
+            keys, ids = (cache.copy_keys, cache.copy_ids) if cache is not None else (None, None)
+            logits = self.copy(h, logits, idx, keys, ids, start_pos)
         if cache is not None:
             cache.length = end
         loss = None

@@ -1,0 +1,80 @@
+"""A copy head: the next byte may also be read off the context, pointer-network style.
+
+A tiny byte model trained for minutes does not grow induction heads (find where the
+current bytes occurred earlier, read what came next) on its own: answers about notes it
+had never seen copied 0 of 60 blocks from the prompt (docs/notes.md). This head wires
+that circuit in. From the final hidden state it forms a query for position t and a key
+for every earlier position j; attention over j < t picks places whose context looks like
+the current one, and each picked place votes for the byte that followed it, x[j+1]:
+
+    p_copy(b | t) = sum over j < t with x[j+1] = b of  a[t, j]
+    p(b | t)      = (1 - g_t (1 - a_null)) p_model(b | t) + g_t p_copy(b | t)
+
+g_t is a learned gate (how much to trust the context now) and a_null the attention on a
+learned "nowhere" slot, so a position with nothing worth copying (and position 0, which
+has no earlier position) leaves p_model as it is. The result is a proper distribution;
+GPT.forward returns its log, which works everywhere logits do (cross-entropy, softmax,
+temperature). It is still the model's own generation: one learned distribution per byte.
+The same idea as the pointer-generator of See et al. (2017), at the byte level.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+_TINY = 1e-30  # floor before log: bytes that occur nowhere in the context get log(tiny), not -inf
+
+
+class CopyHead(nn.Module):
+    def __init__(self, n_embd: int, dim: int, vocab_size: int) -> None:
+        super().__init__()
+        self.dim, self.vocab_size = dim, vocab_size
+        self.query = nn.Linear(n_embd, dim, bias=False)
+        self.key = nn.Linear(n_embd, dim, bias=False)
+        self.gate = nn.Linear(n_embd, 1, bias=True)
+        self.null_score = nn.Parameter(torch.zeros(()))
+        nn.init.zeros_(self.gate.bias)
+
+    def forward(
+        self,
+        h: torch.Tensor,
+        logits: torch.Tensor,
+        idx: torch.Tensor,
+        keys: torch.Tensor | None = None,
+        ids: torch.Tensor | None = None,
+        start_pos: int = 0,
+    ) -> torch.Tensor:
+        """Log-probabilities (B, T, vocab) for h (B, T, C) at positions start_pos..+T-1.
+
+        Without a cache, idx (B, T) are the inputs. With one, keys (B, block, dim) and
+        ids (B, block) hold earlier positions' keys and input bytes; this call's are
+        written in first (GPT.forward passes KVCache.copy_keys / copy_ids).
+        """
+        B, T, _ = h.shape
+        end = start_pos + T
+        k = self.key(h)
+        if keys is not None:
+            keys[:, start_pos:end] = k.to(keys.dtype)
+            ids[:, start_pos:end] = idx
+            k, idx = keys[:, :end], ids[:, :end]
+        q = self.query(h).float()
+        scores = q @ k.float().transpose(1, 2) / math.sqrt(self.dim)  # (B, T, end)
+        # Query t (absolute start_pos + t) may use key j only when x[j+1] is known: j < t.
+        t_abs = torch.arange(start_pos, end, device=h.device).unsqueeze(1)
+        j_abs = torch.arange(end, device=h.device).unsqueeze(0)
+        scores = scores.masked_fill(j_abs >= t_abs, float("-inf"))
+        null = self.null_score.float().expand(B, T, 1)
+        attn = torch.cat((scores, null), dim=-1).softmax(dim=-1)
+        # The byte after each key position; the last position's successor is unknown
+        # (and never attended to: every query is before it or at it).
+        following = F.one_hot(idx[:, 1:], self.vocab_size).float()
+        following = F.pad(following, (0, 0, 0, 1))  # (B, end, vocab)
+        p_copy = attn[..., :-1] @ following  # (B, T, vocab), sums to 1 - a_null
+        gate = torch.sigmoid(self.gate(h).float())  # (B, T, 1)
+        keep_model = (1 - gate * (1 - attn[..., -1:])).clamp_min(_TINY)
+        log_model = F.log_softmax(logits.float(), dim=-1)
+        return torch.logaddexp(log_model + keep_model.log(), (gate * p_copy).clamp_min(_TINY).log())

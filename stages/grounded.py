@@ -1,0 +1,89 @@
+"""Stage `grounded`: dialogues that answer questions from retrieved notes (bytechat/grounded.py).
+
+    train.jsonl  about the roam TRAIN pages (retrieval over train pages only) and about
+                 synthetic pages (random facts, so only copying from the prompt answers them)
+    val.jsonl    about the roam VALIDATION pages (retrieval over validation pages only)
+
+Validation pages never reach train.jsonl: not as the answer, not as a distractor (the
+train-side index holds train blocks only). Each line: {"text": the transcript, "messages",
+"gold", "kind", "page", "source"}. Seeded: the same params and notes give the same files.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bytechat import grounded, paths
+from bytechat.atomic import atomic_open, write_json
+from bytechat.config import ConfigError, GroundedConfig, load_params
+from bytechat.data.roam import RoamPage
+from bytechat.grounded import read_split_pages
+from bytechat.notes import all_blocks
+from bytechat.notes_index import NotesIndex
+from bytechat.synthetic_notes import name as random_name
+from bytechat.synthetic_notes import synthetic_pages
+
+SEED_OFFSETS = {"roam_train": 11, "synthetic": 12, "roam_val": 13}  # one rng per part
+
+
+def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: str) -> list[dict]:
+    """n dialogues about pages, retrieval over these pages only."""
+    blocks = all_blocks(pages)
+    with NotesIndex.build(blocks) as index:
+        def retrieve(question: str, k: int):
+            return [hit.block for hit in index.search(question, k)]
+
+        rng = random.Random(seed)
+        found = grounded.dialogues(blocks, retrieve, rng, n, k=cfg.k, uncovered=cfg.uncovered,
+                                   unknown_name=random_name, context_bytes=cfg.context_bytes)  # fmt: skip
+    return [{"text": d.document(), "messages": d.messages, "gold": d.gold, "kind": d.kind, "page": d.page,
+             "source": source} for d in found]  # fmt: skip
+
+
+def write_jsonl(path: Path, records: list[dict]) -> None:
+    with atomic_open(path, "w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def main() -> int:
+    try:
+        params = load_params()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    cfg, seed = params.grounded, params.seed
+    try:
+        train_pages = read_split_pages(paths.SPLITS_DIR / "roam_train.jsonl")
+        val_pages = read_split_pages(paths.SPLITS_DIR / "roam_val.jsonl")
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    jobs = [
+        ("roam_train", lambda: part(train_pages, cfg.roam_dialogues, cfg, seed + SEED_OFFSETS["roam_train"], "roam")),
+        ("synthetic", lambda: part(synthetic_pages(random.Random(seed + SEED_OFFSETS["synthetic"]), cfg.synthetic_pages),
+                                   cfg.synthetic_dialogues, cfg, seed + SEED_OFFSETS["synthetic"], "synthetic")),
+        ("roam_val", lambda: part(val_pages, cfg.val_dialogues, cfg, seed + SEED_OFFSETS["roam_val"], "roam")),
+    ]  # fmt: skip
+    made = {}
+    for name, job in tqdm(jobs, desc="grounded", unit=" part"):
+        made[name] = job()
+    train = made["roam_train"] + made["synthetic"]
+    random.Random(seed).shuffle(train)  # interleave, so any stretch of the stream mixes both
+    write_jsonl(paths.GROUNDED_DIR / "train.jsonl", train)
+    write_jsonl(paths.GROUNDED_DIR / "val.jsonl", made["roam_val"])
+    summary = {name: len(records) for name, records in made.items()}
+    summary["val_pages"] = sorted(p.name for p in val_pages)
+    write_json(paths.GROUNDED_DIR / "summary.json", summary)
+    print(f"grounded: {len(train):,} train dialogues ({summary['roam_train']:,} roam, {summary['synthetic']:,} synthetic),"
+          f" {summary['roam_val']:,} val")  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -93,7 +93,9 @@ def parse_chat(transcript: str) -> list[dict[str, str]]:
 
 def extract_assistant_reply(generated: str) -> str:
     """The reply in text generated after "assistant: ": everything up to the first
-    "\\n(system|user|assistant): " tag (only those tags end it), unescaped."""
+    "\\n(system|user|assistant): " tag (only those tags end it), unescaped. Newlines
+    right before that tag are dropped (documents in the training streams are joined by
+    a blank line, so a model often ends its reply with one)."""
     match = _TURN.search(generated)
-    reply = generated if match is None else generated[: match.start()]
+    reply = generated if match is None else generated[: match.start()].rstrip("\n")
     return unescape_content(reply)

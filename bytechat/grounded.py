@@ -7,11 +7,14 @@ Each dialogue is what chat does at inference time, written out for training:
     [Sourdough Starter] Feeding
       Ratio 1:1:1 by weight
     user: what did I write about feeding?
-    assistant: From Sourdough Starter: Feeding
+    assistant: From [Sourdough Starter] Feeding
       Ratio 1:1:1 by weight
 
-The answer quotes the block placed last, the one retrieval ranks first, so the rule the
-model learns is the one chat needs: say where, then copy the nearest block. A question
+The answer is "From " and then the block placed last (the one retrieval ranks first),
+verbatim as the notes show it, page and all: the rule the model learns is the one chat
+needs, say where and quote the nearest block, and a verbatim span is what a small model
+copies best (with "From Page: text" it copied the "] " after the page name as often as
+not). A question
 the notes do not cover gets "Notes: none found." (or only unrelated blocks) and the
 answer ABSTAIN. Questions come from many templates filled from a block's attributes
 (`key: value`), TODOs, page titles and its rarer words (see `questions`).
@@ -35,7 +38,7 @@ from bytechat.notes_index import query_terms
 from bytechat.retrieval import notes_budget
 
 ABSTAIN = "I couldn't find that in your notes."
-ANSWER_PREFIX = "From {page}: "
+ANSWER_PREFIX = "From "
 _KEY_VALUE = re.compile(r"^([A-Za-z][\w' -]{0,30}): (.+)$")
 _WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
 _TODO_LINE = re.compile(r"^\s*TODO (.+)$")
@@ -152,7 +155,7 @@ def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] 
 
 
 def answer(block: NoteBlock) -> str:
-    return ANSWER_PREFIX.format(page=block.page) + block.text
+    return ANSWER_PREFIX + block.render()
 
 
 def fit_notes(blocks: Sequence[NoteBlock], question: str, context_bytes: int, k: int) -> list[NoteBlock]:

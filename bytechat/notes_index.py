@@ -70,10 +70,14 @@ STOPWORDS = frozenset(
     writes writing written wrote yet you your yours yourself yourselves
     hi hello hey hiya yo thanks thank thx cheers ok okay yes yeah yep nope bye goodbye sorry great
     cool nice good many long often again anyway actually really
+    morning evening afternoon night tonight today help helped helps helpful use using tired fine
+    awesome perfect joke funny doing going stay stayed staying
     s t m d ll re ve
     """.split()
 )
 
+CANDIDATES = 4  # search ranks k * CANDIDATES blocks, then keeps the k best that cover the query
+MIN_COVERAGE = 0.5  # a hit must match more than this share of the query's terms
 _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's token characters
 
 _SCHEMA = f"""
@@ -85,7 +89,7 @@ CREATE VIRTUAL TABLE blocks_fts USING fts5(
 INSERT INTO blocks_fts (blocks_fts, rank) VALUES ('rank', 'bm25({PAGE_WEIGHT}, {TEXT_WEIGHT})');
 """
 _SEARCH = """
-SELECT b.page, b.text, b.position, hits.rank
+SELECT b.id, b.page, b.text, b.position, hits.rank
 FROM (SELECT rowid, rank FROM blocks_fts WHERE blocks_fts MATCH ? ORDER BY rank LIMIT ?) AS hits
 JOIN blocks AS b ON b.id = hits.rowid
 ORDER BY hits.rank, b.id
@@ -262,16 +266,34 @@ class NotesIndex:
         return int(self.meta.get("pages", 0))
 
     def search(self, query: str, k: int = 3) -> list[Hit]:
-        """The k best blocks for query, best first; [] if it has no terms or no match."""
+        """The k best blocks for query, best first; [] if it has no terms or no match.
+
+        A block must match more than half of the query's terms (in its page title or
+        text): "what's my blood type?" must not answer with a block that only says
+        "type: #habits". Without that, a question the notes do not cover almost always
+        finds some block sharing one word, and the model quotes it."""
         terms = query_terms(query)
         if not terms or k <= 0:
             return []
         try:
             with self._lock:
-                rows = self._conn.execute(_SEARCH, (match_expression(terms), int(k))).fetchall()
+                rows = self._conn.execute(_SEARCH, (match_expression(terms), int(k) * CANDIDATES)).fetchall()
+                if len(terms) > 1 and rows:
+                    matched = self._terms_matched(terms, [row[0] for row in rows])
+                    rows = [row for row in rows if matched[row[0]] > len(terms) * MIN_COVERAGE]
         except sqlite3.DatabaseError as exc:
             raise NotesIndexError(f"{self.path or 'in-memory notes index'}: search failed ({exc})") from None
-        return [Hit(page, text, -rank, position) for page, text, position, rank in rows]
+        return [Hit(page, text, -rank, position) for _, page, text, position, rank in rows[:k]]
+
+    def _terms_matched(self, terms: list[str], ids: list[int]) -> dict[int, int]:
+        """For each block id, how many of terms it matches (FTS5's own tokenizer and stemmer)."""
+        matched = dict.fromkeys(ids, 0)
+        marks = ",".join("?" * len(ids))
+        for term in terms:
+            sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({marks})"
+            for (rowid,) in self._conn.execute(sql, (match_expression([term]), *ids)):
+                matched[rowid] += 1
+        return matched
 
     def stale_reason(self, notes_dir: str | Path | None = None) -> str | None:
         """Why the index does not match the notes in notes_dir (default: the folder it was

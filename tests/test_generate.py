@@ -382,3 +382,11 @@ def test_crop_messages_drops_only_what_it_must(turns, with_system, budget):
         assert len(format_chat(one_more).encode()) > budget
     if cropped and len(format_chat(messages[-1:]).encode()) <= budget // 2:
         assert cropped[-1] == messages[-1]  # a last message that fits is never cut
+
+
+def test_reply_assembler_drops_blank_lines_before_a_turn():
+    from bytechat.generate import ReplyAssembler
+
+    assembler = ReplyAssembler()
+    pieces = [assembler.feed(b) for b in b"line one\n  two\n\nsystem: "]
+    assert assembler.stopped and "".join(pieces) == assembler.reply == "line one\n  two"

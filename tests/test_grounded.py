@@ -54,11 +54,10 @@ def test_answer_quotes_the_block_placed_last_and_holds_the_gold():
         if d.kind == "uncovered":
             assert assistant["content"] == grounded.ABSTAIN
             continue
-        last_block = system["content"].split("\n[")[-1]
-        page, text = last_block.split("] ", 1)
-        assert assistant["content"] == f"From {page.lstrip('[')}: {text}"
+        last_block = "[" + system["content"].split("\n[")[-1]
+        assert assistant["content"] == f"From {last_block}"
         assert d.gold and d.gold in assistant["content"]
-        assert d.page == page.lstrip("[")
+        assert last_block.startswith(f"[{d.page}] ")
     assert kinds == {"attribute", "todo", "keyword", "page", "uncovered"}
 
 

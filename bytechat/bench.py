@@ -312,7 +312,8 @@ def bench_batching(plan: Plan, device: torch.device, profile: Profile, p_train: 
     from bytechat.streams import open_stream, write_stream
 
     rng = np.random.default_rng(seed)
-    sizes = {"wiki": plan.batch_stream_mb, "roam": plan.batch_stream_mb / 4, "primer": plan.batch_stream_mb / 16}
+    sizes = {"wiki": plan.batch_stream_mb, "roam": plan.batch_stream_mb / 4, "primer": plan.batch_stream_mb / 16,
+             "grounded": plan.batch_stream_mb / 2}  # fmt: skip
     rows, block = profile.train.batch_size // profile.train.grad_accum, profile.model.block_size
     with tempfile.TemporaryDirectory(prefix="bytechat-bench-") as tmp:
         streams = {}

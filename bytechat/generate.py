@@ -37,6 +37,9 @@ class SamplingConfig:
     top_k: int | None = 50  # keep the k most likely bytes; None or 0 = off
     top_p: float | None = 0.95  # then the smallest set with this much probability; None or 1.0 = off
     max_new_tokens: int = 512
+    # Never emit a byte that would repeat a run of this many bytes the reply already holds
+    # (RepeatGuard); 0 = off. The prompt is not counted: quoting a note is copying.
+    repeat_guard: int = 16
 
     def __post_init__(self) -> None:
         def bad(name: str, problem: str) -> ValueError:
@@ -50,6 +53,34 @@ class SamplingConfig:
             raise bad("top_p", "must be in (0, 1] (1 = off)")
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
             raise bad("max_new_tokens", "must be an integer >= 1")
+        if not isinstance(self.repeat_guard, int) or self.repeat_guard < 0 or self.repeat_guard == 1:
+            raise bad("repeat_guard", "must be 0 (off) or an integer >= 2")
+
+
+class RepeatGuard:
+    """Which bytes would repeat an n-byte run already in the reply (no_repeat_ngram_size,
+    as in Hugging Face's generate, on bytes).
+
+    A small model decoding greedily falls into loops ("of milk of milk of milk ..."), and
+    a copy head makes them stickier: the loop itself becomes context worth copying.
+    Banning the byte that would complete a repeated n-byte run breaks every loop after
+    at most one period plus n bytes. O(1) per byte: a map from the last n-1 bytes to the
+    bytes that followed them before.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._followers: dict[bytes, set[int]] = {}
+
+    def banned(self, produced: bytearray) -> list[int]:
+        if not self.n or len(produced) < self.n - 1:
+            return []
+        return sorted(self._followers.get(bytes(produced[len(produced) - self.n + 1 :]), ()))
+
+    def add(self, produced: bytearray) -> None:
+        """Record the run that the newest byte of produced completes."""
+        if self.n and len(produced) >= self.n:
+            self._followers.setdefault(bytes(produced[-self.n : -1]), set()).add(produced[-1])
 
 
 # Temperatures below this sample like 0 (greedy). At 1e-6 a logit gap of 1e-4 already
@@ -136,12 +167,18 @@ def generate_bytes(
     cache = model.new_cache() if use_cache else None
     logits = _last_logits(model, text, cache, device)
     produced = bytearray()
+    guard = RepeatGuard(sampling.repeat_guard)
     step = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
     for i in range(sampling.max_new_tokens):
         if should_stop is not None and should_stop():
             return "cancelled"
+        banned = guard.banned(produced)
+        if banned:  # far below the rest (finite: sample_next refuses inf), so never drawn
+            logits = logits.clone()
+            logits[banned] = logits.min() - 1e4
         byte = int(sample_next(logits, sampling, generator))
         produced.append(byte)
+        guard.add(produced)
         text.append(byte)
         yield byte
         if stops and produced.endswith(stops):

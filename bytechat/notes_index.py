@@ -71,7 +71,7 @@ STOPWORDS = frozenset(
     hi hello hey hiya yo thanks thank thx cheers ok okay yes yeah yep nope bye goodbye sorry great
     cool nice good many long often again anyway actually really
     morning evening afternoon night tonight today help helped helps helpful use using tired fine
-    awesome perfect joke funny doing going stay stayed staying
+    awesome perfect joke funny doing going stay stayed staying gave give given giving year years
     s t m d ll re ve
     """.split()
 )

@@ -390,3 +390,27 @@ def test_reply_assembler_drops_blank_lines_before_a_turn():
     assembler = ReplyAssembler()
     pieces = [assembler.feed(b) for b in b"line one\n  two\n\nsystem: "]
     assert assembler.stopped and "".join(pieces) == assembler.reply == "line one\n  two"
+
+
+def test_repeat_guard_breaks_a_loop_but_lets_the_prompt_be_quoted():
+    from bytechat.generate import RepeatGuard
+
+    guard, produced = RepeatGuard(4), bytearray()
+    for byte in b"abcXabc":
+        produced.append(byte)
+        guard.add(produced)
+    assert guard.banned(produced) == [ord("X")], "abcX already happened: X may not follow abc again"
+    assert RepeatGuard(0).banned(produced) == []
+
+
+def test_generation_never_repeats_a_guarded_run():
+    """A model that loops greedily ("hello" forever) is cut off by the guard."""
+    model = train_chat_model()
+    loop = SamplingConfig(temperature=0.0, max_new_tokens=200, repeat_guard=0)
+    guarded = SamplingConfig(temperature=0.0, max_new_tokens=200, repeat_guard=8)
+    prompt = b"assistant: hello\nassistant: hello\nassistant: "
+    free = bytes(generate_bytes(model, prompt, loop, make_generator(0)))
+    held = bytes(generate_bytes(model, prompt, guarded, make_generator(0)))
+    runs = lambda data: [data[i : i + 8] for i in range(len(data) - 7)]  # noqa: E731
+    assert len(set(runs(held))) == len(runs(held)), "no 8-byte run twice in the reply"
+    assert len(set(runs(free))) < len(runs(free)), "without the guard this model repeats itself"

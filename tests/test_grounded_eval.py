@@ -1,0 +1,67 @@
+"""The chat-with-notes metrics: questions go through the real chat path (retrieval, notes
+in the system turn, the engine), and the scoring counts what it claims to count."""
+
+from __future__ import annotations
+
+
+from bytechat import grounded_eval as ge
+from bytechat.data.roam import RoamPage, load_pages
+from bytechat.generate import ChatEngine
+from bytechat.notes import all_blocks
+from bytechat.notes_index import NotesIndex
+from tests.helpers import train_chat_model
+
+PAGES = [
+    RoamPage("Bees", "- hives:: 3\n- location:: behind the shed\n- {{[[TODO]]}} order new frames\n"),
+    RoamPage("Marta", "- birthday:: 9 April\n- Lives in Porto with Rui.\n"),
+]
+
+
+def test_scoring_counts_gold_facts_and_abstentions():
+    hit = ge.Result(ge.Case("how many hives?", ["3"]), "From [Bees] hives: 3", "stop")
+    miss = ge.Result(ge.Case("how many hives?", ["3"]), "From [Marta] birthday: 9 April", "stop")
+    abstain = ge.Result(ge.Case("passport?", []), "I couldn’t find that in your notes.", "stop")
+    made_up = ge.Result(ge.Case("passport?", []), "From [Bees] hives: 3", "stop")
+    assert [r.correct for r in (hit, miss, abstain, made_up)] == [True, False, True, False]
+    assert ge.share([hit, miss, abstain, made_up]) == 0.5
+    assert ge.share([]) == 0.0
+
+
+def test_cases_come_from_the_pages_given_and_are_seeded():
+    a = ge.page_cases(PAGES, 4, seed=1, all_pages=PAGES)
+    assert a == ge.page_cases(PAGES, 4, seed=1, all_pages=PAGES)
+    assert len(a) == 4 and {c.page for c in a} <= {"Bees", "Marta"}
+    assert all(c.gold and c.position is not None for c in a)
+    uncovered = ge.uncovered_cases(5, seed=2)
+    assert len(uncovered) == 5 and all(not c.gold for c in uncovered)
+
+
+def test_recall_at_3_finds_the_gold_block():
+    with NotesIndex.build(all_blocks(PAGES)) as index:
+        good = ge.Case("when is Marta's birthday?", ["9 April"], "Marta", 0)
+        wrong = ge.Case("when is Marta's birthday?", ["9 April"], "Bees", 0)
+        assert ge.recall_at_3(index, [good]) == 1.0
+        assert ge.recall_at_3(index, [good, wrong]) == 0.5
+
+
+def test_ask_runs_the_chat_path_and_names_sources():
+    engine = ChatEngine(train_chat_model())
+    with NotesIndex.build(all_blocks(PAGES)) as index:
+        result = ge.ask(engine, index, "hi", max_bytes=16)
+        assert result.sources == [] and result.finish in ("stop", "length")
+        assert isinstance(result.reply, str)
+        # Too small a context for notes (64 bytes): retrieval keeps nothing, chat goes on.
+        assert ge.ask(engine, index, "when is Marta's birthday?", max_bytes=8).sources == []
+
+
+def test_the_unseen_notes_folder_answers_its_own_questions():
+    """Every hand-written question with a gold fact names a page whose text holds it."""
+    pages = {p.name: p.text for p in load_pages(ge.UNSEEN_NOTES)}
+    cases = ge.unseen_cases()
+    assert len(cases) >= 15 and any(not c.gold for c in cases)
+    for case in cases:
+        if case.gold:
+            assert any(g in pages[case.page] for g in case.gold), case.question
+    with NotesIndex.build(all_blocks(load_pages(ge.UNSEEN_NOTES))) as index:
+        found = [c for c in cases if c.gold and any(h.page == c.page for h in index.search(c.question, 3))]
+        assert len(found) >= 0.8 * sum(1 for c in cases if c.gold), "retrieval finds most answers"

@@ -49,14 +49,14 @@ serve:
 # One profile on NPROC processes of this machine (DDP; gloo on CPU, nccl on GPUs). The data
 # stages come from dvc first (nothing to do when the streams are current); the checkpoints
 # land where train@PROFILE keeps them, so a later `dvc repro` finds the run trained.
-# Several machines: run torchrun yourself (README, "Training on several processes and machines").
+# Several machines: run torchrun yourself (docs/ddp.md).
 train-ddp:
 	mkdir -p .roam-data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro streams
 	$(BIN)/torchrun --standalone --nproc_per_node=$(NPROC) stages/train.py --profile $(PROFILE) $(ARGS)
 
 bench:
-	$(BIN)/python -m bytechat.bench $(ARGS)
+	$(BIN)/python -m tools.bench $(ARGS)
 
 clean:
 	rm -rf artifacts dvclive

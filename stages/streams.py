@@ -4,7 +4,6 @@ plus a JSON sidecar. Documents are read one at a time, so memory stays flat."""
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -12,23 +11,8 @@ from typing import Iterator
 from tqdm import tqdm
 
 from bytechat import paths
+from bytechat.data.wikitext import wikitext_articles
 from bytechat.streams import write_stream
-
-# A WikiText article starts at a top-level heading line " = Title = ".
-_ARTICLE_HEADING = re.compile(r"^ = [^=].* = $")
-
-
-def wikitext_articles(path: Path) -> Iterator[str]:
-    """Articles of a WikiText split file, one at a time, surrounding blank lines dropped."""
-    lines: list[str] = []
-    with open(path, encoding="utf-8", newline="") as fh:
-        for line in fh:
-            if _ARTICLE_HEADING.match(line.rstrip("\n")) and any(l.strip() for l in lines):
-                yield "".join(lines).strip("\n")
-                lines = []
-            lines.append(line)
-    if any(l.strip() for l in lines):
-        yield "".join(lines).strip("\n")
 
 
 def jsonl_texts(path: Path) -> Iterator[str]:

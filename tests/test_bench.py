@@ -1,4 +1,4 @@
-"""bytechat.bench in a tiny mode: every section runs and lands in report.json / report.md.
+"""tools.bench in a tiny mode: every section runs and lands in report.json / report.md.
 No timing assertions (the machine is shared); only that the numbers are there."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import math
 import pytest
 import yaml
 
-from bytechat import bench
+from tools import bench
 from bytechat.paths import PARAMS
 
 TINY_PLAN = bench.Plan(peak_repeats=2, train_warmup=1, train_steps=2, decode_bytes=4, decode_repeats=1,

@@ -34,7 +34,7 @@ from bytechat.notes_index import NotesIndex
 from bytechat.web import server
 from bytechat.web.chat_request import ChatJob, Role
 from bytechat.web.guard import uvicorn_options
-from bytechat.web.local_server import free_port, running_server, save_tiny_model
+from tools.local_server import free_port, running_server, save_tiny_model
 from bytechat.web.server import create_app
 from bytechat.web.settings import ServerSettings
 from bytechat.web.workers import ReplyWorkers, ServerBusy

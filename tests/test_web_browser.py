@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bytechat.web.local_server import running_server, save_tiny_model
+from tools.local_server import running_server, save_tiny_model
 
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, no sandbox (tests may run as root), and nothing that phones home: without the

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 import urllib.request
 from pathlib import Path
@@ -24,6 +25,23 @@ from typing import Iterator
 SPLITS = ("train", "validation", "test")
 HUB_DATASET = "Salesforce/wikitext"
 _RAW_NAMES = {"train": "wiki.train.raw", "validation": "wiki.valid.raw", "test": "wiki.test.raw"}
+
+
+# A WikiText article starts at a top-level heading line " = Title = ".
+_ARTICLE_HEADING = re.compile(r"^ = [^=].* = $")
+
+
+def wikitext_articles(path: Path) -> Iterator[str]:
+    """Articles of a WikiText split file, one at a time, surrounding blank lines dropped."""
+    lines: list[str] = []
+    with open(path, encoding="utf-8", newline="") as fh:
+        for line in fh:
+            if _ARTICLE_HEADING.match(line.rstrip("\n")) and any(l.strip() for l in lines):
+                yield "".join(lines).strip("\n")
+                lines = []
+            lines.append(line)
+    if any(l.strip() for l in lines):
+        yield "".join(lines).strip("\n")
 
 
 class WikiTextError(ValueError):

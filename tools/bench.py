@@ -1,4 +1,4 @@
-"""Performance benchmarks in one run: `python -m bytechat.bench [--quick] [--out DIR]`
+"""Performance benchmarks in one run: `python -m tools.bench [--quick] [--out DIR]`
 (`make bench`). Writes DIR/report.json and a readable DIR/report.md (default
 artifacts/bench), each section with its target and whether it was met:
 
@@ -13,8 +13,8 @@ artifacts/bench), each section with its target and whether it was met:
   streams   the streams stage (wikitext_articles + write_stream) on a generated
             WikiText-like corpus, in a subprocess: MB/s and peak RSS at two sizes
   eval      score_bytes throughput with the smoke model, auto dtype and fp32
-  web       bytechat.loadtest against a server with a tiny model: requests/s, p50/p99
-  notes     the notes index (bytechat.notes_bench): top-3 search latency on the example
+  web       tools.loadtest against a server with a tiny model: requests/s, p50/p99
+  notes     the notes index (tools.notes_bench): top-3 search latency on the example
             graph, and build time + peak RSS for a synthetic 10,000-page (~20 MB) folder
 
 Timings on a shared machine are noisy: every figure is a median of repeats, A/B
@@ -53,8 +53,8 @@ from bytechat import paths
 from bytechat.atomic import write_json, write_text
 from bytechat.config import SOURCES, ModelConfig, Profile, load_params
 from bytechat.device import autocast_dtype, cpu_has_bf16, get_device, synchronize
-from bytechat.notes_bench import bench_notes
-from bytechat.notes_bench import section_lines as notes_section_lines
+from tools.notes_bench import bench_notes
+from tools.notes_bench import section_lines as notes_section_lines
 
 SECTIONS = ("peak", "train", "decode", "batching", "streams", "eval", "web", "notes")
 MIB = 1 << 20
@@ -341,7 +341,7 @@ def bench_batching(plan: Plan, device: torch.device, profile: Profile, p_train: 
 # ---------------------------------------------------------------- streams
 
 _STREAMS_CHILD = r"""
-import importlib.util, json, sys, time
+import json, sys, time
 from pathlib import Path
 
 def rss_kib(field):  # this process's VmRSS / VmHWM (peak) in KiB; VmHWM starts afresh at exec
@@ -349,14 +349,12 @@ def rss_kib(field):  # this process's VmRSS / VmHWM (peak) in KiB; VmHWM starts 
         if line.startswith(field + ":"):
             return int(line.split()[1])
 
-stage_file, src, dst = sys.argv[1:4]
-spec = importlib.util.spec_from_file_location("bytechat_stage_streams", stage_file)
-stage = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(stage)
+src, dst = sys.argv[1:3]
+from bytechat.data.wikitext import wikitext_articles
 from bytechat.streams import write_stream
 before = rss_kib("VmHWM")
 start = time.perf_counter()
-meta = write_stream(stage.wikitext_articles(Path(src)), Path(dst), "bench")
+meta = write_stream(wikitext_articles(Path(src)), Path(dst), "bench")
 seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "bytes": meta["bytes"], "documents": meta["documents"],
                   "rss_before_kb": before, "peak_rss_kb": rss_kib("VmHWM")}))
@@ -400,12 +398,15 @@ def write_wikitext_like(path: Path, n_bytes: int, seed: int = 0) -> int:
     return written
 
 
+def _repo_env() -> dict:
+    """This environment with the repository root on PYTHONPATH (for `bytechat` and `tools`)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+
+
 def run_streams_stage(src: Path, dst: Path) -> dict:
-    stage_file = Path(__file__).resolve().parent.parent / "stages" / "streams.py"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(stage_file.parent.parent),
-                                                                      os.environ.get("PYTHONPATH")]))}  # fmt: skip
-    proc = subprocess.run([sys.executable, "-c", _STREAMS_CHILD, str(stage_file), str(src), str(dst)],
-                          capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    proc = subprocess.run([sys.executable, "-c", _STREAMS_CHILD, str(src), str(dst)],
+                          capture_output=True, text=True, env=_repo_env(), timeout=600)  # fmt: skip
     if proc.returncode != 0:
         raise RuntimeError(f"streams stage subprocess failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -476,9 +477,9 @@ def bench_eval(plan: Plan, device: torch.device, profile: Profile, seed: int) ->
 def bench_web(plan: Plan) -> dict:
     with tempfile.TemporaryDirectory(prefix="bytechat-bench-web-") as tmp:
         out = Path(tmp) / "web.json"
-        command = [sys.executable, "-m", "bytechat.loadtest", "--requests", str(plan.web_requests),
+        command = [sys.executable, "-m", "tools.loadtest", "--requests", str(plan.web_requests),
                    "--concurrency", str(plan.web_concurrency), "--out", str(out)]  # fmt: skip
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=900)
+        proc = subprocess.run(command, capture_output=True, text=True, env=_repo_env(), timeout=900)
         if not out.exists():
             raise RuntimeError(f"loadtest wrote no results ({proc.returncode}): {proc.stderr[-2000:]}")
         result = json.loads(out.read_text(encoding="utf-8"))
@@ -748,7 +749,7 @@ def _section_lines(name: str, s: dict) -> list[str]:
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bytechat.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="far fewer steps/requests (a smoke check of the bench)")
     parser.add_argument("--out", default=None, help=f"output folder (default {paths.BENCH_DIR})")
     parser.add_argument("--threads", type=int, default=None,
@@ -767,7 +768,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = run_bench(args.quick, args.out, threads=args.threads, skip=skip, device=args.device)
     except ValueError as exc:
-        print(f"bytechat.bench: error: {exc}", file=sys.stderr)
+        print(f"tools.bench: error: {exc}", file=sys.stderr)
         return 2
     out = Path(args.out) if args.out else paths.BENCH_DIR
     print(render_markdown(report))

@@ -1,6 +1,6 @@
 """Load test for the chat server: many concurrent chat requests, latency and error figures.
 
-    python -m bytechat.loadtest --requests 2000 --concurrency 16 --out artifacts/bench/web.json
+    python -m tools.loadtest --requests 2000 --concurrency 16 --out artifacts/bench/web.json
 
 Without --url it starts `python -m bytechat.web.server` on a free loopback port, with
 --ckpt or else a tiny random model (the figures then measure the server, not a model).
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import httpx
 
 from bytechat.atomic import write_json
-from bytechat.web.local_server import running_server, save_tiny_model
+from tools.local_server import running_server, save_tiny_model
 
 COMPLETE = ("stop", "length")
 
@@ -39,7 +39,7 @@ class Outcome:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bytechat.loadtest", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="python -m tools.loadtest", description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--concurrency", type=int, default=16)
     p.add_argument("--max-new-tokens", type=int, default=32, help="bytes asked for per reply")

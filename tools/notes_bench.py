@@ -1,4 +1,4 @@
-"""The `notes` section of `make bench` (bytechat.bench): the notes index's speed.
+"""The `notes` section of `make bench` (tools.bench): the notes index's speed.
 
   retrieval  top-k (k=3) search latency on the example graph (examples/roam, ~600
              blocks), over a few hundred questions built from its own blocks' words:
@@ -197,7 +197,7 @@ def bench_notes(n_queries: int, n_pages: int, seed: int = 0) -> dict:
 
 
 def section_lines(s: dict, table) -> list[str]:
-    """The markdown of the section; table is bytechat.bench's _table."""
+    """The markdown of the section; table is tools.bench's _table."""
     r, b = s["retrieval"], s["build"]
     lines = table(["search (example graph)", "blocks", "queries", "median ms", "p99 ms", "max ms", "hits/query"],
                   [[f"top-{r['k']}", r["blocks"], r["queries"], r["median_ms"], r["p99_ms"], r["max_ms"],

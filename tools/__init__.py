@@ -1,0 +1,1 @@
+"""Benchmarks, load tests and experiments: development tools, not shipped with bytechat."""

@@ -32,14 +32,10 @@ DistributedDataParallel (nccl on GPUs, gloo on CPU), on one machine or several (
 of the rows every rank draws alike, so the data of a step does not depend on N, and a run
 resumes under any N. Rank 0 alone reads and writes checkpoints (it sends the one it
 resumes from to the others), metrics and the progress bar; every rank checks at start
-that its streams and code match rank 0's. A rank that dies takes the run down: torchrun
-stops the other workers and exits non-zero, and collectives time out after
-BYTECHAT_DIST_TIMEOUT_S (default 300) should a peer hang instead of dying.
+that its streams and code match rank 0's (bytechat.distributed; docs/ddp.md).
 
-MFU (model FLOPs utilisation) = model.flops_per_byte() x bytes/s / peak FLOP/s, where the
-peak is measured once at start as the rate of a 1024^3 matmul in the training dtype (so
-it is "share of what this machine's matmul reaches", not of a spec sheet), unless
-BYTECHAT_PEAK_FLOPS gives it (e.g. 989e12 for an H100's bf16 spec).
+Around the loop: bytechat.train_data (streams, fingerprint, validation batches),
+bytechat.run_log (progress bar, dvclive, bytes/s and MFU), bytechat.checkpoint.
 """
 
 from __future__ import annotations
@@ -47,175 +43,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import datetime
 import hashlib
-import json
 import math
 import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Mapping, Sequence
 
-import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bytechat import checkpoint as ckpt_io
 from bytechat import paths
-from bytechat.atomic import write_text
-from bytechat.batching import DIALOGUE_SOURCES, BatchError, document_starts, get_batch
-from bytechat.config import SOURCES, ConfigError, DataConfig, Params, Profile, TrainConfig, load_params
-from bytechat.device import autocast_dtype, get_device, synchronize
+from bytechat.batching import BatchError, get_batch
+from bytechat.config import ConfigError, Params, Profile, TrainConfig, load_params
+from bytechat.device import autocast_dtype, get_device
+from bytechat.distributed import Dist, lost_peer
 from bytechat.lr_schedule import CHAT, chat_start, lr_at, phase_at
 from bytechat.rng import make_generator, set_seed
-from bytechat.streams import StreamError, open_stream, read_meta
+from bytechat.run_log import RunLogger, Speedometer, measure_peak_flops
+from bytechat.streams import StreamError
+from bytechat.train_data import eval_batches, open_data
 
-PEAK_ENV = "BYTECHAT_PEAK_FLOPS"
-TIMEOUT_ENV = "BYTECHAT_DIST_TIMEOUT_S"
-# Long enough for what one rank does while the others wait at the next collective (rank 0
-# writing a checkpoint, a slow first compile), short enough that a hung peer ends the run.
-DEFAULT_TIMEOUT_S = 300.0
-EVAL_SEED_OFFSET = 1  # eval batches: their own generator (seed + 1), apart from the training sampler
 # The source a run's weights depend on, under bytechat/: the train stage's code deps in
 # dvc.yaml (tests/test_train.py keeps the two lists in step). An edit starts a fresh run.
-CODE_FILES = ("model/*.py", "train.py", "lr_schedule.py", "checkpoint.py", "batching.py", "device.py", "rng.py")
+CODE_FILES = ("model/*.py", "train.py", "train_data.py", "distributed.py", "run_log.py", "lr_schedule.py",
+              "checkpoint.py", "batching.py", "device.py", "rng.py")  # fmt: skip
 PACKAGE_DIR = Path(__file__).resolve().parent
-
-
-# ---------------------------------------------------------------- distributed context
-
-
-@dataclass(frozen=True)
-class Dist:
-    """Who this process is: rank 0 of 1, or one of the processes torchrun started
-    (RANK / WORLD_SIZE / LOCAL_RANK in the environment).
-
-    Everything rank-dependent goes through here: batch slicing (get_batch's rank and
-    world_size: every rank draws the global batch and keeps its rows, so the data of a
-    step does not depend on the world size), who writes files and logs (is_main), and
-    averaging losses over ranks.
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @classmethod
-    def from_env(cls) -> "Dist":
-        try:
-            world_size = int(os.environ.get("WORLD_SIZE", "1"))
-            rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-        except ValueError:
-            raise ConfigError("RANK/WORLD_SIZE/LOCAL_RANK: must be integers (set by torchrun)") from None
-        return cls(rank=rank, world_size=world_size, local_rank=local_rank)
-
-    def device(self, device: torch.device) -> torch.device:
-        """One GPU per process (cuda:LOCAL_RANK); CPU processes share the CPU."""
-        if self.enabled and device.type == "cuda":
-            device = torch.device("cuda", self.local_rank)
-            torch.cuda.set_device(device)
-        return device
-
-    def start(self, device: torch.device) -> None:
-        if self.enabled and not torch.distributed.is_initialized():
-            backend = "nccl" if device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size,
-                                                 timeout=collective_timeout())  # fmt: skip
-
-    def stop(self) -> None:
-        if self.enabled and torch.distributed.is_initialized():
-            torch.distributed.destroy_process_group()
-
-    def mean(self, value: torch.Tensor) -> torch.Tensor:
-        """The mean of value over ranks (a collective: every rank must call it)."""
-        if not self.enabled:
-            return value
-        total = value.detach().clone()
-        torch.distributed.all_reduce(total)  # SUM: gloo has no AVG
-        return total / self.world_size
-
-    def from_main(self, obj):
-        """Rank 0's obj on every rank (a collective)."""
-        if not self.enabled:
-            return obj
-        box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
-        return box[0]
-
-    def agree(self, value: Mapping, what: str) -> None:
-        """Raise the same ConfigError on every rank unless every rank's value equals rank 0's
-        (a collective): on several machines, each one has its own copy of the inputs."""
-        if not self.enabled:
-            return
-        values = [None] * self.world_size
-        torch.distributed.all_gather_object(values, dict(value))
-        for rank, other in enumerate(values[1:], start=1):
-            if diffs := ckpt_io.compare(values[0], other, what):
-                raise ConfigError(f"rank {rank}: {what} differs from rank 0's ({'; '.join(diffs[:3])}); "
-                                  f"every machine needs the same artifacts/streams and bytechat code")  # fmt: skip
-
-    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
-        if not self.enabled:
-            return model
-        from torch.nn.parallel import DistributedDataParallel
-
-        return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def collective_timeout() -> datetime.timedelta:
-    """How long a collective waits for a silent peer before the run fails."""
-    raw = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = -1.0
-    if not (seconds > 0 and math.isfinite(seconds)):
-        raise ConfigError(f"{TIMEOUT_ENV}: expected seconds > 0 such as 300, got {raw!r}")
-    return datetime.timedelta(seconds=seconds)
-
-
-# ---------------------------------------------------------------- data and code
-
-
-@dataclass
-class Data:
-    train: dict[str, np.ndarray]
-    val: dict[str, np.ndarray]
-    fingerprint: dict
-    train_starts: dict[str, np.ndarray] = field(default_factory=dict)  # batching.document_starts
-    val_starts: dict[str, np.ndarray] = field(default_factory=dict)
-
-
-def open_data(cfg: DataConfig, chat_fraction: float, block_size: int) -> Data:
-    """Memmap every train/val stream; the fingerprint (seed, mixes, sha256s) gates resumes."""
-    train, val, shas = {}, {}, {}
-    for source in SOURCES:
-        for split, into in (("train", train), ("val", val)):
-            path = paths.stream_path(source, split)
-            into[source] = open_stream(path)
-            shas[f"{source}_{split}"] = read_meta(path).get("sha256")
-    fingerprint = {
-        "p_train": dict(cfg.p_train),
-        # Without a chat phase p_chat draws nothing: editing it must not cost a finished run.
-        "p_chat": dict(cfg.p_chat) if chat_fraction > 0 else None,
-        "chat_fraction": float(chat_fraction),
-        "seed": int(cfg.seed),
-        "streams": shas,
-    }
-    def starts(streams: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {s: document_starts(streams[s], block_size) for s in DIALOGUE_SOURCES if len(streams[s]) > block_size}
-
-    return Data(train=train, val=val, fingerprint=fingerprint, train_starts=starts(train), val_starts=starts(val))
 
 
 def code_fingerprint(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
@@ -223,27 +78,6 @@ def code_fingerprint(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
     found = {path for pattern in CODE_FILES for path in package_dir.glob(pattern) if path.is_file()}
     return {path.relative_to(package_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
             for path in sorted(found)}  # fmt: skip
-
-
-def eval_batches(val: Mapping[str, np.ndarray], rows: int, block: int, n_batches: int, seed: int,
-                 device: torch.device, dist: Dist, starts: Mapping[str, np.ndarray] | None = None,
-                 ) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:  # fmt: skip
-    """Fixed validation batches per source, drawn once from their own generator, so every
-    eval of a run scores the same bytes and never disturbs the training sampler."""
-    batches = {}
-    for source, stream in val.items():
-        if len(stream) < block + 1:
-            ckpt_io.warn(f"{paths.stream_path(source, 'val')}: {len(stream)} bytes, too short for "
-                         f"block_size {block}; not used for validation")  # fmt: skip
-            continue
-        gen = make_generator(seed + EVAL_SEED_OFFSET)
-        only = {name: float(name == source) for name in SOURCES}
-        batches[source] = [
-            get_batch({source: stream}, only, rows, block, device, gen, rank=dist.rank, world_size=dist.world_size,
-                      starts=starts)
-            for _ in range(n_batches)
-        ]
-    return batches
 
 
 # ---------------------------------------------------------------- model and optimizer
@@ -270,33 +104,6 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def measure_peak_flops(device: torch.device, dtype: torch.dtype | None, seconds: float = 0.3) -> float:
-    """FLOP/s of a 1024^3 matmul in the training dtype, or BYTECHAT_PEAK_FLOPS when set."""
-    env = os.environ.get(PEAK_ENV)
-    if env:
-        try:
-            value = float(env)
-            if value > 0 and math.isfinite(value):
-                return value
-        except ValueError:
-            pass
-        raise ConfigError(f"{PEAK_ENV}: expected a FLOP/s figure > 0 such as 1.5e11, got {env!r}")
-    n = 1024
-    gen = make_generator(0, "cpu")  # leaves the global RNG untouched
-    a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype or torch.float32)
-    b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype or torch.float32)
-    a @ b  # warm up kernels and caches
-    synchronize(device)
-    count, start = 0, time.perf_counter()
-    while True:
-        a @ b
-        count += 1
-        synchronize(device)
-        elapsed = time.perf_counter() - start
-        if elapsed >= seconds:
-            return 2 * n**3 * count / elapsed
 
 
 @torch.inference_mode()
@@ -326,70 +133,7 @@ def mixed_loss(losses: Mapping[str, float], p: Mapping[str, float]) -> float:
     return sum(losses[s] * w for s, w in weights.items()) / total
 
 
-# ---------------------------------------------------------------- dvclive
-
-
-def trim_live_history(live_dir: Path, last_step: int) -> None:
-    """Drop metric rows logged after last_step (by a run killed after its last checkpoint),
-    so a resumed run's plots hold each step once; partial lines of a kill mid-write go too."""
-    for tsv in (live_dir / "plots" / "metrics").rglob("*.tsv"):
-        lines = tsv.read_text(encoding="utf-8").splitlines()
-        if not lines:
-            continue
-        header = lines[0].split("\t")
-        if "step" not in header:
-            continue
-        col = header.index("step")
-        kept = [lines[0]]
-        for line in lines[1:]:
-            cells = line.split("\t")
-            if len(cells) == len(header) and cells[col].isdigit() and int(cells[col]) <= last_step:
-                kept.append(line)
-        if len(kept) != len(lines):
-            write_text(tsv, "\n".join(kept) + "\n")
-
-
-def open_live(live_dir: Path, resume: bool, step: int):
-    """A dvclive Live writing metrics.json and plots under live_dir (no dvc.yaml, no exp)."""
-    from dvclive import Live  # imported late: it pulls in dvc, ~1 s
-
-    metrics = live_dir / "metrics.json"
-    if resume and metrics.exists():
-        try:
-            json.loads(metrics.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            ckpt_io.warn(f"{metrics}: damaged (killed mid-write?); rebuilt from the next log")
-            metrics.unlink()
-    if resume:
-        trim_live_history(live_dir, step)
-    live = Live(dir=str(live_dir), resume=resume, save_dvc_exp=False, dvcyaml=None)
-    live.step = step
-    return live
-
-
 # ---------------------------------------------------------------- the run
-
-
-class Speedometer:
-    """Training bytes/s and MFU over the steps since the last restart()."""
-
-    def __init__(self, bytes_per_step: int, flops_per_byte: float, peak_flops: float, device: torch.device) -> None:
-        self.bytes_per_step, self.flops_per_byte, self.peak = bytes_per_step, flops_per_byte, peak_flops
-        self.device = device
-        self.restart()
-
-    def restart(self) -> None:
-        synchronize(self.device)
-        self.start, self.steps = time.perf_counter(), 0
-
-    def count_step(self) -> None:
-        self.steps += 1
-
-    def read(self) -> tuple[float, float]:
-        """(bytes per second, model FLOPs utilisation)."""
-        synchronize(self.device)
-        bps = self.bytes_per_step * self.steps / max(time.perf_counter() - self.start, 1e-9)
-        return bps, self.flops_per_byte * bps / self.peak
 
 
 @dataclass
@@ -415,25 +159,25 @@ class TrainResult:
 
 
 class Trainer:
+    """One profile's run on this process: every piece of it is built here (streams, model,
+    optimizer, sampler, and the checkpoint it resumes from, if any); run() trains."""
+
     def __init__(self, params: Params, profile: Profile, *, device: torch.device | None = None,
                  dist: Dist | None = None, quiet: bool = False) -> None:  # fmt: skip
+        self.started = time.perf_counter()
         self.params, self.profile = params, profile
         self.mcfg, self.tcfg = profile.model, profile.train
         self.dist = dist or Dist()
         self.device = device or get_device()
         self.amp = autocast_dtype(self.device, self.tcfg.dtype)
-        self.quiet = quiet
         self.ckpt_dir = paths.checkpoints_dir(profile.name)
-        self.live_dir = paths.run_dir(profile.name) / "live"
+        self.log = RunLogger(profile.name, self.tcfg.steps, paths.run_dir(profile.name) / "live",
+                             main=self.dist.is_main, quiet=quiet)  # fmt: skip
         micro = self.tcfg.batch_size // self.tcfg.grad_accum
         if micro % self.dist.world_size:
             raise ConfigError(f"profiles.{profile.name}.train.batch_size: {self.tcfg.batch_size} / grad_accum "
                               f"{self.tcfg.grad_accum} = {micro} rows is not divisible by {self.dist.world_size} ranks")  # fmt: skip
         self.micro_rows = micro  # rows per micro-step over all ranks
-
-    # -- setup
-
-    def setup(self) -> None:
         # No torch.use_deterministic_algorithms: the CPU kernels this model uses are
         # deterministic for a fixed thread count already (tests/test_resume.py checks it
         # bit for bit), and the call costs ~1.4 s of imports (torch._dynamo) per start.
@@ -448,11 +192,13 @@ class Trainer:
         self.model.train()
         self.optimizer = build_optimizer(self.model, self.tcfg, self.device)
         self.sampler = make_generator(self.params.seed)
-        self.state = RunState()
+        self.state = RunState()  # replaced by the checkpoint's when resuming
         self.resumed_from = self.try_resume()
         # eval_model: the model without DDP (eval needs no gradient sync); forward: with it.
         self.eval_model = torch.compile(self.model) if self.tcfg.compile else self.model
         self.forward = self.dist.wrap(self.eval_model, self.device)
+
+    # -- resuming
 
     def try_resume(self) -> int | None:
         """Rank 0 picks the checkpoint (moving damaged or stale files aside) and sends it to
@@ -463,7 +209,7 @@ class Trainer:
             return None
         ckpt, name = picked
         self.load(ckpt)
-        self.say(f"resuming {self.profile.name} from {name} at step {self.state.step}")
+        self.log.say(f"resuming {self.profile.name} from {name} at step {self.state.step}")
         return self.state.step
 
     def pick_checkpoint(self) -> tuple[dict, str] | None:
@@ -472,7 +218,7 @@ class Trainer:
         try:
             found = ckpt_io.load_latest(self.ckpt_dir)
         except ckpt_io.CheckpointError as exc:
-            self.shout(f"{exc}; starting fresh")
+            self.log.shout(f"{exc}; starting fresh")
             found = None
         if found is None:
             self.stash_stale(0)
@@ -480,7 +226,7 @@ class Trainer:
         ckpt, path = found
         diffs = ckpt_io.differences(ckpt, self.mcfg, self.tcfg, self.data.fingerprint, self.code) + self.misfits(ckpt)
         if diffs:
-            self.shout(f"{path}: made with other settings or code ({'; '.join(diffs)}); starting fresh")
+            self.log.shout(f"{path}: made with other settings or code ({'; '.join(diffs)}); starting fresh")
             self.stash_stale(int(ckpt.get("step", 0)))
             return None
         return ckpt, path.name
@@ -500,7 +246,7 @@ class Trainer:
 
     def stash_stale(self, step: int) -> None:
         if self.dist.is_main and (moved := ckpt_io.move_stale(self.ckpt_dir, step)):
-            self.shout(f"moved the old checkpoints to {moved}")
+            self.log.shout(f"moved the old checkpoints to {moved}")
 
     def load(self, ckpt: Mapping) -> None:
         self.model.load_state_dict(ckpt["model"])
@@ -567,46 +313,21 @@ class Trainer:
         )  # fmt: skip
         ckpt_io.save_checkpoint(ckpt, self.ckpt_dir / name, keep_previous=name == ckpt_io.LAST)
 
-    def say(self, message: str) -> None:
-        if self.dist.is_main and not self.quiet:
-            tqdm.write(message, file=sys.stderr)
-
-    def shout(self, message: str) -> None:
-        """A warning nobody should miss (printed even when quiet)."""
-        if self.dist.is_main:
-            tqdm.write(f"!!! warning: {message}", file=sys.stderr)
-
     # -- the loop
 
     def run(self) -> TrainResult:
-        started = time.perf_counter()
-        self.setup()
         steps = self.tcfg.steps
         if self.state.step >= steps:
-            self.say(f"{self.profile.name}: already trained ({self.state.step}/{steps} steps); nothing to do")
-            return self.result(started)
+            self.log.say(f"{self.profile.name}: already trained ({self.state.step}/{steps} steps); nothing to do")
+            return self.result()
         batches = eval_batches(self.data.val, self.micro_rows, self.mcfg.block_size, self.tcfg.eval_batches,
                                self.params.seed, self.device, self.dist, self.data.val_starts)  # fmt: skip
         peak = measure_peak_flops(self.device, self.amp) * self.dist.world_size  # every rank's hardware
-        live = open_live(self.live_dir, self.resumed_from is not None, self.state.step) if self.dist.is_main else None
-        with self.progress_bar() as bar:
-            self.loop(bar, live, batches, peak)
-        if live is not None:
-            live.end()
-        return self.result(started)
+        with self.log.running(self.state.step, resume=self.resumed_from is not None):
+            self.loop(batches, peak)
+        return self.result()
 
-    @contextlib.contextmanager
-    def progress_bar(self) -> Iterator[tqdm]:
-        tty = sys.stderr.isatty()
-        bar = tqdm(total=self.tcfg.steps, initial=self.state.step, desc=f"train {self.profile.name}", unit="step",
-                   dynamic_ncols=True, mininterval=0.5 if tty else 30,
-                   disable=self.quiet or not self.dist.is_main)  # fmt: skip
-        try:
-            yield bar
-        finally:
-            bar.close()
-
-    def loop(self, bar: tqdm, live, batches: Mapping[str, list], peak: float) -> None:
+    def loop(self, batches: Mapping[str, list], peak: float) -> None:
         cfg = self.tcfg
         speed = Speedometer(cfg.batch_size * self.mcfg.block_size, float(ckpt_io.unwrap(self.model).flops_per_byte()),
                             peak, self.device)  # fmt: skip
@@ -614,66 +335,50 @@ class Trainer:
         kill_after = int(os.environ.get("BYTECHAT_TEST_KILL_AFTER_STEP") or 0)  # tests only: see test_resume.py
         for step in range(first, cfg.steps):
             if step == first or phase_at(step, cfg) != phase_at(step - 1, cfg):
-                self.announce_phase(step, live)
+                self.announce_phase(step)
             loss = self.train_step(step)
             self.state.step = done = step + 1
             speed.count_step()
-            bar.update(1)
+            self.log.step_done()
             last = done == cfg.steps
             if done % cfg.log_every == 0 or last:
-                self.log_training(bar, live, loss, lr_at(step, cfg), speed)
+                self.log_training(loss, lr_at(step, cfg), speed)
             if done % cfg.eval_every == 0 or last:
                 self.evaluate(batches)
-                self.log_validation(live)
+                self.log.validation(self.state.step, self.state.val_loss, self.state.val_losses,
+                                    self.state.best_val_loss)  # fmt: skip
                 speed.restart()  # eval time is not training speed
             if done % cfg.checkpoint_every == 0 or last:
                 self.save(ckpt_io.LAST)
-            if live is not None and (done % cfg.log_every == 0 or done % cfg.eval_every == 0 or last):
-                live.make_summary()
+            if done % cfg.log_every == 0 or done % cfg.eval_every == 0 or last:
+                self.log.summary()
             if done == kill_after:  # a SIGKILL at an exact step, its logs and checkpoint written
                 os.kill(os.getpid(), 9)
 
-    def announce_phase(self, step: int, live) -> None:
+    def announce_phase(self, step: int) -> None:
         """Say (and record as the dvclive param `phase`) which mix the steps from `step` draw by."""
         phase = phase_at(step, self.tcfg)
         mix = " ".join(f"{s} {p:g}" for s, p in self.mix_at(step).items())
         name = "p_chat" if phase == CHAT else "p_train"
         until = chat_start(self.tcfg) if phase != CHAT else self.tcfg.steps
-        self.say(f"step {step}: {phase} phase, batches drawn by {name} ({mix}) until step {until}")
-        if live is not None:
-            live.log_params({"phase": phase, "chat_start": chat_start(self.tcfg)})
+        self.log.phase(f"step {step}: {phase} phase, batches drawn by {name} ({mix}) until step {until}",
+                       {"phase": phase, "chat_start": chat_start(self.tcfg)})  # fmt: skip
 
-    def log_training(self, bar: tqdm, live, loss: torch.Tensor, lr: float, speed: "Speedometer") -> None:
+    def log_training(self, loss: torch.Tensor, lr: float, speed: Speedometer) -> None:
         self.state.train_loss = float(self.dist.mean(loss))  # syncs the device (every rank calls this)
         if not math.isfinite(self.state.train_loss):
             raise FloatingPointError(f"step {self.state.step}: training loss is {self.state.train_loss} (lr too high?)")
         bps, mfu = speed.read()
         phase = phase_at(self.state.step - 1, self.tcfg)  # the phase of the step just taken
-        bar.set_postfix_str(f"{phase} loss {self.state.train_loss:.3f} lr {lr:.2e} {bps / 1e3:.1f} kB/s "
-                            f"MFU {mfu:.1%}", refresh=False)  # fmt: skip
-        metrics = {"train/loss": self.state.train_loss, "lr": lr, "bytes_per_s": bps, "mfu": mfu}
-        self.log(live, {**metrics, "phase": float(phase == CHAT)})  # 0 base, 1 chat
+        self.log.training(self.state.step, phase, self.state.train_loss, lr, bps, mfu, chat=phase == CHAT)
         speed.restart()
 
-    def log_validation(self, live) -> None:
-        losses = " ".join(f"{s} {v:.3f}" for s, v in self.state.val_losses.items())
-        self.say(f"step {self.state.step}: val {self.state.val_loss:.4f} ({losses}) best {self.state.best_val_loss:.4f}")
-        metrics = {f"val/{s}/loss": v for s, v in self.state.val_losses.items()}
-        self.log(live, {**metrics, "val/loss": self.state.val_loss})
-
-    def log(self, live, metrics: Mapping[str, float]) -> None:
-        if live is None:
-            return
-        live.step = self.state.step
-        for name, value in metrics.items():
-            live.log_metric(name, float(value))
-
-    def result(self, started: float) -> TrainResult:
+    def result(self) -> TrainResult:
         return TrainResult(
             profile=self.profile.name, step=self.state.step, train_loss=self.state.train_loss,
             val_loss=self.state.val_loss, best_val_loss=self.state.best_val_loss,
             val_losses=dict(self.state.val_losses), resumed_from=self.resumed_from,
-            seconds=time.perf_counter() - started, checkpoint=self.ckpt_dir / ckpt_io.LAST,
+            seconds=time.perf_counter() - self.started, checkpoint=self.ckpt_dir / ckpt_io.LAST,
         )  # fmt: skip
 
 
@@ -699,12 +404,6 @@ def train(profile: str, *, params_path: str | Path | None = None, steps: int | N
         return Trainer(params, prof, device=dev, dist=dist, quiet=quiet).run()
     finally:
         dist.stop()
-
-
-def lost_peer(exc: BaseException) -> bool:
-    """Whether exc is a collective failing because another rank died or hung: nccl and
-    the stores raise DistError; gloo a RuntimeError naming its own source file."""
-    return isinstance(exc, torch.distributed.DistError) or "gloo" in str(exc)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -198,7 +198,7 @@ def test_a_hung_rank_times_out_with_a_clear_error(tmp_path):
 AGREE = """
 import sys, torch
 from bytechat.config import ConfigError
-from bytechat.train import Dist
+from bytechat.distributed import Dist
 dist = Dist.from_env()
 dist.start(torch.device("cpu"))
 try:
@@ -222,7 +222,8 @@ def test_ranks_with_other_streams_stop_with_one_message(tmp_path):
 
 def test_grad_sync_skips_all_but_the_last_micro_step():
     """Under DDP the first grad_accum - 1 micro-steps run in no_sync (no all-reduce)."""
-    from bytechat.train import Dist, Trainer
+    from bytechat.distributed import Dist
+    from bytechat.train import Trainer
 
     class FakeDDP:
         def no_sync(self):

@@ -173,7 +173,7 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_peak_flops_from_env_or_measured(monkeypatch):
-    from bytechat.train import PEAK_ENV, measure_peak_flops
+    from bytechat.run_log import PEAK_ENV, measure_peak_flops
 
     monkeypatch.setenv(PEAK_ENV, "1.5e11")
     assert measure_peak_flops(torch.device("cpu"), None) == 1.5e11
@@ -186,7 +186,8 @@ def test_peak_flops_from_env_or_measured(monkeypatch):
 
 def test_eval_batches_are_fixed_and_leave_the_sampler_alone(tiny_root):
     from bytechat.config import load_params
-    from bytechat.train import Dist, eval_batches, open_data
+    from bytechat.distributed import Dist
+    from bytechat.train_data import eval_batches, open_data
 
     data = open_data(load_params().data, 0.25, 32)
     a = eval_batches(data.val, 4, 32, 2, 7, torch.device("cpu"), Dist())
@@ -198,7 +199,7 @@ def test_eval_batches_are_fixed_and_leave_the_sampler_alone(tiny_root):
 
 
 def test_trim_live_history_drops_rows_after_the_checkpoint(tmp_path):
-    from bytechat.train import trim_live_history
+    from bytechat.run_log import trim_live_history
 
     tsv = tmp_path / "plots" / "metrics" / "train" / "loss.tsv"
     tsv.parent.mkdir(parents=True)
@@ -366,7 +367,7 @@ def test_checkpoint_without_code_fingerprint_starts_fresh(tiny_root, capsys):
 
 
 def test_collective_timeout_from_env(monkeypatch):
-    from bytechat.train import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, collective_timeout
+    from bytechat.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, collective_timeout
 
     monkeypatch.delenv(TIMEOUT_ENV, raising=False)
     assert collective_timeout().total_seconds() == DEFAULT_TIMEOUT_S
@@ -379,7 +380,7 @@ def test_collective_timeout_from_env(monkeypatch):
 
 
 def test_lost_peer_errors_are_recognised():
-    from bytechat.train import lost_peer
+    from bytechat.distributed import lost_peer
 
     assert lost_peer(torch.distributed.DistNetworkError("Connection reset by peer"))
     assert lost_peer(RuntimeError("[third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error: Connection reset"))

@@ -132,7 +132,7 @@ def dtype_name(dtype: torch.dtype | None) -> str:
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int, n: int = 1024) -> float:
-    """Median GFLOP/s of an n^3 matmul (2 n^3 FLOPs), as train.measure_peak_flops defines the peak."""
+    """Median GFLOP/s of an n^3 matmul (2 n^3 FLOPs), as run_log.measure_peak_flops defines the peak."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)
     b = torch.randn(n, n, generator=gen).to(device=device, dtype=dtype)

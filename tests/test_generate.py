@@ -19,12 +19,12 @@ from bytechat.generate import (
     ReplyEvent,
     SamplingConfig,
     crop_messages,
-    decode_speed,
     generate_bytes,
     sample_next,
 )
 from bytechat.model import GPT
 from bytechat.rng import make_generator
+from tools.decode_speed import decode_speed
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=64)
 from tests.helpers import TRANSCRIPT, train_chat_model

@@ -259,7 +259,8 @@ def decode_threads() -> int:
 
 
 def bench_decode(plan: Plan, device: torch.device, profile: Profile, seed: int) -> dict:
-    from bytechat.generate import SamplingConfig, decode_speed, generate_bytes
+    from bytechat.generate import SamplingConfig, generate_bytes
+    from tools.decode_speed import decode_speed
     from bytechat.model import GPT
     from bytechat.rng import make_generator
 

@@ -32,7 +32,9 @@ THREADS_ENV = "BYTECHAT_THREADS"
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    temperature: float = 0.8  # 0 (or below GREEDY_BELOW) = greedy (argmax), deterministic
+    # 0.3: a small model quoting a note keeps to it; at 0.8 replies drifted mid-quote and
+    # small talk turned to word salad (docs/chat.md). 0 (or below GREEDY_BELOW) = greedy.
+    temperature: float = 0.3
     top_k: int | None = 50  # keep the k most likely bytes; None or 0 = off
     top_p: float | None = 0.95  # then the smallest set with this much probability; None or 1.0 = off
     max_new_tokens: int = 512

@@ -61,7 +61,10 @@ def retrieve_for_chat(
         return []
     users = _user_texts(messages)
     hits = index.search(users[-1], k)
-    if len(users) > 1 and len(hits) < k:
+    # Follow-ups fill remaining places from the previous question, but only when the new
+    # one found something itself: a question the notes do not cover ("what's my passport
+    # number?") must get "none found", not the previous topic's notes.
+    if len(users) > 1 and 0 < len(hits) < k:
         seen = {(h.page, h.position) for h in hits}
         hits += [h for h in index.search(users[-2], k) if (h.page, h.position) not in seen]
     kept: list[Hit] = []
@@ -74,15 +77,21 @@ def retrieve_for_chat(
 
 
 def with_notes(messages: Sequence[Mapping[str, str]], hits: Sequence[Hit]) -> list[dict[str, str]]:
-    """messages with the system turn = the person's system prompt (if any), then the
-    notes; unchanged (copied) when the newest user message has no query terms."""
+    """The prompt's messages for a turn answered from the notes: the system turn (the
+    person's system prompt, if any, then the notes) and the newest user message.
+
+    Earlier turns are left out of such a prompt: the model learned to answer from notes
+    on single-turn dialogues, and in a 512-byte window earlier answers crowd the notes out
+    and derail the quote (measured: answers after a few turns quoted the wrong block or
+    broke off). The conversation itself keeps them, and follow-ups still reach the
+    previous topic through retrieval (retrieve_for_chat). Unchanged (copied) when the
+    newest user message has no query terms: small talk sees the whole conversation."""
     out = [dict(m) for m in messages]
     if not hits and not wants_notes(messages):
         return out
     system = out[0]["content"] if out and out[0]["role"] == "system" else None
-    rest = out[1:] if system is not None else out
     content = notes_system_content(render_notes([h.block for h in hits]), system)
-    return [{"role": "system", "content": content}, *rest]
+    return [{"role": "system", "content": content}, out[-1]]
 
 
 def sources_payload(hits: Sequence[Hit]) -> list[dict]:

@@ -307,6 +307,16 @@ def test_retrieval_uses_the_newest_message_then_the_previous_one(index):
     small_talk = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "thanks!"}]
     assert retrieve_for_chat(index, small_talk) == []
     assert with_notes(small_talk, []) == small_talk, "no terms: no notes section at all"
+    uncovered = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "my passport number?"}]
+    assert retrieve_for_chat(index, uncovered) == [], "nothing found: not the previous topic's notes"
+
+
+def test_a_turn_answered_from_notes_sees_the_notes_and_the_question_only(index):
+    talk = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "how many hives do I have?"}]  # fmt: skip
+    prompt = with_notes(talk, retrieve_for_chat(index, talk))
+    assert [m["role"] for m in prompt] == ["system", "user"] and prompt[1] == talk[-1]
+    assert prompt[0]["content"].startswith("Be brief.\nNotes:\n")
 
 
 def test_retrieval_keeps_the_hits_that_fit_the_budget(index):

@@ -77,19 +77,20 @@ def retrieve_for_chat(
 
 
 def with_notes(messages: Sequence[Mapping[str, str]], hits: Sequence[Hit]) -> list[dict[str, str]]:
-    """The prompt's messages for a turn answered from the notes: the system turn (the
-    person's system prompt, if any, then the notes) and the newest user message.
+    """The prompt's messages for a turn with notes on: the system turn (the person's
+    system prompt, if any, then the notes) and the newest user message. A message with
+    no query terms ("thanks!") gets no notes section: the system prompt and the message.
 
-    Earlier turns are left out of such a prompt: the model learned to answer from notes
-    on single-turn dialogues, and in a 512-byte window earlier answers crowd the notes out
-    and derail the quote (measured: answers after a few turns quoted the wrong block or
-    broke off). The conversation itself keeps them, and follow-ups still reach the
-    previous topic through retrieval (retrieve_for_chat). Unchanged (copied) when the
-    newest user message has no query terms: small talk sees the whole conversation."""
+    Earlier turns are left out of the prompt: the model learned to answer from notes on
+    single-turn dialogues, and in a 512-byte window earlier answers crowd the notes out
+    and derail the reply (measured: after a few quoted answers, "thanks!" got a reply
+    of recycled quotes; alone, a short thanks). The conversation itself keeps every
+    turn, follow-ups still reach the previous topic through retrieval
+    (retrieve_for_chat), and with notes off the whole conversation is the prompt."""
     out = [dict(m) for m in messages]
-    if not hits and not wants_notes(messages):
-        return out
     system = out[0]["content"] if out and out[0]["role"] == "system" else None
+    if not hits and not wants_notes(messages):
+        return [out[0], out[-1]] if system is not None and len(out) > 1 else out[-1:]
     content = notes_system_content(render_notes([h.block for h in hits]), system)
     return [{"role": "system", "content": content}, out[-1]]
 

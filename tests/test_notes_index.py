@@ -306,7 +306,7 @@ def test_retrieval_uses_the_newest_message_then_the_previous_one(index):
     assert hits[0].page == "Marta" and "Bees" in [h.page for h in hits[1:]], "the previous question fills the rest"
     small_talk = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "thanks!"}]
     assert retrieve_for_chat(index, small_talk) == []
-    assert with_notes(small_talk, []) == small_talk, "no terms: no notes section at all"
+    assert with_notes(small_talk, []) == small_talk[-1:], "no terms: no notes section, the message alone"
     uncovered = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "my passport number?"}]
     assert retrieve_for_chat(index, uncovered) == [], "nothing found: not the previous topic's notes"
 

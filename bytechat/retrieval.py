@@ -9,9 +9,9 @@ Per user turn, the terminal and the web chat do
 Rules:
 - The newest user message decides: if it has no query terms ("hi", "thanks", "who are
   you?") no notes section is added at all.
-- Otherwise its hits come first, then (for follow-ups such as "and when is it?" after
-  "what did I write about the allotment?") hits for the previous user message fill the
-  remaining places, up to k blocks.
+- Otherwise its hits come first; if it found some but fewer than k, a search over the
+  previous and the newest user message together fills the remaining places (follow-ups:
+  "and the plot number?" after "what did I write about the allotment?").
 - Blocks are kept best first while the rendered notes fit budget_bytes; with terms but
   nothing found (or nothing that fits), the notes are render_notes([]): "Notes: none found."
 - A person's own system prompt stays first; the notes follow it (notes_system_content).
@@ -61,12 +61,14 @@ def retrieve_for_chat(
         return []
     users = _user_texts(messages)
     hits = index.search(users[-1], k)
-    # Follow-ups fill remaining places from the previous question, but only when the new
-    # one found something itself: a question the notes do not cover ("what's my passport
-    # number?") must get "none found", not the previous topic's notes.
+    # Follow-ups fill remaining places by searching the previous and the new question
+    # together (so what joins must bear on both, under search's coverage rule), and only
+    # when the new one found something itself: a question the notes do not cover ("what's
+    # my passport number?") must get "none found", not the previous topic's notes, and
+    # blocks of the old topic alone are distractors that pull the quote off its page.
     if len(users) > 1 and 0 < len(hits) < k:
         seen = {(h.page, h.position) for h in hits}
-        hits += [h for h in index.search(users[-2], k) if (h.page, h.position) not in seen]
+        hits += [h for h in index.search(f"{users[-2]}\n{users[-1]}", k) if (h.page, h.position) not in seen]
     kept: list[Hit] = []
     for hit in hits:
         if len(kept) == k:

@@ -303,7 +303,10 @@ def test_retrieval_uses_the_newest_message_then_the_previous_one(index):
     assert hits[0].page == "Bees"
     follow_up = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "and Marta's birthday?"}]
     hits = retrieve_for_chat(index, follow_up, k=3)
-    assert hits[0].page == "Marta" and "Bees" in [h.page for h in hits[1:]], "the previous question fills the rest"
+    assert [h.page for h in hits] == ["Marta"], "old-topic blocks join only where they bear on the new question"
+    tea = [{"role": "user", "content": "when is Marta's birthday?"}, {"role": "assistant", "content": "12 March"},
+           {"role": "user", "content": "and her tea and climbing?"}]  # fmt: skip
+    assert [h.page for h in retrieve_for_chat(index, tea, k=3)] == ["Marta"]
     small_talk = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "thanks!"}]
     assert retrieve_for_chat(index, small_talk) == []
     assert with_notes(small_talk, []) == small_talk[-1:], "no terms: no notes section, the message alone"

@@ -72,6 +72,7 @@ STOPWORDS = frozenset(
     cool nice good many long often again anyway actually really
     morning evening afternoon night tonight today help helped helps helpful use using tired fine
     awesome perfect joke funny doing going stay stayed staying gave give given giving year years
+    number
     s t m d ll re ve
     """.split()
 )

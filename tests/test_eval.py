@@ -10,6 +10,8 @@ import os
 import numpy as np
 import pytest
 import torch
+
+from bytechat.notes_index import index_folder
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -76,9 +78,29 @@ def test_compressor_reference_numbers():
     assert all(v > 7.9 for v in random_bytes.values())
 
 
+def write_tiny_notes() -> None:
+    """The split stage's roam pages and the index stage's index, for the notes metrics."""
+    pages = {"Bees": "- hives:: 3\n- location:: behind the shed\n", "Marta": "- birthday:: 9 April\n"}
+    paths.SPLITS_DIR.mkdir(parents=True, exist_ok=True)
+    for split, names in (("train", ["Bees"]), ("val", ["Marta"])):
+        lines = [json.dumps({"id": n, "text": f"{n}\n{pages[n]}"}) for n in names]
+        (paths.SPLITS_DIR / f"roam_{split}.jsonl").write_text("\n".join(lines) + "\n")
+    folder = paths.ROOT / "notes"
+    folder.mkdir()
+    for name, text in pages.items():
+        (folder / f"{name}.md").write_text(text)
+    index_folder(folder, paths.NOTES_INDEX, progress=False).close()
+
+
 def test_eval_stage_writes_metrics_and_samples(tiny_root):
     run()
+    write_tiny_notes()
     metrics = evaluate_profile("tiny", device=torch.device("cpu"), progress=False)
+    grounded = {k: v for k, v in metrics.items() if k.startswith(("grounded_", "chat_stop"))}
+    assert "grounded_accuracy_train_pages" in grounded and "grounded_accuracy_val_pages" in grounded
+    assert all(0.0 <= v <= 1.0 for v in grounded.values()), grounded
+    assert grounded["grounded_recall_at_3"] == 1.0, "two pages, one block each: retrieval finds them"
+    assert (paths.ARTIFACTS / "eval" / "tiny" / "grounded_samples.txt").read_text().count("\nassistant: ") >= 20
     out = paths.ARTIFACTS / "eval" / "tiny"
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert metrics["step"] == 12

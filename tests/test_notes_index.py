@@ -310,7 +310,7 @@ def test_retrieval_uses_the_newest_message_then_the_previous_one(index):
     small_talk = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "thanks!"}]
     assert retrieve_for_chat(index, small_talk) == []
     assert with_notes(small_talk, []) == small_talk[-1:], "no terms: no notes section, the message alone"
-    uncovered = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "my passport number?"}]
+    uncovered = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "my shoe size?"}]
     assert retrieve_for_chat(index, uncovered) == [], "nothing found: not the previous topic's notes"
 
 

@@ -66,6 +66,10 @@ def point_paths_at(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     monkeypatch.setattr(paths, "PARAMS", root / "params.yaml")
     monkeypatch.setattr(paths, "ARTIFACTS", root / "artifacts")
     monkeypatch.setattr(paths, "STREAMS_DIR", root / "artifacts" / "streams")
+    monkeypatch.setattr(paths, "SPLITS_DIR", root / "artifacts" / "splits")
+    monkeypatch.setattr(paths, "GROUNDED_DIR", root / "artifacts" / "grounded")
+    monkeypatch.setattr(paths, "NOTES_DIR", root / "artifacts" / "notes")
+    monkeypatch.setattr(paths, "NOTES_INDEX", root / "artifacts" / "notes" / "index.sqlite")
 
 
 @pytest.fixture(autouse=True)

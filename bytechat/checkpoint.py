@@ -40,7 +40,7 @@ from typing import Any, Mapping
 import torch
 
 from bytechat.atomic import atomic_open
-from bytechat.config import ModelConfig, TrainConfig
+from bytechat.config import LEGACY_MODEL_CONFIG, LEGACY_TRAIN_CONFIG, ModelConfig, TrainConfig
 
 FORMAT = "bytechat-checkpoint"
 VERSION = 1
@@ -279,10 +279,15 @@ def differences(ckpt: Mapping[str, Any], model_config: ModelConfig, train_config
     diffs: list[str] = []
     for section, now in current.items():
         saved = dict(ckpt.get(section) or {})
+        if section in _LEGACY:  # a checkpoint from before a key was written out meant its old default
+            saved = {**_LEGACY[section], **saved}
         if section == "train_config":
             saved = {k: v for k, v in saved.items() if k not in RESUME_NEUTRAL}
         diffs += compare(saved, now, section)
     return diffs
+
+
+_LEGACY = {"model_config": LEGACY_MODEL_CONFIG, "train_config": LEGACY_TRAIN_CONFIG}
 
 
 def compare(saved: Any, now: Any, key: str) -> list[str]:

@@ -4,6 +4,13 @@ Every section maps onto a dataclass. Loading is strict: an unknown key, a missin
 a value of the wrong type is a ConfigError naming the file and the dotted key, e.g.
 
     params.yaml: profiles.smoke.train.lr: expected float, got str 'fast'
+
+params.yaml is the one home of every setting that shapes a model or its training, so DVC
+sees each of them (the train stage depends on `profiles.<name>`): those fields have no
+default here. Only operational settings that change no weights (train.log_every,
+data.hub_timeout_s) keep a dataclass default, and so may be left out of params.yaml.
+ModelConfig.vocab_size is fixed by the byte tokenizer (256), not a setting: params.yaml
+may not set it.
 """
 
 from __future__ import annotations
@@ -12,11 +19,13 @@ import dataclasses
 import math
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from bytechat.tokenizer import VOCAB_SIZE
 
 SOURCES = ("wiki", "roam", "primer", "grounded")
 
@@ -27,19 +36,21 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    block_size: int = 128
-    vocab_size: int = 256
-    rope_theta: float = 10000.0
-    mlp_ratio: int = 4
-    dropout: float = 0.0
+    # Every field but vocab_size is required: its value lives in params.yaml.
+    n_layer: int
+    n_head: int
+    n_embd: int
+    block_size: int
+    rope_theta: float
+    mlp_ratio: int
+    dropout: float
     # Width of the depthwise causal convolution before each attention (blocks.ShortConv);
     # 0 = none. It makes copying from the context learnable at this size (docs/notes.md).
-    conv_kernel: int = 0
+    conv_kernel: int
     # Width of the copy head's queries and keys (model/copy_head.py); 0 = no copy head.
-    copy_dim: int = 0
+    copy_dim: int
+    # Fixed by the byte tokenizer, not a setting (params.yaml may not set it).
+    vocab_size: int = VOCAB_SIZE
 
     def __post_init__(self) -> None:
         _require(self.conv_kernel >= 0, "conv_kernel", "must be >= 0 (0 = no convolution)")
@@ -58,26 +69,28 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 1000
-    batch_size: int = 16  # global batch in sequences per optimizer step (per micro-step x grad_accum)
-    grad_accum: int = 1
-    lr: float = 2e-3
-    min_lr: float = 3e-5
-    warmup_steps: int = 200
-    weight_decay: float = 0.1
-    beta1: float = 0.9
-    beta2: float = 0.95
-    grad_clip: float = 1.0
-    eval_every: int = 250
-    eval_batches: int = 8
-    checkpoint_every: int = 100
-    log_every: int = 10
-    dtype: str = "auto"  # auto | bf16 | fp32 (autocast dtype; master weights stay fp32)
-    compile: bool = False
+    # Every field but log_every is required: its value lives in params.yaml.
+    steps: int
+    batch_size: int  # global batch in sequences per optimizer step (per micro-step x grad_accum)
+    grad_accum: int
+    lr: float
+    min_lr: float
+    warmup_steps: int
+    weight_decay: float  # AdamW, on the weight matrices only
+    beta1: float
+    beta2: float
+    grad_clip: float  # max global gradient norm; 0 = no clipping
+    eval_every: int
+    eval_batches: int
+    checkpoint_every: int
+    dtype: str  # auto | bf16 | fp32 (autocast dtype; master weights stay fp32)
+    compile: bool
     # The last chat_fraction of the optimizer steps draw batches by p_chat instead of
     # p_train (the "chat phase"), so a small model sees enough dialogues, late, to learn
     # the turn format; 0 disables it.
-    chat_fraction: float = 0.25
+    chat_fraction: float
+    # Operational: how often the progress bar and dvclive log; changes no weights.
+    log_every: int = 10
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "checkpoint_every", "log_every"):
@@ -91,14 +104,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    seed: int = 1337
-    wikitext_source: str = "auto"  # auto | hub | offline | path to a local copy
-    wikitext_config: str = "wikitext-2-raw-v1"
-    hub_timeout_s: float = 5.0
-    val_fraction: float = 0.1
-    p_train: dict[str, float] = field(default_factory=lambda: {"wiki": 0.784, "roam": 0.196, "primer": 0.020, "grounded": 0.0})
+    seed: int
+    wikitext_source: str  # auto | hub | offline | path to a local copy
+    wikitext_config: str
+    val_fraction: float
+    p_train: dict[str, float]
     # The mix of the chat phase (the last train.chat_fraction of a run's steps).
-    p_chat: dict[str, float] = field(default_factory=lambda: {"wiki": 0.3, "roam": 0.15, "primer": 0.25, "grounded": 0.3})
+    p_chat: dict[str, float]
+    # Operational: how long `auto` waits for the Hub before the offline corpus.
+    hub_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         _require(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
@@ -184,8 +198,9 @@ def _check_type(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
-def from_dict(cls: type, raw: Any, key: str, *, partial: bool = False):
-    """Build dataclass `cls` from a mapping, strictly. With partial, missing keys take defaults."""
+def from_dict(cls: type, raw: Any, key: str, *, fill: dict[str, Any] | None = None):
+    """Build dataclass `cls` from a mapping, strictly: every field without a dataclass
+    default must be there. fill: values for keys that are absent (LEGACY_MODEL_CONFIG)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{key}: expected a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
@@ -193,26 +208,32 @@ def from_dict(cls: type, raw: Any, key: str, *, partial: bool = False):
     for name in raw:
         if name not in fields:
             raise ConfigError(f"{key}.{name}: unknown key (known: {', '.join(fields)})")
+    raw = {**(fill or {}), **raw}
     values = {}
     for name, f in fields.items():
         if name in raw:
             values[name] = _check_type(raw[name], hints[name], f"{key}.{name}")
-        elif not partial:
-            has_default = f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-            if not has_default or name not in _OPTIONAL.get(cls, ()):
-                raise ConfigError(f"{key}.{name}: missing key")
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"{key}.{name}: missing key")
     try:
         return cls(**values)
     except ConfigError as exc:
         raise ConfigError(f"{key}.{exc}") from None
 
 
-# Keys that params.yaml may leave out (everything else must be spelled out).
-_OPTIONAL = {
-    ModelConfig: ("vocab_size", "rope_theta", "mlp_ratio", "dropout", "conv_kernel", "copy_dim"),
-    TrainConfig: ("beta1", "beta2", "compile", "log_every", "grad_clip", "weight_decay"),
-    DataConfig: ("hub_timeout_s",),
-}
+# What a model_config or train_config saved before these keys were required (an older
+# export's config.json, an older checkpoint) meant by leaving them out: the code defaults
+# of the time. A record of the past, not a default for new runs: never change a value.
+LEGACY_MODEL_CONFIG: dict[str, Any] = {"rope_theta": 10000.0, "mlp_ratio": 4, "dropout": 0.0, "conv_kernel": 0, "copy_dim": 0}
+LEGACY_TRAIN_CONFIG: dict[str, Any] = {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "compile": False}
+
+VOCAB_FIXED = f"fixed by the byte tokenizer ({VOCAB_SIZE}), not a params.yaml setting"
+
+
+def saved_model_config(raw: Any, key: str = "model_config") -> ModelConfig:
+    """The ModelConfig of a saved model (export config.json, checkpoint), strictly, with
+    LEGACY_MODEL_CONFIG for the keys older files leave out."""
+    return from_dict(ModelConfig, raw, key, fill=LEGACY_MODEL_CONFIG)
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
@@ -255,6 +276,8 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
             for part in ("model", "train"):
                 if part not in body:
                     raise ConfigError(f"{key}.{part}: missing key")
+            if isinstance(body["model"], dict) and "vocab_size" in body["model"]:
+                raise ConfigError(f"{key}.model.vocab_size: {VOCAB_FIXED}")
             profiles[name] = Profile(
                 name=name,
                 model=from_dict(ModelConfig, body["model"], f"{key}.model"),

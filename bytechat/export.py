@@ -35,7 +35,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from bytechat import atomic, paths
 from bytechat.checkpoint import CheckpointError, load_checkpoint
-from bytechat.config import ConfigError, ModelConfig, from_dict, to_dict
+from bytechat.config import ConfigError, ModelConfig, saved_model_config, to_dict
 from bytechat.device import get_device
 from bytechat.model import GPT
 from bytechat.tokenizer import VOCAB_SIZE
@@ -93,7 +93,7 @@ def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def _model_config(raw: Any, where: str) -> ModelConfig:
     try:
-        cfg = from_dict(ModelConfig, raw, "model_config")
+        cfg = saved_model_config(raw)  # older exports may leave keys out: LEGACY_MODEL_CONFIG
     except ConfigError as exc:
         raise ModelLoadError(f"{where}: {exc}") from None
     if cfg.vocab_size != VOCAB_SIZE:  # it would load, then fail every reply

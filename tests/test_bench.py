@@ -33,7 +33,7 @@ def tiny_params(tmp_path_factory):
     """params.yaml with the real data section and tiny smoke/train models."""
     raw = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))
     for name, size in (("smoke", 16), ("train", 32)):
-        raw["profiles"][name]["model"] = {"n_layer": 1, "n_head": 2, "n_embd": size, "block_size": size}
+        raw["profiles"][name]["model"].update(n_layer=1, n_head=2, n_embd=size, block_size=size, conv_kernel=0, copy_dim=0)
         raw["profiles"][name]["train"]["batch_size"] = 2
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")

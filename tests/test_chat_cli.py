@@ -198,7 +198,8 @@ def notes_index(tmp_path_factory) -> Path:
 def wide_export(tmp_path_factory) -> Path:
     """A random 1x32 model with a 512-byte context: room for notes in the prompt."""
     torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=512)
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=512, rope_theta=10000.0, mlp_ratio=4, dropout=0.0,
+                      conv_kernel=0, copy_dim=0)
     folder = tmp_path_factory.mktemp("wide")
     ckpt = {
         "format": "bytechat-checkpoint", "version": 1, "model": GPT(cfg).state_dict(), "model_config": to_dict(cfg),

@@ -11,9 +11,10 @@ import torch
 
 from bytechat import checkpoint as ckpt_io
 from bytechat import paths
-from bytechat.config import ModelConfig, TrainConfig
+from bytechat.config import LEGACY_MODEL_CONFIG, LEGACY_TRAIN_CONFIG, ModelConfig
 from bytechat.model import GPT
 from bytechat.rng import make_generator
+from tests.helpers import train_config
 from tests.test_train import TINY_MODEL, one_thread, run, tiny_root  # noqa: F401 (fixtures)
 
 DATA = {
@@ -29,7 +30,7 @@ def tiny_checkpoint(step: int = 3) -> dict:
     model(torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.long))[1].backward()
     opt.step()
     return ckpt_io.build_checkpoint(
-        model=model, optimizer=opt, model_config=ModelConfig(**TINY_MODEL), train_config=TrainConfig(),
+        model=model, optimizer=opt, model_config=ModelConfig(**TINY_MODEL), train_config=train_config(),
         profile="tiny", step=step, val_loss=2.5, best_val_loss=2.4, sampler=make_generator(1), data=DATA,
         code=CODE,
     )  # fmt: skip
@@ -132,24 +133,37 @@ def test_load_latest_with_no_valid_file_raises(tmp_path, capsys):
 
 def test_differences_name_the_changed_fields():
     ckpt = tiny_checkpoint()
-    same = ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), TrainConfig(), DATA)
+    same = ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), train_config(), DATA)
     assert same == []
-    neutral = TrainConfig(log_every=1, checkpoint_every=7)
+    neutral = train_config(log_every=1, checkpoint_every=7)
     assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), neutral, DATA) == []
-    diffs = ckpt_io.differences(ckpt, ModelConfig(**{**TINY_MODEL, "n_layer": 3}), TrainConfig(steps=5),
+    diffs = ckpt_io.differences(ckpt, ModelConfig(**{**TINY_MODEL, "n_layer": 3}), train_config(steps=5),
                                 {**DATA, "seed": 8})  # fmt: skip
-    assert diffs == ["model_config.n_layer: 2 -> 3", "train_config.steps: 1000 -> 5", "data.seed: 7 -> 8"]
+    assert diffs == ["model_config.n_layer: 2 -> 3", "train_config.steps: 12 -> 5", "data.seed: 7 -> 8"]
+
+
+def test_a_checkpoint_without_the_now_required_keys_resumes():
+    """A checkpoint whose configs leave out keys that were optional then (same values as
+    their old defaults) is not a different run: resume goes on."""
+    ckpt = tiny_checkpoint()
+    for section, legacy in (("model_config", LEGACY_MODEL_CONFIG), ("train_config", LEGACY_TRAIN_CONFIG)):
+        for name in legacy:
+            del ckpt[section][name]
+    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), train_config(), DATA) == []
+    assert ckpt_io.differences(ckpt, ModelConfig(**{**TINY_MODEL, "dropout": 0.1}), train_config(beta2=0.99), DATA) == [
+        "model_config.dropout: 0.0 -> 0.1", "train_config.beta2: 0.95 -> 0.99",
+    ]  # fmt: skip
 
 
 def test_differences_compare_the_code_when_given():
     ckpt = tiny_checkpoint()
-    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), TrainConfig(), DATA, CODE) == []
+    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), train_config(), DATA, CODE) == []
     edited = {**CODE, "model/blocks.py": "00" * 32, "model/new.py": "11" * 32}
-    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), TrainConfig(), DATA, edited) == [
+    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), train_config(), DATA, edited) == [
         "code.model/blocks.py: 'efefefefefefef...efef' -> '00000000000000...0000'",
         "code.model/new.py: '<absent>' -> '11111111111111...1111'",
     ]
-    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), TrainConfig(), DATA) == []  # code None: not compared
+    assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), train_config(), DATA) == []  # code None: not compared
 
 
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])

@@ -1,10 +1,14 @@
 import copy
+import dataclasses
 
 import pytest
 import yaml
 
-from bytechat.config import ConfigError, ModelConfig, load_params, parse_params
+from bytechat.config import (
+    ConfigError, DataConfig, GroundedConfig, ModelConfig, TrainConfig, load_params, parse_params,
+)
 from tests.conftest import REPO
+from tests.helpers import model_config
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -53,6 +57,18 @@ def _with(mutate):
          "profiles.smoke.train.chat_fraction: must be in [0, 1)"),
         (lambda r: r["profiles"]["smoke"]["train"].pop("chat_fraction"),
          "profiles.smoke.train.chat_fraction: missing key"),
+        # Every model and optimizer setting is required: params.yaml is its only home.
+        (lambda r: r["profiles"]["smoke"]["model"].pop("dropout"), "profiles.smoke.model.dropout: missing key"),
+        (lambda r: r["profiles"]["train"]["model"].pop("rope_theta"), "profiles.train.model.rope_theta: missing key"),
+        (lambda r: r["profiles"]["smoke"]["model"].pop("copy_dim"), "profiles.smoke.model.copy_dim: missing key"),
+        (lambda r: r["profiles"]["smoke"]["train"].pop("weight_decay"),
+         "profiles.smoke.train.weight_decay: missing key"),
+        (lambda r: r["profiles"]["train"]["train"].pop("compile"), "profiles.train.train.compile: missing key"),
+        (lambda r: r["profiles"]["smoke"]["train"].update(beta2="high"), "profiles.smoke.train.beta2: expected float"),
+        (lambda r: r["profiles"]["smoke"]["train"].update(compile="no"), "profiles.smoke.train.compile: expected bool"),
+        (lambda r: r["profiles"]["smoke"]["model"].update(mlp_ratio=4.5), "profiles.smoke.model.mlp_ratio: expected int"),
+        (lambda r: r["profiles"]["smoke"]["model"].update(vocab_size=256),
+         "profiles.smoke.model.vocab_size: fixed by the byte tokenizer (256)"),
     ],
 )
 def test_bad_params_name_the_key(mutate, key):
@@ -85,9 +101,46 @@ def test_unknown_profile():
 
 def test_odd_head_dim_rejected():
     with pytest.raises(ConfigError, match="head dim"):
-        ModelConfig(n_embd=12, n_head=4)
+        model_config(n_embd=12, n_head=4)
 
 
 def test_chat_fraction_zero_disables_the_chat_phase():
     raw = _with(lambda r: r["profiles"]["smoke"]["train"].update(chat_fraction=0))
     assert parse_params(raw).profile("smoke").train.chat_fraction == 0.0
+
+
+MODEL_AND_OPTIMIZER = {
+    "model": ("n_layer", "n_head", "n_embd", "block_size", "rope_theta", "mlp_ratio", "dropout", "conv_kernel", "copy_dim"),
+    "train": ("lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip", "compile", "steps",
+              "batch_size", "grad_accum", "dtype", "chat_fraction"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("profile", ["smoke", "train"])
+def test_every_model_and_optimizer_setting_is_written_in_params_yaml(profile):
+    for part, names in MODEL_AND_OPTIMIZER.items():
+        written = RAW["profiles"][profile][part]
+        assert set(names) <= set(written), sorted(set(names) - set(written))
+    model = load_params(REPO / "params.yaml").profile(profile).model
+    assert (model.rope_theta, model.mlp_ratio, model.dropout, model.vocab_size) == (10000.0, 4, 0.0, 256)
+
+
+def test_only_operational_settings_have_code_defaults():
+    """One home for each number: a dataclass default only where params.yaml may leave the key
+    out (operational settings that change no weights) or where it is no setting (vocab_size)."""
+    defaults = {
+        cls.__name__: {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
+                       or f.default_factory is not dataclasses.MISSING}
+        for cls in (ModelConfig, TrainConfig, DataConfig, GroundedConfig)
+    }  # fmt: skip
+    assert defaults == {"ModelConfig": {"vocab_size"}, "TrainConfig": {"log_every"}, "DataConfig": {"hub_timeout_s"},
+                        "GroundedConfig": set()}  # fmt: skip
+
+
+def test_operational_settings_may_be_left_out():
+    def drop(r):
+        r["profiles"]["smoke"]["train"].pop("log_every", None)
+        r["data"].pop("hub_timeout_s")
+
+    params = parse_params(_with(drop))
+    assert params.profile("smoke").train.log_every == 10 and params.data.hub_timeout_s == 5.0

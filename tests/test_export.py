@@ -11,11 +11,12 @@ from safetensors.torch import load_file
 
 from bytechat import export, paths
 from bytechat.checkpoint import build_checkpoint, save_checkpoint
-from bytechat.config import ModelConfig, TrainConfig, to_dict
+from bytechat.config import LEGACY_MODEL_CONFIG, to_dict
 from bytechat.export import ModelLoadError, export_checkpoint, load_model, newest_export
 from bytechat.model import GPT
+from tests.helpers import model_config, train_config
 
-CFG = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32)
+CFG = model_config()
 
 
 
@@ -123,7 +124,7 @@ def test_checksum_catches_a_flipped_byte_in_the_weights(tmp_path):
     model = GPT(CFG)
     ckpt = build_checkpoint(
         model=model, optimizer=torch.optim.AdamW(model.parameters()), model_config=CFG,
-        train_config=TrainConfig(), profile="tiny", step=1, val_loss=None, best_val_loss=None,
+        train_config=train_config(), profile="tiny", step=1, val_loss=None, best_val_loss=None,
         sampler=torch.Generator().manual_seed(0), data={},
     )  # fmt: skip
     save_checkpoint(ckpt, tmp_path / "best.pt")
@@ -194,6 +195,26 @@ def test_model_config_with_another_vocabulary_is_refused_in_one_line(tmp_path):
     ckpt["model_config"]["vocab_size"] = 512
     torch.save(ckpt, tmp_path / "wide.pt")
     assert_one_line_error(tmp_path / "wide.pt", "vocab_size is 512")
+
+
+def test_an_older_export_without_the_now_required_keys_still_loads(tmp_path):
+    """Exports written before every model setting was required may leave some out; those
+    meant the code defaults of the time (LEGACY_MODEL_CONFIG), so they still load."""
+    torch.manual_seed(0)
+    model = GPT(CFG)
+    make_checkpoint(tmp_path / "best.pt")
+    out = export_checkpoint(tmp_path / "best.pt", tmp_path / "export")
+    config = json.loads((out / "config.json").read_text())
+    for name in LEGACY_MODEL_CONFIG:
+        del config["model_config"][name]
+    del config["model_config"]["vocab_size"]
+    (out / "config.json").write_text(json.dumps(config))
+    loaded, info = load_model(out, device="cpu")
+    assert loaded.config == CFG == model.config
+    assert torch.equal(loaded.wte.weight, model.wte.weight)
+    config["model_config"]["n_layers"] = 2  # strict all the same: an unknown key is one line
+    (out / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(out, "model_config.n_layers: unknown key")
 
 
 def dead_pid() -> int:

@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bytechat.config import ModelConfig
+from tests.helpers import model_config
 from bytechat.model import GPT
 from bytechat.model import blocks
 from bytechat.model.blocks import causal_attention
@@ -47,7 +47,7 @@ def test_model_uses_it_only_for_cpu_training(monkeypatch):
     real = blocks.causal_attention
     monkeypatch.setattr(blocks, "causal_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
     torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32))
+    model = GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=32))
     idx = torch.randint(0, 256, (2, 20))
     _, loss = model(idx, idx)  # grad enabled: the training path
     assert len(calls) == 2

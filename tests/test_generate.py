@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 
 import bytechat.generate as generate
 from bytechat.chat_format import STOP_TAGS, ChatFormatError, extract_assistant_reply, format_chat
-from bytechat.config import ModelConfig
 from bytechat.generate import (
     ChatEngine,
     ReplyAssembler,
@@ -27,14 +26,14 @@ from bytechat.rng import make_generator
 from tools.decode_speed import decode_speed
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=64)
-from tests.helpers import TRANSCRIPT, train_chat_model
+from tests.helpers import TRANSCRIPT, model_config, train_chat_model
 
 
 
 
 def untrained(block_size: int = 32) -> GPT:
     torch.manual_seed(0)
-    return GPT(ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=block_size)).eval()
+    return GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=block_size)).eval()
 
 
 def run(gen) -> tuple[bytes, str]:
@@ -343,7 +342,7 @@ def test_engine_prompt_starts_with_the_system_turn_whatever_the_last_message(mon
 
 def test_engine_refuses_a_model_whose_vocabulary_is_not_bytes():
     torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=300))
+    model = GPT(model_config(n_layer=1, n_head=2, n_embd=16, block_size=16, vocab_size=300))
     with pytest.raises(ValueError, match="vocab_size is 300"):
         ChatEngine(model)
 

@@ -6,10 +6,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bytechat.config import TrainConfig
+from tests.helpers import train_config
 from bytechat.lr_schedule import learning_rate, lr_at
 
-CFG = TrainConfig(steps=1000, lr=2e-3, min_lr=3e-5, warmup_steps=200)
+CFG = train_config(steps=1000, lr=2e-3, min_lr=3e-5, warmup_steps=200)
 
 
 def test_warmup_starts_near_zero_and_peaks_at_warmup():

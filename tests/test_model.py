@@ -9,10 +9,11 @@ import pytest
 import torch
 
 from bytechat.config import ModelConfig
+from tests.helpers import model_config
 from bytechat.model import GPT, apply_rope, rope_cache
 from bytechat.model.rope import full_width, rotate
 
-TINY = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=32)
+TINY = model_config(n_layer=2, n_head=2, n_embd=32, block_size=32)
 
 
 
@@ -48,7 +49,7 @@ def test_state_dict_is_plain_and_tied():
 
 
 def test_residual_projections_have_scaled_init():
-    cfg = ModelConfig(n_layer=8, n_head=2, n_embd=64, block_size=16)
+    cfg = model_config(n_layer=8, n_head=2, n_embd=64, block_size=16)
     model = tiny_model(cfg)
     plain = model.blocks[0].mlp.fc.weight.std().item()
     scaled = model.blocks[0].mlp.proj.weight.std().item()
@@ -95,7 +96,7 @@ def test_rope_odd_head_dim_is_an_error():
 # ---------------------------------------------------------------- causality, on the real paths
 
 # block_size > 2 * ATTN_CHUNK (64), so the chunked training attention runs several chunks.
-CAUSAL = ModelConfig(n_layer=2, n_head=2, n_embd=32, block_size=160)
+CAUSAL = model_config(n_layer=2, n_head=2, n_embd=32, block_size=160)
 CAUSAL_CONFIGS = [pytest.param(CAUSAL, id="base")]
 _OPTIONAL = {f.name for f in dataclasses.fields(ModelConfig)}
 if "conv_kernel" in _OPTIONAL:  # optional parts that also mix positions must be causal too

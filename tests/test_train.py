@@ -15,16 +15,11 @@ import yaml
 
 from bytechat import checkpoint as ckpt_io
 from bytechat import paths
-from bytechat.config import SOURCES, ConfigError, TrainConfig
+from bytechat.config import SOURCES, ConfigError
 from bytechat.streams import write_stream
 from tests.conftest import REPO
+from tests.helpers import TINY_MODEL, TINY_TRAIN, train_config
 
-TINY_MODEL = {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32}
-TINY_TRAIN = {
-    "steps": 12, "batch_size": 4, "grad_accum": 2, "lr": 0.003, "min_lr": 0.0001, "warmup_steps": 3,
-    "eval_every": 6, "eval_batches": 2, "checkpoint_every": 4, "log_every": 2, "dtype": "fp32",
-    "chat_fraction": 0.25,
-}  # fmt: skip
 WORDS = "the cat sat on a mat and then went to sleep while dogs barked at the moon".split()
 
 
@@ -169,7 +164,7 @@ def test_weight_decay_only_on_matrices():
     from bytechat.train import build_optimizer
 
     model = GPT(ModelConfig(**TINY_MODEL))
-    opt = build_optimizer(model, TrainConfig(weight_decay=0.1), torch.device("cpu"))
+    opt = build_optimizer(model, train_config(weight_decay=0.1), torch.device("cpu"))
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     for name, p in model.named_parameters():
         assert (id(p) in decayed) == (p.dim() >= 2), name
@@ -238,11 +233,11 @@ def test_checkpoint_that_does_not_fit_the_model_starts_fresh(tiny_root, capsys):
 def test_chat_phase_is_the_last_fraction_of_the_steps():
     from bytechat.lr_schedule import BASE, CHAT, chat_start, phase_at
 
-    cfg = TrainConfig(steps=1000, chat_fraction=0.25)
+    cfg = train_config(steps=1000, chat_fraction=0.25)
     assert chat_start(cfg) == 750
     assert [phase_at(s, cfg) for s in (0, 749, 750, 999)] == [BASE, BASE, CHAT, CHAT]
-    assert chat_start(TrainConfig(steps=1000, chat_fraction=0.0)) == 1000  # disabled
-    assert chat_start(TrainConfig(steps=12, chat_fraction=0.25)) == 9
+    assert chat_start(train_config(steps=1000, chat_fraction=0.0)) == 1000  # disabled
+    assert chat_start(train_config(steps=12, chat_fraction=0.25)) == 9
 
 
 def test_chat_phase_draws_by_p_chat_and_logs_the_phase(tiny_root, monkeypatch):

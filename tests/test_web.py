@@ -26,7 +26,6 @@ from fastapi.testclient import TestClient
 
 import bytechat.generate as generate
 from bytechat.chat_format import ROLES, parse_chat
-from bytechat.config import ModelConfig
 from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
 from bytechat.model import GPT
 from bytechat.notes import NoteBlock, render_notes
@@ -37,6 +36,7 @@ from bytechat.web.guard import uvicorn_options
 from tools.local_server import free_port, running_server, save_tiny_model
 from bytechat.web.server import create_app
 from bytechat.web.settings import ServerSettings
+from tests.helpers import model_config
 from bytechat.web.workers import ReplyWorkers, ServerBusy
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
@@ -48,7 +48,7 @@ SETTINGS = ServerSettings(
 @pytest.fixture(scope="module")
 def engine() -> ChatEngine:
     torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=64))
+    model = GPT(model_config(n_layer=1, n_head=2, n_embd=32, block_size=64))
     return ChatEngine(model, device="cpu", info={"name": "tiny-test"})
 
 

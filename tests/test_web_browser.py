@@ -178,7 +178,8 @@ def notes_server_url(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("notes-model")
     torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=512)
+    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=512, rope_theta=10000.0, mlp_ratio=4, dropout=0.0,
+                      conv_kernel=0, copy_dim=0)
     ckpt = {
         "format": "bytechat-checkpoint", "version": 1, "model": GPT(cfg).state_dict(), "model_config": to_dict(cfg),
         "train_config": {}, "profile": "toy", "step": 1, "val_loss": None, "best_val_loss": None,

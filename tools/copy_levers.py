@@ -74,7 +74,8 @@ epages = sn.synthetic_pages(erng, 300)
 eblocks = all_blocks(epages)
 edl = grounded.dialogues(eblocks, simple_retriever(eblocks), erng, 80, unknown_name=sn.name)
 
-cfg = ModelConfig(n_layer=a.layers, n_head=4, n_embd=a.emb, block_size=a.T, conv_kernel=a.conv, copy_dim=a.copy)
+cfg = ModelConfig(n_layer=a.layers, n_head=4, n_embd=a.emb, block_size=a.T, rope_theta=10000.0, mlp_ratio=4,
+                  dropout=0.0, conv_kernel=a.conv, copy_dim=a.copy)
 model = GPT(cfg)
 decay = [p for p in model.parameters() if p.dim() >= 2]; nodecay = [p for p in model.parameters() if p.dim() < 2]
 opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1}, {'params': nodecay, 'weight_decay': 0}], lr=a.lr, betas=(0.9, 0.95))

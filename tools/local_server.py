@@ -15,7 +15,12 @@ from typing import Iterator
 
 import httpx
 
-TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=64)
+# A tiny plain GPT and the training settings its checkpoint records (every required key).
+TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=64, rope_theta=10000.0, mlp_ratio=4, dropout=0.0,
+            conv_kernel=0, copy_dim=0)  # fmt: skip
+TINY_TRAIN = dict(steps=1, batch_size=1, grad_accum=1, lr=1e-3, min_lr=1e-3, warmup_steps=0, weight_decay=0.1,
+                  beta1=0.9, beta2=0.95, grad_clip=1.0, eval_every=1, eval_batches=1, checkpoint_every=1,
+                  dtype="fp32", compile=False, chat_fraction=0.0)  # fmt: skip
 
 
 def free_port() -> int:
@@ -41,7 +46,7 @@ def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
         model=model,
         optimizer=torch.optim.AdamW(model.parameters()),
         model_config=config,
-        train_config=TrainConfig(),
+        train_config=TrainConfig(**TINY_TRAIN),
         profile="tiny-random",
         step=0,
         val_loss=None,

@@ -73,6 +73,23 @@ def _bullets(lines: list[str | tuple[str, list[str]]]) -> str:
     return "\n".join(out) + "\n"
 
 
+_PLACES = "attic|garage|hall cupboard|shed|basement|desk drawer|blue folder|kitchen shelf".split("|")
+
+
+def notes_block(rng: random.Random) -> tuple[str, list[str]]:
+    """A block with two or three child lines of random facts: real notes are full of
+    multi-line blocks, and an answer must quote all of a block's lines, not stop after
+    the first."""
+    facts = [
+        f"{name(rng)} said the {rng.choice(_THINGS)} is in the {rng.choice(_PLACES)}.",
+        f"Remember to {rng.choice(_VERBS)} {rng.choice(_OBJECTS)} before {date(rng)}.",
+        f"Code for the {rng.choice(_THINGS)}: {rng.randint(1000, 9999)}.",
+        f"Met {name(rng)} {name(rng)} at {time_of_day(rng)}, talked about {word(rng)}.",
+        f"{rng.randint(2, 30)} {rng.choice(_FOODS)} left, enough until {date(rng)}.",
+    ]
+    return rng.choice(("Notes", "Details", "Misc", "To remember")), rng.sample(facts, rng.choice((2, 2, 3)))
+
+
 def person_page(rng: random.Random) -> RoamPage:
     first, last = name(rng), name(rng)
     lines: list = [
@@ -85,6 +102,7 @@ def person_page(rng: random.Random) -> RoamPage:
         ("Gift ideas", [f"a {rng.choice(_COLOURS)} {rng.choice(_THINGS)}", f"tickets for {name(rng)} {name(rng)}"]),
         f"{{{{[[TODO]]}}}} {rng.choice(_VERBS)} {first} about {rng.choice(_OBJECTS)} by {date(rng)}",
     ]
+    lines.append(notes_block(rng))
     rng.shuffle(lines)
     return RoamPage(f"{first} {last}", _bullets(lines))
 
@@ -100,6 +118,7 @@ def project_page(rng: random.Random) -> RoamPage:
         ("Next steps", todos),
         f"Kick-off meeting at {time_of_day(rng)} in room {rng.randint(1, 9)}{rng.choice('ABC')}{rng.randint(0, 9)}.",
     ]
+    lines.append(notes_block(rng))
     rng.shuffle(lines)
     return RoamPage(title, _bullets(lines))
 
@@ -113,6 +132,7 @@ def trip_page(rng: random.Random) -> RoamPage:
         ("Packing", [f"{rng.randint(2, 7)} {rng.choice(('shirts', 'socks', 'books'))}", f"the {rng.choice(_COLOURS)} {rng.choice(_THINGS)}"]),
         f"Must see: the {name(rng)} museum and {name(rng)} market.",
     ]
+    lines.append(notes_block(rng))
     rng.shuffle(lines)
     return RoamPage(f"Trip to {place}", _bullets(lines))
 
@@ -127,6 +147,7 @@ def recipe_page(rng: random.Random) -> RoamPage:
         f"Bake at {rng.randint(14, 24) * 10} °C until golden.",
         f"From {name(rng)}'s cookbook, page {rng.randint(10, 400)}.",
     ]
+    lines.append(notes_block(rng))
     rng.shuffle(lines)
     return RoamPage(f"Recipes/{dish}", _bullets(lines))
 
@@ -140,6 +161,7 @@ def gear_page(rng: random.Random) -> RoamPage:
         f"warranty:: {rng.randint(1, 5)} years",
         f"Kept in the {rng.choice(('attic', 'garage', 'hall cupboard', 'shed', 'basement'))}, {rng.choice(_COLOURS)} box.",
     ]
+    lines.append(notes_block(rng))
     rng.shuffle(lines)
     return RoamPage(thing, _bullets(lines))
 
@@ -152,6 +174,7 @@ def count_page(rng: random.Random) -> RoamPage:
         f"Started with {rng.randint(1, 9)} {noun} in {rng.randint(2015, 2026)}.",
         ("Log", [f"{full_date(rng)}: checked, all {rng.choice(('fine', 'busy', 'quiet', 'healthy'))}", f"{full_date(rng)}: moved two"]),
     ]
+    lines.append(notes_block(rng))
     rng.shuffle(lines)
     return RoamPage(noun.capitalize(), _bullets(lines))
 

@@ -12,14 +12,15 @@ import torch
 
 from bytechat import chat_cli
 from bytechat.chat_cli import COMMANDS_HELP, ChatSession
-from bytechat.config import ModelConfig, to_dict
+from bytechat.config import to_dict
 from bytechat.export import export_checkpoint, load_model
 from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
-from bytechat.model import GPT
 from bytechat.notes_index import NotesIndex, index_folder
 
+from tests.helpers import train_chat_model
+from tools.local_server import save_tiny_model
+
 REPO = Path(__file__).resolve().parent.parent
-from tests.helpers import TRANSCRIPT, train_chat_model  # noqa: E402
 
 
 
@@ -197,17 +198,7 @@ def notes_index(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def wide_export(tmp_path_factory) -> Path:
     """A random 1x32 model with a 512-byte context: room for notes in the prompt."""
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=512, rope_theta=10000.0, mlp_ratio=4, dropout=0.0,
-                      conv_kernel=0, copy_dim=0)
-    folder = tmp_path_factory.mktemp("wide")
-    ckpt = {
-        "format": "bytechat-checkpoint", "version": 1, "model": GPT(cfg).state_dict(), "model_config": to_dict(cfg),
-        "train_config": {}, "profile": "toy", "step": 1, "val_loss": None, "best_val_loss": None,
-        "optimizer": {}, "rng": {}, "sampler": {}, "data": {},
-    }  # fmt: skip
-    torch.save(ckpt, folder / "best.pt")
-    return export_checkpoint(folder / "best.pt", folder / "export")
+    return save_tiny_model(tmp_path_factory.mktemp("wide"), block_size=512)
 
 
 def test_session_puts_notes_in_the_prompt_only(notes_index):

@@ -168,25 +168,11 @@ def wait_for_idle(url: str, timeout_s: float = 5.0) -> bool:
 @pytest.fixture(scope="module")
 def notes_server_url(tmp_path_factory):
     """A random model with a 512-byte context (room for notes) and a two-page notes index."""
-    import torch
-
-    from bytechat.config import ModelConfig, to_dict
-    from bytechat.export import export_checkpoint
-    from bytechat.model import GPT
     from bytechat.notes import NoteBlock
     from bytechat.notes_index import NotesIndex
 
     folder = tmp_path_factory.mktemp("notes-model")
-    torch.manual_seed(0)
-    cfg = ModelConfig(n_layer=1, n_head=2, n_embd=32, block_size=512, rope_theta=10000.0, mlp_ratio=4, dropout=0.0,
-                      conv_kernel=0, copy_dim=0)
-    ckpt = {
-        "format": "bytechat-checkpoint", "version": 1, "model": GPT(cfg).state_dict(), "model_config": to_dict(cfg),
-        "train_config": {}, "profile": "toy", "step": 1, "val_loss": None, "best_val_loss": None,
-        "optimizer": {}, "rng": {}, "sampler": {}, "data": {},
-    }  # fmt: skip
-    torch.save(ckpt, folder / "best.pt")
-    export = export_checkpoint(folder / "best.pt", folder / "export")
+    export = save_tiny_model(folder, block_size=512)
     blocks = [NoteBlock("Bees", "hives: 3\n  two swarmed in May", 0), NoteBlock("Marta", "birthday: 12 March", 0)]
     NotesIndex.build(blocks, folder / "index.sqlite").close()
     with running_server(export, "--notes", str(folder / "index.sqlite"), "--max-new-tokens", "16") as url:

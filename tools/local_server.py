@@ -29,9 +29,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
+def save_tiny_model(folder: str | Path, seed: int = 0, block_size: int = TINY["block_size"]) -> Path:
     """A randomly initialised tiny GPT, saved as a training checkpoint and exported like a
-    trained one; returns the export folder (what `--ckpt` takes)."""
+    trained one; returns the export folder (what `--ckpt` takes). block_size 512 leaves
+    room for notes in the prompt."""
     import torch
 
     from bytechat.checkpoint import build_checkpoint, save_checkpoint
@@ -40,7 +41,7 @@ def save_tiny_model(folder: str | Path, seed: int = 0) -> Path:
     from bytechat.model import GPT
 
     torch.manual_seed(seed)
-    config = ModelConfig(**TINY)
+    config = ModelConfig(**{**TINY, "block_size": block_size})
     model = GPT(config)
     ckpt = build_checkpoint(
         model=model,

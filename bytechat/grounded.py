@@ -35,7 +35,7 @@ from bytechat.chat_format import render_transcript
 from bytechat.data.roam import RoamPage
 from bytechat.notes import NoteBlock, notes_system_content, render_notes
 from bytechat.notes_index import query_terms
-from bytechat.retrieval import notes_budget
+from bytechat.retrieval import fitting, notes_budget
 
 ABSTAIN = "I couldn't find that in your notes."
 ANSWER_PREFIX = "From "
@@ -161,12 +161,9 @@ def answer(block: NoteBlock) -> str:
 def fit_notes(blocks: Sequence[NoteBlock], question: str, context_bytes: int, k: int) -> list[NoteBlock]:
     """The first blocks (best first, at most k) whose notes fit the budget chat gives them
     (retrieval.notes_budget for a model of context_bytes), as retrieve_for_chat keeps them."""
+    blocks = list(blocks)
     budget = notes_budget(context_bytes, [{"role": "user", "content": question}])
-    kept: list[NoteBlock] = []
-    for block in blocks:
-        if len(kept) < k and len(render_notes([*kept, block]).encode("utf-8")) <= budget:
-            kept.append(block)
-    return kept
+    return [blocks[i] for i in fitting(blocks, k, budget)]
 
 
 def grounded_dialogue(

@@ -108,24 +108,21 @@ def unseen_cases(folder: Path = UNSEEN_NOTES) -> list[Case]:
     return [Case(r["question"], r["gold"], r["page"], kind="unseen") for r in map(json.loads, lines) if r]
 
 
-def ask(engine: ChatEngine, index: NotesIndex | None, question: str, max_bytes: int = REPLY_BYTES) -> Result:
-    """One question through the chat path (retrieval when index is given), greedy."""
+def ask(engine: ChatEngine, index: NotesIndex | None, question: str, max_bytes: int = REPLY_BYTES,
+        case: Case | None = None) -> Result:  # fmt: skip
+    """One question through the chat path (retrieval when index is given), greedy; the
+    result is scored against case (default: an uncovered one)."""
     messages = [{"role": "user", "content": question}]
     hits = []
     if index is not None:
         hits = retrieve_for_chat(index, messages, budget_bytes=notes_budget(engine.block_size, messages))
         messages = with_notes(messages, hits)
     done = engine.reply(messages, SamplingConfig(temperature=0.0, max_new_tokens=max_bytes), seed=0)
-    return Result(Case(question, []), done.reply, done.finish_reason, [h.page for h in hits])
+    return Result(case or Case(question, []), done.reply, done.finish_reason, [h.page for h in hits])
 
 
 def run_cases(engine: ChatEngine, index: NotesIndex, cases: Sequence[Case], desc: str) -> list[Result]:
-    results = []
-    for case in tqdm(cases, desc=desc, unit="q", leave=False):
-        result = ask(engine, index, case.question)
-        result.case = case
-        results.append(result)
-    return results
+    return [ask(engine, index, case.question, case=case) for case in tqdm(cases, desc=desc, unit="q", leave=False)]
 
 
 def recall_at_3(index: NotesIndex, cases: Sequence[Case]) -> float:

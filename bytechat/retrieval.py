@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 from bytechat import paths
 from bytechat.chat_format import format_chat
 from bytechat.data import roam
-from bytechat.notes import notes_system_content, render_notes
+from bytechat.notes import NoteBlock, notes_system_content, render_notes
 from bytechat.notes_index import Hit, NotesIndex, NotesIndexError, query_terms
 
 DEFAULT_K = 3
@@ -69,12 +69,19 @@ def retrieve_for_chat(
     if len(users) > 1 and 0 < len(hits) < k:
         seen = {(h.page, h.position) for h in hits}
         hits += [h for h in index.search(f"{users[-2]}\n{users[-1]}", k) if (h.page, h.position) not in seen]
-    kept: list[Hit] = []
-    for hit in hits:
+    return [hits[i] for i in fitting([h.block for h in hits], k, budget_bytes)]
+
+
+def fitting(blocks: Sequence[NoteBlock], k: int, budget_bytes: int | None) -> list[int]:
+    """Which blocks (best first) go in the prompt: at most k, each kept while the rendered
+    notes still fit budget_bytes. Chat and the grounded training dialogues both use it."""
+    kept: list[int] = []
+    for i, block in enumerate(blocks):
         if len(kept) == k:
             break
-        if budget_bytes is None or len(render_notes([h.block for h in (*kept, hit)]).encode("utf-8")) <= budget_bytes:
-            kept.append(hit)
+        candidate = [blocks[j] for j in kept] + [block]
+        if budget_bytes is None or len(render_notes(candidate).encode("utf-8")) <= budget_bytes:
+            kept.append(i)
     return kept
 
 

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 
 from bytechat import paths
 from bytechat.atomic import write_json, write_text
-from bytechat.config import SOURCES, ModelConfig, Profile, load_params
+from bytechat.config import SOURCES, Profile, load_params
 from bytechat.device import autocast_dtype, cpu_has_bf16, get_device, synchronize
 from tools.notes_bench import bench_notes
 from tools.notes_bench import section_lines as notes_section_lines

@@ -1,0 +1,222 @@
+"""The batched decode loop (bytechat.batch_engine): every reply is byte for byte what it
+gets decoding alone (fp32), whoever shares its batch, whenever it joins or leaves."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from bytechat.batch_engine import BatchDecoder, BatchEngine, prompt_bytes
+from bytechat.chat_format import STOP_TAGS
+from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig, generate_bytes
+from bytechat.model import GPT
+from bytechat.rng import make_generator
+from tests.helpers import model_config, train_chat_model
+
+
+def levers_model(block_size: int = 48) -> GPT:
+    """A random model with a short convolution and a copy head (as the shipped profiles),
+    its conv weights and copy gate made non-trivial (both start as no-ops)."""
+    torch.manual_seed(1)
+    model = GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=block_size, conv_kernel=4, copy_dim=16))
+    with torch.no_grad():
+        for block in model.blocks:
+            block.conv.weight.normal_(0, 0.3)
+        model.copy.gate.bias.fill_(1.0)
+        model.copy.null_score.fill_(-1.0)
+    return model.eval()
+
+
+def plain_model() -> GPT:
+    torch.manual_seed(2)
+    return GPT(model_config(n_layer=2, n_head=4, n_embd=32, block_size=40)).eval()
+
+
+def user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+# (messages, sampling, seed): prompts of very different lengths (one over the prompt
+# budget), greedy and sampled, with and without top-k / top-p, long enough to overflow
+# the window and re-prefill.
+REQUESTS = [
+    (user("hi"), SamplingConfig(temperature=0.0, max_new_tokens=70), 0),
+    (user("tell me about the bees and the allotment " * 3), SamplingConfig(max_new_tokens=90), 11),
+    (user("日本"), SamplingConfig(temperature=1.0, top_k=None, top_p=None, max_new_tokens=60), 5),
+    (user("a"), SamplingConfig(temperature=1.5, top_k=7, top_p=0.8, max_new_tokens=120), 123),
+    ([{"role": "system", "content": "Be brief."}] + user("what now?"), SamplingConfig(temperature=0.7, max_new_tokens=40), 9),
+]  # fmt: skip
+
+
+class Collector:
+    """The events of one reply, as BatchEngine emits them."""
+
+    def __init__(self) -> None:
+        self.events: list = []
+
+    def __call__(self, event) -> None:
+        self.events.append(event)
+
+    @property
+    def done(self) -> ReplyDone | None:
+        return self.events[-1] if self.events and isinstance(self.events[-1], ReplyDone) else None
+
+
+def alone(engine: ChatEngine, messages, sampling, seed, cancel_after: int | None = None) -> tuple[bytes, str, str]:
+    """(bytes, finish reason, reply text) decoding alone at batch 1, as the terminal chat does."""
+    produced = bytearray()
+    should_stop = None if cancel_after is None else (lambda: len(produced) >= cancel_after)
+    gen = generate_bytes(engine.model, prompt_bytes(engine, messages), sampling, make_generator(seed), STOP_TAGS,
+                         should_stop=should_stop)  # fmt: skip
+    while True:
+        try:
+            produced.append(next(gen))
+        except StopIteration as end:
+            reason = end.value
+            break
+    reply = engine.reply(messages, sampling, seed).reply if cancel_after is None else None
+    return bytes(produced), reason, reply
+
+
+def run_batch(engine: ChatEngine, max_batch: int, late: int = 6, cancel: int = 1, cancel_after: int = 13):
+    """Submit REQUESTS (all but the last at once, the last after `late` steps), cancel
+    request `cancel` once it has `cancel_after` bytes; step until all are done."""
+    batch = BatchEngine(engine, max_batch)
+    sinks = [Collector() for _ in REQUESTS]
+    handles = {}
+
+    def submit(i: int) -> None:
+        messages, sampling, seed = REQUESTS[i]
+        stop = None
+        if i == cancel:
+            stop = lambda: len(handles[i].produced) >= cancel_after  # noqa: E731
+        handles[i] = batch.submit(messages, sampling, seed, sinks[i], should_stop=stop)
+
+    for i in range(len(REQUESTS) - 1):
+        submit(i)
+    for _ in range(late):
+        batch.step()
+    assert len(batch._active) > 1, "the late request joins a batch under way"
+    submit(len(REQUESTS) - 1)
+    steps = 0
+    while batch.step():
+        steps += 1
+        assert steps < 2000
+    return sinks, handles
+
+
+@pytest.mark.parametrize("make_model", [levers_model, plain_model, train_chat_model], ids=["conv+copy", "plain", "chat"])
+@pytest.mark.parametrize("max_batch", [2, 8])
+def test_every_reply_is_byte_identical_to_decoding_alone(make_model, max_batch):
+    engine = ChatEngine(make_model(), device="cpu")
+    sinks, handles = run_batch(engine, max_batch)
+    reasons = set()
+    for i, (messages, sampling, seed) in enumerate(REQUESTS):
+        expected, reason, reply = alone(engine, messages, sampling, seed, cancel_after=13 if i == 1 else None)
+        done = sinks[i].done
+        assert done is not None, f"request {i} got no ReplyDone"
+        assert bytes(handles[i].produced) == expected, f"request {i}: batched bytes differ from decoding alone"
+        assert (done.finish_reason, done.n_bytes) == (reason, len(expected))
+        pieces = "".join(e.text for e in sinks[i].events if isinstance(e, ReplyEvent))
+        assert pieces == done.reply
+        if reply is not None:
+            assert done.reply == reply, f"request {i}: the reply text differs from ChatEngine's"
+        reasons.add(reason)
+    assert "cancelled" in reasons
+    if make_model is train_chat_model:
+        assert "stop" in reasons, "the chat model ends its turn with a role tag"
+    else:
+        assert "length" in reasons
+
+
+def test_the_step_gives_the_logits_of_batch_one_bit_for_bit():
+    """BatchDecoder.step against GPT.forward with a batch-1 cache, rows at different
+    positions (the shipped model's levers: short conv and copy head)."""
+    model = levers_model(block_size=64).use_decode_layout()
+    decoder = BatchDecoder(model, max_batch=4)
+    windows = [b"x", b"hello there, general", bytes(range(32, 32 + 63)), b"ab" * 10]
+    caches = []
+    for slot, window in enumerate(windows):
+        cache = model.new_cache()
+        with torch.inference_mode():
+            first, _ = model(torch.tensor([list(window)]), cache=cache)
+        assert torch.equal(decoder.prefill(slot, window), first[0, -1])
+        caches.append(cache)
+    for byte in (7, 200):
+        logits = decoder.step([2, 0, 3, 1], [byte] * 4)
+        for row, slot in enumerate([2, 0, 3, 1]):
+            cache = caches[slot]
+            with torch.inference_mode():
+                expected, _ = model(torch.tensor([[byte]]), cache=cache, start_pos=cache.length)
+            assert torch.equal(logits[row], expected[0, -1]), (slot, byte)
+        if decoder.full(2):  # the 63-byte window is full after one byte: re-prefill, as generate_bytes does
+            decoder.prefill(2, windows[2][-32:] + bytes([7]))
+            caches[2] = model.new_cache()
+            with torch.inference_mode():
+                model(torch.tensor([list(windows[2][-32:] + bytes([7]))]), cache=caches[2])
+
+
+def test_a_reply_leaving_frees_its_slot_for_the_next():
+    engine = ChatEngine(plain_model(), device="cpu")
+    batch = BatchEngine(engine, max_batch_size=1)
+    sinks = [Collector(), Collector()]
+    batch.submit(user("one"), SamplingConfig(max_new_tokens=5), 1, sinks[0])
+    batch.submit(user("two"), SamplingConfig(max_new_tokens=5), 2, sinks[1])
+    batch.step()
+    assert batch.load() == {"running": 1, "waiting": 1}
+    while batch.step():
+        pass
+    assert [s.done.n_bytes for s in sinks] == [5, 5]
+    assert batch.load() == {"running": 0, "waiting": 0}
+
+
+def test_withdraw_takes_a_waiting_request_out_of_the_line():
+    engine = ChatEngine(plain_model(), device="cpu")
+    batch = BatchEngine(engine, max_batch_size=1)
+    first = batch.submit(user("one"), SamplingConfig(max_new_tokens=3), 1, Collector())
+    second = batch.submit(user("two"), SamplingConfig(max_new_tokens=3), 2, Collector())
+    assert batch.withdraw(second) and not batch.withdraw(second)
+    batch.step()
+    assert not batch.withdraw(first), "a request in the batch is stopped with should_stop, not withdrawn"
+    while batch.step():
+        pass
+    assert second.finish_reason is None and first.finish_reason == "length"
+
+
+def test_a_failing_reply_reports_its_error_and_the_others_go_on(monkeypatch):
+    engine = ChatEngine(plain_model(), device="cpu")
+    batch = BatchEngine(engine, max_batch_size=4)
+    good, bad = Collector(), Collector()
+    batch.submit(user("fine"), SamplingConfig(max_new_tokens=20), 1, good)
+    broken = batch.submit(user("broken"), SamplingConfig(max_new_tokens=20), 2, bad)
+    batch.step()
+    broken.logits = torch.full_like(broken.logits, float("nan"))  # what a broken model would give
+    while batch.step():
+        pass
+    assert isinstance(bad.events[-1], ValueError) and "non-finite" in str(bad.events[-1])
+    assert good.done is not None and good.done.n_bytes == 20
+
+
+def test_the_thread_serves_submissions_and_close_cancels_what_is_left():
+    engine = ChatEngine(plain_model(), device="cpu")
+    batch = BatchEngine(engine, max_batch_size=2)
+    batch.start()
+    finished = threading.Event()
+    sink = Collector()
+
+    def emit(event) -> None:
+        sink(event)
+        if isinstance(event, ReplyDone):
+            finished.set()
+
+    batch.submit(user("hello"), SamplingConfig(max_new_tokens=8), 3, emit)
+    assert finished.wait(10) and sink.done.n_bytes == 8
+    never = threading.Event()
+    long_one = Collector()
+    batch.submit(user("long"), SamplingConfig(max_new_tokens=10**6), 4, long_one, should_stop=never.is_set)
+    batch.close()
+    assert long_one.done is not None and long_one.done.finish_reason == "cancelled"
+    with pytest.raises(RuntimeError, match="closed"):
+        batch.submit(user("late"), SamplingConfig(max_new_tokens=1), 5, Collector())

@@ -51,14 +51,14 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bytechat.generate import ReplyDone, ReplyEvent
+from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent
 from bytechat.notes_index import NotesIndex, NotesIndexError
 from bytechat.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 from bytechat.web.chat_request import ChatJob, ClientGone, RequestError, read_chat_request
 from bytechat.web.guard import uvicorn_options
 from bytechat.web.settings import LOOPBACK_HOSTS, ServerSettings
 from bytechat.web.sse import EventStreamResponse, sse_event
-from bytechat.web.workers import GenerationFailed, ReplyJob, ReplyWorkers, ServerBusy
+from bytechat.web.workers import BatchedReplies, GenerationFailed, ReplyJob, ReplyWorkers, ServerBusy
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("bytechat.web")
@@ -82,7 +82,10 @@ def create_app(engine, settings: ServerSettings | None = None, notes: NotesIndex
     """The ASGI app around a loaded ChatEngine (no model file needed: tests pass any engine),
     answering from notes (a NotesIndex) when given."""
     settings = settings or ServerSettings()
-    workers = ReplyWorkers(engine, settings.max_concurrency, settings.max_waiting, settings.timeout_s)
+    if settings.max_batch_size > 0 and isinstance(engine, ChatEngine):
+        workers = BatchedReplies(engine, settings.max_batch_size, settings.max_waiting, settings.timeout_s)
+    else:  # no batching asked for, or an engine that only streams replies one by one
+        workers = ReplyWorkers(engine, settings.max_concurrency, settings.max_waiting, settings.timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -272,8 +275,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens_cap,
                    help="cap on the bytes one reply may generate")  # fmt: skip
     p.add_argument("--timeout-s", type=float, default=defaults.timeout_s, help="generation time cap per request")
+    p.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
+                   help="replies decoded together, one forward pass per byte for all (0: no batching)")  # fmt: skip
     p.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
-                   help="replies generated at the same time")  # fmt: skip
+                   help="with --max-batch-size 0: replies generated at the same time, each alone")  # fmt: skip
     p.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
                    help="requests that may wait for a free slot before the server answers 503")  # fmt: skip
     p.add_argument("--max-wait-s", type=float, default=defaults.max_wait_s,
@@ -314,6 +319,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         max_new_tokens_cap=args.max_new_tokens,
         default_max_new_tokens=min(ServerSettings.default_max_new_tokens, args.max_new_tokens),
         timeout_s=args.timeout_s,
+        max_batch_size=args.max_batch_size,
         max_concurrency=args.max_concurrency,
         max_waiting=args.max_waiting,
         max_wait_s=args.max_wait_s,

@@ -13,7 +13,10 @@ class ServerSettings:
     max_new_tokens_cap: int = 1024  # a request may not ask for more bytes than this
     default_max_new_tokens: int = 512  # used when a request does not say (clipped to the cap)
     timeout_s: float = 60.0  # generation time per request (time waiting for a slot not counted)
-    # Load: replies generated at once, and requests allowed to wait for a slot (beyond: 503).
+    # Load: replies decoded together in one batch (one forward pass per byte for all; 0:
+    # no batching, each reply alone on one of max_concurrency worker threads), and
+    # requests allowed to wait for a slot (beyond: 503).
+    max_batch_size: int = 16
     max_concurrency: int = 2
     max_waiting: int = 64
     max_wait_s: float = 30.0  # longest wait for a slot before 503 + Retry-After
@@ -44,6 +47,8 @@ class ServerSettings:
         for name in ("timeout_s", "max_wait_s", "header_timeout_s", "body_timeout_s"):
             if not getattr(self, name) > 0:  # also refuses nan
                 raise ValueError(f"{name}: must be > 0 (got {getattr(self, name)!r})")
+        if self.max_batch_size < 0:
+            raise ValueError(f"max_batch_size: must be >= 0 (got {self.max_batch_size!r}; 0 = no batching)")
         if self.max_waiting < 0:
             raise ValueError(f"max_waiting: must be >= 0 (got {self.max_waiting!r})")
 

@@ -1,11 +1,18 @@
-"""Generating replies in worker threads without blocking the event loop.
+"""Generating replies off the event loop: in one shared batch, or in worker threads.
 
-ChatEngine.stream_reply is a plain, blocking generator. Each request becomes a ReplyJob
-run on a small thread pool of its own (so generation never starves the threads that
+BatchedReplies (the server's default with a real ChatEngine) submits every request to a
+bytechat.batch_engine.BatchEngine: one thread decodes all running replies together, one
+forward pass per byte for all of them; a request waits in line until the batch has a
+free slot (--max-batch-size). ReplyWorkers (--max-batch-size 0, or an engine that cannot
+batch) runs each reply alone on a small thread pool. Both admit the same way and hand
+out ReplyJobs with the same events, so the request handlers do not know which runs.
+
+ReplyWorkers: ChatEngine.stream_reply is a plain, blocking generator. Each request
+becomes a ReplyJob run on a small thread pool of its own (so generation never starves the threads that
 starlette uses for static files). The worker hands every event to the event loop with
 call_soon_threadsafe into an asyncio.Queue; the request handler awaits that queue.
 
-Stopping is cooperative: the engine calls job.should_stop() between tokens, which turns
+Stopping is cooperative: the engine calls job.should_stop() between bytes, which turns
 true when the client went away (job.cancel()) or the per-request time budget is spent.
 A job cancelled while still waiting for a worker is dropped at once: its place in the
 waiting line is free again and it ends as "cancelled" without ever reaching a worker.
@@ -67,7 +74,8 @@ class ReplyJob:
         # Guarded by ReplyWorkers._lock:
         self.running = False
         self.dropped = False
-        self.future: Future | None = None
+        self.future: Future | None = None  # ReplyWorkers: the pool's future
+        self.batch_request = None  # BatchedReplies: the job's BatchRequest
 
     # ---- worker thread side
 
@@ -211,3 +219,69 @@ def _with_timeout_reason(done: ReplyDone, job: ReplyJob) -> ReplyDone:
 def _first_line(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else ""
+
+
+class BatchedReplies:
+    """Replies decoded together in one BatchEngine; the same admission as ReplyWorkers.
+
+    At most max_batch_size replies run (one slot each), max_waiting more may wait for a
+    slot; beyond that, ServerBusy. A job starts (its clock too) when it joins the batch.
+    """
+
+    def __init__(self, engine, max_batch_size: int, max_waiting: int, timeout_s: float) -> None:
+        from bytechat.batch_engine import BatchEngine
+
+        self.batch = BatchEngine(engine, max_batch_size)
+        self.capacity = max_batch_size + max_waiting
+        self.timeout_s = timeout_s
+        self._lock = threading.Lock()
+        self._jobs: set[ReplyJob] = set()  # admitted and not yet finished
+
+    def start(self, work: ChatJob) -> ReplyJob:
+        """Admit a job (or raise ServerBusy); call from the event loop."""
+        job = ReplyJob(work, self.timeout_s, asyncio.get_running_loop(), on_cancel=self._drop_if_waiting)
+        with self._lock:
+            if len(self._jobs) >= self.capacity:
+                raise ServerBusy(f"server busy: {len(self._jobs)} replies in progress or waiting; try again shortly")
+            self._jobs.add(job)
+        self.batch.start()  # the stepping thread, at the first request
+        try:
+            job.batch_request = self.batch.submit(work.messages, work.sampling, work.seed, lambda event: self._emit(job, event),
+                                           should_stop=job.should_stop, on_start=job.start_clock)  # fmt: skip
+        except Exception:
+            with self._lock:
+                self._jobs.discard(job)
+            raise
+        return job
+
+    def _emit(self, job: ReplyJob, event) -> None:
+        """From the batch thread: pass an event on; the last one also retires the job."""
+        if isinstance(event, ReplyEvent):
+            job.emit(event)
+            return
+        with self._lock:
+            self._jobs.discard(job)
+        if isinstance(event, ReplyDone):
+            job.emit(_with_timeout_reason(event, job))
+        else:
+            log.error("reply generation failed", exc_info=event)
+            job.emit(GenerationFailed(f"generation failed: {type(event).__name__}: {_first_line(event)}"))
+
+    def _drop_if_waiting(self, job: ReplyJob) -> None:
+        """A cancelled job that has not joined the batch leaves the line now."""
+        if job.batch_request is None or not self.batch.withdraw(job.batch_request):
+            return  # in the batch (its should_stop ends it) or already done
+        with self._lock:
+            self._jobs.discard(job)
+        job.emit(ReplyDone(reply="", finish_reason="cancelled", n_bytes=0, seconds=0.0))
+
+    def load(self) -> dict[str, int]:
+        return self.batch.load()
+
+    def shutdown(self) -> None:
+        """Stop every job (server shutdown): each ends as "cancelled"."""
+        with self._lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel()
+        self.batch.close()

@@ -136,26 +136,28 @@ def test_the_step_gives_the_logits_of_batch_one_bit_for_bit():
     positions (the shipped model's levers: short conv and copy head)."""
     model = levers_model(block_size=64).use_decode_layout()
     decoder = BatchDecoder(model, max_batch=4)
+    with torch.inference_mode():
+        check_steps(model, decoder)
+
+
+def check_steps(model: GPT, decoder: BatchDecoder) -> None:
     windows = [b"x", b"hello there, general", bytes(range(32, 32 + 63)), b"ab" * 10]
     caches = []
     for slot, window in enumerate(windows):
         cache = model.new_cache()
-        with torch.inference_mode():
-            first, _ = model(torch.tensor([list(window)]), cache=cache)
+        first, _ = model(torch.tensor([list(window)]), cache=cache)
         assert torch.equal(decoder.prefill(slot, window), first[0, -1])
         caches.append(cache)
-    for byte in (7, 200):
-        logits = decoder.step([2, 0, 3, 1], [byte] * 4)
-        for row, slot in enumerate([2, 0, 3, 1]):
+    for byte, slots in ((7, [2, 0, 3, 1]), (200, [2, 0, 3, 1]), (31, [1]), (33, [1]), (32, [3, 0, 1])):
+        logits = decoder.step(slots, [byte] * len(slots))
+        for row, slot in enumerate(slots):
             cache = caches[slot]
-            with torch.inference_mode():
-                expected, _ = model(torch.tensor([[byte]]), cache=cache, start_pos=cache.length)
+            expected, _ = model(torch.tensor([[byte]]), cache=cache, start_pos=cache.length)
             assert torch.equal(logits[row], expected[0, -1]), (slot, byte)
         if decoder.full(2):  # the 63-byte window is full after one byte: re-prefill, as generate_bytes does
             decoder.prefill(2, windows[2][-32:] + bytes([7]))
             caches[2] = model.new_cache()
-            with torch.inference_mode():
-                model(torch.tensor([list(windows[2][-32:] + bytes([7]))]), cache=caches[2])
+            model(torch.tensor([list(windows[2][-32:] + bytes([7]))]), cache=caches[2])
 
 
 def test_a_reply_leaving_frees_its_slot_for_the_next():

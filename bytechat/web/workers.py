@@ -100,6 +100,18 @@ class ReplyJob:
         except RuntimeError:  # the loop is closed: the server is gone, nobody listens
             pass
 
+    @staticmethod
+    def emit_all(events: list[tuple[ReplyJob, JobEvent]]) -> None:
+        """emit() for many jobs' events at once: one wake-up of each event loop, not one per event."""
+        by_loop: dict[asyncio.AbstractEventLoop, list] = {}
+        for job, event in events:
+            by_loop.setdefault(job._loop, []).append((job._queue, event))
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:  # the loop is closed
+                pass
+
     # ---- event loop side
 
     @property
@@ -209,6 +221,11 @@ class ReplyWorkers:
         return GenerationFailed("generation failed: the engine ended without a final event")
 
 
+def _put_all(items: list) -> None:
+    for queue, event in items:
+        queue.put_nowait(event)
+
+
 def _with_timeout_reason(done: ReplyDone, job: ReplyJob) -> ReplyDone:
     # The engine only knows "cancelled"; tell a spent time budget apart from a client that left.
     if done.finish_reason == "cancelled" and job.timed_out and not job.cancelled:
@@ -236,6 +253,10 @@ class BatchedReplies:
         self.timeout_s = timeout_s
         self._lock = threading.Lock()
         self._jobs: set[ReplyJob] = set()  # admitted and not yet finished
+        # Events of the current step, handed to the event loop together after it (a
+        # wake-up per event cost the loop more than the step itself at 16 replies).
+        self._outbox: list[tuple[ReplyJob, JobEvent]] = []
+        self.batch.after_step = self._flush
 
     def start(self, work: ChatJob) -> ReplyJob:
         """Admit a job (or raise ServerBusy); call from the event loop."""
@@ -255,17 +276,23 @@ class BatchedReplies:
         return job
 
     def _emit(self, job: ReplyJob, event) -> None:
-        """From the batch thread: pass an event on; the last one also retires the job."""
+        """From the batch thread: queue an event for the loop; the last one also retires the job."""
         if isinstance(event, ReplyEvent):
-            job.emit(event)
+            self._outbox.append((job, event))
             return
         with self._lock:
             self._jobs.discard(job)
         if isinstance(event, ReplyDone):
-            job.emit(_with_timeout_reason(event, job))
+            self._outbox.append((job, _with_timeout_reason(event, job)))
         else:
             log.error("reply generation failed", exc_info=event)
-            job.emit(GenerationFailed(f"generation failed: {type(event).__name__}: {_first_line(event)}"))
+            self._outbox.append((job, GenerationFailed(f"generation failed: {type(event).__name__}: {_first_line(event)}")))
+
+    def _flush(self) -> None:
+        """From the batch thread, after each step: hand the step's events on."""
+        if self._outbox:
+            events, self._outbox = self._outbox, []
+            ReplyJob.emit_all(events)
 
     def _drop_if_waiting(self, job: ReplyJob) -> None:
         """A cancelled job that has not joined the batch leaves the line now."""

@@ -14,7 +14,9 @@ from bytechat.paths import PARAMS
 
 TINY_PLAN = bench.Plan(peak_repeats=2, train_warmup=1, train_steps=2, decode_bytes=4, decode_repeats=1,
                        ttfb_repeats=1, batch_calls=5, batch_stream_mb=0.1, stream_mb=2.0, eval_kb=4.0,
-                       eval_fp32=True, web_requests=6, web_concurrency=2, notes_queries=20, notes_pages=30)  # fmt: skip
+                       eval_fp32=True, web_requests=6, web_concurrency=2, serve_clients=(1, 2),
+                       serve_requests_per_client=1, serve_max_new_tokens=8, notes_queries=20,
+                       notes_pages=30)  # fmt: skip
 
 NUMBERS = {
     "peak": ["fp32_gflops", "bf16_gflops"],
@@ -24,6 +26,7 @@ NUMBERS = {
     "streams": ["rss_growth_mib"],
     "eval": [],
     "web": ["requests_per_s", "p50_ms", "p99_ms", "errors"],
+    "serve": ["scaling", "single_vs_unbatched", "most_clients_vs_unbatched", "errors"],
     "notes": ["search_p99_ms", "build_s", "build_peak_rss_mib"],
 }
 
@@ -43,7 +46,8 @@ def tiny_params(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(tiny_params, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    result = bench.run_bench(quick=True, out_dir=out, plan=TINY_PLAN, params_path=tiny_params, threads=1)
+    result = bench.run_bench(quick=True, out_dir=out, plan=TINY_PLAN, params_path=tiny_params, threads=1,
+                             serve_ckpt="random")  # fmt: skip
     return out, result
 
 
@@ -78,6 +82,13 @@ def test_every_section_is_in_report_json_with_numbers(report):
             assert is_number(saved["eval"][dtype]["bytes_per_s"])
     assert is_number(saved["eval"]["auto"]["bytes_per_s"])
     assert saved["web"]["errors"] == 0 and saved["web"]["requests"] == TINY_PLAN.web_requests
+    serve = saved["serve"]
+    assert serve["errors"] == 0 and serve["model"].startswith("random smoke-profile")
+    for mode in ("unbatched", "batched"):
+        assert [r["clients"] for r in serve[mode]] == [1, 2]
+        for r in serve[mode]:
+            assert r["requests"] == r["clients"] and r["mean_reply_bytes"] == 8, "a random model never stops early"
+            assert all(is_number(r[key]) for key in ("bytes_per_s", "ttfb_p50_ms", "p50_ms", "p99_ms")), r
     notes = saved["notes"]
     assert notes["retrieval"]["queries"] == TINY_PLAN.notes_queries and notes["retrieval"]["blocks"] > 300
     assert notes["build"]["full"]["pages"] == TINY_PLAN.notes_pages and notes["build"]["small"]["pages"] == 3

@@ -14,6 +14,8 @@ artifacts/bench), each section with its target and whether it was met:
             WikiText-like corpus, in a subprocess: MB/s and peak RSS at two sizes
   eval      score_bytes throughput with the smoke model, auto dtype and fp32
   web       tools.loadtest against a server with a tiny model: requests/s, p50/p99
+  serve     the server with 1, 4 and 16 clients streaming replies, batched and unbatched:
+            aggregate bytes/s, time to first byte, p50/p99 (smoke model, --serve-ckpt)
   notes     the notes index (tools.notes_bench): top-3 search latency on the example
             graph, and build time + peak RSS for a synthetic 10,000-page (~20 MB) folder
 
@@ -56,7 +58,7 @@ from bytechat.device import autocast_dtype, cpu_has_bf16, get_device, synchroniz
 from tools.notes_bench import bench_notes
 from tools.notes_bench import section_lines as notes_section_lines
 
-SECTIONS = ("peak", "train", "decode", "batching", "streams", "eval", "web", "notes")
+SECTIONS = ("peak", "train", "decode", "batching", "streams", "eval", "web", "serve", "notes")
 MIB = 1 << 20
 
 # Targets (from the performance issue), checked on every run.
@@ -69,6 +71,9 @@ TARGET_BATCH_SHARE = 0.01  # get_batch time / training step time
 TARGET_STREAMS_MBPS = 100.0
 TARGET_STREAMS_PEAK_MIB = 100.0  # "200 MB in well under 200 MB of RAM"
 TARGET_STREAMS_GROWTH_MIB = 16.0  # peak RSS at the full size minus at a tenth of it: flat
+TARGET_SERVE_SCALING = 4.0  # batched server: aggregate bytes/s at the most clients over one client
+TARGET_SERVE_P99_S = 1.5  # batched server: p99 latency of a reply at the most clients
+TARGET_SERVE_SINGLE = 0.9  # batched server, one client: bytes/s over the unbatched server's
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,9 @@ class Plan:
     eval_fp32: bool = True  # also score in fp32 for the speedup of the auto dtype
     web_requests: int = 2000
     web_concurrency: int = 16
+    serve_clients: tuple[int, ...] = (1, 4, 16)  # concurrent clients streaming replies, batched and not
+    serve_requests_per_client: int = 8
+    serve_max_new_tokens: int = 128
     notes_queries: int = 500  # search latency: questions on the example graph
     notes_pages: int = 10000  # synthetic notes folder to index (~2 KB a page), and a tenth of it
 
@@ -95,7 +103,8 @@ class Plan:
 FULL = Plan()
 QUICK = Plan(peak_repeats=5, train_warmup=1, train_steps=3, decode_bytes=16, decode_repeats=1, ttfb_repeats=3,
              batch_calls=50, batch_stream_mb=1.0, stream_mb=20.0, eval_kb=20.0, eval_fp32=False,
-             web_requests=100, web_concurrency=8, notes_queries=200, notes_pages=2000)  # fmt: skip
+             web_requests=100, web_concurrency=8, serve_requests_per_client=2, notes_queries=200,
+             notes_pages=2000)  # fmt: skip
 
 
 def median_time(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
@@ -500,6 +509,79 @@ def bench_web(plan: Plan) -> dict:
     }
 
 
+# ---------------------------------------------------------------- serve
+
+
+def serve_model(ckpt: str | None, folder: Path, profile: Profile) -> tuple[Path, str]:
+    """(export folder, what it is): ckpt; else the newest export; else (or ckpt "random")
+    a randomly initialised model of `profile`'s size, which never ends its turn, so every
+    reply is max_new_tokens long."""
+    from bytechat.export import newest_export
+    from tools.local_server import save_tiny_model
+
+    if ckpt is None:
+        found = newest_export()
+        if found is not None:
+            return found, f"{found.name} (newest export)"
+    elif ckpt != "random":
+        return Path(ckpt), Path(ckpt).name
+    path = save_tiny_model(folder, config=asdict(profile.model))
+    return path, f"random {profile.name}-profile model"
+
+
+def bench_serve(plan: Plan, ckpt: str | None, profile: Profile) -> dict:
+    """The chat server under 1..N concurrent clients streaming replies (tools.loadtest
+    --sweep), with its batched decoding and without (--max-batch-size 0: each reply
+    alone on worker threads, the server before batching), one server after the other."""
+    out: dict = {"clients": list(plan.serve_clients), "max_new_tokens": plan.serve_max_new_tokens,
+                 "requests_per_client": plan.serve_requests_per_client}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="bytechat-bench-serve-") as tmp:
+        path, out["model"] = serve_model(ckpt, Path(tmp), profile)
+        for mode, batch_size in (("unbatched", 0), ("batched", None)):
+            result_path = Path(tmp) / f"{mode}.json"
+            command = [sys.executable, "-m", "tools.loadtest", "--ckpt", str(path), "--stream",
+                       "--sweep", ",".join(map(str, plan.serve_clients)),
+                       "--requests-per-client", str(plan.serve_requests_per_client),
+                       "--max-new-tokens", str(plan.serve_max_new_tokens), "--out", str(result_path)]  # fmt: skip
+            if batch_size is not None:
+                command += ["--server-batch-size", str(batch_size)]
+            proc = subprocess.run(command, capture_output=True, text=True, env=_repo_env(), timeout=1800)
+            if not result_path.exists():
+                raise RuntimeError(f"loadtest --sweep wrote no results ({proc.returncode}): {proc.stderr[-2000:]}")
+            runs = json.loads(result_path.read_text(encoding="utf-8"))["sweep"]
+            out[mode] = [{
+                "clients": run["concurrency"], "requests": run["requests"], "bytes_per_s": run["generated_bytes_per_s"],
+                "mean_reply_bytes": run["mean_reply_bytes"], "ttfb_p50_ms": (run["ttfb_ms"] or {}).get("p50"),
+                "p50_ms": run["latency_ms"]["p50"], "p99_ms": run["latency_ms"]["p99"],
+                "errors": sum(run["errors"].values()),
+            } for run in runs]  # fmt: skip
+    batched, unbatched = out["batched"], out["unbatched"]
+    out["scaling"] = round(batched[-1]["bytes_per_s"] / batched[0]["bytes_per_s"], 2)
+    out["single_vs_unbatched"] = round(batched[0]["bytes_per_s"] / unbatched[0]["bytes_per_s"], 3)
+    out["most_clients_vs_unbatched"] = round(batched[-1]["bytes_per_s"] / unbatched[-1]["bytes_per_s"], 2)
+    out["errors"] = sum(r["errors"] for r in batched + unbatched)
+    out["target"] = (f"batched: {plan.serve_clients[-1]} clients >= {TARGET_SERVE_SCALING:g}x the bytes/s of "
+                     f"{plan.serve_clients[0]}, p99 <= {TARGET_SERVE_P99_S:g} s at {plan.serve_clients[-1]}, one "
+                     f"client >= {TARGET_SERVE_SINGLE:.0%} of the unbatched server's bytes/s; 0 errors")  # fmt: skip
+    out["met"] = bool(out["scaling"] >= TARGET_SERVE_SCALING and batched[-1]["p99_ms"] <= TARGET_SERVE_P99_S * 1e3
+                      and out["single_vs_unbatched"] >= TARGET_SERVE_SINGLE and out["errors"] == 0)  # fmt: skip
+    return out
+
+
+def serve_section_lines(s: dict) -> list[str]:
+    rows = []
+    for mode in ("unbatched", "batched"):
+        for r in s[mode]:
+            rows.append([mode, r["clients"], r["requests"], _fmt(r["bytes_per_s"], ",.0f"), _fmt(r["mean_reply_bytes"], ".0f"),
+                         _fmt(r["ttfb_p50_ms"], ".0f"), _fmt(r["p50_ms"], ".0f"), _fmt(r["p99_ms"], ".0f"), r["errors"]])  # fmt: skip
+    return _table(["server", "clients", "requests", "bytes/s (all clients)", "mean reply B", "TTFB p50 ms",
+                   "p50 ms", "p99 ms", "errors"], rows) + [
+        "", f"Model: {s['model']}, replies of at most {s['max_new_tokens']} bytes, streamed. Batched: "
+        f"{s['scaling']:.2f}x the bytes/s of one client at {s['clients'][-1]}; one client at "
+        f"{s['single_vs_unbatched']:.1%} of the unbatched server; {s['most_clients_vs_unbatched']:.2f}x the "
+        f"unbatched server at {s['clients'][-1]} clients."]  # fmt: skip
+
+
 # ---------------------------------------------------------------- the run
 
 
@@ -564,7 +646,7 @@ def machine_info(threads: int, device: torch.device) -> dict:
 
 def run_bench(quick: bool = False, out_dir: str | Path | None = None, *, threads: int | None = None,
               skip: Iterable[str] = (), plan: Plan | None = None, device: str | torch.device | None = None,
-              params_path: str | Path | None = None, seed: int = 0) -> dict:  # fmt: skip
+              params_path: str | Path | None = None, seed: int = 0, serve_ckpt: str | None = None) -> dict:  # fmt: skip
     """Run every section not in skip; write report.json and report.md to out_dir
     (default artifacts/bench); return the report."""
     skip = set(skip)
@@ -613,6 +695,8 @@ def run_bench(quick: bool = False, out_dir: str | Path | None = None, *, threads
                     result = bench_notes(plan.notes_queries, plan.notes_pages, seed)
                 elif name == "eval":
                     result = bench_eval(plan, device, params.profile("smoke"), seed)
+                elif name == "serve":
+                    result = bench_serve(plan, serve_ckpt, params.profile("smoke"))
                 else:
                     result = bench_web(plan)
             except Exception as exc:  # a broken section is reported; the others still run
@@ -739,6 +823,8 @@ def _section_lines(name: str, s: dict) -> list[str]:
         return lines
     if name == "notes":
         return notes_section_lines(s, _table)
+    if name == "serve":
+        return serve_section_lines(s)
     if name == "web":
         return _table(["requests", "concurrency", "requests/s", "p50 ms", "p99 ms", "errors", "generated bytes/s"],
                       [[s["requests"], s["concurrency"], _fmt(s["requests_per_s"], ".1f"), _fmt(s["p50_ms"], ".1f"),
@@ -757,6 +843,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="torch threads for training/eval/peak (default: torch's default, one per core)")  # fmt: skip
     parser.add_argument("--skip", default="", help=f"comma-separated sections to skip ({','.join(SECTIONS)})")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto / BYTECHAT_DEVICE)")
+    parser.add_argument("--serve-ckpt", default=None,
+                        help="model for the serve section: an export, or 'random' (a random smoke-profile model, "
+                             "replies always full length); default: the newest export, else random")  # fmt: skip
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
@@ -767,7 +856,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     skip = [s.strip() for s in args.skip.split(",") if s.strip()]
     try:
-        report = run_bench(args.quick, args.out, threads=args.threads, skip=skip, device=args.device)
+        report = run_bench(args.quick, args.out, threads=args.threads, skip=skip, device=args.device,
+                           serve_ckpt=args.serve_ckpt)  # fmt: skip
     except ValueError as exc:
         print(f"tools.bench: error: {exc}", file=sys.stderr)
         return 2

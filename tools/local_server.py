@@ -29,10 +29,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def save_tiny_model(folder: str | Path, seed: int = 0, block_size: int = TINY["block_size"]) -> Path:
+def save_tiny_model(folder: str | Path, seed: int = 0, block_size: int = TINY["block_size"],
+                    config: dict | None = None) -> Path:  # fmt: skip
     """A randomly initialised tiny GPT, saved as a training checkpoint and exported like a
     trained one; returns the export folder (what `--ckpt` takes). block_size 512 leaves
-    room for notes in the prompt."""
+    room for notes in the prompt. config: other model settings (e.g. a profile's model)."""
     import torch
 
     from bytechat.checkpoint import build_checkpoint, save_checkpoint
@@ -41,7 +42,7 @@ def save_tiny_model(folder: str | Path, seed: int = 0, block_size: int = TINY["b
     from bytechat.model import GPT
 
     torch.manual_seed(seed)
-    config = ModelConfig(**{**TINY, "block_size": block_size})
+    config = ModelConfig(**({**TINY, "block_size": block_size} if config is None else {**TINY, **config}))
     model = GPT(config)
     ckpt = build_checkpoint(
         model=model,

@@ -530,31 +530,35 @@ def serve_model(ckpt: str | None, folder: Path, profile: Profile) -> tuple[Path,
 
 
 def bench_serve(plan: Plan, ckpt: str | None, profile: Profile) -> dict:
-    """The chat server under 1..N concurrent clients streaming replies (tools.loadtest
-    --sweep), with its batched decoding and without (--max-batch-size 0: each reply
-    alone on worker threads, the server before batching), one server after the other."""
+    """The chat server under 1..N concurrent clients streaming replies (tools.loadtest),
+    with its batched decoding and without (--max-batch-size 0: each reply alone on worker
+    threads, the server before batching). Both servers run side by side, idle in turn;
+    at each client count the two are measured back to back, in alternating order."""
+    import asyncio
+
+    from tools.loadtest import run_load, summarize
+    from tools.local_server import running_server
+
     out: dict = {"clients": list(plan.serve_clients), "max_new_tokens": plan.serve_max_new_tokens,
-                 "requests_per_client": plan.serve_requests_per_client}  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="bytechat-bench-serve-") as tmp:
-        path, out["model"] = serve_model(ckpt, Path(tmp), profile)
-        for mode, batch_size in (("unbatched", 0), ("batched", None)):
-            result_path = Path(tmp) / f"{mode}.json"
-            command = [sys.executable, "-m", "tools.loadtest", "--ckpt", str(path), "--stream",
-                       "--sweep", ",".join(map(str, plan.serve_clients)),
-                       "--requests-per-client", str(plan.serve_requests_per_client),
-                       "--max-new-tokens", str(plan.serve_max_new_tokens), "--out", str(result_path)]  # fmt: skip
-            if batch_size is not None:
-                command += ["--server-batch-size", str(batch_size)]
-            proc = subprocess.run(command, capture_output=True, text=True, env=_repo_env(), timeout=1800)
-            if not result_path.exists():
-                raise RuntimeError(f"loadtest --sweep wrote no results ({proc.returncode}): {proc.stderr[-2000:]}")
-            runs = json.loads(result_path.read_text(encoding="utf-8"))["sweep"]
-            out[mode] = [{
-                "clients": run["concurrency"], "requests": run["requests"], "bytes_per_s": run["generated_bytes_per_s"],
-                "mean_reply_bytes": run["mean_reply_bytes"], "ttfb_p50_ms": (run["ttfb_ms"] or {}).get("p50"),
-                "p50_ms": run["latency_ms"]["p50"], "p99_ms": run["latency_ms"]["p99"],
-                "errors": sum(run["errors"].values()),
-            } for run in runs]  # fmt: skip
+                 "requests_per_client": plan.serve_requests_per_client, "unbatched": [], "batched": []}  # fmt: skip
+    common = ["--no-notes", "--max-waiting", str(max(64, max(plan.serve_clients))),
+              "--max-new-tokens", str(max(1024, plan.serve_max_new_tokens))]  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        path, out["model"] = serve_model(ckpt, Path(stack.enter_context(tempfile.TemporaryDirectory())), profile)
+        urls = {"unbatched": stack.enter_context(running_server(path, "--max-batch-size", "0", *common)),
+                "batched": stack.enter_context(running_server(path, *common))}  # fmt: skip
+        for i, clients in enumerate(plan.serve_clients):
+            for mode in ("unbatched", "batched") if i % 2 == 0 else ("batched", "unbatched"):
+                args = argparse.Namespace(concurrency=clients, requests=clients * plan.serve_requests_per_client,
+                                          max_new_tokens=plan.serve_max_new_tokens, stream=True, timeout_s=120.0)  # fmt: skip
+                outcomes, wall_s = asyncio.run(run_load(urls[mode], args))
+                run = summarize(outcomes, wall_s, urls[mode], args)
+                out[mode].append({
+                    "clients": clients, "requests": run["requests"], "bytes_per_s": run["generated_bytes_per_s"],
+                    "mean_reply_bytes": run["mean_reply_bytes"], "ttfb_p50_ms": (run["ttfb_ms"] or {}).get("p50"),
+                    "p50_ms": run["latency_ms"]["p50"], "p99_ms": run["latency_ms"]["p99"],
+                    "errors": sum(run["errors"].values()),
+                })  # fmt: skip
     batched, unbatched = out["batched"], out["unbatched"]
     out["scaling"] = round(batched[-1]["bytes_per_s"] / batched[0]["bytes_per_s"], 2)
     out["single_vs_unbatched"] = round(batched[0]["bytes_per_s"] / unbatched[0]["bytes_per_s"], 3)

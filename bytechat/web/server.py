@@ -23,7 +23,8 @@ Request body (application/json):
 The last message must be from the user. Errors are {"detail": "<field>: <problem>"} with
 400 (not JSON), 408 (body too slow), 413 (body too large), 415 (not application/json),
 422 (invalid field or over a limit) or 503 with Retry-After (waiting line full, or no
-free slot within --max-wait-s). finish_reason is "stop" (the model ended its turn),
+free slot within --max-wait-s). Replies are decoded together in one batch
+(--max-batch-size, bytechat.web.workers.BatchedReplies), each as it would be alone. finish_reason is "stop" (the model ended its turn),
 "length" (max_new_tokens reached), "timeout" (--timeout-s spent) or "cancelled" (the
 client went away). Slow or oversized headers and too many connections are handled by
 uvicorn's settings and bytechat.web.guard (408, 431, 503). /health leaves out where the
@@ -271,7 +272,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: $BYTECHAT_THREADS, else 1; requests run in parallel anyway)")  # fmt: skip
+                   help="torch intra-op threads (default: $BYTECHAT_THREADS, else 1; concurrent replies are batched anyway)")  # fmt: skip
     p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens_cap,
                    help="cap on the bytes one reply may generate")  # fmt: skip
     p.add_argument("--timeout-s", type=float, default=defaults.timeout_s, help="generation time cap per request")
@@ -341,8 +342,8 @@ def load_engine(ckpt: str | None, device_name: str | None, threads: int | None =
     if path is None:
         raise SystemExit("no exported model found: run `make smoke` (or train and export) or pass --ckpt PATH")
     try:
-        # One intra-op thread per reply: on a busy CPU more make batch-1 decoding ~10x
-        # slower (see set_decode_threads); concurrent requests use separate threads.
+        # One intra-op thread: on a busy CPU more make small decoding ops ~10x slower (see
+        # set_decode_threads). Concurrent replies share one batched forward pass instead.
         set_decode_threads(threads)
         device = get_device(device_name)
         model, info = load_model(path, device)

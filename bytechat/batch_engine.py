@@ -21,6 +21,7 @@ How each row stays exact (bit for bit what it gets decoding alone): bytechat.bat
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 import time
@@ -45,6 +46,7 @@ from bytechat.generate import (
 from bytechat.batch_decoder import BatchDecoder
 from bytechat.rng import make_generator
 
+log = logging.getLogger("bytechat.batch")
 DEFAULT_MAX_BATCH = 16
 _STOPS = tuple(tag.encode("utf-8") for tag in STOP_TAGS)
 
@@ -175,7 +177,11 @@ class BatchEngine:
                     self._lock.wait()
                 if self._closed:
                     break
-            self._step()
+            try:
+                self._step()
+            except Exception as exc:  # a bug, not a model error (those fail their replies only)
+                log.exception("batch step failed; failing the replies in the batch")
+                self._fail(list(self._active), exc)
             if self.after_step is not None:
                 self.after_step()
         self._cancel_all()
@@ -206,7 +212,11 @@ class BatchEngine:
             else:
                 rows.append(request)
         feed: list[BatchRequest] = []
-        for request, byte in zip(rows, sample_rows(rows)):
+        try:
+            picked = sample_rows(rows)
+        except Exception:  # one bad row must not stop the others: retry them one by one
+            picked = [_guarded(sample_rows, [request]) for request in rows]
+        for request, byte in zip(rows, picked):
             try:
                 if isinstance(byte, Exception):
                     raise byte
@@ -325,6 +335,13 @@ def sample_rows(requests: list[BatchRequest]) -> list[int | Exception]:
             choice = torch.multinomial(probs[row : row + 1], 1, generator=requests[i].generator)
             out[i] = int(ids[row, choice])
     return out
+
+
+def _guarded(sample, requests: list[BatchRequest]) -> int | Exception:
+    try:
+        return sample(requests)[0]
+    except Exception as exc:
+        return exc
 
 
 def _sample_one(request: BatchRequest) -> int | Exception:

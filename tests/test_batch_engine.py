@@ -222,3 +222,38 @@ def test_the_thread_serves_submissions_and_close_cancels_what_is_left():
     assert long_one.done is not None and long_one.done.finish_reason == "cancelled"
     with pytest.raises(RuntimeError, match="closed"):
         batch.submit(user("late"), SamplingConfig(max_new_tokens=1), 5, Collector())
+
+
+def test_a_bug_in_a_step_fails_the_replies_in_it_and_the_thread_goes_on(monkeypatch):
+    engine = ChatEngine(plain_model(), device="cpu")
+    batch = BatchEngine(engine, max_batch_size=2)
+    calls = []
+
+    def broken_step():
+        calls.append(1)
+        raise RuntimeError("a bug")
+
+    real_step = batch._step
+    monkeypatch.setattr(batch, "_step", broken_step)
+    failed, finished = Collector(), threading.Event()
+    batch.submit(user("x"), SamplingConfig(max_new_tokens=4), 1, failed)
+    batch._active.append(batch._waiting.popleft())  # as if admitted
+    batch._active[0].slot = batch._free.pop()
+    batch.start()
+    assert wait_until(lambda: failed.events and isinstance(failed.events[-1], RuntimeError))
+    monkeypatch.setattr(batch, "_step", real_step)
+    ok = Collector()
+    batch.submit(user("y"), SamplingConfig(max_new_tokens=4), 2, lambda e: (ok(e), isinstance(e, ReplyDone) and finished.set()))
+    assert finished.wait(10) and ok.done.n_bytes == 4
+    batch.close()
+
+
+def wait_until(condition, timeout: float = 5.0) -> bool:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return False

@@ -52,6 +52,7 @@ class Question:
     text: str
     gold: str  # the fact the answer must contain
     kind: str  # attribute | todo | page | keyword
+    word: str = ""  # a keyword question's word (other blocks holding it answer it too)
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,7 @@ def title(page: str) -> str:
     return page.rsplit("/", 1)[-1]
 
 
-def _clip(text: str, n: int = 40) -> str:
+def clip(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[:n].rstrip()
 
 
@@ -86,11 +87,11 @@ ATTRIBUTE_TEMPLATES = (
 )
 WHEN_TEMPLATES = ("When is {title}'s {key}?", "when is the {key} for {title}?", "Remind me when {title}'s {key} is.")
 COUNT_TEMPLATES = ("How many {key} do I have?", "how many {key} are there at {title}?", "Number of {key}?")
-TODO_TEMPLATES = (
+TODO_TEMPLATES = (  # each names the todos: "what's left to do" has no word to search for
     "What's still on my todo list for {title}?",
-    "What do I need to do for {title}?",
+    "What todos do I have for {title}?",
     "any open todos on {title}?",
-    "What's left to do on {title}?",
+    "What's left on my {title} todo list?",
     "Remind me of my {title} todos.",
 )
 PAGE_TEMPLATES = (
@@ -126,7 +127,10 @@ def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] 
     name = title(block.page)
     found: list[Question] = []
     head = _KEY_VALUE.match(lines[0])
-    if head and len(lines) == 1:
+    # An attribute question needs a search word beyond the page's title: "what's Weekly
+    # Sync's who?" or "the plan for Half Marathon Plan" only name the page, and retrieval
+    # answers those with the page's first blocks (see NotesIndex.search).
+    if head and len(lines) == 1 and set(query_terms(head.group(1))) - set(query_terms(name)):
         key, value = head.group(1).strip(), head.group(2).strip()
         if value.split()[0].isdigit() and len(value.split()) == 1:
             templates = COUNT_TEMPLATES
@@ -134,10 +138,10 @@ def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] 
             templates = WHEN_TEMPLATES
         else:
             templates = ATTRIBUTE_TEMPLATES
-        found.append(Question(rng.choice(templates).format(key=key, title=name), _clip(value), "attribute"))
+        found.append(Question(rng.choice(templates).format(key=key, title=name), clip(value), "attribute"))
     todos = [m.group(1) for m in map(_TODO_LINE.match, lines) if m]
     if todos:
-        found.append(Question(rng.choice(TODO_TEMPLATES).format(title=name), _clip(todos[0]), "todo"))
+        found.append(Question(rng.choice(TODO_TEMPLATES).format(title=name), clip(todos[0]), "todo"))
     # Keyword questions: a word a person would search for (a query term that few blocks
     # share), not for a lone attribute (its key is on every page of that kind).
     if not (head and len(lines) == 1):
@@ -148,9 +152,9 @@ def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] 
         if words:
             word = min(words, key=lambda w: (counts.get(w.lower(), 0), rng.random()))
             line = next(l.strip() for l in lines if word in l)
-            found.append(Question(rng.choice(KEYWORD_TEMPLATES).format(word=word.lower()), _clip(line), "keyword"))
+            found.append(Question(rng.choice(KEYWORD_TEMPLATES).format(word=word.lower()), clip(line), "keyword", word.lower()))
     if block.position == 0:
-        found.append(Question(rng.choice(PAGE_TEMPLATES).format(title=name), _clip(lines[0].strip()), "page"))
+        found.append(Question(rng.choice(PAGE_TEMPLATES).format(title=name), clip(lines[0].strip()), "page"))
     return found
 
 

@@ -4,8 +4,10 @@ A Roam page is cut into blocks: a top-level bullet with its children. Roam marku
 turned into plain text (`{{[[TODO]]}}` -> `TODO`, `[[Page]]` -> `Page`, `**b**` -> `b`,
 `key:: value` -> `key: value`), bullet markers are dropped and each child level is
 indented by two spaces. A block longer than MAX_BLOCK_BYTES is cut into several blocks
-at child boundaries, each starting with the parent's first line, so nothing is lost to
-retrieval and every block still reads on its own.
+at child boundaries (a line longer than that at spaces), each child block starting with
+the parent's first line (shortened), so no word is lost to retrieval and every block
+still reads on its own. Short blocks matter: the model quotes the block it answers
+from, and its quotes go wrong more often the longer they are (docs/notes.md).
 
 The notes go into the system turn, one block per entry, the best match last (closest
 to the question, so the model copies from nearby):
@@ -26,7 +28,7 @@ from typing import Iterable, Sequence
 
 from bytechat.data.roam import RoamPage
 
-MAX_BLOCK_BYTES = 200  # one block's text; longer blocks are cut (see above)
+MAX_BLOCK_BYTES = 150  # one block's text; longer blocks are cut (see above)
 NOTES_HEADER = "Notes:"
 NO_NOTES = "Notes: none found."
 
@@ -89,6 +91,45 @@ def _clip(text: str, limit: int) -> str:
     return data[: limit - 3].decode("utf-8", errors="ignore").rstrip() + "…"
 
 
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _greedy(words: list[str], width: int) -> list[str]:
+    """words filled into pieces of at most width UTF-8 bytes (a longer word is cut)."""
+    pieces, current = [], ""
+    for word in words:
+        candidate = f"{current} {word}" if current else word
+        if _size(candidate) <= width:
+            current = candidate
+            continue
+        if current:
+            pieces.append(current)
+        while _size(word) > width:
+            cut = word.encode("utf-8")[:width].decode("utf-8", errors="ignore")
+            pieces.append(cut)
+            word = word[len(cut) :]
+        current = word
+    return [*pieces, current] if current else pieces
+
+
+def _wrap(line: str, limit: int) -> list[str]:
+    """line in pieces of at most limit UTF-8 bytes, each keeping line's indent: as few
+    pieces as fit, of about equal size (no 6-byte tail that says nothing on its own),
+    cut at spaces, and inside a word only when the word alone is longer than a piece."""
+    body = line.lstrip(" ")
+    indent = line[: len(line) - len(body)]
+    room = max(8, limit - len(indent))
+    pieces = _greedy(body.split(), room)
+    # The narrowest width that still needs no more pieces evens them out.
+    for width in range(-(-_size(body) // max(1, len(pieces))), room):
+        even = _greedy(body.split(), width)
+        if len(even) <= len(pieces):
+            pieces = even
+            break
+    return [indent + piece for piece in pieces]
+
+
 def page_blocks(page: RoamPage, max_bytes: int = MAX_BLOCK_BYTES) -> list[NoteBlock]:
     """The page's blocks in page order (see the module docstring)."""
     grouped: dict[int, list[str]] = {}
@@ -96,14 +137,17 @@ def page_blocks(page: RoamPage, max_bytes: int = MAX_BLOCK_BYTES) -> list[NoteBl
         grouped.setdefault(block, []).append("  " * depth + body)
     blocks: list[NoteBlock] = []
     for lines in grouped.values():
-        head = _clip(lines[0], max_bytes)
-        current = head
-        for line in lines[1:]:
-            line = _clip(line, max_bytes - len(head.encode("utf-8")) - 1)
-            candidate = f"{current}\n{line}"
-            if len(candidate.encode("utf-8")) > max_bytes:
+        # The first line may itself take several blocks; each child block starts with
+        # it (shortened), so that it still says what it is part of.
+        first, *more = _wrap(lines[0], max_bytes)
+        lead = _clip(lines[0], max_bytes // 3)
+        current = first
+        pieces = [*more, *(p for line in lines[1:] for p in _wrap(line, max_bytes - _size(lead) - 1))]
+        for i, piece in enumerate(pieces):
+            candidate = f"{current}\n{piece}"
+            if _size(candidate) > max_bytes:
                 blocks.append(NoteBlock(page.name, current, len(blocks)))
-                candidate = f"{head}\n{line}"
+                candidate = piece if i < len(more) else f"{lead}\n{piece}"
             current = candidate
         blocks.append(NoteBlock(page.name, current, len(blocks)))
     return blocks

@@ -12,8 +12,14 @@ and digits, lower-cased, Latin accents folded ("Zürich" matches "zurich") and E
 endings stemmed ("hives" matches "hive"). A question becomes query_terms(question) (its
 words less a generous English stopword list: "what did I write about my ..." is no
 topic) joined with OR, each term quoted so no typed character is FTS5 syntax. Ranking is
-FTS5's bm25() with the page title weighted PAGE_WEIGHT times the block text, so a page
-named for the question's topic wins.
+FTS5's bm25() over three columns: the page title (weight PAGE_WEIGHT), the block's key
+(KEY_WEIGHT; the key of a `key: value` first line, or TODO for a block of tasks) and its
+text. Two rules on top, each measured on generated questions (docs/notes.md):
+- the key column: "when did I finish The Midnight Library?" must pick the block
+  "finished: July 30th, 2026", not "status: finished" (both hold the word);
+- a question whose every term is in a page's title is about that page ("what's in my
+  notes on Piranesi?", "anything on September 1st, 2026?"), so its hits are that page's
+  blocks from the top, in page order, not whichever short block bm25 favours.
 
 A written index is built into a temp file beside its path and renamed over it, so a
 killed build never leaves half an index. Blocks are streamed into SQLite in batches, so
@@ -46,9 +52,10 @@ from bytechat.data import roam
 from bytechat.notes import NoteBlock, page_blocks
 
 FORMAT = "bytechat-notes-index"
-VERSION = 1
+VERSION = 2  # 2: the key column
 TOKENIZER = "porter unicode61 remove_diacritics 2"
-PAGE_WEIGHT = 3.0  # bm25 weight of the page title column; the text column weighs 1
+PAGE_WEIGHT = 3.0  # bm25 weights of the page title, block key and block text columns
+KEY_WEIGHT = 1.0
 TEXT_WEIGHT = 1.0
 BATCH_ROWS = 2000  # blocks per INSERT batch while building
 
@@ -83,11 +90,13 @@ _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's t
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE blocks (id INTEGER PRIMARY KEY, page TEXT NOT NULL, position INTEGER NOT NULL, text TEXT NOT NULL);
-CREATE VIRTUAL TABLE blocks_fts USING fts5(
-    page, text, content='blocks', content_rowid='id', tokenize='{TOKENIZER}'
+CREATE TABLE blocks (
+    id INTEGER PRIMARY KEY, page TEXT NOT NULL, position INTEGER NOT NULL, key TEXT NOT NULL, text TEXT NOT NULL
 );
-INSERT INTO blocks_fts (blocks_fts, rank) VALUES ('rank', 'bm25({PAGE_WEIGHT}, {TEXT_WEIGHT})');
+CREATE VIRTUAL TABLE blocks_fts USING fts5(
+    page, key, text, content='blocks', content_rowid='id', tokenize='{TOKENIZER}'
+);
+INSERT INTO blocks_fts (blocks_fts, rank) VALUES ('rank', 'bm25({PAGE_WEIGHT}, {KEY_WEIGHT}, {TEXT_WEIGHT})');
 """
 _SEARCH = """
 SELECT b.id, b.page, b.text, b.position, hits.rank
@@ -95,6 +104,17 @@ FROM (SELECT rowid, rank FROM blocks_fts WHERE blocks_fts MATCH ? ORDER BY rank 
 JOIN blocks AS b ON b.id = hits.rowid
 ORDER BY hits.rank, b.id
 """
+# The pages whose titles hold every term, each from its top: pages ranked by how well
+# their title matches (title-only bm25, the best of the page's rows, so a shorter title
+# wins), blocks in page order.
+_PAGE_SEARCH = """
+SELECT id, page, text, position, max(score) OVER (PARTITION BY page) AS page_score
+FROM (SELECT b.id, b.page, b.text, b.position, -bm25(blocks_fts, 1.0, 0.0, 0.0) AS score
+      FROM blocks_fts JOIN blocks AS b ON b.id = blocks_fts.rowid WHERE blocks_fts MATCH ?)
+ORDER BY page_score DESC, page, position LIMIT ?
+"""
+_KEY = re.compile(r"^([^\W\d_][\w' -]{0,30}): \S")
+_TODO = re.compile(r"^\s*TODO ", re.MULTILINE)
 
 
 class NotesIndexError(ValueError):
@@ -140,9 +160,28 @@ def query_terms(text: str) -> list[str]:
     return terms
 
 
+def _quoted(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
 def match_expression(terms: Iterable[str]) -> str:
     """FTS5 MATCH text: the terms ORed, each a quoted string (no FTS5 syntax survives)."""
-    return " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
+    return " OR ".join(map(_quoted, terms))
+
+
+def title_expression(terms: Iterable[str]) -> str:
+    """FTS5 MATCH text for blocks whose page title holds every one of terms."""
+    return "page : (" + " AND ".join(map(_quoted, terms)) + ")"
+
+
+def block_key(text: str) -> str:
+    """What a block is, by its first line: the key of `key: value` ("finished"), "TODO"
+    for a block with open tasks, else nothing (a block's words are in its text column)."""
+    first = text.partition("\n")[0]
+    key = _KEY.match(first)
+    if key:
+        return key.group(1)
+    return "TODO" if _TODO.search(text) else ""
 
 
 # ---------------------------------------------------------------- fingerprint
@@ -278,6 +317,9 @@ class NotesIndex:
             return []
         try:
             with self._lock:
+                rows = self._conn.execute(_PAGE_SEARCH, (title_expression(terms), int(k))).fetchall()
+                if rows:  # the question names a page: its blocks from the top
+                    return [Hit(page, text, score, position) for _, page, text, position, score in rows]
                 rows = self._conn.execute(_SEARCH, (match_expression(terms), int(k) * CANDIDATES)).fetchall()
                 if len(terms) > 1 and rows:
                     matched = self._terms_matched(terms, [row[0] for row in rows])
@@ -321,7 +363,7 @@ def _fill(conn: sqlite3.Connection, blocks: Iterable[NoteBlock], meta: dict) -> 
     conn.execute("BEGIN")
     next_id, n_blocks, batch = 1, 0, []
     for block in blocks:
-        batch.append((next_id, block.page, block.position, block.text))
+        batch.append((next_id, block.page, block.position, block_key(block.text), block.text))
         next_id += 1
         if len(batch) >= BATCH_ROWS:
             n_blocks += _insert(conn, batch)
@@ -335,8 +377,10 @@ def _fill(conn: sqlite3.Connection, blocks: Iterable[NoteBlock], meta: dict) -> 
 
 
 def _insert(conn: sqlite3.Connection, batch: list[tuple]) -> int:
-    conn.executemany("INSERT INTO blocks (id, page, position, text) VALUES (?, ?, ?, ?)", batch)
-    conn.executemany("INSERT INTO blocks_fts (rowid, page, text) VALUES (?, ?, ?)", [(r[0], r[1], r[3]) for r in batch])
+    conn.executemany("INSERT INTO blocks (id, page, position, key, text) VALUES (?, ?, ?, ?, ?)", batch)
+    conn.executemany(
+        "INSERT INTO blocks_fts (rowid, page, key, text) VALUES (?, ?, ?, ?)", [(r[0], r[1], r[3], r[4]) for r in batch]
+    )
     n = len(batch)
     batch.clear()
     return n

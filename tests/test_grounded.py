@@ -79,6 +79,14 @@ def test_questions_cover_attributes_todos_and_pages():
     assert [(q.kind, q.gold) for q in hives] == [("attribute", "3"), ("page", "hives: 3")]
     todo = grounded.questions(bees[2], rng)
     assert ("todo", "order new frames") in [(q.kind, q.gold) for q in todo]
+    assert all("todo" in t.lower() for t in grounded.TODO_TEMPLATES), "a todo question names what it searches for"
+
+
+def test_no_attribute_question_that_only_names_the_page():
+    """"what's the plan for Half Marathon Plan?" has no word beyond the title to find the block by."""
+    plan = all_blocks([RoamPage("Running/Half Marathon Plan", "- plan:: 12 weeks\n- who:: Jonas\n- goal:: sub 2h\n")])
+    kinds = [[q.kind for q in grounded.questions(b, random.Random(0))] for b in plan]
+    assert kinds == [["page"], [], ["attribute"]]
 
 
 def test_synthetic_pages_are_seeded_and_distinct():

@@ -36,6 +36,20 @@ def test_cases_come_from_the_pages_given_and_are_seeded():
     assert len(uncovered) == 5 and all(not c.gold for c in uncovered)
 
 
+def test_a_keyword_question_is_answered_by_any_note_holding_its_word():
+    """"anything about glass?" with two notes on glass: quoting either is right; a note
+    that only shares the word's stem counts too, as search matched it ("glasses")."""
+    pages = [RoamPage("Habits", "- Morning\n    - a glass of it\n"),
+             RoamPage("Running", "- Fuelling\n    - After: two glasses of milk\n"),
+             RoamPage("Bees", "- hives:: 3\n- Hive two swarmed in May\n")]  # fmt: skip
+    cases = (c for seed in range(50) for c in ge.page_cases(pages, 20, seed, pages) if c.kind == "keyword")
+    case = next(c for c in cases if "glass" in c.question.lower())
+    assert sorted(case.gold) == ["After: two glasses of milk", "a glass of it"]
+    assert case.answered_by("Habits", 0) and case.answered_by("Running", 0) and not case.answered_by("Bees", 1)
+    assert ge.Result(case, "From [Running] Fuelling\n  After: two glasses of milk", "stop").correct
+    assert not ge.Result(case, "From [Bees] hives: 3", "stop").correct
+
+
 def test_recall_at_3_finds_the_gold_block():
     with NotesIndex.build(all_blocks(PAGES)) as index:
         good = ge.Case("when is Marta's birthday?", ["9 April"], "Marta", 0)

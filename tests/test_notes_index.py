@@ -170,6 +170,61 @@ def test_search_on_the_example_graph_is_fast():
     assert times[len(times) // 2] < 0.020, f"median {times[len(times) // 2] * 1e3:.1f} ms (target: under 20 ms)"
 
 
+def test_a_question_naming_a_page_gets_that_page_from_the_top():
+    """bm25 alone favours a page's short blocks; a question about the page as a whole
+    ("what's in my notes on Piranesi?") must start where the page starts."""
+    blocks = [NoteBlock("Books/Piranesi", "A house of endless halls, tides on the lower floors, statues everywhere.", 0),
+              NoteBlock("Books/Piranesi", "status: finished", 1), NoteBlock("Books/Piranesi", "rating: 5/5", 2),
+              NoteBlock("Piranesi etchings", "Seen at the museum: the imaginary prisons.", 0),
+              NoteBlock("Reading List", "Piranesi, then Jonathan Strange.", 0)]  # fmt: skip
+    with NotesIndex.build(blocks) as idx:
+        hits = idx.search("what's in my notes on Piranesi?", k=3)
+        assert [(h.page, h.position) for h in hits] == [("Books/Piranesi", 0), ("Books/Piranesi", 1), ("Books/Piranesi", 2)]
+        assert all(h.score > 0 for h in hits) and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        # A word beyond the title is a question about one block: bm25 decides again.
+        assert idx.search("Piranesi rating", k=1)[0].text == "rating: 5/5"
+        assert idx.search("piranesi etchings", k=1)[0].page == "Piranesi etchings", "all terms in that title"
+
+
+def test_a_block_s_key_and_todos_are_what_it_is_about():
+    """"finished" is in both blocks; the one whose key it is answers "the finished of ..."."""
+    blocks = [NoteBlock("Books/The Midnight Library", "status: finished", 0),
+              NoteBlock("Books/The Midnight Library", "finished: July 30th, 2026", 1),
+              NoteBlock("Books/The Midnight Library", "Notes\n  Nora's library between life and death", 2),
+              NoteBlock("Books/The Midnight Library", "Quotes\n  TODO copy the quote about regret", 3)]  # fmt: skip
+    with NotesIndex.build(blocks) as idx:
+        assert idx.search("Remind me, what is the finished of The Midnight Library?", k=1)[0].position == 1
+        assert idx.search("any open todos on The Midnight Library?", k=1)[0].position == 3
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2), st.lists(st.sampled_from(["tide", "hall", "Zürich", "日本語", "a",
+       "supercalifragilisticexpialidocious" * 2, "x" * 150]), min_size=1, max_size=30)), min_size=1, max_size=8),
+       st.sampled_from([60, 100, 200]))  # fmt: skip
+def test_long_blocks_are_cut_without_losing_a_word(outline, max_bytes):
+    lines, depth = [], 0
+    for want, words in outline:
+        depth = min(want, depth + 1) if lines else 0
+        lines.append("    " * depth + "- " + " ".join(words))
+    page = roam.RoamPage("Long Page", "\n".join(lines))
+    blocks = page_blocks(page, max_bytes)
+    assert all(len(b.text.encode()) <= max_bytes for b in blocks), [len(b.text.encode()) for b in blocks]
+    assert [b.position for b in blocks] == list(range(len(blocks)))
+    written = " ".join(b.text for b in blocks)
+    for word in " ".join(" ".join(w) for _, w in outline).split():
+        assert word in written or all(part in written for part in _pieces(word, written)), word
+
+
+def _pieces(word: str, written: str) -> list[str]:
+    """A word longer than a block is cut inside; its pieces, in order, are in the blocks."""
+    pieces, rest = [], word
+    while rest:
+        n = next(n for n in range(len(rest), 0, -1) if rest[:n] in written)
+        pieces.append(rest[:n])
+        rest = rest[n:]
+    return pieces
+
+
 # ---------------------------------------------------------------- building, files, staleness
 
 

@@ -188,6 +188,8 @@ class BatchDecoder:
         for q_r, h_r, s, p in zip(q.split(1), h.split(1), slots, pos_list):
             scores = q_r @ keys[s : s + 1, : p + 1].float().transpose(1, 2) / scale  # as batch 1: up to p
             attn = torch.cat((scores[..., :p], tail), dim=-1).softmax(dim=-1)
+            if copy.go_on is not None:  # CopyHead._going_on for one position
+                attn = self._going_on(copy.go_on, scores[..., :p], tail, attn, cache.copy_prev[s], p)
             p_copy.append(attn[..., :-1] @ following[s : s + 1, : p + 1])
             null_attn.append(attn[..., -1:])
             gates.append(F.linear(h_r, gate_w, gate_b))
@@ -195,6 +197,16 @@ class BatchDecoder:
         keep_model = (1 - gate * (1 - torch.cat(null_attn))).clamp_min(_TINY)
         log_model = F.log_softmax(logits.float(), dim=-1)
         return torch.logaddexp(log_model + keep_model.log(), (gate * torch.cat(p_copy)).clamp_min(_TINY).log())
+
+    @staticmethod
+    def _going_on(go_on, scores, tail, content, prev: torch.Tensor, p: int) -> torch.Tensor:
+        """The going-on bias for position p of one row (prev: that row's copy_prev),
+        element for element what CopyHead._going_on computes for it alone."""
+        before = prev[: p + 1].float().clone().view(1, 1, p + 1)  # a copy: prev is rewritten next
+        prev.zero_()
+        prev[: p + 1] = content[0, 0, :-1]
+        shifted = F.pad(before[..., :-1], (1, 0))
+        return torch.cat((scores + go_on.float() * shifted[..., :p], tail), dim=-1).softmax(dim=-1)
 
 
 class _SlotCache:
@@ -206,6 +218,7 @@ class _SlotCache:
         self.conv = [None if layer is None else layer[rows] for layer in cache.conv]
         self.copy_keys = None if cache.copy_keys is None else cache.copy_keys[rows]
         self.copy_ids = None if cache.copy_ids is None else cache.copy_ids[rows]
+        self.copy_prev = None if cache.copy_prev is None else cache.copy_prev[rows]
         self.capacity = cache.capacity
         self.length = 0
 

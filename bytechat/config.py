@@ -49,6 +49,9 @@ class ModelConfig:
     conv_kernel: int
     # Width of the copy head's queries and keys (model/copy_head.py); 0 = no copy head.
     copy_dim: int
+    # Whether the copy head prefers to go on where it copied from the byte before
+    # (model/copy_head.py): a pointer that loses its place mid-quote is its main error.
+    copy_continue: bool
     # Fixed by the byte tokenizer, not a setting (params.yaml may not set it).
     vocab_size: int = VOCAB_SIZE
 
@@ -224,7 +227,8 @@ def from_dict(cls: type, raw: Any, key: str, *, fill: dict[str, Any] | None = No
 # What a model_config or train_config saved before these keys were required (an older
 # export's config.json, an older checkpoint) meant by leaving them out: the code defaults
 # of the time. A record of the past, not a default for new runs: never change a value.
-LEGACY_MODEL_CONFIG: dict[str, Any] = {"rope_theta": 10000.0, "mlp_ratio": 4, "dropout": 0.0, "conv_kernel": 0, "copy_dim": 0}
+LEGACY_MODEL_CONFIG: dict[str, Any] = {"rope_theta": 10000.0, "mlp_ratio": 4, "dropout": 0.0, "conv_kernel": 0, "copy_dim": 0,
+                                       "copy_continue": False}
 LEGACY_TRAIN_CONFIG: dict[str, Any] = {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "compile": False}
 
 VOCAB_FIXED = f"fixed by the byte tokenizer ({VOCAB_SIZE}), not a params.yaml setting"

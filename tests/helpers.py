@@ -11,7 +11,7 @@ from bytechat.model import GPT
 # short convolution, no copy head) and a 12-step run.
 TINY_MODEL = {
     "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32,
-    "rope_theta": 10000.0, "mlp_ratio": 4, "dropout": 0.0, "conv_kernel": 0, "copy_dim": 0,
+    "rope_theta": 10000.0, "mlp_ratio": 4, "dropout": 0.0, "conv_kernel": 0, "copy_dim": 0, "copy_continue": False,
 }  # fmt: skip
 TINY_TRAIN = {
     "steps": 12, "batch_size": 4, "grad_accum": 2, "lr": 0.003, "min_lr": 0.0001, "warmup_steps": 3,

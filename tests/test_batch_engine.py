@@ -16,17 +16,24 @@ from bytechat.rng import make_generator
 from tests.helpers import model_config, train_chat_model
 
 
-def levers_model(block_size: int = 48) -> GPT:
-    """A random model with a short convolution and a copy head (as the shipped profiles),
-    its conv weights and copy gate made non-trivial (both start as no-ops)."""
+def levers_model(block_size: int = 48, go_on: bool = True) -> GPT:
+    """A random model with a short convolution and a copy head that goes on where it
+    copied (as the shipped profiles), its conv weights and copy gate made non-trivial
+    (both start as no-ops)."""
     torch.manual_seed(1)
-    model = GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=block_size, conv_kernel=4, copy_dim=16))
+    model = GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=block_size, conv_kernel=4, copy_dim=16,
+                             copy_continue=go_on))  # fmt: skip
     with torch.no_grad():
         for block in model.blocks:
             block.conv.weight.normal_(0, 0.3)
         model.copy.gate.bias.fill_(1.0)
         model.copy.null_score.fill_(-1.0)
     return model.eval()
+
+
+def copy_model() -> GPT:
+    """A copy head without the going-on bias (older exports)."""
+    return levers_model(go_on=False)
 
 
 def plain_model() -> GPT:
@@ -107,7 +114,8 @@ def run_batch(engine: ChatEngine, max_batch: int, late: int = 6, cancel: int = 1
     return sinks, handles
 
 
-@pytest.mark.parametrize("make_model", [levers_model, plain_model, train_chat_model], ids=["conv+copy", "plain", "chat"])
+@pytest.mark.parametrize("make_model", [levers_model, copy_model, plain_model, train_chat_model],
+                         ids=["conv+copy+going-on", "conv+copy", "plain", "chat"])  # fmt: skip
 @pytest.mark.parametrize("max_batch", [2, 8])
 def test_every_reply_is_byte_identical_to_decoding_alone(make_model, max_batch):
     engine = ChatEngine(make_model(), device="cpu")

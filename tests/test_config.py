@@ -110,7 +110,8 @@ def test_chat_fraction_zero_disables_the_chat_phase():
 
 
 MODEL_AND_OPTIMIZER = {
-    "model": ("n_layer", "n_head", "n_embd", "block_size", "rope_theta", "mlp_ratio", "dropout", "conv_kernel", "copy_dim"),
+    "model": ("n_layer", "n_head", "n_embd", "block_size", "rope_theta", "mlp_ratio", "dropout", "conv_kernel", "copy_dim",
+              "copy_continue"),
     "train": ("lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip", "compile", "steps",
               "batch_size", "grad_accum", "dtype", "chat_fraction"),
 }  # fmt: skip

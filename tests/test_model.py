@@ -103,6 +103,9 @@ if "conv_kernel" in _OPTIONAL:  # optional parts that also mix positions must be
     CAUSAL_CONFIGS.append(pytest.param(dataclasses.replace(CAUSAL, conv_kernel=4), id="conv"))
 if "copy_dim" in _OPTIONAL:
     CAUSAL_CONFIGS.append(pytest.param(dataclasses.replace(CAUSAL, copy_dim=16), id="copy"))
+if "copy_continue" in _OPTIONAL:
+    CAUSAL_CONFIGS.append(pytest.param(dataclasses.replace(CAUSAL, copy_dim=16, copy_continue=True, conv_kernel=4),
+                                       id="copy-going-on"))  # fmt: skip
 
 
 def _training(model, idx):  # train mode, grad on, CPU: the chunked attention with its own backward

@@ -23,6 +23,7 @@ from bytechat.generate import ChatEngine, SamplingConfig
 
 ap = argparse.ArgumentParser()
 ap.add_argument('--conv', type=int, default=0)
+ap.add_argument('--cont', type=int, default=0)
 ap.add_argument('--steps', type=int, default=600)
 ap.add_argument('--B', type=int, default=8)
 ap.add_argument('--T', type=int, default=512)
@@ -75,7 +76,7 @@ eblocks = all_blocks(epages)
 edl = grounded.dialogues(eblocks, simple_retriever(eblocks), erng, 80, unknown_name=sn.name)
 
 cfg = ModelConfig(n_layer=a.layers, n_head=4, n_embd=a.emb, block_size=a.T, rope_theta=10000.0, mlp_ratio=4,
-                  dropout=0.0, conv_kernel=a.conv, copy_dim=a.copy)
+                  dropout=0.0, conv_kernel=a.conv, copy_dim=a.copy, copy_continue=a.cont)
 model = GPT(cfg)
 decay = [p for p in model.parameters() if p.dim() >= 2]; nodecay = [p for p in model.parameters() if p.dim() < 2]
 opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1}, {'params': nodecay, 'weight_decay': 0}], lr=a.lr, betas=(0.9, 0.95))

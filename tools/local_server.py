@@ -17,7 +17,7 @@ import httpx
 
 # A tiny plain GPT and the training settings its checkpoint records (every required key).
 TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=64, rope_theta=10000.0, mlp_ratio=4, dropout=0.0,
-            conv_kernel=0, copy_dim=0)  # fmt: skip
+            conv_kernel=0, copy_dim=0, copy_continue=False)  # fmt: skip
 TINY_TRAIN = dict(steps=1, batch_size=1, grad_accum=1, lr=1e-3, min_lr=1e-3, warmup_steps=0, weight_decay=0.1,
                   beta1=0.9, beta2=0.95, grad_clip=1.0, eval_every=1, eval_batches=1, checkpoint_every=1,
                   dtype="fp32", compile=False, chat_fraction=0.0)  # fmt: skip

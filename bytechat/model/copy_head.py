@@ -16,6 +16,14 @@ has no earlier position) leaves p_model as it is. The result is a proper distrib
 GPT.forward returns its log, which works everywhere logits do (cross-entropy, softmax,
 temperature). It is still the model's own generation: one learned distribution per byte.
 The same idea as the pointer-generator of See et al. (2017), at the byte level.
+
+Going on (`copy_continue`). A quote goes wrong where its last few bytes also occur
+elsewhere ("Success looks like" -> "Success like": the pointer jumped to another
+"Success "). So the pointer prefers to go on where it was: with c_t the attention from
+the content scores alone, position t adds w * c_{t-1}[j - 1] to key j's score, w
+learned, i.e. the place right after the one the previous byte was read from. c depends
+on the content only, so every position's bias is known in one parallel pass; decoding
+keeps the last c in the cache (KVCache.copy_prev).
 """
 
 from __future__ import annotations
@@ -27,16 +35,20 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 _TINY = 1e-30  # floor before log: bytes that occur nowhere in the context get log(tiny), not -inf
+GO_ON_INIT = 4.0
 
 
 class CopyHead(nn.Module):
-    def __init__(self, n_embd: int, dim: int, vocab_size: int) -> None:
+    def __init__(self, n_embd: int, dim: int, vocab_size: int, go_on: bool = False) -> None:
         super().__init__()
         self.dim, self.vocab_size = dim, vocab_size
         self.query = nn.Linear(n_embd, dim, bias=False)
         self.key = nn.Linear(n_embd, dim, bias=False)
         self.gate = nn.Linear(n_embd, 1, bias=True)
         self.null_score = nn.Parameter(torch.zeros(()))
+        # w of the going-on bias (see above); starts where a sure pointer outweighs a
+        # content tie, and is learned.
+        self.go_on = nn.Parameter(torch.tensor(GO_ON_INIT)) if go_on else None
         nn.init.zeros_(self.gate.bias)
 
     def forward(
@@ -47,12 +59,14 @@ class CopyHead(nn.Module):
         keys: torch.Tensor | None = None,
         ids: torch.Tensor | None = None,
         start_pos: int = 0,
+        prev: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Log-probabilities (B, T, vocab) for h (B, T, C) at positions start_pos..+T-1.
 
         Without a cache, idx (B, T) are the inputs. With one, keys (B, block, dim) and
         ids (B, block) hold earlier positions' keys and input bytes; this call's are
-        written in first (GPT.forward passes KVCache.copy_keys / copy_ids).
+        written in first (GPT.forward passes KVCache.copy_keys / copy_ids), and prev
+        (B, block) holds the content attention of position start_pos - 1 (copy_prev).
         """
         B, T, _ = h.shape
         end = start_pos + T
@@ -69,6 +83,8 @@ class CopyHead(nn.Module):
         scores = scores.masked_fill(j_abs >= t_abs, float("-inf"))
         null = self.null_score.float().expand(B, T, 1)
         attn = torch.cat((scores, null), dim=-1).softmax(dim=-1)
+        if self.go_on is not None:
+            attn = self._going_on(scores, null, attn[..., :-1], prev, start_pos)
         # The byte after each key position; the last position's successor is unknown
         # (and never attended to: every query is before it or at it).
         following = F.one_hot(idx[:, 1:], self.vocab_size).float()
@@ -78,3 +94,17 @@ class CopyHead(nn.Module):
         keep_model = (1 - gate * (1 - attn[..., -1:])).clamp_min(_TINY)
         log_model = F.log_softmax(logits.float(), dim=-1)
         return torch.logaddexp(log_model + keep_model.log(), (gate * p_copy).clamp_min(_TINY).log())
+
+    def _going_on(self, scores, null, content, prev, start_pos: int) -> torch.Tensor:
+        """The attention with the going-on bias: key j of position t gains
+        go_on * content[t - 1, j - 1] (content: the content-only attention, (B, T, end))."""
+        B, T, end = content.shape
+        before = content.new_zeros(B, 1, end)  # position start_pos - 1's, if any
+        if prev is not None:
+            if start_pos > 0:
+                before[:, 0] = prev[:, :end].float()
+            prev.zero_()
+            prev[:, :end] = content[:, -1].to(prev.dtype)  # for the next call
+        last = torch.cat((before, content[:, :-1]), dim=1)  # row t: position t - 1's attention
+        shifted = F.pad(last[..., :-1], (1, 0))  # its mass on j - 1 moved to j
+        return torch.cat((scores + self.go_on.float() * shifted, null), dim=-1).softmax(dim=-1)

@@ -35,11 +35,14 @@ class KVCache:
         if cfg.conv_kernel > 1:
             conv = torch.zeros((cfg.n_layer, batch_size, cfg.block_size, cfg.n_embd), device=device, dtype=dtype)
             self.conv = [conv[i] for i in range(cfg.n_layer)]
-        # The copy head's keys and the input bytes at each position (see copy_head.py).
-        self.copy_keys = self.copy_ids = None
+        # The copy head's keys and the input bytes at each position, and the last
+        # position's content attention when it goes on where it copied (see copy_head.py).
+        self.copy_keys = self.copy_ids = self.copy_prev = None
         if cfg.copy_dim > 0:
             self.copy_keys = torch.zeros((batch_size, cfg.block_size, cfg.copy_dim), device=device, dtype=dtype)
             self.copy_ids = torch.zeros((batch_size, cfg.block_size), device=device, dtype=torch.long)
+            if cfg.copy_continue:
+                self.copy_prev = torch.zeros((batch_size, cfg.block_size), device=device, dtype=torch.float32)
         self.capacity = cfg.block_size
         self.length = 0
 
@@ -54,7 +57,7 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = norm(cfg.n_embd)
-        self.copy = CopyHead(cfg.n_embd, cfg.copy_dim, cfg.vocab_size) if cfg.copy_dim > 0 else None
+        self.copy = CopyHead(cfg.n_embd, cfg.copy_dim, cfg.vocab_size, cfg.copy_continue) if cfg.copy_dim > 0 else None
         # Not persistent: derived from the config, so they stay out of checkpoints.
         sin, cos = full_width(*rope_cache(cfg.block_size, cfg.head_dim, cfg.rope_theta, dtype=torch.float32))
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -96,8 +99,8 @@ class GPT(nn.Module):
         h = self.ln_f(x)
         logits = F.linear(h, self.wte.weight)  # tied output layer
         if self.copy is not None:  # log-probabilities that may also copy from the context
-            keys, ids = (cache.copy_keys, cache.copy_ids) if cache is not None else (None, None)
-            logits = self.copy(h, logits, idx, keys, ids, start_pos)
+            keys, ids, prev = (cache.copy_keys, cache.copy_ids, cache.copy_prev) if cache is not None else (None,) * 3
+            logits = self.copy(h, logits, idx, keys, ids, start_pos, prev)
         if cache is not None:
             cache.length = end
         loss = None

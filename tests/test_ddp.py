@@ -149,9 +149,24 @@ def wait_for_training(proc: subprocess.Popen, root: Path, timeout: float = 60) -
         time.sleep(0.02)
 
 
+def end_all(proc: subprocess.Popen, ranks: dict[int, psutil.Process]) -> None:
+    """Whatever a test left running: torchrun and its workers (SIGKILL on torchrun alone
+    would leave the workers training on, orphaned, for the rest of the suite)."""
+    with contextlib.suppress(psutil.Error):
+        ranks = {**dict(enumerate(psutil.Process(proc.pid).children(recursive=True), start=len(ranks))), **ranks}
+    for rank in ranks.values():
+        with contextlib.suppress(psutil.Error):
+            rank.send_signal(signal.SIGCONT)
+            rank.kill()
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
     root = make_root(tmp_path / "killed", **{**SETTINGS, "steps": 100_000, "eval_every": 1000})
     proc = start(root, 2)
+    ranks: dict[int, psutil.Process] = {}
     try:
         ranks = workers(proc, 2)
         wait_for_training(proc, root)
@@ -160,7 +175,7 @@ def test_a_killed_rank_ends_the_run_with_an_error(tmp_path):
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
-            proc.kill()
+            end_all(proc, ranks)
     assert proc.returncode != 0
     assert time.monotonic() - killed < 60
     assert "FAILED" in err and "rank      : 1" in err and "Signal 9 (SIGKILL)" in err  # torchrun's summary
@@ -180,8 +195,8 @@ def test_a_hung_rank_times_out_with_a_clear_error(tmp_path):
         wait_for_training(proc, root)
         ranks[1].send_signal(signal.SIGSTOP)
         stopped, message = time.monotonic(), "bytechat.train: error: rank 0: lost contact with another rank"
-        while message not in log.read_text():
-            assert time.monotonic() - stopped < 30, log.read_text()[-2000:]
+        while message not in log.read_text():  # 3 s, but a busy machine may take much longer
+            assert time.monotonic() - stopped < 90, log.read_text()[-2000:]
             time.sleep(0.1)
         ranks[1].send_signal(signal.SIGCONT)  # lets torchrun's SIGTERM end it now, not after its 30 s grace
         proc.wait(timeout=30)
@@ -190,7 +205,7 @@ def test_a_hung_rank_times_out_with_a_clear_error(tmp_path):
             with contextlib.suppress(psutil.Error):
                 rank.send_signal(signal.SIGCONT)
         if proc.poll() is None:
-            proc.kill()
+            end_all(proc, ranks)
     assert proc.returncode != 0
     assert "Timed out" in log.read_text()
 

@@ -79,3 +79,24 @@ def test_the_unseen_notes_folder_answers_its_own_questions():
     with NotesIndex.build(all_blocks(load_pages(ge.UNSEEN_NOTES))) as index:
         found = [c for c in cases if c.gold and any(h.page == c.page for h in index.search(c.question, 3))]
         assert len(found) >= 0.8 * sum(1 for c in cases if c.gold), "retrieval finds most answers"
+
+
+def test_retrieval_quality_counts_first_blocks_that_answer(tmp_path, capsys):
+    """tools.retrieval_quality on split files written here: attribute questions on pages
+    whose keys are distinct are all answered first; a page whose two blocks share the
+    key's word but only one is keyed still gets its keyed block first."""
+    import json as _json
+
+    from tools import retrieval_quality
+
+    pages = [*PAGES, RoamPage("Books/The Midnight Library", "- status:: finished\n- finished:: July 30th, 2026\n")]
+    for name, chosen in (("roam_train.jsonl", pages), ("roam_val.jsonl", pages[:1])):
+        lines = [_json.dumps({"id": p.name, "text": f"{p.name}\n{p.text}"}) for p in chosen]
+        (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert retrieval_quality.main(["--splits", str(tmp_path), "--seeds", "3", "--per-seed", "10"]) == 0
+    report = _json.loads(capsys.readouterr().out)
+    assert report["train_pages"]["questions"] > 0 and report["val_pages"]["questions"] > 0
+    assert report["train_pages"]["top1"] == 1.0 and report["train_pages"]["recall_at_3"] == 1.0, report
+    with NotesIndex.build(all_blocks(pages)) as index:
+        wrong = ge.Case("when did I finish The Midnight Library?", ["nowhere"], "Bees", 0)
+        assert retrieval_quality.measure(index, [wrong])["top1"] == 0.0

@@ -34,7 +34,7 @@ test:
 smoke:
 	mkdir -p .roam-data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro eval@smoke export@smoke index
-	@$(BIN)/python -m bytechat.export --summary smoke
+	@$(BIN)/python -m bytechat.chat_cli --summary smoke
 
 repro:
 	mkdir -p .roam-data

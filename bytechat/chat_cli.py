@@ -3,6 +3,8 @@
     python -m bytechat.chat_cli [--ckpt PATH] [--temperature 0.8] [--top-k 50] [--top-p 0.95]
                                 [--max-new-bytes 512] [--seed N] [--device cpu]
                             [--notes PATH | --no-notes]
+    python -m bytechat.chat_cli --summary PROFILE   where PROFILE's export is and how to use
+                                                    it (what `make smoke` ends with)
 
 Notes are on when the notes index exists (artifacts/notes/index.sqlite, built by
 `dvc repro index`): each question retrieves note blocks into the prompt, and the pages
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import random
 import signal
@@ -24,7 +27,9 @@ import sys
 import threading
 from typing import Callable
 
-from bytechat.export import ModelLoadError, load_model, newest_export
+from bytechat import paths
+from bytechat.export import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, display_path, load_model, newest_export
+from bytechat.export import read_export_config
 from bytechat.generate import ChatEngine, NonFiniteLogits, ReplyDone, ReplyEvent, SamplingConfig, set_decode_threads
 from bytechat.notes_index import Hit, NotesIndex, NotesIndexError
 from bytechat.retrieval import notes_budget, open_for_chat, retrieve_for_chat, with_notes
@@ -144,7 +149,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     notes = parser.add_mutually_exclusive_group()
     notes.add_argument("--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)")
     notes.add_argument("--no-notes", action="store_true", help="answer without your notes")
+    parser.add_argument("--summary", metavar="PROFILE", help="describe PROFILE's export and how to chat with it, then exit")
     return parser.parse_args(argv)
+
+
+def export_summary(profile: str) -> str:
+    """Where profile's export is, what it is, and the commands to use it (`make smoke` prints it)."""
+    folder = paths.export_dir(profile)
+    if not (folder / CONFIG_FILE).is_file():
+        raise ModelLoadError(f"{display_path(folder)}: no export for profile {profile!r}; run `make smoke` first")
+    config, cfg = read_export_config(folder / CONFIG_FILE)
+    weights = folder / WEIGHTS_FILE
+    size = f"{weights.stat().st_size / 1e6:.1f} MB" if weights.is_file() else "weights missing!"
+    params = config.get("params")
+    where = display_path(folder)
+    val_loss = config.get("val_loss")
+    if isinstance(val_loss, (int, float)) and math.isfinite(val_loss):
+        quality = f"val loss {val_loss:.4f} nats/byte = {val_loss / math.log(2):.3f} bits/byte"
+    else:
+        quality = "val loss unknown"
+    shape = f"{size}, {cfg.n_layer} layers x {cfg.n_embd} wide, {cfg.block_size}-byte context"
+    return "\n".join(
+        [
+            f"exported model: {where}/ ({WEIGHTS_FILE}, {CONFIG_FILE})",
+            f"  {params:,} parameters, {shape}" if isinstance(params, int) else f"  {shape}",
+            f"  profile {config.get('profile')}, step {config.get('step')}, {quality}",
+            "chat in the terminal:",
+            f"  make chat CKPT={where}",
+            "serve the web chat (then open http://127.0.0.1:8000):",
+            f"  make serve CKPT={where}",
+        ]
+    )
+
+
+def print_summary(profile: str) -> int:
+    try:
+        print(export_summary(profile))
+        return 0
+    except (ModelLoadError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def fail(message: str) -> int:
@@ -223,6 +267,8 @@ def chat_loop(session: ChatSession, interactive: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.summary:
+        return print_summary(args.summary)
     try:
         sampling = SamplingConfig(
             temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_bytes

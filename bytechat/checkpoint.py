@@ -1,4 +1,11 @@
-"""Training checkpoints: one torch.save'd dict per file, shared with bytechat.export.
+"""A model on disk: training checkpoints, and what checkpoints and exports share.
+
+Shared with bytechat.export (which writes and reads export folders, and loads either):
+clean_state_dict (one state_dict form on disk), saved_config / model_config_of (a saved
+config read back, with the LEGACY_* values of bytechat.config for keys older files leave
+out) and error_line (an exception as the one line the project's errors show).
+
+Training checkpoints: one torch.save'd dict per file.
 
 Format (version 1):
 
@@ -40,7 +47,10 @@ from typing import Any, Mapping
 import torch
 
 from bytechat.atomic import atomic_open
-from bytechat.config import LEGACY_MODEL_CONFIG, LEGACY_TRAIN_CONFIG, ModelConfig, TrainConfig
+from bytechat.config import (
+    LEGACY_MODEL_CONFIG, LEGACY_TRAIN_CONFIG, ConfigError, ModelConfig, TrainConfig, saved_model_config,
+)  # fmt: skip
+from bytechat.tokenizer import VOCAB_SIZE
 
 FORMAT = "bytechat-checkpoint"
 VERSION = 1
@@ -53,7 +63,8 @@ REQUIRED_KEYS = (
 )  # fmt: skip
 # Train settings that change nothing in the weights or in best.pt: a resume may differ here.
 RESUME_NEUTRAL = ("log_every", "checkpoint_every")
-_PREFIXES = ("module.", "_orig_mod.")
+CHECKPOINT_NAMES = (BEST, LAST, PREVIOUS)  # the order a checkpoints folder is read in
+_PREFIXES = ("module.", "_orig_mod.")  # added by DistributedDataParallel and torch.compile
 
 
 class CheckpointError(ValueError):
@@ -62,6 +73,13 @@ class CheckpointError(ValueError):
 
 def warn(message: str) -> None:
     print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def error_line(exc: BaseException) -> str:
+    """exc as one line: "TypeName: first line of its message" (at most 200 characters of
+    it), or "TypeName" when the message is empty."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
 
 
 # ---------------------------------------------------------------- building a checkpoint
@@ -77,7 +95,8 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
 
 
 def clean_state_dict(model: torch.nn.Module | Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """A CPU state_dict with fp32 floating tensors and no wrapper prefixes."""
+    """A CPU state_dict with fp32 floating tensors and no wrapper prefixes: the form both
+    checkpoints and exports hold, and the one a bare GPT loads (from a model or a dict)."""
     state = unwrap(model).state_dict() if isinstance(model, torch.nn.Module) else dict(model)
     clean = {}
     for name, tensor in state.items():
@@ -187,11 +206,6 @@ def previous_path(path: str | Path) -> Path:
     return path.with_name(f"{path.stem}.prev{path.suffix}")
 
 
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".strip()
-
-
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Read and validate a checkpoint; any problem is a one-line CheckpointError naming path."""
     path = Path(path)
@@ -200,7 +214,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds (RuntimeError, EOFError, pickle errors)
-        raise CheckpointError(f"{path}: unreadable ({first_line(exc)})") from None
+        raise CheckpointError(f"{path}: unreadable ({error_line(exc)})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a bytechat checkpoint (format != {FORMAT!r})")
     if ckpt.get("version") != VERSION:
@@ -246,7 +260,7 @@ def load_latest(directory: str | Path, *, move_damaged: bool = True) -> tuple[di
     return None
 
 
-def find_checkpoint(directory: str | Path, names: tuple[str, ...] = (BEST, LAST, PREVIOUS)) -> Path:
+def find_checkpoint(directory: str | Path, names: tuple[str, ...] = CHECKPOINT_NAMES) -> Path:
     """The first valid file of names in directory (best.pt, else last.pt, else last.prev.pt)."""
     directory = Path(directory)
     for name in names:
@@ -259,6 +273,31 @@ def find_checkpoint(directory: str | Path, names: tuple[str, ...] = (BEST, LAST,
         except CheckpointError as exc:
             warn(f"{exc}; trying the next checkpoint")
     raise CheckpointError(f"{directory}: no valid checkpoint among {', '.join(names)} (train first)")
+
+
+# ---------------------------------------------------------------- saved configs
+
+_LEGACY = {"model_config": LEGACY_MODEL_CONFIG, "train_config": LEGACY_TRAIN_CONFIG}
+
+
+def saved_config(raw: Any, section: str) -> dict[str, Any]:
+    """A saved config section ("model_config", "train_config", "data", ...) as a dict; a
+    file from before a key was written out meant its old default (bytechat.config's LEGACY_*)."""
+    return {**_LEGACY.get(section, {}), **dict(raw or {})}
+
+
+def model_config_of(raw: Any, where: str) -> ModelConfig:
+    """The ModelConfig of a checkpoint or export (strictly; LEGACY_MODEL_CONFIG fills the
+    keys older files leave out). A bad one is a CheckpointError naming where."""
+    try:
+        cfg = saved_model_config(raw)
+    except ConfigError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+    if cfg.vocab_size != VOCAB_SIZE:  # it would load, then fail every reply
+        raise CheckpointError(
+            f"{where}: model_config.vocab_size is {cfg.vocab_size}; bytechat models read bytes and need {VOCAB_SIZE}"
+        )
+    return cfg
 
 
 # ---------------------------------------------------------------- resume decisions
@@ -278,16 +317,11 @@ def differences(ckpt: Mapping[str, Any], model_config: ModelConfig, train_config
         current["code"] = dict(code)
     diffs: list[str] = []
     for section, now in current.items():
-        saved = dict(ckpt.get(section) or {})
-        if section in _LEGACY:  # a checkpoint from before a key was written out meant its old default
-            saved = {**_LEGACY[section], **saved}
+        saved = saved_config(ckpt.get(section), section)
         if section == "train_config":
             saved = {k: v for k, v in saved.items() if k not in RESUME_NEUTRAL}
         diffs += compare(saved, now, section)
     return diffs
-
-
-_LEGACY = {"model_config": LEGACY_MODEL_CONFIG, "train_config": LEGACY_TRAIN_CONFIG}
 
 
 def compare(saved: Any, now: Any, key: str) -> list[str]:

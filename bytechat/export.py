@@ -1,18 +1,17 @@
-"""Export training checkpoints for inference, and load any model artifact.
+"""Exports: a model folder for inference, and load_model for any model artifact.
 
-Training checkpoint (written by training): a torch.save'd dict with
-    format="bytechat-checkpoint", version=1, model (fp32 state_dict), model_config,
-    train_config, profile, step, val_loss, best_val_loss, optimizer, rng, sampler, data
-kept as artifacts/runs/<profile>/checkpoints/{last,best}.pt.
+Training checkpoints (format, save, load: bytechat.checkpoint) are kept as
+artifacts/runs/<profile>/checkpoints/{best,last,last.prev}.pt.
 
 Export (written here): a folder, e.g. artifacts/export/<profile>/, with
     model.safetensors  the fp32 weights, nothing else (no pickle: safe to load anywhere)
     config.json        {"format": "bytechat-export", "version": 1, "model_config", "profile",
                         "step", "val_loss", "best_val_loss", "params", "source_checkpoint"}
 No timestamps: exporting the same checkpoint twice gives byte-identical files.
+Both kinds hold the state_dict of checkpoint.clean_state_dict and read their model_config
+with checkpoint.model_config_of.
 
     python -m bytechat.export CKPT OUT_DIR     export a checkpoint (.pt or checkpoints folder)
-    python -m bytechat.export --summary NAME   where the exported model is and how to use it
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ from __future__ import annotations
 import argparse
 import glob
 import json
-import math
 import os
 import re
 import shutil
@@ -34,29 +32,24 @@ from safetensors.torch import load_file as load_safetensors
 from safetensors.torch import save as safetensors_bytes
 
 from bytechat import atomic, paths
-from bytechat.checkpoint import CheckpointError, load_checkpoint
-from bytechat.config import ConfigError, ModelConfig, saved_model_config, to_dict
+from bytechat.checkpoint import (
+    CHECKPOINT_NAMES, CheckpointError, clean_state_dict, error_line, load_checkpoint, model_config_of,
+)  # fmt: skip
+from bytechat.config import ModelConfig, to_dict
 from bytechat.device import get_device
 from bytechat.model import GPT
-from bytechat.tokenizer import VOCAB_SIZE
 
 EXPORT_FORMAT = "bytechat-export"
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # added by DDP and torch.compile
 
 
 class ModelLoadError(Exception):
     """A model path that is missing, unreadable, corrupt or not a bytechat model (one line)."""
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0][:200]}" if text else type(exc).__name__
-
-
-def _display(path: Path) -> str:
+def display_path(path: Path) -> str:
     """path relative to the repository root when inside it (stable across machines)."""
     path = Path(os.path.abspath(path))
     try:
@@ -81,26 +74,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
-def clean_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the "module." / "_orig_mod." prefixes that DDP and torch.compile add."""
-    cleaned = {}
-    for key, value in state.items():
-        while key.startswith(WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
-        cleaned[key] = value
-    return cleaned
-
-
 def _model_config(raw: Any, where: str) -> ModelConfig:
     try:
-        cfg = saved_model_config(raw)  # older exports may leave keys out: LEGACY_MODEL_CONFIG
-    except ConfigError as exc:
-        raise ModelLoadError(f"{where}: {exc}") from None
-    if cfg.vocab_size != VOCAB_SIZE:  # it would load, then fail every reply
-        raise ModelLoadError(
-            f"{where}: model_config.vocab_size is {cfg.vocab_size}; bytechat models read bytes and need {VOCAB_SIZE}"
-        )
-    return cfg
+        return model_config_of(raw, where)
+    except CheckpointError as exc:  # already one line naming where
+        raise ModelLoadError(str(exc)) from None
 
 
 def _build(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str) -> GPT:
@@ -113,31 +91,31 @@ def _build(cfg: ModelConfig, state: dict[str, torch.Tensor], where: str) -> GPT:
     return model
 
 
-def _read_export_config(path: Path) -> dict[str, Any]:
+def read_export_config(path: Path) -> tuple[dict[str, Any], ModelConfig]:
+    """An export's config.json, validated (format, version, model_config), and its ModelConfig."""
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path}: unreadable export config ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{path}: unreadable export config ({error_line(exc)})") from None
     if not isinstance(config, dict) or config.get("format") != EXPORT_FORMAT:
         raise ModelLoadError(f"{path}: not a bytechat export config (format is not {EXPORT_FORMAT!r})")
     if config.get("version") != FORMAT_VERSION:
         version = config.get("version")
         raise ModelLoadError(f"{path}: export version {version!r} is not supported (need {FORMAT_VERSION})")
-    return config
+    return config, _model_config(config.get("model_config"), str(path))
 
 
 def _load_export(folder: Path) -> tuple[GPT, dict[str, Any]]:
     config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
     if not config_path.is_file():
         raise ModelLoadError(f"{config_path}: missing (not an export folder)")
-    config = _read_export_config(config_path)
-    cfg = _model_config(config.get("model_config"), str(config_path))
+    config, cfg = read_export_config(config_path)
     if not weights_path.is_file():
         raise ModelLoadError(f"{weights_path}: missing")
     try:
         state = load_safetensors(weights_path, device="cpu")
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise ModelLoadError(f"{weights_path}: unreadable safetensors file ({_first_line(exc)})") from None
+        raise ModelLoadError(f"{weights_path}: unreadable safetensors file ({error_line(exc)})") from None
     model = _build(cfg, state, str(weights_path))
     fields = ("profile", "step", "val_loss", "best_val_loss", "source_checkpoint")
     return model, {"path": str(folder), "kind": "export", **{k: config.get(k) for k in fields}}
@@ -163,7 +141,7 @@ def resolve_model_path(path: str | Path) -> tuple[str, Path]:
     if path.is_dir():
         if (path / CONFIG_FILE).is_file():
             return "export", path
-        for name in ("best.pt", "last.pt", "last.prev.pt"):
+        for name in CHECKPOINT_NAMES:
             if (path / name).is_file():
                 return "checkpoint", path / name
         if (path / "checkpoints").is_dir():  # a run folder: artifacts/runs/<profile>
@@ -229,7 +207,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
         "val_loss": _plain(ckpt.get("val_loss")),
         "best_val_loss": _plain(ckpt.get("best_val_loss")),
         "params": model.num_params(),
-        "source_checkpoint": _display(source),
+        "source_checkpoint": display_path(source),
     }
     out_dir = Path(out_dir)
     weights = safetensors_bytes(tensors, metadata={"format": "pt"})
@@ -269,7 +247,7 @@ def recover_swap(out_dir: Path) -> None:
     olds.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     if olds and not out_dir.exists():
         os.replace(olds.pop(0), out_dir)
-        print(f"export: {_display(out_dir)}: restored the previous export (a replacement was interrupted)", file=sys.stderr)
+        print(f"export: {display_path(out_dir)}: restored the previous export (a replacement was interrupted)", file=sys.stderr)
     for path in olds + tmps:
         shutil.rmtree(path, ignore_errors=True)
 
@@ -310,49 +288,12 @@ def _replace_folder(out_dir: Path, binary: dict[str, bytes], json_files: dict[st
 # ---------------------------------------------------------------- command line
 
 
-def summary(profile: str) -> str:
-    """Where profile's export is, what it is, and the commands to use it."""
-    folder = paths.export_dir(profile)
-    if not (folder / CONFIG_FILE).is_file():
-        raise ModelLoadError(f"{_display(folder)}: no export for profile {profile!r}; run `make smoke` first")
-    config = _read_export_config(folder / CONFIG_FILE)
-    cfg = _model_config(config.get("model_config"), str(folder / CONFIG_FILE))
-    weights = folder / WEIGHTS_FILE
-    size = f"{weights.stat().st_size / 1e6:.1f} MB" if weights.is_file() else "weights missing!"
-    params = config.get("params")
-    where = _display(folder)
-    val_loss = config.get("val_loss")
-    if isinstance(val_loss, (int, float)) and math.isfinite(val_loss):
-        quality = f"val loss {val_loss:.4f} nats/byte = {val_loss / math.log(2):.3f} bits/byte"
-    else:
-        quality = "val loss unknown"
-    return "\n".join(
-        [
-            f"exported model: {where}/ ({WEIGHTS_FILE}, {CONFIG_FILE})",
-            f"  {params:,} parameters, {size}, {cfg.n_layer} layers x {cfg.n_embd} wide, {cfg.block_size}-byte context"
-            if isinstance(params, int)
-            else f"  {size}, {cfg.n_layer} layers x {cfg.n_embd} wide, {cfg.block_size}-byte context",
-            f"  profile {config.get('profile')}, step {config.get('step')}, {quality}",
-            "chat in the terminal:",
-            f"  make chat CKPT={where}",
-            "serve the web chat (then open http://127.0.0.1:8000):",
-            f"  make serve CKPT={where}",
-        ]
-    )
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bytechat.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("ckpt", nargs="?", help="training checkpoint .pt (or a checkpoints folder)")
-    parser.add_argument("out_dir", nargs="?", help="export folder to write (replaced if present)")
-    parser.add_argument("--summary", metavar="PROFILE", help="describe PROFILE's export and how to chat with it")
+    parser.add_argument("ckpt", help="training checkpoint .pt (or a checkpoints folder)")
+    parser.add_argument("out_dir", help="export folder to write (replaced if present)")
     args = parser.parse_args(argv)
     try:
-        if args.summary:
-            print(summary(args.summary))
-            return 0
-        if not (args.ckpt and args.out_dir):
-            parser.error("give CKPT and OUT_DIR, or --summary PROFILE")
         out = export_checkpoint(args.ckpt, args.out_dir)
         print(f"exported {args.ckpt} -> {out}")
         return 0

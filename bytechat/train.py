@@ -426,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not lost_peer(exc):
             raise
         print(f"bytechat.train: error: rank {Dist.from_env().rank}: lost contact with another rank "
-              f"({ckpt_io.first_line(exc)}); another process died or hung: see torchrun's summary",
+              f"({ckpt_io.error_line(exc)}); another process died or hung: see torchrun's summary",
               file=sys.stderr)  # fmt: skip
         return 3
     if not Dist.from_env().is_main:

@@ -63,6 +63,12 @@ def test_state_dict_has_no_wrapper_prefixes():
     assert set(ckpt_io.clean_state_dict(prefixed)) == set(model.state_dict())
 
 
+def test_error_line_is_the_type_and_the_first_line_of_the_message():
+    assert ckpt_io.error_line(RuntimeError("shape mismatch\n  at layer 3")) == "RuntimeError: shape mismatch"
+    assert ckpt_io.error_line(EOFError()) == "EOFError"
+    assert ckpt_io.error_line(ValueError("x" * 500)) == "ValueError: " + "x" * 200
+
+
 def test_rng_capture_and_restore():
     state = ckpt_io.capture_rng()
     a = (random.random(), torch.rand(3))

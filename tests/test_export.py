@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bytechat import export, paths
+from bytechat import chat_cli, export, paths
 from bytechat.checkpoint import build_checkpoint, save_checkpoint
 from bytechat.config import LEGACY_MODEL_CONFIG, to_dict
 from bytechat.export import ModelLoadError, export_checkpoint, load_model, newest_export
@@ -166,16 +166,16 @@ def test_newest_export(tmp_path):
     assert newest_export(tmp_path / "export") == b
 
 
-def test_command_line_export_and_summary(tmp_path, monkeypatch, capsys):
+def test_command_line_export_and_the_smoke_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(paths, "ROOT", tmp_path)
     monkeypatch.setattr(paths, "ARTIFACTS", tmp_path / "artifacts")
-    assert export.main(["--summary", "tiny"]) == 2
-    assert "make smoke" in capsys.readouterr().err
+    assert chat_cli.main(["--summary", "tiny"]) == 2
+    assert capsys.readouterr().err.startswith("error: artifacts/export/tiny: no export for profile 'tiny'; run `make smoke`")
     ckpt = tmp_path / "artifacts" / "runs" / "tiny" / "checkpoints" / "best.pt"
     model = make_checkpoint(ckpt, val_loss=1.0)
     assert export.main([str(ckpt.parent), str(tmp_path / "artifacts" / "export" / "tiny")]) == 0
     capsys.readouterr()
-    assert export.main(["--summary", "tiny"]) == 0
+    assert chat_cli.main(["--summary", "tiny"]) == 0
     text = capsys.readouterr().out
     assert "make chat CKPT=artifacts/export/tiny" in text and "make serve CKPT=artifacts/export/tiny" in text
     assert f"{model.num_params():,} parameters" in text and "1.443 bits/byte" in text

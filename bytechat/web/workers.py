@@ -30,6 +30,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, Union
 
+from bytechat.checkpoint import error_line
 from bytechat.generate import ReplyDone, ReplyEvent
 from bytechat.web.chat_request import ChatJob
 
@@ -217,7 +218,7 @@ class ReplyWorkers:
                 job.emit(event)
         except Exception as exc:  # reported to the client as an error, logged in full here
             log.exception("reply generation failed")
-            return GenerationFailed(f"generation failed: {type(exc).__name__}: {_first_line(exc)}")
+            return GenerationFailed(f"generation failed: {error_line(exc)}")
         return GenerationFailed("generation failed: the engine ended without a final event")
 
 
@@ -231,11 +232,6 @@ def _with_timeout_reason(done: ReplyDone, job: ReplyJob) -> ReplyDone:
     if done.finish_reason == "cancelled" and job.timed_out and not job.cancelled:
         return dataclasses.replace(done, finish_reason="timeout")
     return done
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
 
 
 class BatchedReplies:
@@ -286,7 +282,7 @@ class BatchedReplies:
             self._outbox.append((job, _with_timeout_reason(event, job)))
         else:
             log.error("reply generation failed", exc_info=event)
-            self._outbox.append((job, GenerationFailed(f"generation failed: {type(event).__name__}: {_first_line(event)}")))
+            self._outbox.append((job, GenerationFailed(f"generation failed: {error_line(event)}")))
 
     def _flush(self) -> None:
         """From the batch thread, after each step: hand the step's events on."""

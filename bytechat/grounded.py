@@ -33,7 +33,7 @@ from typing import Callable, Sequence
 
 from bytechat.chat_format import render_transcript
 from bytechat.data.roam import RoamPage
-from bytechat.notes import NoteBlock, notes_system_content, render_notes
+from bytechat.notes import NoteBlock, lead_blocks, notes_system_content, render_notes
 from bytechat.notes_index import query_terms
 from bytechat.retrieval import fitting, notes_budget
 
@@ -121,8 +121,11 @@ UNCOVERED_TEMPLATES = ("What did I write about {topic}?", "Where did I put {topi
                        "Do my notes say anything about {topic}?", "what's {topic}?")  # fmt: skip
 
 
-def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] | None = None) -> list[Question]:
-    """Every question this block answers, one random template each."""
+def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] | None = None,
+              lead: bool | None = None) -> list[Question]:  # fmt: skip
+    """Every question this block answers, one random template each. lead: whether it is
+    its page's lead block (notes.lead_blocks), which page questions are answered with
+    (default: position 0)."""
     lines = block.text.split("\n")
     name = title(block.page)
     found: list[Question] = []
@@ -153,7 +156,7 @@ def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] 
             word = min(words, key=lambda w: (counts.get(w.lower(), 0), rng.random()))
             line = next(l.strip() for l in lines if word in l)
             found.append(Question(rng.choice(KEYWORD_TEMPLATES).format(word=word.lower()), clip(line), "keyword", word.lower()))
-    if block.position == 0:
+    if (block.position == 0) if lead is None else lead:
         found.append(Question(rng.choice(PAGE_TEMPLATES).format(title=name), clip(lines[0].strip()), "page"))
     return found
 
@@ -219,6 +222,7 @@ def dialogues(
     if not blocks:
         return []
     counts = word_counts(blocks)
+    leads = lead_blocks(blocks)
     out: list[Dialogue] = []
     while len(out) < n:
         if rng.random() < uncovered:
@@ -226,7 +230,7 @@ def dialogues(
             out.append(uncovered_dialogue(rng, retrieve, k, context_bytes, name))
             continue
         block = rng.choice(blocks)
-        options = questions(block, rng, counts)
+        options = questions(block, rng, counts, (block.page, block.position) in leads)
         if options:
             out.append(grounded_dialogue(block, rng.choice(options), retrieve, k, context_bytes))
     return out

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from bytechat import grounded, paths
 from bytechat.data.roam import RoamPage, load_pages
 from bytechat.generate import ChatEngine, SamplingConfig
-from bytechat.notes import NoteBlock, all_blocks
+from bytechat.notes import NoteBlock, all_blocks, lead_blocks
 from bytechat.notes_index import TOKENIZER, NotesIndex, match_expression
 from bytechat.retrieval import notes_budget, retrieve_for_chat, with_notes
 
@@ -92,10 +92,11 @@ def page_cases(pages: Sequence[RoamPage], n: int, seed: int, all_pages: Sequence
     everything = all_blocks(all_pages)
     counts = grounded.word_counts(everything)
     lines = WordLines(everything)
+    leads = lead_blocks(blocks)
     rng = random.Random(seed)
     cases: list[Case] = []
     for block in rng.sample(blocks, len(blocks)):
-        options = grounded.questions(block, rng, counts)
+        options = grounded.questions(block, rng, counts, (block.page, block.position) in leads)
         if options:
             q = rng.choice(options)
             case = Case(q.text, [q.gold], block.page, block.position, q.kind)

@@ -153,6 +153,26 @@ def page_blocks(page: RoamPage, max_bytes: int = MAX_BLOCK_BYTES) -> list[NoteBl
     return blocks
 
 
+_TAGS_ONLY = re.compile(r"^[^\n:]{1,40}: (#\S+\s*)+$")
+
+
+def is_tags_only(text: str) -> bool:
+    """A block that only files its page under tags (`type: #person #work`): Roam pages
+    often start with one, and it answers nothing a person asks about the page."""
+    return bool(_TAGS_ONLY.match(text))
+
+
+def lead_blocks(blocks: Iterable[NoteBlock]) -> set[tuple[str, int]]:
+    """(page, position) of each page's lead block: its first block that is not tags only
+    (its first block when all are). What "tell me about <page>" is answered with."""
+    leads: dict[str, tuple[int, int]] = {}
+    for b in blocks:
+        rank = (is_tags_only(b.text), b.position)
+        if b.page not in leads or rank < leads[b.page]:
+            leads[b.page] = rank
+    return {(page, position) for page, (_, position) in leads.items()}
+
+
 def all_blocks(pages: Iterable[RoamPage], max_bytes: int = MAX_BLOCK_BYTES) -> list[NoteBlock]:
     return [block for page in pages for block in page_blocks(page, max_bytes)]
 

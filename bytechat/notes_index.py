@@ -19,7 +19,8 @@ text. Two rules on top, each measured on generated questions (docs/notes.md):
   "finished: July 30th, 2026", not "status: finished" (both hold the word);
 - a question whose every term is in a page's title is about that page ("what's in my
   notes on Piranesi?", "anything on September 1st, 2026?"), so its hits are that page's
-  blocks from the top, in page order, not whichever short block bm25 favours.
+  blocks from the top, in page order, not whichever short block bm25 favours; blocks
+  that only tag the page (`type: #person #work`) go after the others.
 
 A written index is built into a temp file beside its path and renamed over it, so a
 killed build never leaves half an index. Blocks are streamed into SQLite in batches, so
@@ -49,7 +50,7 @@ from tqdm.auto import tqdm
 from bytechat import paths
 from bytechat.atomic import current_umask
 from bytechat.data import roam
-from bytechat.notes import NoteBlock, page_blocks
+from bytechat.notes import NoteBlock, is_tags_only, page_blocks
 
 FORMAT = "bytechat-notes-index"
 VERSION = 2  # 2: the key column
@@ -317,9 +318,11 @@ class NotesIndex:
             return []
         try:
             with self._lock:
-                rows = self._conn.execute(_PAGE_SEARCH, (title_expression(terms), int(k))).fetchall()
-                if rows:  # the question names a page: its blocks from the top
-                    return [Hit(page, text, score, position) for _, page, text, position, score in rows]
+                rows = self._conn.execute(_PAGE_SEARCH, (title_expression(terms), int(k) * CANDIDATES)).fetchall()
+                if rows:  # the question names a page: its blocks from the top, tags-only ones last
+                    pages = list(dict.fromkeys(row[1] for row in rows))
+                    rows.sort(key=lambda row: (pages.index(row[1]), is_tags_only(row[2])))
+                    return [Hit(page, text, score, position) for _, page, text, position, score in rows[:k]]
                 rows = self._conn.execute(_SEARCH, (match_expression(terms), int(k) * CANDIDATES)).fetchall()
                 if len(terms) > 1 and rows:
                     matched = self._terms_matched(terms, [row[0] for row in rows])

@@ -17,7 +17,7 @@ from bytechat import grounded
 from bytechat.batching import document_starts, get_batch
 from bytechat.chat_format import parse_chat, render_transcript
 from bytechat.data.roam import RoamPage
-from bytechat.notes import all_blocks, notes_system_content, render_notes
+from bytechat.notes import all_blocks, lead_blocks, notes_system_content, render_notes
 from bytechat.notes_index import NotesIndex
 from bytechat.retrieval import notes_budget
 from bytechat.synthetic_notes import synthetic_pages
@@ -80,6 +80,19 @@ def test_questions_cover_attributes_todos_and_pages():
     todo = grounded.questions(bees[2], rng)
     assert ("todo", "order new frames") in [(q.kind, q.gold) for q in todo]
     assert all("todo" in t.lower() for t in grounded.TODO_TEMPLATES), "a todo question names what it searches for"
+
+
+def test_a_page_question_is_answered_by_the_page_s_lead_block():
+    """Not by the tags block a Roam page starts with: retrieval puts that one last."""
+    page = RoamPage("Priya", "- type:: #person #work\n- relation:: my manager\n- Likes long walks.\n")
+    blocks = all_blocks([page])
+    assert lead_blocks(blocks) == {("Priya", 1)}
+    page_questions = [(b.position, q.gold) for seed in range(20) for b in blocks
+                      for q in grounded.questions(b, random.Random(seed), lead=(b.page, b.position) in lead_blocks(blocks))
+                      if q.kind == "page"]  # fmt: skip
+    assert page_questions and {pos for pos, _ in page_questions} == {1}
+    assert {gold for _, gold in page_questions} == {"relation: my manager"}
+    assert lead_blocks(all_blocks([RoamPage("Tags", "- type:: #a\n- tags:: #b\n")])) == {("Tags", 0)}
 
 
 def test_no_attribute_question_that_only_names_the_page():

@@ -186,6 +186,15 @@ def test_a_question_naming_a_page_gets_that_page_from_the_top():
         assert idx.search("piranesi etchings", k=1)[0].page == "Piranesi etchings", "all terms in that title"
 
 
+def test_a_page_s_tags_come_after_what_it_says():
+    """Roam pages start with `type: #person`; "who is Priya?" wants what the page says."""
+    blocks = [NoteBlock("Priya", "type: #person #work", 0), NoteBlock("Priya", "relation: my manager since March", 1),
+              NoteBlock("Priya", "1:1s every other Thursday", 2)]  # fmt: skip
+    with NotesIndex.build(blocks) as idx:
+        assert [h.position for h in idx.search("who is Priya?", k=3)] == [1, 2, 0]
+        assert [h.position for h in idx.search("who is Priya?", k=2)] == [1, 2]
+
+
 def test_a_block_s_key_and_todos_are_what_it_is_about():
     """"finished" is in both blocks; the one whose key it is answers "the finished of ..."."""
     blocks = [NoteBlock("Books/The Midnight Library", "status: finished", 0),

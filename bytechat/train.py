@@ -50,7 +50,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -104,6 +104,29 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def optimizer_step(forward: Callable, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                   step: int, micro_batches: Iterable, device: torch.device, amp: torch.dtype | None,
+                   grad_sync: Callable[[bool], contextlib.AbstractContextManager] = lambda last: contextlib.nullcontext(),
+                   ) -> torch.Tensor:  # fmt: skip
+    """One optimizer step as training takes it and the bench measures it: the lr of step, cfg.grad_accum
+    micro-batches (forward under autocast, backward of loss / grad_accum, inside grad_sync(last)), clip,
+    step, zero_grad. forward: the model as called (DDP, compiled). Returns the mean micro-batch loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    total = torch.zeros((), device=device)
+    for micro, (x, y) in enumerate(micro_batches):
+        with grad_sync(micro == cfg.grad_accum - 1):
+            with autocast(device, amp):
+                _, loss = forward(x, y)
+            (loss / cfg.grad_accum).backward()
+        total += loss.detach().float()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total / cfg.grad_accum
 
 
 @torch.inference_mode()
@@ -267,25 +290,12 @@ class Trainer:
 
     def train_step(self, step: int) -> torch.Tensor:
         """One optimizer step (grad_accum micro-steps); returns the mean micro-batch loss."""
-        lr = lr_at(step, self.tcfg)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
         mix = self.mix_at(step)
-        total = torch.zeros((), device=self.device)
-        for micro in range(self.tcfg.grad_accum):
-            x, y = get_batch(self.data.train, mix, self.micro_rows, self.mcfg.block_size,
+        batches = (get_batch(self.data.train, mix, self.micro_rows, self.mcfg.block_size,
                              self.device, self.sampler, rank=self.dist.rank, world_size=self.dist.world_size,
-                             starts=self.data.train_starts)  # fmt: skip
-            with self.grad_sync(last=micro == self.tcfg.grad_accum - 1):
-                with autocast(self.device, self.amp):
-                    _, loss = self.forward(x, y)
-                (loss / self.tcfg.grad_accum).backward()
-            total += loss.detach().float()
-        if self.tcfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return total / self.tcfg.grad_accum
+                             starts=self.data.train_starts) for _ in range(self.tcfg.grad_accum))  # fmt: skip
+        return optimizer_step(self.forward, self.model, self.optimizer, self.tcfg, step, batches, self.device,
+                              self.amp, self.grad_sync)  # fmt: skip
 
     def grad_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """Under DDP, all-reduce gradients only on the last micro-step of a step."""

@@ -159,8 +159,8 @@ def bench_peak(plan: Plan, device: torch.device) -> dict:
 
 
 class StepRunner:
-    """One training path of a profile: the model, its optimizer, and a step that does
-    what Trainer.train_step does (lr, micro-steps under autocast, clip, AdamW)."""
+    """One training path of a profile: the model, its optimizer, and the Trainer's own
+    step (bytechat.train.optimizer_step: lr, micro-steps under autocast, clip, AdamW)."""
 
     def __init__(self, profile: Profile, amp: torch.dtype | None, device: torch.device, seed: int) -> None:
         from bytechat.model import GPT
@@ -173,23 +173,13 @@ class StepRunner:
         self.step_no = 0
 
     def step(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
-        from bytechat.lr_schedule import lr_at
-        from bytechat.train import autocast
+        from bytechat.train import optimizer_step
 
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr_at(self.step_no, self.tcfg)
-        total = 0.0
-        for x, y in batches:
-            with autocast(self.device, self.amp):
-                _, loss = self.model(x, y)
-            (loss / len(batches)).backward()
-            total += float(loss.detach())
-        if self.tcfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.grad_clip)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        assert len(batches) == self.tcfg.grad_accum, "one micro-batch per grad_accum step"
+        loss = optimizer_step(self.model, self.model, self.optimizer, self.tcfg, self.step_no, batches,
+                              self.device, self.amp)  # fmt: skip
         self.step_no += 1
-        return total / len(batches)
+        return float(loss)
 
 
 def bench_train_profile(profile: Profile, plan: Plan, device: torch.device, peaks: dict, seed: int) -> dict:

@@ -163,7 +163,7 @@ SAMPLE_BYTES = 200
 
 
 def eval_dir(profile: str) -> Path:
-    return paths.ARTIFACTS / "eval" / profile
+    return paths.eval_dir(profile)
 
 
 def chat_samples(model: torch.nn.Module, header: str, max_new_tokens: int = SAMPLE_BYTES) -> str:

@@ -53,7 +53,7 @@ def display_path(path: Path) -> str:
     """path relative to the repository root when inside it (stable across machines)."""
     path = Path(os.path.abspath(path))
     try:
-        return str(path.relative_to(paths.ROOT))
+        return str(path.relative_to(paths.root()))
     except ValueError:
         return str(path)
 
@@ -175,7 +175,7 @@ def newest_export(export_root: Path | None = None) -> Path | None:
     Hidden folders (an export being written, or one being replaced) never count; an
     export whose replacement was killed between its two renames is put back first.
     """
-    root = export_root if export_root is not None else paths.ARTIFACTS / "export"
+    root = export_root if export_root is not None else paths.export_root()
     if root.is_dir():
         for old in root.glob(".*" + _OLD_MARK + "*"):
             match = _OLD_NAME.match(old.name)

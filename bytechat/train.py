@@ -1,7 +1,7 @@
 """Train one profile of params.yaml: `python -m bytechat.train --profile smoke [--steps N]`.
 
 What a run does, in order:
-  * opens the train and val byte streams (memmaps under paths.STREAMS_DIR);
+  * opens the train and val byte streams (memmaps under paths.streams_dir());
   * resumes from artifacts/runs/<profile>/checkpoints/last.pt when that checkpoint was made
     with the same model config, train config (log_every/checkpoint_every aside), seed,
     p_train, p_chat, stream contents and training code (sha256 of the source files listed

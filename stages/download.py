@@ -24,7 +24,7 @@ def main() -> int:
         stats = {}
         for split in SPLITS:
             n_rows = n_bytes = 0
-            with atomic_open(paths.WIKITEXT_DIR / f"{split}.txt", "w", encoding="utf-8", newline="") as fh:
+            with atomic_open(paths.wikitext_dir() / f"{split}.txt", "w", encoding="utf-8", newline="") as fh:
                 rows = tqdm(iter_rows(datasets[split]), desc=f"wikitext {split}", unit=" rows", total=len(datasets[split]))
                 for row in rows:
                     fh.write(row)
@@ -33,7 +33,7 @@ def main() -> int:
             if n_bytes == 0:
                 raise WikiTextError(f"{source}: split {split} is empty")
             stats[split] = {"rows": n_rows, "bytes": n_bytes}
-        write_json(paths.WIKITEXT_DIR / "source.json", {**source, "splits": stats})
+        write_json(paths.wikitext_dir() / "source.json", {**source, "splits": stats})
     except (ConfigError, WikiTextError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

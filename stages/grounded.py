@@ -59,8 +59,8 @@ def main() -> int:
         return 1
     cfg, seed = params.grounded, params.seed
     try:
-        train_pages = read_split_pages(paths.SPLITS_DIR / "roam_train.jsonl")
-        val_pages = read_split_pages(paths.SPLITS_DIR / "roam_val.jsonl")
+        train_pages = read_split_pages(paths.splits_dir() / "roam_train.jsonl")
+        val_pages = read_split_pages(paths.splits_dir() / "roam_val.jsonl")
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -75,11 +75,11 @@ def main() -> int:
         made[name] = job()
     train = made["roam_train"] + made["synthetic"]
     random.Random(seed).shuffle(train)  # interleave, so any stretch of the stream mixes both
-    write_jsonl(paths.GROUNDED_DIR / "train.jsonl", train)
-    write_jsonl(paths.GROUNDED_DIR / "val.jsonl", made["roam_val"])
+    write_jsonl(paths.grounded_dir() / "train.jsonl", train)
+    write_jsonl(paths.grounded_dir() / "val.jsonl", made["roam_val"])
     summary = {name: len(records) for name, records in made.items()}
     summary["val_pages"] = sorted(p.name for p in val_pages)
-    write_json(paths.GROUNDED_DIR / "summary.json", summary)
+    write_json(paths.grounded_dir() / "summary.json", summary)
     print(f"grounded: {len(train):,} train dialogues ({summary['roam_train']:,} roam, {summary['synthetic']:,} synthetic),"
           f" {summary['roam_val']:,} val")  # fmt: skip
     return 0

@@ -16,8 +16,8 @@ from bytechat.notes_index import NotesIndexError, index_folder
 def main() -> int:
     start = time.perf_counter()
     try:
-        notes_dir, is_example = roam.resolve_roam_dir(paths.ROAM_DIR, paths.EXAMPLE_ROAM_DIR)
-        index = index_folder(notes_dir, paths.NOTES_INDEX)
+        notes_dir, is_example = roam.resolve_roam_dir(paths.roam_dir(), paths.example_roam_dir())
+        index = index_folder(notes_dir, paths.notes_index())
     except (roam.RoamError, NotesIndexError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -28,11 +28,11 @@ def main() -> int:
             "pages": index.pages,
             "blocks": len(index),
             "fingerprint": index.meta["fingerprint"],
-            "index": paths.NOTES_INDEX.relative_to(paths.ROOT).as_posix(),
-            "index_bytes": paths.NOTES_INDEX.stat().st_size,
+            "index": paths.notes_index().relative_to(paths.root()).as_posix(),
+            "index_bytes": paths.notes_index().stat().st_size,
             "seconds": round(time.perf_counter() - start, 3),
         }
-    write_json(paths.NOTES_SUMMARY, summary)
+    write_json(paths.notes_summary(), summary)
     print(f"notes index ({summary['source']}): {summary['pages']} pages, {summary['blocks']} blocks, "
           f"{summary['index_bytes'] / 1e6:.2f} MB in {summary['seconds']:.2f} s")  # fmt: skip
     return 0

@@ -13,7 +13,7 @@ from bytechat.data import primer, roam
 
 
 def write_jsonl(name: str, docs: list[tuple[str, str]]) -> None:
-    with atomic_open(paths.SPLITS_DIR / f"{name}.jsonl", "w", encoding="utf-8") as fh:
+    with atomic_open(paths.splits_dir() / f"{name}.jsonl", "w", encoding="utf-8") as fh:
         for doc_id, text in docs:
             fh.write(json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n")
 
@@ -22,10 +22,10 @@ def main() -> int:
     try:
         params = load_params()
         seed, val_fraction = params.seed, params.data.val_fraction
-        roam_dir, is_example = roam.resolve_roam_dir(paths.ROAM_DIR, paths.EXAMPLE_ROAM_DIR)
+        roam_dir, is_example = roam.resolve_roam_dir(paths.roam_dir(), paths.example_roam_dir())
         pages = roam.load_pages(roam_dir)
         roam_train, roam_val = roam.split_pages(pages, seed, val_fraction)
-        blocks = primer.load_primer(paths.PRIMER)
+        blocks = primer.load_primer(paths.primer_file())
         primer_train, primer_val = primer.split_blocks(blocks, seed, val_fraction)
     except (ConfigError, roam.RoamError, primer.PrimerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -36,18 +36,18 @@ def main() -> int:
     position = {id(block): i for i, block in enumerate(blocks)}
     for name, part in (("primer_train", primer_train), ("primer_val", primer_val)):
         write_jsonl(name, [(f"dialogue-{position[id(b)]}", doc) for b, doc in zip(part, primer.documents(part))])
-    roam_source = paths.EXAMPLE_ROAM_DIR if is_example else paths.ROAM_DIR
+    roam_source = paths.example_roam_dir() if is_example else paths.roam_dir()
     manifest = {
         "seed": seed,
         "roam": {
-            "dir": roam_source.relative_to(paths.ROOT).as_posix(),
+            "dir": roam_source.relative_to(paths.root()).as_posix(),
             "example_graph": is_example,
             "train": [p.name for p in roam_train],
             "val": [p.name for p in roam_val],
         },
-        "primer": {"file": paths.PRIMER.relative_to(paths.ROOT).as_posix(), "train": len(primer_train), "val": len(primer_val)},
+        "primer": {"file": paths.primer_file().relative_to(paths.root()).as_posix(), "train": len(primer_train), "val": len(primer_val)},
     }
-    write_json(paths.SPLITS_DIR / "manifest.json", manifest)
+    write_json(paths.splits_dir() / "manifest.json", manifest)
     print(
         f"roam ({manifest['roam']['dir']}): {len(roam_train)} train / {len(roam_val)} val pages; "
         f"primer: {len(primer_train)} train / {len(primer_val)} val dialogues"

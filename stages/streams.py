@@ -32,20 +32,20 @@ def read_upstream(path: Path) -> dict:
 
 
 def main() -> int:
-    wiki_source = read_upstream(paths.WIKITEXT_DIR / "source.json")
-    manifest = read_upstream(paths.SPLITS_DIR / "manifest.json")
+    wiki_source = read_upstream(paths.wikitext_dir() / "source.json")
+    manifest = read_upstream(paths.splits_dir() / "manifest.json")
     wiki_label = wiki_source.get("path") or wiki_source.get("dataset") or wiki_source.get("corpus")
     jobs = [
-        ("wiki", "train", wikitext_articles(paths.WIKITEXT_DIR / "train.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
-        ("wiki", "val", wikitext_articles(paths.WIKITEXT_DIR / "validation.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
-        ("wiki", "test", wikitext_articles(paths.WIKITEXT_DIR / "test.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
+        ("wiki", "train", wikitext_articles(paths.wikitext_dir() / "train.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
+        ("wiki", "val", wikitext_articles(paths.wikitext_dir() / "validation.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
+        ("wiki", "test", wikitext_articles(paths.wikitext_dir() / "test.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
     ]
     for source in ("roam", "primer"):
         origin = manifest["roam"]["dir"] if source == "roam" else manifest["primer"]["file"]
         for split in ("train", "val"):
-            jobs.append((source, split, jsonl_texts(paths.SPLITS_DIR / f"{source}_{split}.jsonl"), origin))
+            jobs.append((source, split, jsonl_texts(paths.splits_dir() / f"{source}_{split}.jsonl"), origin))
     for split in ("train", "val"):
-        grounded = paths.GROUNDED_DIR / f"{split}.jsonl"
+        grounded = paths.grounded_dir() / f"{split}.jsonl"
         if not grounded.is_file():
             print(f"error: {grounded}: missing (run `dvc repro grounded` first)", file=sys.stderr)
             return 1

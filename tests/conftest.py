@@ -1,4 +1,5 @@
-"""Shared test set-up: offline Hugging Face, and helpers to write small inputs."""
+"""Shared test set-up: offline Hugging Face, one torch thread, and the shared fixtures
+(helpers that are plain functions live in tests/helpers.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ import torch  # noqa: E402  (after OMP_NUM_THREADS)
 
 torch.set_num_threads(1)
 
-REPO = Path(__file__).resolve().parent.parent
+from tests.helpers import REPO, make_root  # noqa: E402
+
 SHARED_WIKITEXT = (REPO.parent / "shared" / "data" / "wikitext-2-dev").resolve()
 
 
@@ -26,3 +28,22 @@ def shared_wikitext() -> Path:
     if not SHARED_WIKITEXT.is_dir():
         pytest.skip(f"{SHARED_WIKITEXT} is absent (the shared WikiText-2 dev copy)")
     return SHARED_WIKITEXT
+
+
+@pytest.fixture
+def tiny_root(tmp_path, monkeypatch) -> Path:
+    """A whole run isolated under one root: params.yaml (profile "tiny") and tiny streams;
+    BYTECHAT_ROOT points every bytechat.paths path (and subprocesses) at it."""
+    root = make_root(tmp_path / "repo")
+    monkeypatch.setenv("BYTECHAT_ROOT", str(root))
+    return root
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train faster on one thread, and much faster when other processes load
+    the machine (two spinning OpenMP threads then fight for the cores)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

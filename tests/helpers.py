@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
-import torch
+import random
+from pathlib import Path
 
-from bytechat.config import ModelConfig, TrainConfig
+import torch
+import yaml
+
+from bytechat.config import SOURCES, ModelConfig, TrainConfig
 from bytechat.model import GPT
+from bytechat.streams import write_stream
+
+REPO = Path(__file__).resolve().parent.parent
 
 # A tiny profile, every required key spelled out (as params.yaml must): a plain GPT (no
 # short convolution, no copy head) and a 12-step run.
@@ -52,3 +59,59 @@ def train_chat_model(steps: int = 80) -> GPT:
         loss.backward()
         opt.step()
     return model.eval()
+
+
+# ---------------------------------------------------------------- a whole tiny run
+
+WORDS = "the cat sat on a mat and then went to sleep while dogs barked at the moon".split()
+
+
+def write_params(root: Path, *, seed: int = 7, **train_overrides) -> Path:
+    """root/params.yaml with one profile, "tiny" (TINY_MODEL, TINY_TRAIN with train_overrides)."""
+    params = {
+        "seed": seed,
+        "data": {"wikitext_source": "offline", "wikitext_config": "wikitext-2-raw-v1", "val_fraction": 0.1},
+        "p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1, "grounded": 0.0},
+        "p_chat": {"wiki": 0.2, "roam": 0.2, "primer": 0.3, "grounded": 0.3},
+        "profiles": {"tiny": {"model": dict(TINY_MODEL), "train": {**TINY_TRAIN, **train_overrides}}},
+        "grounded": yaml.safe_load((REPO / "params.yaml").read_text())["grounded"],
+    }
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def write_tiny_streams(root: Path, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    streams = root / "artifacts" / "streams"
+    for source in SOURCES:
+        for split, n_docs in (("train", 60), ("val", 12)):
+            docs = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(n_docs)]
+            write_stream(docs, streams / f"{source}_{split}.bin", source)
+    write_stream(["a test document, " * 20], streams / "wiki_test.bin", "wiki")
+
+
+def make_root(root: Path, **train_overrides) -> Path:
+    """A repo root with params.yaml (profile "tiny") and tiny streams."""
+    root.mkdir(parents=True, exist_ok=True)
+    write_params(root, **train_overrides)
+    write_tiny_streams(root)
+    return root
+
+
+def train_tiny(**kwargs):
+    """Train profile "tiny" of the current root (the tiny_root fixture) in this process."""
+    from bytechat.train import train
+
+    return train("tiny", device="cpu", quiet=True, **kwargs)
+
+
+def logged_step(root: Path) -> int:
+    """The last step in the dvclive train loss history of root's tiny run (0 before the first log)."""
+    tsv = root / "artifacts" / "runs" / "tiny" / "live" / "plots" / "metrics" / "train" / "loss.tsv"
+    try:
+        rows = tsv.read_text().splitlines()[1:]
+    except FileNotFoundError:
+        return 0
+    steps = [int(r.split("\t")[0]) for r in rows if r.split("\t")[0].isdigit()]
+    return max(steps, default=0)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tools import bench
-from bytechat.paths import PARAMS
+from bytechat import paths
 
 TINY_PLAN = bench.Plan(peak_repeats=2, train_warmup=1, train_steps=2, decode_bytes=4, decode_repeats=1,
                        ttfb_repeats=1, batch_calls=5, batch_stream_mb=0.1, stream_mb=2.0, eval_kb=4.0,
@@ -34,7 +34,7 @@ NUMBERS = {
 @pytest.fixture(scope="module")
 def tiny_params(tmp_path_factory):
     """params.yaml with the real data section and tiny smoke/train models."""
-    raw = yaml.safe_load(PARAMS.read_text(encoding="utf-8"))
+    raw = yaml.safe_load(paths.params_file().read_text(encoding="utf-8"))
     for name, size in (("smoke", 16), ("train", 32)):
         raw["profiles"][name]["model"].update(n_layer=1, n_head=2, n_embd=size, block_size=size, conv_kernel=0, copy_dim=0)
         raw["profiles"][name]["train"]["batch_size"] = 2

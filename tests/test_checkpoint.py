@@ -14,8 +14,10 @@ from bytechat import paths
 from bytechat.config import LEGACY_MODEL_CONFIG, LEGACY_TRAIN_CONFIG, ModelConfig
 from bytechat.model import GPT
 from bytechat.rng import make_generator
-from tests.helpers import train_config
-from tests.test_train import TINY_MODEL, one_thread, run, tiny_root  # noqa: F401 (fixtures)
+from tests.helpers import TINY_MODEL, train_config
+from tests.helpers import train_tiny as run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 DATA = {
     "p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1}, "p_chat": {"wiki": 0.2, "roam": 0.2, "primer": 0.6},

@@ -21,8 +21,7 @@ import torch
 
 from bytechat import checkpoint as ckpt_io
 from tests.conftest import REPO
-from tests.test_resume import logged_step
-from tests.test_train import TINY_MODEL, make_root
+from tests.helpers import TINY_MODEL, logged_step, make_root
 
 pytestmark = pytest.mark.slow
 

@@ -19,7 +19,10 @@ from bytechat import paths
 from bytechat.config import ModelConfig
 from bytechat.eval import compressor_bpb, evaluate_profile, main, plan_windows, score_bytes
 from bytechat.model import GPT
-from tests.test_train import TINY_MODEL, one_thread, run, tiny_root  # noqa: F401 (fixtures)
+from tests.helpers import TINY_MODEL
+from tests.helpers import train_tiny as run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @given(n_bytes=st.integers(0, 400), block=st.integers(1, 40))
@@ -81,15 +84,15 @@ def test_compressor_reference_numbers():
 def write_tiny_notes() -> None:
     """The split stage's roam pages and the index stage's index, for the notes metrics."""
     pages = {"Bees": "- hives:: 3\n- location:: behind the shed\n", "Marta": "- birthday:: 9 April\n"}
-    paths.SPLITS_DIR.mkdir(parents=True, exist_ok=True)
+    paths.splits_dir().mkdir(parents=True, exist_ok=True)
     for split, names in (("train", ["Bees"]), ("val", ["Marta"])):
         lines = [json.dumps({"id": n, "text": f"{n}\n{pages[n]}"}) for n in names]
-        (paths.SPLITS_DIR / f"roam_{split}.jsonl").write_text("\n".join(lines) + "\n")
-    folder = paths.ROOT / "notes"
+        (paths.splits_dir() / f"roam_{split}.jsonl").write_text("\n".join(lines) + "\n")
+    folder = paths.root() / "notes"
     folder.mkdir()
     for name, text in pages.items():
         (folder / f"{name}.md").write_text(text)
-    index_folder(folder, paths.NOTES_INDEX, progress=False).close()
+    index_folder(folder, paths.notes_index(), progress=False).close()
 
 
 def test_eval_stage_writes_metrics_and_samples(tiny_root):
@@ -100,8 +103,8 @@ def test_eval_stage_writes_metrics_and_samples(tiny_root):
     assert "grounded_accuracy_train_pages" in grounded and "grounded_accuracy_val_pages" in grounded
     assert all(0.0 <= v <= 1.0 for v in grounded.values()), grounded
     assert grounded["grounded_recall_at_3"] == 1.0, "two pages, one block each: retrieval finds them"
-    assert (paths.ARTIFACTS / "eval" / "tiny" / "grounded_samples.txt").read_text().count("\nassistant: ") >= 20
-    out = paths.ARTIFACTS / "eval" / "tiny"
+    assert (paths.artifacts() / "eval" / "tiny" / "grounded_samples.txt").read_text().count("\nassistant: ") >= 20
+    out = paths.artifacts() / "eval" / "tiny"
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert metrics["step"] == 12
     for name in ("wiki_val", "roam_val", "primer_val", "wiki_test"):

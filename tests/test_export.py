@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bytechat import chat_cli, export, paths
+from bytechat import chat_cli, export
 from bytechat.checkpoint import build_checkpoint, save_checkpoint
 from bytechat.config import LEGACY_MODEL_CONFIG, to_dict
 from bytechat.export import ModelLoadError, export_checkpoint, load_model, newest_export
@@ -167,8 +167,7 @@ def test_newest_export(tmp_path):
 
 
 def test_command_line_export_and_the_smoke_summary(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(paths, "ROOT", tmp_path)
-    monkeypatch.setattr(paths, "ARTIFACTS", tmp_path / "artifacts")
+    monkeypatch.setenv("BYTECHAT_ROOT", str(tmp_path))
     assert chat_cli.main(["--summary", "tiny"]) == 2
     assert capsys.readouterr().err.startswith("error: artifacts/export/tiny: no export for profile 'tiny'; run `make smoke`")
     ckpt = tmp_path / "artifacts" / "runs" / "tiny" / "checkpoints" / "best.pt"

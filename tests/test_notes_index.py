@@ -158,9 +158,9 @@ def test_concurrent_searches_from_threads_agree(index):
 
 
 def test_search_on_the_example_graph_is_fast():
-    index = index_folder(paths.EXAMPLE_ROAM_DIR, progress=False)
+    index = index_folder(paths.example_roam_dir(), progress=False)
     assert len(index) > 300
-    questions = [f"what did I write about {p.stem}?" for p in roam.find_pages(paths.EXAMPLE_ROAM_DIR)] * 4
+    questions = [f"what did I write about {p.stem}?" for p in roam.find_pages(paths.example_roam_dir())] * 4
     times = []
     for q in questions:
         start = time.perf_counter()

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from bytechat.checkpoint import load_checkpoint
-from tests.test_train import make_root
+from tests.helpers import logged_step, make_root
 
 pytestmark = pytest.mark.slow
 
@@ -29,17 +29,6 @@ def start(root: Path, kill_after: int | None = None) -> subprocess.Popen:
         env["BYTECHAT_TEST_KILL_AFTER_STEP"] = str(kill_after)
     cmd = [sys.executable, "-m", "bytechat.train", "--profile", "tiny", "--device", "cpu"]
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-def logged_step(root: Path) -> int:
-    """The last step in the dvclive train loss history (0 before the first log)."""
-    tsv = root / "artifacts" / "runs" / "tiny" / "live" / "plots" / "metrics" / "train" / "loss.tsv"
-    try:
-        rows = tsv.read_text().splitlines()[1:]
-    except FileNotFoundError:
-        return 0
-    steps = [int(r.split("\t")[0]) for r in rows if r.split("\t")[0].isdigit()]
-    return max(steps, default=0)
 
 
 def killed(proc: subprocess.Popen) -> str:

@@ -8,9 +8,9 @@ from bytechat.data import primer, roam
 
 
 def test_every_primer_block_round_trips():
-    blocks = primer.load_primer(paths.PRIMER)
+    blocks = primer.load_primer(paths.primer_file())
     assert len(blocks) >= 280
-    text = paths.PRIMER.read_text(encoding="utf-8")
+    text = paths.primer_file().read_text(encoding="utf-8")
     raw_blocks = re.findall(r"<dialogue>\n(.*?)\n</dialogue>", text, flags=re.S)
     assert len(raw_blocks) == len(blocks)
     for raw, messages in zip(raw_blocks, blocks):
@@ -20,7 +20,7 @@ def test_every_primer_block_round_trips():
 
 
 def test_primer_shape():
-    blocks = primer.load_primer(paths.PRIMER)
+    blocks = primer.load_primer(paths.primer_file())
     ending_on_assistant = sum(b[-1]["role"] == "assistant" for b in blocks)
     assert ending_on_assistant / len(blocks) >= 0.85
     with_system = [b for b in blocks if b[0]["role"] == "system"]
@@ -32,7 +32,7 @@ def test_primer_shape():
 
 
 def test_example_graph_loads_without_warning(capsys):
-    chosen, is_example = roam.resolve_roam_dir(paths.EXAMPLE_ROAM_DIR, paths.EXAMPLE_ROAM_DIR)
+    chosen, is_example = roam.resolve_roam_dir(paths.example_roam_dir(), paths.example_roam_dir())
     assert not is_example and capsys.readouterr().err == ""
     pages = roam.load_pages(chosen)
     assert len(pages) >= 30
@@ -47,8 +47,8 @@ def test_example_graph_loads_without_warning(capsys):
 
 
 def test_shipped_splits_are_deterministic():
-    pages = roam.load_pages(paths.EXAMPLE_ROAM_DIR)
-    blocks = primer.load_primer(paths.PRIMER)
+    pages = roam.load_pages(paths.example_roam_dir())
+    blocks = primer.load_primer(paths.primer_file())
     assert roam.split_pages(pages, 1337, 0.1) == roam.split_pages(list(reversed(pages)), 1337, 0.1)
     assert primer.split_blocks(blocks, 1337, 0.1) == primer.split_blocks(blocks, 1337, 0.1)
     train, val = roam.split_pages(pages, 1337, 0.1)
@@ -78,7 +78,7 @@ def _parse_notes(notes: str):
 def test_primer_notes_follow_the_chat_layout():
     from bytechat.notes import MAX_BLOCK_BYTES, NO_NOTES, notes_system_content, render_notes
 
-    blocks = primer.load_primer(paths.PRIMER)
+    blocks = primer.load_primer(paths.primer_file())
     with_blocks = with_none = 0
     for messages in blocks:
         system = messages[0]["content"] if messages[0]["role"] == "system" else ""
@@ -105,7 +105,7 @@ def test_primer_notes_follow_the_chat_layout():
 
 
 def test_primer_short_talk_ends_short():
-    blocks = primer.load_primer(paths.PRIMER)
+    blocks = primer.load_primer(paths.primer_file())
     short = [
         b for b in blocks
         if len(b) <= 3 and "Notes:" not in b[0]["content"] and len(b[-1]["content"].encode()) < 120

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import shutil
-from pathlib import Path
 
 import pytest
 import torch
@@ -18,76 +16,10 @@ from bytechat import paths
 from bytechat.config import SOURCES, ConfigError
 from bytechat.streams import write_stream
 from tests.conftest import REPO
-from tests.helpers import TINY_MODEL, TINY_TRAIN, train_config
+from tests.helpers import TINY_MODEL, train_config, write_params
+from tests.helpers import train_tiny as run
 
-WORDS = "the cat sat on a mat and then went to sleep while dogs barked at the moon".split()
-
-
-def write_params(root: Path, *, seed: int = 7, **train_overrides) -> Path:
-    params = {
-        "seed": seed,
-        "data": {"wikitext_source": "offline", "wikitext_config": "wikitext-2-raw-v1", "val_fraction": 0.1},
-        "p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1, "grounded": 0.0},
-        "p_chat": {"wiki": 0.2, "roam": 0.2, "primer": 0.3, "grounded": 0.3},
-        "profiles": {"tiny": {"model": dict(TINY_MODEL), "train": {**TINY_TRAIN, **train_overrides}}},
-        "grounded": yaml.safe_load((REPO / "params.yaml").read_text())["grounded"],
-    }
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    return path
-
-
-def write_tiny_streams(root: Path, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    streams = root / "artifacts" / "streams"
-    for source in SOURCES:
-        for split, n_docs in (("train", 60), ("val", 12)):
-            docs = [" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(n_docs)]
-            write_stream(docs, streams / f"{source}_{split}.bin", source)
-    write_stream(["a test document, " * 20], streams / "wiki_test.bin", "wiki")
-
-
-def make_root(root: Path, **train_overrides) -> Path:
-    """A repo root with params.yaml (profile "tiny") and tiny streams."""
-    root.mkdir(parents=True, exist_ok=True)
-    write_params(root, **train_overrides)
-    write_tiny_streams(root)
-    return root
-
-
-def point_paths_at(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
-    """bytechat.paths reads its root at import: move its module constants for this test."""
-    monkeypatch.setattr(paths, "ROOT", root)
-    monkeypatch.setattr(paths, "PARAMS", root / "params.yaml")
-    monkeypatch.setattr(paths, "ARTIFACTS", root / "artifacts")
-    monkeypatch.setattr(paths, "STREAMS_DIR", root / "artifacts" / "streams")
-    monkeypatch.setattr(paths, "SPLITS_DIR", root / "artifacts" / "splits")
-    monkeypatch.setattr(paths, "GROUNDED_DIR", root / "artifacts" / "grounded")
-    monkeypatch.setattr(paths, "NOTES_DIR", root / "artifacts" / "notes")
-    monkeypatch.setattr(paths, "NOTES_INDEX", root / "artifacts" / "notes" / "index.sqlite")
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train faster on one thread, and much faster when other processes load
-    the machine (two spinning OpenMP threads then fight for the cores)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture
-def tiny_root(tmp_path, monkeypatch) -> Path:
-    root = make_root(tmp_path / "repo")
-    point_paths_at(monkeypatch, root)
-    return root
-
-
-def run(**kwargs):
-    from bytechat.train import train
-
-    return train("tiny", device="cpu", quiet=True, **kwargs)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_train_writes_checkpoints_and_dvclive_metrics(tiny_root):

@@ -648,7 +648,7 @@ def run_bench(quick: bool = False, out_dir: str | Path | None = None, *, threads
     if unknown:
         raise ValueError(f"skip: unknown sections {sorted(unknown)} (have: {', '.join(SECTIONS)})")
     plan = plan or (QUICK if quick else FULL)
-    out_dir = Path(out_dir) if out_dir is not None else paths.BENCH_DIR
+    out_dir = Path(out_dir) if out_dir is not None else paths.bench_dir()
     device = device if isinstance(device, torch.device) else get_device(device)
     params = load_params(params_path)
     threads = threads or torch.get_num_threads()
@@ -832,7 +832,7 @@ def _section_lines(name: str, s: dict) -> list[str]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="far fewer steps/requests (a smoke check of the bench)")
-    parser.add_argument("--out", default=None, help=f"output folder (default {paths.BENCH_DIR})")
+    parser.add_argument("--out", default=None, help=f"output folder (default {paths.bench_dir()})")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for training/eval/peak (default: torch's default, one per core)")  # fmt: skip
     parser.add_argument("--skip", default="", help=f"comma-separated sections to skip ({','.join(SECTIONS)})")
@@ -855,7 +855,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:
         print(f"tools.bench: error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out) if args.out else paths.BENCH_DIR
+    out = Path(args.out) if args.out else paths.bench_dir()
     print(render_markdown(report))
     print(f"\nwrote {out / 'report.json'} and {out / 'report.md'}", file=sys.stderr)
     failed = [s for s in SECTIONS if isinstance(report.get(s), dict) and "error" in report[s]]

@@ -86,9 +86,9 @@ def bench_retrieval(n_queries: int, seed: int = 0, k: int = 3) -> dict:
     from bytechat.notes import all_blocks
     from bytechat.notes_index import NotesIndex, index_folder
 
-    blocks = all_blocks(roam.load_pages(paths.EXAMPLE_ROAM_DIR))
+    blocks = all_blocks(roam.load_pages(paths.example_roam_dir()))
     with tempfile.TemporaryDirectory(prefix="bytechat-bench-notes-") as tmp:
-        index_folder(paths.EXAMPLE_ROAM_DIR, Path(tmp) / "index.sqlite", progress=False).close()
+        index_folder(paths.example_roam_dir(), Path(tmp) / "index.sqlite", progress=False).close()
         with NotesIndex.open(Path(tmp) / "index.sqlite") as index:  # read-only, as chat opens it
             questions = _questions(blocks, n_queries, seed)
             for q in questions[:20]:  # warm the page cache
@@ -100,7 +100,7 @@ def bench_retrieval(n_queries: int, seed: int = 0, k: int = 3) -> dict:
                 times.append((time.perf_counter() - start) * 1e3)
     times.sort()
     return {
-        "graph": paths.EXAMPLE_ROAM_DIR.relative_to(paths.ROOT).as_posix(),
+        "graph": paths.example_roam_dir().relative_to(paths.root()).as_posix(),
         "blocks": len(blocks),
         "queries": len(times),
         "k": k,

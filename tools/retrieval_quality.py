@@ -61,7 +61,7 @@ def measure(index: NotesIndex, cases: Sequence[Case], show: bool = False) -> dic
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.retrieval_quality", description=__doc__.splitlines()[0])
-    parser.add_argument("--splits", type=Path, default=paths.SPLITS_DIR, help="the split stage's output folder")
+    parser.add_argument("--splits", type=Path, default=paths.splits_dir(), help="the split stage's output folder")
     parser.add_argument("--seeds", type=int, default=5, help="question sets per page set")
     parser.add_argument("--per-seed", type=int, default=40, help="questions per set")
     parser.add_argument("--show", action="store_true", help="print every miss")

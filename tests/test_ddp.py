@@ -194,8 +194,8 @@ def test_a_hung_rank_times_out_with_a_clear_error(tmp_path):
         wait_for_training(proc, root)
         ranks[1].send_signal(signal.SIGSTOP)
         stopped, message = time.monotonic(), "bytechat.train: error: rank 0: lost contact with another rank"
-        while message not in log.read_text():  # 3 s, but a busy machine may take much longer
-            assert time.monotonic() - stopped < 90, log.read_text()[-2000:]
+        while message not in log.read_text():
+            assert time.monotonic() - stopped < 30, log.read_text()[-2000:]
             time.sleep(0.1)
         ranks[1].send_signal(signal.SIGCONT)  # lets torchrun's SIGTERM end it now, not after its 30 s grace
         proc.wait(timeout=30)

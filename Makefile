@@ -12,10 +12,10 @@ ARGS    ?=
 export HF_DATASETS_OFFLINE ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test smoke repro chat serve bench train-ddp clean help
+.PHONY: setup test format smoke repro chat serve bench train-ddp clean help
 
 help:
-	@echo "make setup | test | smoke | chat CKPT=... | serve CKPT=... | bench | train-ddp NPROC=2 PROFILE=smoke"
+	@echo "make setup | test | format | smoke | chat CKPT=... | serve CKPT=... | bench | train-ddp NPROC=2 PROFILE=smoke"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,10 @@ setup: $(BIN)/python
 
 test:
 	HF_DATASETS_OFFLINE=1 $(BIN)/python -m pytest -q $(ARGS)
+
+# The one formatter (settings in pyproject.toml); the test suite checks it was run.
+format:
+	$(BIN)/ruff format .
 
 # The whole pipeline with the small model: data stages, then train/eval/export smoke.
 smoke:

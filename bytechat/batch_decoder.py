@@ -65,7 +65,9 @@ class BatchDecoder:
         self._slots = [_SlotCache(self.cache, slot) for slot in range(max_batch)]
         self.lengths = [0] * max_batch
         self._one = torch.zeros((1, 1), dtype=torch.long, device=self.device)  # reused: the batch-1 step's input
-        self._conv_offsets = torch.arange(-(cfg.conv_kernel - 1), 1, device=self.device) if cfg.conv_kernel > 1 else None
+        self._conv_offsets = (
+            torch.arange(-(cfg.conv_kernel - 1), 1, device=self.device) if cfg.conv_kernel > 1 else None
+        )
         # The copy head's "byte after position j" as one-hot rows, kept per slot so a step
         # does not rebuild them (F.one_hot of the whole context per row and byte).
         self._following = None
@@ -121,10 +123,12 @@ class BatchDecoder:
             keys[slot_t, :, pos_t] = k[:, :, 0]
             values[slot_t, :, pos_t] = v[:, :, 0]
             rows = [self._slots[s].layers[i] for s in slots]  # (keys, values) of each slot, batch-1 views
-            y = torch.cat([
-                F.scaled_dot_product_attention(q_r, k_s[:, :, : p + 1], v_s[:, :, : p + 1])
-                for q_r, (k_s, v_s), p in zip(q.split(1), rows, pos_list)
-            ])  # fmt: skip
+            y = torch.cat(
+                [
+                    F.scaled_dot_product_attention(q_r, k_s[:, :, : p + 1], v_s[:, :, : p + 1])
+                    for q_r, (k_s, v_s), p in zip(q.split(1), rows, pos_list)
+                ]
+            )
             x = x + _linear(y.transpose(1, 2).reshape(R, 1, C), block.attn.proj.weight)
             mlp = block.mlp
             x = x + _linear(F.gelu(_linear(block.ln_2(x), mlp.fc.weight), approximate="tanh"), mlp.proj.weight)
@@ -182,7 +186,9 @@ class BatchDecoder:
         q = _linear(h, copy.query.weight).float()
         scale = math.sqrt(copy.dim)
         # The query may not use its own position (j < t: -inf there), then the null slot.
-        tail = torch.cat((torch.full((1, 1, 1), float("-inf"), device=q.device), copy.null_score.float().expand(1, 1, 1)), -1)
+        tail = torch.cat(
+            (torch.full((1, 1, 1), float("-inf"), device=q.device), copy.null_score.float().expand(1, 1, 1)), -1
+        )
         gate_w, gate_b = copy.gate.weight, copy.gate.bias
         p_copy, null_attn, gates = [], [], []
         for q_r, h_r, s, p in zip(q.split(1), h.split(1), slots, pos_list):

@@ -57,9 +57,16 @@ EventSink = Callable[[object], None]  # receives ReplyEvent, then ReplyDone, or 
 class BatchRequest:
     """One reply in the batch: its window, sampling, generator and stop state."""
 
-    def __init__(self, prompt: bytes, sampling: SamplingConfig, generator: torch.Generator, block_size: int,
-                 emit: EventSink, should_stop: Callable[[], bool] | None = None,
-                 on_start: Callable[[], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        prompt: bytes,
+        sampling: SamplingConfig,
+        generator: torch.Generator,
+        block_size: int,
+        emit: EventSink,
+        should_stop: Callable[[], bool] | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
         if not prompt:
             raise ValueError("BatchRequest: prompt must not be empty (the model needs a byte to condition on)")
         self.sampling, self.generator = sampling, generator
@@ -118,9 +125,15 @@ class BatchEngine:
 
     # ---- any thread
 
-    def submit(self, messages: list[Mapping[str, str]], sampling: SamplingConfig, seed: int | None, emit: EventSink,
-               should_stop: Callable[[], bool] | None = None,
-               on_start: Callable[[], None] | None = None) -> BatchRequest:  # fmt: skip
+    def submit(
+        self,
+        messages: list[Mapping[str, str]],
+        sampling: SamplingConfig,
+        seed: int | None,
+        emit: EventSink,
+        should_stop: Callable[[], bool] | None = None,
+        on_start: Callable[[], None] | None = None,
+    ) -> BatchRequest:
         """Queue a reply; it joins the batch at the next step with a free slot. Bad
         messages raise ChatFormatError here, as ChatEngine.stream_reply does."""
         if not isinstance(sampling, SamplingConfig):
@@ -296,7 +309,11 @@ def sample_rows(requests: list[BatchRequest]) -> list[int | Exception]:
     for i, request in enumerate(requests):
         sp = request.sampling
         greedy = sp.temperature < GREEDY_BELOW
-        key = (greedy, request.generator.device) if greedy else (sp.temperature, sp.top_k, sp.top_p, request.generator.device)
+        key = (
+            (greedy, request.generator.device)
+            if greedy
+            else (sp.temperature, sp.top_k, sp.top_p, request.generator.device)
+        )
         groups.setdefault(key, []).append(i)
     for key, members in groups.items():
         if len(members) == 1:
@@ -312,7 +329,9 @@ def sample_rows(requests: list[BatchRequest]) -> list[int | Exception]:
         if not all(finite):
             for row, i in enumerate(members):
                 if not finite[row]:
-                    out[i] = NonFiniteLogits("sample_next: the model produced non-finite logits (nan or inf); the weights are broken")
+                    out[i] = NonFiniteLogits(
+                        "sample_next: the model produced non-finite logits (nan or inf); the weights are broken"
+                    )
             keep = [row for row, ok in enumerate(finite) if ok]
             if not keep:
                 continue

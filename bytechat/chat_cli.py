@@ -147,9 +147,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None, help="make the whole session reproducible")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     notes = parser.add_mutually_exclusive_group()
-    notes.add_argument("--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)")
+    notes.add_argument(
+        "--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)"
+    )
     notes.add_argument("--no-notes", action="store_true", help="answer without your notes")
-    parser.add_argument("--summary", metavar="PROFILE", help="describe PROFILE's export and how to chat with it, then exit")
+    parser.add_argument(
+        "--summary", metavar="PROFILE", help="describe PROFILE's export and how to chat with it, then exit"
+    )
     return parser.parse_args(argv)
 
 

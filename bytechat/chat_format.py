@@ -81,8 +81,7 @@ def parse_chat(transcript: str) -> list[dict[str, str]]:
     """Inverse of render_transcript: split on turn boundaries and unescape each content."""
     if not _TURN_START.match(transcript):
         raise ChatFormatError(
-            f"transcript must start with one of {', '.join(r + ': ' for r in ROLES)}"
-            f" (starts with {transcript[:20]!r})"
+            f"transcript must start with one of {', '.join(r + ': ' for r in ROLES)} (starts with {transcript[:20]!r})"
         )
     messages = []
     for turn in _TURN.split(transcript):

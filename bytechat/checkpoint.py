@@ -48,8 +48,13 @@ import torch
 
 from bytechat.atomic import atomic_open
 from bytechat.config import (
-    LEGACY_MODEL_CONFIG, LEGACY_TRAIN_CONFIG, ConfigError, ModelConfig, TrainConfig, saved_model_config,
-)  # fmt: skip
+    LEGACY_MODEL_CONFIG,
+    LEGACY_TRAIN_CONFIG,
+    ConfigError,
+    ModelConfig,
+    TrainConfig,
+    saved_model_config,
+)
 from bytechat.tokenizer import VOCAB_SIZE
 
 FORMAT = "bytechat-checkpoint"
@@ -58,9 +63,20 @@ LAST = "last.pt"
 PREVIOUS = "last.prev.pt"
 BEST = "best.pt"
 REQUIRED_KEYS = (
-    "format", "version", "model", "model_config", "train_config", "profile", "step",
-    "val_loss", "best_val_loss", "optimizer", "rng", "sampler", "data",
-)  # fmt: skip
+    "format",
+    "version",
+    "model",
+    "model_config",
+    "train_config",
+    "profile",
+    "step",
+    "val_loss",
+    "best_val_loss",
+    "optimizer",
+    "rng",
+    "sampler",
+    "data",
+)
 # Train settings that change nothing in the weights or in best.pt: a resume may differ here.
 RESUME_NEUTRAL = ("log_every", "checkpoint_every")
 CHECKPOINT_NAMES = (BEST, LAST, PREVIOUS)  # the order a checkpoints folder is read in
@@ -303,8 +319,13 @@ def model_config_of(raw: Any, where: str) -> ModelConfig:
 # ---------------------------------------------------------------- resume decisions
 
 
-def differences(ckpt: Mapping[str, Any], model_config: ModelConfig, train_config: TrainConfig,
-                data: Mapping[str, Any], code: Mapping[str, str] | None = None) -> list[str]:  # fmt: skip
+def differences(
+    ckpt: Mapping[str, Any],
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    data: Mapping[str, Any],
+    code: Mapping[str, str] | None = None,
+) -> list[str]:
     """What differs between a checkpoint and the current run (empty: the resume is valid),
     e.g. ["train_config.lr: 0.002 -> 0.001", "data.streams.roam_train: '9104b3ca072b71...fdd0' -> ...",
     "code.model/blocks.py: '5be1c0f2e3a4d1...9a0c1' -> ..."]. code None: the code is not compared."""

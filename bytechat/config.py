@@ -96,7 +96,15 @@ class TrainConfig:
     log_every: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch_size", "grad_accum", "eval_every", "eval_batches", "checkpoint_every", "log_every"):
+        for name in (
+            "steps",
+            "batch_size",
+            "grad_accum",
+            "eval_every",
+            "eval_batches",
+            "checkpoint_every",
+            "log_every",
+        ):
             _require(getattr(self, name) > 0, name, "must be > 0")
         _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
         _require(self.batch_size % self.grad_accum == 0, "batch_size", "must be divisible by grad_accum")
@@ -227,9 +235,21 @@ def from_dict(cls: type, raw: Any, key: str, *, fill: dict[str, Any] | None = No
 # What a model_config or train_config saved before these keys were required (an older
 # export's config.json, an older checkpoint) meant by leaving them out: the code defaults
 # of the time. A record of the past, not a default for new runs: never change a value.
-LEGACY_MODEL_CONFIG: dict[str, Any] = {"rope_theta": 10000.0, "mlp_ratio": 4, "dropout": 0.0, "conv_kernel": 0, "copy_dim": 0,
-                                       "copy_continue": False}
-LEGACY_TRAIN_CONFIG: dict[str, Any] = {"weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "compile": False}
+LEGACY_MODEL_CONFIG: dict[str, Any] = {
+    "rope_theta": 10000.0,
+    "mlp_ratio": 4,
+    "dropout": 0.0,
+    "conv_kernel": 0,
+    "copy_dim": 0,
+    "copy_continue": False,
+}
+LEGACY_TRAIN_CONFIG: dict[str, Any] = {
+    "weight_decay": 0.1,
+    "beta1": 0.9,
+    "beta2": 0.95,
+    "grad_clip": 1.0,
+    "compile": False,
+}
 
 VOCAB_FIXED = f"fixed by the byte tokenizer ({VOCAB_SIZE}), not a params.yaml setting"
 

@@ -69,8 +69,9 @@ class Dist:
     def start(self, device: torch.device) -> None:
         if self.enabled and not torch.distributed.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
-            torch.distributed.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size,
-                                                 timeout=collective_timeout())  # fmt: skip
+            torch.distributed.init_process_group(
+                backend=backend, rank=self.rank, world_size=self.world_size, timeout=collective_timeout()
+            )
 
     def stop(self) -> None:
         if self.enabled and torch.distributed.is_initialized():
@@ -101,8 +102,10 @@ class Dist:
         torch.distributed.all_gather_object(values, dict(value))
         for rank, other in enumerate(values[1:], start=1):
             if diffs := ckpt_io.compare(values[0], other, what):
-                raise ConfigError(f"rank {rank}: {what} differs from rank 0's ({'; '.join(diffs[:3])}); "
-                                  f"every machine needs the same artifacts/streams and bytechat code")  # fmt: skip
+                raise ConfigError(
+                    f"rank {rank}: {what} differs from rank 0's ({'; '.join(diffs[:3])}); "
+                    f"every machine needs the same artifacts/streams and bytechat code"
+                )
 
     def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
         if not self.enabled:

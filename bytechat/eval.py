@@ -99,7 +99,9 @@ def _batches(windows: Sequence[Window], size: int) -> list[list[Window]]:
     return groups
 
 
-def _window_tensors(data: np.ndarray, group: Sequence[Window], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _window_tensors(
+    data: np.ndarray, group: Sequence[Window], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     rows = np.stack([np.asarray(data[w.start : w.start + w.length + 1], dtype=np.int64) for w in group])
     x = torch.from_numpy(rows[:, :-1].copy())
     y = torch.from_numpy(rows[:, 1:].copy())
@@ -109,9 +111,16 @@ def _window_tensors(data: np.ndarray, group: Sequence[Window], device: torch.dev
 
 
 @torch.inference_mode()
-def score_bytes(model: torch.nn.Module, data: np.ndarray | bytes, *, device: torch.device | None = None,
-                dtype: torch.dtype | None = None, batch_size: int = DEFAULT_BATCH, desc: str = "eval",
-                progress: bool = True) -> Score:  # fmt: skip
+def score_bytes(
+    model: torch.nn.Module,
+    data: np.ndarray | bytes,
+    *,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    desc: str = "eval",
+    progress: bool = True,
+) -> Score:
     """Mean loss of model over every byte of data after the first (deterministic)."""
     data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
     if len(data) < 2:
@@ -140,8 +149,16 @@ def compressor_bpb(data: bytes) -> dict[str, float]:
     return {f"{name}_bpb": 8 * len(compress(data)) / len(data) for name, compress in COMPRESSORS.items()}
 
 
-def evaluate_bytes(model: torch.nn.Module, data: np.ndarray | bytes, *, name: str, device: torch.device | None = None,
-                   dtype: torch.dtype | None = None, batch_size: int = DEFAULT_BATCH, progress: bool = True) -> dict:  # fmt: skip
+def evaluate_bytes(
+    model: torch.nn.Module,
+    data: np.ndarray | bytes,
+    *,
+    name: str,
+    device: torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    batch_size: int = DEFAULT_BATCH,
+    progress: bool = True,
+) -> dict:
     """{"loss", "bpb", "gzip_bpb", "bz2_bpb", "xz_bpb", "bytes"} of one stream."""
     score = score_bytes(model, data, device=device, dtype=dtype, batch_size=batch_size, desc=name, progress=progress)
     raw = bytes(data) if isinstance(data, (bytes, bytearray)) else np.asarray(data).tobytes()
@@ -156,9 +173,12 @@ SAMPLE_PROMPTS: tuple[list[dict[str, str]], ...] = (
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "user", "content": "What did I write about last week?"}],
     [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Tell me a story."}],
-    [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "Hello! How can I help?"},
-     {"role": "user", "content": "What is a byte?"}],
-)  # fmt: skip
+    [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello! How can I help?"},
+        {"role": "user", "content": "What is a byte?"},
+    ],
+)
 SAMPLE_BYTES = 200
 
 
@@ -173,12 +193,20 @@ def chat_samples(model: torch.nn.Module, header: str, max_new_tokens: int = SAMP
     parts = [header]
     for messages in SAMPLE_PROMPTS:
         done = engine.reply(messages, sampling, seed=0)
-        parts.append(f"{render_transcript(messages)}\nassistant: {done.reply}\n[{done.finish_reason}, {done.n_bytes} bytes]")
+        parts.append(
+            f"{render_transcript(messages)}\nassistant: {done.reply}\n[{done.finish_reason}, {done.n_bytes} bytes]"
+        )
     return "\n\n".join(parts) + "\n"
 
 
-def evaluate_profile(profile: str, *, device: torch.device | None = None, dtype: str = "auto",
-                     batch_size: int = DEFAULT_BATCH, progress: bool = True) -> dict:  # fmt: skip
+def evaluate_profile(
+    profile: str,
+    *,
+    device: torch.device | None = None,
+    dtype: str = "auto",
+    batch_size: int = DEFAULT_BATCH,
+    progress: bool = True,
+) -> dict:
     """Score a profile's best checkpoint (else last) on every val stream and wiki_test;
     write artifacts/eval/<profile>/metrics.json and samples.txt; return the metrics."""
     from bytechat.export import load_model
@@ -191,9 +219,15 @@ def evaluate_profile(profile: str, *, device: torch.device | None = None, dtype:
     metrics: dict = {}
     for source, split in EVAL_STREAMS:
         stream_file = paths.stream_path(source, split)
-        metrics[f"{source}_{split}"] = evaluate_bytes(model, open_stream(stream_file), name=stream_file.stem,
-                                                      device=device, dtype=amp, batch_size=batch_size,
-                                                      progress=progress)  # fmt: skip
+        metrics[f"{source}_{split}"] = evaluate_bytes(
+            model,
+            open_stream(stream_file),
+            name=stream_file.stem,
+            device=device,
+            dtype=amp,
+            batch_size=batch_size,
+            progress=progress,
+        )
     metrics["step"] = step
     out = eval_dir(profile)
     header = f"# bytechat {profile}: {path.name} at step {step}, greedy replies (temperature 0)"
@@ -213,8 +247,10 @@ def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
     header = f"{'file':<40} {'bytes':>10} {'loss':>7} {'bpb':>6} {'gzip':>6} {'bz2':>6} {'xz':>6}"
     lines = [header]
     for name, r in results.items():
-        lines.append(f"{name[-40:]:<40} {r['bytes']:>10} {r['loss']:>7.4f} {r['bpb']:>6.3f} "
-                     f"{r['gzip_bpb']:>6.3f} {r['bz2_bpb']:>6.3f} {r['xz_bpb']:>6.3f}")  # fmt: skip
+        lines.append(
+            f"{name[-40:]:<40} {r['bytes']:>10} {r['loss']:>7.4f} {r['bpb']:>6.3f} "
+            f"{r['gzip_bpb']:>6.3f} {r['bz2_bpb']:>6.3f} {r['xz_bpb']:>6.3f}"
+        )
     return "\n".join(lines)
 
 
@@ -223,8 +259,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--ckpt", required=True, help="a checkpoint (.pt) or an export folder")
     parser.add_argument("files", nargs="+", type=Path, help="files to score (any bytes)")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto / BYTECHAT_DEVICE)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
-                        help="autocast dtype (default auto: bf16 where fast; fp32 for exact numbers)")  # fmt: skip
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="autocast dtype (default auto: bf16 where fast; fp32 for exact numbers)",
+    )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH, help="windows per forward pass")
     return parser.parse_args(argv)
 
@@ -244,8 +284,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise ValueError(f"{path}: cannot read ({exc.strerror})") from None
             if len(data) < 2:
                 raise ValueError(f"{path}: needs at least 2 bytes to score (has {len(data)})")
-            results[str(path)] = evaluate_bytes(model, data, name=path.name, device=device,
-                                                dtype=autocast_dtype(device, args.dtype))  # fmt: skip
+            results[str(path)] = evaluate_bytes(
+                model, data, name=path.name, device=device, dtype=autocast_dtype(device, args.dtype)
+            )
     except (ValueError, ModelLoadError) as exc:
         print(f"bytechat-eval: error: {exc}", file=sys.stderr)
         return 2

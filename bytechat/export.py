@@ -33,8 +33,13 @@ from safetensors.torch import save as safetensors_bytes
 
 from bytechat import atomic, paths
 from bytechat.checkpoint import (
-    CHECKPOINT_NAMES, CheckpointError, clean_state_dict, error_line, load_checkpoint, model_config_of,
-)  # fmt: skip
+    CHECKPOINT_NAMES,
+    CheckpointError,
+    clean_state_dict,
+    error_line,
+    load_checkpoint,
+    model_config_of,
+)
 from bytechat.config import ModelConfig, to_dict
 from bytechat.device import get_device
 from bytechat.model import GPT
@@ -247,7 +252,10 @@ def recover_swap(out_dir: Path) -> None:
     olds.sort(key=lambda p: p.stat().st_mtime, reverse=True)
     if olds and not out_dir.exists():
         os.replace(olds.pop(0), out_dir)
-        print(f"export: {display_path(out_dir)}: restored the previous export (a replacement was interrupted)", file=sys.stderr)
+        print(
+            f"export: {display_path(out_dir)}: restored the previous export (a replacement was interrupted)",
+            file=sys.stderr,
+        )
     for path in olds + tmps:
         shutil.rmtree(path, ignore_errors=True)
 

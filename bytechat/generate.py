@@ -359,7 +359,8 @@ def crop_messages(messages: list[Mapping[str, str]], max_bytes: int) -> list[Map
         room = max_bytes - (total - last_bytes)  # what the system message leaves it
         if room < wanted:
             cropped[0] = _with_content(
-                cropped[0], _keep_head(cropped[0]["content"], len(cropped[0]["content"].encode("utf-8")) - (wanted - room))
+                cropped[0],
+                _keep_head(cropped[0]["content"], len(cropped[0]["content"].encode("utf-8")) - (wanted - room)),
             )
     _shrink(cropped, len(cropped) - 1, max_bytes, _keep_tail)
     if first:
@@ -378,7 +379,9 @@ class ChatEngine:
 
     def __init__(self, model: GPT, device: torch.device | str | None = None, info: dict | None = None) -> None:
         if model.config.vocab_size != VOCAB_SIZE:
-            raise ValueError(f"ChatEngine: model vocab_size is {model.config.vocab_size}; bytechat models read bytes and need {VOCAB_SIZE}")
+            raise ValueError(
+                f"ChatEngine: model vocab_size is {model.config.vocab_size}; bytechat models read bytes and need {VOCAB_SIZE}"
+            )
         if device is not None:
             model.to(torch.device(device))
         self.model = model.eval()

@@ -113,16 +113,34 @@ KEYWORD_TEMPLATES = (
 )
 WHEN_KEYS = ("birthday", "deadline", "date", "dates", "due", "bought", "born", "since", "when")
 UNCOVERED_TOPICS = (
-    "my passport number", "the dentist appointment", "my car insurance", "the wifi password", "my blood type",
-    "the plumber's phone number", "my shoe size", "the tax return", "my gym membership", "the parking permit",
-    "my bank PIN", "the vet appointment", "my library card", "the electricity meter reading", "my flight to Lisbon",
-)  # fmt: skip
-UNCOVERED_TEMPLATES = ("What did I write about {topic}?", "Where did I put {topic}?", "Remind me about {topic}.",
-                       "Do my notes say anything about {topic}?", "what's {topic}?")  # fmt: skip
+    "my passport number",
+    "the dentist appointment",
+    "my car insurance",
+    "the wifi password",
+    "my blood type",
+    "the plumber's phone number",
+    "my shoe size",
+    "the tax return",
+    "my gym membership",
+    "the parking permit",
+    "my bank PIN",
+    "the vet appointment",
+    "my library card",
+    "the electricity meter reading",
+    "my flight to Lisbon",
+)
+UNCOVERED_TEMPLATES = (
+    "What did I write about {topic}?",
+    "Where did I put {topic}?",
+    "Remind me about {topic}.",
+    "Do my notes say anything about {topic}?",
+    "what's {topic}?",
+)
 
 
-def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] | None = None,
-              lead: bool | None = None) -> list[Question]:  # fmt: skip
+def questions(
+    block: NoteBlock, rng: random.Random, word_counts: dict[str, int] | None = None, lead: bool | None = None
+) -> list[Question]:
     """Every question this block answers, one random template each. lead: whether it is
     its page's lead block (notes.lead_blocks), which page questions are answered with
     (default: position 0)."""
@@ -150,12 +168,19 @@ def questions(block: NoteBlock, rng: random.Random, word_counts: dict[str, int] 
     if not (head and len(lines) == 1):
         body = " ".join(_KEY_VALUE.sub(r"\2", line.strip()) for line in lines)
         counts = word_counts or {}
-        words = [w for w in _WORD.findall(body) if query_terms(w) == [w.lower()] and w.lower() not in name.lower()
-                 and counts.get(w.lower(), 0) <= RARE_WORD_BLOCKS]  # fmt: skip
+        words = [
+            w
+            for w in _WORD.findall(body)
+            if query_terms(w) == [w.lower()]
+            and w.lower() not in name.lower()
+            and counts.get(w.lower(), 0) <= RARE_WORD_BLOCKS
+        ]
         if words:
             word = min(words, key=lambda w: (counts.get(w.lower(), 0), rng.random()))
             line = next(l.strip() for l in lines if word in l)
-            found.append(Question(rng.choice(KEYWORD_TEMPLATES).format(word=word.lower()), clip(line), "keyword", word.lower()))
+            found.append(
+                Question(rng.choice(KEYWORD_TEMPLATES).format(word=word.lower()), clip(line), "keyword", word.lower())
+            )
     if (block.position == 0) if lead is None else lead:
         found.append(Question(rng.choice(PAGE_TEMPLATES).format(title=name), clip(lines[0].strip()), "page"))
     return found
@@ -187,7 +212,9 @@ def grounded_dialogue(
     return Dialogue(messages, question.gold, question.kind, block.page)
 
 
-def uncovered_dialogue(rng: random.Random, retrieve: Retriever, k: int, context_bytes: int, unknown_name: str) -> Dialogue:
+def uncovered_dialogue(
+    rng: random.Random, retrieve: Retriever, k: int, context_bytes: int, unknown_name: str
+) -> Dialogue:
     """A question the notes do not answer; whatever retrieval finds, the answer abstains."""
     topic = rng.choice((*UNCOVERED_TOPICS, f"{unknown_name}'s birthday", unknown_name))
     text = rng.choice(UNCOVERED_TEMPLATES).format(topic=topic)

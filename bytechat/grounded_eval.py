@@ -37,16 +37,43 @@ QUESTIONS_PER_SPLIT = 100  # per page set: one answer moves a share by 0.01
 UNCOVERED_QUESTIONS = 20
 REPLY_BYTES = 256
 UNSEEN_NOTES = paths.ROOT / "data" / "unseen-notes"
-ABSTAIN_MARKERS = ("couldn't find", "could not find", "not in your notes", "don't mention", "doesn't mention",
-                   "no notes", "nothing about", "not find")  # fmt: skip
+ABSTAIN_MARKERS = (
+    "couldn't find",
+    "could not find",
+    "not in your notes",
+    "don't mention",
+    "doesn't mention",
+    "no notes",
+    "nothing about",
+    "not find",
+)
 EVERYDAY_PROMPTS = (
-    "hi", "hello!", "good morning", "hey, how are you?", "thanks!", "thank you, that helped", "bye",
-    "who are you?", "what can you do?", "how do I use you?", "ok", "cool", "tell me a joke",
-    "what is the capital of France?", "what's 2 + 2?", "what is a byte?", "I'm tired today",
-    "can you help me plan my day?", "what did I write about sourdough?", "what's on my todo list?",
-    "summarise my notes on running", "when is my next trip?", "do you remember what I asked?",
-    "remind me to buy milk", "you're great",
-)  # fmt: skip
+    "hi",
+    "hello!",
+    "good morning",
+    "hey, how are you?",
+    "thanks!",
+    "thank you, that helped",
+    "bye",
+    "who are you?",
+    "what can you do?",
+    "how do I use you?",
+    "ok",
+    "cool",
+    "tell me a joke",
+    "what is the capital of France?",
+    "what's 2 + 2?",
+    "what is a byte?",
+    "I'm tired today",
+    "can you help me plan my day?",
+    "what did I write about sourdough?",
+    "what's on my todo list?",
+    "summarise my notes on running",
+    "when is my next trip?",
+    "do you remember what I asked?",
+    "remind me to buy milk",
+    "you're great",
+)
 
 
 @dataclass
@@ -117,11 +144,15 @@ class WordLines:
         self._rows = [(b, line.strip()) for b in blocks for line in b.text.split("\n")]
         self._db = sqlite3.connect(":memory:")
         self._db.execute(f"CREATE VIRTUAL TABLE lines USING fts5(line, tokenize='{TOKENIZER}')")
-        self._db.executemany("INSERT INTO lines (rowid, line) VALUES (?, ?)", [(i, l) for i, (_, l) in enumerate(self._rows)])
+        self._db.executemany(
+            "INSERT INTO lines (rowid, line) VALUES (?, ?)", [(i, l) for i, (_, l) in enumerate(self._rows)]
+        )
 
     def holding(self, word: str) -> list[tuple[NoteBlock, str]]:
         """(block, line as a gold fact) for each line that holds word, in block order."""
-        found = self._db.execute("SELECT rowid FROM lines WHERE lines MATCH ? ORDER BY rowid", (match_expression([word]),))
+        found = self._db.execute(
+            "SELECT rowid FROM lines WHERE lines MATCH ? ORDER BY rowid", (match_expression([word]),)
+        )
         return [(self._rows[i][0], grounded.clip(self._rows[i][1])) for (i,) in found]
 
 
@@ -139,8 +170,9 @@ def unseen_cases(folder: Path = UNSEEN_NOTES) -> list[Case]:
     return [Case(r["question"], r["gold"], r["page"], kind="unseen") for r in map(json.loads, lines) if r]
 
 
-def ask(engine: ChatEngine, index: NotesIndex | None, question: str, max_bytes: int = REPLY_BYTES,
-        case: Case | None = None) -> Result:  # fmt: skip
+def ask(
+    engine: ChatEngine, index: NotesIndex | None, question: str, max_bytes: int = REPLY_BYTES, case: Case | None = None
+) -> Result:
     """One question through the chat path (retrieval when index is given), greedy; the
     result is scored against case (default: an uncovered one)."""
     messages = [{"role": "user", "content": question}]

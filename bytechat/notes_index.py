@@ -240,7 +240,9 @@ class NotesIndex:
     # ---- building and opening
 
     @classmethod
-    def build(cls, blocks: Iterable[NoteBlock], path: str | Path | None = None, *, meta: dict | None = None) -> NotesIndex:
+    def build(
+        cls, blocks: Iterable[NoteBlock], path: str | Path | None = None, *, meta: dict | None = None
+    ) -> NotesIndex:
         """Index blocks; path None keeps the index in memory, else it is written
         atomically to path and opened read-only. meta is stored too; it is read after
         the last block, so a generator may fill it in as it goes."""
@@ -373,8 +375,14 @@ def _fill(conn: sqlite3.Connection, blocks: Iterable[NoteBlock], meta: dict) -> 
     n_blocks += _insert(conn, batch)
     conn.execute("INSERT INTO blocks_fts (blocks_fts) VALUES ('optimize')")
     n_pages = conn.execute("SELECT count(DISTINCT page) FROM blocks").fetchone()[0]
-    rows = {"pages": n_pages, **meta, "format": FORMAT, "version": VERSION, "blocks": n_blocks,
-            "built": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    rows = {
+        "pages": n_pages,
+        **meta,
+        "format": FORMAT,
+        "version": VERSION,
+        "blocks": n_blocks,
+        "built": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", [(k, str(v)) for k, v in rows.items()])
     conn.execute("COMMIT")
 

@@ -120,11 +120,21 @@ def stream_path(source: str, split: str) -> Path:
 # The former module constants (paths.ROOT, paths.SPLITS_DIR, ...), for code not moved to the
 # functions yet: each is computed when read, like the function it names.
 _CONSTANTS = {
-    "ROOT": root, "PARAMS": params_file, "ROAM_DIR": roam_dir, "EXAMPLE_ROAM_DIR": example_roam_dir,
-    "PRIMER": primer_file, "ARTIFACTS": artifacts, "WIKITEXT_DIR": wikitext_dir, "SPLITS_DIR": splits_dir,
-    "STREAMS_DIR": streams_dir, "BENCH_DIR": bench_dir, "NOTES_DIR": notes_dir, "NOTES_INDEX": notes_index,
-    "NOTES_SUMMARY": notes_summary, "GROUNDED_DIR": grounded_dir,
-}  # fmt: skip
+    "ROOT": root,
+    "PARAMS": params_file,
+    "ROAM_DIR": roam_dir,
+    "EXAMPLE_ROAM_DIR": example_roam_dir,
+    "PRIMER": primer_file,
+    "ARTIFACTS": artifacts,
+    "WIKITEXT_DIR": wikitext_dir,
+    "SPLITS_DIR": splits_dir,
+    "STREAMS_DIR": streams_dir,
+    "BENCH_DIR": bench_dir,
+    "NOTES_DIR": notes_dir,
+    "NOTES_INDEX": notes_index,
+    "NOTES_SUMMARY": notes_summary,
+    "GROUNDED_DIR": grounded_dir,
+}
 
 
 def __getattr__(name: str) -> Path:

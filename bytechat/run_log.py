@@ -56,9 +56,15 @@ class RunLogger:
         however the run ends, dvclive is ended only when it ends normally."""
         self.live = open_live(self.live_dir, resume, step) if self.main else None
         tty = sys.stderr.isatty()
-        self.bar = tqdm(total=self.total_steps, initial=step, desc=f"train {self.name}", unit="step",
-                        dynamic_ncols=True, mininterval=0.5 if tty else 30,
-                        disable=self.quiet or not self.main)  # fmt: skip
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=step,
+            desc=f"train {self.name}",
+            unit="step",
+            dynamic_ncols=True,
+            mininterval=0.5 if tty else 30,
+            disable=self.quiet or not self.main,
+        )
         try:
             yield self
         finally:
@@ -76,8 +82,9 @@ class RunLogger:
             self.live.log_params(dict(params))
 
     def training(self, step: int, phase: str, loss: float, lr: float, bps: float, mfu: float, chat: bool) -> None:
-        self.bar.set_postfix_str(f"{phase} loss {loss:.3f} lr {lr:.2e} {bps / 1e3:.1f} kB/s MFU {mfu:.1%}",
-                                 refresh=False)  # fmt: skip
+        self.bar.set_postfix_str(
+            f"{phase} loss {loss:.3f} lr {lr:.2e} {bps / 1e3:.1f} kB/s MFU {mfu:.1%}", refresh=False
+        )
         metrics = {"train/loss": loss, "lr": lr, "bytes_per_s": bps, "mfu": mfu}
         self.metrics(step, {**metrics, "phase": float(chat)})  # 0 base, 1 chat
 

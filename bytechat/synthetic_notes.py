@@ -27,7 +27,9 @@ _COLOURS = "red blue green black white yellow orange grey teal purple".split()
 _FOODS = "flour sugar butter eggs milk rice lentils onions garlic tomatoes oats honey".split()
 _UNITS = ["g", "ml", "tbsp", "tsp", "cups"]
 _VERBS = "call email book buy fix send renew order return pay cancel check".split()
-_OBJECTS = "the invoice|the tickets|a present|the tyres|the contract|the insurance|the bill|the form|the keys|the report".split("|")
+_OBJECTS = "the invoice|the tickets|a present|the tyres|the contract|the insurance|the bill|the form|the keys|the report".split(
+    "|"
+)
 
 
 def word(rng: random.Random, syllables: int | None = None) -> str:
@@ -109,7 +111,10 @@ def person_page(rng: random.Random) -> RoamPage:
 
 def project_page(rng: random.Random) -> RoamPage:
     title = f"Project {name(rng)}"
-    todos = [f"{{{{[[{rng.choice(('TODO', 'TODO', 'DONE'))}]]}}}} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}" for _ in range(3)]
+    todos = [
+        f"{{{{[[{rng.choice(('TODO', 'TODO', 'DONE'))}]]}}}} {rng.choice(_VERBS)} {rng.choice(_OBJECTS)}"
+        for _ in range(3)
+    ]
     lines: list = [
         f"status:: {rng.choice(('planning', 'in progress', 'blocked', 'done', 'paused'))}",
         f"deadline:: {full_date(rng)}",
@@ -129,7 +134,13 @@ def trip_page(rng: random.Random) -> RoamPage:
         f"dates:: {date(rng)} to {date(rng)}",
         f"hotel:: Hotel {name(rng)}, room {rng.randint(100, 990)}",
         f"flight:: {rng.choice('ABCDEFGHKLMNPRSTUVWXYZ')}{rng.choice('ABCDEFGHKLMNPRSTUVWXYZ')} {rng.randint(100, 9999)} at {time_of_day(rng)}",
-        ("Packing", [f"{rng.randint(2, 7)} {rng.choice(('shirts', 'socks', 'books'))}", f"the {rng.choice(_COLOURS)} {rng.choice(_THINGS)}"]),
+        (
+            "Packing",
+            [
+                f"{rng.randint(2, 7)} {rng.choice(('shirts', 'socks', 'books'))}",
+                f"the {rng.choice(_COLOURS)} {rng.choice(_THINGS)}",
+            ],
+        ),
         f"Must see: the {name(rng)} museum and {name(rng)} market.",
     ]
     lines.append(notes_block(rng))
@@ -139,7 +150,9 @@ def trip_page(rng: random.Random) -> RoamPage:
 
 def recipe_page(rng: random.Random) -> RoamPage:
     dish = f"{name(rng)} {rng.choice(('soup', 'stew', 'cake', 'salad', 'bread', 'curry', 'pie'))}"
-    ingredients = [f"{rng.randint(1, 9) * rng.choice((1, 10, 50))} {rng.choice(_UNITS)} {food}" for food in rng.sample(_FOODS, 3)]
+    ingredients = [
+        f"{rng.randint(1, 9) * rng.choice((1, 10, 50))} {rng.choice(_UNITS)} {food}" for food in rng.sample(_FOODS, 3)
+    ]
     lines: list = [
         f"serves:: {rng.randint(2, 8)}",
         f"time:: {rng.randint(2, 18) * 5} minutes",
@@ -172,7 +185,13 @@ def count_page(rng: random.Random) -> RoamPage:
         f"{noun}:: {rng.randint(2, 40)}",
         f"where:: {city(rng)}, plot {rng.randint(1, 60)}",
         f"Started with {rng.randint(1, 9)} {noun} in {rng.randint(2015, 2026)}.",
-        ("Log", [f"{full_date(rng)}: checked, all {rng.choice(('fine', 'busy', 'quiet', 'healthy'))}", f"{full_date(rng)}: moved two"]),
+        (
+            "Log",
+            [
+                f"{full_date(rng)}: checked, all {rng.choice(('fine', 'busy', 'quiet', 'healthy'))}",
+                f"{full_date(rng)}: moved two",
+            ],
+        ),
     ]
     lines.append(notes_block(rng))
     rng.shuffle(lines)

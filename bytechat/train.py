@@ -50,14 +50,14 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from bytechat import checkpoint as ckpt_io
 from bytechat import paths
 from bytechat.batching import BatchError, get_batch
-from bytechat.config import ConfigError, Params, Profile, TrainConfig, load_params
+from bytechat.config import ConfigError, Params, Profile, load_params
 from bytechat.device import autocast_dtype, get_device
 from bytechat.distributed import Dist, lost_peer
 from bytechat.lr_schedule import CHAT, chat_start, lr_at, phase_at
@@ -65,95 +65,33 @@ from bytechat.rng import make_generator, set_seed
 from bytechat.run_log import RunLogger, Speedometer, measure_peak_flops
 from bytechat.streams import StreamError
 from bytechat.train_data import eval_batches, open_data
+from bytechat.train_step import build_optimizer, mixed_loss, optimizer_step, validation_losses
 
 # The source a run's weights depend on, under bytechat/: the train stage's code deps in
 # dvc.yaml (tests/test_train.py keeps the two lists in step). An edit starts a fresh run.
-CODE_FILES = ("model/*.py", "train.py", "train_data.py", "distributed.py", "run_log.py", "lr_schedule.py",
-              "checkpoint.py", "batching.py", "device.py", "rng.py")  # fmt: skip
+CODE_FILES = (
+    "model/*.py",
+    "train.py",
+    "train_step.py",
+    "train_data.py",
+    "distributed.py",
+    "run_log.py",
+    "lr_schedule.py",
+    "checkpoint.py",
+    "batching.py",
+    "device.py",
+    "rng.py",
+)
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def code_fingerprint(package_dir: Path = PACKAGE_DIR) -> dict[str, str]:
     """sha256 of each file of CODE_FILES, by its path under package_dir."""
     found = {path for pattern in CODE_FILES for path in package_dir.glob(pattern) if path.is_file()}
-    return {path.relative_to(package_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
-            for path in sorted(found)}  # fmt: skip
-
-
-# ---------------------------------------------------------------- model and optimizer
-
-
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on every matrix (dim >= 2: attention/MLP weights and the
-    embedding, which is tied to the output head and so is the output projection too) and
-    none on vectors (norm gains, biases), which decay would only pull away from 1 / 0."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
-    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
-    try:  # one fused kernel for all parameters where this torch/device has it
-        return torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda", "mps"), **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, foreach=True, **kwargs)
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def optimizer_step(forward: Callable, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                   step: int, micro_batches: Iterable, device: torch.device, amp: torch.dtype | None,
-                   grad_sync: Callable[[bool], contextlib.AbstractContextManager] = lambda last: contextlib.nullcontext(),
-                   ) -> torch.Tensor:  # fmt: skip
-    """One optimizer step as training takes it and the bench measures it: the lr of step, cfg.grad_accum
-    micro-batches (forward under autocast, backward of loss / grad_accum, inside grad_sync(last)), clip,
-    step, zero_grad. forward: the model as called (DDP, compiled). Returns the mean micro-batch loss."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr_at(step, cfg)
-    total = torch.zeros((), device=device)
-    for micro, (x, y) in enumerate(micro_batches):
-        with grad_sync(micro == cfg.grad_accum - 1):
-            with autocast(device, amp):
-                _, loss = forward(x, y)
-            (loss / cfg.grad_accum).backward()
-        total += loss.detach().float()
-    if cfg.grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total / cfg.grad_accum
-
-
-@torch.inference_mode()
-def validation_losses(model: torch.nn.Module, batches: Mapping[str, list], device: torch.device,
-                      dtype: torch.dtype | None, dist: Dist) -> dict[str, float]:  # fmt: skip
-    """Mean loss over each source's fixed batches."""
-    was_training = model.training
-    model.eval()
-    losses = {}
-    for source, pairs in batches.items():
-        total = torch.zeros((), device=device, dtype=torch.float32)
-        for x, y in pairs:
-            with autocast(device, dtype):
-                _, loss = model(x, y)
-            total += loss.float()
-        losses[source] = float(dist.mean(total / len(pairs)))
-    model.train(was_training)
-    return losses
-
-
-def mixed_loss(losses: Mapping[str, float], p: Mapping[str, float]) -> float:
-    """The validation loss weighted by a training mix p (the run's final one: best.pt picks by it)."""
-    weights = {s: p[s] for s in losses if p.get(s, 0) > 0}
-    total = sum(weights.values())
-    if not total:
-        return float(sum(losses.values()) / max(1, len(losses)))
-    return sum(losses[s] * w for s, w in weights.items()) / total
+    return {
+        path.relative_to(package_dir).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(found)
+    }
 
 
 # ---------------------------------------------------------------- the run
@@ -185,8 +123,15 @@ class Trainer:
     """One profile's run on this process: every piece of it is built here (streams, model,
     optimizer, sampler, and the checkpoint it resumes from, if any); run() trains."""
 
-    def __init__(self, params: Params, profile: Profile, *, device: torch.device | None = None,
-                 dist: Dist | None = None, quiet: bool = False) -> None:  # fmt: skip
+    def __init__(
+        self,
+        params: Params,
+        profile: Profile,
+        *,
+        device: torch.device | None = None,
+        dist: Dist | None = None,
+        quiet: bool = False,
+    ) -> None:
         self.started = time.perf_counter()
         self.params, self.profile = params, profile
         self.mcfg, self.tcfg = profile.model, profile.train
@@ -194,12 +139,15 @@ class Trainer:
         self.device = device or get_device()
         self.amp = autocast_dtype(self.device, self.tcfg.dtype)
         self.ckpt_dir = paths.checkpoints_dir(profile.name)
-        self.log = RunLogger(profile.name, self.tcfg.steps, paths.run_dir(profile.name) / "live",
-                             main=self.dist.is_main, quiet=quiet)  # fmt: skip
+        self.log = RunLogger(
+            profile.name, self.tcfg.steps, paths.run_dir(profile.name) / "live", main=self.dist.is_main, quiet=quiet
+        )
         micro = self.tcfg.batch_size // self.tcfg.grad_accum
         if micro % self.dist.world_size:
-            raise ConfigError(f"profiles.{profile.name}.train.batch_size: {self.tcfg.batch_size} / grad_accum "
-                              f"{self.tcfg.grad_accum} = {micro} rows is not divisible by {self.dist.world_size} ranks")  # fmt: skip
+            raise ConfigError(
+                f"profiles.{profile.name}.train.batch_size: {self.tcfg.batch_size} / grad_accum "
+                f"{self.tcfg.grad_accum} = {micro} rows is not divisible by {self.dist.world_size} ranks"
+            )
         self.micro_rows = micro  # rows per micro-step over all ranks
         # No torch.use_deterministic_algorithms: the CPU kernels this model uses are
         # deterministic for a fixed thread count already (tests/test_resume.py checks it
@@ -291,11 +239,23 @@ class Trainer:
     def train_step(self, step: int) -> torch.Tensor:
         """One optimizer step (grad_accum micro-steps); returns the mean micro-batch loss."""
         mix = self.mix_at(step)
-        batches = (get_batch(self.data.train, mix, self.micro_rows, self.mcfg.block_size,
-                             self.device, self.sampler, rank=self.dist.rank, world_size=self.dist.world_size,
-                             starts=self.data.train_starts) for _ in range(self.tcfg.grad_accum))  # fmt: skip
-        return optimizer_step(self.forward, self.model, self.optimizer, self.tcfg, step, batches, self.device,
-                              self.amp, self.grad_sync)  # fmt: skip
+        batches = (
+            get_batch(
+                self.data.train,
+                mix,
+                self.micro_rows,
+                self.mcfg.block_size,
+                self.device,
+                self.sampler,
+                rank=self.dist.rank,
+                world_size=self.dist.world_size,
+                starts=self.data.train_starts,
+            )
+            for _ in range(self.tcfg.grad_accum)
+        )
+        return optimizer_step(
+            self.forward, self.model, self.optimizer, self.tcfg, step, batches, self.device, self.amp, self.grad_sync
+        )
 
     def grad_sync(self, last: bool) -> contextlib.AbstractContextManager:
         """Under DDP, all-reduce gradients only on the last micro-step of a step."""
@@ -316,11 +276,18 @@ class Trainer:
         if not self.dist.is_main:
             return
         ckpt = ckpt_io.build_checkpoint(
-            model=self.model, optimizer=self.optimizer, model_config=self.mcfg, train_config=self.tcfg,
-            profile=self.profile.name, step=self.state.step, val_loss=self.state.val_loss,
-            best_val_loss=self.state.best_val_loss, sampler=self.sampler, data=self.data.fingerprint,
+            model=self.model,
+            optimizer=self.optimizer,
+            model_config=self.mcfg,
+            train_config=self.tcfg,
+            profile=self.profile.name,
+            step=self.state.step,
+            val_loss=self.state.val_loss,
+            best_val_loss=self.state.best_val_loss,
+            sampler=self.sampler,
+            data=self.data.fingerprint,
             code=self.code,
-        )  # fmt: skip
+        )
         ckpt_io.save_checkpoint(ckpt, self.ckpt_dir / name, keep_previous=name == ckpt_io.LAST)
 
     # -- the loop
@@ -330,8 +297,16 @@ class Trainer:
         if self.state.step >= steps:
             self.log.say(f"{self.profile.name}: already trained ({self.state.step}/{steps} steps); nothing to do")
             return self.result()
-        batches = eval_batches(self.data.val, self.micro_rows, self.mcfg.block_size, self.tcfg.eval_batches,
-                               self.params.seed, self.device, self.dist, self.data.val_starts)  # fmt: skip
+        batches = eval_batches(
+            self.data.val,
+            self.micro_rows,
+            self.mcfg.block_size,
+            self.tcfg.eval_batches,
+            self.params.seed,
+            self.device,
+            self.dist,
+            self.data.val_starts,
+        )
         peak = measure_peak_flops(self.device, self.amp) * self.dist.world_size  # every rank's hardware
         with self.log.running(self.state.step, resume=self.resumed_from is not None):
             self.loop(batches, peak)
@@ -339,8 +314,9 @@ class Trainer:
 
     def loop(self, batches: Mapping[str, list], peak: float) -> None:
         cfg = self.tcfg
-        speed = Speedometer(cfg.batch_size * self.mcfg.block_size, float(ckpt_io.unwrap(self.model).flops_per_byte()),
-                            peak, self.device)  # fmt: skip
+        speed = Speedometer(
+            cfg.batch_size * self.mcfg.block_size, float(ckpt_io.unwrap(self.model).flops_per_byte()), peak, self.device
+        )
         first = self.state.step
         kill_after = int(os.environ.get("BYTECHAT_TEST_KILL_AFTER_STEP") or 0)  # tests only: see test_resume.py
         for step in range(first, cfg.steps):
@@ -355,8 +331,9 @@ class Trainer:
                 self.log_training(loss, lr_at(step, cfg), speed)
             if done % cfg.eval_every == 0 or last:
                 self.evaluate(batches)
-                self.log.validation(self.state.step, self.state.val_loss, self.state.val_losses,
-                                    self.state.best_val_loss)  # fmt: skip
+                self.log.validation(
+                    self.state.step, self.state.val_loss, self.state.val_losses, self.state.best_val_loss
+                )
                 speed.restart()  # eval time is not training speed
             if done % cfg.checkpoint_every == 0 or last:
                 self.save(ckpt_io.LAST)
@@ -371,8 +348,10 @@ class Trainer:
         mix = " ".join(f"{s} {p:g}" for s, p in self.mix_at(step).items())
         name = "p_chat" if phase == CHAT else "p_train"
         until = chat_start(self.tcfg) if phase != CHAT else self.tcfg.steps
-        self.log.phase(f"step {step}: {phase} phase, batches drawn by {name} ({mix}) until step {until}",
-                       {"phase": phase, "chat_start": chat_start(self.tcfg)})  # fmt: skip
+        self.log.phase(
+            f"step {step}: {phase} phase, batches drawn by {name} ({mix}) until step {until}",
+            {"phase": phase, "chat_start": chat_start(self.tcfg)},
+        )
 
     def log_training(self, loss: torch.Tensor, lr: float, speed: Speedometer) -> None:
         self.state.train_loss = float(self.dist.mean(loss))  # syncs the device (every rank calls this)
@@ -385,11 +364,16 @@ class Trainer:
 
     def result(self) -> TrainResult:
         return TrainResult(
-            profile=self.profile.name, step=self.state.step, train_loss=self.state.train_loss,
-            val_loss=self.state.val_loss, best_val_loss=self.state.best_val_loss,
-            val_losses=dict(self.state.val_losses), resumed_from=self.resumed_from,
-            seconds=time.perf_counter() - self.started, checkpoint=self.ckpt_dir / ckpt_io.LAST,
-        )  # fmt: skip
+            profile=self.profile.name,
+            step=self.state.step,
+            train_loss=self.state.train_loss,
+            val_loss=self.state.val_loss,
+            best_val_loss=self.state.best_val_loss,
+            val_losses=dict(self.state.val_losses),
+            resumed_from=self.resumed_from,
+            seconds=time.perf_counter() - self.started,
+            checkpoint=self.ckpt_dir / ckpt_io.LAST,
+        )
 
 
 def resolve_profile(params: Params, name: str, steps: int | None = None) -> Profile:
@@ -403,8 +387,14 @@ def resolve_profile(params: Params, name: str, steps: int | None = None) -> Prof
     return dataclasses.replace(profile, train=dataclasses.replace(profile.train, steps=steps))
 
 
-def train(profile: str, *, params_path: str | Path | None = None, steps: int | None = None,
-          device: str | torch.device | None = None, quiet: bool = False) -> TrainResult:  # fmt: skip
+def train(
+    profile: str,
+    *,
+    params_path: str | Path | None = None,
+    steps: int | None = None,
+    device: str | torch.device | None = None,
+    quiet: bool = False,
+) -> TrainResult:
     params = load_params(params_path)
     prof = resolve_profile(params, profile, steps)
     dist = Dist.from_env()
@@ -435,9 +425,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RuntimeError as exc:
         if not lost_peer(exc):
             raise
-        print(f"bytechat.train: error: rank {Dist.from_env().rank}: lost contact with another rank "
-              f"({ckpt_io.error_line(exc)}); another process died or hung: see torchrun's summary",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"bytechat.train: error: rank {Dist.from_env().rank}: lost contact with another rank "
+            f"({ckpt_io.error_line(exc)}); another process died or hung: see torchrun's summary",
+            file=sys.stderr,
+        )
         return 3
     if not Dist.from_env().is_main:
         return 0

@@ -45,28 +45,47 @@ def open_data(cfg: DataConfig, chat_fraction: float, block_size: int) -> Data:
         "seed": int(cfg.seed),
         "streams": shas,
     }
+
     def starts(streams: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {s: document_starts(streams[s], block_size) for s in DIALOGUE_SOURCES if len(streams[s]) > block_size}
 
     return Data(train=train, val=val, fingerprint=fingerprint, train_starts=starts(train), val_starts=starts(val))
 
 
-def eval_batches(val: Mapping[str, np.ndarray], rows: int, block: int, n_batches: int, seed: int,
-                 device: torch.device, dist: Dist, starts: Mapping[str, np.ndarray] | None = None,
-                 ) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:  # fmt: skip
+def eval_batches(
+    val: Mapping[str, np.ndarray],
+    rows: int,
+    block: int,
+    n_batches: int,
+    seed: int,
+    device: torch.device,
+    dist: Dist,
+    starts: Mapping[str, np.ndarray] | None = None,
+) -> dict[str, list[tuple[torch.Tensor, torch.Tensor]]]:
     """Fixed validation batches per source, drawn once from their own generator, so every
     eval of a run scores the same bytes and never disturbs the training sampler."""
     batches = {}
     for source, stream in val.items():
         if len(stream) < block + 1:
-            ckpt_io.warn(f"{paths.stream_path(source, 'val')}: {len(stream)} bytes, too short for "
-                         f"block_size {block}; not used for validation")  # fmt: skip
+            ckpt_io.warn(
+                f"{paths.stream_path(source, 'val')}: {len(stream)} bytes, too short for "
+                f"block_size {block}; not used for validation"
+            )
             continue
         gen = make_generator(seed + EVAL_SEED_OFFSET)
         only = {name: float(name == source) for name in SOURCES}
         batches[source] = [
-            get_batch({source: stream}, only, rows, block, device, gen, rank=dist.rank, world_size=dist.world_size,
-                      starts=starts)
+            get_batch(
+                {source: stream},
+                only,
+                rows,
+                block,
+                device,
+                gen,
+                rank=dist.rank,
+                world_size=dist.world_size,
+                starts=starts,
+            )
             for _ in range(n_batches)
         ]
     return batches

@@ -25,7 +25,9 @@ def main() -> int:
         for split in SPLITS:
             n_rows = n_bytes = 0
             with atomic_open(paths.wikitext_dir() / f"{split}.txt", "w", encoding="utf-8", newline="") as fh:
-                rows = tqdm(iter_rows(datasets[split]), desc=f"wikitext {split}", unit=" rows", total=len(datasets[split]))
+                rows = tqdm(
+                    iter_rows(datasets[split]), desc=f"wikitext {split}", unit=" rows", total=len(datasets[split])
+                )
                 for row in rows:
                     fh.write(row)
                     n_rows += 1

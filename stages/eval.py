@@ -24,8 +24,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", required=True)
     parser.add_argument("--params", default=None, help="params file (default: params.yaml at the repo root)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp32"),
-                        help="autocast dtype for scoring (default auto: bf16 where the hardware is fast)")  # fmt: skip
+    parser.add_argument(
+        "--dtype",
+        default="auto",
+        choices=("auto", "bf16", "fp32"),
+        help="autocast dtype for scoring (default auto: bf16 where the hardware is fast)",
+    )
     args = parser.parse_args()
     try:
         load_params(args.params).profile(args.profile)  # a clear error for an unknown profile
@@ -35,7 +39,9 @@ def main() -> int:
         return 2
     for name, m in metrics.items():
         if isinstance(m, dict):
-            print(f"{name:<12} bpb {m['bpb']:.3f}  (gzip {m['gzip_bpb']:.3f}, bz2 {m['bz2_bpb']:.3f}, xz {m['xz_bpb']:.3f})")
+            print(
+                f"{name:<12} bpb {m['bpb']:.3f}  (gzip {m['gzip_bpb']:.3f}, bz2 {m['bz2_bpb']:.3f}, xz {m['xz_bpb']:.3f})"
+            )
         elif name.startswith(("grounded_", "chat_")):
             print(f"{name:<34} {m:.3f}")
     print(f"-> {eval_dir(args.profile)}/metrics.json, samples.txt, grounded_samples.txt")

@@ -35,14 +35,25 @@ def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: 
     """n dialogues about pages, retrieval over these pages only."""
     blocks = all_blocks(pages)
     with NotesIndex.build(blocks) as index:
+
         def retrieve(question: str, k: int):
             return [hit.block for hit in index.search(question, k)]
 
         rng = random.Random(seed)
-        found = grounded.dialogues(blocks, retrieve, rng, n, k=cfg.k, uncovered=cfg.uncovered,
-                                   unknown_name=random_name, context_bytes=cfg.context_bytes)  # fmt: skip
-    return [{"text": d.document(), "messages": d.messages, "gold": d.gold, "kind": d.kind, "page": d.page,
-             "source": source} for d in found]  # fmt: skip
+        found = grounded.dialogues(
+            blocks,
+            retrieve,
+            rng,
+            n,
+            k=cfg.k,
+            uncovered=cfg.uncovered,
+            unknown_name=random_name,
+            context_bytes=cfg.context_bytes,
+        )
+    return [
+        {"text": d.document(), "messages": d.messages, "gold": d.gold, "kind": d.kind, "page": d.page, "source": source}
+        for d in found
+    ]
 
 
 def write_jsonl(path: Path, records: list[dict]) -> None:
@@ -66,10 +77,18 @@ def main() -> int:
         return 1
     jobs = [
         ("roam_train", lambda: part(train_pages, cfg.roam_dialogues, cfg, seed + SEED_OFFSETS["roam_train"], "roam")),
-        ("synthetic", lambda: part(synthetic_pages(random.Random(seed + SEED_OFFSETS["synthetic"]), cfg.synthetic_pages),
-                                   cfg.synthetic_dialogues, cfg, seed + SEED_OFFSETS["synthetic"], "synthetic")),
+        (
+            "synthetic",
+            lambda: part(
+                synthetic_pages(random.Random(seed + SEED_OFFSETS["synthetic"]), cfg.synthetic_pages),
+                cfg.synthetic_dialogues,
+                cfg,
+                seed + SEED_OFFSETS["synthetic"],
+                "synthetic",
+            ),
+        ),
         ("roam_val", lambda: part(val_pages, cfg.val_dialogues, cfg, seed + SEED_OFFSETS["roam_val"], "roam")),
-    ]  # fmt: skip
+    ]
     made = {}
     for name, job in tqdm(jobs, desc="grounded", unit=" part"):
         made[name] = job()
@@ -80,8 +99,10 @@ def main() -> int:
     summary = {name: len(records) for name, records in made.items()}
     summary["val_pages"] = sorted(p.name for p in val_pages)
     write_json(paths.grounded_dir() / "summary.json", summary)
-    print(f"grounded: {len(train):,} train dialogues ({summary['roam_train']:,} roam, {summary['synthetic']:,} synthetic),"
-          f" {summary['roam_val']:,} val")  # fmt: skip
+    print(
+        f"grounded: {len(train):,} train dialogues ({summary['roam_train']:,} roam, {summary['synthetic']:,} synthetic),"
+        f" {summary['roam_val']:,} val"
+    )
     return 0
 
 

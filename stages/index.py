@@ -33,8 +33,10 @@ def main() -> int:
             "seconds": round(time.perf_counter() - start, 3),
         }
     write_json(paths.notes_summary(), summary)
-    print(f"notes index ({summary['source']}): {summary['pages']} pages, {summary['blocks']} blocks, "
-          f"{summary['index_bytes'] / 1e6:.2f} MB in {summary['seconds']:.2f} s")  # fmt: skip
+    print(
+        f"notes index ({summary['source']}): {summary['pages']} pages, {summary['blocks']} blocks, "
+        f"{summary['index_bytes'] / 1e6:.2f} MB in {summary['seconds']:.2f} s"
+    )
     return 0
 
 

@@ -45,7 +45,11 @@ def main() -> int:
             "train": [p.name for p in roam_train],
             "val": [p.name for p in roam_val],
         },
-        "primer": {"file": paths.primer_file().relative_to(paths.root()).as_posix(), "train": len(primer_train), "val": len(primer_val)},
+        "primer": {
+            "file": paths.primer_file().relative_to(paths.root()).as_posix(),
+            "train": len(primer_train),
+            "val": len(primer_val),
+        },
     }
     write_json(paths.splits_dir() / "manifest.json", manifest)
     print(

@@ -36,9 +36,24 @@ def main() -> int:
     manifest = read_upstream(paths.splits_dir() / "manifest.json")
     wiki_label = wiki_source.get("path") or wiki_source.get("dataset") or wiki_source.get("corpus")
     jobs = [
-        ("wiki", "train", wikitext_articles(paths.wikitext_dir() / "train.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
-        ("wiki", "val", wikitext_articles(paths.wikitext_dir() / "validation.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
-        ("wiki", "test", wikitext_articles(paths.wikitext_dir() / "test.txt"), f"wikitext ({wiki_source['kind']}: {wiki_label})"),
+        (
+            "wiki",
+            "train",
+            wikitext_articles(paths.wikitext_dir() / "train.txt"),
+            f"wikitext ({wiki_source['kind']}: {wiki_label})",
+        ),
+        (
+            "wiki",
+            "val",
+            wikitext_articles(paths.wikitext_dir() / "validation.txt"),
+            f"wikitext ({wiki_source['kind']}: {wiki_label})",
+        ),
+        (
+            "wiki",
+            "test",
+            wikitext_articles(paths.wikitext_dir() / "test.txt"),
+            f"wikitext ({wiki_source['kind']}: {wiki_label})",
+        ),
     ]
     for source in ("roam", "primer"):
         origin = manifest["roam"]["dir"] if source == "roam" else manifest["primer"]["file"]

@@ -17,15 +17,36 @@ REPO = Path(__file__).resolve().parent.parent
 # A tiny profile, every required key spelled out (as params.yaml must): a plain GPT (no
 # short convolution, no copy head) and a 12-step run.
 TINY_MODEL = {
-    "n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32,
-    "rope_theta": 10000.0, "mlp_ratio": 4, "dropout": 0.0, "conv_kernel": 0, "copy_dim": 0, "copy_continue": False,
-}  # fmt: skip
+    "n_layer": 2,
+    "n_head": 2,
+    "n_embd": 32,
+    "block_size": 32,
+    "rope_theta": 10000.0,
+    "mlp_ratio": 4,
+    "dropout": 0.0,
+    "conv_kernel": 0,
+    "copy_dim": 0,
+    "copy_continue": False,
+}
 TINY_TRAIN = {
-    "steps": 12, "batch_size": 4, "grad_accum": 2, "lr": 0.003, "min_lr": 0.0001, "warmup_steps": 3,
-    "weight_decay": 0.1, "beta1": 0.9, "beta2": 0.95, "grad_clip": 1.0, "compile": False,
-    "eval_every": 6, "eval_batches": 2, "checkpoint_every": 4, "log_every": 2, "dtype": "fp32",
+    "steps": 12,
+    "batch_size": 4,
+    "grad_accum": 2,
+    "lr": 0.003,
+    "min_lr": 0.0001,
+    "warmup_steps": 3,
+    "weight_decay": 0.1,
+    "beta1": 0.9,
+    "beta2": 0.95,
+    "grad_clip": 1.0,
+    "compile": False,
+    "eval_every": 6,
+    "eval_batches": 2,
+    "checkpoint_every": 4,
+    "log_every": 2,
+    "dtype": "fp32",
     "chat_fraction": 0.25,
-}  # fmt: skip
+}
 
 
 def model_config(**values) -> ModelConfig:
@@ -36,6 +57,7 @@ def model_config(**values) -> ModelConfig:
 def train_config(**values) -> TrainConfig:
     """TINY_TRAIN with `values` changed."""
     return TrainConfig(**{**TINY_TRAIN, **values})
+
 
 # Two dialogues a tiny model learns by heart: an ASCII one and a multi-byte one.
 TRANSCRIPT = "user: hi\nassistant: hello\nuser: 日本\nassistant: 日本語🙂\n"

@@ -1,6 +1,7 @@
 """device, rng and tokenizer."""
 
 import subprocess
+from pathlib import Path
 import sys
 
 import pytest
@@ -43,7 +44,10 @@ def test_get_device_cpu_and_forced(monkeypatch):
 def test_device_module_prints():
     out = subprocess.run(
         [sys.executable, "-c", "from bytechat import device; print(device.get_device())"],
-        capture_output=True, text=True, cwd=REPO, check=True,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
     )
     assert out.stdout.strip() in ("cpu", "cuda", "mps")
 
@@ -91,3 +95,16 @@ def test_stream_decoder_holds_back_partial_emoji():
     emoji = "🙂".encode()
     assert [decoder.feed(b) for b in emoji[:-1]] == ["", "", ""]
     assert decoder.feed(emoji[-1]) == "🙂"
+
+
+def test_the_code_is_formatted_by_the_one_formatter():
+    """`make format` (ruff format, configured in pyproject.toml) leaves nothing to change."""
+    ruff = Path(sys.executable).with_name("ruff")
+    if not ruff.exists():
+        pytest.skip("ruff is not installed in this venv (make setup installs it)")
+    done = subprocess.run([str(ruff), "format", "--check", "--quiet", "."], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, "run `make format`:\n" + done.stdout[-2000:] + done.stderr[-2000:]
+    marked = subprocess.run(
+        ["git", "grep", "-l", "-e", "fmt:[ ]skip", "--", "*.py"], cwd=REPO, capture_output=True, text=True
+    )
+    assert marked.stdout == "", "no formatter-fighting markers: " + marked.stdout

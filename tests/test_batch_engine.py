@@ -21,8 +21,11 @@ def levers_model(block_size: int = 48, go_on: bool = True) -> GPT:
     copied (as the shipped profiles), its conv weights and copy gate made non-trivial
     (both start as no-ops)."""
     torch.manual_seed(1)
-    model = GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=block_size, conv_kernel=4, copy_dim=16,
-                             copy_continue=go_on))  # fmt: skip
+    model = GPT(
+        model_config(
+            n_layer=2, n_head=2, n_embd=32, block_size=block_size, conv_kernel=4, copy_dim=16, copy_continue=go_on
+        )
+    )
     with torch.no_grad():
         for block in model.blocks:
             block.conv.weight.normal_(0, 0.3)
@@ -53,8 +56,12 @@ REQUESTS = [
     (user("tell me about the bees and the allotment " * 3), SamplingConfig(max_new_tokens=90), 11),
     (user("日本"), SamplingConfig(temperature=1.0, top_k=None, top_p=None, max_new_tokens=60), 5),
     (user("a"), SamplingConfig(temperature=1.5, top_k=7, top_p=0.8, max_new_tokens=120), 123),
-    ([{"role": "system", "content": "Be brief."}] + user("what now?"), SamplingConfig(temperature=0.7, max_new_tokens=40), 9),
-]  # fmt: skip
+    (
+        [{"role": "system", "content": "Be brief."}] + user("what now?"),
+        SamplingConfig(temperature=0.7, max_new_tokens=40),
+        9,
+    ),
+]
 
 
 class Collector:
@@ -75,8 +82,9 @@ def alone(engine: ChatEngine, messages, sampling, seed, cancel_after: int | None
     """(bytes, finish reason, reply text) decoding alone at batch 1, as the terminal chat does."""
     produced = bytearray()
     should_stop = None if cancel_after is None else (lambda: len(produced) >= cancel_after)
-    gen = generate_bytes(engine.model, prompt_bytes(engine, messages), sampling, make_generator(seed), STOP_TAGS,
-                         should_stop=should_stop)  # fmt: skip
+    gen = generate_bytes(
+        engine.model, prompt_bytes(engine, messages), sampling, make_generator(seed), STOP_TAGS, should_stop=should_stop
+    )
     while True:
         try:
             produced.append(next(gen))
@@ -114,8 +122,11 @@ def run_batch(engine: ChatEngine, max_batch: int, late: int = 6, cancel: int = 1
     return sinks, handles
 
 
-@pytest.mark.parametrize("make_model", [levers_model, copy_model, plain_model, train_chat_model],
-                         ids=["conv+copy+going-on", "conv+copy", "plain", "chat"])  # fmt: skip
+@pytest.mark.parametrize(
+    "make_model",
+    [levers_model, copy_model, plain_model, train_chat_model],
+    ids=["conv+copy+going-on", "conv+copy", "plain", "chat"],
+)
 @pytest.mark.parametrize("max_batch", [2, 8])
 def test_every_reply_is_byte_identical_to_decoding_alone(make_model, max_batch):
     engine = ChatEngine(make_model(), device="cpu")
@@ -251,7 +262,9 @@ def test_a_bug_in_a_step_fails_the_replies_in_it_and_the_thread_goes_on(monkeypa
     assert wait_until(lambda: failed.events and isinstance(failed.events[-1], RuntimeError))
     monkeypatch.setattr(batch, "_step", real_step)
     ok = Collector()
-    batch.submit(user("y"), SamplingConfig(max_new_tokens=4), 2, lambda e: (ok(e), isinstance(e, ReplyDone) and finished.set()))
+    batch.submit(
+        user("y"), SamplingConfig(max_new_tokens=4), 2, lambda e: (ok(e), isinstance(e, ReplyDone) and finished.set())
+    )
     assert finished.wait(10) and ok.done.n_bytes == 4
     batch.close()
 

@@ -12,11 +12,26 @@ import yaml
 from tools import bench
 from bytechat import paths
 
-TINY_PLAN = bench.Plan(peak_repeats=2, train_warmup=1, train_steps=2, decode_bytes=4, decode_repeats=1,
-                       ttfb_repeats=1, batch_calls=5, batch_stream_mb=0.1, stream_mb=2.0, eval_kb=4.0,
-                       eval_fp32=True, web_requests=6, web_concurrency=2, serve_clients=(1, 2),
-                       serve_requests_per_client=1, serve_max_new_tokens=8, notes_queries=20,
-                       notes_pages=30)  # fmt: skip
+TINY_PLAN = bench.Plan(
+    peak_repeats=2,
+    train_warmup=1,
+    train_steps=2,
+    decode_bytes=4,
+    decode_repeats=1,
+    ttfb_repeats=1,
+    batch_calls=5,
+    batch_stream_mb=0.1,
+    stream_mb=2.0,
+    eval_kb=4.0,
+    eval_fp32=True,
+    web_requests=6,
+    web_concurrency=2,
+    serve_clients=(1, 2),
+    serve_requests_per_client=1,
+    serve_max_new_tokens=8,
+    notes_queries=20,
+    notes_pages=30,
+)
 
 NUMBERS = {
     "peak": ["fp32_gflops", "bf16_gflops"],
@@ -36,7 +51,9 @@ def tiny_params(tmp_path_factory):
     """params.yaml with the real data section and tiny smoke/train models."""
     raw = yaml.safe_load(paths.params_file().read_text(encoding="utf-8"))
     for name, size in (("smoke", 16), ("train", 32)):
-        raw["profiles"][name]["model"].update(n_layer=1, n_head=2, n_embd=size, block_size=size, conv_kernel=0, copy_dim=0)
+        raw["profiles"][name]["model"].update(
+            n_layer=1, n_head=2, n_embd=size, block_size=size, conv_kernel=0, copy_dim=0
+        )
         raw["profiles"][name]["train"]["batch_size"] = 2
     path = tmp_path_factory.mktemp("params") / "params.yaml"
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
@@ -46,8 +63,9 @@ def tiny_params(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(tiny_params, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    result = bench.run_bench(quick=True, out_dir=out, plan=TINY_PLAN, params_path=tiny_params, threads=1,
-                             serve_ckpt="random")  # fmt: skip
+    result = bench.run_bench(
+        quick=True, out_dir=out, plan=TINY_PLAN, params_path=tiny_params, threads=1, serve_ckpt="random"
+    )
     return out, result
 
 
@@ -110,7 +128,13 @@ def test_report_md_has_a_table_per_section(report):
 def test_skip_and_bad_section(tmp_path, tiny_params):
     with pytest.raises(ValueError, match="unknown sections"):
         bench.run_bench(quick=True, out_dir=tmp_path, skip=["nope"], params_path=tiny_params)
-    result = bench.run_bench(quick=True, out_dir=tmp_path, plan=TINY_PLAN, params_path=tiny_params, threads=1,
-                             skip=[s for s in bench.SECTIONS if s != "peak"])  # fmt: skip
+    result = bench.run_bench(
+        quick=True,
+        out_dir=tmp_path,
+        plan=TINY_PLAN,
+        params_path=tiny_params,
+        threads=1,
+        skip=[s for s in bench.SECTIONS if s != "peak"],
+    )
     assert result["skipped"] == sorted(s for s in bench.SECTIONS if s != "peak")
     assert "train" not in json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))

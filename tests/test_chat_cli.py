@@ -23,8 +23,6 @@ from tools.local_server import save_tiny_model
 REPO = Path(__file__).resolve().parent.parent
 
 
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory) -> Path:
     """A 2x32 model trained ~1 s to answer "hi" with "hello", exported."""
@@ -32,10 +30,20 @@ def exported(tmp_path_factory) -> Path:
     cfg = model.config
     folder = tmp_path_factory.mktemp("chat")
     ckpt = {
-        "format": "bytechat-checkpoint", "version": 1, "model": model.state_dict(), "model_config": to_dict(cfg),
-        "train_config": {}, "profile": "toy", "step": 80, "val_loss": None, "best_val_loss": None,
-        "optimizer": {}, "rng": {}, "sampler": {}, "data": {},
-    }  # fmt: skip
+        "format": "bytechat-checkpoint",
+        "version": 1,
+        "model": model.state_dict(),
+        "model_config": to_dict(cfg),
+        "train_config": {},
+        "profile": "toy",
+        "step": 80,
+        "val_loss": None,
+        "best_val_loss": None,
+        "optimizer": {},
+        "rng": {},
+        "sampler": {},
+        "data": {},
+    }
     torch.save(ckpt, folder / "best.pt")
     return export_checkpoint(folder / "best.pt", folder / "export")
 
@@ -51,8 +59,14 @@ def chat(stdin: str, *args: str, env: dict | None = None) -> subprocess.Complete
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "bytechat.chat_cli", *args],
-        input=stdin, capture_output=True, text=True, encoding="utf-8", cwd=REPO, env=full_env, timeout=120,
-    )  # fmt: skip
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        cwd=REPO,
+        env=full_env,
+        timeout=120,
+    )
 
 
 def test_pipe_gives_one_reply_and_exits_0(exported):
@@ -154,10 +168,20 @@ def test_non_finite_logits_are_one_line_and_the_session_goes_on(exported, tmp_pa
         model.wte.weight[0, 0] = float("nan")
     cfg = model.config
     ckpt = {
-        "format": "bytechat-checkpoint", "version": 1, "model": model.state_dict(), "model_config": to_dict(cfg),
-        "train_config": {}, "profile": "toy", "step": 1, "val_loss": None, "best_val_loss": None,
-        "optimizer": {}, "rng": {}, "sampler": {}, "data": {},
-    }  # fmt: skip
+        "format": "bytechat-checkpoint",
+        "version": 1,
+        "model": model.state_dict(),
+        "model_config": to_dict(cfg),
+        "train_config": {},
+        "profile": "toy",
+        "step": 1,
+        "val_loss": None,
+        "best_val_loss": None,
+        "optimizer": {},
+        "rng": {},
+        "sampler": {},
+        "data": {},
+    }
     torch.save(ckpt, tmp_path / "best.pt")
     broken = export_checkpoint(tmp_path / "best.pt", tmp_path / "export")
     result = chat("hi\nhi again\n", "--ckpt", str(broken))
@@ -248,8 +272,15 @@ def test_notes_off_through_a_pipe(wide_export, notes_index):
 def test_no_notes_flag_and_a_missing_index(wide_export, notes_index, tmp_path):
     off = chat("how many hives?\n", "--ckpt", str(wide_export), "--no-notes", "--max-new-bytes", "4")
     assert off.returncode == 0 and "notes:" not in off.stderr and "sources:" not in off.stderr
-    missing = chat("how many hives?\n", "--ckpt", str(wide_export), "--notes", str(tmp_path / "nope.sqlite"),
-                   "--max-new-bytes", "4")  # fmt: skip
+    missing = chat(
+        "how many hives?\n",
+        "--ckpt",
+        str(wide_export),
+        "--notes",
+        str(tmp_path / "nope.sqlite"),
+        "--max-new-bytes",
+        "4",
+    )
     assert missing.returncode == 0, missing.stderr
     assert f"notes: off: {tmp_path / 'nope.sqlite'}: no notes index there" in missing.stderr
     assert "sources:" not in missing.stderr and missing.stdout
@@ -266,8 +297,15 @@ def test_stale_or_empty_index_is_one_line_and_chat_goes_on(wide_export, tmp_path
     index_folder(folder, tmp_path / "index.sqlite", progress=False).close()
     if problem == "stale":
         (folder / "Bees.md").write_text("- hives:: 4\n", encoding="utf-8")
-    result = chat("how many hives?\n", "--ckpt", str(wide_export), "--notes", str(tmp_path / "index.sqlite"),
-                  "--max-new-bytes", "4")  # fmt: skip
+    result = chat(
+        "how many hives?\n",
+        "--ckpt",
+        str(wide_export),
+        "--notes",
+        str(tmp_path / "index.sqlite"),
+        "--max-new-bytes",
+        "4",
+    )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("notes:")]
     assert len(lines) == 1 and lines[0].startswith("notes: off:")

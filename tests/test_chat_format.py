@@ -28,7 +28,10 @@ def test_extract_stops_only_on_role_tags():
     assert extract_assistant_reply("a\nb\nsystem: x") == "a\nb"
     assert extract_assistant_reply("a\n\n\nsystem: x") == "a", "blank lines before a turn end the reply"
     assert extract_assistant_reply("a\n\n") == "a\n\n", "no turn boundary: nothing is cut"
-    assert extract_assistant_reply("Note: users: fine\nuser:no space\nassistants: no") == "Note: users: fine\nuser:no space\nassistants: no"
+    assert (
+        extract_assistant_reply("Note: users: fine\nuser:no space\nassistants: no")
+        == "Note: users: fine\nuser:no space\nassistants: no"
+    )
     assert extract_assistant_reply("no tag at all") == "no tag at all"
     assert extract_assistant_reply("first\nassistant: second") == "first"
 

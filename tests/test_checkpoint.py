@@ -20,9 +20,12 @@ from tests.helpers import train_tiny as run
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 DATA = {
-    "p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1}, "p_chat": {"wiki": 0.2, "roam": 0.2, "primer": 0.6},
-    "chat_fraction": 0.25, "seed": 7, "streams": {"wiki_train": "ab" * 32},
-}  # fmt: skip
+    "p_train": {"wiki": 0.6, "roam": 0.3, "primer": 0.1},
+    "p_chat": {"wiki": 0.2, "roam": 0.2, "primer": 0.6},
+    "chat_fraction": 0.25,
+    "seed": 7,
+    "streams": {"wiki_train": "ab" * 32},
+}
 CODE = {"train.py": "cd" * 32, "model/blocks.py": "ef" * 32}
 
 
@@ -32,10 +35,18 @@ def tiny_checkpoint(step: int = 3) -> dict:
     model(torch.zeros(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.long))[1].backward()
     opt.step()
     return ckpt_io.build_checkpoint(
-        model=model, optimizer=opt, model_config=ModelConfig(**TINY_MODEL), train_config=train_config(),
-        profile="tiny", step=step, val_loss=2.5, best_val_loss=2.4, sampler=make_generator(1), data=DATA,
+        model=model,
+        optimizer=opt,
+        model_config=ModelConfig(**TINY_MODEL),
+        train_config=train_config(),
+        profile="tiny",
+        step=step,
+        val_loss=2.5,
+        best_val_loss=2.4,
+        sampler=make_generator(1),
+        data=DATA,
         code=CODE,
-    )  # fmt: skip
+    )
 
 
 def test_roundtrip_has_every_key_and_a_valid_checksum(tmp_path):
@@ -145,8 +156,9 @@ def test_differences_name_the_changed_fields():
     assert same == []
     neutral = train_config(log_every=1, checkpoint_every=7)
     assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), neutral, DATA) == []
-    diffs = ckpt_io.differences(ckpt, ModelConfig(**{**TINY_MODEL, "n_layer": 3}), train_config(steps=5),
-                                {**DATA, "seed": 8})  # fmt: skip
+    diffs = ckpt_io.differences(
+        ckpt, ModelConfig(**{**TINY_MODEL, "n_layer": 3}), train_config(steps=5), {**DATA, "seed": 8}
+    )
     assert diffs == ["model_config.n_layer: 2 -> 3", "train_config.steps: 12 -> 5", "data.seed: 7 -> 8"]
 
 
@@ -159,8 +171,9 @@ def test_a_checkpoint_without_the_now_required_keys_resumes():
             del ckpt[section][name]
     assert ckpt_io.differences(ckpt, ModelConfig(**TINY_MODEL), train_config(), DATA) == []
     assert ckpt_io.differences(ckpt, ModelConfig(**{**TINY_MODEL, "dropout": 0.1}), train_config(beta2=0.99), DATA) == [
-        "model_config.dropout: 0.0 -> 0.1", "train_config.beta2: 0.95 -> 0.99",
-    ]  # fmt: skip
+        "model_config.dropout: 0.0 -> 0.1",
+        "train_config.beta2: 0.95 -> 0.99",
+    ]
 
 
 def test_differences_compare_the_code_when_given():

@@ -5,7 +5,13 @@ import pytest
 import yaml
 
 from bytechat.config import (
-    ConfigError, DataConfig, GroundedConfig, ModelConfig, TrainConfig, load_params, parse_params,
+    ConfigError,
+    DataConfig,
+    GroundedConfig,
+    ModelConfig,
+    TrainConfig,
+    load_params,
+    parse_params,
 )
 from tests.conftest import REPO
 from tests.helpers import model_config
@@ -51,24 +57,37 @@ def _with(mutate):
         (lambda r: r["p_chat"].pop("roam"), "p_chat: needs exactly the sources"),
         (lambda r: r["p_chat"].update(wiki="lots"), "p_chat.wiki: expected float"),
         (lambda r: r["data"].update(p_chat=r["p_chat"]), "data.p_chat: belongs at the top level"),
-        (lambda r: r["profiles"]["smoke"]["train"].update(chat_fraction=1.0),
-         "profiles.smoke.train.chat_fraction: must be in [0, 1)"),
-        (lambda r: r["profiles"]["smoke"]["train"].update(chat_fraction=-0.1),
-         "profiles.smoke.train.chat_fraction: must be in [0, 1)"),
-        (lambda r: r["profiles"]["smoke"]["train"].pop("chat_fraction"),
-         "profiles.smoke.train.chat_fraction: missing key"),
+        (
+            lambda r: r["profiles"]["smoke"]["train"].update(chat_fraction=1.0),
+            "profiles.smoke.train.chat_fraction: must be in [0, 1)",
+        ),
+        (
+            lambda r: r["profiles"]["smoke"]["train"].update(chat_fraction=-0.1),
+            "profiles.smoke.train.chat_fraction: must be in [0, 1)",
+        ),
+        (
+            lambda r: r["profiles"]["smoke"]["train"].pop("chat_fraction"),
+            "profiles.smoke.train.chat_fraction: missing key",
+        ),
         # Every model and optimizer setting is required: params.yaml is its only home.
         (lambda r: r["profiles"]["smoke"]["model"].pop("dropout"), "profiles.smoke.model.dropout: missing key"),
         (lambda r: r["profiles"]["train"]["model"].pop("rope_theta"), "profiles.train.model.rope_theta: missing key"),
         (lambda r: r["profiles"]["smoke"]["model"].pop("copy_dim"), "profiles.smoke.model.copy_dim: missing key"),
-        (lambda r: r["profiles"]["smoke"]["train"].pop("weight_decay"),
-         "profiles.smoke.train.weight_decay: missing key"),
+        (
+            lambda r: r["profiles"]["smoke"]["train"].pop("weight_decay"),
+            "profiles.smoke.train.weight_decay: missing key",
+        ),
         (lambda r: r["profiles"]["train"]["train"].pop("compile"), "profiles.train.train.compile: missing key"),
         (lambda r: r["profiles"]["smoke"]["train"].update(beta2="high"), "profiles.smoke.train.beta2: expected float"),
         (lambda r: r["profiles"]["smoke"]["train"].update(compile="no"), "profiles.smoke.train.compile: expected bool"),
-        (lambda r: r["profiles"]["smoke"]["model"].update(mlp_ratio=4.5), "profiles.smoke.model.mlp_ratio: expected int"),
-        (lambda r: r["profiles"]["smoke"]["model"].update(vocab_size=256),
-         "profiles.smoke.model.vocab_size: fixed by the byte tokenizer (256)"),
+        (
+            lambda r: r["profiles"]["smoke"]["model"].update(mlp_ratio=4.5),
+            "profiles.smoke.model.mlp_ratio: expected int",
+        ),
+        (
+            lambda r: r["profiles"]["smoke"]["model"].update(vocab_size=256),
+            "profiles.smoke.model.vocab_size: fixed by the byte tokenizer (256)",
+        ),
     ],
 )
 def test_bad_params_name_the_key(mutate, key):
@@ -110,11 +129,34 @@ def test_chat_fraction_zero_disables_the_chat_phase():
 
 
 MODEL_AND_OPTIMIZER = {
-    "model": ("n_layer", "n_head", "n_embd", "block_size", "rope_theta", "mlp_ratio", "dropout", "conv_kernel", "copy_dim",
-              "copy_continue"),
-    "train": ("lr", "min_lr", "warmup_steps", "weight_decay", "beta1", "beta2", "grad_clip", "compile", "steps",
-              "batch_size", "grad_accum", "dtype", "chat_fraction"),
-}  # fmt: skip
+    "model": (
+        "n_layer",
+        "n_head",
+        "n_embd",
+        "block_size",
+        "rope_theta",
+        "mlp_ratio",
+        "dropout",
+        "conv_kernel",
+        "copy_dim",
+        "copy_continue",
+    ),
+    "train": (
+        "lr",
+        "min_lr",
+        "warmup_steps",
+        "weight_decay",
+        "beta1",
+        "beta2",
+        "grad_clip",
+        "compile",
+        "steps",
+        "batch_size",
+        "grad_accum",
+        "dtype",
+        "chat_fraction",
+    ),
+}
 
 
 @pytest.mark.parametrize("profile", ["smoke", "train"])
@@ -130,12 +172,19 @@ def test_only_operational_settings_have_code_defaults():
     """One home for each number: a dataclass default only where params.yaml may leave the key
     out (operational settings that change no weights) or where it is no setting (vocab_size)."""
     defaults = {
-        cls.__name__: {f.name for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING
-                       or f.default_factory is not dataclasses.MISSING}
+        cls.__name__: {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        }
         for cls in (ModelConfig, TrainConfig, DataConfig, GroundedConfig)
-    }  # fmt: skip
-    assert defaults == {"ModelConfig": {"vocab_size"}, "TrainConfig": {"log_every"}, "DataConfig": {"hub_timeout_s"},
-                        "GroundedConfig": set()}  # fmt: skip
+    }
+    assert defaults == {
+        "ModelConfig": {"vocab_size"},
+        "TrainConfig": {"log_every"},
+        "DataConfig": {"hub_timeout_s"},
+        "GroundedConfig": set(),
+    }
 
 
 def test_operational_settings_may_be_left_out():

@@ -74,7 +74,7 @@ def runs(tmp_path_factory) -> dict[int, tuple[Path, str, str]]:
 
 
 def test_two_processes_follow_one_process(runs):
-    (one, _, _), (two, out, err) = runs[1], runs[2]
+    (one, _, _), (two, _, _) = runs[1], runs[2]
     for name in ("train/loss.tsv", "val/loss.tsv", "val/primer/loss.tsv"):
         curve_one, curve_two = losses(one, name), losses(two, name)
         assert curve_one.keys() == curve_two.keys(), name

@@ -133,7 +133,6 @@ def test_cli_scores_a_checkpoint_on_files(tiny_root, tmp_path, capsys):
     assert "missing.txt" in err and len(err.strip().splitlines()) == 1
 
 
-
 def run_stage(script: str, *args: str) -> int:
     """Run a stage script in this process (as `python stages/x.py args`); its exit code."""
     import runpy

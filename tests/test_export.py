@@ -19,8 +19,6 @@ from tests.helpers import model_config, train_config
 CFG = model_config()
 
 
-
-
 def make_checkpoint(path, seed=0, step=100, prefix="", val_loss=1.25):
     """A checkpoint in the training engineer's format; returns the model it holds."""
     torch.manual_seed(seed)
@@ -123,10 +121,17 @@ def test_checksum_catches_a_flipped_byte_in_the_weights(tmp_path):
     torch.manual_seed(0)
     model = GPT(CFG)
     ckpt = build_checkpoint(
-        model=model, optimizer=torch.optim.AdamW(model.parameters()), model_config=CFG,
-        train_config=train_config(), profile="tiny", step=1, val_loss=None, best_val_loss=None,
-        sampler=torch.Generator().manual_seed(0), data={},
-    )  # fmt: skip
+        model=model,
+        optimizer=torch.optim.AdamW(model.parameters()),
+        model_config=CFG,
+        train_config=train_config(),
+        profile="tiny",
+        step=1,
+        val_loss=None,
+        best_val_loss=None,
+        sampler=torch.Generator().manual_seed(0),
+        data={},
+    )
     save_checkpoint(ckpt, tmp_path / "best.pt")
     load_model(tmp_path / "best.pt", device="cpu")  # the training engineer's files load
     data = bytearray((tmp_path / "best.pt").read_bytes())
@@ -169,7 +174,9 @@ def test_newest_export(tmp_path):
 def test_command_line_export_and_the_smoke_summary(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BYTECHAT_ROOT", str(tmp_path))
     assert chat_cli.main(["--summary", "tiny"]) == 2
-    assert capsys.readouterr().err.startswith("error: artifacts/export/tiny: no export for profile 'tiny'; run `make smoke`")
+    assert capsys.readouterr().err.startswith(
+        "error: artifacts/export/tiny: no export for profile 'tiny'; run `make smoke`"
+    )
     ckpt = tmp_path / "artifacts" / "runs" / "tiny" / "checkpoints" / "best.pt"
     model = make_checkpoint(ckpt, val_loss=1.0)
     assert export.main([str(ckpt.parent), str(tmp_path / "artifacts" / "export" / "tiny")]) == 0

@@ -13,8 +13,6 @@ from bytechat.model import blocks
 from bytechat.model.blocks import causal_attention
 
 
-
-
 @pytest.mark.parametrize("T, chunk", [(1, 4), (13, 4), (16, 16), (20, 64), (21, 8)])
 def test_matches_sdpa_and_passes_gradcheck(T, chunk):
     gen = torch.Generator().manual_seed(T)

@@ -26,9 +26,7 @@ from bytechat.rng import make_generator
 from tools.decode_speed import decode_speed
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=64)
-from tests.helpers import TRANSCRIPT, model_config, train_chat_model
-
-
+from tests.helpers import model_config, train_chat_model
 
 
 def untrained(block_size: int = 32) -> GPT:
@@ -336,7 +334,11 @@ def test_engine_prompt_starts_with_the_system_turn_whatever_the_last_message(mon
         return iter(())
 
     monkeypatch.setattr(generate, "generate_bytes", recording)
-    list(engine.stream_reply([{"role": "system", "content": "Be kind."}, {"role": "user", "content": "z" * 5000}], GREEDY))
+    list(
+        engine.stream_reply(
+            [{"role": "system", "content": "Be kind."}, {"role": "user", "content": "z" * 5000}], GREEDY
+        )
+    )
     assert prompts[0].startswith(b"system: Be kind.\nuser: zzz") and len(prompts[0]) <= 96
 
 

@@ -33,8 +33,13 @@ PAGES = [
 def make(pages, seed=0, n=200):
     blocks = all_blocks(pages)
     index = NotesIndex.build(blocks)
-    return grounded.dialogues(blocks, lambda q, k: [h.block for h in index.search(q, k)], random.Random(seed), n,
-                              unknown_name=lambda rng: "Zorblat")  # fmt: skip
+    return grounded.dialogues(
+        blocks,
+        lambda q, k: [h.block for h in index.search(q, k)],
+        random.Random(seed),
+        n,
+        unknown_name=lambda rng: "Zorblat",
+    )
 
 
 def test_dialogues_are_deterministic_and_round_trip():
@@ -87,16 +92,20 @@ def test_a_page_question_is_answered_by_the_page_s_lead_block():
     page = RoamPage("Priya", "- type:: #person #work\n- relation:: my manager\n- Likes long walks.\n")
     blocks = all_blocks([page])
     assert lead_blocks(blocks) == {("Priya", 1)}
-    page_questions = [(b.position, q.gold) for seed in range(20) for b in blocks
-                      for q in grounded.questions(b, random.Random(seed), lead=(b.page, b.position) in lead_blocks(blocks))
-                      if q.kind == "page"]  # fmt: skip
+    page_questions = [
+        (b.position, q.gold)
+        for seed in range(20)
+        for b in blocks
+        for q in grounded.questions(b, random.Random(seed), lead=(b.page, b.position) in lead_blocks(blocks))
+        if q.kind == "page"
+    ]
     assert page_questions and {pos for pos, _ in page_questions} == {1}
     assert {gold for _, gold in page_questions} == {"relation: my manager"}
     assert lead_blocks(all_blocks([RoamPage("Tags", "- type:: #a\n- tags:: #b\n")])) == {("Tags", 0)}
 
 
 def test_no_attribute_question_that_only_names_the_page():
-    """"what's the plan for Half Marathon Plan?" has no word beyond the title to find the block by."""
+    """ "what's the plan for Half Marathon Plan?" has no word beyond the title to find the block by."""
     plan = all_blocks([RoamPage("Running/Half Marathon Plan", "- plan:: 12 weeks\n- who:: Jonas\n- goal:: sub 2h\n")])
     kinds = [[q.kind for q in grounded.questions(b, random.Random(0))] for b in plan]
     assert kinds == [["page"], [], ["attribute"]]
@@ -116,7 +125,9 @@ def test_grounded_stage_never_uses_validation_pages(tmp_path):
     for rel in ("bytechat", "stages", "data", "examples"):
         shutil.copytree(REPO / rel, work / rel, ignore=shutil.ignore_patterns("__pycache__"))
     params = (REPO / "params.yaml").read_text()
-    params = params.replace("synthetic_pages: 3000", "synthetic_pages: 50").replace("synthetic_dialogues: 12000", "synthetic_dialogues: 300")
+    params = params.replace("synthetic_pages: 3000", "synthetic_pages: 50").replace(
+        "synthetic_dialogues: 12000", "synthetic_dialogues: 300"
+    )
     (work / "params.yaml").write_text(params.replace("roam_dialogues: 4000", "roam_dialogues: 1500"))
     env = {"BYTECHAT_ROOT": str(work), "PATH": "/usr/bin:/bin", "HF_DATASETS_OFFLINE": "1"}
     for stage in ("split", "grounded"):
@@ -143,7 +154,9 @@ def test_document_starts_and_aligned_batches():
     starts = document_starts(stream, 8)
     assert list(starts) == [0, len(docs[0]) + 2, len(docs[0]) + len(docs[1]) + 4]
     p = {"grounded": 1.0}
-    x, _ = get_batch({"grounded": stream}, p, 32, 8, "cpu", torch.Generator().manual_seed(0), starts={"grounded": starts})
+    x, _ = get_batch(
+        {"grounded": stream}, p, 32, 8, "cpu", torch.Generator().manual_seed(0), starts={"grounded": starts}
+    )
     assert {bytes(row.tolist())[:5] for row in x} <= {b"syste", b"user:"}
     # Without starts the rows begin anywhere, with the same generator consumption.
     g1, g2 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)

@@ -37,11 +37,13 @@ def test_cases_come_from_the_pages_given_and_are_seeded():
 
 
 def test_a_keyword_question_is_answered_by_any_note_holding_its_word():
-    """"anything about glass?" with two notes on glass: quoting either is right; a note
+    """ "anything about glass?" with two notes on glass: quoting either is right; a note
     that only shares the word's stem counts too, as search matched it ("glasses")."""
-    pages = [RoamPage("Habits", "- Morning\n    - a glass of it\n"),
-             RoamPage("Running", "- Fuelling\n    - After: two glasses of milk\n"),
-             RoamPage("Bees", "- hives:: 3\n- Hive two swarmed in May\n")]  # fmt: skip
+    pages = [
+        RoamPage("Habits", "- Morning\n    - a glass of it\n"),
+        RoamPage("Running", "- Fuelling\n    - After: two glasses of milk\n"),
+        RoamPage("Bees", "- hives:: 3\n- Hive two swarmed in May\n"),
+    ]
     cases = (c for seed in range(50) for c in ge.page_cases(pages, 20, seed, pages) if c.kind == "keyword")
     case = next(c for c in cases if "glass" in c.question.lower())
     assert sorted(case.gold) == ["After: two glasses of milk", "a glass of it"]

@@ -16,8 +16,6 @@ from bytechat.model.rope import full_width, rotate
 TINY = model_config(n_layer=2, n_head=2, n_embd=32, block_size=32)
 
 
-
-
 def tiny_model(cfg: ModelConfig = TINY, seed: int = 0) -> GPT:
     torch.manual_seed(seed)
     return GPT(cfg).eval()
@@ -104,8 +102,9 @@ if "conv_kernel" in _OPTIONAL:  # optional parts that also mix positions must be
 if "copy_dim" in _OPTIONAL:
     CAUSAL_CONFIGS.append(pytest.param(dataclasses.replace(CAUSAL, copy_dim=16), id="copy"))
 if "copy_continue" in _OPTIONAL:
-    CAUSAL_CONFIGS.append(pytest.param(dataclasses.replace(CAUSAL, copy_dim=16, copy_continue=True, conv_kernel=4),
-                                       id="copy-going-on"))  # fmt: skip
+    CAUSAL_CONFIGS.append(
+        pytest.param(dataclasses.replace(CAUSAL, copy_dim=16, copy_continue=True, conv_kernel=4), id="copy-going-on")
+    )
 
 
 def _training(model, idx):  # train mode, grad on, CPU: the chunked attention with its own backward
@@ -192,17 +191,25 @@ def test_rope_matches_a_hand_computed_rotation():
     for pos in (0, 1, 3, 7):
         sin, cos = rope_cache(pos + 1, 4, theta=10000.0, dtype=torch.float32)
         a, b = pos * 1.0, pos * 0.01
-        want = torch.tensor([[
-            1 * math.cos(a) - 3 * math.sin(a),
-            2 * math.cos(b) - 4 * math.sin(b),
-            3 * math.cos(a) + 1 * math.sin(a),
-            4 * math.cos(b) + 2 * math.sin(b),
-        ]])  # fmt: skip
-        q, k = apply_rope(x.view(1, 1, 1, 4).expand(1, 1, pos + 1, 4), x.view(1, 1, 1, 4).expand(1, 1, pos + 1, 4), sin, cos)
+        want = torch.tensor(
+            [
+                [
+                    1 * math.cos(a) - 3 * math.sin(a),
+                    2 * math.cos(b) - 4 * math.sin(b),
+                    3 * math.cos(a) + 1 * math.sin(a),
+                    4 * math.cos(b) + 2 * math.sin(b),
+                ]
+            ]
+        )
+        q, k = apply_rope(
+            x.view(1, 1, 1, 4).expand(1, 1, pos + 1, 4), x.view(1, 1, 1, 4).expand(1, 1, pos + 1, 4), sin, cos
+        )
         for got in (q, k):
             torch.testing.assert_close(got[0, 0, pos : pos + 1], want, rtol=1e-6, atol=1e-6)
         wide_sin, wide_cos = full_width(sin, cos)
-        torch.testing.assert_close(rotate(x, wide_sin[pos : pos + 1], wide_cos[pos : pos + 1]), want, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(
+            rotate(x, wide_sin[pos : pos + 1], wide_cos[pos : pos + 1]), want, rtol=1e-6, atol=1e-6
+        )
 
 
 def test_rope_scores_change_with_relative_position():

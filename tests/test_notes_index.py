@@ -103,9 +103,24 @@ def test_no_terms_or_no_match_is_an_empty_list(index):
 
 @pytest.mark.parametrize(
     "query",
-    ['"', 'sourdough"', "a AND OR NOT", "NEAR(bees hives, 2)", "bee*", "^bees", "page:bees", "{page text}: x",
-     "(((", "-bees", "+", "bees' OR '1'='1", "\x00bees", "col:value:another", "🙂 bees 🐝"],
-)  # fmt: skip
+    [
+        '"',
+        'sourdough"',
+        "a AND OR NOT",
+        "NEAR(bees hives, 2)",
+        "bee*",
+        "^bees",
+        "page:bees",
+        "{page text}: x",
+        "(((",
+        "-bees",
+        "+",
+        "bees' OR '1'='1",
+        "\x00bees",
+        "col:value:another",
+        "🙂 bees 🐝",
+    ],
+)
 def test_fts5_syntax_in_a_query_never_breaks_search(index, query):
     hits = index.search(query)
     assert isinstance(hits, list)
@@ -173,14 +188,23 @@ def test_search_on_the_example_graph_is_fast():
 def test_a_question_naming_a_page_gets_that_page_from_the_top():
     """bm25 alone favours a page's short blocks; a question about the page as a whole
     ("what's in my notes on Piranesi?") must start where the page starts."""
-    blocks = [NoteBlock("Books/Piranesi", "A house of endless halls, tides on the lower floors, statues everywhere.", 0),
-              NoteBlock("Books/Piranesi", "status: finished", 1), NoteBlock("Books/Piranesi", "rating: 5/5", 2),
-              NoteBlock("Piranesi etchings", "Seen at the museum: the imaginary prisons.", 0),
-              NoteBlock("Reading List", "Piranesi, then Jonathan Strange.", 0)]  # fmt: skip
+    blocks = [
+        NoteBlock("Books/Piranesi", "A house of endless halls, tides on the lower floors, statues everywhere.", 0),
+        NoteBlock("Books/Piranesi", "status: finished", 1),
+        NoteBlock("Books/Piranesi", "rating: 5/5", 2),
+        NoteBlock("Piranesi etchings", "Seen at the museum: the imaginary prisons.", 0),
+        NoteBlock("Reading List", "Piranesi, then Jonathan Strange.", 0),
+    ]
     with NotesIndex.build(blocks) as idx:
         hits = idx.search("what's in my notes on Piranesi?", k=3)
-        assert [(h.page, h.position) for h in hits] == [("Books/Piranesi", 0), ("Books/Piranesi", 1), ("Books/Piranesi", 2)]
-        assert all(h.score > 0 for h in hits) and [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
+        assert [(h.page, h.position) for h in hits] == [
+            ("Books/Piranesi", 0),
+            ("Books/Piranesi", 1),
+            ("Books/Piranesi", 2),
+        ]
+        assert all(h.score > 0 for h in hits) and [h.score for h in hits] == sorted(
+            (h.score for h in hits), reverse=True
+        )
         # A word beyond the title is a question about one block: bm25 decides again.
         assert idx.search("Piranesi rating", k=1)[0].text == "rating: 5/5"
         assert idx.search("piranesi etchings", k=1)[0].page == "Piranesi etchings", "all terms in that title"
@@ -188,28 +212,47 @@ def test_a_question_naming_a_page_gets_that_page_from_the_top():
 
 def test_a_page_s_tags_come_after_what_it_says():
     """Roam pages start with `type: #person`; "who is Priya?" wants what the page says."""
-    blocks = [NoteBlock("Priya", "type: #person #work", 0), NoteBlock("Priya", "relation: my manager since March", 1),
-              NoteBlock("Priya", "1:1s every other Thursday", 2)]  # fmt: skip
+    blocks = [
+        NoteBlock("Priya", "type: #person #work", 0),
+        NoteBlock("Priya", "relation: my manager since March", 1),
+        NoteBlock("Priya", "1:1s every other Thursday", 2),
+    ]
     with NotesIndex.build(blocks) as idx:
         assert [h.position for h in idx.search("who is Priya?", k=3)] == [1, 2, 0]
         assert [h.position for h in idx.search("who is Priya?", k=2)] == [1, 2]
 
 
 def test_a_block_s_key_and_todos_are_what_it_is_about():
-    """"finished" is in both blocks; the one whose key it is answers "the finished of ..."."""
-    blocks = [NoteBlock("Books/The Midnight Library", "status: finished", 0),
-              NoteBlock("Books/The Midnight Library", "finished: July 30th, 2026", 1),
-              NoteBlock("Books/The Midnight Library", "Notes\n  Nora's library between life and death", 2),
-              NoteBlock("Books/The Midnight Library", "Quotes\n  TODO copy the quote about regret", 3)]  # fmt: skip
+    """ "finished" is in both blocks; the one whose key it is answers "the finished of ..."."""
+    blocks = [
+        NoteBlock("Books/The Midnight Library", "status: finished", 0),
+        NoteBlock("Books/The Midnight Library", "finished: July 30th, 2026", 1),
+        NoteBlock("Books/The Midnight Library", "Notes\n  Nora's library between life and death", 2),
+        NoteBlock("Books/The Midnight Library", "Quotes\n  TODO copy the quote about regret", 3),
+    ]
     with NotesIndex.build(blocks) as idx:
         assert idx.search("Remind me, what is the finished of The Midnight Library?", k=1)[0].position == 1
         assert idx.search("any open todos on The Midnight Library?", k=1)[0].position == 3
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 2), st.lists(st.sampled_from(["tide", "hall", "Zürich", "日本語", "a",
-       "supercalifragilisticexpialidocious" * 2, "x" * 150]), min_size=1, max_size=30)), min_size=1, max_size=8),
-       st.sampled_from([60, 100, 200]))  # fmt: skip
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.lists(
+                st.sampled_from(
+                    ["tide", "hall", "Zürich", "日本語", "a", "supercalifragilisticexpialidocious" * 2, "x" * 150]
+                ),
+                min_size=1,
+                max_size=30,
+            ),
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.sampled_from([60, 100, 200]),
+)
 def test_long_blocks_are_cut_without_losing_a_word(outline, max_bytes):
     lines, depth = [], 0
     for want, words in outline:
@@ -340,8 +383,14 @@ def test_index_stage_writes_the_index_and_a_summary(tmp_path):
     write_graph(root / ".roam-data")
     (root / "params.yaml").write_text("{}\n")
     env = {**os.environ, "BYTECHAT_ROOT": str(root), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, str(REPO / "stages" / "index.py")], cwd=root, env=env,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "index.py")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads((root / "artifacts/notes/summary.json").read_text())
     assert summary["source"] == ".roam-data" and summary["pages"] == 6 and summary["blocks"] == 14
@@ -351,8 +400,14 @@ def test_index_stage_writes_the_index_and_a_summary(tmp_path):
         assert idx.search("hives")[0].page == "Bees"
 
     write_graph(root / ".roam-data", {"Bad.md": b"\xff\xfe- not utf-8\n"})
-    failed = subprocess.run([sys.executable, str(REPO / "stages" / "index.py")], cwd=root, env=env,
-                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    failed = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "index.py")],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert failed.returncode == 1
     assert failed.stderr.strip().splitlines()[-1].startswith("error: ") and "Bad.md" in failed.stderr
     assert "Traceback" not in failed.stderr
@@ -368,8 +423,11 @@ def test_retrieval_uses_the_newest_message_then_the_previous_one(index):
     follow_up = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "and Marta's birthday?"}]
     hits = retrieve_for_chat(index, follow_up, k=3)
     assert [h.page for h in hits] == ["Marta"], "old-topic blocks join only where they bear on the new question"
-    tea = [{"role": "user", "content": "when is Marta's birthday?"}, {"role": "assistant", "content": "12 March"},
-           {"role": "user", "content": "and her tea and climbing?"}]  # fmt: skip
+    tea = [
+        {"role": "user", "content": "when is Marta's birthday?"},
+        {"role": "assistant", "content": "12 March"},
+        {"role": "user", "content": "and her tea and climbing?"},
+    ]
     assert [h.page for h in retrieve_for_chat(index, tea, k=3)] == ["Marta"]
     small_talk = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "thanks!"}]
     assert retrieve_for_chat(index, small_talk) == []
@@ -379,8 +437,12 @@ def test_retrieval_uses_the_newest_message_then_the_previous_one(index):
 
 
 def test_a_turn_answered_from_notes_sees_the_notes_and_the_question_only(index):
-    talk = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"},
-            {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "how many hives do I have?"}]  # fmt: skip
+    talk = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "how many hives do I have?"},
+    ]
     prompt = with_notes(talk, retrieve_for_chat(index, talk))
     assert [m["role"] for m in prompt] == ["system", "user"] and prompt[1] == talk[-1]
     assert prompt[0]["content"].startswith("Be brief.\nNotes:\n")

@@ -107,8 +107,7 @@ def test_primer_notes_follow_the_chat_layout():
 def test_primer_short_talk_ends_short():
     blocks = primer.load_primer(paths.primer_file())
     short = [
-        b for b in blocks
-        if len(b) <= 3 and "Notes:" not in b[0]["content"] and len(b[-1]["content"].encode()) < 120
+        b for b in blocks if len(b) <= 3 and "Notes:" not in b[0]["content"] and len(b[-1]["content"].encode()) < 120
     ]
     assert len(short) >= 100
     assert any(b[0]["role"] == "system" for b in short)

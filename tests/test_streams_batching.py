@@ -1,5 +1,4 @@
 import hashlib
-import json
 import subprocess
 import sys
 
@@ -20,7 +19,12 @@ def test_stream_round_trip(tmp_path):
     expected = "\n\n".join(docs).encode()
     assert bytes(data) == expected and data.dtype == np.uint8
     assert meta == read_meta(tmp_path / "x.bin")
-    assert meta == {"bytes": len(expected), "documents": 3, "sha256": hashlib.sha256(expected).hexdigest(), "source": "test"}
+    assert meta == {
+        "bytes": len(expected),
+        "documents": 3,
+        "sha256": hashlib.sha256(expected).hexdigest(),
+        "source": "test",
+    }
 
 
 def test_failed_write_leaves_nothing(tmp_path):
@@ -73,7 +77,7 @@ import resource, sys
 from bytechat.streams import write_stream
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 doc = "x" * 65536
-write_stream((doc for _ in range(1000)), {str(tmp_path / 'big.bin')!r}, "gen")
+write_stream((doc for _ in range(1000)), {str(tmp_path / "big.bin")!r}, "gen")
 after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 print((after - before) // 1024)
 """
@@ -116,7 +120,9 @@ def test_sources_follow_p():
 
 def test_rank_slices_make_up_the_global_batch():
     full = get_batch(streams(), P, 8, 16, "cpu", torch.Generator().manual_seed(3))[0]
-    parts = [get_batch(streams(), P, 8, 16, "cpu", torch.Generator().manual_seed(3), rank=r, world_size=2)[0] for r in (0, 1)]
+    parts = [
+        get_batch(streams(), P, 8, 16, "cpu", torch.Generator().manual_seed(3), rank=r, world_size=2)[0] for r in (0, 1)
+    ]
     assert torch.equal(torch.cat(parts), full)
 
 

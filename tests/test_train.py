@@ -93,7 +93,7 @@ def test_resume_ignores_log_and_checkpoint_frequency(tiny_root):
 def test_weight_decay_only_on_matrices():
     from bytechat.config import ModelConfig
     from bytechat.model import GPT
-    from bytechat.train import build_optimizer
+    from bytechat.train_step import build_optimizer
 
     model = GPT(ModelConfig(**TINY_MODEL))
     opt = build_optimizer(model, train_config(weight_decay=0.1), torch.device("cpu"))
@@ -196,7 +196,7 @@ def test_chat_phase_draws_by_p_chat_and_logs_the_phase(tiny_root, monkeypatch):
 
 
 def test_val_loss_weights_sources_by_the_final_mix(tiny_root):
-    from bytechat.train import mixed_loss
+    from bytechat.train_step import mixed_loss
 
     result = run()
     p_chat = {"wiki": 0.2, "roam": 0.2, "primer": 0.3, "grounded": 0.3}
@@ -250,7 +250,8 @@ def test_code_files_are_the_train_stage_code_deps_in_dvc_yaml():
     files = code_fingerprint()
     assert {"train.py", "lr_schedule.py", "model/__init__.py"} <= set(files)
     assert set(files) == {p.relative_to(PACKAGE_DIR).as_posix() for p in PACKAGE_DIR.glob("model/*.py")} | {
-        p.removeprefix("bytechat/") for p in deps if p.endswith(".py")}  # fmt: skip
+        p.removeprefix("bytechat/") for p in deps if p.endswith(".py")
+    }
 
 
 def test_code_fingerprint_follows_the_source(tmp_path):

@@ -122,8 +122,9 @@ def live_server(app, settings: ServerSettings | None = None):
     logger (log_config=None), so caplog sees it."""
     port = free_port()
     options = uvicorn_options(settings) if settings is not None else {}
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", log_config=None,
-                            **options)  # fmt: skip
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", log_config=None, **options
+    )
     uv = uvicorn.Server(config)
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()
@@ -201,9 +202,16 @@ def test_page_and_assets_are_served(client):
 
 @pytest.mark.parametrize(
     "path",
-    ["/static/..%2fserver.py", "/static/%2e%2e/server.py", "/static/..%2F..%2Fpyproject.toml",
-     "/static/../server.py", "/static/%2e%2e%2f%2e%2e%2fchat_format.py", "/static//etc/passwd", "/server.py"],
-)  # fmt: skip
+    [
+        "/static/..%2fserver.py",
+        "/static/%2e%2e/server.py",
+        "/static/..%2F..%2Fpyproject.toml",
+        "/static/../server.py",
+        "/static/%2e%2e%2f%2e%2e%2fchat_format.py",
+        "/static//etc/passwd",
+        "/server.py",
+    ],
+)
 def test_static_path_traversal_is_refused(client, path):
     response = client.get(path)
     assert response.status_code == 404
@@ -285,18 +293,33 @@ BAD_BYTES = [
     # (case, body, headers, status, start of the message)
     ("not JSON", b'{"messages": [', {"content-type": "application/json"}, 400, "body: not valid JSON"),
     ("not UTF-8", b'{"messages": "\xff"}', {"content-type": "application/json"}, 400, "body: not valid JSON"),
-    ("lone surrogate", b'{"messages": [{"role": "user", "content": "a\\ud800"}]}', {"content-type": "application/json"},
-     400, "body: not valid JSON"),
+    (
+        "lone surrogate",
+        b'{"messages": [{"role": "user", "content": "a\\ud800"}]}',
+        {"content-type": "application/json"},
+        400,
+        "body: not valid JSON",
+    ),
     ("empty body", b"", {"content-type": "application/json"}, 400, "body: not valid JSON"),
-    ("JSON NaN", b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
-     {"content-type": "application/json"}, 422, "temperature"),
+    (
+        "JSON NaN",
+        b'{"messages": [{"role": "user", "content": "hi"}], "temperature": NaN}',
+        {"content-type": "application/json"},
+        422,
+        "temperature",
+    ),
     ("text/plain", json.dumps(HI).encode(), {"content-type": "text/plain"}, 415, "Content-Type"),
     ("form post", b"messages=hi", {"content-type": "application/x-www-form-urlencoded"}, 415, "Content-Type"),
     ("no content type", json.dumps(HI).encode(), {}, 415, "Content-Type"),
     ("over the size cap", b" " * 5000 + json.dumps(HI).encode(), {"content-type": "application/json"}, 413, "body"),
-    ("lying Content-Length", b" " * 5000 + json.dumps(HI).encode(),
-     {"content-type": "application/json", "content-length": "10"}, 413, "body"),
-]  # fmt: skip
+    (
+        "lying Content-Length",
+        b" " * 5000 + json.dumps(HI).encode(),
+        {"content-type": "application/json", "content-length": "10"},
+        413,
+        "body",
+    ),
+]
 
 
 @pytest.mark.parametrize("case, body, headers, status, start", BAD_BYTES, ids=[c[0] for c in BAD_BYTES])
@@ -376,8 +399,12 @@ def test_engine_failure_is_reported(client):
 
 
 def test_concurrent_requests_all_get_their_own_complete_reply(client):
-    requests = [({**HI, "seed": seed, "max_new_tokens": 40}, path) for seed in range(8) for path in ("/chat", "/chat/stream")]
-    expected = {seed: client.post("/chat", json={**HI, "seed": seed, "max_new_tokens": 40}).json()["reply"] for seed in range(8)}
+    requests = [
+        ({**HI, "seed": seed, "max_new_tokens": 40}, path) for seed in range(8) for path in ("/chat", "/chat/stream")
+    ]
+    expected = {
+        seed: client.post("/chat", json={**HI, "seed": seed, "max_new_tokens": 40}).json()["reply"] for seed in range(8)
+    }
 
     def post(item):
         body, path = item
@@ -504,13 +531,17 @@ def test_chat_returns_sources_and_the_models_own_reply(notes_app):
     first = body["sources"][0]
     assert first["text"] == "hives: 3" and isinstance(first["score"], float) and first["score"] > 0
     system = engine.prompts[-1][0]
-    assert system == {"role": "system", "content": render_notes([NOTE_BLOCKS[0]])} == {
-        "role": "system", "content": "Notes:\n[Bees] hives: 3"}, "the trained layout"
+    assert (
+        system
+        == {"role": "system", "content": render_notes([NOTE_BLOCKS[0]])}
+        == {"role": "system", "content": "Notes:\n[Bees] hives: 3"}
+    ), "the trained layout"
     assert engine.prompts[-1][1:] == HIVES["messages"]
     body = client.post("/chat", json={"messages": [{"role": "user", "content": "bees: hives and varroa"}]}).json()
     assert [s["text"] for s in body["sources"]] == ["hives: 3", "Varroa check every autumn."]
     assert engine.prompts[-1][0]["content"] == "Notes:\n[Bees] Varroa check every autumn.\n[Bees] hives: 3", (
-        "best block placed last")
+        "best block placed last"
+    )
 
 
 def test_notes_false_and_small_talk_add_no_notes(notes_app):
@@ -774,7 +805,9 @@ def test_hostile_probes_against_the_real_server_leave_no_traceback(tmp_path):
         for i, extreme in enumerate(SAMPLING_EXTREMES[::3]):
             response = http.post("/chat", json={**HI, **extreme, "max_new_tokens": 2})
             assert response.status_code == 200, (extreme, response.text)
-        head = b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+        head = (
+            b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 500\r\n\r\n"
+        )
         deadline = time.monotonic() + 20
         for probe in (head + b"{", head, b"POST /chat HTTP/1.1\r\nHo", b"", b"\x16\x03\x01 not http\r\n\r\n"):
             with raw_connection(url) as sock:
@@ -829,8 +862,10 @@ def test_a_real_engine_is_served_from_the_batch_and_batch_size_0_turns_it_off(en
 
 def test_replies_share_the_batch_and_each_is_what_it_gets_alone(engine, slow_batch):
     bodies = [{**HI, "seed": seed, "max_new_tokens": 24, "temperature": 1.0} for seed in range(6)]
-    alone = [engine.reply(b["messages"], SamplingConfig(temperature=1.0, max_new_tokens=24), seed=b["seed"]).reply
-             for b in bodies]  # fmt: skip
+    alone = [
+        engine.reply(b["messages"], SamplingConfig(temperature=1.0, max_new_tokens=24), seed=b["seed"]).reply
+        for b in bodies
+    ]
     settings = dataclasses.replace(SETTINGS, max_batch_size=4)
     with live_server(create_app(engine, settings), settings) as url, httpx.Client(base_url=url, timeout=30) as http:
         with ThreadPoolExecutor(len(bodies)) as pool:
@@ -866,7 +901,10 @@ def test_batched_wait_for_a_slot_is_capped(engine, slow_batch):
         with http.stream("POST", "/chat/stream", json=LONG) as first:
             assert first.status_code == 200
             busy = http.post("/chat", json=HI)
-            assert busy.status_code == 503 and busy.json()["detail"] == "server busy: no free slot within 0.3 s; try again shortly"
+            assert (
+                busy.status_code == 503
+                and busy.json()["detail"] == "server busy: no free slot within 0.3 s; try again shortly"
+            )
             assert wait_until(lambda: http.get("/health").json()["load"] == {"running": 1, "waiting": 0})
 
 

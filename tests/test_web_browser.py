@@ -21,16 +21,24 @@ CHROMIUM = Path("/usr/bin/chromium")
 # Headless, no sandbox (tests may run as root), and nothing that phones home: without the
 # background-networking flags Chromium keeps trying (refused) connections to Google.
 CHROMIUM_ARGS = [
-    "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+    "--no-sandbox",
+    "--headless",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 LONG_REPLY = 20000  # bytes: several seconds of generation, so there is time to press Stop
 
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
     # In CI (.ci/run installs chromium) a missing browser is a failure, not a silent skip.
-    pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"), reason=f"{CHROMIUM} is absent (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not CHROMIUM.exists() and not os.environ.get("CI"), reason=f"{CHROMIUM} is absent (apt-get install chromium)"
+    ),
 ]
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python package) is not installed")
 
@@ -141,7 +149,12 @@ def test_chat_streams_stops_and_reports_errors(browser, server_url, screenshots)
 
 def test_page_fits_a_phone(browser, server_url, screenshots):
     context, page, problems = open_chat(
-        browser, server_url, viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True, has_touch=True
+        browser,
+        server_url,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
     )
     send(page, "A question typed on a phone, long enough to wrap over a few lines of the narrow screen.")
     sync_api.expect(page.locator(".message.assistant .meta").first).to_contain_text("bytes", timeout=15000)

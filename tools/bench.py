@@ -101,10 +101,24 @@ class Plan:
 
 
 FULL = Plan()
-QUICK = Plan(peak_repeats=5, train_warmup=1, train_steps=3, decode_bytes=16, decode_repeats=1, ttfb_repeats=3,
-             batch_calls=50, batch_stream_mb=1.0, stream_mb=20.0, eval_kb=20.0, eval_fp32=False,
-             web_requests=100, web_concurrency=8, serve_requests_per_client=2, notes_queries=200,
-             notes_pages=2000)  # fmt: skip
+QUICK = Plan(
+    peak_repeats=5,
+    train_warmup=1,
+    train_steps=3,
+    decode_bytes=16,
+    decode_repeats=1,
+    ttfb_repeats=3,
+    batch_calls=50,
+    batch_stream_mb=1.0,
+    stream_mb=20.0,
+    eval_kb=20.0,
+    eval_fp32=False,
+    web_requests=100,
+    web_concurrency=8,
+    serve_requests_per_client=2,
+    notes_queries=200,
+    notes_pages=2000,
+)
 
 
 def median_time(fn: Callable[[], object], repeats: int, device: torch.device | None = None) -> float:
@@ -151,8 +165,14 @@ def matmul_gflops(device: torch.device, dtype: torch.dtype, repeats: int, n: int
 def bench_peak(plan: Plan, device: torch.device) -> dict:
     fp32 = matmul_gflops(device, torch.float32, plan.peak_repeats)
     bf16 = matmul_gflops(device, torch.bfloat16, plan.peak_repeats)
-    return {"fp32_gflops": round(fp32, 1), "bf16_gflops": round(bf16, 1), "n": 1024, "repeats": plan.peak_repeats,
-            "target": "none (the reference for MFU)", "met": None}  # fmt: skip
+    return {
+        "fp32_gflops": round(fp32, 1),
+        "bf16_gflops": round(bf16, 1),
+        "n": 1024,
+        "repeats": plan.peak_repeats,
+        "target": "none (the reference for MFU)",
+        "met": None,
+    }
 
 
 # ---------------------------------------------------------------- train
@@ -160,11 +180,11 @@ def bench_peak(plan: Plan, device: torch.device) -> dict:
 
 class StepRunner:
     """One training path of a profile: the model, its optimizer, and the Trainer's own
-    step (bytechat.train.optimizer_step: lr, micro-steps under autocast, clip, AdamW)."""
+    step (bytechat.train_step.optimizer_step: lr, micro-steps under autocast, clip, AdamW)."""
 
     def __init__(self, profile: Profile, amp: torch.dtype | None, device: torch.device, seed: int) -> None:
         from bytechat.model import GPT
-        from bytechat.train import build_optimizer
+        from bytechat.train_step import build_optimizer
 
         self.mcfg, self.tcfg, self.amp, self.device = profile.model, profile.train, amp, device
         torch.manual_seed(seed)  # both paths start from the same weights
@@ -173,11 +193,12 @@ class StepRunner:
         self.step_no = 0
 
     def step(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
-        from bytechat.train import optimizer_step
+        from bytechat.train_step import optimizer_step
 
         assert len(batches) == self.tcfg.grad_accum, "one micro-batch per grad_accum step"
-        loss = optimizer_step(self.model, self.model, self.optimizer, self.tcfg, self.step_no, batches,
-                              self.device, self.amp)  # fmt: skip
+        loss = optimizer_step(
+            self.model, self.model, self.optimizer, self.tcfg, self.step_no, batches, self.device, self.amp
+        )
         self.step_no += 1
         return float(loss)
 
@@ -211,8 +232,13 @@ def bench_train_profile(profile: Profile, plan: Plan, device: torch.device, peak
     bar.close()
     bytes_per_step = tcfg.batch_size * mcfg.block_size
     flops_per_byte = float(runners["fast"].model.flops_per_byte())
-    out: dict = {"model": asdict(mcfg), "batch_size": tcfg.batch_size, "grad_accum": tcfg.grad_accum,
-                 "flops_per_byte": flops_per_byte, "steps_timed": plan.train_steps}  # fmt: skip
+    out: dict = {
+        "model": asdict(mcfg),
+        "batch_size": tcfg.batch_size,
+        "grad_accum": tcfg.grad_accum,
+        "flops_per_byte": flops_per_byte,
+        "steps_timed": plan.train_steps,
+    }
     for name, runner in runners.items():
         step_s = statistics.median(times[name])
         bps = bytes_per_step / step_s
@@ -236,13 +262,18 @@ def bench_train(plan: Plan, device: torch.device, peaks: dict, profiles: dict[st
     results = {name: bench_train_profile(profile, plan, device, peaks, seed) for name, profile in profiles.items()}
     section: dict = {"profiles": results}
     main = results.get("train")
-    section["target"] = (f"train profile: fast-path MFU >= {TARGET_MFU:.0%} of its dtype's peak, >= {TARGET_SPEEDUP}x the "
-                         f"fp32 reference, first-step loss within {TARGET_LOSS_REL:.0%} of fp32")  # fmt: skip
+    section["target"] = (
+        f"train profile: fast-path MFU >= {TARGET_MFU:.0%} of its dtype's peak, >= {TARGET_SPEEDUP}x the "
+        f"fp32 reference, first-step loss within {TARGET_LOSS_REL:.0%} of fp32"
+    )
     if main is None or main["fast"]["mfu"] is None:
         section["met"] = None
     else:
-        section["met"] = bool(main["fast"]["mfu"] >= TARGET_MFU and main["speedup"] >= TARGET_SPEEDUP
-                              and main["loss_rel_diff"] <= TARGET_LOSS_REL)  # fmt: skip
+        section["met"] = bool(
+            main["fast"]["mfu"] >= TARGET_MFU
+            and main["speedup"] >= TARGET_SPEEDUP
+            and main["loss_rel_diff"] <= TARGET_LOSS_REL
+        )
     return section
 
 
@@ -306,14 +337,19 @@ def bench_decode(plan: Plan, device: torch.device, profile: Profile, seed: int) 
 # ---------------------------------------------------------------- batching
 
 
-def bench_batching(plan: Plan, device: torch.device, profile: Profile, p_train: dict, step_s: float | None,
-                   seed: int) -> dict:  # fmt: skip
+def bench_batching(
+    plan: Plan, device: torch.device, profile: Profile, p_train: dict, step_s: float | None, seed: int
+) -> dict:
     from bytechat.batching import get_batch
     from bytechat.streams import open_stream, write_stream
 
     rng = np.random.default_rng(seed)
-    sizes = {"wiki": plan.batch_stream_mb, "roam": plan.batch_stream_mb / 4, "primer": plan.batch_stream_mb / 16,
-             "grounded": plan.batch_stream_mb / 2}  # fmt: skip
+    sizes = {
+        "wiki": plan.batch_stream_mb,
+        "roam": plan.batch_stream_mb / 4,
+        "primer": plan.batch_stream_mb / 16,
+        "grounded": plan.batch_stream_mb / 2,
+    }
     rows, block = profile.train.batch_size // profile.train.grad_accum, profile.model.block_size
     with tempfile.TemporaryDirectory(prefix="bytechat-bench-") as tmp:
         streams = {}
@@ -361,10 +397,12 @@ print(json.dumps({"seconds": seconds, "bytes": meta["bytes"], "documents": meta[
 """
 
 
-_WORDS = ("the of and in to a was is for on as by with he that at from his it an were are which this be or "
-          "also first new after had one their its but not has been have they who two her she city album film "
-          "river village church season game series station war army school party state team released known "
-          "during later between including following national university population century north south").split()  # fmt: skip
+_WORDS = (
+    "the of and in to a was is for on as by with he that at from his it an were are which this be or "
+    "also first new after had one their its but not has been have they who two her she city album film "
+    "river village church season game series station war army school party state team released known "
+    "during later between including following national university population century north south"
+).split()
 
 
 def write_wikitext_like(path: Path, n_bytes: int, seed: int = 0) -> int:
@@ -405,8 +443,13 @@ def _repo_env() -> dict:
 
 
 def run_streams_stage(src: Path, dst: Path) -> dict:
-    proc = subprocess.run([sys.executable, "-c", _STREAMS_CHILD, str(src), str(dst)],
-                          capture_output=True, text=True, env=_repo_env(), timeout=600)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _STREAMS_CHILD, str(src), str(dst)],
+        capture_output=True,
+        text=True,
+        env=_repo_env(),
+        timeout=600,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"streams stage subprocess failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -435,11 +478,16 @@ def bench_streams(plan: Plan, seed: int) -> dict:
     return {
         **runs,
         "rss_growth_mib": round(growth, 1),
-        "target": (f">= {TARGET_STREAMS_MBPS:g} MB/s; peak RSS flat in corpus size (<= +{TARGET_STREAMS_GROWTH_MIB:g} "
-                   f"MiB from a tenth of the corpus to all of it) and <= {TARGET_STREAMS_PEAK_MIB:g} MiB"),
-        "met": bool(full["mb_per_s"] >= TARGET_STREAMS_MBPS and growth <= TARGET_STREAMS_GROWTH_MIB
-                    and full["peak_rss_mib"] <= TARGET_STREAMS_PEAK_MIB),
-    }  # fmt: skip
+        "target": (
+            f">= {TARGET_STREAMS_MBPS:g} MB/s; peak RSS flat in corpus size (<= +{TARGET_STREAMS_GROWTH_MIB:g} "
+            f"MiB from a tenth of the corpus to all of it) and <= {TARGET_STREAMS_PEAK_MIB:g} MiB"
+        ),
+        "met": bool(
+            full["mb_per_s"] >= TARGET_STREAMS_MBPS
+            and growth <= TARGET_STREAMS_GROWTH_MIB
+            and full["peak_rss_mib"] <= TARGET_STREAMS_PEAK_MIB
+        ),
+    }
 
 
 # ---------------------------------------------------------------- eval
@@ -463,8 +511,12 @@ def bench_eval(plan: Plan, device: torch.device, profile: Profile, seed: int) ->
         score = score_bytes(model, data, device=device, dtype=dtype, progress=False)
         synchronize(device)
         seconds = time.perf_counter() - start
-        out[label] = {"dtype": dtype_name(dtype), "seconds": round(seconds, 3),
-                      "bytes_per_s": round(len(data) / seconds, 1), "loss": round(score.loss, 5)}  # fmt: skip
+        out[label] = {
+            "dtype": dtype_name(dtype),
+            "seconds": round(seconds, 3),
+            "bytes_per_s": round(len(data) / seconds, 1),
+            "loss": round(score.loss, 5),
+        }
     if "fp32" in out:
         out["auto_over_fp32"] = round(out["auto"]["bytes_per_s"] / out["fp32"]["bytes_per_s"], 2)
     out.update(target="none (throughput is reported)", met=None)
@@ -477,8 +529,17 @@ def bench_eval(plan: Plan, device: torch.device, profile: Profile, seed: int) ->
 def bench_web(plan: Plan) -> dict:
     with tempfile.TemporaryDirectory(prefix="bytechat-bench-web-") as tmp:
         out = Path(tmp) / "web.json"
-        command = [sys.executable, "-m", "tools.loadtest", "--requests", str(plan.web_requests),
-                   "--concurrency", str(plan.web_concurrency), "--out", str(out)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "tools.loadtest",
+            "--requests",
+            str(plan.web_requests),
+            "--concurrency",
+            str(plan.web_concurrency),
+            "--out",
+            str(out),
+        ]
         proc = subprocess.run(command, capture_output=True, text=True, env=_repo_env(), timeout=900)
         if not out.exists():
             raise RuntimeError(f"loadtest wrote no results ({proc.returncode}): {proc.stderr[-2000:]}")
@@ -529,36 +590,65 @@ def bench_serve(plan: Plan, ckpt: str | None, profile: Profile) -> dict:
     from tools.loadtest import run_load, summarize
     from tools.local_server import running_server
 
-    out: dict = {"clients": list(plan.serve_clients), "max_new_tokens": plan.serve_max_new_tokens,
-                 "requests_per_client": plan.serve_requests_per_client, "unbatched": [], "batched": []}  # fmt: skip
-    common = ["--no-notes", "--max-waiting", str(max(64, max(plan.serve_clients))),
-              "--max-new-tokens", str(max(1024, plan.serve_max_new_tokens))]  # fmt: skip
+    out: dict = {
+        "clients": list(plan.serve_clients),
+        "max_new_tokens": plan.serve_max_new_tokens,
+        "requests_per_client": plan.serve_requests_per_client,
+        "unbatched": [],
+        "batched": [],
+    }
+    common = [
+        "--no-notes",
+        "--max-waiting",
+        str(max(64, max(plan.serve_clients))),
+        "--max-new-tokens",
+        str(max(1024, plan.serve_max_new_tokens)),
+    ]
     with contextlib.ExitStack() as stack:
         path, out["model"] = serve_model(ckpt, Path(stack.enter_context(tempfile.TemporaryDirectory())), profile)
-        urls = {"unbatched": stack.enter_context(running_server(path, "--max-batch-size", "0", *common)),
-                "batched": stack.enter_context(running_server(path, *common))}  # fmt: skip
+        urls = {
+            "unbatched": stack.enter_context(running_server(path, "--max-batch-size", "0", *common)),
+            "batched": stack.enter_context(running_server(path, *common)),
+        }
         for i, clients in enumerate(plan.serve_clients):
             for mode in ("unbatched", "batched") if i % 2 == 0 else ("batched", "unbatched"):
-                args = argparse.Namespace(concurrency=clients, requests=clients * plan.serve_requests_per_client,
-                                          max_new_tokens=plan.serve_max_new_tokens, stream=True, timeout_s=120.0)  # fmt: skip
+                args = argparse.Namespace(
+                    concurrency=clients,
+                    requests=clients * plan.serve_requests_per_client,
+                    max_new_tokens=plan.serve_max_new_tokens,
+                    stream=True,
+                    timeout_s=120.0,
+                )
                 outcomes, wall_s = asyncio.run(run_load(urls[mode], args))
                 run = summarize(outcomes, wall_s, urls[mode], args)
-                out[mode].append({
-                    "clients": clients, "requests": run["requests"], "bytes_per_s": run["generated_bytes_per_s"],
-                    "mean_reply_bytes": run["mean_reply_bytes"], "ttfb_p50_ms": (run["ttfb_ms"] or {}).get("p50"),
-                    "p50_ms": run["latency_ms"]["p50"], "p99_ms": run["latency_ms"]["p99"],
-                    "errors": sum(run["errors"].values()),
-                })  # fmt: skip
+                out[mode].append(
+                    {
+                        "clients": clients,
+                        "requests": run["requests"],
+                        "bytes_per_s": run["generated_bytes_per_s"],
+                        "mean_reply_bytes": run["mean_reply_bytes"],
+                        "ttfb_p50_ms": (run["ttfb_ms"] or {}).get("p50"),
+                        "p50_ms": run["latency_ms"]["p50"],
+                        "p99_ms": run["latency_ms"]["p99"],
+                        "errors": sum(run["errors"].values()),
+                    }
+                )
     batched, unbatched = out["batched"], out["unbatched"]
     out["scaling"] = round(batched[-1]["bytes_per_s"] / batched[0]["bytes_per_s"], 2)
     out["single_vs_unbatched"] = round(batched[0]["bytes_per_s"] / unbatched[0]["bytes_per_s"], 3)
     out["most_clients_vs_unbatched"] = round(batched[-1]["bytes_per_s"] / unbatched[-1]["bytes_per_s"], 2)
     out["errors"] = sum(r["errors"] for r in batched + unbatched)
-    out["target"] = (f"batched: {plan.serve_clients[-1]} clients >= {TARGET_SERVE_SCALING:g}x the bytes/s of "
-                     f"{plan.serve_clients[0]}, p99 <= {TARGET_SERVE_P99_S:g} s at {plan.serve_clients[-1]}, one "
-                     f"client >= {TARGET_SERVE_SINGLE:.0%} of the unbatched server's bytes/s; 0 errors")  # fmt: skip
-    out["met"] = bool(out["scaling"] >= TARGET_SERVE_SCALING and batched[-1]["p99_ms"] <= TARGET_SERVE_P99_S * 1e3
-                      and out["single_vs_unbatched"] >= TARGET_SERVE_SINGLE and out["errors"] == 0)  # fmt: skip
+    out["target"] = (
+        f"batched: {plan.serve_clients[-1]} clients >= {TARGET_SERVE_SCALING:g}x the bytes/s of "
+        f"{plan.serve_clients[0]}, p99 <= {TARGET_SERVE_P99_S:g} s at {plan.serve_clients[-1]}, one "
+        f"client >= {TARGET_SERVE_SINGLE:.0%} of the unbatched server's bytes/s; 0 errors"
+    )
+    out["met"] = bool(
+        out["scaling"] >= TARGET_SERVE_SCALING
+        and batched[-1]["p99_ms"] <= TARGET_SERVE_P99_S * 1e3
+        and out["single_vs_unbatched"] >= TARGET_SERVE_SINGLE
+        and out["errors"] == 0
+    )
     return out
 
 
@@ -566,14 +656,39 @@ def serve_section_lines(s: dict) -> list[str]:
     rows = []
     for mode in ("unbatched", "batched"):
         for r in s[mode]:
-            rows.append([mode, r["clients"], r["requests"], _fmt(r["bytes_per_s"], ",.0f"), _fmt(r["mean_reply_bytes"], ".0f"),
-                         _fmt(r["ttfb_p50_ms"], ".0f"), _fmt(r["p50_ms"], ".0f"), _fmt(r["p99_ms"], ".0f"), r["errors"]])  # fmt: skip
-    return _table(["server", "clients", "requests", "bytes/s (all clients)", "mean reply B", "TTFB p50 ms",
-                   "p50 ms", "p99 ms", "errors"], rows) + [
-        "", f"Model: {s['model']}, replies of at most {s['max_new_tokens']} bytes, streamed. Batched: "
+            rows.append(
+                [
+                    mode,
+                    r["clients"],
+                    r["requests"],
+                    _fmt(r["bytes_per_s"], ",.0f"),
+                    _fmt(r["mean_reply_bytes"], ".0f"),
+                    _fmt(r["ttfb_p50_ms"], ".0f"),
+                    _fmt(r["p50_ms"], ".0f"),
+                    _fmt(r["p99_ms"], ".0f"),
+                    r["errors"],
+                ]
+            )
+    return _table(
+        [
+            "server",
+            "clients",
+            "requests",
+            "bytes/s (all clients)",
+            "mean reply B",
+            "TTFB p50 ms",
+            "p50 ms",
+            "p99 ms",
+            "errors",
+        ],
+        rows,
+    ) + [
+        "",
+        f"Model: {s['model']}, replies of at most {s['max_new_tokens']} bytes, streamed. Batched: "
         f"{s['scaling']:.2f}x the bytes/s of one client at {s['clients'][-1]}; one client at "
         f"{s['single_vs_unbatched']:.1%} of the unbatched server; {s['most_clients_vs_unbatched']:.2f}x the "
-        f"unbatched server at {s['clients'][-1]} clients."]  # fmt: skip
+        f"unbatched server at {s['clients'][-1]} clients.",
+    ]
 
 
 # ---------------------------------------------------------------- the run
@@ -638,9 +753,18 @@ def machine_info(threads: int, device: torch.device) -> dict:
     }
 
 
-def run_bench(quick: bool = False, out_dir: str | Path | None = None, *, threads: int | None = None,
-              skip: Iterable[str] = (), plan: Plan | None = None, device: str | torch.device | None = None,
-              params_path: str | Path | None = None, seed: int = 0, serve_ckpt: str | None = None) -> dict:  # fmt: skip
+def run_bench(
+    quick: bool = False,
+    out_dir: str | Path | None = None,
+    *,
+    threads: int | None = None,
+    skip: Iterable[str] = (),
+    plan: Plan | None = None,
+    device: str | torch.device | None = None,
+    params_path: str | Path | None = None,
+    seed: int = 0,
+    serve_ckpt: str | None = None,
+) -> dict:
     """Run every section not in skip; write report.json and report.md to out_dir
     (default artifacts/bench); return the report."""
     skip = set(skip)
@@ -694,8 +818,11 @@ def run_bench(quick: bool = False, out_dir: str | Path | None = None, *, threads
                 else:
                     result = bench_web(plan)
             except Exception as exc:  # a broken section is reported; the others still run
-                result = {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()[-4000:],
-                          "met": False}  # fmt: skip
+                result = {
+                    "error": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc()[-4000:],
+                    "met": False,
+                }
                 tqdm.write(f"bench: {name} failed: {exc}", file=sys.stderr)
             result["seconds"] = round(time.perf_counter() - t0, 1)
             result["cpu_busy_others_pct"] = section_load.percent()
@@ -753,11 +880,13 @@ def render_markdown(report: dict) -> str:
     ]
     before, during = report.get("cpu_busy_before_pct"), report.get("cpu_busy_others_pct")
     if before is not None and during is not None:
-        lines[-2] += (f" Other processes used {before:.0f}% of the CPUs just before the run and {during:.0f}% "
-                      "during it.")  # fmt: skip
+        lines[-2] += f" Other processes used {before:.0f}% of the CPUs just before the run and {during:.0f}% during it."
         if max(before, during) > 10:
-            lines += ["**Warning:** the machine was busy with other work; the figures are pessimistic (rerun on "
-                      "an idle machine, or with --threads 1 to soften the contention).", ""]  # fmt: skip
+            lines += [
+                "**Warning:** the machine was busy with other work; the figures are pessimistic (rerun on "
+                "an idle machine, or with --threads 1 to soften the contention).",
+                "",
+            ]
     for name in SECTIONS:
         section = report.get(name)
         if section is None:
@@ -776,41 +905,85 @@ def render_markdown(report: dict) -> str:
 
 def _section_lines(name: str, s: dict) -> list[str]:
     if name == "peak":
-        return _table(["dtype", "GFLOP/s (1024^3 matmul, median)"],
-                      [["fp32", _fmt(s["fp32_gflops"], ".1f")], ["bf16", _fmt(s["bf16_gflops"], ".1f")]])  # fmt: skip
+        return _table(
+            ["dtype", "GFLOP/s (1024^3 matmul, median)"],
+            [["fp32", _fmt(s["fp32_gflops"], ".1f")], ["bf16", _fmt(s["bf16_gflops"], ".1f")]],
+        )
     if name == "train":
         rows = []
         for prof, r in s["profiles"].items():
             mc = r["model"]
             for path in ("fast", "reference"):
                 p = r[path]
-                rows.append([f"{prof} ({mc['n_layer']}x{mc['n_embd']}, T={mc['block_size']}, B={r['batch_size']})",
-                             f"{path} ({p['dtype']})", _fmt(p["step_ms"], ".1f"), _fmt(p["bytes_per_s"], ",.0f"),
-                             _fmt(p["gflops"], ".1f"), _fmt(p["mfu"], ".1%"), _fmt(p["first_loss"], ".4f")])  # fmt: skip
-            rows.append([f"{prof}", "fast / reference", f"{r['speedup']:.2f}x", "", "", "",
-                         f"rel. diff {r['loss_rel_diff']:.1e}"])  # fmt: skip
+                rows.append(
+                    [
+                        f"{prof} ({mc['n_layer']}x{mc['n_embd']}, T={mc['block_size']}, B={r['batch_size']})",
+                        f"{path} ({p['dtype']})",
+                        _fmt(p["step_ms"], ".1f"),
+                        _fmt(p["bytes_per_s"], ",.0f"),
+                        _fmt(p["gflops"], ".1f"),
+                        _fmt(p["mfu"], ".1%"),
+                        _fmt(p["first_loss"], ".4f"),
+                    ]
+                )
+            rows.append(
+                [
+                    f"{prof}",
+                    "fast / reference",
+                    f"{r['speedup']:.2f}x",
+                    "",
+                    "",
+                    "",
+                    f"rel. diff {r['loss_rel_diff']:.1e}",
+                ]
+            )
         return _table(["profile", "path", "step ms", "bytes/s", "GFLOP/s", "MFU", "first loss"], rows)
     if name == "decode":
-        return _table(["measure", "value"], [
-            ["KV cache, bytes/s", _fmt(s["kv_bytes_per_s"], ".1f")],
-            ["full recomputation, bytes/s", _fmt(s["full_bytes_per_s"], ".1f")],
-            ["KV / full", f"{s['kv_over_full']:.1f}x"],
-            [f"time to first byte, {s['ttfb_prompt_bytes']} B prompt ({s['ttfb_prefill_bytes']} B prefill)",
-             f"{s['ttfb_ms']:.1f} ms"],
-            ["context, threads", f"{s['context']} bytes, {s['threads']}"],
-        ])  # fmt: skip
+        return _table(
+            ["measure", "value"],
+            [
+                ["KV cache, bytes/s", _fmt(s["kv_bytes_per_s"], ".1f")],
+                ["full recomputation, bytes/s", _fmt(s["full_bytes_per_s"], ".1f")],
+                ["KV / full", f"{s['kv_over_full']:.1f}x"],
+                [
+                    f"time to first byte, {s['ttfb_prompt_bytes']} B prompt ({s['ttfb_prefill_bytes']} B prefill)",
+                    f"{s['ttfb_ms']:.1f} ms",
+                ],
+                ["context, threads", f"{s['context']} bytes, {s['threads']}"],
+            ],
+        )
     if name == "batching":
-        return _table(["get_batch (B x T)", "µs", "train step ms", "share of step"],
-                      [[f"{s['rows']} x {s['block_size']}", _fmt(s["get_batch_us"], ".1f"),
-                        _fmt(s["train_step_ms"], ".1f"), _fmt(s["share_of_step"], ".3%")]])  # fmt: skip
+        return _table(
+            ["get_batch (B x T)", "µs", "train step ms", "share of step"],
+            [
+                [
+                    f"{s['rows']} x {s['block_size']}",
+                    _fmt(s["get_batch_us"], ".1f"),
+                    _fmt(s["train_step_ms"], ".1f"),
+                    _fmt(s["share_of_step"], ".3%"),
+                ]
+            ],
+        )
     if name == "streams":
-        rows = [[label, _fmt(s[label]["corpus_mb"], ".1f"), s[label]["articles"], _fmt(s[label]["seconds"], ".2f"),
-                 _fmt(s[label]["mb_per_s"], ".0f"), _fmt(s[label]["rss_before_mib"], ".1f"),
-                 _fmt(s[label]["peak_rss_mib"], ".1f")] for label in ("small", "full")]  # fmt: skip
+        rows = [
+            [
+                label,
+                _fmt(s[label]["corpus_mb"], ".1f"),
+                s[label]["articles"],
+                _fmt(s[label]["seconds"], ".2f"),
+                _fmt(s[label]["mb_per_s"], ".0f"),
+                _fmt(s[label]["rss_before_mib"], ".1f"),
+                _fmt(s[label]["peak_rss_mib"], ".1f"),
+            ]
+            for label in ("small", "full")
+        ]
         return _table(["corpus", "MB", "articles", "s", "MB/s", "RSS after imports MiB", "peak RSS MiB"], rows)
     if name == "eval":
-        rows = [[s[label]["dtype"], _fmt(s[label]["bytes_per_s"], ",.0f"), _fmt(s[label]["loss"], ".4f")]
-                for label in ("auto", "fp32") if label in s]  # fmt: skip
+        rows = [
+            [s[label]["dtype"], _fmt(s[label]["bytes_per_s"], ",.0f"), _fmt(s[label]["loss"], ".4f")]
+            for label in ("auto", "fp32")
+            if label in s
+        ]
         lines = _table([f"score_bytes, {s['bytes']:,} bytes, smoke model", "bytes/s", "loss"], rows)
         if "auto_over_fp32" in s:
             lines += ["", f"auto dtype over fp32: {s['auto_over_fp32']:.2f}x"]
@@ -820,9 +993,20 @@ def _section_lines(name: str, s: dict) -> list[str]:
     if name == "serve":
         return serve_section_lines(s)
     if name == "web":
-        return _table(["requests", "concurrency", "requests/s", "p50 ms", "p99 ms", "errors", "generated bytes/s"],
-                      [[s["requests"], s["concurrency"], _fmt(s["requests_per_s"], ".1f"), _fmt(s["p50_ms"], ".1f"),
-                        _fmt(s["p99_ms"], ".1f"), s["errors"], _fmt(s["generated_bytes_per_s"], ".0f")]])  # fmt: skip
+        return _table(
+            ["requests", "concurrency", "requests/s", "p50 ms", "p99 ms", "errors", "generated bytes/s"],
+            [
+                [
+                    s["requests"],
+                    s["concurrency"],
+                    _fmt(s["requests_per_s"], ".1f"),
+                    _fmt(s["p50_ms"], ".1f"),
+                    _fmt(s["p99_ms"], ".1f"),
+                    s["errors"],
+                    _fmt(s["generated_bytes_per_s"], ".0f"),
+                ]
+            ],
+        )
     return [f"```\n{json.dumps(s, indent=2)}\n```"]
 
 
@@ -833,13 +1017,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m tools.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="far fewer steps/requests (a smoke check of the bench)")
     parser.add_argument("--out", default=None, help=f"output folder (default {paths.bench_dir()})")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads for training/eval/peak (default: torch's default, one per core)")  # fmt: skip
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads for training/eval/peak (default: torch's default, one per core)",
+    )
     parser.add_argument("--skip", default="", help=f"comma-separated sections to skip ({','.join(SECTIONS)})")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: auto / BYTECHAT_DEVICE)")
-    parser.add_argument("--serve-ckpt", default=None,
-                        help="model for the serve section: an export, or 'random' (a random smoke-profile model, "
-                             "replies always full length); default: the newest export, else random")  # fmt: skip
+    parser.add_argument(
+        "--serve-ckpt",
+        default=None,
+        help="model for the serve section: an export, or 'random' (a random smoke-profile model, "
+        "replies always full length); default: the newest export, else random",
+    )
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
@@ -850,8 +1041,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     skip = [s.strip() for s in args.skip.split(",") if s.strip()]
     try:
-        report = run_bench(args.quick, args.out, threads=args.threads, skip=skip, device=args.device,
-                           serve_ckpt=args.serve_ckpt)  # fmt: skip
+        report = run_bench(
+            args.quick, args.out, threads=args.threads, skip=skip, device=args.device, serve_ckpt=args.serve_ckpt
+        )
     except ValueError as exc:
         print(f"tools.bench: error: {exc}", file=sys.stderr)
         return 2

@@ -12,8 +12,10 @@ replies that end on their own. One JSON line per run, then a few sample answers:
 Retrieval here is a small word-overlap ranker over the synthetic blocks (the experiment
 predates the FTS5 index); the pipeline's own runs use bytechat.notes_index.
 """
+
 import argparse, math, random, re, sys, time, json, pathlib
 import numpy as np, torch, pyarrow.parquet as pq
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from bytechat.config import ModelConfig
 from bytechat.model import GPT
@@ -22,35 +24,46 @@ from bytechat import synthetic_notes as sn, grounded
 from bytechat.generate import ChatEngine, SamplingConfig
 
 ap = argparse.ArgumentParser()
-ap.add_argument('--conv', type=int, default=0)
-ap.add_argument('--cont', type=int, default=0)
-ap.add_argument('--steps', type=int, default=600)
-ap.add_argument('--B', type=int, default=8)
-ap.add_argument('--T', type=int, default=512)
-ap.add_argument('--pg', type=float, default=0.5)
-ap.add_argument('--lr', type=float, default=5e-3)
-ap.add_argument('--align', type=int, default=1)
-ap.add_argument('--mask', type=int, default=0)
-ap.add_argument('--layers', type=int, default=4)
-ap.add_argument('--emb', type=int, default=128)
-ap.add_argument('--wiki', default=str(pathlib.Path(__file__).resolve().parents[2] / 'shared/data/wikitext-2-dev/train-00000-of-00001.parquet'))
-ap.add_argument('--copy', type=int, default=0)
+ap.add_argument("--conv", type=int, default=0)
+ap.add_argument("--cont", type=int, default=0)
+ap.add_argument("--steps", type=int, default=600)
+ap.add_argument("--B", type=int, default=8)
+ap.add_argument("--T", type=int, default=512)
+ap.add_argument("--pg", type=float, default=0.5)
+ap.add_argument("--lr", type=float, default=5e-3)
+ap.add_argument("--align", type=int, default=1)
+ap.add_argument("--mask", type=int, default=0)
+ap.add_argument("--layers", type=int, default=4)
+ap.add_argument("--emb", type=int, default=128)
+ap.add_argument(
+    "--wiki",
+    default=str(
+        pathlib.Path(__file__).resolve().parents[2] / "shared/data/wikitext-2-dev/train-00000-of-00001.parquet"
+    ),
+)
+ap.add_argument("--copy", type=int, default=0)
 a = ap.parse_args()
-torch.manual_seed(0); torch.set_num_threads(2)
+torch.manual_seed(0)
+torch.set_num_threads(2)
+
 
 def simple_retriever(blocks):
     inv = {}
     for i, b in enumerate(blocks):
-        for w in set(re.findall(r"\w+", (b.page + ' ' + b.text).lower())):
+        for w in set(re.findall(r"\w+", (b.page + " " + b.text).lower())):
             inv.setdefault(w, []).append(i)
+
     def retrieve(q, k):
         sc = {}
         for w in set(re.findall(r"\w+", q.lower())):
-            if len(w) < 3 or w in ('what','the','did','write','about','notes','my','for'): continue
+            if len(w) < 3 or w in ("what", "the", "did", "write", "about", "notes", "my", "for"):
+                continue
             for i in inv.get(w, [])[:2000]:
                 sc[i] = sc.get(i, 0) + 1 / math.log(2 + len(inv[w]))
         return [blocks[i] for i, _ in sorted(sc.items(), key=lambda x: -x[1])[:k]]
+
     return retrieve
+
 
 rng = random.Random(1)
 pages = sn.synthetic_pages(rng, 3000)
@@ -58,29 +71,48 @@ blocks = all_blocks(pages)
 dl = grounded.dialogues(blocks, simple_retriever(blocks), rng, 12000, unknown_name=sn.name)
 docs = [d.document() for d in dl]
 gstream = "\n\n".join(docs).encode()
-starts = []; pos = 0
+starts = []
+pos = 0
 for d in docs:
-    starts.append(pos); pos += len(d.encode()) + 2
+    starts.append(pos)
+    pos += len(d.encode()) + 2
 starts = np.array(starts)
 M = np.zeros(len(gstream), np.bool_)
 for st, d in zip(starts, docs):
-    b = d.encode(); i = b.rfind(b"\nassistant: ") + len(b"\nassistant: ")
-    M[st + i: min(len(M), st + len(b) + 3)] = True
-print('grounded bytes', len(gstream), 'mean doc', len(gstream)/len(docs), file=sys.stderr)
-wiki = "".join(pq.read_table(a.wiki).column('text').to_pylist()).encode()
-W = np.frombuffer(wiki, np.uint8); G = np.frombuffer(gstream, np.uint8)
+    b = d.encode()
+    i = b.rfind(b"\nassistant: ") + len(b"\nassistant: ")
+    M[st + i : min(len(M), st + len(b) + 3)] = True
+print("grounded bytes", len(gstream), "mean doc", len(gstream) / len(docs), file=sys.stderr)
+wiki = "".join(pq.read_table(a.wiki).column("text").to_pylist()).encode()
+W = np.frombuffer(wiki, np.uint8)
+G = np.frombuffer(gstream, np.uint8)
 
 erng = random.Random(2)
 epages = sn.synthetic_pages(erng, 300)
 eblocks = all_blocks(epages)
 edl = grounded.dialogues(eblocks, simple_retriever(eblocks), erng, 80, unknown_name=sn.name)
 
-cfg = ModelConfig(n_layer=a.layers, n_head=4, n_embd=a.emb, block_size=a.T, rope_theta=10000.0, mlp_ratio=4,
-                  dropout=0.0, conv_kernel=a.conv, copy_dim=a.copy, copy_continue=a.cont)
+cfg = ModelConfig(
+    n_layer=a.layers,
+    n_head=4,
+    n_embd=a.emb,
+    block_size=a.T,
+    rope_theta=10000.0,
+    mlp_ratio=4,
+    dropout=0.0,
+    conv_kernel=a.conv,
+    copy_dim=a.copy,
+    copy_continue=a.cont,
+)
 model = GPT(cfg)
-decay = [p for p in model.parameters() if p.dim() >= 2]; nodecay = [p for p in model.parameters() if p.dim() < 2]
-opt = torch.optim.AdamW([{'params': decay, 'weight_decay': 0.1}, {'params': nodecay, 'weight_decay': 0}], lr=a.lr, betas=(0.9, 0.95))
+decay = [p for p in model.parameters() if p.dim() >= 2]
+nodecay = [p for p in model.parameters() if p.dim() < 2]
+opt = torch.optim.AdamW(
+    [{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0}], lr=a.lr, betas=(0.9, 0.95)
+)
 g = torch.Generator().manual_seed(0)
+
+
 def batch():
     xs, ms = [], []
     for _ in range(a.B):
@@ -90,35 +122,53 @@ def batch():
                 s = min(s, len(G) - a.T - 2)
             else:
                 s = int(torch.randint(len(G) - a.T - 2, (1,), generator=g))
-            xs.append(G[s:s + a.T + 1]); ms.append(M[s:s + a.T + 1] if a.mask else np.ones(a.T + 1, np.bool_))
+            xs.append(G[s : s + a.T + 1])
+            ms.append(M[s : s + a.T + 1] if a.mask else np.ones(a.T + 1, np.bool_))
         else:
-            s = int(torch.randint(len(W) - a.T - 2, (1,), generator=g)); xs.append(W[s:s + a.T + 1]); ms.append(np.ones(a.T + 1, np.bool_))
-    d = torch.from_numpy(np.stack(xs).astype(np.int64)); m = torch.from_numpy(np.stack(ms))
-    y = d[:, 1:].clone(); y[~m[:, 1:]] = -1
+            s = int(torch.randint(len(W) - a.T - 2, (1,), generator=g))
+            xs.append(W[s : s + a.T + 1])
+            ms.append(np.ones(a.T + 1, np.bool_))
+    d = torch.from_numpy(np.stack(xs).astype(np.int64))
+    m = torch.from_numpy(np.stack(ms))
+    y = d[:, 1:].clone()
+    y[~m[:, 1:]] = -1
     return d[:, :-1], y
+
+
 t0 = time.time()
 for step in range(a.steps):
     lr = a.lr * min(1, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
-    for gr in opt.param_groups: gr['lr'] = lr
+    for gr in opt.param_groups:
+        gr["lr"] = lr
     x, y = batch()
-    with torch.autocast('cpu', dtype=torch.bfloat16):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
         _, loss = model(x, targets=y)
-    opt.zero_grad(); loss.backward(); torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0); opt.step()
-    if step % 100 == 0: print(step, round(loss.item(), 3), round(time.time() - t0), file=sys.stderr)
+    opt.zero_grad()
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    if step % 100 == 0:
+        print(step, round(loss.item(), 3), round(time.time() - t0), file=sys.stderr)
 train_s = time.time() - t0
 model.eval()
 eng = ChatEngine(model)
 samp = SamplingConfig(temperature=0, max_new_tokens=260)
-res = {'cov': 0, 'cov_n': 0, 'abst': 0, 'abst_n': 0, 'stop': 0, 'page': 0}
+res = {"cov": 0, "cov_n": 0, "abst": 0, "abst_n": 0, "stop": 0, "page": 0}
 ex = []
 torch.set_num_threads(1)
 for d in edl:
     done = eng.reply(d.messages[:-1], samp, seed=0)
-    r = done.reply; res['stop'] += done.finish_reason == 'stop'
-    if d.kind == 'uncovered':
-        res['abst_n'] += 1; res['abst'] += "couldn't find" in r
+    r = done.reply
+    res["stop"] += done.finish_reason == "stop"
+    if d.kind == "uncovered":
+        res["abst_n"] += 1
+        res["abst"] += "couldn't find" in r
     else:
-        res['cov_n'] += 1; res['cov'] += d.gold in r; res['page'] += d.page in r
-    if len(ex) < 6: ex.append((d.messages[1]['content'], d.gold, r[:200]))
-print(json.dumps({'args': vars(a), 'train_s': round(train_s), 'loss': round(loss.item(), 3), **res}))
-for e in ex: print('  Q:', e[0], '| gold:', e[1], '\n  A:', repr(e[2]))
+        res["cov_n"] += 1
+        res["cov"] += d.gold in r
+        res["page"] += d.page in r
+    if len(ex) < 6:
+        ex.append((d.messages[1]["content"], d.gold, r[:200]))
+print(json.dumps({"args": vars(a), "train_s": round(train_s), "loss": round(loss.item(), 3), **res}))
+for e in ex:
+    print("  Q:", e[0], "| gold:", e[1], "\n  A:", repr(e[2]))

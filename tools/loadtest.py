@@ -52,10 +52,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stream", action="store_true", help="use POST /chat/stream (default: POST /chat)")
     p.add_argument("--url", help="a running server (default: start one)")
     p.add_argument("--ckpt", help="model for the server started here (default: a tiny random model)")
-    p.add_argument("--server-concurrency", type=int, default=None,
-                   help="--max-concurrency of the server started here")  # fmt: skip
-    p.add_argument("--server-batch-size", type=int, default=None,
-                   help="--max-batch-size of the server started here (0: no batching)")  # fmt: skip
+    p.add_argument("--server-concurrency", type=int, default=None, help="--max-concurrency of the server started here")
+    p.add_argument(
+        "--server-batch-size",
+        type=int,
+        default=None,
+        help="--max-batch-size of the server started here (0: no batching)",
+    )
     p.add_argument("--sweep", help="comma-separated client counts to run one after the other (e.g. 1,4,16)")
     p.add_argument("--requests-per-client", type=int, default=4, help="with --sweep: requests per client")
     p.add_argument("--timeout-s", type=float, default=60.0, help="client timeout per request")
@@ -195,8 +198,9 @@ def run_sweep(url: str, args: argparse.Namespace) -> dict:
     """args.sweep client counts one after the other against url; one summary per count."""
     runs = []
     for clients in args.sweep:
-        level = argparse.Namespace(**{**vars(args), "concurrency": clients,
-                                      "requests": clients * args.requests_per_client})  # fmt: skip
+        level = argparse.Namespace(
+            **{**vars(args), "concurrency": clients, "requests": clients * args.requests_per_client}
+        )
         outcomes, wall_s = asyncio.run(run_load(url, level))
         runs.append(summarize(outcomes, wall_s, url, level))
     return {"url": url, "sweep": runs, "ok": all(run["ok"] for run in runs)}
@@ -209,8 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         if url is None:
             ckpt = args.ckpt or save_tiny_model(stack.enter_context(tempfile.TemporaryDirectory()))
             clients = max(args.sweep) if args.sweep else args.concurrency
-            server_args = ["--max-waiting", str(max(64, clients)),
-                           "--max-new-tokens", str(max(1024, args.max_new_tokens))]  # fmt: skip
+            server_args = [
+                "--max-waiting",
+                str(max(64, clients)),
+                "--max-new-tokens",
+                str(max(1024, args.max_new_tokens)),
+            ]
             if args.server_concurrency:
                 server_args += ["--max-concurrency", str(args.server_concurrency)]
             if args.server_batch_size is not None:

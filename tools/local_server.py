@@ -16,11 +16,36 @@ from typing import Iterator
 import httpx
 
 # A tiny plain GPT and the training settings its checkpoint records (every required key).
-TINY = dict(n_layer=1, n_head=2, n_embd=32, block_size=64, rope_theta=10000.0, mlp_ratio=4, dropout=0.0,
-            conv_kernel=0, copy_dim=0, copy_continue=False)  # fmt: skip
-TINY_TRAIN = dict(steps=1, batch_size=1, grad_accum=1, lr=1e-3, min_lr=1e-3, warmup_steps=0, weight_decay=0.1,
-                  beta1=0.9, beta2=0.95, grad_clip=1.0, eval_every=1, eval_batches=1, checkpoint_every=1,
-                  dtype="fp32", compile=False, chat_fraction=0.0)  # fmt: skip
+TINY = dict(
+    n_layer=1,
+    n_head=2,
+    n_embd=32,
+    block_size=64,
+    rope_theta=10000.0,
+    mlp_ratio=4,
+    dropout=0.0,
+    conv_kernel=0,
+    copy_dim=0,
+    copy_continue=False,
+)
+TINY_TRAIN = dict(
+    steps=1,
+    batch_size=1,
+    grad_accum=1,
+    lr=1e-3,
+    min_lr=1e-3,
+    warmup_steps=0,
+    weight_decay=0.1,
+    beta1=0.9,
+    beta2=0.95,
+    grad_clip=1.0,
+    eval_every=1,
+    eval_batches=1,
+    checkpoint_every=1,
+    dtype="fp32",
+    compile=False,
+    chat_fraction=0.0,
+)
 
 
 def free_port() -> int:
@@ -29,8 +54,9 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def save_tiny_model(folder: str | Path, seed: int = 0, block_size: int = TINY["block_size"],
-                    config: dict | None = None) -> Path:  # fmt: skip
+def save_tiny_model(
+    folder: str | Path, seed: int = 0, block_size: int = TINY["block_size"], config: dict | None = None
+) -> Path:
     """A randomly initialised tiny GPT, saved as a training checkpoint and exported like a
     trained one; returns the export folder (what `--ckpt` takes). block_size 512 leaves
     room for notes in the prompt. config: other model settings (e.g. a profile's model)."""
@@ -68,8 +94,18 @@ def running_server(
     """`python -m bytechat.web.server --ckpt ckpt` on a free port; yields its base URL.
     The server's output goes to log_path if given (kept after it stops), else a temp file."""
     port = free_port()
-    command = [sys.executable, "-m", "bytechat.web.server", "--ckpt", str(ckpt), "--port", str(port),
-               "--log-level", "warning", *extra_args]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "bytechat.web.server",
+        "--ckpt",
+        str(ckpt),
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        *extra_args,
+    ]
     env = {**os.environ, "BYTECHAT_DEVICE": os.environ.get("BYTECHAT_DEVICE", "cpu")}
     # A file, not a pipe: a full pipe would block the server.
     with open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile() as log:

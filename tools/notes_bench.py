@@ -1,12 +1,12 @@
 """The `notes` section of `make bench` (tools.bench): the notes index's speed.
 
-  retrieval  top-k (k=3) search latency on the example graph (examples/roam, ~600
-             blocks), over a few hundred questions built from its own blocks' words:
-             median, p99 and max in ms (target: under 20 ms)
-  build      index_folder on a synthetic notes folder generated into a temp dir (10,000
-             pages, ~20 MB, with the full plan) and on one a tenth that size, each in a
-             subprocess: seconds, MB/s and peak RSS (target: under 60 s, and the peak RSS
-             of the big one within FLAT_GROWTH_MIB of the small one: flat memory)
+retrieval  top-k (k=3) search latency on the example graph (examples/roam, ~600
+           blocks), over a few hundred questions built from its own blocks' words:
+           median, p99 and max in ms (target: under 20 ms)
+build      index_folder on a synthetic notes folder generated into a temp dir (10,000
+           pages, ~20 MB, with the full plan) and on one a tenth that size, each in a
+           subprocess: seconds, MB/s and peak RSS (target: under 60 s, and the peak RSS
+           of the big one within FLAT_GROWTH_MIB of the small one: flat memory)
 """
 
 from __future__ import annotations
@@ -28,14 +28,28 @@ TARGET_BUILD_S = 60.0
 FLAT_GROWTH_MIB = 32.0
 MIB = 1 << 20
 
-_TEMPLATES = ("what did I write about {}?", "when is {}?", "remind me about {}", "how many {} do I have?",
-              "tell me about {} and {}", "summarise my page on {}", "{}", "where is the {} {}?")  # fmt: skip
+_TEMPLATES = (
+    "what did I write about {}?",
+    "when is {}?",
+    "remind me about {}",
+    "how many {} do I have?",
+    "tell me about {} and {}",
+    "summarise my page on {}",
+    "{}",
+    "where is the {} {}?",
+)
 
 
 def _syllable_words(rng: random.Random, n: int) -> list[str]:
-    onsets, vowels, codas = "b d f g h k l m n p r s t v w z br st tr ch sh".split(), "a e i o u ai ou ee".split(), ["", "n", "r", "s", "t", "l", "ck"]
-    return ["".join(rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(rng.randint(1, 3)))
-            for _ in range(n)]  # fmt: skip
+    onsets, vowels, codas = (
+        "b d f g h k l m n p r s t v w z br st tr ch sh".split(),
+        "a e i o u ai ou ee".split(),
+        ["", "n", "r", "s", "t", "l", "ck"],
+    )
+    return [
+        "".join(rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas) for _ in range(rng.randint(1, 3)))
+        for _ in range(n)
+    ]
 
 
 def write_synthetic_notes(folder: str | Path, n_pages: int, page_bytes: int = 2000, seed: int = 0) -> int:
@@ -130,8 +144,13 @@ print(json.dumps({"seconds": seconds, "pages": index.pages, "blocks": len(index)
 def _build_in_subprocess(folder: Path, target: Path) -> dict:
     repo = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run([sys.executable, "-c", _BUILD_CHILD, str(folder), str(target)],
-                          capture_output=True, text=True, env=env, timeout=900)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", _BUILD_CHILD, str(folder), str(target)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"index build subprocess failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -151,7 +170,10 @@ def _search_times(index_path: Path, seed: int, n: int = 200) -> dict:
             index.search(q, 3)
             times.append((time.perf_counter() - start) * 1e3)
     times.sort()
-    return {"search_median_ms": round(statistics.median(times), 3), "search_p99_ms": round(times[int(0.99 * (n - 1))], 3)}
+    return {
+        "search_median_ms": round(statistics.median(times), 3),
+        "search_p99_ms": round(times[int(0.99 * (n - 1))], 3),
+    }
 
 
 def bench_build(n_pages: int, seed: int = 0) -> dict:
@@ -181,17 +203,22 @@ def bench_build(n_pages: int, seed: int = 0) -> dict:
 def bench_notes(n_queries: int, n_pages: int, seed: int = 0) -> dict:
     retrieval = bench_retrieval(n_queries, seed)
     build = bench_build(n_pages, seed)
-    met = (retrieval["p99_ms"] < TARGET_SEARCH_MS and build["full"]["seconds"] < TARGET_BUILD_S
-           and build["rss_growth_mib"] < FLAT_GROWTH_MIB)  # fmt: skip
+    met = (
+        retrieval["p99_ms"] < TARGET_SEARCH_MS
+        and build["full"]["seconds"] < TARGET_BUILD_S
+        and build["rss_growth_mib"] < FLAT_GROWTH_MIB
+    )
     return {
         "retrieval": retrieval,
         "build": build,
         "search_p99_ms": retrieval["p99_ms"],
         "build_s": build["full"]["seconds"],
         "build_peak_rss_mib": build["full"]["peak_rss_mib"],
-        "target": (f"top-{retrieval['k']} search p99 < {TARGET_SEARCH_MS:g} ms on the example graph; "
-                   f"{n_pages:,} pages indexed in < {TARGET_BUILD_S:g} s with peak RSS within "
-                   f"{FLAT_GROWTH_MIB:g} MiB of a tenth as many"),  # fmt: skip
+        "target": (
+            f"top-{retrieval['k']} search p99 < {TARGET_SEARCH_MS:g} ms on the example graph; "
+            f"{n_pages:,} pages indexed in < {TARGET_BUILD_S:g} s with peak RSS within "
+            f"{FLAT_GROWTH_MIB:g} MiB of a tenth as many"
+        ),
         "met": met,
     }
 
@@ -199,13 +226,43 @@ def bench_notes(n_queries: int, n_pages: int, seed: int = 0) -> dict:
 def section_lines(s: dict, table) -> list[str]:
     """The markdown of the section; table is tools.bench's _table."""
     r, b = s["retrieval"], s["build"]
-    lines = table(["search (example graph)", "blocks", "queries", "median ms", "p99 ms", "max ms", "hits/query"],
-                  [[f"top-{r['k']}", r["blocks"], r["queries"], r["median_ms"], r["p99_ms"], r["max_ms"],
-                    r["mean_hits"]]])  # fmt: skip
-    rows = [[label, b[label]["pages"], b[label]["blocks"], b[label]["notes_mb"], b[label]["index_mb"],
-             b[label]["seconds"], b[label]["mb_per_s"], b[label]["rss_before_mib"], b[label]["peak_rss_mib"]]
-            for label in ("small", "full")]  # fmt: skip
-    lines += ["", *table(["build (synthetic notes)", "pages", "blocks", "notes MB", "index MB", "s", "MB/s",
-                          "RSS after imports MiB", "peak RSS MiB"], rows)]  # fmt: skip
-    return lines + ["", f"peak RSS growth, full over small: {b['rss_growth_mib']} MiB; top-3 search on the full index: "
-                        f"median {b['full']['search_median_ms']} ms, p99 {b['full']['search_p99_ms']} ms"]
+    lines = table(
+        ["search (example graph)", "blocks", "queries", "median ms", "p99 ms", "max ms", "hits/query"],
+        [[f"top-{r['k']}", r["blocks"], r["queries"], r["median_ms"], r["p99_ms"], r["max_ms"], r["mean_hits"]]],
+    )
+    rows = [
+        [
+            label,
+            b[label]["pages"],
+            b[label]["blocks"],
+            b[label]["notes_mb"],
+            b[label]["index_mb"],
+            b[label]["seconds"],
+            b[label]["mb_per_s"],
+            b[label]["rss_before_mib"],
+            b[label]["peak_rss_mib"],
+        ]
+        for label in ("small", "full")
+    ]
+    lines += [
+        "",
+        *table(
+            [
+                "build (synthetic notes)",
+                "pages",
+                "blocks",
+                "notes MB",
+                "index MB",
+                "s",
+                "MB/s",
+                "RSS after imports MiB",
+                "peak RSS MiB",
+            ],
+            rows,
+        ),
+    ]
+    return lines + [
+        "",
+        f"peak RSS growth, full over small: {b['rss_growth_mib']} MiB; top-3 search on the full index: "
+        f"median {b['full']['search_median_ms']} ms, p99 {b['full']['search_p99_ms']} ms",
+    ]

@@ -55,8 +55,13 @@ def measure(index: NotesIndex, cases: Sequence[Case], show: bool = False) -> dic
             if show:
                 print(f"  miss ({case.kind}) {case.question!r} -> {[(h.page, h.position) for h in hits]}")
     n = max(1, len(cases))
-    return {"questions": len(cases), "top1": round(first / n, 3), "recall_at_3": round(found / n, 3),
-            "misses": dict(misses), "kinds": dict(kinds)}  # fmt: skip
+    return {
+        "questions": len(cases),
+        "top1": round(first / n, 3),
+        "recall_at_3": round(found / n, 3),
+        "misses": dict(misses),
+        "kinds": dict(kinds),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -72,7 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     report = {}
     with NotesIndex.build(all_blocks(everything)) as index:
         for name, pages, offset in (("train_pages", train, 0), ("val_pages", val, 1000)):
-            cases = [c for seed in range(args.seeds) for c in page_cases(pages, args.per_seed, offset + seed, everything)]
+            cases = [
+                c for seed in range(args.seeds) for c in page_cases(pages, args.per_seed, offset + seed, everything)
+            ]
             report[name] = measure(index, cases, args.show)
     print(json.dumps(report, indent=2))
     return 0

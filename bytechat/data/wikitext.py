@@ -56,7 +56,9 @@ class WikiTextSplits(dict):
         self.source = source
 
 
-def load_wikitext(source: str = "auto", config: str = "wikitext-2-raw-v1", hub_timeout_s: float = 5.0) -> WikiTextSplits:
+def load_wikitext(
+    source: str = "auto", config: str = "wikitext-2-raw-v1", hub_timeout_s: float = 5.0
+) -> WikiTextSplits:
     """Load the three splits as lists of strings (raw lines, each with its newline)."""
     datasets, info = open_wikitext(source, config, hub_timeout_s)
     return WikiTextSplits({split: list(iter_rows(datasets[split])) for split in SPLITS}, info)
@@ -68,7 +70,11 @@ def open_wikitext(source: str, config: str, hub_timeout_s: float = 5.0):
         if hub_reachable(hub_timeout_s):
             return _from_hub(config)
         offline = _truthy(os.environ.get("HF_DATASETS_OFFLINE")) or _truthy(os.environ.get("HF_HUB_OFFLINE"))
-        _warn_offline("HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set" if offline else f"the Hugging Face Hub did not answer within {hub_timeout_s:g} s")
+        _warn_offline(
+            "HF_DATASETS_OFFLINE/HF_HUB_OFFLINE is set"
+            if offline
+            else f"the Hugging Face Hub did not answer within {hub_timeout_s:g} s"
+        )
         return _offline_corpus()
     if source == "hub":
         return _from_hub(config)
@@ -105,7 +111,9 @@ def _from_hub(config: str):
     try:
         ds = datasets.load_dataset(HUB_DATASET, config)
     except Exception as exc:
-        raise WikiTextError(f"data.wikitext_source: could not load {HUB_DATASET}/{config} from the Hub ({exc})") from None
+        raise WikiTextError(
+            f"data.wikitext_source: could not load {HUB_DATASET}/{config} from the Hub ({exc})"
+        ) from None
     return ds, {"kind": "hub", "dataset": HUB_DATASET, "config": config}
 
 
@@ -121,7 +129,9 @@ def _from_local(root: Path):
     elif any(path.is_file() for path in raw.values()):
         builder, files = "text", {split: [path] for split, path in raw.items() if path.is_file()}
     else:
-        raise WikiTextError(f"{root}: no WikiText found (expected {{train,validation,test}}-*.parquet or wiki.{{train,valid,test}}.raw)")
+        raise WikiTextError(
+            f"{root}: no WikiText found (expected {{train,validation,test}}-*.parquet or wiki.{{train,valid,test}}.raw)"
+        )
     missing = [split for split in SPLITS if not files.get(split)]
     if missing:
         raise WikiTextError(f"{root}: split {', '.join(missing)} missing")
@@ -159,7 +169,11 @@ def _offline_corpus():
         rows[split].append("\n")
     ds = {split: datasets.Dataset.from_dict({"text": rows[split]}) for split in SPLITS}
     version = ".".join(map(str, sys.version_info[:3]))
-    return ds, {"kind": "offline", "corpus": "pydoc_data.topics (Python language reference help topics)", "python": version}
+    return ds, {
+        "kind": "offline",
+        "corpus": "pydoc_data.topics (Python language reference help topics)",
+        "python": version,
+    }
 
 
 def _warn_offline(reason: str) -> None:

@@ -64,8 +64,12 @@ class _ChunkedCausalAttention(torch.autograd.Function):
         probs = []
         for start in range(0, T, chunk):
             end = min(T, start + chunk)
-            scores = torch.baddbmm(bias[start:end, :end].expand(N, end - start, end), q[:, start:end],
-                                   k[:, :end].transpose(1, 2), alpha=scale)  # fmt: skip
+            scores = torch.baddbmm(
+                bias[start:end, :end].expand(N, end - start, end),
+                q[:, start:end],
+                k[:, :end].transpose(1, 2),
+                alpha=scale,
+            )
             p = scores.softmax(dim=-1)
             out[:, start:end] = torch.bmm(p, v[:, :end])
             probs.append(p)
@@ -133,8 +137,12 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv_heads(x, sin, cos)
-        if kv is None and T > 1 and x.device.type == "cpu" and torch.is_grad_enabled() and not (
-            self.training and self.dropout
+        if (
+            kv is None
+            and T > 1
+            and x.device.type == "cpu"
+            and torch.is_grad_enabled()
+            and not (self.training and self.dropout)
         ):
             # Training on CPU: plain matmuls, a much faster backward (see causal_attention).
             # Elsewhere (GPUs, inference, dropout) the fused SDPA kernel below.

@@ -210,7 +210,9 @@ async def _start_job(request: Request) -> ReplyJob:
     if gone in done:
         raise ClientGone("the client disconnected while waiting for a free slot")
     wait = settings.max_wait_s
-    raise ServerBusy(f"server busy: no free slot within {wait:g} s; try again shortly", retry_after_s=max(1, round(wait)))
+    raise ServerBusy(
+        f"server busy: no free slot within {wait:g} s; try again shortly", retry_after_s=max(1, round(wait))
+    )
 
 
 async def _disconnected(request: Request) -> None:
@@ -271,30 +273,71 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default: $BYTECHAT_THREADS, else 1; concurrent replies are batched anyway)")  # fmt: skip
-    p.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens_cap,
-                   help="cap on the bytes one reply may generate")  # fmt: skip
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: $BYTECHAT_THREADS, else 1; concurrent replies are batched anyway)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=defaults.max_new_tokens_cap,
+        help="cap on the bytes one reply may generate",
+    )
     p.add_argument("--timeout-s", type=float, default=defaults.timeout_s, help="generation time cap per request")
-    p.add_argument("--max-batch-size", type=int, default=defaults.max_batch_size,
-                   help="replies decoded together, one forward pass per byte for all (0: no batching)")  # fmt: skip
-    p.add_argument("--max-concurrency", type=int, default=defaults.max_concurrency,
-                   help="with --max-batch-size 0: replies generated at the same time, each alone")  # fmt: skip
-    p.add_argument("--max-waiting", type=int, default=defaults.max_waiting,
-                   help="requests that may wait for a free slot before the server answers 503")  # fmt: skip
-    p.add_argument("--max-wait-s", type=float, default=defaults.max_wait_s,
-                   help="longest wait for a free slot before the server answers 503")  # fmt: skip
-    p.add_argument("--max-connections", type=int, default=defaults.max_connections,
-                   help="open connections beyond which new requests get 503")  # fmt: skip
-    p.add_argument("--header-timeout-s", type=float, default=defaults.header_timeout_s,
-                   help="time to receive a request's headers (then 408 and close)")  # fmt: skip
-    p.add_argument("--body-timeout-s", type=float, default=defaults.body_timeout_s,
-                   help="time to receive a request's body (then 408 and close)")  # fmt: skip
-    p.add_argument("--health-shows-path", action="store_true",
-                   help="/health shows the model's path (refused unless bound to loopback)")  # fmt: skip
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=defaults.max_batch_size,
+        help="replies decoded together, one forward pass per byte for all (0: no batching)",
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=defaults.max_concurrency,
+        help="with --max-batch-size 0: replies generated at the same time, each alone",
+    )
+    p.add_argument(
+        "--max-waiting",
+        type=int,
+        default=defaults.max_waiting,
+        help="requests that may wait for a free slot before the server answers 503",
+    )
+    p.add_argument(
+        "--max-wait-s",
+        type=float,
+        default=defaults.max_wait_s,
+        help="longest wait for a free slot before the server answers 503",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open connections beyond which new requests get 503",
+    )
+    p.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=defaults.header_timeout_s,
+        help="time to receive a request's headers (then 408 and close)",
+    )
+    p.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=defaults.body_timeout_s,
+        help="time to receive a request's body (then 408 and close)",
+    )
+    p.add_argument(
+        "--health-shows-path",
+        action="store_true",
+        help="/health shows the model's path (refused unless bound to loopback)",
+    )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
     notes = p.add_mutually_exclusive_group()
-    notes.add_argument("--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)")
+    notes.add_argument(
+        "--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)"
+    )
     notes.add_argument("--no-notes", action="store_true", help="answer without the notes")
     return p.parse_args(argv)
 
@@ -373,8 +416,14 @@ def main(argv: list[str] | None = None) -> int:
         notes, notes_line = open_for_chat(args.notes)
         print(f"bytechat-serve: {notes_line}", file=sys.stderr)
     app = create_app(engine, settings, notes)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, timeout_graceful_shutdown=5,
-                **uvicorn_options(settings))  # fmt: skip
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+        **uvicorn_options(settings),
+    )
     return 0
 
 

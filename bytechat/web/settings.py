@@ -39,8 +39,17 @@ class ServerSettings:
     show_model_path: bool = False
 
     def __post_init__(self) -> None:
-        positive = ("max_new_tokens_cap", "default_max_new_tokens", "max_concurrency", "max_body_bytes",
-                    "max_messages", "max_content_bytes", "max_connections", "keep_alive_s", "max_header_bytes")  # fmt: skip
+        positive = (
+            "max_new_tokens_cap",
+            "default_max_new_tokens",
+            "max_concurrency",
+            "max_body_bytes",
+            "max_messages",
+            "max_content_bytes",
+            "max_connections",
+            "keep_alive_s",
+            "max_header_bytes",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: must be > 0 (got {getattr(self, name)!r})")

@@ -263,8 +263,14 @@ class BatchedReplies:
             self._jobs.add(job)
         self.batch.start()  # the stepping thread, at the first request
         try:
-            job.batch_request = self.batch.submit(work.messages, work.sampling, work.seed, lambda event: self._emit(job, event),
-                                           should_stop=job.should_stop, on_start=job.start_clock)  # fmt: skip
+            job.batch_request = self.batch.submit(
+                work.messages,
+                work.sampling,
+                work.seed,
+                lambda event: self._emit(job, event),
+                should_stop=job.should_stop,
+                on_start=job.start_clock,
+            )
         except Exception:
             with self._lock:
                 self._jobs.discard(job)

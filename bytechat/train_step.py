@@ -1,0 +1,88 @@
+"""The step math of training, shared by the Trainer (bytechat.train) and the bench
+(tools/bench.py), so the bench measures the real step: the optimizer, one optimizer step,
+autocast, and the validation losses that pick best.pt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterable, Mapping
+
+import torch
+
+from bytechat.config import TrainConfig
+from bytechat.distributed import Dist
+from bytechat.lr_schedule import lr_at
+
+
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with weight decay on every matrix (dim >= 2: attention/MLP weights and the
+    embedding, which is tied to the output head and so is the output projection too) and
+    none on vectors (norm gains, biases), which decay would only pull away from 1 / 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    groups = [g for g in groups if g["params"]]
+    kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
+    try:  # one fused kernel for all parameters where this torch/device has it
+        return torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda", "mps"), **kwargs)
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def optimizer_step(forward: Callable, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
+                   step: int, micro_batches: Iterable, device: torch.device, amp: torch.dtype | None,
+                   grad_sync: Callable[[bool], contextlib.AbstractContextManager] = lambda last: contextlib.nullcontext(),
+                   ) -> torch.Tensor:  # fmt: skip
+    """One optimizer step as training takes it and the bench measures it: the lr of step, cfg.grad_accum
+    micro-batches (forward under autocast, backward of loss / grad_accum, inside grad_sync(last)), clip,
+    step, zero_grad. forward: the model as called (DDP, compiled). Returns the mean micro-batch loss."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, cfg)
+    total = torch.zeros((), device=device)
+    for micro, (x, y) in enumerate(micro_batches):
+        with grad_sync(micro == cfg.grad_accum - 1):
+            with autocast(device, amp):
+                _, loss = forward(x, y)
+            (loss / cfg.grad_accum).backward()
+        total += loss.detach().float()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total / cfg.grad_accum
+
+
+@torch.inference_mode()
+def validation_losses(model: torch.nn.Module, batches: Mapping[str, list], device: torch.device,
+                      dtype: torch.dtype | None, dist: Dist) -> dict[str, float]:  # fmt: skip
+    """Mean loss over each source's fixed batches."""
+    was_training = model.training
+    model.eval()
+    losses = {}
+    for source, pairs in batches.items():
+        total = torch.zeros((), device=device, dtype=torch.float32)
+        for x, y in pairs:
+            with autocast(device, dtype):
+                _, loss = model(x, y)
+            total += loss.float()
+        losses[source] = float(dist.mean(total / len(pairs)))
+    model.train(was_training)
+    return losses
+
+
+def mixed_loss(losses: Mapping[str, float], p: Mapping[str, float]) -> float:
+    """The validation loss weighted by a training mix p (the run's final one: best.pt picks by it)."""
+    weights = {s: p[s] for s in losses if p.get(s, 0) > 0}
+    total = sum(weights.values())
+    if not total:
+        return float(sum(losses.values()) / max(1, len(losses)))
+    return sum(losses[s] * w for s, w in weights.items()) / total

@@ -38,10 +38,17 @@ def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.Abst
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def optimizer_step(forward: Callable, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-                   step: int, micro_batches: Iterable, device: torch.device, amp: torch.dtype | None,
-                   grad_sync: Callable[[bool], contextlib.AbstractContextManager] = lambda last: contextlib.nullcontext(),
-                   ) -> torch.Tensor:  # fmt: skip
+def optimizer_step(
+    forward: Callable,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    step: int,
+    micro_batches: Iterable,
+    device: torch.device,
+    amp: torch.dtype | None,
+    grad_sync: Callable[[bool], contextlib.AbstractContextManager] = lambda last: contextlib.nullcontext(),
+) -> torch.Tensor:
     """One optimizer step as training takes it and the bench measures it: the lr of step, cfg.grad_accum
     micro-batches (forward under autocast, backward of loss / grad_accum, inside grad_sync(last)), clip,
     step, zero_grad. forward: the model as called (DDP, compiled). Returns the mean micro-batch loss."""
@@ -62,8 +69,9 @@ def optimizer_step(forward: Callable, model: torch.nn.Module, optimizer: torch.o
 
 
 @torch.inference_mode()
-def validation_losses(model: torch.nn.Module, batches: Mapping[str, list], device: torch.device,
-                      dtype: torch.dtype | None, dist: Dist) -> dict[str, float]:  # fmt: skip
+def validation_losses(
+    model: torch.nn.Module, batches: Mapping[str, list], device: torch.device, dtype: torch.dtype | None, dist: Dist
+) -> dict[str, float]:
     """Mean loss over each source's fixed batches."""
     was_training = model.training
     model.eval()

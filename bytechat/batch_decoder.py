@@ -191,11 +191,12 @@ class BatchDecoder:
         )
         gate_w, gate_b = copy.gate.weight, copy.gate.bias
         p_copy, null_attn, gates = [], [], []
+        go_on = None if copy.go_on is None else copy.go_on.float()
         for q_r, h_r, s, p in zip(q.split(1), h.split(1), slots, pos_list):
             scores = q_r @ keys[s : s + 1, : p + 1].float().transpose(1, 2) / scale  # as batch 1: up to p
             attn = torch.cat((scores[..., :p], tail), dim=-1).softmax(dim=-1)
-            if copy.go_on is not None:  # CopyHead._going_on for one position
-                attn = self._going_on(copy.go_on, scores[..., :p], tail, attn, cache.copy_prev[s], p)
+            if go_on is not None:  # CopyHead._going_on for one position
+                attn = self._going_on(go_on, scores[..., :p], tail, attn, cache.copy_prev[s], p)
             p_copy.append(attn[..., :-1] @ following[s : s + 1, : p + 1])
             null_attn.append(attn[..., -1:])
             gates.append(F.linear(h_r, gate_w, gate_b))
@@ -206,13 +207,13 @@ class BatchDecoder:
 
     @staticmethod
     def _going_on(go_on, scores, tail, content, prev: torch.Tensor, p: int) -> torch.Tensor:
-        """The going-on bias for position p of one row (prev: that row's copy_prev),
-        element for element what CopyHead._going_on computes for it alone."""
-        before = prev[: p + 1].float().clone().view(1, 1, p + 1)  # a copy: prev is rewritten next
-        prev.zero_()
+        """The going-on bias for position p of one row (prev: that row's copy_prev, go_on
+        already a float), element for element what CopyHead._going_on computes for it
+        alone. prev needs no zeroing here: its entries past p were zeroed by the prefill
+        and are written only as positions grow."""
+        shifted = F.pad(prev[: p - 1], (1, 0)).view(1, 1, p)  # a copy, read before prev is rewritten
         prev[: p + 1] = content[0, 0, :-1]
-        shifted = F.pad(before[..., :-1], (1, 0))
-        return torch.cat((scores + go_on.float() * shifted[..., :p], tail), dim=-1).softmax(dim=-1)
+        return torch.cat((scores + go_on * shifted, tail), dim=-1).softmax(dim=-1)
 
 
 class _SlotCache:

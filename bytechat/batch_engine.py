@@ -40,6 +40,7 @@ from bytechat.generate import (
     ReplyEvent,
     RepeatGuard,
     SamplingConfig,
+    candidates,
     crop_messages,
     sample_next,
 )
@@ -340,16 +341,7 @@ def sample_rows(requests: list[BatchRequest]) -> list[int | Exception]:
             for i, byte in zip(members, logits.argmax(dim=-1).tolist()):
                 out[i] = byte
             continue
-        sampling = requests[members[0]].sampling
-        if sampling.top_k and sampling.top_k < logits.shape[-1]:
-            values, ids = logits.topk(sampling.top_k, dim=-1)
-        else:
-            values, ids = logits.sort(dim=-1, descending=True)
-        probs = ((values - values[..., :1]) / sampling.temperature).softmax(dim=-1)
-        if sampling.top_p is not None and sampling.top_p < 1.0:
-            drop = (probs.cumsum(dim=-1) - probs) >= sampling.top_p
-            drop[..., 0] = False
-            probs = probs.masked_fill(drop, 0.0)
+        probs, ids = candidates(logits, requests[members[0]].sampling)
         for row, i in enumerate(members):
             choice = torch.multinomial(probs[row : row + 1], 1, generator=requests[i].generator)
             out[i] = int(ids[row, choice])

@@ -94,19 +94,9 @@ class NonFiniteLogits(ValueError):
     """The model produced nan or inf logits: nothing sensible can be sampled."""
 
 
-def sample_next(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
-    """Pick the next byte from logits (..., 256); returns a long tensor of shape (...).
-
-    Every SamplingConfig that validates samples: temperatures below GREEDY_BELOW are
-    greedy, and the most likely byte always survives top-k and top-p, however small
-    top_p is. Non-finite logits raise NonFiniteLogits (one line) instead of crashing
-    inside torch.multinomial.
-    """
-    logits = logits.to(generator.device, torch.float32)
-    if not bool(torch.isfinite(logits).all()):
-        raise NonFiniteLogits("sample_next: the model produced non-finite logits (nan or inf); the weights are broken")
-    if sampling.temperature < GREEDY_BELOW:
-        return logits.argmax(dim=-1)
+def candidates(logits: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs, ids) of the bytes sampling may draw from finite fp32 logits (..., 256), most
+    likely first: top-k, temperature, top-p. The batched server draws from the same."""
     # Work on the candidates sorted by probability: topk returns them sorted already,
     # and top-p needs them sorted anyway.
     if sampling.top_k and sampling.top_k < logits.shape[-1]:
@@ -123,6 +113,23 @@ def sample_next(logits: torch.Tensor, sampling: SamplingConfig, generator: torch
         drop = (probs.cumsum(dim=-1) - probs) >= sampling.top_p
         drop[..., 0] = False
         probs = probs.masked_fill(drop, 0.0)
+    return probs, ids
+
+
+def sample_next(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
+    """Pick the next byte from logits (..., 256); returns a long tensor of shape (...).
+
+    Every SamplingConfig that validates samples: temperatures below GREEDY_BELOW are
+    greedy, and the most likely byte always survives top-k and top-p, however small
+    top_p is. Non-finite logits raise NonFiniteLogits (one line) instead of crashing
+    inside torch.multinomial.
+    """
+    logits = logits.to(generator.device, torch.float32)
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteLogits("sample_next: the model produced non-finite logits (nan or inf); the weights are broken")
+    if sampling.temperature < GREEDY_BELOW:
+        return logits.argmax(dim=-1)
+    probs, ids = candidates(logits, sampling)
     flat = probs.reshape(-1, probs.shape[-1])  # multinomial wants 1-D or 2-D
     choice = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-1], 1)
     return ids.gather(-1, choice).squeeze(-1)

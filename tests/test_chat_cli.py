@@ -23,20 +23,17 @@ from tools.local_server import save_tiny_model
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> Path:
-    """A 2x32 model trained ~1 s to answer "hi" with "hello", exported."""
-    model = train_chat_model()
-    cfg = model.config
-    folder = tmp_path_factory.mktemp("chat")
+def export_as_checkpoint(model, folder: Path, step: int) -> Path:
+    """model saved as a training checkpoint folder/best.pt (every field one has), then
+    exported to folder/export."""
     ckpt = {
         "format": "bytechat-checkpoint",
         "version": 1,
         "model": model.state_dict(),
-        "model_config": to_dict(cfg),
+        "model_config": to_dict(model.config),
         "train_config": {},
         "profile": "toy",
-        "step": 80,
+        "step": step,
         "val_loss": None,
         "best_val_loss": None,
         "optimizer": {},
@@ -46,6 +43,13 @@ def exported(tmp_path_factory) -> Path:
     }
     torch.save(ckpt, folder / "best.pt")
     return export_checkpoint(folder / "best.pt", folder / "export")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    """A 2x32 model trained ~1 s to answer "hi" with "hello", exported."""
+    model = train_chat_model()
+    return export_as_checkpoint(model, tmp_path_factory.mktemp("chat"), step=80)
 
 
 @pytest.fixture(autouse=True)
@@ -166,24 +170,7 @@ def test_non_finite_logits_are_one_line_and_the_session_goes_on(exported, tmp_pa
     model, _ = load_model(exported, device="cpu")
     with torch.no_grad():
         model.wte.weight[0, 0] = float("nan")
-    cfg = model.config
-    ckpt = {
-        "format": "bytechat-checkpoint",
-        "version": 1,
-        "model": model.state_dict(),
-        "model_config": to_dict(cfg),
-        "train_config": {},
-        "profile": "toy",
-        "step": 1,
-        "val_loss": None,
-        "best_val_loss": None,
-        "optimizer": {},
-        "rng": {},
-        "sampler": {},
-        "data": {},
-    }
-    torch.save(ckpt, tmp_path / "best.pt")
-    broken = export_checkpoint(tmp_path / "best.pt", tmp_path / "export")
+    broken = export_as_checkpoint(model, tmp_path, step=1)
     result = chat("hi\nhi again\n", "--ckpt", str(broken))
     assert result.returncode == 0, result.stderr
     assert result.stderr.count("non-finite logits") == 2 and "Traceback" not in result.stderr

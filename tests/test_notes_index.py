@@ -383,14 +383,18 @@ def test_index_stage_writes_the_index_and_a_summary(tmp_path):
     write_graph(root / ".roam-data")
     (root / "params.yaml").write_text("{}\n")
     env = {**os.environ, "BYTECHAT_ROOT": str(root), "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "index.py")],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+
+    def index_stage() -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(REPO / "stages" / "index.py")],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    done = index_stage()
     assert done.returncode == 0, done.stderr
     summary = json.loads((root / "artifacts/notes/summary.json").read_text())
     assert summary["source"] == ".roam-data" and summary["pages"] == 6 and summary["blocks"] == 14
@@ -400,14 +404,7 @@ def test_index_stage_writes_the_index_and_a_summary(tmp_path):
         assert idx.search("hives")[0].page == "Bees"
 
     write_graph(root / ".roam-data", {"Bad.md": b"\xff\xfe- not utf-8\n"})
-    failed = subprocess.run(
-        [sys.executable, str(REPO / "stages" / "index.py")],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    failed = index_stage()
     assert failed.returncode == 1
     assert failed.stderr.strip().splitlines()[-1].startswith("error: ") and "Bad.md" in failed.stderr
     assert "Traceback" not in failed.stderr

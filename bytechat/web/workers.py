@@ -144,28 +144,53 @@ class ReplyJob:
         raise AssertionError("unreachable: events() always ends with a final event")
 
 
-class ReplyWorkers:
-    """A bounded pool generating replies; admission beyond its capacity raises ServerBusy."""
+class _Admission:
+    """What both servers' reply runners share: at most `capacity` jobs admitted (running
+    or waiting), ServerBusy beyond; shutdown cancels every admitted job. A subclass
+    defines _drop_if_waiting (a cancelled job that has not started leaves the line)."""
 
-    def __init__(self, engine, max_concurrency: int, max_waiting: int, timeout_s: float) -> None:
-        self.engine = engine
-        self.max_concurrency = max_concurrency
-        self.capacity = max_concurrency + max_waiting
+    def __init__(self, capacity: int, timeout_s: float) -> None:
+        self.capacity = capacity
         self.timeout_s = timeout_s
-        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="bytechat-reply")
         self._lock = threading.Lock()
-        self._jobs: set[ReplyJob] = set()  # admitted and not yet finished by a worker
-        self._running = 0
+        self._jobs: set[ReplyJob] = set()  # admitted and not yet finished
 
-    def start(self, work: ChatJob) -> ReplyJob:
-        """Admit a job (or raise ServerBusy); call from the event loop."""
+    def _admit(self, work: ChatJob) -> ReplyJob:
+        """A new job for work, admitted (or ServerBusy); call from the event loop."""
         job = ReplyJob(work, self.timeout_s, asyncio.get_running_loop(), on_cancel=self._drop_if_waiting)
         with self._lock:
             if len(self._jobs) >= self.capacity:
                 raise ServerBusy(f"server busy: {len(self._jobs)} replies in progress or waiting; try again shortly")
             self._jobs.add(job)
-            job.future = self._pool.submit(self._run, job)
+            self._admitted(job)
         return job
+
+    def _admitted(self, job: ReplyJob) -> None:
+        """Called under the lock once job is admitted."""
+
+    def _cancel_all(self) -> None:
+        with self._lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.cancel()
+
+
+class ReplyWorkers(_Admission):
+    """A bounded pool generating replies; admission beyond its capacity raises ServerBusy."""
+
+    def __init__(self, engine, max_concurrency: int, max_waiting: int, timeout_s: float) -> None:
+        super().__init__(max_concurrency + max_waiting, timeout_s)
+        self.engine = engine
+        self.max_concurrency = max_concurrency
+        self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="bytechat-reply")
+        self._running = 0
+
+    def start(self, work: ChatJob) -> ReplyJob:
+        """Admit a job (or raise ServerBusy); call from the event loop."""
+        return self._admit(work)
+
+    def _admitted(self, job: ReplyJob) -> None:
+        job.future = self._pool.submit(self._run, job)
 
     def _drop_if_waiting(self, job: ReplyJob) -> None:
         """A cancelled job that no worker has picked up leaves the line now."""
@@ -184,10 +209,7 @@ class ReplyWorkers:
 
     def shutdown(self) -> None:
         """Stop every job (server shutdown); waiting ones end at once as "cancelled"."""
-        with self._lock:
-            jobs = list(self._jobs)
-        for job in jobs:
-            job.cancel()
+        self._cancel_all()
         self._pool.shutdown(wait=False)
 
     def _run(self, job: ReplyJob) -> None:
@@ -234,7 +256,7 @@ def _with_timeout_reason(done: ReplyDone, job: ReplyJob) -> ReplyDone:
     return done
 
 
-class BatchedReplies:
+class BatchedReplies(_Admission):
     """Replies decoded together in one BatchEngine; the same admission as ReplyWorkers.
 
     At most max_batch_size replies run (one slot each), max_waiting more may wait for a
@@ -244,11 +266,8 @@ class BatchedReplies:
     def __init__(self, engine, max_batch_size: int, max_waiting: int, timeout_s: float) -> None:
         from bytechat.batch_engine import BatchEngine
 
+        super().__init__(max_batch_size + max_waiting, timeout_s)
         self.batch = BatchEngine(engine, max_batch_size)
-        self.capacity = max_batch_size + max_waiting
-        self.timeout_s = timeout_s
-        self._lock = threading.Lock()
-        self._jobs: set[ReplyJob] = set()  # admitted and not yet finished
         # Events of the current step, handed to the event loop together after it (a
         # wake-up per event cost the loop more than the step itself at 16 replies).
         self._outbox: list[tuple[ReplyJob, JobEvent]] = []
@@ -256,11 +275,7 @@ class BatchedReplies:
 
     def start(self, work: ChatJob) -> ReplyJob:
         """Admit a job (or raise ServerBusy); call from the event loop."""
-        job = ReplyJob(work, self.timeout_s, asyncio.get_running_loop(), on_cancel=self._drop_if_waiting)
-        with self._lock:
-            if len(self._jobs) >= self.capacity:
-                raise ServerBusy(f"server busy: {len(self._jobs)} replies in progress or waiting; try again shortly")
-            self._jobs.add(job)
+        job = self._admit(work)
         self.batch.start()  # the stepping thread, at the first request
         try:
             job.batch_request = self.batch.submit(
@@ -309,8 +324,5 @@ class BatchedReplies:
 
     def shutdown(self) -> None:
         """Stop every job (server shutdown): each ends as "cancelled"."""
-        with self._lock:
-            jobs = list(self._jobs)
-        for job in jobs:
-            job.cancel()
+        self._cancel_all()
         self.batch.close()

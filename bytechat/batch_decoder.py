@@ -37,7 +37,6 @@ import torch.nn.functional as F
 from bytechat.generate import _last_logits
 from bytechat.model import GPT
 from bytechat.model.copy_head import _TINY
-from bytechat.model.rope import rotate
 
 
 def _linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -116,9 +115,7 @@ class BatchDecoder:
             h = block.ln_1(x)
             if block.conv is not None:
                 h = self._conv(block.conv, h, cache.conv[i], at, window_at, before_start)
-            qkv = _linear(h, block.attn.qkv.weight).view(R, 1, 3, H, D).permute(2, 0, 3, 1, 4)
-            qk = rotate(qkv[:2], sin, cos)
-            q, k, v = qk[0], qk[1], qkv[2]  # (R, H, 1, D)
+            q, k, v = block.attn.split_heads(_linear(h, block.attn.qkv.weight).view(R, 1, 3, H, D), sin, cos)
             keys, values = cache.layers[i]
             keys[slot_t, :, pos_t] = k[:, :, 0]
             values[slot_t, :, pos_t] = v[:, :, 0]
@@ -131,7 +128,7 @@ class BatchDecoder:
             )
             x = x + _linear(y.transpose(1, 2).reshape(R, 1, C), block.attn.proj.weight)
             mlp = block.mlp
-            x = x + _linear(F.gelu(_linear(block.ln_2(x), mlp.fc.weight), approximate="tanh"), mlp.proj.weight)
+            x = x + _linear(mlp.activate(_linear(block.ln_2(x), mlp.fc.weight)), mlp.proj.weight)
         h = model.ln_f(x)
         logits = _linear(h, model.wte.weight)
         if model.copy is not None:

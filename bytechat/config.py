@@ -28,6 +28,8 @@ import yaml
 from bytechat.tokenizer import VOCAB_SIZE
 
 SOURCES = ("wiki", "roam", "primer", "grounded")
+ACTIVATIONS = ("gelu", "relu2")
+OPTIMIZERS = ("adamw", "muon")
 
 
 class ConfigError(ValueError):
@@ -52,6 +54,10 @@ class ModelConfig:
     # Whether the copy head prefers to go on where it copied from the byte before
     # (model/copy_head.py): a pointer that loses its place mid-quote is its main error.
     copy_continue: bool
+    # RMS-normalise queries and keys per head before RoPE (blocks.CausalSelfAttention).
+    qk_norm: bool
+    # The MLP's nonlinearity: gelu (tanh form) or relu2 (relu squared); blocks.MLP.
+    activation: str
     # Fixed by the byte tokenizer, not a setting (params.yaml may not set it).
     vocab_size: int = VOCAB_SIZE
 
@@ -64,6 +70,7 @@ class ModelConfig:
         _require((self.n_embd // self.n_head) % 2 == 0, "n_head", "head dim (n_embd / n_head) must be even for RoPE")
         _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
         _require(self.rope_theta > 0, "rope_theta", "must be > 0")
+        _require(self.activation in ACTIVATIONS, "activation", f"must be one of {', '.join(ACTIVATIONS)}")
 
     @property
     def head_dim(self) -> int:
@@ -76,10 +83,13 @@ class TrainConfig:
     steps: int
     batch_size: int  # global batch in sequences per optimizer step (per micro-step x grad_accum)
     grad_accum: int
+    # adamw: AdamW for every parameter. muon: Muon for the hidden weight matrices and AdamW
+    # for the rest (embedding, norms, gains, convolutions); bytechat/train_step.py.
+    optimizer: str
     lr: float
     min_lr: float
     warmup_steps: int
-    weight_decay: float  # AdamW, on the weight matrices only
+    weight_decay: float  # decoupled, on the weight matrices only
     beta1: float
     beta2: float
     grad_clip: float  # max global gradient norm; 0 = no clipping
@@ -110,6 +120,7 @@ class TrainConfig:
         _require(self.batch_size % self.grad_accum == 0, "batch_size", "must be divisible by grad_accum")
         _require(0 < self.min_lr <= self.lr, "min_lr", "must be in (0, lr]")
         _require(self.dtype in ("auto", "bf16", "fp32"), "dtype", "must be one of auto, bf16, fp32")
+        _require(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         _require(0.0 <= self.chat_fraction < 1.0, "chat_fraction", "must be in [0, 1) (0 disables the chat phase)")
 
 
@@ -242,6 +253,8 @@ LEGACY_MODEL_CONFIG: dict[str, Any] = {
     "conv_kernel": 0,
     "copy_dim": 0,
     "copy_continue": False,
+    "qk_norm": False,
+    "activation": "gelu",
 }
 LEGACY_TRAIN_CONFIG: dict[str, Any] = {
     "weight_decay": 0.1,
@@ -249,6 +262,7 @@ LEGACY_TRAIN_CONFIG: dict[str, Any] = {
     "beta2": 0.95,
     "grad_clip": 1.0,
     "compile": False,
+    "optimizer": "adamw",
 }
 
 VOCAB_FIXED = f"fixed by the byte tokenizer ({VOCAB_SIZE}), not a params.yaml setting"

@@ -15,21 +15,75 @@ from bytechat.distributed import Dist
 from bytechat.lr_schedule import lr_at
 
 
-def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with weight decay on every matrix (dim >= 2: attention/MLP weights and the
-    embedding, which is tied to the output head and so is the output projection too) and
-    none on vectors (norm gains, biases), which decay would only pull away from 1 / 0."""
-    params = [p for p in model.parameters() if p.requires_grad]
+def build_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer cfg.optimizer names, with weight decay on matrices only (not on norm
+    gains, biases and other vectors, which decay would only pull away from 1 / 0).
+
+    adamw: AdamW on everything.
+    muon:  Muon on the hidden weight matrices (attention, MLP, copy-head projections),
+           whose updates it orthogonalises; AdamW on the rest: the embedding (tied to the
+           output layer, so also the output projection), vectors, the copy gate and the
+           convolutions. Muon's lr is scaled to match AdamW's update size
+           (adjust_lr_fn="match_rms_adamw"), so both read the same lr schedule.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    hidden = [p for n, p in named if cfg.optimizer == "muon" and is_hidden_matrix(n, p)]
+    taken = {id(p) for p in hidden}
+    rest = [p for _, p in named if id(p) not in taken]
     groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        {"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
     kwargs = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2))
     try:  # one fused kernel for all parameters where this torch/device has it
-        return torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda", "mps"), **kwargs)
+        adamw = torch.optim.AdamW(groups, fused=device.type in ("cpu", "cuda", "mps"), **kwargs)
     except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, foreach=True, **kwargs)
+        adamw = torch.optim.AdamW(groups, foreach=True, **kwargs)
+    if not hidden:
+        return adamw
+    muon = torch.optim.Muon(hidden, lr=cfg.lr, weight_decay=cfg.weight_decay, adjust_lr_fn="match_rms_adamw")
+    return Optimizers(muon, adamw)
+
+
+def is_hidden_matrix(name: str, p: torch.Tensor) -> bool:
+    """A weight matrix inside the network, which Muon is for: 2-D, both sides wider than 1,
+    and not the byte embedding (an input/output layer)."""
+    return p.dim() == 2 and min(p.shape) > 1 and name != "wte.weight"
+
+
+class Optimizers:
+    """Several optimizers over disjoint parameters, stepped, zeroed and checkpointed as
+    one: param_groups lists all their groups (so the lr schedule sets every group), and
+    the state dict keeps each one's own."""
+
+    def __init__(self, *parts: torch.optim.Optimizer) -> None:
+        self.parts = parts
+
+    @property
+    def param_groups(self) -> list[dict]:
+        # Read through every time: load_state_dict gives each part new group dicts.
+        return [g for part in self.parts for g in part.param_groups]
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        for part in self.parts:
+            part.step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for part in self.parts:
+            part.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        parts = [part.state_dict() for part in self.parts]
+        return {"param_groups": [g for sd in parts for g in sd["param_groups"]], "parts": parts}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        parts = state_dict.get("parts", [])
+        if len(parts) != len(self.parts):
+            raise ValueError(f"optimizer state: {len(parts)} parts saved, {len(self.parts)} in use")
+        for part, sd in zip(self.parts, parts):
+            part.load_state_dict(sd)
 
 
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:

@@ -2,7 +2,7 @@
 stream and wiki_test (with gzip/bz2/xz for reference), plus greedy chat samples
 and the chat-with-notes metrics (bytechat.grounded_eval).
 
-    python stages/eval.py --profile smoke
+    python -m stages.eval --profile smoke
 
 Writes artifacts/eval/<profile>/metrics.json and samples.txt. Work is in bytechat.eval.
 """

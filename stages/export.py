@@ -1,7 +1,7 @@
 """Stage `export@<profile>`: the profile's best checkpoint (else its last) as an export
 folder for inference: artifacts/export/<profile>/{model.safetensors, config.json}.
 
-    python stages/export.py --profile smoke
+    python -m stages.export --profile smoke
 """
 
 from __future__ import annotations

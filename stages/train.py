@@ -1,6 +1,6 @@
 """Stage `train@<profile>`: train one profile, resuming from its last checkpoint when valid.
 
-    python stages/train.py --profile smoke [--steps N] [--params params.yaml]
+    python -m stages.train --profile smoke [--steps N] [--params params.yaml]
 
 Also the script torchrun starts (`make train-ddp`). All the work is in bytechat.train.
 """

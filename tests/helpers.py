@@ -27,11 +27,14 @@ TINY_MODEL = {
     "conv_kernel": 0,
     "copy_dim": 0,
     "copy_continue": False,
+    "qk_norm": False,
+    "activation": "gelu",
 }
 TINY_TRAIN = {
     "steps": 12,
     "batch_size": 4,
     "grad_accum": 2,
+    "optimizer": "adamw",
     "lr": 0.003,
     "min_lr": 0.0001,
     "warmup_steps": 3,

@@ -16,14 +16,21 @@ from bytechat.rng import make_generator
 from tests.helpers import model_config, train_chat_model
 
 
-def levers_model(block_size: int = 48, go_on: bool = True) -> GPT:
+def levers_model(block_size: int = 48, go_on: bool = True, **recipe) -> GPT:
     """A random model with a short convolution and a copy head that goes on where it
     copied (as the shipped profiles), its conv weights and copy gate made non-trivial
     (both start as no-ops)."""
     torch.manual_seed(1)
     model = GPT(
         model_config(
-            n_layer=2, n_head=2, n_embd=32, block_size=block_size, conv_kernel=4, copy_dim=16, copy_continue=go_on
+            n_layer=2,
+            n_head=2,
+            n_embd=32,
+            block_size=block_size,
+            conv_kernel=4,
+            copy_dim=16,
+            copy_continue=go_on,
+            **recipe,
         )
     )
     with torch.no_grad():
@@ -31,6 +38,9 @@ def levers_model(block_size: int = 48, go_on: bool = True) -> GPT:
             block.conv.weight.normal_(0, 0.3)
         model.copy.gate.bias.fill_(1.0)
         model.copy.null_score.fill_(-1.0)
+        for block in model.blocks:
+            if block.attn.qk_gain is not None:
+                block.attn.qk_gain.uniform_(0.5, 2.0)
     return model.eval()
 
 
@@ -150,10 +160,12 @@ def test_every_reply_is_byte_identical_to_decoding_alone(make_model, max_batch):
         assert "length" in reasons
 
 
-def test_the_step_gives_the_logits_of_batch_one_bit_for_bit():
+@pytest.mark.parametrize("recipe", [{}, {"qk_norm": True, "activation": "relu2"}], ids=["gelu", "qk-norm+relu2"])
+def test_the_step_gives_the_logits_of_batch_one_bit_for_bit(recipe):
     """BatchDecoder.step against GPT.forward with a batch-1 cache, rows at different
-    positions (the shipped model's levers: short conv and copy head)."""
-    model = levers_model(block_size=64).use_decode_layout()
+    positions (the shipped model's levers: short conv and copy head; both MLP
+    nonlinearities, with and without QK-norm)."""
+    model = levers_model(block_size=64, **recipe).use_decode_layout()
     decoder = BatchDecoder(model, max_batch=4)
     with torch.inference_mode():
         check_steps(model, decoder)

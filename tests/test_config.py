@@ -140,8 +140,11 @@ MODEL_AND_OPTIMIZER = {
         "conv_kernel",
         "copy_dim",
         "copy_continue",
+        "qk_norm",
+        "activation",
     ),
     "train": (
+        "optimizer",
         "lr",
         "min_lr",
         "warmup_steps",

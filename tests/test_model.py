@@ -105,6 +105,10 @@ if "copy_continue" in _OPTIONAL:
     CAUSAL_CONFIGS.append(
         pytest.param(dataclasses.replace(CAUSAL, copy_dim=16, copy_continue=True, conv_kernel=4), id="copy-going-on")
     )
+if "qk_norm" in _OPTIONAL:
+    CAUSAL_CONFIGS.append(
+        pytest.param(dataclasses.replace(CAUSAL, qk_norm=True, activation="relu2"), id="qk-norm+relu2")
+    )
 
 
 def _training(model, idx):  # train mode, grad on, CPU: the chunked attention with its own backward

@@ -178,3 +178,24 @@ def test_a_model_or_optimizer_setting_reruns_only_that_profiles_train(tmp_path):
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     status = json.loads(dvc(root, "status", "--json"))
     assert status == out_of_date, status
+
+
+def test_stages_run_as_modules_so_they_import_the_code_beside_them(tmp_path):
+    """dvc runs each stage as `python -m stages.NAME` in the workspace it runs in. An
+    experiment (`dvc exp run --temp/--queue`) runs in a copy of the repo: as a module the
+    stage imports that copy's bytechat, where `python stages/x.py` would import the
+    editable install's (the main workspace, whatever its code is by then)."""
+    cmds = [stage["cmd"] if "cmd" in stage else stage["do"]["cmd"] for stage in _dvc_stages().values()]
+    assert cmds and all(cmd.startswith("python -m stages.") for cmd in cmds), cmds
+    (tmp_path / "stages").mkdir()
+    (tmp_path / "stages" / "probe.py").write_text("import bytechat\nprint(bytechat.__file__)\n")
+    (tmp_path / "bytechat").mkdir()
+    (tmp_path / "bytechat" / "__init__.py").write_text("")
+    out = subprocess.run(
+        [sys.executable, "-m", "stages.probe"], cwd=tmp_path, capture_output=True, text=True, check=True
+    ).stdout
+    assert Path(out.strip()).resolve() == (tmp_path / "bytechat" / "__init__.py").resolve()
+
+
+def _dvc_stages() -> dict:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]

@@ -103,6 +103,43 @@ def test_weight_decay_only_on_matrices():
     assert sum(len(g["params"]) for g in opt.param_groups) == len(list(model.parameters()))
 
 
+def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
+    from bytechat.config import ModelConfig
+    from bytechat.model import GPT
+    from bytechat.train_step import build_optimizer
+
+    cfg = ModelConfig(**{**TINY_MODEL, "conv_kernel": 4, "copy_dim": 8, "qk_norm": True})
+    model = GPT(cfg)
+    opt = build_optimizer(model, train_config(optimizer="muon"), torch.device("cpu"))
+    muon, adamw = opt.parts
+    assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+    in_muon = {id(p) for g in muon.param_groups for p in g["params"]}
+    in_adamw = {id(p) for g in adamw.param_groups for p in g["params"]}
+    for name, p in model.named_parameters():
+        hidden = p.dim() == 2 and name != "wte.weight" and "gate" not in name
+        assert (id(p) in in_muon, id(p) in in_adamw) == (hidden, not hidden), name
+    assert len(in_muon) == 4 * cfg.n_layer + 2  # qkv, proj, fc, mlp proj per block; copy query, key
+    assert opt.param_groups == muon.param_groups + adamw.param_groups  # the lr schedule sets them all
+
+
+def test_a_muon_run_resumes_exactly(tiny_root):
+    """The Muon + AdamW state is checkpointed and restored: a run stopped midway and
+    resumed ends with the weights of an uninterrupted one."""
+    write_params(tiny_root, optimizer="muon")
+    run()
+    want = ckpt_io.load_checkpoint(paths.checkpoints_dir("tiny") / "last.pt")
+    assert set(want["optimizer"]) == {"param_groups", "parts"}
+    shutil.rmtree(paths.run_dir("tiny"))
+    write_params(tiny_root, optimizer="muon", checkpoint_every=5)
+    run()
+    ckdir = paths.checkpoints_dir("tiny")
+    os.replace(ckdir / "last.prev.pt", ckdir / "last.pt")  # as if killed after step 10
+    assert run().resumed_from == 10
+    got = ckpt_io.load_checkpoint(ckdir / "last.pt")
+    for name, tensor in want["model"].items():
+        assert torch.equal(got["model"][name], tensor), name
+
+
 def test_peak_flops_from_env_or_measured(monkeypatch):
     from bytechat.run_log import PEAK_ENV, measure_peak_flops
 

@@ -123,13 +123,27 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
         self.proj.is_residual_projection = True  # GPT._init_weights scales its std
         self.dropout = cfg.dropout
+        # QK-norm: q and k are RMS-normalised per head before RoPE, with a learned gain
+        # per channel (q's then k's, starting at 1) so attention can still sharpen. It
+        # bounds the attention logits, which keeps higher learning rates stable.
+        self.qk_gain = nn.Parameter(torch.ones(2 * self.head_dim)) if cfg.qk_norm else None
 
     def qkv_heads(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """q, k, v of shape (B, n_head, T, head_dim), RoPE applied to q and k.
         sin, cos: full-width tables (T, head_dim), see rope.full_width."""
         B, T, _ = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
-        qk = rotate(qkv[:2], sin, cos)  # q and k rotated together: half the ops of two calls
+        return self.split_heads(self.qkv(x).view(B, T, 3, self.n_head, self.head_dim), sin, cos)
+
+    def split_heads(self, qkv: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q, k, v (B, n_head, T, head_dim) from the qkv projection viewed as (B, T, 3, n_head,
+        head_dim): QK-norm when the model has it, then RoPE on q and k (the batch decoder
+        calls this too, so both paths share the math)."""
+        qkv = qkv.permute(2, 0, 3, 1, 4)
+        qk = qkv[:2]
+        if self.qk_gain is not None:
+            gain = self.qk_gain.view(2, 1, 1, 1, self.head_dim)
+            qk = F.rms_norm(qk, (self.head_dim,)) * gain.to(qk.dtype)
+        qk = rotate(qk, sin, cos)  # q and k rotated together: half the ops of two calls
         return qk[0], qk[1], qkv[2]
 
     def forward(
@@ -183,10 +197,16 @@ class MLP(nn.Module):
         self.proj = nn.Linear(cfg.mlp_ratio * cfg.n_embd, cfg.n_embd, bias=False)
         self.proj.is_residual_projection = True
         self.dropout = cfg.dropout
+        self.relu2 = cfg.activation == "relu2"
+
+    def activate(self, u: torch.Tensor) -> torch.Tensor:
+        """The nonlinearity on the hidden layer (the batch decoder calls this too).
+        relu2: relu(u)^2, sparse and cheap (as in Primer and the nanoGPT speedruns);
+        gelu: tanh GELU (as in GPT-2), ~2x cheaper than the erf form on CPU."""
+        return F.relu(u).square() if self.relu2 else F.gelu(u, approximate="tanh")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # tanh GELU (as in GPT-2): ~2x cheaper than the erf form on CPU, same quality.
-        return dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")), self.dropout, self.training)
+        return dropout(self.proj(self.activate(self.fc(x))), self.dropout, self.training)
 
 
 class ShortConv(nn.Module):

@@ -12,10 +12,10 @@ ARGS    ?=
 export HF_DATASETS_OFFLINE ?=
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test format smoke repro chat serve bench train-ddp clean help
+.PHONY: setup test format smoke repro sweep chat serve bench train-ddp clean help
 
 help:
-	@echo "make setup | test | format | smoke | chat CKPT=... | serve CKPT=... | bench | train-ddp NPROC=2 PROFILE=smoke"
+	@echo "make setup | test | format | smoke | sweep SET=... | chat CKPT=... | serve CKPT=... | bench | train-ddp NPROC=2 PROFILE=smoke"
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,18 @@ smoke:
 repro:
 	mkdir -p .roam-data
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
+
+# A sweep: one DVC experiment per combination of the SET values, each run in a temporary
+# copy of the repo (your own runs in artifacts/ are never touched), then the table.
+#   make sweep SET="profiles.smoke.train.lr=0.003,0.01 profiles.smoke.train.optimizer=adamw,muon"
+# .roam-data is git-ignored, so it is copied in (-C); the data stages come from the cache.
+SET ?=
+sweep:
+	@test -n "$(SET)" || { echo 'make sweep: SET is empty (e.g. SET="profiles.smoke.train.lr=0.003,0.01")' >&2; exit 2; }
+	mkdir -p .roam-data
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run --queue -C .roam-data $(foreach s,$(SET),-S '$(s)') eval@$(PROFILE)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc exp run --run-all
+	$(BIN)/dvc exp show --only-changed --drop 'wiki_test|xz_bpb|gzip_bpb|bz2_bpb|bytes|loss'
 
 chat:
 	@$(BIN)/python -m bytechat.chat_cli $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)

@@ -8,15 +8,15 @@ What a run does, in order:
     in CODE_FILES: the train stage's code deps in dvc.yaml); otherwise moves the old
     checkpoints into artifacts/runs/<profile>/stale-<step>/ (loudly; nothing is deleted)
     and starts fresh;
-  * trains with AdamW (decay on matrices only), warmup + cosine lr, gradient accumulation,
+  * trains with AdamW or Muon + AdamW (decay on matrices only), warmup + cosine lr, gradient accumulation,
     gradient clipping and bf16 autocast where the hardware runs it fast (fp32 weights);
   * draws batches by p_train, except in the chat phase, the last train.chat_fraction of
     the steps, which draws by p_chat (dialogue-heavy: a small model learns turn-taking
     there, like nanochat's mid-training on conversations); the phase is a function of
     the step (lr_schedule.phase_at), logged as the dvclive metric and param `phase`;
   * evaluates every eval_every steps and at the end on fixed batches of each val stream;
-    val/loss weights the sources by the run's final mix (p_chat when there is a chat
-    phase, else p_train), so best.pt is the best model for what the run ends up training;
+    val/loss, which picks best.pt, is half language (wiki, roam) and half chat (primer,
+    grounded): train_step.selection_loss;
   * writes last.pt every checkpoint_every steps and at the end, best.pt at each new best
     validation loss, and dvclive metrics + plots under artifacts/runs/<profile>/live/.
 
@@ -65,7 +65,7 @@ from bytechat.rng import make_generator, set_seed
 from bytechat.run_log import RunLogger, Speedometer, measure_peak_flops
 from bytechat.streams import StreamError
 from bytechat.train_data import eval_batches, open_data
-from bytechat.train_step import build_optimizer, mixed_loss, optimizer_step, validation_losses
+from bytechat.train_step import build_optimizer, optimizer_step, selection_loss, validation_losses
 
 # The source a run's weights depend on, under bytechat/: the train stage's code deps in
 # dvc.yaml (tests/test_train.py keeps the two lists in step). An edit starts a fresh run.
@@ -232,10 +232,6 @@ class Trainer:
         """The source mix step `step` draws its batches by (p_chat in the chat phase)."""
         return self.params.data.p_chat if phase_at(step, self.tcfg) == CHAT else self.params.data.p_train
 
-    def selection_mix(self) -> Mapping[str, float]:
-        """The mix val/loss (and so best.pt) weights the sources by: the run's final one."""
-        return self.mix_at(self.tcfg.steps - 1)
-
     def train_step(self, step: int) -> torch.Tensor:
         """One optimizer step (grad_accum micro-steps); returns the mean micro-batch loss."""
         mix = self.mix_at(step)
@@ -266,7 +262,7 @@ class Trainer:
     def evaluate(self, batches: Mapping[str, list]) -> None:
         losses = validation_losses(self.eval_model, batches, self.device, self.amp, self.dist)
         self.state.val_losses = losses
-        self.state.val_loss = mixed_loss(losses, self.selection_mix())
+        self.state.val_loss = selection_loss(losses, self.params.data.p_train, self.params.data.p_chat)
         best = self.state.best_val_loss
         if best is None or self.state.val_loss < best:
             self.state.best_val_loss = self.state.val_loss

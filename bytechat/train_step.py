@@ -141,8 +141,26 @@ def validation_losses(
     return losses
 
 
+# What a run is for, in two halves of equal weight (see selection_loss).
+LANGUAGE_SOURCES, CHAT_SOURCES = ("wiki", "roam"), ("primer", "grounded")
+
+
+def selection_loss(losses: Mapping[str, float], p_train: Mapping[str, float], p_chat: Mapping[str, float]) -> float:
+    """The validation loss best.pt is chosen by: half language, half chat.
+
+    language: wiki and roam val (held-out English and your own held-out notes), weighted as
+    p_train weights them; chat: primer and grounded val (dialogues), weighted as p_chat does.
+    Chat alone would mislead: the grounded dialogues share their templates, so their val
+    loss keeps falling while a small corpus is overfitted and the language gets worse; and
+    language alone would pick a model from before the chat phase that cannot hold a turn.
+    """
+    language = mixed_loss({s: losses[s] for s in LANGUAGE_SOURCES if s in losses}, p_train)
+    chat = mixed_loss({s: losses[s] for s in CHAT_SOURCES if s in losses}, p_chat)
+    return (language + chat) / 2
+
+
 def mixed_loss(losses: Mapping[str, float], p: Mapping[str, float]) -> float:
-    """The validation loss weighted by a training mix p (the run's final one: best.pt picks by it)."""
+    """The validation loss weighted by a training mix p (sources p leaves out: a plain mean)."""
     weights = {s: p[s] for s in losses if p.get(s, 0) > 0}
     total = sum(weights.values())
     if not total:

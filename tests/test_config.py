@@ -168,7 +168,8 @@ def test_every_model_and_optimizer_setting_is_written_in_params_yaml(profile):
         written = RAW["profiles"][profile][part]
         assert set(names) <= set(written), sorted(set(names) - set(written))
     model = load_params(REPO / "params.yaml").profile(profile).model
-    assert (model.rope_theta, model.mlp_ratio, model.dropout, model.vocab_size) == (10000.0, 4, 0.0, 256)
+    raw = RAW["profiles"][profile]["model"]
+    assert (model.rope_theta, model.mlp_ratio, model.dropout, model.vocab_size) == (10000.0, 4, raw["dropout"], 256)
 
 
 def test_only_operational_settings_have_code_defaults():

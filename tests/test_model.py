@@ -311,3 +311,21 @@ def test_training_step_reduces_loss_on_a_repeated_batch():
         losses.append(loss.item())
     assert all(p.grad is not None for p in model.parameters())
     assert losses[-1] < 0.7 * losses[0]
+
+
+def test_dropout_is_on_the_residual_branches_and_keeps_the_fast_cpu_path(monkeypatch):
+    """dropout > 0 trains through the chunked CPU attention (it used to fall back to the
+    slow fused kernel), masks differ between training steps, and eval is deterministic."""
+    import bytechat.model.blocks as blocks
+
+    calls = []
+    real = blocks.causal_attention
+    monkeypatch.setattr(blocks, "causal_attention", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model = GPT(model_config(dropout=0.5))
+    idx = torch.randint(0, 256, (2, 16))
+    model.train()
+    first, second = model(idx, targets=idx)[1], model(idx, targets=idx)[1]
+    assert calls and first.item() != second.item()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(idx)[0], model(idx)[0])

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO, SHARED_WIKITEXT
+from tests.helpers import TINY_MODEL, TINY_TRAIN
 
 DVC = str(Path(sys.executable).parent / "dvc")
 pytestmark = pytest.mark.slow
@@ -195,6 +196,35 @@ def test_stages_run_as_modules_so_they_import_the_code_beside_them(tmp_path):
         [sys.executable, "-m", "stages.probe"], cwd=tmp_path, capture_output=True, text=True, check=True
     ).stdout
     assert Path(out.strip()).resolve() == (tmp_path / "bytechat" / "__init__.py").resolve()
+
+
+def test_a_sweep_is_dvc_experiments_that_leave_the_workspace_runs_alone(tmp_path):
+    """`make sweep`'s two commands on a tiny profile: queue one experiment per value of a
+    setting, run them all (each in a temp copy, the git-ignored notes copied in), and
+    `dvc exp show` lists each with its metrics, read from the cache. The workspace's
+    own artifacts/runs is never written."""
+    root = copy_repo(tmp_path / "repo")
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["profiles"] = {"tiny": {"model": dict(TINY_MODEL), "train": dict(TINY_TRAIN)}}
+    params["grounded"].update(roam_dialogues=40, synthetic_pages=10, synthetic_dialogues=20, val_dialogues=10)
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    shutil.copytree(REPO / "examples" / "roam", root / ".roam-data", dirs_exist_ok=True)  # "your" notes
+    repro(root, "streams")  # the data stages, once: experiments take them from the cache
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t"}
+    env["GIT_COMMITTER_EMAIL"] = "t@t"
+    subprocess.run(["git", "commit", "-qam", "base"], cwd=root, env=env, check=True, capture_output=True)
+    dvc(root, "exp", "run", "--queue", "-C", ".roam-data", "-S", "profiles.tiny.train.lr=0.001,0.004", "train@tiny")
+    dvc(root, "exp", "run", "--run-all")
+    shown = json.loads(dvc(root, "exp", "show", "--json"))
+    runs = {}
+    for exp in [exp for commit in shown for exp in commit.get("experiments") or []]:
+        for run in exp["revs"]:
+            data = run["data"]
+            lr = data["params"]["params.yaml"]["data"]["profiles"]["tiny"]["train"]["lr"]
+            metrics = data["metrics"]["artifacts/runs/tiny/live/metrics.json"]["data"]
+            runs[lr] = metrics["step"]
+    assert runs == {0.001: TINY_TRAIN["steps"], 0.004: TINY_TRAIN["steps"]}, shown
+    assert not (root / "artifacts" / "runs").exists(), "a sweep wrote into the workspace's runs"
 
 
 def _dvc_stages() -> dict:

@@ -232,12 +232,30 @@ def test_chat_phase_draws_by_p_chat_and_logs_the_phase(tiny_root, monkeypatch):
     assert ckpt_io.load_checkpoint(paths.checkpoints_dir("tiny") / "last.pt")["data"]["p_chat"] == p_chat
 
 
-def test_val_loss_weights_sources_by_the_final_mix(tiny_root):
-    from bytechat.train_step import mixed_loss
+def test_val_loss_is_half_language_half_chat(tiny_root):
+    from bytechat.train_step import selection_loss
 
     result = run()
+    p_train = {"wiki": 0.6, "roam": 0.3, "primer": 0.1, "grounded": 0.0}
     p_chat = {"wiki": 0.2, "roam": 0.2, "primer": 0.3, "grounded": 0.3}
-    assert result.val_loss == pytest.approx(mixed_loss(result.val_losses, p_chat))
+    assert result.val_loss == pytest.approx(selection_loss(result.val_losses, p_train, p_chat))
+    losses = result.val_losses
+    language = (0.6 * losses["wiki"] + 0.3 * losses["roam"]) / 0.9
+    chat = (0.3 * losses["primer"] + 0.3 * losses["grounded"]) / 0.6
+    assert result.val_loss == pytest.approx((language + chat) / 2)
+
+
+def test_selection_does_not_trade_language_for_cheaper_dialogue_templates():
+    """A checkpoint whose grounded loss fell (templates learned) while its English got
+    worse (overfitting) loses to the earlier one; the chat mix alone would pick it."""
+    from bytechat.train_step import mixed_loss, selection_loss
+
+    p_train = {"wiki": 0.784, "roam": 0.196, "primer": 0.02, "grounded": 0.0}
+    p_chat = {"wiki": 0.15, "roam": 0.1, "primer": 0.25, "grounded": 0.5}
+    earlier = {"wiki": 1.0, "roam": 1.0, "primer": 1.0, "grounded": 0.5}
+    overfit = {"wiki": 1.3, "roam": 1.3, "primer": 1.0, "grounded": 0.3}
+    assert mixed_loss(overfit, p_chat) < mixed_loss(earlier, p_chat)
+    assert selection_loss(earlier, p_train, p_chat) < selection_loss(overfit, p_train, p_chat)
 
 
 def test_changed_p_chat_is_a_different_run_unless_the_chat_phase_is_off(tiny_root, capsys):

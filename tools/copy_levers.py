@@ -103,6 +103,8 @@ cfg = ModelConfig(
     conv_kernel=a.conv,
     copy_dim=a.copy,
     copy_continue=a.cont,
+    qk_norm=False,
+    activation="gelu",
 )
 model = GPT(cfg)
 decay = [p for p in model.parameters() if p.dim() >= 2]

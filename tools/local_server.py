@@ -27,11 +27,14 @@ TINY = dict(
     conv_kernel=0,
     copy_dim=0,
     copy_continue=False,
+    qk_norm=False,
+    activation="gelu",
 )
 TINY_TRAIN = dict(
     steps=1,
     batch_size=1,
     grad_accum=1,
+    optimizer="adamw",
     lr=1e-3,
     min_lr=1e-3,
     warmup_steps=0,

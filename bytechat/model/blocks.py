@@ -151,17 +151,11 @@ class CausalSelfAttention(nn.Module):
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv_heads(x, sin, cos)
-        if (
-            kv is None
-            and T > 1
-            and x.device.type == "cpu"
-            and torch.is_grad_enabled()
-            and not (self.training and self.dropout)
-        ):
+        if kv is None and T > 1 and x.device.type == "cpu" and torch.is_grad_enabled():
             # Training on CPU: plain matmuls, a much faster backward (see causal_attention).
-            # Elsewhere (GPUs, inference, dropout) the fused SDPA kernel below.
+            # Elsewhere (GPUs, inference) the fused SDPA kernel below.
             y = causal_attention(q, k, v)
-            return self.proj(y.transpose(1, 2).reshape(B, T, C))
+            return dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)), self.dropout, self.training)
         mask, causal = None, True
         if kv is not None:
             end = start_pos + T
@@ -175,9 +169,9 @@ class CausalSelfAttention(nn.Module):
                 causal = False
                 if T > 1:
                     mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start_pos)
-        y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, is_causal=causal, dropout_p=self.dropout if self.training else 0.0
-        )
+        # Dropout is on the residual branches (and the embedding), never on the attention
+        # probabilities: so every device trains the same model, on CPU by the fast path.
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         y = y.transpose(1, 2).reshape(B, T, C)
         return dropout(self.proj(y), self.dropout, self.training)
 

@@ -17,7 +17,10 @@ Format (version 1):
     profile        profile name
     step           optimizer steps completed
     val_loss       latest mean validation loss (None before the first eval)
-    best_val_loss  lowest val_loss so far (None before the first eval)
+    best_val_loss  val_loss of best.pt so far (None before the first eval)
+    answers        the answer probe's share at this step (None outside the chat phase,
+                   or with train.answer_probe 0; absent from older checkpoints)
+    best_answers   answers of best.pt so far (train_step.is_better picks it)
     optimizer      optimizer.state_dict()
     rng            {"python": random.getstate(), "torch": cpu state, "cuda": [states] | None}
     sampler        the training batch generator's get_state()
@@ -150,6 +153,8 @@ def build_checkpoint(
     val_loss: float | None,
     best_val_loss: float | None,
     sampler: torch.Generator,
+    answers: float | None = None,
+    best_answers: float | None = None,
     data: Mapping[str, Any],
     code: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -163,6 +168,8 @@ def build_checkpoint(
         "step": int(step),
         "val_loss": None if val_loss is None else float(val_loss),
         "best_val_loss": None if best_val_loss is None else float(best_val_loss),
+        "answers": None if answers is None else float(answers),
+        "best_answers": None if best_answers is None else float(best_answers),
         "optimizer": optimizer.state_dict(),
         "rng": capture_rng(),
         "sampler": sampler.get_state(),

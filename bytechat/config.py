@@ -102,6 +102,9 @@ class TrainConfig:
     # p_train (the "chat phase"), so a small model sees enough dialogues, late, to learn
     # the turn format; 0 disables it.
     chat_fraction: float
+    # Questions the answer probe asks at each evaluation of the chat phase (greedy, through
+    # the chat path; bytechat.answer_probe): best.pt goes by their share first. 0: by val/loss.
+    answer_probe: int
     # Operational: how often the progress bar and dvclive log; changes no weights.
     log_every: int = 10
 
@@ -122,6 +125,7 @@ class TrainConfig:
         _require(self.dtype in ("auto", "bf16", "fp32"), "dtype", "must be one of auto, bf16, fp32")
         _require(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
         _require(0.0 <= self.chat_fraction < 1.0, "chat_fraction", "must be in [0, 1) (0 disables the chat phase)")
+        _require(self.answer_probe >= 0, "answer_probe", "must be >= 0 (0 disables the probe)")
 
 
 @dataclass(frozen=True)

@@ -88,10 +88,22 @@ class RunLogger:
         metrics = {"train/loss": loss, "lr": lr, "bytes_per_s": bps, "mfu": mfu}
         self.metrics(step, {**metrics, "phase": float(chat)})  # 0 base, 1 chat
 
-    def validation(self, step: int, val_loss: float, val_losses: Mapping[str, float], best: float) -> None:
+    def validation(
+        self,
+        step: int,
+        val_loss: float,
+        val_losses: Mapping[str, float],
+        best: float,
+        answers: float | None = None,
+        best_answers: float | None = None,
+    ) -> None:
         losses = " ".join(f"{s} {v:.3f}" for s, v in val_losses.items())
-        self.say(f"step {step}: val {val_loss:.4f} ({losses}) best {best:.4f}")
+        probe = "" if answers is None else f" answers {answers:.3f}"
+        best_probe = "" if best_answers is None else f" answers {best_answers:.3f}"
+        self.say(f"step {step}: val {val_loss:.4f} ({losses}){probe} best {best:.4f}{best_probe}")
         metrics = {f"val/{s}/loss": v for s, v in val_losses.items()}
+        if answers is not None:
+            metrics["val/answers"] = answers
         self.metrics(step, {**metrics, "val/loss": val_loss})
 
     def metrics(self, step: int, metrics: Mapping[str, float]) -> None:

@@ -14,11 +14,12 @@ What a run does, in order:
     the steps, which draws by p_chat (dialogue-heavy: a small model learns turn-taking
     there, like nanochat's mid-training on conversations); the phase is a function of
     the step (lr_schedule.phase_at), logged as the dvclive metric and param `phase`;
-  * evaluates every eval_every steps and at the end on fixed batches of each val stream;
-    val/loss, which picks best.pt, is half language (wiki, roam) and half chat (primer,
-    grounded): train_step.selection_loss;
+  * evaluates every eval_every steps and at the end on fixed batches of each val stream
+    (val/loss: half language, half chat; train_step.selection_loss) and, in the chat
+    phase, asks the answer probe's note questions (bytechat.answer_probe); best.pt goes
+    by right answers first, then val/loss (train_step.is_better);
   * writes last.pt every checkpoint_every steps and at the end, best.pt at each new best
-    validation loss, and dvclive metrics + plots under artifacts/runs/<profile>/live/.
+    evaluation, and dvclive metrics + plots under artifacts/runs/<profile>/live/.
 
 Exact resume: a run killed at any moment and started again ends with the same weights,
 bit for bit on CPU, as a run that was never stopped. That holds because everything a step
@@ -56,6 +57,7 @@ import torch
 
 from bytechat import checkpoint as ckpt_io
 from bytechat import paths
+from bytechat.answer_probe import AnswerProbe, ProbeError
 from bytechat.batching import BatchError, get_batch
 from bytechat.config import ConfigError, Params, Profile, load_params
 from bytechat.device import autocast_dtype, get_device
@@ -65,7 +67,7 @@ from bytechat.rng import make_generator, set_seed
 from bytechat.run_log import RunLogger, Speedometer, measure_peak_flops
 from bytechat.streams import StreamError
 from bytechat.train_data import eval_batches, open_data
-from bytechat.train_step import build_optimizer, optimizer_step, selection_loss, validation_losses
+from bytechat.train_step import build_optimizer, is_better, optimizer_step, selection_loss, validation_losses
 
 # The source a run's weights depend on, under bytechat/: the train stage's code deps in
 # dvc.yaml (tests/test_train.py keeps the two lists in step). An edit starts a fresh run.
@@ -81,6 +83,7 @@ CODE_FILES = (
     "batching.py",
     "device.py",
     "rng.py",
+    "answer_probe.py",
 )
 PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -104,6 +107,8 @@ class RunState:
     best_val_loss: float | None = None
     val_losses: dict[str, float] = field(default_factory=dict)
     train_loss: float | None = None
+    answers: float | None = None  # the answer probe's share (chat-phase evaluations only)
+    best_answers: float | None = None
 
 
 @dataclass
@@ -154,6 +159,8 @@ class Trainer:
         # bit for bit), and the call costs ~1.4 s of imports (torch._dynamo) per start.
         self.data = open_data(self.params.data, self.tcfg.chat_fraction, self.mcfg.block_size)
         self.code = code_fingerprint()
+        probing = self.tcfg.answer_probe and self.dist.is_main  # rank 0 alone asks, and needs the index
+        self.probe = AnswerProbe.for_run(self.tcfg.answer_probe, params.seed) if probing else None
         self.dist.agree(self.data.fingerprint, "data")
         self.dist.agree(self.code, "code")
         set_seed(self.params.seed)  # model init draws from the global generator
@@ -225,6 +232,7 @@ class Trainer:
         ckpt_io.restore_rng(ckpt["rng"])
         self.sampler.set_state(ckpt["sampler"])
         self.state = RunState(step=int(ckpt["step"]), val_loss=ckpt["val_loss"], best_val_loss=ckpt["best_val_loss"])
+        self.state.answers, self.state.best_answers = ckpt.get("answers"), ckpt.get("best_answers")
 
     # -- stepping
 
@@ -262,10 +270,13 @@ class Trainer:
     def evaluate(self, batches: Mapping[str, list]) -> None:
         losses = validation_losses(self.eval_model, batches, self.device, self.amp, self.dist)
         self.state.val_losses = losses
-        self.state.val_loss = selection_loss(losses, self.params.data.p_train, self.params.data.p_chat)
-        best = self.state.best_val_loss
-        if best is None or self.state.val_loss < best:
-            self.state.best_val_loss = self.state.val_loss
+        state = self.state
+        state.val_loss = selection_loss(losses, self.params.data.p_train, self.params.data.p_chat)
+        state.answers = None
+        if self.tcfg.answer_probe and phase_at(state.step - 1, self.tcfg) == CHAT:
+            state.answers = self.dist.from_main(self.probe.score(ckpt_io.unwrap(self.model)) if self.probe else None)
+        if is_better(state.val_loss, state.answers, state.best_val_loss, state.best_answers):
+            state.best_val_loss, state.best_answers = state.val_loss, state.answers
             self.save(ckpt_io.BEST)
 
     def save(self, name: str) -> None:
@@ -280,6 +291,8 @@ class Trainer:
             step=self.state.step,
             val_loss=self.state.val_loss,
             best_val_loss=self.state.best_val_loss,
+            answers=self.state.answers,
+            best_answers=self.state.best_answers,
             sampler=self.sampler,
             data=self.data.fingerprint,
             code=self.code,
@@ -327,9 +340,8 @@ class Trainer:
                 self.log_training(loss, lr_at(step, cfg), speed)
             if done % cfg.eval_every == 0 or last:
                 self.evaluate(batches)
-                self.log.validation(
-                    self.state.step, self.state.val_loss, self.state.val_losses, self.state.best_val_loss
-                )
+                s = self.state
+                self.log.validation(s.step, s.val_loss, s.val_losses, s.best_val_loss, s.answers, s.best_answers)
                 speed.restart()  # eval time is not training speed
             if done % cfg.checkpoint_every == 0 or last:
                 self.save(ckpt_io.LAST)
@@ -415,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         result = train(args.profile, params_path=args.params, steps=args.steps, device=args.device)
-    except (ConfigError, StreamError, BatchError, ckpt_io.CheckpointError, FloatingPointError) as exc:
+    except (ConfigError, StreamError, BatchError, ckpt_io.CheckpointError, ProbeError, FloatingPointError) as exc:
         print(f"bytechat.train: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:

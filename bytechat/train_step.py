@@ -159,6 +159,22 @@ def selection_loss(losses: Mapping[str, float], p_train: Mapping[str, float], p_
     return (language + chat) / 2
 
 
+def is_better(val_loss: float, answers: float | None, best_loss: float | None, best_answers: float | None) -> bool:
+    """Whether an evaluation (val/loss, and the answer probe's share in the chat phase, else
+    None) beats the best so far. Right answers count first: held-out loss keeps rising late
+    in the chat phase while the greedy replies get right more often (bytechat.answer_probe).
+    Any evaluation with answers beats one without (a model before the chat phase cannot
+    hold a turn); equal answers, or none, go by val/loss, language and chat together.
+    """
+    if best_loss is None:
+        return True
+    if (answers is None) != (best_answers is None):
+        return answers is not None
+    if answers is not None and answers != best_answers:
+        return answers > best_answers
+    return val_loss < best_loss
+
+
 def mixed_loss(losses: Mapping[str, float], p: Mapping[str, float]) -> float:
     """The validation loss weighted by a training mix p (sources p leaves out: a plain mean)."""
     weights = {s: p[s] for s in losses if p.get(s, 0) > 0}

@@ -49,6 +49,7 @@ TINY_TRAIN = {
     "log_every": 2,
     "dtype": "fp32",
     "chat_fraction": 0.25,
+    "answer_probe": 0,
 }
 
 

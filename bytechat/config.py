@@ -267,6 +267,7 @@ LEGACY_TRAIN_CONFIG: dict[str, Any] = {
     "grad_clip": 1.0,
     "compile": False,
     "optimizer": "adamw",
+    "answer_probe": 0,
 }
 
 VOCAB_FIXED = f"fixed by the byte tokenizer ({VOCAB_SIZE}), not a params.yaml setting"

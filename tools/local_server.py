@@ -48,6 +48,7 @@ TINY_TRAIN = dict(
     dtype="fp32",
     compile=False,
     chat_fraction=0.0,
+    answer_probe=0,
 )
 
 

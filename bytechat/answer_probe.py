@@ -42,15 +42,16 @@ class AnswerProbe:
     @classmethod
     def for_run(cls, questions: int, seed: int) -> "AnswerProbe":
         """questions drawn from the pipeline's roam splits, answered from its notes index."""
-        index, splits = paths.notes_index(), paths.splits_dir()
-        for needed, stage in ((index, "index"), (splits / "roam_train.jsonl", "split")):
+        index = paths.notes_index()
+        train_split, val_split = (paths.splits_dir() / f"roam_{s}.jsonl" for s in ("train", "val"))
+        for needed, stage in ((index, "index"), (train_split, "split"), (val_split, "split")):
             if not needed.exists():
                 raise ProbeError(
                     f"{needed}: missing, and train.answer_probe needs it (run `dvc repro {stage}`, "
                     "or set train.answer_probe: 0)"
                 )
-        train_pages = grounded.read_split_pages(splits / "roam_train.jsonl")
-        val_pages = grounded.read_split_pages(splits / "roam_val.jsonl")
+        train_pages = grounded.read_split_pages(train_split)
+        val_pages = grounded.read_split_pages(val_split)
         everything = [*train_pages, *val_pages]
         n_uncovered = questions // 5
         n_val = (questions - n_uncovered) // 2 if val_pages else 0

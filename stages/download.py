@@ -10,9 +10,9 @@ import sys
 
 from tqdm import tqdm
 
-from bytechat import paths
-from bytechat.atomic import atomic_open, write_json
-from bytechat.config import ConfigError, load_params
+from bytechat.core import paths
+from bytechat.core.atomic import atomic_open, write_json
+from bytechat.core.config import ConfigError, load_params
 from bytechat.data.wikitext import SPLITS, WikiTextError, iter_rows, open_wikitext
 
 

@@ -1,10 +1,10 @@
 """Stage `eval@<profile>`: bits per byte of the profile's best checkpoint on every val
 stream and wiki_test (with gzip/bz2/xz for reference), plus greedy chat samples
-and the chat-with-notes metrics (bytechat.grounded_eval).
+and the chat-with-notes metrics (bytechat.eval.grounded).
 
     python -m stages.eval --profile smoke
 
-Writes artifacts/eval/<profile>/metrics.json and samples.txt. Work is in bytechat.eval.
+Writes artifacts/eval/<profile>/metrics.json and samples.txt. Work is in bytechat.eval.bpb.
 """
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bytechat.checkpoint import CheckpointError
-from bytechat.config import ConfigError, load_params
-from bytechat.eval import evaluate_profile, eval_dir
-from bytechat.export import ModelLoadError
-from bytechat.notes_index import NotesIndexError
-from bytechat.streams import StreamError
+from bytechat.model.checkpoint import CheckpointError
+from bytechat.core.config import ConfigError, load_params
+from bytechat.eval.bpb import evaluate_profile, eval_dir
+from bytechat.eval.grounded import chat_table
+from bytechat.model.export import ModelLoadError
+from bytechat.notes.index import NotesIndexError
+from bytechat.data.streams import StreamError
 
 
 def main() -> int:
@@ -38,12 +39,11 @@ def main() -> int:
         print(f"stages/eval.py: error: {exc}", file=sys.stderr)
         return 2
     for name, m in metrics.items():
-        if isinstance(m, dict):
+        if isinstance(m, dict) and "bpb" in m:
             print(
                 f"{name:<12} bpb {m['bpb']:.3f}  (gzip {m['gzip_bpb']:.3f}, bz2 {m['bz2_bpb']:.3f}, xz {m['xz_bpb']:.3f})"
             )
-        elif name.startswith(("grounded_", "chat_")):
-            print(f"{name:<34} {m:.3f}")
+    print(chat_table(metrics["chat"]))
     print(f"-> {eval_dir(args.profile)}/metrics.json, samples.txt, grounded_samples.txt")
     return 0
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from bytechat import paths
-from bytechat.checkpoint import CheckpointError, find_checkpoint
-from bytechat.export import ModelLoadError, export_checkpoint
+from bytechat.core import paths
+from bytechat.model.checkpoint import CheckpointError, find_checkpoint
+from bytechat.model.export import ModelLoadError, export_checkpoint
 
 
 def main() -> int:

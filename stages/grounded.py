@@ -1,4 +1,4 @@
-"""Stage `grounded`: dialogues that answer questions from retrieved notes (bytechat/grounded.py).
+"""Stage `grounded`: dialogues that answer questions from retrieved notes (bytechat/notes/grounded.py).
 
     train.jsonl  about the roam TRAIN pages (retrieval over train pages only) and about
                  synthetic pages (random facts, so only copying from the prompt answers them)
@@ -18,15 +18,16 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from bytechat import grounded, paths
-from bytechat.atomic import atomic_open, write_json
-from bytechat.config import ConfigError, GroundedConfig, load_params
-from bytechat.data.roam import RoamPage
-from bytechat.grounded import read_split_pages
-from bytechat.notes import all_blocks
-from bytechat.notes_index import NotesIndex
-from bytechat.synthetic_notes import name as random_name
-from bytechat.synthetic_notes import synthetic_pages
+from bytechat.notes import grounded
+from bytechat.core import paths
+from bytechat.core.atomic import atomic_open, write_json
+from bytechat.core.config import ConfigError, GroundedConfig, load_params
+from bytechat.notes.roam import RoamPage
+from bytechat.notes.grounded import read_split_pages
+from bytechat.notes.blocks import all_blocks
+from bytechat.notes.index import NotesIndex
+from bytechat.notes.synthetic import name as random_name
+from bytechat.notes.synthetic import synthetic_pages
 
 SEED_OFFSETS = {"roam_train": 11, "synthetic": 12, "roam_val": 13}  # one rng per part
 

@@ -1,16 +1,16 @@
 """Stage `index`: every page of the notes in use (.roam-data/, else examples/roam/) into
 the notes index that chat retrieves from. Writes artifacts/notes/index.sqlite (SQLite
-FTS5, see bytechat/notes_index.py) and artifacts/notes/summary.json."""
+FTS5, see bytechat/notes/index.py) and artifacts/notes/summary.json."""
 
 from __future__ import annotations
 
 import sys
 import time
 
-from bytechat import paths
-from bytechat.atomic import write_json
-from bytechat.data import roam
-from bytechat.notes_index import NotesIndexError, index_folder
+from bytechat.core import paths
+from bytechat.core.atomic import write_json
+from bytechat.notes import roam
+from bytechat.notes.index import NotesIndexError, index_folder
 
 
 def main() -> int:

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import sys
 
-from bytechat import paths
-from bytechat.atomic import atomic_open, write_json
-from bytechat.config import ConfigError, load_params
-from bytechat.data import primer, roam
+from bytechat.core import paths
+from bytechat.core.atomic import atomic_open, write_json
+from bytechat.core.config import ConfigError, load_params
+from bytechat.data import primer
+from bytechat.notes import roam
 
 
 def write_jsonl(name: str, docs: list[tuple[str, str]]) -> None:

@@ -10,9 +10,9 @@ from typing import Iterator
 
 from tqdm import tqdm
 
-from bytechat import paths
+from bytechat.core import paths
 from bytechat.data.wikitext import wikitext_articles
-from bytechat.streams import write_stream
+from bytechat.data.streams import write_stream
 
 
 def jsonl_texts(path: Path) -> Iterator[str]:

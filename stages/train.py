@@ -2,10 +2,10 @@
 
     python -m stages.train --profile smoke [--steps N] [--params params.yaml]
 
-Also the script torchrun starts (`make train-ddp`). All the work is in bytechat.train.
+Also the script torchrun starts (`make train-ddp`). All the work is in bytechat.train.trainer.
 """
 
-from bytechat.train import main
+from bytechat.train.trainer import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -33,7 +33,7 @@ def shared_wikitext() -> Path:
 @pytest.fixture
 def tiny_root(tmp_path, monkeypatch) -> Path:
     """A whole run isolated under one root: params.yaml (profile "tiny") and tiny streams;
-    BYTECHAT_ROOT points every bytechat.paths path (and subprocesses) at it."""
+    BYTECHAT_ROOT points every bytechat.core.paths path (and subprocesses) at it."""
     root = make_root(tmp_path / "repo")
     monkeypatch.setenv("BYTECHAT_ROOT", str(root))
     return root

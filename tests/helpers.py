@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 import yaml
 
-from bytechat.config import SOURCES, ModelConfig, TrainConfig
+from bytechat.core.config import SOURCES, ModelConfig, TrainConfig
 from bytechat.model import GPT
-from bytechat.streams import write_stream
+from bytechat.data.streams import write_stream
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -127,7 +127,7 @@ def make_root(root: Path, **train_overrides) -> Path:
 
 def train_tiny(**kwargs):
     """Train profile "tiny" of the current root (the tiny_root fixture) in this process."""
-    from bytechat.train import train
+    from bytechat.train.trainer import train
 
     return train("tiny", device="cpu", quiet=True, **kwargs)
 

@@ -1,5 +1,5 @@
-"""The answer probe (bytechat.answer_probe) and how best.pt is picked with it
-(bytechat.train_step.is_better)."""
+"""The answer probe (bytechat.eval.answer_probe) and how best.pt is picked with it
+(bytechat.train.step.is_better)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,15 @@ import json
 import pytest
 import torch
 
-from bytechat import paths
-from bytechat.answer_probe import AnswerProbe, ProbeError
-from bytechat.checkpoint import load_checkpoint
-from bytechat.data.roam import RoamPage
-from bytechat.grounded_eval import Case
-from bytechat.notes import all_blocks
-from bytechat.notes_index import NotesIndex
-from bytechat.train_step import is_better
+from bytechat.core import paths
+from bytechat.eval.answer_probe import AnswerProbe, ProbeError
+from bytechat.model.checkpoint import load_checkpoint
+from bytechat.notes.roam import RoamPage
+from bytechat.eval import phrasings
+from bytechat.eval.grounded import Case, heldout_sets, split_pages
+from bytechat.notes.blocks import all_blocks
+from bytechat.notes.index import NotesIndex
+from bytechat.train.step import is_better
 from tests.helpers import make_root, train_chat_model, train_tiny
 
 PAGES = {
@@ -68,7 +69,7 @@ def test_best_goes_by_right_answers_first_then_val_loss(candidate, best, wins):
 def test_probe_scores_the_share_of_right_replies_and_leaves_the_model_and_rng_alone(tmp_path):
     model = train_chat_model()  # answers "hi" with "hello", "日本" with "日本語🙂"
     NotesIndex.build(all_blocks([RoamPage("Bees", PAGES["train"]["Bees"])]), tmp_path / "index.sqlite").close()
-    cases = [Case("hi", ["hello"]), Case("日本", ["日本語"]), Case("hi", ["goodbye"])]
+    cases = [Case("hi", ["hello"], "fact"), Case("日本", ["日本語"], "fact"), Case("hi", ["goodbye"], "fact")]
     weights = {k: (v.clone(), v.stride()) for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     assert AnswerProbe(cases, tmp_path / "index.sqlite").score(model) == pytest.approx(2 / 3)
@@ -77,18 +78,26 @@ def test_probe_scores_the_share_of_right_replies_and_leaves_the_model_and_rng_al
         assert torch.equal(tensor, weights[name][0]) and tensor.stride() == weights[name][1], name
 
 
-def test_probe_asks_about_train_pages_val_pages_and_uncovered_questions(tiny_root):
+def test_probe_asks_held_out_phrasings_about_train_pages_never_what_the_eval_asks(tiny_root):
+    """Selection must not see the eval: no probe question is an eval question, no probe
+    question is about a validation page (the eval's heldout_val), and uncovered
+    questions use topics of the probe's own."""
     write_notes()
     probe = AnswerProbe.for_run(10, seed=3)
-    kinds = [("uncovered" if not c.gold else "val" if c.page in PAGES["val"] else "train") for c in probe.cases]
-    assert kinds.count("uncovered") == 2 and kinds.count("train") >= 1 and kinds.count("val") >= 1
-    assert kinds == sorted(kinds, key=["train", "val", "uncovered"].index)
+    assert 5 <= len(probe.cases) <= 10  # three small pages hold fewer distinct questions
+    kinds = [c.kind for c in probe.cases]
+    assert kinds.count("uncovered") == 2 and len(set(kinds)) >= 3
+    assert all(c.page in PAGES["train"] for c in probe.cases if c.page)
+    train_pages, val_pages = split_pages()
+    asked = {c.question for cases in heldout_sets(train_pages, val_pages, 3).values() for c in cases}
+    assert not asked & {c.question for c in probe.cases}
+    assert all(any(t in c.question for t in phrasings.PROBE_TOPICS) for c in probe.cases if c.kind == "uncovered")
     again = AnswerProbe.for_run(10, seed=3)
-    assert [(c.question, c.gold) for c in again.cases] == [(c.question, c.gold) for c in probe.cases]
+    assert [(c.question, c.answers) for c in again.cases] == [(c.question, c.answers) for c in probe.cases]
 
 
 def test_a_missing_notes_index_is_one_clear_error(tmp_path, monkeypatch, capsys):
-    from bytechat.train import main
+    from bytechat.train.trainer import main
 
     root = make_root(tmp_path / "repo", answer_probe=4)
     monkeypatch.setenv("BYTECHAT_ROOT", str(root))

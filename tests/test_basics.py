@@ -9,7 +9,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bytechat import device, rng, tokenizer
+from bytechat.core import device
+from bytechat.core import rng
+from bytechat.text import tokenizer
 from tests.conftest import REPO
 
 
@@ -43,7 +45,7 @@ def test_get_device_cpu_and_forced(monkeypatch):
 
 def test_device_module_prints():
     out = subprocess.run(
-        [sys.executable, "-c", "from bytechat import device; print(device.get_device())"],
+        [sys.executable, "-c", "from bytechat.core import device; print(device.get_device())"],
         capture_output=True,
         text=True,
         cwd=REPO,

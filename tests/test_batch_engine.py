@@ -1,4 +1,4 @@
-"""The batched decode loop (bytechat.batch_engine): every reply is byte for byte what it
+"""The batched decode loop (bytechat.serve.batch_engine): every reply is byte for byte what it
 gets decoding alone (fp32), whoever shares its batch, whenever it joins or leaves."""
 
 from __future__ import annotations
@@ -8,11 +8,11 @@ import threading
 import pytest
 import torch
 
-from bytechat.batch_engine import BatchDecoder, BatchEngine, prompt_bytes
-from bytechat.chat_format import STOP_TAGS
-from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig, generate_bytes
+from bytechat.serve.batch_engine import BatchDecoder, BatchEngine, prompt_bytes
+from bytechat.text.chat_format import STOP_TAGS
+from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig, generate_bytes
 from bytechat.model import GPT
-from bytechat.rng import make_generator
+from bytechat.core.rng import make_generator
 from tests.helpers import model_config, train_chat_model
 
 

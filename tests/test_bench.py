@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tools import bench
-from bytechat import paths
+from bytechat.core import paths
 
 TINY_PLAN = bench.Plan(
     peak_repeats=2,

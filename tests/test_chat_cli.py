@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bytechat import chat_cli
-from bytechat.chat_cli import COMMANDS_HELP, ChatSession
-from bytechat.config import to_dict
-from bytechat.export import export_checkpoint, load_model
-from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
-from bytechat.notes_index import NotesIndex, index_folder
+from bytechat.serve import chat_cli
+from bytechat.serve.chat_cli import COMMANDS_HELP, ChatSession
+from bytechat.core.config import to_dict
+from bytechat.model.export import export_checkpoint, load_model
+from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
+from bytechat.notes.index import NotesIndex, index_folder
 
 from tests.helpers import train_chat_model
 from tools.local_server import save_tiny_model
@@ -62,7 +62,7 @@ def no_repo_notes_index(tmp_path_factory, monkeypatch):
 def chat(stdin: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "bytechat.chat_cli", *args],
+        [sys.executable, "-m", "bytechat.serve.chat_cli", *args],
         input=stdin,
         capture_output=True,
         text=True,

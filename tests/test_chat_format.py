@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bytechat.chat_format import (
+from bytechat.text.chat_format import (
     ROLES,
     ChatFormatError,
     extract_assistant_reply,

@@ -9,11 +9,11 @@ import stat
 import pytest
 import torch
 
-from bytechat import checkpoint as ckpt_io
-from bytechat import paths
-from bytechat.config import LEGACY_MODEL_CONFIG, LEGACY_TRAIN_CONFIG, ModelConfig
+from bytechat.model import checkpoint as ckpt_io
+from bytechat.core import paths
+from bytechat.core.config import LEGACY_MODEL_CONFIG, LEGACY_TRAIN_CONFIG, ModelConfig
 from bytechat.model import GPT
-from bytechat.rng import make_generator
+from bytechat.core.rng import make_generator
 from tests.helpers import TINY_MODEL, train_config
 from tests.helpers import train_tiny as run
 
@@ -190,7 +190,7 @@ def test_differences_compare_the_code_when_given():
 @pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
 def test_saved_files_get_the_mode_open_would_give(tmp_path, umask, mode):
     """Atomic writes go through a mkstemp file (0600); the final file honours the umask."""
-    from bytechat.atomic import current_umask, write_text
+    from bytechat.core.atomic import current_umask, write_text
 
     before = os.umask(umask)
     try:

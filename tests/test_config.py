@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 import yaml
 
-from bytechat.config import (
+from bytechat.core.config import (
     ConfigError,
     DataConfig,
     GroundedConfig,

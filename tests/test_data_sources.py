@@ -4,8 +4,9 @@ import random
 
 import pytest
 
-from bytechat.chat_format import parse_chat, render_transcript
-from bytechat.data import primer, roam
+from bytechat.text.chat_format import parse_chat, render_transcript
+from bytechat.data import primer
+from bytechat.notes import roam
 from bytechat.data.wikitext import WikiTextError, load_wikitext
 
 PAGES = {

@@ -19,7 +19,7 @@ import psutil
 import pytest
 import torch
 
-from bytechat import checkpoint as ckpt_io
+from bytechat.model import checkpoint as ckpt_io
 from tests.conftest import REPO
 from tests.helpers import TINY_MODEL, logged_step, make_root
 
@@ -97,8 +97,8 @@ def test_only_rank_0_reports_and_writes(runs):
 
 
 def test_weights_trained_under_ddp_load_in_one_process(runs):
-    from bytechat.config import ModelConfig
-    from bytechat.export import load_model
+    from bytechat.core.config import ModelConfig
+    from bytechat.model.export import load_model
     from bytechat.model import GPT
 
     root = runs[2][0]
@@ -193,7 +193,7 @@ def test_a_hung_rank_times_out_with_a_clear_error(tmp_path):
         ranks = workers(proc, 2)
         wait_for_training(proc, root)
         ranks[1].send_signal(signal.SIGSTOP)
-        stopped, message = time.monotonic(), "bytechat.train: error: rank 0: lost contact with another rank"
+        stopped, message = time.monotonic(), "bytechat.train.trainer: error: rank 0: lost contact with another rank"
         while message not in log.read_text():
             assert time.monotonic() - stopped < 30, log.read_text()[-2000:]
             time.sleep(0.1)
@@ -211,8 +211,8 @@ def test_a_hung_rank_times_out_with_a_clear_error(tmp_path):
 
 AGREE = """
 import sys, torch
-from bytechat.config import ConfigError
-from bytechat.distributed import Dist
+from bytechat.core.config import ConfigError
+from bytechat.train.distributed import Dist
 dist = Dist.from_env()
 dist.start(torch.device("cpu"))
 try:
@@ -236,8 +236,8 @@ def test_ranks_with_other_streams_stop_with_one_message(tmp_path):
 
 def test_grad_sync_skips_all_but_the_last_micro_step():
     """Under DDP the first grad_accum - 1 micro-steps run in no_sync (no all-reduce)."""
-    from bytechat.distributed import Dist
-    from bytechat.train import Trainer
+    from bytechat.train.distributed import Dist
+    from bytechat.train.trainer import Trainer
 
     class FakeDDP:
         def no_sync(self):

@@ -6,20 +6,22 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from bytechat.notes_index import index_folder
+from bytechat.notes.index import index_folder
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bytechat import paths
-from bytechat.config import ModelConfig
-from bytechat.eval import compressor_bpb, evaluate_profile, main, plan_windows, score_bytes
+from bytechat.core import paths
+from bytechat.core.config import ModelConfig
+from bytechat.eval.bpb import compressor_bpb, evaluate_profile, main, plan_windows, score_bytes
 from bytechat.model import GPT
-from tests.helpers import TINY_MODEL
+from bytechat.eval.grounded import EVERYDAY_PROMPTS
+from tests.helpers import REPO, TINY_MODEL
 from tests.helpers import train_tiny as run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -93,17 +95,32 @@ def write_tiny_notes() -> None:
     for name, text in pages.items():
         (folder / f"{name}.md").write_text(text)
     index_folder(folder, paths.notes_index(), progress=False).close()
+    # the natural set: the shipped graph, a few of its questions of each split
+    unseen = paths.root() / "data" / "unseen-notes"
+    shutil.copytree(REPO / "data" / "unseen-notes", unseen)
+    rows = (unseen / "questions.jsonl").read_text().splitlines()
+    picked = [r for split in ("dev", "test") for r in [r for r in rows if f'"split": "{split}"' in r][:4]]
+    (unseen / "questions.jsonl").write_text("\n".join(picked) + "\n")
 
 
 def test_eval_stage_writes_metrics_and_samples(tiny_root):
     run()
     write_tiny_notes()
     metrics = evaluate_profile("tiny", device=torch.device("cpu"), progress=False)
-    grounded = {k: v for k, v in metrics.items() if k.startswith(("grounded_", "chat_stop"))}
-    assert "grounded_accuracy_train_pages" in grounded and "grounded_accuracy_val_pages" in grounded
-    assert all(0.0 <= v <= 1.0 for v in grounded.values()), grounded
-    assert grounded["grounded_recall_at_3"] == 1.0, "two pages, one block each: retrieval finds them"
-    assert (paths.artifacts() / "eval" / "tiny" / "grounded_samples.txt").read_text().count("\nassistant: ") >= 20
+    chat = metrics["chat"]
+    assert set(chat) == {"heldout_train", "heldout_val", "natural_dev", "natural_test", "everyday"}
+    assert chat["natural_dev"]["questions"] == 4 and chat["everyday"]["prompts"] == len(EVERYDAY_PROMPTS)
+    for name, m in chat.items():
+        assert all(0.0 <= v <= 1.0 for k, v in m.items() if k not in ("questions", "prompts", "mean_reply_bytes")), m
+        for key in [k for k in m if k in ("answer_f1", "abstention", "false_abstention", "page_coverage")]:
+            assert f"baseline_{key}" in m, (name, key)
+    assert chat["heldout_train"]["recall_at_3"] == 1.0, "two pages: retrieval finds the asked block"
+    samples = (paths.artifacts() / "eval" / "tiny" / "grounded_samples.txt").read_text()
+    assert samples.count("search box: ") >= 20 and samples.count("F1 ") >= 4
+    # each set is asked about its own pages: train results never stand in for validation
+    sections = dict(part.split("\n", 1) for part in samples.split("## ")[1:])
+    assert "Marta" not in sections["heldout_train"] and "sources: Marta" in sections["heldout_val"]
+    assert "Bees" not in sections["heldout_val"] and "sources: Bees" in sections["heldout_train"]
     out = paths.artifacts() / "eval" / "tiny"
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert metrics["step"] == 12

@@ -9,10 +9,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from bytechat import chat_cli, export
-from bytechat.checkpoint import build_checkpoint, save_checkpoint
-from bytechat.config import LEGACY_MODEL_CONFIG, to_dict
-from bytechat.export import ModelLoadError, export_checkpoint, load_model, newest_export
+from bytechat.serve import chat_cli
+from bytechat.model import export
+from bytechat.model.checkpoint import build_checkpoint, save_checkpoint
+from bytechat.core.config import LEGACY_MODEL_CONFIG, to_dict
+from bytechat.model.export import ModelLoadError, export_checkpoint, load_model, newest_export
 from bytechat.model import GPT
 from tests.helpers import model_config, train_config
 

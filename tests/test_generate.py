@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import bytechat.generate as generate
-from bytechat.chat_format import STOP_TAGS, ChatFormatError, extract_assistant_reply, format_chat
-from bytechat.generate import (
+import bytechat.serve.generate as generate
+from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, extract_assistant_reply, format_chat
+from bytechat.serve.generate import (
     ChatEngine,
     ReplyAssembler,
     ReplyDone,
@@ -22,7 +22,7 @@ from bytechat.generate import (
     sample_next,
 )
 from bytechat.model import GPT
-from bytechat.rng import make_generator
+from bytechat.core.rng import make_generator
 from tools.decode_speed import decode_speed
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=64)
@@ -389,7 +389,7 @@ def test_crop_messages_drops_only_what_it_must(turns, with_system, budget):
 
 
 def test_reply_assembler_drops_blank_lines_before_a_turn():
-    from bytechat.generate import ReplyAssembler
+    from bytechat.serve.generate import ReplyAssembler
 
     assembler = ReplyAssembler()
     pieces = [assembler.feed(b) for b in b"line one\n  two\n\nsystem: "]
@@ -397,7 +397,7 @@ def test_reply_assembler_drops_blank_lines_before_a_turn():
 
 
 def test_repeat_guard_breaks_a_loop_but_lets_the_prompt_be_quoted():
-    from bytechat.generate import RepeatGuard
+    from bytechat.serve.generate import RepeatGuard
 
     guard, produced = RepeatGuard(4), bytearray()
     for byte in b"abcXabc":

@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from bytechat import grounded
-from bytechat.batching import document_starts, get_batch
-from bytechat.chat_format import parse_chat, render_transcript
-from bytechat.data.roam import RoamPage
-from bytechat.notes import all_blocks, lead_blocks, notes_system_content, render_notes
-from bytechat.notes_index import NotesIndex
-from bytechat.retrieval import notes_budget
-from bytechat.synthetic_notes import synthetic_pages
+from bytechat.notes import grounded
+from bytechat.data.batching import document_starts, get_batch
+from bytechat.text.chat_format import parse_chat, render_transcript
+from bytechat.notes.roam import RoamPage
+from bytechat.notes.blocks import all_blocks, lead_blocks, notes_system_content, render_notes
+from bytechat.notes.index import NotesIndex
+from bytechat.notes.retrieval import notes_budget
+from bytechat.notes.synthetic import synthetic_pages
 from tests.conftest import REPO
 
 PAGES = [

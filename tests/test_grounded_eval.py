@@ -1,104 +1,268 @@
 """The chat-with-notes metrics: questions go through the real chat path (retrieval, notes
-in the system turn, the engine), and the scoring counts what it claims to count."""
+in the system turn, the engine), each reply is scored beside the search box's, and each
+score counts what it claims to count."""
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 
-from bytechat import grounded_eval as ge
-from bytechat.data.roam import RoamPage, load_pages
-from bytechat.generate import ChatEngine
-from bytechat.notes import all_blocks
-from bytechat.notes_index import NotesIndex
-from tests.helpers import train_chat_model
+import pytest
+
+from bytechat.core import paths
+from bytechat.eval import grounded as ge
+from bytechat.eval import phrasings
+from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, token_f1
+from bytechat.notes import grounded
+from bytechat.notes.blocks import all_blocks
+from bytechat.notes.index import NotesIndex
+from bytechat.notes.roam import RoamPage, load_pages
+from bytechat.serve.generate import ChatEngine
+from tests.helpers import REPO, train_chat_model
 
 PAGES = [
     RoamPage("Bees", "- hives:: 3\n- location:: behind the shed\n- {{[[TODO]]}} order new frames\n"),
     RoamPage("Marta", "- birthday:: 9 April\n- Lives in Porto with Rui.\n"),
 ]
+NATURAL = {"unseen": REPO / "data" / "unseen-notes", "new_user": REPO / "data" / "new-user-notes"}
 
 
-def test_scoring_counts_gold_facts_and_abstentions():
-    hit = ge.Result(ge.Case("how many hives?", ["3"]), "From [Bees] hives: 3", "stop")
-    miss = ge.Result(ge.Case("how many hives?", ["3"]), "From [Marta] birthday: 9 April", "stop")
-    abstain = ge.Result(ge.Case("passport?", []), "I couldn’t find that in your notes.", "stop")
-    made_up = ge.Result(ge.Case("passport?", []), "From [Bees] hives: 3", "stop")
-    assert [r.correct for r in (hit, miss, abstain, made_up)] == [True, False, True, False]
-    assert ge.share([hit, miss, abstain, made_up]) == 0.5
-    assert ge.share([]) == 0.0
+# ---------------------------------------------------------------- scoring
 
 
-def test_cases_come_from_the_pages_given_and_are_seeded():
-    a = ge.page_cases(PAGES, 4, seed=1, all_pages=PAGES)
-    assert a == ge.page_cases(PAGES, 4, seed=1, all_pages=PAGES)
-    assert len(a) == 4 and {c.page for c in a} <= {"Bees", "Marta"}
-    assert all(c.gold and c.position is not None for c in a)
-    uncovered = ge.uncovered_cases(5, seed=2)
-    assert len(uncovered) == 5 and all(not c.gold for c in uncovered)
+def test_f1_is_against_the_answer_span_so_pasting_a_block_costs_precision():
+    assert token_f1("9 April", "9 April") == 1.0
+    # the source prefix is not part of the answer; "birthday" is one extra word: P 2/3, R 1
+    assert token_f1("From [Marta] birthday: 9 April", "9 April") == pytest.approx(0.8)
+    pasted = "From [Marta] birthday: 9 April\nFrom [Bees] hives: 3\nFrom [Bees] location: behind the shed"
+    assert answer_f1(pasted, ["9 April"]) < 0.4 and contains(pasted, ["9 April"])
+    assert answer_f1("It is on 9 April.", ["9 April"]) == pytest.approx(2 * (2 / 5) * 1 / (2 / 5 + 1))
+    assert answer_f1("no idea", ["9 April", "April 9"]) == 0.0
+    assert answer_f1("April 9", ["9 April", "April 9"]) == 1.0  # the best alternative
+    assert not contains("From [Bees] hives: 30", ["3"]) and contains("you have 3 hives.", ["3"])
+
+
+def test_abstention_coverage_and_small_talk_measures():
+    assert abstained("I couldn’t find that in your notes.") and not abstained("From [Bees] hives: 3")
+    assert coverage("You have 3 hives behind the shed.", ["3", "behind the shed", "new frames"]) == pytest.approx(2 / 3)
+    assert distinct_2(["x y z", "x y z"]) == 0.5 and distinct_2(["w x y z"]) == 1.0
+    assert real_word_rate(["big cat xqzv"], {"big", "cat"}) == pytest.approx(2 / 3)
+
+
+def _result(kind, reply, answers=(), baseline="", finish="stop", facts=()):
+    return ge.Result(ge.Case("q", list(answers), kind, facts=list(facts)), reply, finish, baseline=baseline)
+
+
+def test_set_metrics_put_the_search_box_beside_every_figure():
+    results = [
+        _result("fact", "9 April.", ["9 April"], baseline="From [Marta] birthday: 9 April"),
+        _result("fact", "I couldn't find that in your notes.", ["3"], baseline="From [Bees] hives: 3"),
+        _result("near_miss", "From [Marta] birthday: 9 April", baseline="From [Marta] birthday: 9 April"),
+        _result("uncovered", "I couldn't find that in your notes.", baseline=grounded.ABSTAIN, finish="length"),
+        _result("page", "3 hives, behind the shed", facts=["3", "behind the shed"], baseline="From [Bees] hives: 3"),
+    ]
+    m = ge.set_metrics(results)
+    assert m["questions"] == 5
+    assert m["answer_f1"] == pytest.approx(0.5) and m["baseline_answer_f1"] == pytest.approx((0.8 + 2 / 3) / 2)
+    assert m["answer_contains"] == 0.5 and m["baseline_answer_contains"] == 1.0
+    assert m["false_abstention"] == 0.5 and m["baseline_false_abstention"] == 0.0
+    # near misses count: the search box always prints the page it found
+    assert m["abstention"] == 0.5 and m["baseline_abstention"] == 0.5
+    assert m["abstention_near_miss"] == 0.0
+    assert m["page_coverage"] == 1.0 and m["baseline_page_coverage"] == 0.5
+    assert m["stop_rate"] == pytest.approx(4 / 5), "a reply cut at the byte limit did not stop"
+
+
+def test_a_correct_result_is_the_fact_said_or_the_notes_said_to_lack_it():
+    assert _result("fact", "From [Bees] hives: 3", ["3"]).correct
+    assert not _result("fact", "From [Marta] birthday: 9 April", ["3"]).correct
+    assert _result("uncovered", "I couldn't find that in your notes.").correct
+    assert not _result("near_miss", "From [Bees] hives: 3").correct
+
+
+# ---------------------------------------------------------------- held-out phrasings
+
+
+def test_heldout_cases_are_seeded_and_from_the_pages_given():
+    a = ge.heldout_cases(PAGES, 8, seed=1, all_pages=PAGES, uncovered=3)
+    assert a == ge.heldout_cases(PAGES, 8, seed=1, all_pages=PAGES, uncovered=3)
+    assert {c.page for c in a if c.page} <= {"Bees", "Marta"}
+    kinds = Counter(c.kind for c in a)
+    assert kinds["uncovered"] == 3 and kinds["near_miss"] >= 1
+    for c in a:
+        if c.kind in ge.ANSWERING:
+            assert c.answers and c.blocks
+        if c.kind == "near_miss":
+            assert not c.answers and c.page
+
+
+def test_heldout_questions_never_use_a_training_template():
+    """No fixed piece of a held-out template (10 characters or more: "how many" is how
+    anyone asks) is part of a training template, and the uncovered topics differ."""
+    train_pieces = " | ".join(t.lower() for ts in grounded.TEMPLATES.values() for t in ts)
+    train_pieces += " | " + " | ".join((*grounded.UNCOVERED_TEMPLATES, *grounded.UNCOVERED_TOPICS)).lower()
+    for piece in heldout_pieces():
+        assert piece not in train_pieces, piece
+    assert not set(phrasings.UNCOVERED_TOPICS) & set(grounded.UNCOVERED_TOPICS)
+
+
+def test_no_training_code_imports_the_eval_phrasings():
+    """The dialogue generator and every stage but eval's never see the held-out family."""
+    sources = [*(REPO / "bytechat" / "notes").rglob("*.py"), *(REPO / "bytechat" / "train").rglob("*.py")]
+    sources += [p for p in (REPO / "stages").glob("*.py") if p.name != "eval.py"]
+    assert sources
+    for path in sources:
+        imports = [
+            l for l in path.read_text(encoding="utf-8").splitlines() if l.lstrip().startswith(("from ", "import "))
+        ]
+        assert not [l for l in imports if "phrasings" in l or "bytechat.eval.grounded" in l], path
+
+
+def heldout_pieces(min_len: int = 10) -> list[str]:
+    import re
+
+    templates = [t for ts in phrasings.HELDOUT_TEMPLATES.values() for t in ts]
+    templates += [*phrasings.NEAR_MISS_TEMPLATES, *phrasings.UNCOVERED_TEMPLATES]
+    pieces = {p.strip().lower() for t in templates for p in re.split(r"\{\w+\}", t)}
+    return sorted(p for p in pieces if len(p) >= min_len)
 
 
 def test_a_keyword_question_is_answered_by_any_note_holding_its_word():
-    """ "anything about glass?" with two notes on glass: quoting either is right; a note
-    that only shares the word's stem counts too, as search matched it ("glasses")."""
+    """ "was there a note mentioning glass?" with two notes on glass: either is right; a
+    note that only shares the word's stem counts too, as search matched it ("glasses")."""
     pages = [
         RoamPage("Habits", "- Morning\n    - a glass of it\n"),
         RoamPage("Running", "- Fuelling\n    - After: two glasses of milk\n"),
         RoamPage("Bees", "- hives:: 3\n- Hive two swarmed in May\n"),
     ]
-    cases = (c for seed in range(50) for c in ge.page_cases(pages, 20, seed, pages) if c.kind == "keyword")
+    cases = (c for seed in range(50) for c in ge.heldout_cases(pages, 20, seed, pages) if c.kind == "keyword")
     case = next(c for c in cases if "glass" in c.question.lower())
-    assert sorted(case.gold) == ["After: two glasses of milk", "a glass of it"]
-    assert case.answered_by("Habits", 0) and case.answered_by("Running", 0) and not case.answered_by("Bees", 1)
-    assert ge.Result(case, "From [Running] Fuelling\n  After: two glasses of milk", "stop").correct
-    assert not ge.Result(case, "From [Bees] hives: 3", "stop").correct
+    assert sorted(case.answers) == ["After: two glasses of milk", "a glass of it"]
+    assert {("Habits", 0), ("Running", 0)} <= set(case.blocks) and ("Bees", 1) not in case.blocks
 
 
-def test_recall_at_3_finds_the_gold_block():
-    with NotesIndex.build(all_blocks(PAGES)) as index:
-        good = ge.Case("when is Marta's birthday?", ["9 April"], "Marta", 0)
-        wrong = ge.Case("when is Marta's birthday?", ["9 April"], "Bees", 0)
-        assert ge.recall_at_3(index, [good]) == 1.0
-        assert ge.recall_at_3(index, [good, wrong]) == 0.5
+def test_typed_questions_are_lower_case_or_have_one_typo():
+    import random
+
+    rng = random.Random(0)
+    out = [phrasings.typed("Could you check the location for Bees?", rng) for _ in range(200)]
+    assert any(o == "could you check the location for bees" for o in out)
+    typos = [o for o in out if o.lower().rstrip("?") != "could you check the location for bees"]
+    assert typos and all(len(o.rstrip("?")) == len("Could you check the location for Bees") for o in typos)
 
 
-def test_ask_runs_the_chat_path_and_names_sources():
+# ---------------------------------------------------------------- asking
+
+
+def test_ask_runs_the_chat_path_and_the_search_box_beside_it():
     engine = ChatEngine(train_chat_model())
     with NotesIndex.build(all_blocks(PAGES)) as index:
         result = ge.ask(engine, index, "hi", max_bytes=16)
         assert result.sources == [] and result.finish in ("stop", "length")
-        assert isinstance(result.reply, str)
+        assert result.baseline == grounded.ABSTAIN  # nothing retrieved: the search box finds nothing
         # Too small a context for notes (64 bytes): retrieval keeps nothing, chat goes on.
         assert ge.ask(engine, index, "when is Marta's birthday?", max_bytes=8).sources == []
 
 
-def test_the_unseen_notes_folder_answers_its_own_questions():
-    """Every hand-written question with a gold fact names a page whose text holds it."""
-    pages = {p.name: p.text for p in load_pages(ge.UNSEEN_NOTES)}
-    cases = ge.unseen_cases()
-    assert len(cases) >= 15 and any(not c.gold for c in cases)
-    for case in cases:
-        if case.gold:
-            assert any(g in pages[case.page] for g in case.gold), case.question
-    with NotesIndex.build(all_blocks(load_pages(ge.UNSEEN_NOTES))) as index:
-        found = [c for c in cases if c.gold and any(h.page == c.page for h in index.search(c.question, 3))]
-        assert len(found) >= 0.8 * sum(1 for c in cases if c.gold), "retrieval finds most answers"
+def test_a_followup_is_asked_after_its_history(monkeypatch):
+    seen = []
+
+    class Recorder:
+        block_size = 512
+
+        def reply(self, messages, sampling, seed):
+            seen.append(messages)
+            return type("Done", (), {"reply": "ok", "finish_reason": "stop"})()
+
+    case = ge.Case(
+        "and her birthday?",
+        ["9 April"],
+        "followup",
+        "Marta",
+        history=[{"role": "user", "content": "where does Marta live?"}, {"role": "assistant", "content": "Porto."}],
+        blocks=[("Marta", 0)],
+    )
+    with NotesIndex.build(all_blocks(PAGES)) as index:
+        result = ge.ask(Recorder(), index, case.question, case=case)
+    # the follow-up alone names no page; retrieval falls back on the conversation (its
+    # previous user turn), and the prompt holds the notes and the newest turn
+    assert seen[0][-1] == {"role": "user", "content": "and her birthday?"}
+    assert result.sources and result.sources[0] == "Marta"
+    assert result.baseline.startswith("From [Marta]")
 
 
-def test_retrieval_quality_counts_first_blocks_that_answer(tmp_path, capsys):
+# ---------------------------------------------------------------- the hand-written sets
+
+
+@pytest.mark.parametrize("name", sorted(NATURAL))
+def test_hand_written_sets_resolve_against_their_notes(name):
+    """Every question names a page of its graph, its block is one of that page's blocks,
+    each gold span is in that block and each page fact on its page; a third is test."""
+    folder = NATURAL[name]
+    pages = load_pages(folder)
+    texts = {p.name: "\n".join(b.text for b in all_blocks([p])) for p in pages}
+    cases = ge.load_questions(folder / ge.QUESTIONS_FILE, pages)
+    blocks = {(b.page, b.position): b.text for b in all_blocks(pages)}
+    for c in cases:
+        if c.kind in ge.ANSWERING:
+            assert c.blocks and c.answers, c.id
+            assert all(contains(blocks[c.blocks[0]], [a]) for a in c.answers), c.id
+        if c.kind == "page":
+            assert len(c.facts) >= 3 and all(contains(texts[c.page], [f]) for f in c.facts), c.id
+        if c.kind in ge.ABSTAINING:
+            assert not c.answers, c.id
+    assert len({c.id for c in cases}) == len(cases)
+    test_share = sum(c.split == "test" for c in cases) / len(cases)
+    assert 0.25 <= test_share <= 0.4
+    assert {c.split for c in cases} == {"dev", "test"}
+
+
+def test_the_natural_set_has_every_kind_of_question_a_person_asks():
+    cases = ge.load_questions(NATURAL["unseen"] / ge.QUESTIONS_FILE, load_pages(NATURAL["unseen"]))
+    kinds = Counter(c.kind for c in cases)
+    assert len(cases) >= 120 and len(load_pages(NATURAL["unseen"])) >= 15
+    assert kinds["followup"] >= 25 and kinds["paraphrase"] >= 15 and kinds["typo"] >= 10
+    assert kinds["inflection"] >= 10 and kinds["near_miss"] >= 15 and kinds["page"] >= 15
+    assert all(c.history and c.history[-1]["role"] == "assistant" for c in cases if c.kind == "followup")
+
+
+def test_a_bad_question_file_is_one_line_naming_the_line_and_field(tmp_path):
+    good = {"id": "a", "split": "dev", "kind": "fact", "history": [], "question": "q", "answers": ["3"], "page": "Bees"}
+    for bad, field_error in (
+        ({**good, "answers": "3"}, r":1: answers: expected list"),
+        ({**good, "kind": "quiz"}, r":1: kind: 'quiz' is none of"),
+        ({**good, "page": "Nowhere"}, r":1: page: 'Nowhere' is not a page"),
+        ({**good, "block": "hives:: 4"}, r":1: block: 'hives:: 4' is in no block of \[Bees\]"),
+    ):
+        path = tmp_path / "questions.jsonl"
+        path.write_text(json.dumps(bad) + "\n", encoding="utf-8")
+        with pytest.raises(ge.QuestionsError, match=field_error) as info:
+            ge.load_questions(path, PAGES)
+        assert str(path) in str(info.value) and "\n" not in str(info.value)
+    path.write_text("{not json\n", encoding="utf-8")
+    with pytest.raises(ge.QuestionsError, match=r":1: not JSON"):
+        ge.load_questions(path, PAGES)
+
+
+def test_retrieval_quality_counts_first_blocks_that_answer(tmp_path, capsys, monkeypatch):
     """tools.retrieval_quality on split files written here: attribute questions on pages
-    whose keys are distinct are all answered first; a page whose two blocks share the
-    key's word but only one is keyed still gets its keyed block first."""
-    import json as _json
-
+    whose keys are distinct are all answered first; the natural set's dev part is measured too."""
     from tools import retrieval_quality
 
     pages = [*PAGES, RoamPage("Books/The Midnight Library", "- status:: finished\n- finished:: July 30th, 2026\n")]
     for name, chosen in (("roam_train.jsonl", pages), ("roam_val.jsonl", pages[:1])):
-        lines = [_json.dumps({"id": p.name, "text": f"{p.name}\n{p.text}"}) for p in chosen]
+        lines = [json.dumps({"id": p.name, "text": f"{p.name}\n{p.text}"}) for p in chosen]
         (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert retrieval_quality.main(["--splits", str(tmp_path), "--seeds", "3", "--per-seed", "10"]) == 0
-    report = _json.loads(capsys.readouterr().out)
+    report = json.loads(capsys.readouterr().out)
     assert report["train_pages"]["questions"] > 0 and report["val_pages"]["questions"] > 0
-    assert report["train_pages"]["top1"] == 1.0 and report["train_pages"]["recall_at_3"] == 1.0, report
+    assert report["natural_dev"]["questions"] >= 60
     with NotesIndex.build(all_blocks(pages)) as index:
-        wrong = ge.Case("when did I finish The Midnight Library?", ["nowhere"], "Bees", 0)
+        wrong = ge.Case("when did I finish The Midnight Library?", ["nowhere"], "fact", "Bees", blocks=[("Bees", 0)])
         assert retrieval_quality.measure(index, [wrong])["top1"] == 0.0
+
+
+def test_unseen_notes_path_follows_the_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("BYTECHAT_ROOT", str(tmp_path))
+    assert ge.unseen_notes() == tmp_path / "data" / "unseen-notes"
+    assert paths.root() == tmp_path

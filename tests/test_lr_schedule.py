@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.helpers import train_config
-from bytechat.lr_schedule import learning_rate, lr_at
+from bytechat.train.schedule import learning_rate, lr_at
 
 CFG = train_config(steps=1000, lr=2e-3, min_lr=3e-5, warmup_steps=200)
 

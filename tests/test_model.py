@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from bytechat.config import ModelConfig
+from bytechat.core.config import ModelConfig
 from tests.helpers import model_config
 from bytechat.model import GPT, apply_rope, rope_cache
 from bytechat.model.rope import full_width, rotate
@@ -243,6 +243,24 @@ def test_the_model_sees_byte_order():
     assert idx[0, 2] != idx[0, 7]
     a, b = _no_grad(model, idx)[0, -1], _no_grad(model, swapped)[0, -1]
     assert (a - b).abs().max() > 1e-4
+
+
+def test_rope_theta_from_the_config_reaches_the_model():
+    # model.rope_theta must be what the model rotates with, not a hard-coded 10000.
+    base = tiny_model(TINY)
+    other_cfg = dataclasses.replace(TINY, rope_theta=500.0)
+    other = GPT(other_cfg).eval()
+    other.load_state_dict(base.state_dict())  # same weights; only theta differs
+    # The tables the model built are those of its own theta...
+    for model, theta in ((base, TINY.rope_theta), (other, 500.0)):
+        want_sin, want_cos = full_width(*rope_cache(TINY.block_size, TINY.head_dim, theta, dtype=torch.float32))
+        torch.testing.assert_close(model.rope_sin, want_sin, rtol=0, atol=0)
+        torch.testing.assert_close(model.rope_cos, want_cos, rtol=0, atol=0)
+    # ...and they change what the model says about the same bytes.
+    idx = random_bytes(1, 24)
+    a, b = _no_grad(base, idx), _no_grad(other, idx)
+    torch.testing.assert_close(a[:, 0], b[:, 0], rtol=0, atol=1e-5)  # position 0: no rotation at all
+    assert (a[:, 1:] - b[:, 1:]).abs().max() > 1e-4
 
 
 def test_output_layer_is_the_embedding_transposed():

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -19,13 +20,14 @@ pytestmark = pytest.mark.slow
 
 
 def copy_repo(dest: Path) -> Path:
+    # -z: names as they are (without it git quotes "Zürich trip.md" and the copy misses it)
     files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
         capture_output=True,
         text=True,
         check=True,
-    ).stdout.splitlines()
+    ).stdout.split("\0")
     for rel in files:
         src = REPO / rel
         if src.is_file() and not rel.startswith(("tests/", "dvc.lock")):
@@ -229,3 +231,72 @@ def test_a_sweep_is_dvc_experiments_that_leave_the_workspace_runs_alone(tmp_path
 
 def _dvc_stages() -> dict:
     return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+# ---------------------------------------------------------------- nothing the eval asks is trained on
+
+
+def _streams(root: Path, sources=("wiki", "roam", "primer", "grounded")) -> str:
+    """Every training stream the train stage reads (artifacts/streams/<source>_train.bin)."""
+    return "\n".join(
+        (root / "artifacts" / "streams" / f"{s}_train.bin").read_bytes().decode("utf-8", "replace") for s in sources
+    )
+
+
+def _held_out_pages(root: Path):
+    from bytechat.notes.grounded import read_split_pages
+    from bytechat.notes.roam import load_pages
+
+    val = read_split_pages(root / "artifacts" / "splits" / "roam_val.jsonl")
+    return [*val, *load_pages(REPO / "data" / "unseen-notes"), *load_pages(REPO / "data" / "new-user-notes")]
+
+
+def test_no_validation_or_eval_note_is_in_any_training_stream(offline_repo):
+    """The text of every block of the validation pages and of the two hand-written eval
+    graphs (each line of 24 characters or more that is not tags only, raw and as the notes show it) is in no
+    training stream, and no training dialogue shows one of their pages as a note."""
+    from bytechat.notes.blocks import is_tags_only, page_blocks, plain
+
+    root, _ = offline_repo
+    train, dialogues = _streams(root), _streams(root, ("primer", "grounded"))
+    leaks = []
+    for page in _held_out_pages(root):
+        raw = [line.strip().removeprefix("- ") for line in page.text.splitlines()]
+        shown = [line.strip() for b in page_blocks(page) for line in b.text.splitlines()]
+        lines = [line for line in dict.fromkeys(raw + shown) if len(line) >= 24 and not is_tags_only(plain(line))]
+        leaks += [(page.name, line) for line in lines if line in train]
+        title = page.name.rsplit("/", 1)[-1]
+        leaks += [(page.name, f"[{n}] ") for n in {page.name, title} if f"[{n}] " in dialogues]
+    assert not leaks, "\n".join(map(str, leaks))
+
+
+def test_no_eval_question_or_template_is_in_any_training_dialogue(offline_repo, monkeypatch):
+    """No question the eval asks (held-out phrasings on this run's pages, both hand-written
+    sets, the everyday prompts) is a user turn of any training stream, and no held-out
+    template (its slots filled with anything) is a user turn of a training dialogue."""
+    from bytechat.eval import grounded as ge
+    from bytechat.notes.roam import load_pages
+    from bytechat.eval import phrasings
+
+    root, _ = offline_repo
+    train, dialogues = _streams(root).lower(), _streams(root, ("primer", "grounded")).lower()
+    monkeypatch.setenv("BYTECHAT_ROOT", str(root))
+    seed = yaml.safe_load((root / "params.yaml").read_text())["seed"]
+    questions = [c.question for cases in ge.heldout_sets(*ge.split_pages(), seed).values() for c in cases]
+    for folder in ("unseen-notes", "new-user-notes"):
+        graph = REPO / "data" / folder
+        questions += [c.question for c in ge.load_questions(graph / ge.QUESTIONS_FILE, load_pages(graph))]
+    questions += list(ge.EVERYDAY_PROMPTS)
+    assert len(questions) > 400
+    trained = [q for q in questions if f"user: {q.lower()}\n" in train or (len(q) >= 20 and q.lower() in train)]
+    assert not trained, trained
+    templates = [t for ts in phrasings.HELDOUT_TEMPLATES.values() for t in ts]
+    templates += [*phrasings.NEAR_MISS_TEMPLATES, *phrasings.UNCOVERED_TEMPLATES]
+    turns = [
+        t
+        for t in templates
+        if re.search(
+            "^user: " + r"[^\n]{1,80}".join(map(re.escape, re.split(r"\{\w+\}", t.lower()))) + "$", dialogues, re.M
+        )
+    ]
+    assert not turns, turns

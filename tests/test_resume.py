@@ -7,15 +7,19 @@ test never races a busy machine for a narrow window."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from bytechat.checkpoint import load_checkpoint
-from tests.helpers import logged_step, make_root
+from bytechat.core import paths
+from bytechat.model.checkpoint import load_checkpoint
+from tests.helpers import logged_step, make_root, write_params
+from tests.helpers import train_tiny as run
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +31,7 @@ def start(root: Path, kill_after: int | None = None) -> subprocess.Popen:
     env.pop("BYTECHAT_TEST_KILL_AFTER_STEP", None)
     if kill_after is not None:
         env["BYTECHAT_TEST_KILL_AFTER_STEP"] = str(kill_after)
-    cmd = [sys.executable, "-m", "bytechat.train", "--profile", "tiny", "--device", "cpu"]
+    cmd = [sys.executable, "-m", "bytechat.train.trainer", "--profile", "tiny", "--device", "cpu"]
     return subprocess.Popen(cmd, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -76,3 +80,32 @@ def test_killed_and_restarted_run_matches_uninterrupted_run_bitwise(tmp_path):
     # The metric histories hold each step once, with the very same losses.
     for name in ("train/loss.tsv", "val/loss.tsv", "val/wiki/loss.tsv"):
         assert history(killed_root, name) == history(reference_root, name), name
+
+
+def with_dropout(root: Path, p: float, **train_overrides) -> None:
+    """root's params.yaml (profile "tiny", train_overrides) with model dropout p."""
+    path = write_params(root, **train_overrides)
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params["profiles"]["tiny"]["model"]["dropout"] = p
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_a_run_with_dropout_resumes_exactly(tiny_root):
+    """Dropout draws its masks from the global torch RNG (the train profile uses 0.35), so
+    an exact resume needs the RNG states restored from the checkpoint: without them a
+    resumed run draws other masks and ends with other weights."""
+    with_dropout(tiny_root, 0.3)
+    assert run().resumed_from is None
+    ckdir = paths.checkpoints_dir("tiny")
+    want = load_checkpoint(ckdir / "last.pt")
+    assert want["model_config"]["dropout"] == 0.3 and want["step"] == 12
+    shutil.rmtree(paths.run_dir("tiny"))
+    with_dropout(tiny_root, 0.3, checkpoint_every=5)
+    run()
+    os.replace(ckdir / "last.prev.pt", ckdir / "last.pt")  # as if killed after step 10
+    assert run().resumed_from == 10
+    got = load_checkpoint(ckdir / "last.pt")
+    assert got["step"] == 12
+    for name, tensor in want["model"].items():
+        assert torch.equal(got["model"][name], tensor), name

@@ -2,9 +2,10 @@
 
 import re
 
-from bytechat import paths
-from bytechat.chat_format import parse_chat, render_transcript
-from bytechat.data import primer, roam
+from bytechat.core import paths
+from bytechat.text.chat_format import parse_chat, render_transcript
+from bytechat.data import primer
+from bytechat.notes import roam
 
 
 def test_every_primer_block_round_trips():
@@ -60,7 +61,7 @@ _NOTE_LINE = re.compile(r"\[([^\[\]\n]+)\] (\S.*)")
 
 def _parse_notes(notes: str):
     """The blocks of a rendered notes section, best first (the reverse of the layout)."""
-    from bytechat.notes import NoteBlock
+    from bytechat.notes.blocks import NoteBlock
 
     header, *lines = notes.split("\n")
     assert header == "Notes:", notes
@@ -76,7 +77,7 @@ def _parse_notes(notes: str):
 
 
 def test_primer_notes_follow_the_chat_layout():
-    from bytechat.notes import MAX_BLOCK_BYTES, NO_NOTES, notes_system_content, render_notes
+    from bytechat.notes.blocks import MAX_BLOCK_BYTES, NO_NOTES, notes_system_content, render_notes
 
     blocks = primer.load_primer(paths.primer_file())
     with_blocks = with_none = 0

@@ -8,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bytechat.batching import BatchError, get_batch
-from bytechat.streams import open_stream, read_meta, write_stream
+from bytechat.data.batching import BatchError, get_batch
+from bytechat.data.streams import open_stream, read_meta, write_stream
 
 
 def test_stream_round_trip(tmp_path):
@@ -39,7 +39,7 @@ def test_failed_write_leaves_nothing(tmp_path):
 
 _KILL_AT_RENAME = """
 import os, sys
-import bytechat.streams as streams
+import bytechat.data.streams as streams
 real_replace, calls = os.replace, []
 def replace(src, dst):
     calls.append(dst)
@@ -74,7 +74,7 @@ def test_stream_memory_is_flat(tmp_path):
     """~64 MB of documents written with far less extra memory than the corpus."""
     script = f"""
 import resource, sys
-from bytechat.streams import write_stream
+from bytechat.data.streams import write_stream
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 doc = "x" * 65536
 write_stream((doc for _ in range(1000)), {str(tmp_path / "big.bin")!r}, "gen")

@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from bytechat import checkpoint as ckpt_io
-from bytechat import paths
-from bytechat.config import SOURCES, ConfigError
-from bytechat.streams import write_stream
+from bytechat.model import checkpoint as ckpt_io
+from bytechat.core import paths
+from bytechat.core.config import SOURCES, ConfigError
+from bytechat.data.streams import write_stream
 from tests.conftest import REPO
 from tests.helpers import TINY_MODEL, train_config, write_params
 from tests.helpers import train_tiny as run
@@ -62,7 +62,7 @@ def test_already_trained_run_returns_without_training(tiny_root, capsys):
 
 
 def test_changed_config_moves_old_checkpoints_and_starts_fresh(tiny_root, capsys):
-    from bytechat.train import main
+    from bytechat.train.trainer import main
 
     assert main(["--profile", "tiny", "--device", "cpu"]) == 0
     write_params(tiny_root, lr=0.001)
@@ -91,9 +91,9 @@ def test_resume_ignores_log_and_checkpoint_frequency(tiny_root):
 
 
 def test_weight_decay_only_on_matrices():
-    from bytechat.config import ModelConfig
+    from bytechat.core.config import ModelConfig
     from bytechat.model import GPT
-    from bytechat.train_step import build_optimizer
+    from bytechat.train.step import build_optimizer
 
     model = GPT(ModelConfig(**TINY_MODEL))
     opt = build_optimizer(model, train_config(weight_decay=0.1), torch.device("cpu"))
@@ -104,9 +104,9 @@ def test_weight_decay_only_on_matrices():
 
 
 def test_muon_takes_the_hidden_matrices_and_adamw_the_rest():
-    from bytechat.config import ModelConfig
+    from bytechat.core.config import ModelConfig
     from bytechat.model import GPT
-    from bytechat.train_step import build_optimizer
+    from bytechat.train.step import build_optimizer
 
     cfg = ModelConfig(**{**TINY_MODEL, "conv_kernel": 4, "copy_dim": 8, "qk_norm": True})
     model = GPT(cfg)
@@ -141,7 +141,7 @@ def test_a_muon_run_resumes_exactly(tiny_root):
 
 
 def test_peak_flops_from_env_or_measured(monkeypatch):
-    from bytechat.run_log import PEAK_ENV, measure_peak_flops
+    from bytechat.train.log import PEAK_ENV, measure_peak_flops
 
     monkeypatch.setenv(PEAK_ENV, "1.5e11")
     assert measure_peak_flops(torch.device("cpu"), None) == 1.5e11
@@ -153,9 +153,9 @@ def test_peak_flops_from_env_or_measured(monkeypatch):
 
 
 def test_eval_batches_are_fixed_and_leave_the_sampler_alone(tiny_root):
-    from bytechat.config import load_params
-    from bytechat.distributed import Dist
-    from bytechat.train_data import eval_batches, open_data
+    from bytechat.core.config import load_params
+    from bytechat.train.distributed import Dist
+    from bytechat.train.data import eval_batches, open_data
 
     data = open_data(load_params().data, 0.25, 32)
     a = eval_batches(data.val, 4, 32, 2, 7, torch.device("cpu"), Dist())
@@ -167,7 +167,7 @@ def test_eval_batches_are_fixed_and_leave_the_sampler_alone(tiny_root):
 
 
 def test_trim_live_history_drops_rows_after_the_checkpoint(tmp_path):
-    from bytechat.run_log import trim_live_history
+    from bytechat.train.log import trim_live_history
 
     tsv = tmp_path / "plots" / "metrics" / "train" / "loss.tsv"
     tsv.parent.mkdir(parents=True)
@@ -177,7 +177,7 @@ def test_trim_live_history_drops_rows_after_the_checkpoint(tmp_path):
 
 
 def test_bad_steps_and_profile_are_one_line_errors(tiny_root, capsys):
-    from bytechat.train import main
+    from bytechat.train.trainer import main
 
     assert main(["--profile", "nope"]) == 2
     assert "profiles.nope: no such profile" in capsys.readouterr().err
@@ -200,7 +200,7 @@ def test_checkpoint_that_does_not_fit_the_model_starts_fresh(tiny_root, capsys):
 
 
 def test_chat_phase_is_the_last_fraction_of_the_steps():
-    from bytechat.lr_schedule import BASE, CHAT, chat_start, phase_at
+    from bytechat.train.schedule import BASE, CHAT, chat_start, phase_at
 
     cfg = train_config(steps=1000, chat_fraction=0.25)
     assert chat_start(cfg) == 750
@@ -210,7 +210,7 @@ def test_chat_phase_is_the_last_fraction_of_the_steps():
 
 
 def test_chat_phase_draws_by_p_chat_and_logs_the_phase(tiny_root, monkeypatch):
-    import bytechat.train as train_module
+    import bytechat.train.trainer as train_module
 
     mixes = []
     real_get_batch = train_module.get_batch
@@ -233,7 +233,7 @@ def test_chat_phase_draws_by_p_chat_and_logs_the_phase(tiny_root, monkeypatch):
 
 
 def test_val_loss_is_half_language_half_chat(tiny_root):
-    from bytechat.train_step import selection_loss
+    from bytechat.train.step import selection_loss
 
     result = run()
     p_train = {"wiki": 0.6, "roam": 0.3, "primer": 0.1, "grounded": 0.0}
@@ -248,7 +248,7 @@ def test_val_loss_is_half_language_half_chat(tiny_root):
 def test_selection_does_not_trade_language_for_cheaper_dialogue_templates():
     """A checkpoint whose grounded loss fell (templates learned) while its English got
     worse (overfitting) loses to the earlier one; the chat mix alone would pick it."""
-    from bytechat.train_step import mixed_loss, selection_loss
+    from bytechat.train.step import mixed_loss, selection_loss
 
     p_train = {"wiki": 0.784, "roam": 0.196, "primer": 0.02, "grounded": 0.0}
     p_chat = {"wiki": 0.15, "roam": 0.1, "primer": 0.25, "grounded": 0.5}
@@ -296,27 +296,31 @@ def test_resume_across_the_phase_switch_is_exact(tiny_root):
 def test_code_files_are_the_train_stage_code_deps_in_dvc_yaml():
     """CODE_FILES names what dvc re-runs the train stage for (besides the data and the
     stage script), so a resume notices every code change dvc does."""
-    from bytechat.train import CODE_FILES, PACKAGE_DIR, code_fingerprint
+    from bytechat.train.trainer import CODE_FILES, PACKAGE_DIR, code_fingerprint
 
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["train"]["do"]
     deps = {dep for dep in stage["deps"] if dep.startswith("bytechat/")}
     as_deps = {f"bytechat/{pattern.removesuffix('/*.py')}" for pattern in CODE_FILES}
     assert as_deps == deps
     files = code_fingerprint()
-    assert {"train.py", "lr_schedule.py", "model/__init__.py"} <= set(files)
-    assert set(files) == {p.relative_to(PACKAGE_DIR).as_posix() for p in PACKAGE_DIR.glob("model/*.py")} | {
-        p.removeprefix("bytechat/") for p in deps if p.endswith(".py")
+    assert {"train/trainer.py", "train/schedule.py", "model/__init__.py", "model/checkpoint.py"} <= set(files)
+    in_folders = {
+        p.relative_to(PACKAGE_DIR).as_posix()
+        for d in deps
+        if not d.endswith(".py")
+        for p in PACKAGE_DIR.glob(f"{d.removeprefix('bytechat/')}/*.py")
     }
+    assert set(files) == in_folders | {p.removeprefix("bytechat/") for p in deps if p.endswith(".py")}
 
 
 def test_code_fingerprint_follows_the_source(tmp_path):
-    from bytechat.train import PACKAGE_DIR, code_fingerprint
+    from bytechat.train.trainer import PACKAGE_DIR, code_fingerprint
 
     copy = tmp_path / "bytechat"
-    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "web", "data"))
+    shutil.copytree(PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "serve", "notes"))
     before = code_fingerprint(copy)
     assert before == code_fingerprint(PACKAGE_DIR)
-    (copy / "eval.py").write_text("# not training code\n")
+    (copy / "eval" / "bpb.py").write_text("# not training code\n")
     assert code_fingerprint(copy) == before
     blocks = copy / "model" / "blocks.py"
     blocks.write_text(blocks.read_text() + "\n# an edit\n")
@@ -325,7 +329,7 @@ def test_code_fingerprint_follows_the_source(tmp_path):
 
 
 def test_changed_code_moves_old_checkpoints_and_starts_fresh(tiny_root, monkeypatch, capsys):
-    import bytechat.train as train_module
+    import bytechat.train.trainer as train_module
 
     run()
     real = train_module.code_fingerprint()
@@ -347,14 +351,14 @@ def test_checkpoint_without_code_fingerprint_starts_fresh(tiny_root, capsys):
     del ckpt["code"]  # written before the fingerprint existed
     ckpt_io.save_checkpoint(ckpt, last)
     assert run().resumed_from is None
-    assert "code.train.py: '<absent>' -> " in capsys.readouterr().err
+    assert "code.train/trainer.py: '<absent>' -> " in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- distributed settings
 
 
 def test_collective_timeout_from_env(monkeypatch):
-    from bytechat.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, collective_timeout
+    from bytechat.train.distributed import DEFAULT_TIMEOUT_S, TIMEOUT_ENV, collective_timeout
 
     monkeypatch.delenv(TIMEOUT_ENV, raising=False)
     assert collective_timeout().total_seconds() == DEFAULT_TIMEOUT_S
@@ -367,7 +371,7 @@ def test_collective_timeout_from_env(monkeypatch):
 
 
 def test_lost_peer_errors_are_recognised():
-    from bytechat.distributed import lost_peer
+    from bytechat.train.distributed import lost_peer
 
     assert lost_peer(torch.distributed.DistNetworkError("Connection reset by peer"))
     assert lost_peer(RuntimeError("[third_party/gloo/gloo/transport/tcp/pair.cc:537] Read error: Connection reset"))

@@ -24,20 +24,20 @@ import torch
 import uvicorn
 from fastapi.testclient import TestClient
 
-import bytechat.batch_engine as batch_engine
-from bytechat.chat_format import ROLES, parse_chat
-from bytechat.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
+import bytechat.serve.batch_engine as batch_engine
+from bytechat.text.chat_format import ROLES, parse_chat
+from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
 from bytechat.model import GPT
-from bytechat.notes import NoteBlock, render_notes
-from bytechat.notes_index import NotesIndex
-from bytechat.web import server
-from bytechat.web.chat_request import ChatJob, Role
-from bytechat.web.guard import uvicorn_options
+from bytechat.notes.blocks import NoteBlock, render_notes
+from bytechat.notes.index import NotesIndex
+from bytechat.serve.web import server
+from bytechat.serve.web.chat_request import ChatJob, Role
+from bytechat.serve.web.guard import uvicorn_options
 from tools.local_server import free_port, running_server, save_tiny_model
-from bytechat.web.server import create_app
-from bytechat.web.settings import ServerSettings
+from bytechat.serve.web.server import create_app
+from bytechat.serve.web.settings import ServerSettings
 from tests.helpers import model_config
-from bytechat.web.workers import ReplyWorkers, ServerBusy
+from bytechat.serve.web.workers import ReplyWorkers, ServerBusy
 
 HI = {"messages": [{"role": "user", "content": "hi"}]}
 SETTINGS = ServerSettings(
@@ -458,7 +458,7 @@ def test_client_leaving_a_plain_request_stops_generation():
 
 
 def test_main_without_a_model_says_so_in_one_line(monkeypatch, capsys):
-    import bytechat.export as export
+    import bytechat.model.export as export
 
     monkeypatch.setattr(export, "newest_export", lambda: None)
     assert server.main([]) == 2
@@ -742,7 +742,7 @@ def test_client_leaving_while_waiting_frees_its_place_at_once(caplog):
 
 
 def test_aborted_upload_is_quiet(engine, caplog):
-    caplog.set_level(logging.DEBUG, logger="bytechat.web")
+    caplog.set_level(logging.DEBUG, logger="bytechat.serve.web")
     head = b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n"
     with live_server(create_app(engine, GUARDED), GUARDED) as url:
         for _ in range(3):
@@ -829,7 +829,7 @@ def test_hostile_probes_against_the_real_server_leave_no_traceback(tmp_path):
 def slow_batch(monkeypatch):
     """The real batched engine, each decoding step slowed to 5 ms (a long reply lasts);
     returns the finish reasons of the replies that leave the batch, as they leave."""
-    from bytechat.batch_engine import BatchDecoder, BatchRequest
+    from bytechat.serve.batch_engine import BatchDecoder, BatchRequest
 
     real_step, real_finish = BatchDecoder.step, BatchRequest.finish
     reasons: list[str] = []
@@ -951,7 +951,7 @@ def test_a_cancelled_job_waiting_for_the_batch_leaves_the_line_at_once(engine, s
 
 
 def test_a_failing_batch_reports_the_error_and_keeps_serving(engine, monkeypatch, caplog):
-    from bytechat.batch_engine import BatchDecoder
+    from bytechat.serve.batch_engine import BatchDecoder
 
     real_step = BatchDecoder.step
     calls = []

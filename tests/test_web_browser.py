@@ -1,6 +1,6 @@
 """End to end in a real browser: the real server process, Debian's Chromium, Playwright.
 
-Starts `python -m bytechat.web.server --ckpt <tiny random model>` on a free loopback port,
+Starts `python -m bytechat.serve.web.server --ckpt <tiny random model>` on a free loopback port,
 then types into the page like a person: a streamed reply appears, a long reply is
 stopped, a server error is shown. Screenshots (desktop and phone) go to the test's tmp
 folder, or to $BYTECHAT_SCREENSHOTS when set.
@@ -181,8 +181,8 @@ def wait_for_idle(url: str, timeout_s: float = 5.0) -> bool:
 @pytest.fixture(scope="module")
 def notes_server_url(tmp_path_factory):
     """A random model with a 512-byte context (room for notes) and a two-page notes index."""
-    from bytechat.notes import NoteBlock
-    from bytechat.notes_index import NotesIndex
+    from bytechat.notes.blocks import NoteBlock
+    from bytechat.notes.index import NotesIndex
 
     folder = tmp_path_factory.mktemp("notes-model")
     export = save_tiny_model(folder, block_size=512)

@@ -51,10 +51,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from bytechat import paths
-from bytechat.atomic import write_json, write_text
-from bytechat.config import SOURCES, Profile, load_params
-from bytechat.device import autocast_dtype, cpu_has_bf16, get_device, synchronize
+from bytechat.core import paths
+from bytechat.core.atomic import write_json, write_text
+from bytechat.core.config import SOURCES, Profile, load_params
+from bytechat.core.device import autocast_dtype, cpu_has_bf16, get_device, synchronize
 from tools.notes_bench import bench_notes
 from tools.notes_bench import section_lines as notes_section_lines
 
@@ -180,11 +180,11 @@ def bench_peak(plan: Plan, device: torch.device) -> dict:
 
 class StepRunner:
     """One training path of a profile: the model, its optimizer, and the Trainer's own
-    step (bytechat.train_step.optimizer_step: lr, micro-steps under autocast, clip, AdamW)."""
+    step (bytechat.train.step.optimizer_step: lr, micro-steps under autocast, clip, AdamW)."""
 
     def __init__(self, profile: Profile, amp: torch.dtype | None, device: torch.device, seed: int) -> None:
         from bytechat.model import GPT
-        from bytechat.train_step import build_optimizer
+        from bytechat.train.step import build_optimizer
 
         self.mcfg, self.tcfg, self.amp, self.device = profile.model, profile.train, amp, device
         torch.manual_seed(seed)  # both paths start from the same weights
@@ -193,7 +193,7 @@ class StepRunner:
         self.step_no = 0
 
     def step(self, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> float:
-        from bytechat.train_step import optimizer_step
+        from bytechat.train.step import optimizer_step
 
         assert len(batches) == self.tcfg.grad_accum, "one micro-batch per grad_accum step"
         loss = optimizer_step(
@@ -289,10 +289,10 @@ def decode_threads() -> int:
 
 
 def bench_decode(plan: Plan, device: torch.device, profile: Profile, seed: int) -> dict:
-    from bytechat.generate import SamplingConfig, generate_bytes
+    from bytechat.serve.generate import SamplingConfig, generate_bytes
     from tools.decode_speed import decode_speed
     from bytechat.model import GPT
-    from bytechat.rng import make_generator
+    from bytechat.core.rng import make_generator
 
     torch.manual_seed(seed)
     model = GPT(profile.model).to(device).eval()
@@ -340,8 +340,8 @@ def bench_decode(plan: Plan, device: torch.device, profile: Profile, seed: int) 
 def bench_batching(
     plan: Plan, device: torch.device, profile: Profile, p_train: dict, step_s: float | None, seed: int
 ) -> dict:
-    from bytechat.batching import get_batch
-    from bytechat.streams import open_stream, write_stream
+    from bytechat.data.batching import get_batch
+    from bytechat.data.streams import open_stream, write_stream
 
     rng = np.random.default_rng(seed)
     sizes = {
@@ -387,7 +387,7 @@ def rss_kib(field):  # this process's VmRSS / VmHWM (peak) in KiB; VmHWM starts 
 
 src, dst = sys.argv[1:3]
 from bytechat.data.wikitext import wikitext_articles
-from bytechat.streams import write_stream
+from bytechat.data.streams import write_stream
 before = rss_kib("VmHWM")
 start = time.perf_counter()
 meta = write_stream(wikitext_articles(Path(src)), Path(dst), "bench")
@@ -494,7 +494,7 @@ def bench_streams(plan: Plan, seed: int) -> dict:
 
 
 def bench_eval(plan: Plan, device: torch.device, profile: Profile, seed: int) -> dict:
-    from bytechat.eval import score_bytes
+    from bytechat.eval.bpb import score_bytes
     from bytechat.model import GPT
 
     torch.manual_seed(seed)
@@ -567,7 +567,7 @@ def serve_model(ckpt: str | None, folder: Path, profile: Profile) -> tuple[Path,
     """(export folder, what it is): ckpt; else the newest export; else (or ckpt "random")
     a randomly initialised model of `profile`'s size, which never ends its turn, so every
     reply is max_new_tokens long."""
-    from bytechat.export import newest_export
+    from bytechat.model.export import newest_export
     from tools.local_server import save_tiny_model
 
     if ckpt is None:

@@ -10,18 +10,19 @@ replies that end on their own. One JSON line per run, then a few sample answers:
     .venv/bin/python tools/copy_levers.py --conv 4 --copy 64 --steps 600
 
 Retrieval here is a small word-overlap ranker over the synthetic blocks (the experiment
-predates the FTS5 index); the pipeline's own runs use bytechat.notes_index.
+predates the FTS5 index); the pipeline's own runs use bytechat.notes.index.
 """
 
 import argparse, math, random, re, sys, time, json, pathlib
 import numpy as np, torch, pyarrow.parquet as pq
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
-from bytechat.config import ModelConfig
+from bytechat.core.config import ModelConfig
 from bytechat.model import GPT
-from bytechat.notes import all_blocks
-from bytechat import synthetic_notes as sn, grounded
-from bytechat.generate import ChatEngine, SamplingConfig
+from bytechat.notes.blocks import all_blocks
+from bytechat.notes import synthetic as sn
+from bytechat.notes import grounded
+from bytechat.serve.generate import ChatEngine, SamplingConfig
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--conv", type=int, default=0)

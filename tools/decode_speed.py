@@ -7,9 +7,9 @@ import time
 
 import torch
 
-from bytechat.generate import SamplingConfig, generate_bytes
+from bytechat.serve.generate import SamplingConfig, generate_bytes
 from bytechat.model import GPT
-from bytechat.rng import make_generator
+from bytechat.core.rng import make_generator
 
 
 def decode_speed(

@@ -66,9 +66,9 @@ def save_tiny_model(
     room for notes in the prompt. config: other model settings (e.g. a profile's model)."""
     import torch
 
-    from bytechat.checkpoint import build_checkpoint, save_checkpoint
-    from bytechat.config import ModelConfig, TrainConfig
-    from bytechat.export import export_checkpoint
+    from bytechat.model.checkpoint import build_checkpoint, save_checkpoint
+    from bytechat.core.config import ModelConfig, TrainConfig
+    from bytechat.model.export import export_checkpoint
     from bytechat.model import GPT
 
     torch.manual_seed(seed)
@@ -95,13 +95,13 @@ def save_tiny_model(
 def running_server(
     ckpt: str | Path, *extra_args: str, startup_timeout_s: float = 60.0, log_path: str | Path | None = None
 ) -> Iterator[str]:
-    """`python -m bytechat.web.server --ckpt ckpt` on a free port; yields its base URL.
+    """`python -m bytechat.serve.web.server --ckpt ckpt` on a free port; yields its base URL.
     The server's output goes to log_path if given (kept after it stops), else a temp file."""
     port = free_port()
     command = [
         sys.executable,
         "-m",
-        "bytechat.web.server",
+        "bytechat.serve.web.server",
         "--ckpt",
         str(ckpt),
         "--port",

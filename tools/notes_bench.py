@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bytechat import paths
+from bytechat.core import paths
 
 TARGET_SEARCH_MS = 20.0
 TARGET_BUILD_S = 60.0
@@ -96,9 +96,9 @@ def _questions(blocks, n: int, seed: int) -> list[str]:
 
 
 def bench_retrieval(n_queries: int, seed: int = 0, k: int = 3) -> dict:
-    from bytechat.data import roam
-    from bytechat.notes import all_blocks
-    from bytechat.notes_index import NotesIndex, index_folder
+    from bytechat.notes import roam
+    from bytechat.notes.blocks import all_blocks
+    from bytechat.notes.index import NotesIndex, index_folder
 
     blocks = all_blocks(roam.load_pages(paths.example_roam_dir()))
     with tempfile.TemporaryDirectory(prefix="bytechat-bench-notes-") as tmp:
@@ -131,7 +131,7 @@ def rss_kib(field):
     for line in open("/proc/self/status"):
         if line.startswith(field + ":"):
             return int(line.split()[1])
-from bytechat.notes_index import index_folder
+from bytechat.notes.index import index_folder
 before = rss_kib("VmHWM")
 start = time.perf_counter()
 index = index_folder(sys.argv[1], sys.argv[2], progress=False)
@@ -158,7 +158,7 @@ def _build_in_subprocess(folder: Path, target: Path) -> dict:
 
 def _search_times(index_path: Path, seed: int, n: int = 200) -> dict:
     """Top-3 search latency on a big synthetic index, questions from its vocabulary."""
-    from bytechat.notes_index import NotesIndex
+    from bytechat.notes.index import NotesIndex
 
     rng = random.Random(seed)
     words = _syllable_words(rng, 3000)  # the same draw as write_synthetic_notes(seed=seed)

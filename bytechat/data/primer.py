@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from bytechat.chat_format import ChatFormatError, parse_chat, render_transcript
+from bytechat.text.chat_format import ChatFormatError, parse_chat, render_transcript
 
 OPEN, CLOSE = "<dialogue>", "</dialogue>"
 

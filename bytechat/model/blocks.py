@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bytechat.config import ModelConfig
+from bytechat.core.config import ModelConfig
 from bytechat.model.rope import rotate
 
 # One layer's slice of a KVCache: (keys, values), each (B, n_head, block_size, head_dim).

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from bytechat.config import ModelConfig
+from bytechat.core.config import ModelConfig
 from bytechat.model.blocks import Block, LayerKV, dropout, norm
 from bytechat.model.copy_head import CopyHead
 from bytechat.model.rope import full_width, rope_cache

@@ -1,0 +1,1 @@
+"""What every part stands on: params.yaml's config, paths, devices, seeds, atomic writes."""

@@ -1,0 +1,190 @@
+"""Note blocks and the notes layout that training dialogues and chat share.
+
+A Roam page is cut into blocks: a top-level bullet with its children. Roam markup is
+turned into plain text (`{{[[TODO]]}}` -> `TODO`, `[[Page]]` -> `Page`, `**b**` -> `b`,
+`key:: value` -> `key: value`), bullet markers are dropped and each child level is
+indented by two spaces. A block longer than MAX_BLOCK_BYTES is cut into several blocks
+at child boundaries (a line longer than that at spaces), each child block starting with
+the parent's first line (shortened), so no word is lost to retrieval and every block
+still reads on its own. Short blocks matter: the model quotes the block it answers
+from, and its quotes go wrong more often the longer they are (docs/notes.md).
+
+The notes go into the system turn, one block per entry, the best match last (closest
+to the question, so the model copies from nearby):
+
+    Notes:
+    [Garden/Tomatoes] Varieties: San Marzano, Sungold
+    [Sourdough Starter] Feeding
+      Ratio 1:1:1 by weight
+
+`render_notes([])` is "Notes: none found." (retrieval ran and found nothing).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from bytechat.notes.roam import RoamPage
+
+MAX_BLOCK_BYTES = 150  # one block's text; longer blocks are cut (see above)
+NOTES_HEADER = "Notes:"
+NO_NOTES = "Notes: none found."
+
+_TODO = re.compile(r"\{\{\[\[(TODO|DONE)\]\]\}\}\s*")
+_MACRO = re.compile(r"\{\{[^{}]*\}\}")
+_TAG_LINK = re.compile(r"#\[\[([^\[\]]+)\]\]")
+_LINK = re.compile(r"\[\[([^\[\]]+)\]\]")
+_BLOCK_REF = re.compile(r"\s*\(\([A-Za-z0-9_-]{6,}\)\)")
+_BOLD = re.compile(r"(\*\*|__|\^\^)(.+?)\1")
+_ATTRIBUTE = re.compile(r"^([^\s:][^:]{0,40})::\s*")
+_BULLET = re.compile(r"^(\s*)(?:[-*+]\s+|\d+\.\s+)?(.*)$")
+
+
+@dataclass(frozen=True)
+class NoteBlock:
+    page: str  # the page name, e.g. "Garden/Tomatoes"
+    text: str  # plain text, children indented by two spaces per level
+    position: int  # index of the block within its page
+
+    def render(self) -> str:
+        return f"[{self.page}] {self.text}"
+
+
+def plain(line: str) -> str:
+    """One line of Roam markdown as plain text."""
+    line = _TODO.sub(lambda m: f"{m.group(1)} ", line)
+    line = _MACRO.sub("", line)
+    line = _LINK.sub(r"\1", _TAG_LINK.sub(r"#\1", line))
+    line = _BLOCK_REF.sub("", _BOLD.sub(r"\2", line))
+    return _ATTRIBUTE.sub(r"\1: ", line).strip()
+
+
+def _outline(text: str) -> list[tuple[int, int, str]]:
+    """(top-level block number, depth, plain text) for each non-empty line of a page.
+    Depth comes from a stack of indents, so 2- and 4-space exports both work."""
+    rows, block, indents = [], -1, []
+    for raw in text.split("\n"):
+        if not raw.strip():
+            continue
+        indent_str, body = _BULLET.match(raw.expandtabs(4)).groups()
+        indent = len(indent_str)
+        while indents and indents[-1] > indent:
+            indents.pop()
+        if not indents or indents[-1] < indent:
+            indents.append(indent)
+        depth = min(len(indents) - 1, 8)
+        if depth == 0:
+            block += 1
+        body = plain(body)
+        if body:
+            rows.append((max(block, 0), depth, body))
+    return rows
+
+
+def _clip(text: str, limit: int) -> str:
+    """text cut to at most limit UTF-8 bytes on a character boundary, marked with an ellipsis."""
+    data = text.encode("utf-8")
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", errors="ignore").rstrip() + "…"
+
+
+def _size(text: str) -> int:
+    return len(text.encode("utf-8"))
+
+
+def _greedy(words: list[str], width: int) -> list[str]:
+    """words filled into pieces of at most width UTF-8 bytes (a longer word is cut)."""
+    pieces, current = [], ""
+    for word in words:
+        candidate = f"{current} {word}" if current else word
+        if _size(candidate) <= width:
+            current = candidate
+            continue
+        if current:
+            pieces.append(current)
+        while _size(word) > width:
+            cut = word.encode("utf-8")[:width].decode("utf-8", errors="ignore")
+            pieces.append(cut)
+            word = word[len(cut) :]
+        current = word
+    return [*pieces, current] if current else pieces
+
+
+def _wrap(line: str, limit: int) -> list[str]:
+    """line in pieces of at most limit UTF-8 bytes, each keeping line's indent: as few
+    pieces as fit, of about equal size (no 6-byte tail that says nothing on its own),
+    cut at spaces, and inside a word only when the word alone is longer than a piece."""
+    body = line.lstrip(" ")
+    indent = line[: len(line) - len(body)]
+    room = max(8, limit - len(indent))
+    pieces = _greedy(body.split(), room)
+    # The narrowest width that still needs no more pieces evens them out.
+    for width in range(-(-_size(body) // max(1, len(pieces))), room):
+        even = _greedy(body.split(), width)
+        if len(even) <= len(pieces):
+            pieces = even
+            break
+    return [indent + piece for piece in pieces]
+
+
+def page_blocks(page: RoamPage, max_bytes: int = MAX_BLOCK_BYTES) -> list[NoteBlock]:
+    """The page's blocks in page order (see the module docstring)."""
+    grouped: dict[int, list[str]] = {}
+    for block, depth, body in _outline(page.text):
+        grouped.setdefault(block, []).append("  " * depth + body)
+    blocks: list[NoteBlock] = []
+    for lines in grouped.values():
+        # The first line may itself take several blocks; each child block starts with
+        # it (shortened), so that it still says what it is part of.
+        first, *more = _wrap(lines[0], max_bytes)
+        lead = _clip(lines[0], max_bytes // 3)
+        current = first
+        pieces = [*more, *(p for line in lines[1:] for p in _wrap(line, max_bytes - _size(lead) - 1))]
+        for i, piece in enumerate(pieces):
+            candidate = f"{current}\n{piece}"
+            if _size(candidate) > max_bytes:
+                blocks.append(NoteBlock(page.name, current, len(blocks)))
+                candidate = piece if i < len(more) else f"{lead}\n{piece}"
+            current = candidate
+        blocks.append(NoteBlock(page.name, current, len(blocks)))
+    return blocks
+
+
+_TAGS_ONLY = re.compile(r"^[^\n:]{1,40}: (#\S+\s*)+$")
+
+
+def is_tags_only(text: str) -> bool:
+    """A block that only files its page under tags (`type: #person #work`): Roam pages
+    often start with one, and it answers nothing a person asks about the page."""
+    return bool(_TAGS_ONLY.match(text))
+
+
+def lead_blocks(blocks: Iterable[NoteBlock]) -> set[tuple[str, int]]:
+    """(page, position) of each page's lead block: its first block that is not tags only
+    (its first block when all are). What "tell me about <page>" is answered with."""
+    leads: dict[str, tuple[int, int]] = {}
+    for b in blocks:
+        rank = (is_tags_only(b.text), b.position)
+        if b.page not in leads or rank < leads[b.page]:
+            leads[b.page] = rank
+    return {(page, position) for page, (_, position) in leads.items()}
+
+
+def all_blocks(pages: Iterable[RoamPage], max_bytes: int = MAX_BLOCK_BYTES) -> list[NoteBlock]:
+    return [block for page in pages for block in page_blocks(page, max_bytes)]
+
+
+def render_notes(blocks: Sequence[NoteBlock]) -> str:
+    """The notes part of the system turn; blocks best-first in, best placed last."""
+    if not blocks:
+        return NO_NOTES
+    return "\n".join([NOTES_HEADER, *(b.render() for b in reversed(blocks))])
+
+
+def notes_system_content(notes: str | None, system: str | None = None) -> str | None:
+    """The system turn: a person's own system prompt first, then the notes."""
+    parts = [part for part in (system, notes) if part]
+    return "\n".join(parts) if parts else None

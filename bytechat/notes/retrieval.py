@@ -1,0 +1,135 @@
+"""Chat with your notes: retrieve note blocks for a conversation and put them in its
+system turn, in the layout the model is trained on (bytechat.notes.blocks.render_notes).
+
+Per user turn, the terminal and the web chat do
+
+    hits = retrieve_for_chat(index, messages, k=3, budget_bytes=notes_budget(block_size, messages))
+    prompt = with_notes(messages, hits)     # what the model sees; the conversation keeps no notes
+
+Rules:
+- The newest user message decides: if it has no query terms ("hi", "thanks", "who are
+  you?") no notes section is added at all.
+- Otherwise its hits come first; if it found some but fewer than k, a search over the
+  previous and the newest user message together fills the remaining places (follow-ups:
+  "and the plot number?" after "what did I write about the allotment?").
+- Blocks are kept best first while the rendered notes fit budget_bytes; with terms but
+  nothing found (or nothing that fits), the notes are render_notes([]): "Notes: none found."
+- A person's own system prompt stays first; the notes follow it (notes_system_content).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from bytechat.core import paths
+from bytechat.text.chat_format import format_chat
+from bytechat.notes import roam
+from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
+from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, query_terms
+
+DEFAULT_K = 3
+
+
+def _user_texts(messages: Sequence[Mapping[str, str]]) -> list[str]:
+    return [m["content"] for m in messages if m["role"] == "user"]
+
+
+def wants_notes(messages: Sequence[Mapping[str, str]]) -> bool:
+    """Whether the newest user message asks about anything (has query terms)."""
+    users = _user_texts(messages)
+    return bool(users and query_terms(users[-1]))
+
+
+def notes_budget(block_size: int, messages: Sequence[Mapping[str, str]]) -> int:
+    """Bytes the rendered notes may take so that the notes, the system prompt and the
+    newest user message fit the prompt budget (3/4 of block_size, as ChatEngine leaves
+    the last quarter for the reply). Older turns are what crop_messages drops first."""
+    prompt_budget = max(1, block_size * 3 // 4)
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    last = [m for m in messages[-1:] if m["role"] == "user"]
+    base = len(format_chat([*system, *last]).encode("utf-8"))
+    overhead = 1 if system else len("system: \n")  # the "\n" joining prompt and notes, or a new turn
+    return max(0, prompt_budget - base - overhead)
+
+
+def retrieve_for_chat(
+    index: NotesIndex, messages: Sequence[Mapping[str, str]], k: int = DEFAULT_K, budget_bytes: int | None = None
+) -> list[Hit]:
+    """The blocks to show the model for the newest user message, best first (see above)."""
+    if not wants_notes(messages):
+        return []
+    users = _user_texts(messages)
+    hits = index.search(users[-1], k)
+    # Follow-ups fill remaining places by searching the previous and the new question
+    # together (so what joins must bear on both, under search's coverage rule), and only
+    # when the new one found something itself: a question the notes do not cover ("what's
+    # my passport number?") must get "none found", not the previous topic's notes, and
+    # blocks of the old topic alone are distractors that pull the quote off its page.
+    if len(users) > 1 and 0 < len(hits) < k:
+        seen = {(h.page, h.position) for h in hits}
+        hits += [h for h in index.search(f"{users[-2]}\n{users[-1]}", k) if (h.page, h.position) not in seen]
+    return [hits[i] for i in fitting([h.block for h in hits], k, budget_bytes)]
+
+
+def fitting(blocks: Sequence[NoteBlock], k: int, budget_bytes: int | None) -> list[int]:
+    """Which blocks (best first) go in the prompt: at most k, each kept while the rendered
+    notes still fit budget_bytes. Chat and the grounded training dialogues both use it."""
+    kept: list[int] = []
+    for i, block in enumerate(blocks):
+        if len(kept) == k:
+            break
+        candidate = [blocks[j] for j in kept] + [block]
+        if budget_bytes is None or len(render_notes(candidate).encode("utf-8")) <= budget_bytes:
+            kept.append(i)
+    return kept
+
+
+def with_notes(messages: Sequence[Mapping[str, str]], hits: Sequence[Hit]) -> list[dict[str, str]]:
+    """The prompt's messages for a turn with notes on: the system turn (the person's
+    system prompt, if any, then the notes) and the newest user message. A message with
+    no query terms ("thanks!") gets no notes section: the system prompt and the message.
+
+    Earlier turns are left out of the prompt: the model learned to answer from notes on
+    single-turn dialogues, and in a 512-byte window earlier answers crowd the notes out
+    and derail the reply (measured: after a few quoted answers, "thanks!" got a reply
+    of recycled quotes; alone, a short thanks). The conversation itself keeps every
+    turn, follow-ups still reach the previous topic through retrieval
+    (retrieve_for_chat), and with notes off the whole conversation is the prompt."""
+    out = [dict(m) for m in messages]
+    system = out[0]["content"] if out and out[0]["role"] == "system" else None
+    if not hits and not wants_notes(messages):
+        return [out[0], out[-1]] if system is not None and len(out) > 1 else out[-1:]
+    content = notes_system_content(render_notes([h.block for h in hits]), system)
+    return [{"role": "system", "content": content}, out[-1]]
+
+
+def sources_payload(hits: Sequence[Hit]) -> list[dict]:
+    """What the web API returns as `sources`, best first."""
+    return [{"page": h.page, "text": h.text, "score": round(float(h.score), 4)} for h in hits]
+
+
+def notes_in_use() -> Path:
+    """The folder the index stage reads (quietly: no example-graph banner here)."""
+    return paths.ROAM_DIR if roam.find_pages(paths.ROAM_DIR) else paths.EXAMPLE_ROAM_DIR
+
+
+def open_for_chat(path: str | Path | None = None) -> tuple[NotesIndex | None, str]:
+    """(index, one line to show) for chat start-up. path None: the pipeline's index,
+    checked against the notes in use; a given path: checked against the folder it was
+    built from. A missing, unreadable, stale or empty index gives (None, why)."""
+    default = path is None
+    path = Path(paths.NOTES_INDEX if default else path)
+    try:
+        index = NotesIndex.open(path)
+        reason = index.stale_reason(notes_in_use() if default else None)
+    except (NotesIndexError, OSError) as exc:
+        return None, f"notes: off: {str(exc).splitlines()[0]}"
+    if reason:
+        index.close()
+        return None, f"notes: off: {path} is stale ({reason}); rebuild it with `dvc repro index`"
+    if not len(index):
+        index.close()
+        return None, f"notes: off: {path} holds no notes"
+    n, pages = len(index), index.pages
+    return index, f"notes: on ({n} block{'s' * (n != 1)} from {pages} page{'s' * (pages != 1)})"

@@ -1,0 +1,449 @@
+"""Generation: sampling, KV-cache decoding, and the reply-level streaming API.
+
+Layers, bottom up:
+  sample_next      logits -> one byte (greedy, or temperature + top-k + top-p)
+  generate_bytes   prompt bytes -> iterator of new bytes, KV cache, stop strings
+  ChatEngine       chat messages -> ReplyEvent text pieces, then one ReplyDone
+                   (used by the terminal chat and the web server)
+
+Sampling draws from the caller's torch.Generator only, so a seed reproduces a reply
+whatever else the process does. The generator may live on the CPU while the model is on
+a GPU: the 256 logits are moved to the generator's device to sample.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Mapping
+
+import torch
+
+from bytechat.text.chat_format import ASSISTANT_PROMPT, STOP_TAGS, format_chat, render_transcript
+from bytechat.core.config import to_dict
+from bytechat.model import GPT, KVCache
+from bytechat.core.rng import make_generator
+from bytechat.text.tokenizer import VOCAB_SIZE, StreamDecoder
+
+THREADS_ENV = "BYTECHAT_THREADS"
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    # 0.3: a small model quoting a note keeps to it; at 0.8 replies drifted mid-quote and
+    # small talk turned to word salad (docs/chat.md). 0 (or below GREEDY_BELOW) = greedy.
+    temperature: float = 0.3
+    top_k: int | None = 50  # keep the k most likely bytes; None or 0 = off
+    top_p: float | None = 0.95  # then the smallest set with this much probability; None or 1.0 = off
+    max_new_tokens: int = 512
+    # Never emit a byte that would repeat a run of this many bytes the reply already holds
+    # (RepeatGuard); 0 = off. The prompt is not counted: quoting a note is copying.
+    repeat_guard: int = 16
+
+    def __post_init__(self) -> None:
+        def bad(name: str, problem: str) -> ValueError:
+            return ValueError(f"sampling.{name}: {problem} (got {getattr(self, name)!r})")
+
+        if not isinstance(self.temperature, (int, float)) or not 0.0 <= self.temperature <= 10.0:
+            raise bad("temperature", "must be a number in [0, 10]")
+        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
+            raise bad("top_k", "must be an integer >= 0 (0 = off)")
+        if self.top_p is not None and (not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0):
+            raise bad("top_p", "must be in (0, 1] (1 = off)")
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise bad("max_new_tokens", "must be an integer >= 1")
+        if not isinstance(self.repeat_guard, int) or self.repeat_guard < 0 or self.repeat_guard == 1:
+            raise bad("repeat_guard", "must be 0 (off) or an integer >= 2")
+
+
+class RepeatGuard:
+    """Which bytes would repeat an n-byte run already in the reply (no_repeat_ngram_size,
+    as in Hugging Face's generate, on bytes).
+
+    A small model decoding greedily falls into loops ("of milk of milk of milk ..."), and
+    a copy head makes them stickier: the loop itself becomes context worth copying.
+    Banning the byte that would complete a repeated n-byte run breaks every loop after
+    at most one period plus n bytes. O(1) per byte: a map from the last n-1 bytes to the
+    bytes that followed them before.
+    """
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._followers: dict[bytes, set[int]] = {}
+
+    def banned(self, produced: bytearray) -> list[int]:
+        if not self.n or len(produced) < self.n - 1:
+            return []
+        return sorted(self._followers.get(bytes(produced[len(produced) - self.n + 1 :]), ()))
+
+    def add(self, produced: bytearray) -> None:
+        """Record the run that the newest byte of produced completes."""
+        if self.n and len(produced) >= self.n:
+            self._followers.setdefault(bytes(produced[-self.n : -1]), set()).add(produced[-1])
+
+
+# Temperatures below this sample like 0 (greedy). At 1e-6 a logit gap of 1e-4 already
+# weighs exp(-100) against the runner-up, so the draw is the argmax in all but exact ties;
+# far below it, 1 / temperature overflows float32 (1e-300 gave inf/nan probabilities).
+GREEDY_BELOW = 1e-6
+
+
+class NonFiniteLogits(ValueError):
+    """The model produced nan or inf logits: nothing sensible can be sampled."""
+
+
+def candidates(logits: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probs, ids) of the bytes sampling may draw from finite fp32 logits (..., 256), most
+    likely first: top-k, temperature, top-p. The batched server draws from the same."""
+    # Work on the candidates sorted by probability: topk returns them sorted already,
+    # and top-p needs them sorted anyway.
+    if sampling.top_k and sampling.top_k < logits.shape[-1]:
+        values, ids = logits.topk(sampling.top_k, dim=-1)
+    else:
+        values, ids = logits.sort(dim=-1, descending=True)
+    # Shift so the best is 0 before dividing: every scaled value is then in [-inf, 0],
+    # finite or -inf, and softmax never sees an overflow.
+    probs = ((values - values[..., :1]) / sampling.temperature).softmax(dim=-1)
+    if sampling.top_p is not None and sampling.top_p < 1.0:
+        # Drop a candidate once the more likely ones already cover top_p. The most likely
+        # one always stays (even when top_p rounds to 0 in float32), so the kept mass is
+        # never empty.
+        drop = (probs.cumsum(dim=-1) - probs) >= sampling.top_p
+        drop[..., 0] = False
+        probs = probs.masked_fill(drop, 0.0)
+    return probs, ids
+
+
+def sample_next(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
+    """Pick the next byte from logits (..., 256); returns a long tensor of shape (...).
+
+    Every SamplingConfig that validates samples: temperatures below GREEDY_BELOW are
+    greedy, and the most likely byte always survives top-k and top-p, however small
+    top_p is. Non-finite logits raise NonFiniteLogits (one line) instead of crashing
+    inside torch.multinomial.
+    """
+    logits = logits.to(generator.device, torch.float32)
+    if not bool(torch.isfinite(logits).all()):
+        raise NonFiniteLogits("sample_next: the model produced non-finite logits (nan or inf); the weights are broken")
+    if sampling.temperature < GREEDY_BELOW:
+        return logits.argmax(dim=-1)
+    probs, ids = candidates(logits, sampling)
+    flat = probs.reshape(-1, probs.shape[-1])  # multinomial wants 1-D or 2-D
+    choice = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-1], 1)
+    return ids.gather(-1, choice).squeeze(-1)
+
+
+def _last_logits(model: GPT, window: bytes | bytearray, cache: KVCache | None, device: torch.device) -> torch.Tensor:
+    """Run the whole window (from position 0) and return the last position's logits."""
+    idx = torch.tensor([list(window)], dtype=torch.long, device=device)
+    if cache is not None:
+        cache.reset()
+    logits, _ = model(idx, cache=cache)
+    return logits[0, -1]
+
+
+@torch.inference_mode()  # torch re-enters this around each next(), so it never leaks to the caller
+def generate_bytes(
+    model: GPT,
+    prompt: bytes,
+    sampling: SamplingConfig,
+    generator: torch.Generator,
+    stop: Iterable[str | bytes] = (),
+    device: torch.device | str | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    use_cache: bool = True,
+) -> Iterator[int]:
+    """Yield each new byte as it is produced.
+
+    Stops after the byte that makes the generated text (not the prompt) end with a stop
+    string (that byte and the rest of the stop string are yielded), after
+    sampling.max_new_tokens bytes, or before sampling a byte once should_stop() is true.
+    The generator's return value (StopIteration.value) says which: "stop", "length" or
+    "cancelled". Only the last block_size bytes of the prompt are seen; when the cache is
+    full, the last block_size // 2 bytes are prefilled again and decoding goes on.
+    use_cache=False recomputes the whole window for every byte (for tests/benchmarks).
+    """
+    if not prompt:
+        raise ValueError("generate_bytes: prompt must not be empty (the model needs a byte to condition on)")
+    stops = tuple(s.encode("utf-8") if isinstance(s, str) else bytes(s) for s in stop)
+    device = torch.device(device) if device is not None else model.wte.weight.device
+    block = model.config.block_size
+    keep = max(1, block // 2)
+    text = bytearray(prompt[-block:])  # what the model currently sees
+    cache = model.new_cache() if use_cache else None
+    logits = _last_logits(model, text, cache, device)
+    produced = bytearray()
+    guard = RepeatGuard(sampling.repeat_guard)
+    step = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
+    for i in range(sampling.max_new_tokens):
+        if should_stop is not None and should_stop():
+            return "cancelled"
+        banned = guard.banned(produced)
+        if banned:  # far below the rest (finite: sample_next refuses inf), so never drawn
+            logits = logits.clone()
+            logits[banned] = logits.min() - 1e4
+        byte = int(sample_next(logits, sampling, generator))
+        produced.append(byte)
+        guard.add(produced)
+        text.append(byte)
+        yield byte
+        if stops and produced.endswith(stops):
+            return "stop"
+        if i + 1 == sampling.max_new_tokens:
+            break  # no forward pass for a byte that will never be sampled
+        if cache is None:
+            del text[:-block]
+            logits = _last_logits(model, text, None, device)
+        elif cache.length == block:
+            del text[:-keep]
+            logits = _last_logits(model, text, cache, device)
+        else:
+            step.fill_(byte)
+            logits = model(step, cache=cache, start_pos=cache.length)[0][0, -1]
+    return "length"
+
+
+def set_decode_threads(n: int | None = None) -> int:
+    """Set torch's (process-wide) intra-op thread count for batch-1 decoding on CPU.
+
+    n None: $BYTECHAT_THREADS, else 1. Batch-1 decoding is ~150 tiny ops per byte plus
+    weight reads; on a 2-core machine a second thread gained ~5% when the other core was
+    idle and made decoding ~10x slower when another process was using it (OpenMP waits
+    for the busy core at every op). Concurrent requests get parallelism from separate
+    Python threads instead. Call once at program start (the chat CLI does); returns n.
+    """
+    if n is None:
+        raw = os.environ.get(THREADS_ENV, "1")
+        try:
+            n = int(raw)
+        except ValueError:
+            raise ValueError(f"{THREADS_ENV}: expected a positive integer, got {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"{THREADS_ENV}/threads: must be >= 1 (got {n})")
+    torch.set_num_threads(n)
+    return n
+
+
+# ---------------------------------------------------------------- reply-level API
+
+_ROLE_TAGS = tuple(tag[1:].encode("utf-8") for tag in STOP_TAGS)  # b"system: ", b"user: ", ...
+_NEWLINE, _BACKSLASH = 0x0A, b"\\"
+
+
+class ReplyAssembler:
+    """Generated bytes in, reply text pieces out, matching extract_assistant_reply.
+
+    A "\\n" may start a role tag, so it (with any newlines right after it) and what
+    follows are held back while they could still become "\\n" + backslashes + "role: ".
+    Then: no backslash means a real turn boundary (the reply is over: `stopped`, and the
+    held newlines are dropped, as trailing); one or more means escaped content, emitted
+    with one backslash removed; anything else is emitted as is. Bytes then go through an
+    incremental UTF-8 decoder, so no piece ends in half a character.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = StreamDecoder()
+        self._held = bytearray()
+        self._pieces: list[str] = []
+        self.stopped = False
+
+    @property
+    def reply(self) -> str:
+        return "".join(self._pieces)
+
+    def feed(self, byte: int) -> str:
+        if self.stopped:
+            raise RuntimeError("ReplyAssembler.feed: the reply already ended with a role tag")
+        out = bytearray()
+        self._push(byte, out)
+        return self._emit(self._decoder.feed(bytes(out)) if out else "")
+
+    def finish(self) -> str:
+        """End of generation: release held bytes (an unfinished tag is just content)."""
+        out, self._held = bytes(self._held), bytearray()
+        return self._emit(self._decoder.feed(out) + self._decoder.flush())
+
+    def _emit(self, text: str) -> str:
+        if text:
+            self._pieces.append(text)
+        return text
+
+    def _push(self, byte: int, out: bytearray) -> None:
+        held = self._held
+        if not held:
+            (held if byte == _NEWLINE else out).append(byte)
+            return
+        held.append(byte)
+        newlines = len(held) - len(held.lstrip(b"\n"))
+        if newlines == len(held):
+            return  # only newlines so far: hold them (before a turn boundary they are dropped)
+        rest = bytes(held[newlines:]).lstrip(_BACKSLASH)
+        n_backslashes = len(held) - newlines - len(rest)
+        if rest in _ROLE_TAGS:
+            if n_backslashes == 0:
+                self.stopped = True  # a turn boundary; the newlines before it end the reply
+            else:
+                out += held[:newlines] + held[newlines + 1 :]  # unescape: drop one backslash
+            held.clear()
+        elif not any(tag.startswith(rest) for tag in _ROLE_TAGS):
+            last = held.pop()  # may itself be a "\n" that starts a new candidate
+            out += held
+            held.clear()
+            self._push(last, out)
+
+
+@dataclass
+class ReplyEvent:
+    text: str  # a decoded piece of the reply (never half a UTF-8 character)
+
+
+@dataclass
+class ReplyDone:
+    reply: str  # the whole reply: the concatenation of all ReplyEvent texts
+    finish_reason: str  # "stop" (a role tag was produced) | "length" (max_new_tokens) | "cancelled"
+    n_bytes: int  # bytes the model generated, including a final role tag
+    seconds: float  # wall time of the whole call, prefill included
+
+
+def _size(messages: list[Mapping[str, str]]) -> int:
+    return len(format_chat(messages).encode("utf-8"))
+
+
+def _with_content(message: Mapping[str, str], content: str) -> dict[str, str]:
+    return {**message, "content": content}
+
+
+def _keep_tail(text: str, n_bytes: int) -> str:
+    """The end of text, at most n_bytes of UTF-8 (never half a character)."""
+    data = text.encode("utf-8")
+    return data[max(0, len(data) - n_bytes) :].decode("utf-8", errors="ignore") if n_bytes > 0 else ""
+
+
+def _keep_head(text: str, n_bytes: int) -> str:
+    """The start of text, at most n_bytes of UTF-8 (never half a character)."""
+    return text.encode("utf-8")[: max(0, n_bytes)].decode("utf-8", errors="ignore")
+
+
+def _shrink(messages: list, index: int, max_bytes: int, cut: Callable[[str, int], str]) -> None:
+    """Cut messages[index]'s content with cut(content, n_bytes) until format_chat fits."""
+    while _size(messages) > max_bytes and messages[index]["content"]:
+        content = messages[index]["content"]
+        excess = _size(messages) - max_bytes
+        # Escapes in content only ever make the rendering longer, so cutting the excess
+        # from the raw content gets there in one or two rounds.
+        messages[index] = _with_content(messages[index], cut(content, len(content.encode("utf-8")) - excess))
+
+
+def crop_messages(messages: list[Mapping[str, str]], max_bytes: int) -> list[Mapping[str, str]]:
+    """Fit format_chat(messages) in max_bytes, keeping the start of the prompt in view.
+
+    1. Drop whole turns, oldest first; a leading system message and the last message stay.
+    2. Still too long: shorten the last message from its start (its end is what the
+       reply answers), so "system: ..." and the last turn's "user: " header stay in the
+       window instead of being pushed out of the model's view.
+    3. If the system message leaves the last one under half the budget, the system
+       content is shortened from its end first.
+    Only a budget too small for the bare role headers can leave the result too long.
+    """
+    messages = list(messages)
+    render_transcript(messages)  # a malformed message is a ChatFormatError, even an old one
+    first = 1 if messages and messages[0]["role"] == "system" else 0
+    # format_chat is each "role: content" line plus "\n", then "assistant: ".
+    sizes = [len(render_transcript([m]).encode("utf-8")) + 1 for m in messages]
+    total = sum(sizes) + len(ASSISTANT_PROMPT.encode("utf-8"))
+    keep_from = first
+    while len(messages) - keep_from > 1 and total > max_bytes:
+        total -= sizes[keep_from]
+        keep_from += 1
+    cropped = messages[:first] + messages[keep_from:]
+    if total <= max_bytes or len(cropped) <= first:
+        return cropped
+    if first:
+        last_bytes = len(cropped[-1]["content"].encode("utf-8"))
+        wanted = min(last_bytes, max_bytes // 2)  # room the last message may claim
+        room = max_bytes - (total - last_bytes)  # what the system message leaves it
+        if room < wanted:
+            cropped[0] = _with_content(
+                cropped[0],
+                _keep_head(cropped[0]["content"], len(cropped[0]["content"].encode("utf-8")) - (wanted - room)),
+            )
+    _shrink(cropped, len(cropped) - 1, max_bytes, _keep_tail)
+    if first:
+        _shrink(cropped, 0, max_bytes, _keep_head)
+    return cropped
+
+
+class ChatEngine:
+    """Replies to chat message lists with one shared model; safe to call from several
+    threads at once (each call has its own KV cache and random generator).
+
+    Takes over the model: puts it in eval mode (and moves it to device, if given) and on
+    the CPU stores its weights in the decode layout. info describes where the model came
+    from (load_model's info dict); model_info adds params, model_config and device.
+    """
+
+    def __init__(self, model: GPT, device: torch.device | str | None = None, info: dict | None = None) -> None:
+        if model.config.vocab_size != VOCAB_SIZE:
+            raise ValueError(
+                f"ChatEngine: model vocab_size is {model.config.vocab_size}; bytechat models read bytes and need {VOCAB_SIZE}"
+            )
+        if device is not None:
+            model.to(torch.device(device))
+        self.model = model.eval()
+        self.device = model.wte.weight.device
+        if self.device.type == "cpu":
+            model.use_decode_layout()  # same values, faster batch-1 matmuls (see GPT.use_decode_layout)
+        self.block_size = model.config.block_size
+        # Leave a quarter of the window for the reply before the cache has to re-prefill.
+        self.prompt_budget = max(1, self.block_size * 3 // 4)
+        self.model_info = dict(info or {})
+        self.model_info.setdefault("params", model.num_params())
+        self.model_info.setdefault("model_config", to_dict(model.config))
+        self.model_info["device"] = str(self.device)
+
+    def stream_reply(
+        self,
+        messages: list[Mapping[str, str]],
+        sampling: SamplingConfig,
+        seed: int | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> Iterator[ReplyEvent | ReplyDone]:
+        """ReplyEvents as the reply is generated, then exactly one ReplyDone.
+
+        Bad messages raise ChatFormatError (a ValueError) here, before anything streams.
+        seed None draws a fresh random seed; a given seed reproduces the reply.
+        """
+        if not isinstance(sampling, SamplingConfig):
+            raise TypeError("stream_reply: sampling must be a SamplingConfig")
+        prompt = format_chat(crop_messages(messages, self.prompt_budget)).encode("utf-8")
+        generator = make_generator(seed if seed is not None else secrets.randbits(63))
+        return self._stream(prompt, sampling, generator, should_stop)
+
+    def _stream(self, prompt: bytes, sampling: SamplingConfig, generator: torch.Generator, should_stop):
+        start = time.perf_counter()
+        assembler = ReplyAssembler()
+        gen = generate_bytes(self.model, prompt, sampling, generator, STOP_TAGS, self.device, should_stop)
+        n_bytes = 0
+        while True:
+            try:
+                byte = next(gen)
+            except StopIteration as end:
+                finish_reason = end.value
+                break
+            n_bytes += 1
+            piece = assembler.feed(byte)
+            if piece:
+                yield ReplyEvent(piece)
+        tail = assembler.finish()
+        if tail:
+            yield ReplyEvent(tail)
+        yield ReplyDone(assembler.reply, finish_reason, n_bytes, time.perf_counter() - start)
+
+    def reply(self, messages: list[Mapping[str, str]], sampling: SamplingConfig, seed: int | None = None) -> ReplyDone:
+        done = None
+        for event in self.stream_reply(messages, sampling, seed):
+            if isinstance(event, ReplyDone):
+                done = event
+        return done

@@ -1,0 +1,431 @@
+"""The chat web service: one static page and a small JSON / server-sent-events API.
+
+    GET  /             the chat page (assets under /static/, served by StaticFiles only)
+    GET  /health       {"status": "ok", "model": engine.model_info, "block_size",
+                        "limits": {...}, "load": {"running", "waiting"}}
+    POST /chat         {"reply", "finish_reason", "n_bytes", "seconds", "bytes_per_s",
+                        "sources": [{"page", "text", "score"}, ...]}
+    POST /chat/stream  text/event-stream: first `event: sources` with {"sources": [...]},
+                       then `data: {"text": piece}` per decoded piece (never half a UTF-8
+                       character), then `event: done` with the /chat fields (no sources),
+                       or `event: error` with {"detail"} if generation fails mid-way.
+
+With a notes index (default artifacts/notes/index.sqlite; --notes PATH, --no-notes), each
+request's newest user message retrieves note blocks into the system turn of the prompt
+(bytechat.notes.retrieval); `sources` lists them, best first. The reply is the model's own.
+
+Request body (application/json):
+
+    {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...],
+     "temperature"?: 0..10, "top_k"?: 0..256|null, "top_p"?: (0,1]|null,
+     "max_new_tokens"?: 1..cap|null, "seed"?: 0..2**32-1|null, "notes"?: bool (default true)}
+
+The last message must be from the user. Errors are {"detail": "<field>: <problem>"} with
+400 (not JSON), 408 (body too slow), 413 (body too large), 415 (not application/json),
+422 (invalid field or over a limit) or 503 with Retry-After (waiting line full, or no
+free slot within --max-wait-s). Replies are decoded together in one batch
+(--max-batch-size, bytechat.serve.web.workers.BatchedReplies), each as it would be alone. finish_reason is "stop" (the model ended its turn),
+"length" (max_new_tokens reached), "timeout" (--timeout-s spent) or "cancelled" (the
+client went away). Slow or oversized headers and too many connections are handled by
+uvicorn's settings and bytechat.serve.web.guard (408, 431, 503). /health leaves out where the
+model was loaded from unless --health-shows-path (refused off loopback).
+
+No CORS headers are sent, on purpose: only the page served here may call the API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import ipaddress
+import logging
+import sys
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent
+from bytechat.notes.index import NotesIndex, NotesIndexError
+from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
+from bytechat.serve.web.chat_request import ChatJob, ClientGone, RequestError, read_chat_request
+from bytechat.serve.web.guard import uvicorn_options
+from bytechat.serve.web.settings import LOOPBACK_HOSTS, ServerSettings
+from bytechat.serve.web.sse import EventStreamResponse, sse_event
+from bytechat.serve.web.workers import BatchedReplies, GenerationFailed, ReplyJob, ReplyWorkers, ServerBusy
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+log = logging.getLogger("bytechat.serve.web")
+
+# The page uses no inline script or style and talks only to this origin.
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
+# ---------------------------------------------------------------- app
+
+
+def create_app(engine, settings: ServerSettings | None = None, notes: NotesIndex | None = None) -> FastAPI:
+    """The ASGI app around a loaded ChatEngine (no model file needed: tests pass any engine),
+    answering from notes (a NotesIndex) when given."""
+    settings = settings or ServerSettings()
+    if settings.max_batch_size > 0 and isinstance(engine, ChatEngine):
+        workers = BatchedReplies(engine, settings.max_batch_size, settings.max_waiting, settings.timeout_s)
+    else:  # no batching asked for, or an engine that only streams replies one by one
+        workers = ReplyWorkers(engine, settings.max_concurrency, settings.max_waiting, settings.timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        workers.shutdown()  # so a graceful shutdown does not wait for long replies
+
+    # No /docs: the Swagger page would load its scripts from a CDN.
+    app = FastAPI(title="bytechat", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.engine = engine
+    app.state.settings = settings
+    app.state.workers = workers
+    app.state.notes = notes
+    app.add_middleware(SecurityHeaders)
+    if settings.allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
+    app.add_exception_handler(RequestError, _request_error)
+    app.add_exception_handler(ServerBusy, _server_busy)
+    app.add_exception_handler(ClientGone, _client_gone)
+    app.add_api_route("/", index, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/health", health, methods=["GET"])
+    app.add_api_route("/chat", chat, methods=["POST"])
+    app.add_api_route("/chat/stream", chat_stream, methods=["POST"])
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+class SecurityHeaders:
+    """Plain ASGI middleware (unlike BaseHTTPMiddleware it leaves streaming untouched)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers", [])) + [
+                    (k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()
+                ]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers if scope["type"] == "http" else send)
+
+
+async def _request_error(request: Request, exc: RequestError) -> JSONResponse:
+    headers = {"Connection": "close"} if exc.close else None
+    return JSONResponse({"detail": exc.message}, status_code=exc.status, headers=headers)
+
+
+async def _server_busy(request: Request, exc: ServerBusy) -> JSONResponse:
+    return JSONResponse({"detail": str(exc)}, status_code=503, headers={"Retry-After": str(exc.retry_after_s)})
+
+
+async def _client_gone(request: Request, exc: ClientGone) -> Response:
+    # Nobody is there to read an answer; an aborted upload is routine, not a server error.
+    log.debug("client left: %s", exc)
+    return Response(status_code=400, headers={"Connection": "close"})
+
+
+# ---------------------------------------------------------------- routes
+
+
+async def index() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+
+
+# Where the model came from: shown by /health only with settings.show_model_path.
+PATH_FIELDS = ("path", "source_checkpoint")
+
+
+async def health(request: Request) -> dict:
+    state = request.app.state
+    model = dict(state.engine.model_info)
+    if not state.settings.show_model_path:
+        for field in PATH_FIELDS:
+            model.pop(field, None)
+    return {
+        "status": "ok",
+        "model": jsonable_encoder(model),
+        "block_size": state.engine.block_size,
+        "limits": state.settings.public_limits(),
+        "load": state.workers.load(),
+        "notes": {"loaded": state.notes is not None, "blocks": len(state.notes) if state.notes is not None else 0},
+    }
+
+
+async def chat(request: Request) -> JSONResponse:
+    job = await _start_job(request)
+    watcher = asyncio.create_task(_cancel_on_disconnect(request, job))
+    try:
+        final = await job.result()
+    finally:
+        watcher.cancel()
+        job.cancel()  # no-op when done; stops generation if this handler was cancelled
+    if isinstance(final, GenerationFailed):
+        return JSONResponse({"detail": final.message}, status_code=500)
+    return JSONResponse({**done_payload(final), "sources": list(job.work.sources)})
+
+
+async def chat_stream(request: Request) -> EventStreamResponse:
+    job = await _start_job(request)
+    return EventStreamResponse(_sse_body(job), on_close=job.cancel)
+
+
+async def _start_job(request: Request) -> ReplyJob:
+    """Read the request, join the waiting line and wait for a worker (before any answer
+    is sent, so that even a stream can still be refused with 503)."""
+    settings = request.app.state.settings
+    work = await read_chat_request(request, settings)
+    work = await _add_notes(request.app, work)
+    job = request.app.state.workers.start(work)
+    started = asyncio.ensure_future(job.wait_started())
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait({started, gone}, timeout=settings.max_wait_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        started.cancel()
+        gone.cancel()
+    if started in done:
+        return job
+    job.cancel()  # leaves the waiting line at once
+    if gone in done:
+        raise ClientGone("the client disconnected while waiting for a free slot")
+    wait = settings.max_wait_s
+    raise ServerBusy(
+        f"server busy: no free slot within {wait:g} s; try again shortly", retry_after_s=max(1, round(wait))
+    )
+
+
+async def _disconnected(request: Request) -> None:
+    # The body is fully read, so the next message the server sends us is http.disconnect.
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _cancel_on_disconnect(request: Request, job: ReplyJob) -> None:
+    await _disconnected(request)
+    job.cancel()
+
+
+async def _add_notes(app: FastAPI, work: ChatJob) -> ChatJob:
+    """work with the notes in its prompt and its sources set, when notes are loaded and wanted."""
+    notes = app.state.notes
+    if notes is None or not work.notes:
+        return work
+    budget = notes_budget(app.state.engine.block_size, work.messages)
+    try:  # SQLite off the event loop (a NotesIndex is thread-safe)
+        hits = await run_in_threadpool(retrieve_for_chat, notes, work.messages, budget_bytes=budget)
+    except NotesIndexError as exc:  # a damaged index: answer without the notes, say so in the log
+        log.error("notes: %s", exc)
+        return work
+    return dataclasses.replace(work, messages=with_notes(work.messages, hits), sources=tuple(sources_payload(hits)))
+
+
+async def _sse_body(job: ReplyJob):
+    yield sse_event({"sources": list(job.work.sources)}, event="sources")
+    async for event in job.events():
+        if isinstance(event, ReplyEvent):
+            if event.text:
+                yield sse_event({"text": event.text})
+        elif isinstance(event, ReplyDone):
+            yield sse_event(done_payload(event), event="done")
+        else:
+            yield sse_event({"detail": event.message}, event="error")
+
+
+def done_payload(done: ReplyDone) -> dict:
+    seconds = float(done.seconds)
+    return {
+        "reply": done.reply,
+        "finish_reason": done.finish_reason,
+        "n_bytes": int(done.n_bytes),
+        "seconds": round(seconds, 4),
+        "bytes_per_s": round(done.n_bytes / seconds, 1) if seconds > 0 else 0.0,
+    }
+
+
+# ---------------------------------------------------------------- command line
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    defaults = ServerSettings()
+    p = argparse.ArgumentParser(prog="bytechat-serve", description="Serve the bytechat web chat.")
+    p.add_argument("--ckpt", help="export folder or training checkpoint (default: the newest export)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps (default: best available)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: $BYTECHAT_THREADS, else 1; concurrent replies are batched anyway)",
+    )
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=defaults.max_new_tokens_cap,
+        help="cap on the bytes one reply may generate",
+    )
+    p.add_argument("--timeout-s", type=float, default=defaults.timeout_s, help="generation time cap per request")
+    p.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=defaults.max_batch_size,
+        help="replies decoded together, one forward pass per byte for all (0: no batching)",
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=defaults.max_concurrency,
+        help="with --max-batch-size 0: replies generated at the same time, each alone",
+    )
+    p.add_argument(
+        "--max-waiting",
+        type=int,
+        default=defaults.max_waiting,
+        help="requests that may wait for a free slot before the server answers 503",
+    )
+    p.add_argument(
+        "--max-wait-s",
+        type=float,
+        default=defaults.max_wait_s,
+        help="longest wait for a free slot before the server answers 503",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=defaults.max_connections,
+        help="open connections beyond which new requests get 503",
+    )
+    p.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=defaults.header_timeout_s,
+        help="time to receive a request's headers (then 408 and close)",
+    )
+    p.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=defaults.body_timeout_s,
+        help="time to receive a request's body (then 408 and close)",
+    )
+    p.add_argument(
+        "--health-shows-path",
+        action="store_true",
+        help="/health shows the model's path (refused unless bound to loopback)",
+    )
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+    notes = p.add_mutually_exclusive_group()
+    notes.add_argument(
+        "--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)"
+    )
+    notes.add_argument("--no-notes", action="store_true", help="answer without the notes")
+    return p.parse_args(argv)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    if args.health_shows_path and not is_loopback(args.host):
+        raise ValueError(f"--health-shows-path: refused when listening on {args.host} (not loopback)")
+    allowed_hosts = None
+    if is_loopback(args.host):
+        # A web page elsewhere cannot reach us through a DNS name rebound to 127.0.0.1.
+        own = f"[{args.host}]" if ":" in args.host else args.host
+        allowed_hosts = tuple(dict.fromkeys((*LOOPBACK_HOSTS, own)))
+    return ServerSettings(
+        max_new_tokens_cap=args.max_new_tokens,
+        default_max_new_tokens=min(ServerSettings.default_max_new_tokens, args.max_new_tokens),
+        timeout_s=args.timeout_s,
+        max_batch_size=args.max_batch_size,
+        max_concurrency=args.max_concurrency,
+        max_waiting=args.max_waiting,
+        max_wait_s=args.max_wait_s,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout_s,
+        body_timeout_s=args.body_timeout_s,
+        allowed_hosts=allowed_hosts,
+        show_model_path=args.health_shows_path,
+    )
+
+
+def load_engine(ckpt: str | None, device_name: str | None, threads: int | None = None):
+    """The ChatEngine for --ckpt (else the newest export); raises SystemExit(one line)."""
+    from bytechat.core.device import get_device
+    from bytechat.model.export import ModelLoadError, load_model, newest_export
+    from bytechat.serve.generate import ChatEngine, set_decode_threads
+
+    path = Path(ckpt) if ckpt else newest_export()
+    if path is None:
+        raise SystemExit("no exported model found: run `make smoke` (or train and export) or pass --ckpt PATH")
+    try:
+        # One intra-op thread: on a busy CPU more make small decoding ops ~10x slower (see
+        # set_decode_threads). Concurrent replies share one batched forward pass instead.
+        set_decode_threads(threads)
+        device = get_device(device_name)
+        model, info = load_model(path, device)
+    except (ModelLoadError, ValueError) as exc:
+        raise SystemExit(str(exc).splitlines()[0]) from None
+    return ChatEngine(model, device, info)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import uvicorn
+
+    args = parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+        engine = load_engine(args.ckpt, args.device, args.threads)
+    except (ValueError, SystemExit) as exc:
+        print(f"bytechat-serve: error: {exc}", file=sys.stderr)
+        return 2
+    if not is_loopback(args.host):
+        print(
+            f"bytechat-serve: warning: listening on {args.host}: anyone who can reach this machine on port"
+            f" {args.port} can use the chat; there is no authentication",
+            file=sys.stderr,
+        )
+    notes = None
+    if not args.no_notes:
+        notes, notes_line = open_for_chat(args.notes)
+        print(f"bytechat-serve: {notes_line}", file=sys.stderr)
+    app = create_app(engine, settings, notes)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        timeout_graceful_shutdown=5,
+        **uvicorn_options(settings),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Bytes and turns: the byte tokenizer and the chat transcript format."""

@@ -1,0 +1,1 @@
+"""Training: the trainer, its step math, batches, DDP, logging, the lr schedule."""

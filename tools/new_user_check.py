@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if not pages:
         print(f"tools/new_user_check.py: error: {args.notes}: no .md page to play the new user", file=sys.stderr)
         return 2
-    venv = Path(sys.executable).resolve().parent.parent
+    venv = Path(sys.prefix)  # the venv this runs in (sys.executable may resolve past it)
     tmp = Path(tempfile.mkdtemp(prefix="bytechat-new-user-"))
     try:
         clone = tmp / "bytechat"

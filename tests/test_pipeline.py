@@ -14,35 +14,16 @@ import yaml
 
 from tests.conftest import REPO, SHARED_WIKITEXT
 from tests.helpers import TINY_MODEL, TINY_TRAIN
+from tools.new_user_check import copy_tree
 
 DVC = str(Path(sys.executable).parent / "dvc")
 pytestmark = pytest.mark.slow
 
 
 def copy_repo(dest: Path) -> Path:
-    # -z: names as they are (without it git quotes "Zürich trip.md" and the copy misses it)
-    files = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for rel in files:
-        src = REPO / rel
-        if src.is_file() and not rel.startswith(("tests/", "dvc.lock")):
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    """A fresh clone's worth of the working tree (no tests, no dvc.lock) with empty notes."""
+    copy_tree(dest, skip=("tests/", "dvc.lock"))
     (dest / ".roam-data").mkdir()
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
     return dest
 
 

@@ -35,8 +35,10 @@ GRAPH = REPO / "data" / "new-user-notes"
 SHARED_WIKITEXT = REPO.parent / "shared" / "data" / "wikitext-2-dev"
 
 
-def copy_tree(dest: Path) -> None:
-    """The working tree's files as a fresh clone would have them, in a new git repo."""
+def copy_tree(dest: Path, skip: tuple[str, ...] = ()) -> Path:
+    """The working tree's files as a fresh clone would have them (less paths starting with
+    one of skip), in a new git repo at dest. -z: names as they are (without it git quotes
+    "Zürich trip.md" and the copy misses it)."""
     names = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=REPO,
@@ -46,13 +48,14 @@ def copy_tree(dest: Path) -> None:
     ).stdout.split("\0")
     for rel in filter(None, names):
         src = REPO / rel
-        if src.is_file():
+        if src.is_file() and not rel.startswith(skip):
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
     env = {**os.environ, "GIT_AUTHOR_NAME": "bytechat", "GIT_AUTHOR_EMAIL": "new-user@bytechat.invalid"}
     env.update(GIT_COMMITTER_NAME=env["GIT_AUTHOR_NAME"], GIT_COMMITTER_EMAIL=env["GIT_AUTHOR_EMAIL"])
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "a new user's clone"]):
         subprocess.run(cmd, cwd=dest, check=True, env=env, capture_output=True)
+    return dest
 
 
 def everyday_replies(transcripts: str) -> str:

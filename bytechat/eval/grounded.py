@@ -36,11 +36,11 @@ from tqdm.auto import tqdm
 
 from bytechat.core import paths
 from bytechat.eval import phrasings
-from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate
+from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, tokens
 from bytechat.notes import grounded
 from bytechat.notes.blocks import NoteBlock, all_blocks, lead_blocks, page_blocks, plain
 from bytechat.notes.index import TOKENIZER, NotesIndex, match_expression
-from bytechat.notes.retrieval import notes_budget, retrieve_for_chat, with_notes
+from bytechat.notes.retrieval import notes_budget, notes_in_use, retrieve_for_chat, with_notes
 from bytechat.notes.roam import RoamPage, load_pages
 from bytechat.serve.generate import ChatEngine, SamplingConfig
 
@@ -326,8 +326,6 @@ def everyday_metrics(results: Sequence[Result], vocabulary: set[str]) -> dict[st
 
 def vocabulary(text: str, min_count: int = 3) -> set[str]:
     """Words that occur at least min_count times in text (a "real word" for real_word_rate)."""
-    from bytechat.eval.scoring import tokens
-
     counts = Counter(tokens(text))
     return {w for w, c in counts.items() if c >= min_count}
 
@@ -359,8 +357,6 @@ def unseen_notes() -> Path:
 def evaluate_grounded(engine: ChatEngine, seed: int, unseen: Path | None = None) -> tuple[dict, str]:
     """(metrics by question set, transcripts) for the pipeline's notes (artifacts/splits,
     artifacts/notes), data/unseen-notes and, if present, the questions beside the notes."""
-    from bytechat.notes.retrieval import notes_in_use
-
     train_pages, val_pages = split_pages()
     everything = [*train_pages, *val_pages]
     results: dict[str, list[Result]] = {}

@@ -1,21 +1,30 @@
-"""How often retrieval puts a block that answers first: the block chat places last, the
-one the model quotes. Retrieval alone, no model: seconds.
+"""Retrieval alone, no model: does the search put a block that answers in front of the
+model, and does it say "none found" when the notes do not hold the answer? Seconds.
 
-For each page set of the split stage (artifacts/splits/roam_{train,val}.jsonl; run
-`dvc repro split` first), it generates questions the way the eval stage does
-(bytechat.eval.grounded.heldout_cases, several seeds), plus the hand-written
-natural set's dev part (data/unseen-notes, over its own index; the test part is left
-for the end of a piece of work), retrieves as chat does (retrieve_for_chat with
-a 512-byte context's notes budget) over an index of all pages, and reports
+Question sets, each retrieved as chat does it (retrieve_for_chat, a 512-byte context's
+notes budget, the conversation for follow-ups):
+    heldout_train, heldout_val   the eval's held-out phrasings (bytechat.eval.grounded
+                                 heldout_cases, several seeds) about the split stage's
+                                 train and validation pages, over an index of all pages
+                                 (run `dvc repro split` first)
+    natural_dev / natural_test   the hand-written set of data/unseen-notes over its own
+                                 index; test only with --split test or all (it is kept
+                                 for the end of a piece of work: never choose by it)
+    --notes DIR                  any folder with a questions.jsonl beside its pages (the
+                                 new user's graph: data/new-user-notes)
+Per set:
+    recall_at_1     the first block answers (the gold block, another block holding a gold
+                    span); over answerable questions
+    recall_at_3     a block that answers is among those shown
+    followup_recall_at_3   the same over follow-up turns
+    false_none      answerable questions given no block at all
+    none_uncovered  uncovered questions (no page on the topic) given no block
+    none_near_miss  near misses (the page exists, the fact does not) given no block
+    page_coverage   whole-page questions: the share of the page's key facts shown
 
-    top1       the first block answers (it is the gold block, another block that answers
-               the question, or it holds a gold fact)
-    recall@3   a block that answers is among the blocks shown
-    misses     by question kind
+    .venv/bin/python -m tools.retrieval_quality [--split dev|test|all] [--notes DIR] [--show]
 
-    .venv/bin/python -m tools.retrieval_quality [--seeds 5] [--per-seed 40] [--show]
-
-docs/notes.md has the table this measured, change by change.
+docs/notes.md ("How retrieval works") has the figures, before and after each change.
 """
 
 from __future__ import annotations
@@ -26,14 +35,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-from bytechat.notes import grounded
 from bytechat.core import paths
-from bytechat.eval.grounded import ANSWERING, Case, heldout_cases, load_questions, unseen_notes
-from bytechat.eval.scoring import contains
-from bytechat.notes.roam import load_pages
+from bytechat.eval.grounded import ABSTAINING, ANSWERING, Case, heldout_cases, load_questions, unseen_notes
+from bytechat.eval.scoring import contains, coverage
+from bytechat.notes import grounded
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import Hit, NotesIndex
 from bytechat.notes.retrieval import notes_budget, retrieve_for_chat
+from bytechat.notes.roam import load_pages
 
 CONTEXT_BYTES = 512
 
@@ -47,49 +56,80 @@ def answers(case: Case, hit: Hit) -> bool:
     return (hit.page, hit.position) in case.blocks or contains(hit.text, case.answers)
 
 
+def _share(values: list[bool]) -> float | None:
+    return round(sum(values) / len(values), 3) if values else None
+
+
 def measure(index: NotesIndex, cases: Sequence[Case], show: bool = False) -> dict:
-    first = found = 0
-    kinds, misses = Counter(), Counter()
-    for case in [c for c in cases if c.kind in ANSWERING]:
+    first, found, follow, none, misses = [], [], [], [], Counter()
+    refused = {kind: [] for kind in ABSTAINING}
+    pages = []
+    for case in cases:
         hits = shown(index, case)
-        kinds[case.kind] += 1
-        first += bool(hits) and answers(case, hits[0])
-        found += any(answers(case, h) for h in hits)
-        if not (hits and answers(case, hits[0])):
-            misses[case.kind] += 1
-            if show:
-                print(f"  miss ({case.kind}) {case.question!r} -> {[(h.page, h.position) for h in hits]}")
-    n = max(1, sum(kinds.values()))
+        if case.kind in ANSWERING:
+            first.append(bool(hits) and answers(case, hits[0]))
+            found.append(any(answers(case, h) for h in hits))
+            none.append(not hits)
+            if case.kind == "followup":
+                follow.append(found[-1])
+            if not first[-1]:
+                misses[case.kind] += 1
+                if show:
+                    print(f"  miss ({case.kind}) {case.question!r} -> {[(h.page, h.position) for h in hits]}")
+        elif case.kind in ABSTAINING:
+            refused[case.kind].append(not hits)
+            if hits and show:
+                print(f"  not none ({case.kind}) {case.question!r} -> {[(h.page, h.position) for h in hits]}")
+        elif case.kind == "page" and case.facts:
+            pages.append(coverage("\n".join(h.text for h in hits), case.facts))
     return {
-        "questions": n,
-        "top1": round(first / n, 3),
-        "recall_at_3": round(found / n, 3),
+        "questions": len(cases),
+        "recall_at_1": _share(first),
+        "recall_at_3": _share(found),
+        "followup_recall_at_3": _share(follow),
+        "false_none": _share(none),
+        "none_uncovered": _share(refused["uncovered"]),
+        "none_near_miss": _share(refused["near_miss"]),
+        "page_coverage": round(sum(pages) / len(pages), 3) if pages else None,
         "misses": dict(misses),
-        "kinds": dict(kinds),
     }
+
+
+def natural(folder: Path, split: str, show: bool) -> dict:
+    pages = load_pages(folder)
+    cases = load_questions(folder / "questions.jsonl", pages)
+    with NotesIndex.build(all_blocks(pages)) as index:
+        parts = ("dev", "test") if split == "all" else (split,)
+        return {part: measure(index, [c for c in cases if c.split == part], show) for part in parts}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.retrieval_quality", description=__doc__.splitlines()[0])
     parser.add_argument("--splits", type=Path, default=paths.splits_dir(), help="the split stage's output folder")
-    parser.add_argument("--seeds", type=int, default=5, help="question sets per page set")
-    parser.add_argument("--per-seed", type=int, default=40, help="questions per set")
+    parser.add_argument("--seeds", type=int, default=5, help="held-out question sets per page set")
+    parser.add_argument("--per-seed", type=int, default=40, help="questions per held-out set")
+    parser.add_argument("--split", choices=("dev", "test", "all"), default="dev", help="natural sets' part")
+    parser.add_argument("--notes", type=Path, help="also a folder of pages with its own questions.jsonl")
     parser.add_argument("--show", action="store_true", help="print every miss")
     args = parser.parse_args(argv)
-    train = grounded.read_split_pages(args.splits / "roam_train.jsonl")
-    val = grounded.read_split_pages(args.splits / "roam_val.jsonl")
-    everything = [*train, *val]
     report = {}
-    with NotesIndex.build(all_blocks(everything)) as index:
-        for name, pages, offset in (("train_pages", train, 0), ("val_pages", val, 1000)):
-            cases = [
-                c for seed in range(args.seeds) for c in heldout_cases(pages, args.per_seed, offset + seed, everything)
-            ]
-            report[name] = measure(index, cases, args.show)
-    unseen = load_pages(unseen_notes())
-    natural = [c for c in load_questions(unseen_notes() / "questions.jsonl", unseen) if c.split == "dev"]
-    with NotesIndex.build(all_blocks(unseen)) as index:
-        report["natural_dev"] = measure(index, natural, args.show)
+    if (args.splits / "roam_train.jsonl").is_file():
+        train = grounded.read_split_pages(args.splits / "roam_train.jsonl")
+        val = grounded.read_split_pages(args.splits / "roam_val.jsonl")
+        everything = [*train, *val]
+        with NotesIndex.build(all_blocks(everything)) as index:
+            for name, pages, offset in (("heldout_train", train, 0), ("heldout_val", val, 1000)):
+                cases = [
+                    c
+                    for seed in range(args.seeds)
+                    for c in heldout_cases(pages, args.per_seed, offset + seed, everything)
+                ]
+                report[name] = measure(index, cases, args.show)
+    for part, figures in natural(unseen_notes(), args.split, args.show).items():
+        report[f"natural_{part}"] = figures
+    if args.notes:
+        for part, figures in natural(args.notes, args.split, args.show).items():
+            report[f"{args.notes.name}_{part}"] = figures
     print(json.dumps(report, indent=2))
     return 0
 

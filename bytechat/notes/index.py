@@ -1,102 +1,84 @@
-"""The notes index: every block of the notes in SQLite's FTS5 full-text index, BM25-ranked.
+"""The notes index: every block of the notes in one SQLite file, searched by several
+retrievers whose rankings are fused (docs/notes.md, "How retrieval works").
 
-One SQLite file (Python's own sqlite3, no extra dependency) holds
+    blocks      (id, page, position, key, text)  the note blocks, in page order
+    blocks_fts  FTS5 over (page, key, text)      external content; porter-stemmed words
+    titles      FTS5 over the page titles        one row per page
+    vocab       (word, df)                       the notes' words and their block counts
+    meta        (key, value)                     format, version, source folder, counts,
+                                                 fingerprint of the notes
 
-    blocks      (id, page, position, text)      the note blocks, in page order
-    blocks_fts  FTS5 over (page, text)          external content: the words point at blocks
-    meta        (key, value)                    format, version, source folder, page and
-                                                block counts, fingerprint of the notes
-
-The FTS5 tokenizer is `porter unicode61 remove_diacritics 2`: words are runs of letters
-and digits, lower-cased, Latin accents folded ("Zürich" matches "zurich") and English
-endings stemmed ("hives" matches "hive"). A question becomes query_terms(question) (its
-words less a generous English stopword list: "what did I write about my ..." is no
-topic) joined with OR, each term quoted so no typed character is FTS5 syntax. Ranking is
-FTS5's bm25() over three columns: the page title (weight PAGE_WEIGHT), the block's key
-(KEY_WEIGHT; the key of a `key: value` first line, or TODO for a block of tasks) and its
-text. Two rules on top, each measured on generated questions (docs/notes.md):
-- the key column: "when did I finish The Midnight Library?" must pick the block
-  "finished: July 30th, 2026", not "status: finished" (both hold the word);
-- a question whose every term is in a page's title is about that page ("what's in my
-  notes on Piranesi?", "anything on September 1st, 2026?"), so its hits are that page's
-  blocks from the top, in page order, not whichever short block bm25 favours; blocks
-  that only tag the page (`type: #person #work`) go after the others.
+A question's topic words (bytechat.notes.query) are searched three ways, each an FTS5
+bm25() ranking over the page title (PAGE_WEIGHT), the block's key (`key: value` first
+line, or TODO) and its text: the words themselves; the words plus the notes' own words
+they may mean (typos, word forms, compounds: query.Vocabulary.neighbours); and, for a
+follow-up, the words plus the conversation's topic. The lists are fused by reciprocal
+rank (RRF_K), and a block is kept only with enough evidence: the rarity-weighted share
+of the question's words it holds (EVIDENCE; neighbours count NEIGHBOUR_WEIGHT, the
+topic's words TOPIC_WEIGHT). A question whose every word is in a page's title is about
+that page: its most informative blocks come back, tags-only ones last.
 
 A written index is built into a temp file beside its path and renamed over it, so a
-killed build never leaves half an index. Blocks are streamed into SQLite in batches, so
-memory stays flat in the size of the notes (index_folder reads one page at a time).
-
-The fingerprint is a sha256 over the pages' relative paths and contents: stale_reason()
-compares it with the folder now, so chat can tell an index that no longer matches the
-notes.
+killed build never leaves half an index; blocks are streamed in batches, so memory stays
+flat in the size of the notes. The fingerprint (sha256 over the pages' relative paths
+and contents) lets chat tell an index that no longer matches the notes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import re
 import sqlite3
 import tempfile
 import threading
 import time
-import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
+from wordfreq import zipf_frequency
 
 from bytechat.core import paths
 from bytechat.core.atomic import current_umask
 from bytechat.notes import roam
 from bytechat.notes.blocks import NoteBlock, is_tags_only, page_blocks
+from bytechat.notes.query import (
+    Vocabulary,
+    answer_kind,
+    match_expression,
+    refers_back,
+    query_terms,
+    title_expression,
+    words,
+)
 
 FORMAT = "bytechat-notes-index"
-VERSION = 2  # 2: the key column
+VERSION = 3  # 2: the key column; 3: the vocabulary
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 PAGE_WEIGHT = 3.0  # bm25 weights of the page title, block key and block text columns
 KEY_WEIGHT = 1.0
 TEXT_WEIGHT = 1.0
 BATCH_ROWS = 2000  # blocks per INSERT batch while building
 
-# Words that say how a person asks, not what about, chosen by word class and never
-# because an eval prompt used them: English function words (articles, pronouns,
-# prepositions, conjunctions, auxiliaries and modals, question words and the quantifiers
-# of "how many / how long / how often"), the verbs of asking about notes ("remind me",
-# "tell me", "find", "look up", "what did I write", "notes", "page", "summarise"),
-# interjections (greetings, thanks, yes/no: they name no topic) and contraction tails
-# ("what's" -> "what", "s"). "todo" is NOT here: TODO blocks are asked for ("what's on my
-# todo list?"). Content words ("today", "morning", "tired", "joke") are topics, even in
-# small talk: whether notes are found for them is retrieval's job, measured by the eval.
-STOPWORDS = frozenset(
-    """
-    a about above after again against all also am an and any anybody anyone anything are aren as at
-    be because been before being below between both but by can cannot could couldn did didn do does
-    doesn doing don done down during each either else ever every everything few for from
-    further get gets go going got had hadn has hasn have haven having he her here hers herself him
-    himself his how however i if in into is isn it its itself just kind let like me mine more most
-    much must my myself no nor not now of off on once one only or other our ours ourselves out over
-    own same shall she should so some something sort such than that the their theirs them
-    themselves then there these they thing things this those through to too under until up upon us
-    very was wasn way we were weren what whatever when whenever where which while who whom whose why
-    will with would wouldn yet you your yours yourself yourselves many long often anyway actually really
-    find know list look mention mentioned need note noted notes page pages please put remind remember
-    said say says see show summarise summarize summary tell want write writes writing written wrote
-    hi hello hey hiya yo thanks thank thx cheers ok okay yes yeah yep nope bye goodbye sorry
-    s t m d ll re ve
-    """.split()
-)
-
-CANDIDATES = 4  # search ranks k * CANDIDATES blocks, then keeps the k best that cover the query
-MIN_COVERAGE = 0.5  # a hit must match more than this share of the query's terms
-_WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's token characters
+CANDIDATES = 8  # each retriever ranks k * CANDIDATES blocks before fusion
+RRF_K = 60  # reciprocal-rank fusion: a block scores sum(weight / (RRF_K + rank)) over the lists
+EVIDENCE = 0.4  # a hit must hold this specificity-weighted share of the question's words
+NEIGHBOUR_WEIGHT = 0.6  # a word matched through a vocabulary neighbour, in fusion and evidence
+UNKNOWN_SPECIFICITY = 4.0  # a word unknown to English (a typo or a rare name): see _specificity
+TOPIC_WEIGHT = 0.5  # a follow-up's conversation topic, in fusion
+ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks for, in fusion
 
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE blocks (
     id INTEGER PRIMARY KEY, page TEXT NOT NULL, position INTEGER NOT NULL, key TEXT NOT NULL, text TEXT NOT NULL
 );
+CREATE TABLE vocab (word TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
+CREATE VIRTUAL TABLE titles USING fts5(page, tokenize='{TOKENIZER}');
 CREATE VIRTUAL TABLE blocks_fts USING fts5(
     page, key, text, content='blocks', content_rowid='id', tokenize='{TOKENIZER}'
 );
@@ -108,15 +90,9 @@ FROM (SELECT rowid, rank FROM blocks_fts WHERE blocks_fts MATCH ? ORDER BY rank 
 JOIN blocks AS b ON b.id = hits.rowid
 ORDER BY hits.rank, b.id
 """
-# The pages whose titles hold every term, each from its top: pages ranked by how well
-# their title matches (title-only bm25, the best of the page's rows, so a shorter title
-# wins), blocks in page order.
-_PAGE_SEARCH = """
-SELECT id, page, text, position, max(score) OVER (PARTITION BY page) AS page_score
-FROM (SELECT b.id, b.page, b.text, b.position, -bm25(blocks_fts, 1.0, 0.0, 0.0) AS score
-      FROM blocks_fts JOIN blocks AS b ON b.id = blocks_fts.rowid WHERE blocks_fts MATCH ?)
-ORDER BY page_score DESC, page, position LIMIT ?
-"""
+# The page whose title holds every term (bm25 over titles: a shorter title wins), then its blocks.
+_TITLE_SEARCH = "SELECT page, -rank FROM titles WHERE titles MATCH ? ORDER BY rank LIMIT 1"
+_PAGE_BLOCKS = "SELECT id, page, text, position FROM blocks WHERE page = ? ORDER BY position"
 _KEY = re.compile(r"^([^\W\d_][\w' -]{0,30}): \S")
 _TODO = re.compile(r"^\s*TODO ", re.MULTILINE)
 
@@ -137,47 +113,6 @@ class Hit:
         return NoteBlock(self.page, self.text, self.position)
 
 
-# ---------------------------------------------------------------- query terms
-
-
-def _fold_latin(word: str) -> str:
-    """Accents off Latin letters, as remove_diacritics does ("zürich" -> "zurich");
-    other scripts are left alone (FTS5 folds only Latin)."""
-    out = []
-    for ch in word:
-        if ord(ch) < 0x80:
-            out.append(ch)
-            continue
-        parts = unicodedata.normalize("NFD", ch)
-        out.append(parts[0] if len(parts) > 1 and ord(parts[0]) < 0x250 else ch)
-    return "".join(out)
-
-
-def query_terms(text: str) -> list[str]:
-    """The topic words of a question: lower-cased, accent-folded words with the
-    stopwords removed, deduplicated, in order of first appearance."""
-    terms: list[str] = []
-    for word in _WORD.findall(text):
-        term = _fold_latin(word.lower())
-        if term not in STOPWORDS and term not in terms:
-            terms.append(term)
-    return terms
-
-
-def _quoted(term: str) -> str:
-    return '"' + term.replace('"', '""') + '"'
-
-
-def match_expression(terms: Iterable[str]) -> str:
-    """FTS5 MATCH text: the terms ORed, each a quoted string (no FTS5 syntax survives)."""
-    return " OR ".join(map(_quoted, terms))
-
-
-def title_expression(terms: Iterable[str]) -> str:
-    """FTS5 MATCH text for blocks whose page title holds every one of terms."""
-    return "page : (" + " AND ".join(map(_quoted, terms)) + ")"
-
-
 def block_key(text: str) -> str:
     """What a block is, by its first line: the key of `key: value` ("finished"), "TODO"
     for a block with open tasks, else nothing (a block's words are in its text column)."""
@@ -191,13 +126,20 @@ def block_key(text: str) -> str:
 # ---------------------------------------------------------------- fingerprint
 
 
-def notes_fingerprint(root: str | Path) -> str:
-    """sha256 over the relative path and the bytes of every page find_pages(root) lists.
-    Content, not modification times: like DVC, so a `git checkout` that rewrites the
-    files unchanged leaves the index current in both views (20 MB of notes: ~0.1 s)."""
+def notes_fingerprint(root: str | Path, fmt: str | None = None) -> str:
+    """sha256 over the relative path and the bytes of every file the notes in root are
+    read from (roam.find_pages), and the notes format unless it is Roam markdown (so an
+    index built before the readers stays current). Content, not modification times:
+    like DVC, so a `git checkout` that rewrites the files unchanged leaves the index
+    current in both views (20 MB of notes: ~0.1 s). fmt None: as roam.find_pages."""
+    from bytechat.notes import readers
+
     root = Path(root)
     digest = hashlib.sha256(f"{FORMAT}/{VERSION}\n".encode())
-    for path in roam.find_pages(root):
+    fmt = readers.resolve_format(root, fmt)
+    if fmt != "roam-markdown":
+        digest.update(f"notes format {fmt}\n".encode())
+    for path in roam.find_pages(root, fmt):
         data = path.read_bytes()
         digest.update(f"{path.relative_to(root).as_posix()}\0{len(data)}\0".encode())
         digest.update(data)
@@ -232,6 +174,7 @@ class NotesIndex:
         try:
             self.meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             self._n_blocks = conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
+            self._vocab = Vocabulary(dict(conn.execute("SELECT word, df FROM vocab")))
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise NotesIndexError(f"{where}: not a bytechat notes index ({exc})") from None
@@ -311,40 +254,109 @@ class NotesIndex:
     def pages(self) -> int:
         return int(self.meta.get("pages", 0))
 
-    def search(self, query: str, k: int = 3) -> list[Hit]:
-        """The k best blocks for query, best first; [] if it has no terms or no match.
+    def search(self, query: str, k: int = 3, topic: Sequence[str] = ()) -> list[Hit]:
+        """The k best blocks for query, best first; [] if it has no topic words or no
+        block holds enough of them (see the module docstring).
 
-        A block must match more than half of the query's terms (in its page title or
-        text): "what's my blood type?" must not answer with a block that only says
-        "type: #habits". Without that, a question the notes do not cover almost always
-        finds some block sharing one word, and the model quotes it."""
-        terms = query_terms(query)
-        if not terms or k <= 0:
+        topic: for a follow-up ("who teaches it?"), the conversation's topic, most
+        telling first (the previous question, then the reply to it). Its words rank
+        below the query's own (TOPIC_WEIGHT); when the query refers back (an anaphor),
+        a block that holds enough of the previous question's words has evidence too;
+        a query with no words of its own is searched by the topic alone."""
+        if k <= 0:
             return []
+        own = self.topic_words(query)
+        context = [t for t in dict.fromkeys(w for text in topic for w in self.topic_words(text)) if t not in own]
+        base = own or context
+        if not base:
+            return []
+        limit = int(k) * CANDIDATES
         try:
             with self._lock:
-                rows = self._conn.execute(_PAGE_SEARCH, (title_expression(terms), int(k) * CANDIDATES)).fetchall()
-                if rows:  # the question names a page: its blocks from the top, tags-only ones last
-                    pages = list(dict.fromkeys(row[1] for row in rows))
-                    rows.sort(key=lambda row: (pages.index(row[1]), is_tags_only(row[2])))
-                    return [Hit(page, text, score, position) for _, page, text, position, score in rows[:k]]
-                rows = self._conn.execute(_SEARCH, (match_expression(terms), int(k) * CANDIDATES)).fetchall()
-                if len(terms) > 1 and rows:
-                    matched = self._terms_matched(terms, [row[0] for row in rows])
-                    rows = [row for row in rows if matched[row[0]] > len(terms) * MIN_COVERAGE]
+                near = {t: self._vocab.neighbours(t) for t in [*own, *context] if not self._matches_any(t)}
+                page = self._page_route(base, near, k)
+                if page:
+                    return page
+                close = [w for t in base for w in near.get(t, [])]
+                lists = [(1.0, self._ranked(base, limit))]
+                if close:
+                    lists.append((NEIGHBOUR_WEIGHT, self._ranked([*base, *close], limit)))
+                if own and context:
+                    lists.append((TOPIC_WEIGHT, self._ranked([*own, *context, *close], limit)))
+                fused = _fuse(lists)
+                kind = answer_kind(query)
+                if kind is not None:  # the candidates holding what the question word asks for
+                    fused = _fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, [r for r in fused if kind.search(r[2])])])
+                ids = [row[0] for row in fused]
+                evidence = self._evidence(base if own else self.topic_words(topic[0]) or base, near, ids)
+                if own and topic and refers_back(query):  # "where does he work?": the topic's blocks count
+                    asked = [t for t in self.topic_words(topic[0]) if t not in own]
+                    for rowid, value in self._evidence(asked, near, ids).items():
+                        evidence[rowid] = max(evidence[rowid], value)
         except sqlite3.DatabaseError as exc:
             raise NotesIndexError(f"{self.path or 'in-memory notes index'}: search failed ({exc})") from None
-        return [Hit(page, text, -rank, position) for _, page, text, position, rank in rows[:k]]
+        kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
+        return [Hit(page, text, score, position) for _, page, text, position, score in kept[:k]]
 
-    def _terms_matched(self, terms: list[str], ids: list[int]) -> dict[int, int]:
-        """For each block id, how many of terms it matches (FTS5's own tokenizer and stemmer)."""
-        matched = dict.fromkeys(ids, 0)
+    def topic_words(self, text: str) -> list[str]:
+        """query_terms(text) less the misspelt ways of asking ("wat", "wen") the notes never use."""
+        return [t for t in query_terms(text) if not self._vocab.is_misspelt_asking(t)]
+
+    def _matches_any(self, term: str) -> bool:
+        sql = "SELECT 1 FROM blocks_fts WHERE blocks_fts MATCH ? LIMIT 1"
+        return self._conn.execute(sql, (match_expression([term]),)).fetchone() is not None
+
+    def _ranked(self, terms: list[str], limit: int) -> list[tuple]:
+        return self._conn.execute(_SEARCH, (match_expression(dict.fromkeys(terms)), limit)).fetchall()
+
+    def _page_route(self, terms: list[str], near: dict[str, list[str]], k: int) -> list[Hit]:
+        """A question whose every word (or a neighbour of it) is in a page's title: that
+        page's most informative blocks (by the rarity of their words), tags-only last."""
+        groups = [[t, *near.get(t, [])] for t in terms]
+        best = self._conn.execute(_TITLE_SEARCH, (title_expression(groups),)).fetchone()
+        if best is None:
+            return []
+        title, score = best
+        rows = [(*row, score) for row in self._conn.execute(_PAGE_BLOCKS, (title,))]
+        title_words = set(words(title))
+        rows.sort(key=lambda r: (is_tags_only(r[2]), -self._information(r[2], title_words), r[3]))
+        return [Hit(page, text, score, position) for _, page, text, position, score in rows[:k]]
+
+    def _information(self, text: str, skip: set[str]) -> float:
+        return sum(self._idf(self._vocab.df.get(w, 0)) for w in set(query_terms(text)) - skip)
+
+    def _idf(self, df: int) -> float:
+        return math.log(1 + (self._n_blocks - df + 0.5) / (df + 0.5))
+
+    def _specificity(self, term: str) -> float:
+        """How much a word says about the topic: 7 less its Zipf frequency in English
+        (wordfreq: "the" ~7.7, "number" 5.6, "boiler" 3.7), so "any idea about the boiler
+        service?" is about the boiler; a word English does not know gets
+        UNKNOWN_SPECIFICITY. The notes' own counts cannot tell this in a small graph,
+        where every word is rare."""
+        zipf = zipf_frequency(term, "en")
+        return max(0.5, 7.0 - zipf) if zipf > 0 else UNKNOWN_SPECIFICITY
+
+    def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:
+        """For each block id, the rarity-weighted share of the searched words it holds
+        (FTS5's own tokenizer and stemmer decide what holds; a neighbour counts less)."""
+        if not ids:
+            return {}
+        held = dict.fromkeys(ids, 0.0)
         marks = ",".join("?" * len(ids))
+        sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({marks})"
+        total = 0.0
         for term in terms:
-            sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({marks})"
-            for (rowid,) in self._conn.execute(sql, (match_expression([term]), *ids)):
-                matched[rowid] += 1
-        return matched
+            mass = self._specificity(term)
+            total += mass
+            found = {rowid for (rowid,) in self._conn.execute(sql, (match_expression([term]), *ids))}
+            if near.get(term):
+                close = {rowid for (rowid,) in self._conn.execute(sql, (match_expression(near[term]), *ids))}
+                for rowid in close - found:
+                    held[rowid] += NEIGHBOUR_WEIGHT * mass
+            for rowid in found:
+                held[rowid] += mass
+        return {rowid: value / total if total else 0.0 for rowid, value in held.items()}
 
     def stale_reason(self, notes_dir: str | Path | None = None) -> str | None:
         """Why the index does not match the notes in notes_dir (default: the folder it was
@@ -366,16 +378,34 @@ class NotesIndex:
         return self.stale_reason(notes_dir) is not None
 
 
+def _fuse(lists: list[tuple[float, list[tuple]]]) -> list[tuple]:
+    """Reciprocal-rank fusion of ranked (id, page, text, position, rank) rows: rows as
+    (id, page, text, position, fused score), best first, ties in the first list's order."""
+    scores: dict[int, float] = {}
+    rows: dict[int, tuple] = {}
+    for weight, ranked in lists:
+        for rank, row in enumerate(ranked, start=1):
+            scores[row[0]] = scores.get(row[0], 0.0) + weight / (RRF_K + rank)
+            rows.setdefault(row[0], row)
+    order = sorted(scores, key=lambda i: -scores[i])
+    return [(*rows[i][:4], round(scores[i] * RRF_K, 4)) for i in order]
+
+
 def _fill(conn: sqlite3.Connection, blocks: Iterable[NoteBlock], meta: dict) -> None:
     conn.executescript(_SCHEMA)
     conn.execute("BEGIN")
     next_id, n_blocks, batch = 1, 0, []
+    df: Counter[str] = Counter()
     for block in blocks:
         batch.append((next_id, block.page, block.position, block_key(block.text), block.text))
+        df.update(set(words(f"{block.page}\n{block.text}")))
         next_id += 1
         if len(batch) >= BATCH_ROWS:
             n_blocks += _insert(conn, batch)
     n_blocks += _insert(conn, batch)
+    conn.executemany("INSERT INTO vocab (word, df) VALUES (?, ?)", sorted(df.items()))
+    conn.execute("CREATE INDEX blocks_page ON blocks (page, position)")
+    conn.execute("INSERT INTO titles (page) SELECT DISTINCT page FROM blocks ORDER BY page")
     conn.execute("INSERT INTO blocks_fts (blocks_fts) VALUES ('optimize')")
     n_pages = conn.execute("SELECT count(DISTINCT page) FROM blocks").fetchone()[0]
     rows = {
@@ -400,17 +430,23 @@ def _insert(conn: sqlite3.Connection, batch: list[tuple]) -> int:
     return n
 
 
-def index_folder(notes_dir: str | Path, path: str | Path | None = None, progress: bool = True) -> NotesIndex:
+def index_folder(
+    notes_dir: str | Path, path: str | Path | None = None, progress: bool = True, fmt: str | None = None
+) -> NotesIndex:
     """Index every page under notes_dir (one page in memory at a time), with a progress
     bar; records the folder, the page count and the fingerprint. RoamError (naming the
-    file) on a page that is not UTF-8."""
+    file) on a page that is not UTF-8. fmt: the notes format (None: as roam.find_pages)."""
+    from bytechat.notes import readers
+
     root = Path(notes_dir)
-    fingerprint = notes_fingerprint(root)  # before reading: a page edited meanwhile shows as stale
-    total = len(roam.find_pages(root))
+    fmt = readers.resolve_format(root, fmt)
+    fingerprint = notes_fingerprint(root, fmt)  # before reading: a page edited meanwhile shows as stale
+    total = len(roam.find_pages(root, fmt)) if readers.one_file_per_page(root, fmt) else None
     meta = {"source": source_name(root), "fingerprint": fingerprint, "pages": 0}
 
     def blocks() -> Iterator[NoteBlock]:
-        for page in tqdm(roam.iter_pages(root), total=total, desc="index", unit="page", disable=not progress):
+        pages = roam.iter_pages(root, fmt=fmt)
+        for page in tqdm(pages, total=total, desc="index", unit="page", disable=not progress):
             meta["pages"] += 1
             yield from page_blocks(page)
 

@@ -8,10 +8,12 @@ Per user turn, the terminal and the web chat do
 
 Rules:
 - The newest user message decides: if it has no query terms ("hi", "thanks", "who are
-  you?") no notes section is added at all.
-- Otherwise its hits come first; if it found some but fewer than k, a search over the
-  previous and the newest user message together fills the remaining places (follow-ups:
-  "and the plot number?" after "what did I write about the allotment?").
+  you?") and is not a follow-up, no notes section is added at all.
+- A follow-up (an anaphor, or "and ..."/"what about ...": bytechat.notes.query) is
+  searched with the conversation's topic: the latest earlier question that named one and
+  the replies to it, below the new message's own words (NotesIndex.search). A message
+  that is not a follow-up is searched alone: a new topic ("what's my passport number?")
+  gets "none found", not the previous topic's notes.
 - Blocks are kept best first while the rendered notes fit budget_bytes; with terms but
   nothing found (or nothing that fits), the notes are render_notes([]): "Notes: none found."
 - A person's own system prompt stays first; the notes follow it (notes_system_content).
@@ -26,7 +28,8 @@ from bytechat.core import paths
 from bytechat.text.chat_format import format_chat
 from bytechat.notes import roam
 from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
-from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, query_terms
+from bytechat.notes.index import Hit, NotesIndex, NotesIndexError
+from bytechat.notes.query import is_follow_up, query_terms
 
 DEFAULT_K = 3
 
@@ -35,17 +38,32 @@ def _user_texts(messages: Sequence[Mapping[str, str]]) -> list[str]:
     return [m["content"] for m in messages if m["role"] == "user"]
 
 
+def conversation_topic(messages: Sequence[Mapping[str, str]]) -> list[str]:
+    """What a follow-up points back at: the latest earlier user message that names a
+    topic, then the replies to it, or [] when the newest message is not a follow-up."""
+    if not messages or messages[-1]["role"] != "user" or not is_follow_up(messages[-1]["content"]):
+        return []
+    earlier = list(messages[:-1])
+    for i in range(len(earlier) - 1, -1, -1):
+        if earlier[i]["role"] == "user" and query_terms(earlier[i]["content"]):
+            return [earlier[i]["content"], *(m["content"] for m in earlier[i + 1 :] if m["role"] == "assistant")]
+    return []
+
+
 def wants_notes(messages: Sequence[Mapping[str, str]]) -> bool:
-    """Whether the newest user message asks about anything (has query terms)."""
+    """Whether the newest user message asks about anything: it has query terms, or it
+    is a follow-up of a topic ("who wrote it?")."""
     users = _user_texts(messages)
-    return bool(users and query_terms(users[-1]))
+    return bool(users and (query_terms(users[-1]) or conversation_topic(messages)))
 
 
 def notes_budget(block_size: int, messages: Sequence[Mapping[str, str]]) -> int:
     """Bytes the rendered notes may take so that the notes, the system prompt and the
     newest user message fit the prompt budget (3/4 of block_size, as ChatEngine leaves
     the last quarter for the reply). Older turns are what crop_messages drops first."""
-    prompt_budget = max(1, block_size * 3 // 4)
+    from bytechat.text.chat_format import prompt_budget as chat_prompt_budget  # the 3/4 rule's one home
+
+    prompt_budget = chat_prompt_budget(block_size)
     system = [m for m in messages[:1] if m["role"] == "system"]
     last = [m for m in messages[-1:] if m["role"] == "user"]
     base = len(format_chat([*system, *last]).encode("utf-8"))
@@ -59,16 +77,7 @@ def retrieve_for_chat(
     """The blocks to show the model for the newest user message, best first (see above)."""
     if not wants_notes(messages):
         return []
-    users = _user_texts(messages)
-    hits = index.search(users[-1], k)
-    # Follow-ups fill remaining places by searching the previous and the new question
-    # together (so what joins must bear on both, under search's coverage rule), and only
-    # when the new one found something itself: a question the notes do not cover ("what's
-    # my passport number?") must get "none found", not the previous topic's notes, and
-    # blocks of the old topic alone are distractors that pull the quote off its page.
-    if len(users) > 1 and 0 < len(hits) < k:
-        seen = {(h.page, h.position) for h in hits}
-        hits += [h for h in index.search(f"{users[-2]}\n{users[-1]}", k) if (h.page, h.position) not in seen]
+    hits = index.search(_user_texts(messages)[-1], k, topic=conversation_topic(messages))
     return [hits[i] for i in fitting([h.block for h in hits], k, budget_bytes)]
 
 

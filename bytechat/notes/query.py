@@ -1,0 +1,167 @@
+"""What a question asks about: its topic words, and the notes' own words it may mean.
+
+query_terms(text) keeps a question's topic words: lower-cased, Latin accents folded,
+the how-people-ask words (STOPWORDS) removed. Against an index's vocabulary two more
+rules apply (Vocabulary):
+- a word the notes never use that is one edit from a stopword ("wat", "wen", "dos") or
+  a single letter ("r", "u") is a misspelt way of asking, not a topic;
+- a word the notes never use gets neighbours from the notes' own words: one edit away
+  for words up to 7 letters and two for longer ones (Damerau/OSA distance from
+  rapidfuzz: typos, "ruths" -> "ruth", "conducts" -> "conductor"), or, from 5 letters,
+  a longer word that holds it less its last letter ("shelf" -> "bookshelves").
+Neighbours are searched below the question's own words (bytechat.notes.index).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Iterable, Mapping
+
+from rapidfuzz import process
+from rapidfuzz.distance import OSA
+
+# Words that say how a person asks, not what about, chosen by word class and never
+# because an eval prompt used them: English function words (articles, pronouns,
+# prepositions, conjunctions, auxiliaries and modals, question words and the quantifiers
+# of "how many / how long / how often"), the verbs of asking about notes ("remind me",
+# "tell me", "find", "look up", "what did I write", "notes", "page", "summarise"),
+# interjections (greetings, thanks, yes/no: they name no topic) and contraction tails
+# ("what's" -> "what", "s"). "todo" is NOT here: TODO blocks are asked for ("what's on my
+# todo list?"). Content words ("today", "morning", "tired", "joke") are topics, even in
+# small talk: whether notes are found for them is retrieval's job, measured by the eval.
+STOPWORDS = frozenset(
+    """
+    a about above after again against all also am an and any anybody anyone anything are aren as at
+    be because been before being below between both but by can cannot could couldn did didn do does
+    doesn doing don done down during each either else ever every everything few for from
+    further get gets go going got had hadn has hasn have haven having he her here hers herself him
+    himself his how however i if in into is isn it its itself just kind let like me mine more most
+    much must my myself no nor not now of off on once one only or other our ours ourselves out over
+    own same shall she should so some something sort such than that the their theirs them
+    themselves then there these they thing things this those through to too under until up upon us
+    very was wasn way we were weren what whatever when whenever where which while who whom whose why
+    will with would wouldn yet you your yours yourself yourselves many long often anyway actually really
+    find know list look mention mentioned need note noted notes page pages please put remind remember
+    said say says see show summarise summarize summary tell want write writes writing written wrote
+    hi hello hey hiya yo thanks thank thx cheers ok okay yes yeah yep nope bye goodbye sorry
+    s t m d ll re ve
+    """.split()
+)
+# Words that point back to something said before (a follow-up: "who teaches it?", "and
+# her address?"), and the interjections that close a topic rather than continue it.
+ANAPHORS = frozenset("it its he him his she her hers they them their theirs that those these there one ones".split())
+CLOSERS = frozenset("thanks thank thx cheers bye goodbye ok okay great nice cool".split())
+CONTINUERS = ("and ", "also ", "what about ", "how about ")
+
+_WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's token characters
+_LONG_STOPWORDS = sorted(w for w in STOPWORDS if len(w) >= 3)
+MAX_NEIGHBOURS = 3  # vocabulary neighbours kept per unknown word
+
+
+def fold_latin(word: str) -> str:
+    """Accents off Latin letters, as remove_diacritics does ("zürich" -> "zurich");
+    other scripts are left alone (FTS5 folds only Latin)."""
+    out = []
+    for ch in word:
+        if ord(ch) < 0x80:
+            out.append(ch)
+            continue
+        parts = unicodedata.normalize("NFD", ch)
+        out.append(parts[0] if len(parts) > 1 and ord(parts[0]) < 0x250 else ch)
+    return "".join(out)
+
+
+def words(text: str) -> list[str]:
+    """Every word of text as the index keys it: lower-cased, Latin accents folded."""
+    return [fold_latin(w.lower()) for w in _WORD.findall(text)]
+
+
+def query_terms(text: str) -> list[str]:
+    """The topic words of a question: its words less the stopwords, deduplicated, in
+    order of first appearance."""
+    return list(dict.fromkeys(w for w in words(text) if w not in STOPWORDS))
+
+
+def refers_back(text: str) -> bool:
+    """Whether a message has an anaphor ("who teaches it?", "when does she start?") and
+    does not close the topic ("thanks, that's all")."""
+    said = set(words(text))
+    return not (said & CLOSERS) and bool(said & ANAPHORS)
+
+
+def is_follow_up(text: str) -> bool:
+    """Whether a message continues the conversation's topic: it refers back, or opens
+    with "and"/"what about" ("and Marta's birthday?")."""
+    return refers_back(text) or (not set(words(text)) & CLOSERS and text.strip().lower().startswith(CONTINUERS))
+
+
+# The kind of answer a question word asks for ("when" wants a date or a time, "how
+# many" a number): a block holding that kind of text is more likely the answer. Question
+# words are the STOPWORDS above, so this is the only way they still count.
+_MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec"
+_DATE = re.compile(
+    rf"\b(?:(?:{_MONTHS})[a-z]*|monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|"
+    r"tonight|yesterday|weekend|morning|evening|\d{1,2}[:.h]\d{2}|\d{1,2} ?(?:am|pm)|\d{4})\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|half|dozen)\b", re.I)
+_ASKS = (
+    (re.compile(r"\b(?:when|what time|what date|what day|which day|how soon)\b", re.I), _DATE),
+    (re.compile(r"\bhow (?:many|much|old|long|often|far|big|tall|heavy)\b", re.I), _NUMBER),
+)
+
+
+def answer_kind(question: str) -> re.Pattern | None:
+    """The pattern of text a question's words ask for, or None (see above)."""
+    for asks, kind in _ASKS:
+        if asks.search(question):
+            return kind
+    return None
+
+
+def quoted(term: str) -> str:
+    return '"' + term.replace('"', '""') + '"'
+
+
+def match_expression(terms: Iterable[str]) -> str:
+    """FTS5 MATCH text: the terms ORed, each a quoted string (no FTS5 syntax survives)."""
+    return " OR ".join(map(quoted, terms))
+
+
+def title_expression(alternatives: Iterable[Iterable[str]]) -> str:
+    """FTS5 MATCH text for blocks whose page title holds one word of every group."""
+    groups = ["(" + " OR ".join(map(quoted, group)) + ")" for group in alternatives]
+    return "page : (" + " AND ".join(groups) + ")"
+
+
+class Vocabulary:
+    """The notes' own words with their block counts, for the two rules above."""
+
+    def __init__(self, df: Mapping[str, int]) -> None:
+        self.df = dict(df)
+        self._words = list(self.df)
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.df
+
+    def is_misspelt_asking(self, term: str) -> bool:
+        if term in self.df or term.isdigit():
+            return False
+        if len(term) == 1:
+            return True
+        return (
+            len(term) >= 3
+            and process.extractOne(term, _LONG_STOPWORDS, scorer=OSA.distance, score_cutoff=1) is not None
+        )
+
+    def neighbours(self, term: str) -> list[str]:
+        """The notes' words a word they never use may mean, most frequent first."""
+        if term in self.df or len(term) < 4 or term.isdigit():
+            return []
+        cutoff = 1 if len(term) <= 7 else 2
+        near = {w for w, _, _ in process.extract(term, self._words, scorer=OSA.distance, score_cutoff=cutoff, limit=20)}
+        if len(term) >= 5:
+            stem = term[:-1]
+            near.update(w for w in self._words if len(w) > len(term) and stem in w)
+        return sorted(near, key=lambda w: (-self.df[w], w))[:MAX_NEIGHBOURS]

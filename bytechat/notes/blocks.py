@@ -1,6 +1,7 @@
 """Note blocks and the notes layout that training dialogues and chat share.
 
-A Roam page is cut into blocks: a top-level bullet with its children. Roam markup is
+A Roam page is cut into blocks: a top-level bullet with its children (a page of any
+notes format comes as Roam markdown: bytechat/notes/readers/). Roam markup is
 turned into plain text (`{{[[TODO]]}}` -> `TODO`, `[[Page]]` -> `Page`, `**b**` -> `b`,
 `key:: value` -> `key: value`), bullet markers are dropped and each child level is
 indented by two spaces. A block longer than MAX_BLOCK_BYTES is cut into several blocks
@@ -22,10 +23,12 @@ to the question, so the model copies from nearby):
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
+from bytechat.notes.readers.model import outline_lines
 from bytechat.notes.roam import RoamPage
 
 MAX_BLOCK_BYTES = 150  # one block's text; longer blocks are cut (see above)
@@ -39,7 +42,6 @@ _LINK = re.compile(r"\[\[([^\[\]]+)\]\]")
 _BLOCK_REF = re.compile(r"\s*\(\([A-Za-z0-9_-]{6,}\)\)")
 _BOLD = re.compile(r"(\*\*|__|\^\^)(.+?)\1")
 _ATTRIBUTE = re.compile(r"^([^\s:][^:]{0,40})::\s*")
-_BULLET = re.compile(r"^(\s*)(?:[-*+]\s+|\d+\.\s+)?(.*)$")
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,12 @@ class NoteBlock:
     page: str  # the page name, e.g. "Garden/Tomatoes"
     text: str  # plain text, children indented by two spaces per level
     position: int  # index of the block within its page
+    # Where the block came from, for a link back to it; empty when not known. Equality
+    # stays (page, text, position): the same block read from the index is equal.
+    uid: str = field(default="", compare=False)  # Roam block uid, Logseq id:: uuid, Obsidian ^block-id
+    source: str = field(default="", compare=False)  # the file, relative to the notes folder
+    line: int = field(default=0, compare=False)  # 1-based line it starts on in that file (0: none)
+    heading: str = field(default="", compare=False)  # the heading it is under (markdown notes)
 
     def render(self) -> str:
         return f"[{self.page}] {self.text}"
@@ -61,26 +69,18 @@ def plain(line: str) -> str:
     return _ATTRIBUTE.sub(r"\1: ", line).strip()
 
 
-def _outline(text: str) -> list[tuple[int, int, str]]:
-    """(top-level block number, depth, plain text) for each non-empty line of a page.
-    Depth comes from a stack of indents, so 2- and 4-space exports both work."""
-    rows, block, indents = [], -1, []
-    for raw in text.split("\n"):
-        if not raw.strip():
-            continue
-        indent_str, body = _BULLET.match(raw.expandtabs(4)).groups()
-        indent = len(indent_str)
-        while indents and indents[-1] > indent:
-            indents.pop()
-        if not indents or indents[-1] < indent:
-            indents.append(indent)
-        depth = min(len(indents) - 1, 8)
+def _outline(text: str) -> tuple[list[tuple[int, int, str]], list[int]]:
+    """([(top-level block number, depth, plain text)] for each non-empty line of a page,
+    [the line each top-level block starts on]). Depth comes from a stack of indents, so
+    2- and 4-space exports both work (readers.model.outline_lines)."""
+    rows, tops = [], []
+    for number, depth, body in outline_lines(text):
         if depth == 0:
-            block += 1
+            tops.append(number)
         body = plain(body)
         if body:
-            rows.append((max(block, 0), depth, body))
-    return rows
+            rows.append((max(len(tops) - 1, 0), depth, body))
+    return rows, tops
 
 
 def _clip(text: str, limit: int) -> str:
@@ -130,13 +130,42 @@ def _wrap(line: str, limit: int) -> list[str]:
     return [indent + piece for piece in pieces]
 
 
+def _origin(page: RoamPage, top_lines: list[int]):
+    """block number -> (uid, source, line, heading) of each top-level block of the page:
+    from the reader's block tree (each of its top-level Blocks is one top-level outline
+    block of the text), else, for a page read from a file of Roam markdown, the file and
+    the line of its text; nothing for a page made in code."""
+    source = getattr(page, "source", "")
+    tops = getattr(page, "blocks", ())
+    if tops and len(tops) == len(top_lines):
+
+        def origin(n: int) -> tuple[str, str, int, str]:
+            top = tops[n]
+            return top.uid, source, top.line, plain(top.string.partition("\n")[0]) if top.heading else ""
+
+        return origin
+    if source and not tops and getattr(page, "format", "") == "roam-markdown":  # its text is its file
+        return lambda n: ("", source, top_lines[n], "")
+    return lambda n: ("", source, 0, "")
+
+
+def _note(page: str, blocks: list[NoteBlock], text: str, **origin) -> NoteBlock:
+    return NoteBlock(page, text, len(blocks), **origin)
+
+
 def page_blocks(page: RoamPage, max_bytes: int = MAX_BLOCK_BYTES) -> list[NoteBlock]:
-    """The page's blocks in page order (see the module docstring)."""
+    """The page's blocks in page order (see the module docstring), each with the uid,
+    file, line and heading of the top-level block it is cut from, where known."""
     grouped: dict[int, list[str]] = {}
-    for block, depth, body in _outline(page.text):
+    rows, top_lines = _outline(page.text)
+    for block, depth, body in rows:
         grouped.setdefault(block, []).append("  " * depth + body)
+    origin = _origin(page, top_lines)
     blocks: list[NoteBlock] = []
-    for lines in grouped.values():
+    for number, lines in grouped.items():
+        uid, source, line, heading = origin(number)
+        note = functools.partial(_note, page.name, blocks, uid=uid, source=source, line=line, heading=heading)
+
         # The first line may itself take several blocks; each child block starts with
         # it (shortened), so that it still says what it is part of.
         first, *more = _wrap(lines[0], max_bytes)
@@ -146,10 +175,10 @@ def page_blocks(page: RoamPage, max_bytes: int = MAX_BLOCK_BYTES) -> list[NoteBl
         for i, piece in enumerate(pieces):
             candidate = f"{current}\n{piece}"
             if _size(candidate) > max_bytes:
-                blocks.append(NoteBlock(page.name, current, len(blocks)))
+                blocks.append(note(current))
                 candidate = piece if i < len(more) else f"{lead}\n{piece}"
             current = candidate
-        blocks.append(NoteBlock(page.name, current, len(blocks)))
+        blocks.append(note(current))
     return blocks
 
 

@@ -11,25 +11,22 @@ train-side index holds train blocks only). Each line: {"text": the transcript, "
 
 from __future__ import annotations
 
-import json
 import random
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
 from bytechat.notes import grounded
 from bytechat.core import paths
-from bytechat.core.atomic import atomic_open, write_json
+from bytechat.core.atomic import write_json, write_jsonl
 from bytechat.core.config import ConfigError, GroundedConfig, load_params
+from bytechat.core.rng import SeedOffset
 from bytechat.notes.roam import RoamPage
 from bytechat.notes.grounded import read_split_pages
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.synthetic import name as random_name
 from bytechat.notes.synthetic import synthetic_pages
-
-SEED_OFFSETS = {"roam_train": 11, "synthetic": 12, "roam_val": 13}  # one rng per part
 
 
 def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: str) -> list[dict]:
@@ -57,12 +54,6 @@ def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: 
     ]
 
 
-def write_jsonl(path: Path, records: list[dict]) -> None:
-    with atomic_open(path, "w", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
-
-
 def main() -> int:
     try:
         params = load_params()
@@ -76,19 +67,23 @@ def main() -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    synthetic_seed = seed + SeedOffset.GROUNDED_SYNTHETIC  # one rng per part
     jobs = [
-        ("roam_train", lambda: part(train_pages, cfg.roam_dialogues, cfg, seed + SEED_OFFSETS["roam_train"], "roam")),
+        (
+            "roam_train",
+            lambda: part(train_pages, cfg.roam_dialogues, cfg, seed + SeedOffset.GROUNDED_ROAM_TRAIN, "roam"),
+        ),
         (
             "synthetic",
             lambda: part(
-                synthetic_pages(random.Random(seed + SEED_OFFSETS["synthetic"]), cfg.synthetic_pages),
+                synthetic_pages(random.Random(synthetic_seed), cfg.synthetic_pages),
                 cfg.synthetic_dialogues,
                 cfg,
-                seed + SEED_OFFSETS["synthetic"],
+                synthetic_seed,
                 "synthetic",
             ),
         ),
-        ("roam_val", lambda: part(val_pages, cfg.val_dialogues, cfg, seed + SEED_OFFSETS["roam_val"], "roam")),
+        ("roam_val", lambda: part(val_pages, cfg.val_dialogues, cfg, seed + SeedOffset.GROUNDED_ROAM_VAL, "roam")),
     ]
     made = {}
     for name, job in tqdm(jobs, desc="grounded", unit=" part"):

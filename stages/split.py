@@ -3,20 +3,13 @@ train/val, seeded. Writes artifacts/splits/{roam,primer}_{train,val}.jsonl + man
 
 from __future__ import annotations
 
-import json
 import sys
 
 from bytechat.core import paths
-from bytechat.core.atomic import atomic_open, write_json
+from bytechat.core.atomic import write_json, write_jsonl
 from bytechat.core.config import ConfigError, load_params
 from bytechat.data import primer
 from bytechat.notes import roam
-
-
-def write_jsonl(name: str, docs: list[tuple[str, str]]) -> None:
-    with atomic_open(paths.splits_dir() / f"{name}.jsonl", "w", encoding="utf-8") as fh:
-        for doc_id, text in docs:
-            fh.write(json.dumps({"id": doc_id, "text": text}, ensure_ascii=False) + "\n")
 
 
 def main() -> int:
@@ -31,12 +24,14 @@ def main() -> int:
     except (ConfigError, roam.RoamError, primer.PrimerError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    write_jsonl("roam_train", [(p.name, p.document()) for p in roam_train])
-    write_jsonl("roam_val", [(p.name, p.document()) for p in roam_val])
+    splits = paths.splits_dir()
+    for name, part in (("roam_train", roam_train), ("roam_val", roam_val)):
+        write_jsonl(splits / f"{name}.jsonl", ({"id": p.name, "text": p.document()} for p in part))
     # Ids are positions in primer.txt; looked up by identity, since two dialogues may be equal.
     position = {id(block): i for i, block in enumerate(blocks)}
     for name, part in (("primer_train", primer_train), ("primer_val", primer_val)):
-        write_jsonl(name, [(f"dialogue-{position[id(b)]}", doc) for b, doc in zip(part, primer.documents(part))])
+        docs = zip(part, primer.documents(part))
+        write_jsonl(splits / f"{name}.jsonl", ({"id": f"dialogue-{position[id(b)]}", "text": doc} for b, doc in docs))
     roam_source = paths.example_roam_dir() if is_example else paths.roam_dir()
     manifest = {
         "seed": seed,

@@ -10,11 +10,13 @@ from bytechat.core.config import (
     GroundedConfig,
     ModelConfig,
     TrainConfig,
+    LEGACY_MODEL_CONFIG,
     load_params,
     parse_params,
+    saved_model_config,
 )
 from tests.conftest import REPO
-from tests.helpers import model_config
+from tests.helpers import TINY_MODEL, model_config, train_config
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -198,3 +200,67 @@ def test_operational_settings_may_be_left_out():
 
     params = parse_params(_with(drop))
     assert params.profile("smoke").train.log_every == 10 and params.data.hub_timeout_s == 5.0
+
+
+def test_an_error_is_one_line_naming_file_key_expected_and_found():
+    with pytest.raises(ConfigError) as err:
+        parse_params(_with(lambda r: r["profiles"]["smoke"]["model"].update(copy_continue="yes")), "params.yaml")
+    assert str(err.value) == "params.yaml: profiles.smoke.model.copy_continue: expected bool, got str 'yes'"
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (
+            lambda r: r["profiles"]["smoke"]["model"].update(activation="swish"),
+            "profiles.smoke.model.activation: expected 'gelu' or 'relu2', got str 'swish'",
+        ),
+        (
+            lambda r: r["profiles"]["smoke"]["model"].update(conv_kernel=-1),
+            "profiles.smoke.model.conv_kernel: must be >= 0, got -1 (0 = no convolution)",
+        ),
+        (
+            lambda r: r["profiles"]["train"]["model"].update(dropout=1.0),
+            "profiles.train.model.dropout: must be in [0, 1)",
+        ),
+        (lambda r: r["grounded"].update(k=0), "grounded.k: must be >= 1, got 0"),
+        (lambda r: r["profiles"]["smoke"]["train"].update(min_lr=0.5), "profiles.smoke.train.min_lr: must be <= lr"),
+        (lambda r: r["profiles"]["smoke"]["train"].update(lr=float("nan")), "train.lr: must be a finite number"),
+        (lambda r: r["profiles"]["smoke"]["train"].update(optimizer="sgd"), "train.optimizer: expected 'adamw' or"),
+        (lambda r: r["profiles"].clear(), "params.yaml: profiles: needs at least 1 entry"),
+        (lambda r: r.update(profiles=["smoke"]), "params.yaml: profiles: expected a mapping, got list"),
+        (lambda r: r["p_train"].update({3: 0.0}), "params.yaml: p_train.3: expected str, got int 3"),
+        # a misspelt key: the unknown one is named first (its missing twin is counted)
+        (
+            lambda r: r["profiles"]["smoke"]["model"].update(n_layers=r["profiles"]["smoke"]["model"].pop("n_layer")),
+            "profiles.smoke.model.n_layers: unknown key (known: n_layer, ",
+        ),
+    ],
+)
+def test_messages_say_what_was_expected(mutate, message):
+    with pytest.raises(ConfigError) as err:
+        parse_params(_with(mutate), "params.yaml")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_configs_built_in_code_are_checked_the_same_way():
+    with pytest.raises(ConfigError, match=r"^steps: must be > 0, got 0$"):
+        train_config(steps=0)
+    with pytest.raises(ConfigError, match="^colour: unknown key"):
+        model_config(colour="red")
+    with pytest.raises(ConfigError, match="^n_layer: expected int, got str '2'"):
+        dataclasses.replace(model_config(), n_layer="2")
+    assert dataclasses.replace(train_config(), lr=1).lr == 1.0  # int widens to float
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model_config().n_layer = 3
+
+
+def test_saved_model_configs_fill_the_legacy_keys():
+    old = {k: TINY_MODEL[k] for k in ("n_layer", "n_head", "n_embd", "block_size")}  # a config from before them
+    cfg = saved_model_config(old)
+    assert {k: getattr(cfg, k) for k in LEGACY_MODEL_CONFIG} == LEGACY_MODEL_CONFIG and cfg.vocab_size == 256
+    assert saved_model_config({**TINY_MODEL, "vocab_size": 256}) == model_config()
+    with pytest.raises(ConfigError, match=r"^model_config\.n_layer: expected int, got str '2'$"):
+        saved_model_config({**old, "n_layer": "2"})
+    with pytest.raises(ConfigError, match="^model_config: expected a mapping, got list"):
+        saved_model_config([1])

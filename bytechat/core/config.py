@@ -1,14 +1,18 @@
-"""Typed configuration built from params.yaml.
+"""Typed configuration built from params.yaml, validated by pydantic.
 
-Every section maps onto a dataclass. Loading is strict: an unknown key, a missing key or
-a value of the wrong type is a ConfigError naming the file and the dotted key, e.g.
+Every section maps onto a frozen pydantic dataclass (so `dataclasses.asdict`/`replace`
+work on it as on any dataclass). Validation is strict: an unknown key, a missing key, a
+value of the wrong type (no coercion but int -> float) or out of its range is a
+ConfigError of one line naming the file and the dotted key, e.g.
 
     params.yaml: profiles.smoke.train.lr: expected float, got str 'fast'
+
+Building a config in code (ModelConfig(...), dataclasses.replace) is checked the same way.
 
 params.yaml is the one home of every setting that shapes a model or its training, so DVC
 sees each of them (the train stage depends on `profiles.<name>`): those fields have no
 default here. Only operational settings that change no weights (train.log_every,
-data.hub_timeout_s) keep a dataclass default, and so may be left out of params.yaml.
+data.hub_timeout_s) keep a default, and so may be left out of params.yaml.
 ModelConfig.vocab_size is fixed by the byte tokenizer (256), not a setting: params.yaml
 may not set it.
 """
@@ -16,164 +20,222 @@ may not set it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
-import types
 import typing
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import pydantic
 import yaml
+from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
+from pydantic.fields import FieldInfo
 
 from bytechat.text.tokenizer import VOCAB_SIZE
 
 SOURCES = ("wiki", "roam", "primer", "grounded")
-ACTIVATIONS = ("gelu", "relu2")
-OPTIMIZERS = ("adamw", "muon")
+Activation = Literal["gelu", "relu2"]
+Optimizer = Literal["adamw", "muon"]
+Dtype = Literal["auto", "bf16", "fp32"]
+ACTIVATIONS = typing.get_args(Activation)
+OPTIMIZERS = typing.get_args(Optimizer)
 
 
 class ConfigError(ValueError):
     """params.yaml (or a checkpoint's config) does not describe a valid configuration."""
 
 
-@dataclass(frozen=True)
+class _Invalid(ValueError):
+    """Raised by a validator: `key` (dotted, relative to where pydantic reports the error;
+    "" for that place itself) has `problem`."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"{key}: {problem}" if key else problem)
+        self.key, self.problem = key, problem
+
+
+def _require(ok: bool, key: str, problem: str) -> None:
+    if not ok:
+        raise _Invalid(key, problem)
+
+
+def _config(cls=None, **kwargs):
+    """A frozen pydantic dataclass that refuses unknown keys and non-finite floats, and
+    whose constructor raises a one-line ConfigError instead of pydantic's ValidationError."""
+
+    def wrap(cls):
+        cls = pydantic.dataclasses.dataclass(
+            cls, frozen=True, config=pydantic.ConfigDict(extra="forbid", allow_inf_nan=False), **kwargs
+        )
+        init = cls.__init__
+
+        @functools.wraps(init)
+        def __init__(self, *args, **values):
+            try:
+                init(self, *args, **values)
+            except ValidationError as exc:
+                raise ConfigError(_one_line(exc, cls)) from None
+
+        cls.__init__ = __init__
+        return cls
+
+    return wrap if cls is None else wrap(cls)
+
+
+# Field types. Strict* refuse coercion (a bool is no int, "3" no number); StrictFloat takes
+# an int and makes it a float.
+Positive = Annotated[StrictInt, Field(gt=0)]
+NonNegative = Annotated[StrictInt, Field(ge=0)]
+Fraction = Annotated[StrictFloat, Field(ge=0, lt=1)]  # [0, 1)
+
+
+def _mix_problem(p: dict[str, float], sources: tuple[str, ...] | None) -> tuple[str, str] | None:
+    """(key within p, problem) if p is no probability mix over exactly `sources` (None: any)."""
+    if sources is not None and set(p) != set(sources):
+        return "", f"needs exactly the sources {', '.join(sources)} (got {', '.join(p) or 'none'})"
+    for name, value in p.items():
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
+            return name, f"must be a probability >= 0 (got {value!r})"
+    if not math.isclose(sum(p.values()), 1.0, abs_tol=1e-6):
+        return "", f"probabilities must sum to 1 (sum is {sum(p.values()):.6g})"
+    return None
+
+
+def check_probabilities(p: dict[str, float], key: str, sources: tuple[str, ...] | None = SOURCES) -> None:
+    """p is a probability mix (over exactly `sources`, unless None); else a ConfigError naming key."""
+    problem = _mix_problem(p, sources)
+    if problem is not None:
+        sub, text = problem
+        raise ConfigError(f"{key}.{sub}: {text}" if sub else f"{key}: {text}")
+
+
+def _valid_mix(p: dict[str, float]) -> dict[str, float]:
+    problem = _mix_problem(p, SOURCES)
+    if problem is not None:
+        raise _Invalid(*problem)
+    return p
+
+
+Mix = Annotated[dict[StrictStr, StrictFloat], AfterValidator(_valid_mix)]  # a share per source
+
+
+@_config
 class ModelConfig:
     # Every field but vocab_size is required: its value lives in params.yaml.
-    n_layer: int
-    n_head: int
-    n_embd: int
-    block_size: int
-    rope_theta: float
-    mlp_ratio: int
-    dropout: float
+    n_layer: Positive
+    n_head: Positive
+    n_embd: Positive
+    block_size: Positive
+    rope_theta: Annotated[StrictFloat, Field(gt=0)]
+    mlp_ratio: Positive
+    dropout: Fraction
     # Width of the depthwise causal convolution before each attention (blocks.ShortConv);
     # 0 = none. It makes copying from the context learnable at this size (docs/notes.md).
-    conv_kernel: int
+    conv_kernel: Annotated[StrictInt, Field(ge=0, description="0 = no convolution")]
     # Width of the copy head's queries and keys (model/copy_head.py); 0 = no copy head.
-    copy_dim: int
+    copy_dim: Annotated[StrictInt, Field(ge=0, description="0 = no copy head")]
     # Whether the copy head prefers to go on where it copied from the byte before
     # (model/copy_head.py): a pointer that loses its place mid-quote is its main error.
-    copy_continue: bool
+    copy_continue: StrictBool
     # RMS-normalise queries and keys per head before RoPE (blocks.CausalSelfAttention).
-    qk_norm: bool
+    qk_norm: StrictBool
     # The MLP's nonlinearity: gelu (tanh form) or relu2 (relu squared); blocks.MLP.
-    activation: str
+    activation: Activation
     # Fixed by the byte tokenizer, not a setting (params.yaml may not set it).
-    vocab_size: int = VOCAB_SIZE
+    vocab_size: Positive = VOCAB_SIZE
 
-    def __post_init__(self) -> None:
-        _require(self.conv_kernel >= 0, "conv_kernel", "must be >= 0 (0 = no convolution)")
-        _require(self.copy_dim >= 0, "copy_dim", "must be >= 0 (0 = no copy head)")
-        for name in ("n_layer", "n_head", "n_embd", "block_size", "vocab_size", "mlp_ratio"):
-            _require(getattr(self, name) > 0, name, "must be > 0")
+    @pydantic.model_validator(mode="after")
+    def _heads(self):
         _require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")
         _require((self.n_embd // self.n_head) % 2 == 0, "n_head", "head dim (n_embd / n_head) must be even for RoPE")
-        _require(0.0 <= self.dropout < 1.0, "dropout", "must be in [0, 1)")
-        _require(self.rope_theta > 0, "rope_theta", "must be > 0")
-        _require(self.activation in ACTIVATIONS, "activation", f"must be one of {', '.join(ACTIVATIONS)}")
+        return self
 
     @property
     def head_dim(self) -> int:
         return self.n_embd // self.n_head
 
 
-@dataclass(frozen=True)
+@_config
 class TrainConfig:
     # Every field but log_every is required: its value lives in params.yaml.
-    steps: int
-    batch_size: int  # global batch in sequences per optimizer step (per micro-step x grad_accum)
-    grad_accum: int
+    steps: Positive
+    batch_size: Positive  # global batch in sequences per optimizer step (per micro-step x grad_accum)
+    grad_accum: Positive
     # adamw: AdamW for every parameter. muon: Muon for the hidden weight matrices and AdamW
     # for the rest (embedding, norms, gains, convolutions); bytechat/train/step.py.
-    optimizer: str
-    lr: float
-    min_lr: float
-    warmup_steps: int
-    weight_decay: float  # decoupled, on the weight matrices only
-    beta1: float
-    beta2: float
-    grad_clip: float  # max global gradient norm; 0 = no clipping
-    eval_every: int
-    eval_batches: int
-    checkpoint_every: int
-    dtype: str  # auto | bf16 | fp32 (autocast dtype; master weights stay fp32)
-    compile: bool
+    optimizer: Optimizer
+    lr: StrictFloat
+    min_lr: Annotated[StrictFloat, Field(gt=0)]  # and <= lr
+    warmup_steps: NonNegative
+    weight_decay: StrictFloat  # decoupled, on the weight matrices only
+    beta1: StrictFloat
+    beta2: StrictFloat
+    grad_clip: StrictFloat  # max global gradient norm; 0 = no clipping
+    eval_every: Positive
+    eval_batches: Positive
+    checkpoint_every: Positive
+    dtype: Dtype  # autocast dtype; master weights stay fp32
+    compile: StrictBool
     # The last chat_fraction of the optimizer steps draw batches by p_chat instead of
     # p_train (the "chat phase"), so a small model sees enough dialogues, late, to learn
     # the turn format; 0 disables it.
-    chat_fraction: float
+    chat_fraction: Annotated[StrictFloat, Field(ge=0, lt=1, description="0 disables the chat phase")]
     # Questions the answer probe asks at each evaluation of the chat phase (greedy, through
     # the chat path; bytechat.eval.answer_probe): best.pt goes by their share first. 0: by val/loss.
-    answer_probe: int
+    answer_probe: Annotated[StrictInt, Field(ge=0, description="0 disables the probe")]
     # Operational: how often the progress bar and dvclive log; changes no weights.
-    log_every: int = 10
+    log_every: Positive = 10
 
-    def __post_init__(self) -> None:
-        for name in (
-            "steps",
-            "batch_size",
-            "grad_accum",
-            "eval_every",
-            "eval_batches",
-            "checkpoint_every",
-            "log_every",
-        ):
-            _require(getattr(self, name) > 0, name, "must be > 0")
-        _require(self.warmup_steps >= 0, "warmup_steps", "must be >= 0")
+    @pydantic.model_validator(mode="after")
+    def _consistent(self):
         _require(self.batch_size % self.grad_accum == 0, "batch_size", "must be divisible by grad_accum")
-        _require(0 < self.min_lr <= self.lr, "min_lr", "must be in (0, lr]")
-        _require(self.dtype in ("auto", "bf16", "fp32"), "dtype", "must be one of auto, bf16, fp32")
-        _require(self.optimizer in OPTIMIZERS, "optimizer", f"must be one of {', '.join(OPTIMIZERS)}")
-        _require(0.0 <= self.chat_fraction < 1.0, "chat_fraction", "must be in [0, 1) (0 disables the chat phase)")
-        _require(self.answer_probe >= 0, "answer_probe", "must be >= 0 (0 disables the probe)")
+        _require(self.min_lr <= self.lr, "min_lr", f"must be <= lr ({self.lr:g}), got {self.min_lr:g}")
+        return self
 
 
-@dataclass(frozen=True)
-class DataConfig:
-    seed: int
-    wikitext_source: str  # auto | hub | offline | path to a local copy
-    wikitext_config: str
-    val_fraction: float
-    p_train: dict[str, float]
-    # The mix of the chat phase (the last train.chat_fraction of a run's steps).
-    p_chat: dict[str, float]
+@_config
+class DataSection:
+    """params.yaml's `data:` section."""
+
+    wikitext_source: StrictStr  # auto | hub | offline | path to a local copy
+    wikitext_config: StrictStr
+    val_fraction: Annotated[StrictFloat, Field(gt=0, lt=1)]
     # Operational: how long `auto` waits for the Hub before the offline corpus.
-    hub_timeout_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        _require(0.0 < self.val_fraction < 1.0, "val_fraction", "must be in (0, 1)")
-        check_probabilities(self.p_train, "p_train")
-        check_probabilities(self.p_chat, "p_chat")
+    hub_timeout_s: StrictFloat = 5.0
 
 
-@dataclass(frozen=True)
+@_config(kw_only=True)
+class DataConfig(DataSection):
+    """What a run reads about its data: the data section, and seed, p_train and p_chat,
+    which params.yaml keeps at its top level."""
+
+    seed: StrictInt
+    p_train: Mix
+    # The mix of the chat phase (the last train.chat_fraction of a run's steps).
+    p_chat: Mix
+
+
+@_config
 class GroundedConfig:
     """The grounded dialogues stage (bytechat/notes/grounded.py, stages/grounded.py)."""
 
-    roam_dialogues: int  # about the person's roam train pages
-    synthetic_pages: int  # random pages nobody can memorise (bytechat/notes/synthetic.py)
-    synthetic_dialogues: int  # about those
-    val_dialogues: int  # about the roam validation pages (grounded_val, and eval)
-    uncovered: float  # share of questions the notes do not answer
-    k: int  # blocks retrieval puts in the prompt, at most (as chat does)
-    context_bytes: int  # the smallest block_size a profile uses: the notes must fit it
-
-    def __post_init__(self) -> None:
-        for name in ("roam_dialogues", "synthetic_pages", "synthetic_dialogues", "val_dialogues"):
-            _require(getattr(self, name) >= 0, name, "must be >= 0")
-        _require(0.0 <= self.uncovered < 1.0, "uncovered", "must be in [0, 1)")
-        _require(self.k >= 1, "k", "must be >= 1")
-        _require(self.context_bytes >= 256, "context_bytes", "must be >= 256")
+    roam_dialogues: NonNegative  # about the person's roam train pages
+    synthetic_pages: NonNegative  # random pages nobody can memorise (bytechat/notes/synthetic.py)
+    synthetic_dialogues: NonNegative  # about those
+    val_dialogues: NonNegative  # about the roam validation pages (grounded_val, and eval)
+    uncovered: Fraction  # share of questions the notes do not answer
+    k: Annotated[StrictInt, Field(ge=1)]  # blocks retrieval puts in the prompt, at most (as chat does)
+    context_bytes: Annotated[StrictInt, Field(ge=256)]  # the smallest block_size a profile uses: the notes must fit it
 
 
-@dataclass(frozen=True)
+@_config
 class Profile:
-    name: str
+    name: StrictStr
     model: ModelConfig
     train: TrainConfig
 
 
-@dataclass(frozen=True)
+@_config
 class Params:
     data: DataConfig
     profiles: dict[str, Profile]
@@ -189,62 +251,136 @@ class Params:
         return self.profiles[name]
 
 
-def check_probabilities(p: dict[str, float], key: str, sources: tuple[str, ...] | None = SOURCES) -> None:
-    """p is a probability mix (over exactly `sources`, unless None)."""
-    if sources is not None and set(p) != set(sources):
-        raise ConfigError(f"{key}: needs exactly the sources {', '.join(sources)} (got {', '.join(p) or 'none'})")
-    for name, value in p.items():
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0 or not math.isfinite(value):
-            raise ConfigError(f"{key}.{name}: must be a probability >= 0 (got {value!r})")
-    if not math.isclose(sum(p.values()), 1.0, abs_tol=1e-6):
-        raise ConfigError(f"{key}: probabilities must sum to 1 (sum is {sum(p.values()):.6g})")
+VOCAB_FIXED = f"fixed by the byte tokenizer ({VOCAB_SIZE}), not a params.yaml setting"
+_TOP_LEVEL = ("seed", "p_train", "p_chat")  # DataConfig fields written at params.yaml's top level
 
 
-def _require(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}: {problem}")
+def _refuse(keys: tuple[str, ...], problem: str):
+    """A before-validator: the mapping must not hold any of `keys`."""
+
+    def check(raw: Any) -> Any:
+        for key in keys:
+            if isinstance(raw, dict) and key in raw:
+                raise _Invalid(key, problem)
+        return raw
+
+    return pydantic.BeforeValidator(check)
 
 
-def _check_type(value: Any, tp: Any, key: str) -> Any:
-    """Return value converted to tp (int -> float widening only) or raise naming the key."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__} {value!r}")
-        _, vtype = typing.get_args(tp)
-        return {str(k): _check_type(v, vtype, f"{key}.{k}") for k, v in value.items()}
-    if origin in (typing.Union, types.UnionType):
-        raise TypeError("union-typed config fields are not supported")
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if (tp in (int, float) and isinstance(value, bool)) or not isinstance(value, tp):
-        raise ConfigError(f"{key}: expected {tp.__name__}, got {type(value).__name__} {value!r}")
-    return value
+@_config
+class _ProfileSection:
+    model: Annotated[ModelConfig, _refuse(("vocab_size",), VOCAB_FIXED)]
+    train: TrainConfig
 
 
-def from_dict(cls: type, raw: Any, key: str, *, fill: dict[str, Any] | None = None):
-    """Build dataclass `cls` from a mapping, strictly: every field without a dataclass
-    default must be there. fill: values for keys that are absent (LEGACY_MODEL_CONFIG)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{key}: expected a mapping, got {type(raw).__name__}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for name in raw:
-        if name not in fields:
-            raise ConfigError(f"{key}.{name}: unknown key (known: {', '.join(fields)})")
-    raw = {**(fill or {}), **raw}
-    values = {}
-    for name, f in fields.items():
-        if name in raw:
-            values[name] = _check_type(raw[name], hints[name], f"{key}.{name}")
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{key}.{name}: missing key")
+@_config
+class _ParamsFile:
+    """params.yaml as written: Params but for where seed/p_train/p_chat and profile names sit."""
+
+    seed: StrictInt
+    p_train: Mix
+    p_chat: Mix
+    data: Annotated[DataSection, _refuse(_TOP_LEVEL, "belongs at the top level")]
+    profiles: Annotated[dict[StrictStr, _ProfileSection], Field(min_length=1)]
+    grounded: GroundedConfig
+
+
+# ---------------------------------------------------------------- errors in one line
+
+_EXPECTED = {
+    "int_type": "int",
+    "float_type": "float",
+    "bool_type": "bool",
+    "string_type": "str",
+    "dict_type": "a mapping",
+    "dataclass_type": "a mapping",
+}
+_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
+_BOUNDS = {"gt": "> ", "ge": ">= ", "lt": "< ", "le": "<= "}
+
+
+def _field_at(root: Any, loc: tuple) -> tuple[Any, FieldInfo | None]:
+    """(the type, the pydantic field) at loc below root: dataclass fields by name, dict
+    values by any key. (None, None) where loc leads nowhere known."""
+    tp, info = root, None
+    for part in loc:
+        while typing.get_origin(tp) is Annotated:
+            tp = typing.get_args(tp)[0]
+        fields = getattr(tp, "__pydantic_fields__", None)
+        if fields is not None and part in fields:
+            info = fields[part]
+            tp = info.annotation
+        elif typing.get_origin(tp) is dict:
+            tp, info = typing.get_args(tp)[1], None
+        else:
+            return None, None
+    while typing.get_origin(tp) is Annotated:
+        tp = typing.get_args(tp)[0]
+    return tp, info
+
+
+def _range(info: FieldInfo | None) -> str:
+    """A field's bounds as text: "> 0", "in [0, 1)"."""
+    found = {}
+    for constraint in info.metadata if info else ():
+        for name in _BOUNDS:
+            if isinstance(getattr(constraint, name, None), (int, float)):
+                found[name] = getattr(constraint, name)
+    lo = next(((name, found[name]) for name in ("gt", "ge") if name in found), None)
+    hi = next(((name, found[name]) for name in ("lt", "le") if name in found), None)
+    if lo and hi:
+        return f"in {'(' if lo[0] == 'gt' else '['}{lo[1]:g}, {hi[1]:g}{')' if hi[0] == 'lt' else ']'}"
+    return " and ".join(f"{_BOUNDS[name]}{value:g}" for name, value in found.items()) or "in range"
+
+
+def _describe(error: dict, root: Any) -> tuple[tuple, str]:
+    """(dotted path parts, problem) of one pydantic error."""
+    loc = tuple(part for part in error["loc"] if part != "[key]")
+    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
+    got = f"got {type(value).__name__} {value!r}"
+    if kind == "missing":
+        return loc, "missing key"
+    if kind in _UNKNOWN:
+        known = getattr(_field_at(root, loc[:-1])[0], "__pydantic_fields__", {})
+        return loc, f"unknown key (known: {', '.join(known)})"
+    if kind in _EXPECTED:
+        return loc, f"expected {_EXPECTED[kind]}, {got}"
+    if kind == "literal_error":
+        return loc, f"expected {ctx['expected']}, {got}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        info = _field_at(root, loc)[1]
+        hint = f" ({info.description})" if info is not None and info.description else ""
+        return loc, f"must be {_range(info)}, got {value!r}{hint}"
+    if kind == "finite_number":
+        return loc, f"must be a finite number, got {value!r}"
+    if kind == "too_short":
+        return loc, f"needs at least {ctx['min_length']} entry (got none)"
+    cause = ctx.get("error")
+    if isinstance(cause, _Invalid):
+        return loc + tuple(cause.key.split(".") if cause.key else ()), cause.problem
+    return loc, error["msg"]
+
+
+def _one_line(exc: ValidationError, root: Any, key: str = "") -> str:
+    """The first of pydantic's errors (unknown keys first) as "dotted.key: problem"; key
+    is prepended to the path."""
+    errors = sorted(exc.errors(), key=lambda e: e["type"] not in _UNKNOWN)
+    loc, problem = _describe(errors[0], root)
+    path = ".".join(str(part) for part in ((key,) if key else ()) + loc) or "top level"
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    return f"{path}: {problem}{more}"
+
+
+@functools.cache
+def _adapter(tp: Any) -> pydantic.TypeAdapter:
+    return pydantic.TypeAdapter(tp)
+
+
+def _validate(tp: Any, raw: Any, key: str = ""):
     try:
-        return cls(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{key}.{exc}") from None
+        return _adapter(tp).validate_python(raw)
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc, tp, key)) from None
 
 
 # What a model_config or train_config saved before these keys were required (an older
@@ -270,72 +406,27 @@ LEGACY_TRAIN_CONFIG: dict[str, Any] = {
     "answer_probe": 0,
 }
 
-VOCAB_FIXED = f"fixed by the byte tokenizer ({VOCAB_SIZE}), not a params.yaml setting"
-
 
 def saved_model_config(raw: Any, key: str = "model_config") -> ModelConfig:
     """The ModelConfig of a saved model (export config.json, checkpoint), strictly, with
     LEGACY_MODEL_CONFIG for the keys older files leave out."""
-    return from_dict(ModelConfig, raw, key, fill=LEGACY_MODEL_CONFIG)
+    return _validate(ModelConfig, {**LEGACY_MODEL_CONFIG, **raw} if isinstance(raw, dict) else raw, key)
 
 
 def parse_params(raw: Any, source: str = "params.yaml") -> Params:
     try:
-        if not isinstance(raw, dict):
-            raise ConfigError("top level: expected a mapping")
-        top_level = ("seed", "p_train", "p_chat")  # DataConfig fields written at the top level
-        known = {*top_level, "data", "profiles", "grounded"}
-        for name in raw:
-            if name not in known:
-                raise ConfigError(f"{name}: unknown key (known: {', '.join(sorted(known))})")
-        for name in known:
-            if name not in raw:
-                raise ConfigError(f"{name}: missing key")
-        data_raw = dict(_check_type(raw["data"], dict[str, Any], "data"))
-        for name in top_level:
-            if name in data_raw:
-                raise ConfigError(f"data.{name}: belongs at the top level")
-        data_raw["seed"] = _check_type(raw["seed"], int, "seed")
-        for name in ("p_train", "p_chat"):
-            data_raw[name] = _check_type(raw[name], dict[str, float], name)
-        try:
-            data = from_dict(DataConfig, data_raw, "data")
-        except ConfigError as exc:  # seed/p_train/p_chat live at the top level
-            msg = str(exc)
-            for name in top_level:
-                msg = msg.replace(f"data.{name}", name)
-            raise ConfigError(msg) from None
-        profiles_raw = _check_type(raw["profiles"], dict[str, Any], "profiles")
-        if not profiles_raw:
-            raise ConfigError("profiles: at least one profile is needed")
-        profiles = {}
-        for name, body in profiles_raw.items():
-            key = f"profiles.{name}"
-            if not isinstance(body, dict):
-                raise ConfigError(f"{key}: expected a mapping")
-            for part in body:
-                if part not in ("model", "train"):
-                    raise ConfigError(f"{key}.{part}: unknown key (known: model, train)")
-            for part in ("model", "train"):
-                if part not in body:
-                    raise ConfigError(f"{key}.{part}: missing key")
-            if isinstance(body["model"], dict) and "vocab_size" in body["model"]:
-                raise ConfigError(f"{key}.model.vocab_size: {VOCAB_FIXED}")
-            profiles[name] = Profile(
-                name=name,
-                model=from_dict(ModelConfig, body["model"], f"{key}.model"),
-                train=from_dict(TrainConfig, body["train"], f"{key}.train"),
-            )
-        grounded = from_dict(GroundedConfig, raw["grounded"], "grounded")
-        return Params(data=data, profiles=profiles, grounded=grounded)
+        file = _validate(_ParamsFile, raw)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    data = DataConfig(**dataclasses.asdict(file.data), **{name: getattr(file, name) for name in _TOP_LEVEL})
+    profiles = {name: Profile(name=name, model=s.model, train=s.train) for name, s in file.profiles.items()}
+    return Params(data=data, profiles=profiles, grounded=file.grounded)
 
 
 def load_params(path: str | Path | None = None) -> Params:
     from bytechat.core import paths
 
-    path = Path(path) if path is not None else paths.PARAMS
+    path = Path(path) if path is not None else paths.params_file()
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -24,11 +24,12 @@ from typing import Sequence
 import torch
 
 from bytechat.core import paths
+from bytechat.core.rng import SeedOffset
 from bytechat.eval import phrasings
 from bytechat.eval.grounded import Case, ask, heldout_cases, heldout_sets, split_pages
 from bytechat.notes.index import NotesIndex
 
-SEED_OFFSET = 40  # the eval draws with seed + 21 and 22: these questions are others
+SEED_OFFSET = SeedOffset.ANSWER_PROBE  # the eval draws with seed + SeedOffset.HELDOUT_*: these questions are others
 REPLY_BYTES = 160  # a gold fact sits in a reply's first line
 
 

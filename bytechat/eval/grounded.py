@@ -35,6 +35,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from bytechat.core import paths
+from bytechat.core.rng import SeedOffset
 from bytechat.eval import phrasings
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, tokens
 from bytechat.notes import grounded
@@ -48,7 +49,7 @@ HELDOUT_QUESTIONS = 80  # per page set: 70 about blocks, 10 near misses (one ans
 NEAR_MISS_SHARE = 0.125
 UNCOVERED_QUESTIONS = 10  # in each held-out set
 REPLY_BYTES = 256
-EVAL_TRAIN_OFFSET, EVAL_VAL_OFFSET = 21, 22  # seed offsets of the two held-out sets
+EVAL_TRAIN_OFFSET, EVAL_VAL_OFFSET = SeedOffset.HELDOUT_TRAIN, SeedOffset.HELDOUT_VAL  # the two held-out sets
 QUESTIONS_FILE = "questions.jsonl"
 ANSWERING = ("fact", "followup", "paraphrase", "typo", "inflection", "attribute", "todo", "keyword")
 ABSTAINING = ("near_miss", "uncovered")

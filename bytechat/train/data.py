@@ -14,10 +14,10 @@ from bytechat.core import paths
 from bytechat.data.batching import DIALOGUE_SOURCES, document_starts, get_batch
 from bytechat.core.config import SOURCES, DataConfig
 from bytechat.train.distributed import Dist
-from bytechat.core.rng import make_generator
+from bytechat.core.rng import SeedOffset, make_generator
 from bytechat.data.streams import open_stream, read_meta
 
-EVAL_SEED_OFFSET = 1  # eval batches: their own generator (seed + 1), apart from the training sampler
+EVAL_SEED_OFFSET = SeedOffset.EVAL_BATCHES  # eval batches: their own generator, apart from the training sampler
 
 
 @dataclass

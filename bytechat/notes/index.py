@@ -8,15 +8,17 @@ retrievers whose rankings are fused (docs/notes.md, "How retrieval works").
     meta        (key, value)                     format, version, source folder, counts,
                                                  fingerprint of the notes
 
-A question's topic words (bytechat.notes.query) are searched three ways, each an FTS5
+A question's topic words (bytechat.notes.query) are searched several ways, each an FTS5
 bm25() ranking over the page title (PAGE_WEIGHT), the block's key (`key: value` first
-line, or TODO) and its text: the words themselves; the words plus the notes' own words
-they may mean (typos, word forms, compounds: query.Vocabulary.neighbours); and, for a
-follow-up, the words plus the conversation's topic. The lists are fused by reciprocal
-rank (RRF_K), and a block is kept only with enough evidence: the rarity-weighted share
-of the question's words it holds (EVIDENCE; neighbours count NEIGHBOUR_WEIGHT, the
-topic's words TOPIC_WEIGHT). A question whose every word is in a page's title is about
-that page: its most informative blocks come back, tags-only ones last.
+line, or TODO) and its text: the words themselves; the same over key and text only; the
+words plus the notes' own words they may mean (typos, word forms, compounds:
+query.Vocabulary.neighbours); and, for a follow-up, the words plus the conversation's
+topic. The lists are fused by reciprocal rank (RRF_K) with the candidates holding what
+the question word asks for (query.answer_kind), and a block is kept only with enough
+evidence: the share of the question's words it holds, each weighted by how specific it
+is in English (EVIDENCE, query.specificity; a neighbour counts NEIGHBOUR_WEIGHT). A
+question whose every word is in a page's title is about that page: its most informative
+blocks come back, tags-only ones last.
 
 A written index is built into a temp file beside its path and renamed over it, so a
 killed build never leaves half an index; blocks are streamed in batches, so memory stays
@@ -40,7 +42,6 @@ from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 from tqdm.auto import tqdm
-from wordfreq import zipf_frequency
 
 from bytechat.core import paths
 from bytechat.core.atomic import current_umask
@@ -49,9 +50,11 @@ from bytechat.notes.blocks import NoteBlock, is_tags_only, page_blocks
 from bytechat.notes.query import (
     Vocabulary,
     answer_kind,
+    fuse,
     match_expression,
-    refers_back,
     query_terms,
+    refers_back,
+    specificity,
     title_expression,
     words,
 )
@@ -65,11 +68,10 @@ TEXT_WEIGHT = 1.0
 BATCH_ROWS = 2000  # blocks per INSERT batch while building
 
 CANDIDATES = 8  # each retriever ranks k * CANDIDATES blocks before fusion
-RRF_K = 60  # reciprocal-rank fusion: a block scores sum(weight / (RRF_K + rank)) over the lists
 EVIDENCE = 0.4  # a hit must hold this specificity-weighted share of the question's words
 NEIGHBOUR_WEIGHT = 0.6  # a word matched through a vocabulary neighbour, in fusion and evidence
-UNKNOWN_SPECIFICITY = 4.0  # a word unknown to English (a typo or a rare name): see _specificity
 TOPIC_WEIGHT = 0.5  # a follow-up's conversation topic, in fusion
+TEXT_LIST_WEIGHT = 0.5  # the ranking over blocks' own key and text (no title), in fusion
 ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks for, in fusion
 
 _SCHEMA = f"""
@@ -168,7 +170,7 @@ class NotesIndex:
 
     def __init__(self, conn: sqlite3.Connection, path: Path | None) -> None:
         self._conn = conn
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # search calls topic_words under it
         self.path = path
         where = path or "in-memory notes index"
         try:
@@ -278,15 +280,18 @@ class NotesIndex:
                 if page:
                     return page
                 close = [w for t in base for w in near.get(t, [])]
-                lists = [(1.0, self._ranked(base, limit))]
+                lists = [
+                    (1.0, self._ranked(base, limit)),
+                    (TEXT_LIST_WEIGHT, self._ranked([*base, *close], limit, own_text=True)),
+                ]
                 if close:
                     lists.append((NEIGHBOUR_WEIGHT, self._ranked([*base, *close], limit)))
                 if own and context:
                     lists.append((TOPIC_WEIGHT, self._ranked([*own, *context, *close], limit)))
-                fused = _fuse(lists)
+                fused = fuse(lists)
                 kind = answer_kind(query)
                 if kind is not None:  # the candidates holding what the question word asks for
-                    fused = _fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, [r for r in fused if kind.search(r[2])])])
+                    fused = fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, [r for r in fused if kind.search(r[2])])])
                 ids = [row[0] for row in fused]
                 evidence = self._evidence(base if own else self.topic_words(topic[0]) or base, near, ids)
                 if own and topic and refers_back(query):  # "where does he work?": the topic's blocks count
@@ -299,15 +304,23 @@ class NotesIndex:
         return [Hit(page, text, score, position) for _, page, text, position, score in kept[:k]]
 
     def topic_words(self, text: str) -> list[str]:
-        """query_terms(text) less the misspelt ways of asking ("wat", "wen") the notes never use."""
-        return [t for t in query_terms(text) if not self._vocab.is_misspelt_asking(t)]
+        """query_terms(text) less the misspelt ways of asking ("wat", "wen") the notes never
+        use; a word FTS5 matches (stemming included: "live" for "Lives") is never one."""
+        with self._lock:
+            return [t for t in query_terms(text) if not self._vocab.is_misspelt_asking(t) or self._matches_any(t)]
 
     def _matches_any(self, term: str) -> bool:
         sql = "SELECT 1 FROM blocks_fts WHERE blocks_fts MATCH ? LIMIT 1"
         return self._conn.execute(sql, (match_expression([term]),)).fetchone() is not None
 
-    def _ranked(self, terms: list[str], limit: int) -> list[tuple]:
-        return self._conn.execute(_SEARCH, (match_expression(dict.fromkeys(terms)), limit)).fetchall()
+    def _ranked(self, terms: list[str], limit: int, own_text: bool = False) -> list[tuple]:
+        """bm25's ranking of the blocks matching any of terms; own_text: in the block's
+        key or text only (FTS5's bm25 divides by the whole row's length, so a page-title
+        match, which every block of the page shares, favours the page's shortest blocks)."""
+        expression = match_expression(dict.fromkeys(terms))
+        if own_text:
+            expression = "{key text} : (" + expression + ")"
+        return self._conn.execute(_SEARCH, (expression, limit)).fetchall()
 
     def _page_route(self, terms: list[str], near: dict[str, list[str]], k: int) -> list[Hit]:
         """A question whose every word (or a neighbour of it) is in a page's title: that
@@ -328,15 +341,6 @@ class NotesIndex:
     def _idf(self, df: int) -> float:
         return math.log(1 + (self._n_blocks - df + 0.5) / (df + 0.5))
 
-    def _specificity(self, term: str) -> float:
-        """How much a word says about the topic: 7 less its Zipf frequency in English
-        (wordfreq: "the" ~7.7, "number" 5.6, "boiler" 3.7), so "any idea about the boiler
-        service?" is about the boiler; a word English does not know gets
-        UNKNOWN_SPECIFICITY. The notes' own counts cannot tell this in a small graph,
-        where every word is rare."""
-        zipf = zipf_frequency(term, "en")
-        return max(0.5, 7.0 - zipf) if zipf > 0 else UNKNOWN_SPECIFICITY
-
     def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:
         """For each block id, the rarity-weighted share of the searched words it holds
         (FTS5's own tokenizer and stemmer decide what holds; a neighbour counts less)."""
@@ -347,7 +351,7 @@ class NotesIndex:
         sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({marks})"
         total = 0.0
         for term in terms:
-            mass = self._specificity(term)
+            mass = specificity(term)
             total += mass
             found = {rowid for (rowid,) in self._conn.execute(sql, (match_expression([term]), *ids))}
             if near.get(term):
@@ -376,19 +380,6 @@ class NotesIndex:
 
     def is_stale(self, notes_dir: str | Path | None = None) -> bool:
         return self.stale_reason(notes_dir) is not None
-
-
-def _fuse(lists: list[tuple[float, list[tuple]]]) -> list[tuple]:
-    """Reciprocal-rank fusion of ranked (id, page, text, position, rank) rows: rows as
-    (id, page, text, position, fused score), best first, ties in the first list's order."""
-    scores: dict[int, float] = {}
-    rows: dict[int, tuple] = {}
-    for weight, ranked in lists:
-        for rank, row in enumerate(ranked, start=1):
-            scores[row[0]] = scores.get(row[0], 0.0) + weight / (RRF_K + rank)
-            rows.setdefault(row[0], row)
-    order = sorted(scores, key=lambda i: -scores[i])
-    return [(*rows[i][:4], round(scores[i] * RRF_K, 4)) for i in order]
 
 
 def _fill(conn: sqlite3.Connection, blocks: Iterable[NoteBlock], meta: dict) -> None:

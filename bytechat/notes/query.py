@@ -20,6 +20,7 @@ from typing import Iterable, Mapping
 
 from rapidfuzz import process
 from rapidfuzz.distance import OSA
+from wordfreq import zipf_frequency
 
 # Words that say how a person asks, not what about, chosen by word class and never
 # because an eval prompt used them: English function words (articles, pronouns,
@@ -57,6 +58,8 @@ CONTINUERS = ("and ", "also ", "what about ", "how about ")
 _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's token characters
 _LONG_STOPWORDS = sorted(w for w in STOPWORDS if len(w) >= 3)
 MAX_NEIGHBOURS = 3  # vocabulary neighbours kept per unknown word
+UNKNOWN_SPECIFICITY = 4.0  # a word unknown to English (a typo or a rare name)
+RRF_K = 60  # reciprocal-rank fusion: a row scores sum(weight / (RRF_K + rank)) over the lists
 
 
 def fold_latin(word: str) -> str:
@@ -133,6 +136,29 @@ def title_expression(alternatives: Iterable[Iterable[str]]) -> str:
     """FTS5 MATCH text for blocks whose page title holds one word of every group."""
     groups = ["(" + " OR ".join(map(quoted, group)) + ")" for group in alternatives]
     return "page : (" + " AND ".join(groups) + ")"
+
+
+def specificity(term: str) -> float:
+    """How much a word says about the topic: 7 less its Zipf frequency in English
+    (wordfreq: "the" ~7.7, "number" 5.6, "boiler" 3.7), so "any idea about the boiler
+    service?" is about the boiler; a word English does not know (a typo, a rare name)
+    gets UNKNOWN_SPECIFICITY. The notes' own counts cannot tell this in a small graph,
+    where every word is rare."""
+    zipf = zipf_frequency(term, "en")
+    return max(0.5, 7.0 - zipf) if zipf > 0 else UNKNOWN_SPECIFICITY
+
+
+def fuse(lists: list[tuple[float, list[tuple]]]) -> list[tuple]:
+    """Reciprocal-rank fusion of ranked (id, page, text, position, rank) rows: rows as
+    (id, page, text, position, fused score), best first, ties in the first list's order."""
+    scores: dict[int, float] = {}
+    rows: dict[int, tuple] = {}
+    for weight, ranked in lists:
+        for rank, row in enumerate(ranked, start=1):
+            scores[row[0]] = scores.get(row[0], 0.0) + weight / (RRF_K + rank)
+            rows.setdefault(row[0], row)
+    order = sorted(scores, key=lambda i: -scores[i])
+    return [(*rows[i][:4], round(scores[i] * RRF_K, 4)) for i in order]
 
 
 class Vocabulary:

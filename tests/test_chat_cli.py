@@ -275,15 +275,18 @@ def test_no_notes_flag_and_a_missing_index(wide_export, notes_index, tmp_path):
     assert "notes: off:" in default.stderr and "index.sqlite: no notes index there" in default.stderr
 
 
-@pytest.mark.parametrize("problem", ["stale", "empty"])
+@pytest.mark.parametrize("problem", ["stale", "stale-reindexed", "empty"])
 def test_stale_or_empty_index_is_one_line_and_chat_goes_on(wide_export, tmp_path, problem):
+    """A stale index is re-indexed at start (the line says so) unless --no-reindex, when
+    notes go off; an empty one is off either way."""
     folder = tmp_path / "notes"
     folder.mkdir()
-    if problem == "stale":
+    if problem.startswith("stale"):
         (folder / "Bees.md").write_text("- hives:: 3\n", encoding="utf-8")
     index_folder(folder, tmp_path / "index.sqlite", progress=False).close()
-    if problem == "stale":
+    if problem.startswith("stale"):
         (folder / "Bees.md").write_text("- hives:: 4\n", encoding="utf-8")
+    flags = ["--no-reindex"] if problem == "stale" else []
     result = chat(
         "how many hives?\n",
         "--ckpt",
@@ -292,9 +295,14 @@ def test_stale_or_empty_index_is_one_line_and_chat_goes_on(wide_export, tmp_path
         str(tmp_path / "index.sqlite"),
         "--max-new-bytes",
         "4",
+        *flags,
     )
     assert result.returncode == 0, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.startswith("notes:")]
+    if problem == "stale-reindexed":
+        assert len(lines) == 1 and lines[0].startswith("notes: on (1 block from 1 page; re-indexed"), lines
+        assert "sources: Bees" in result.stderr
+        return
     assert len(lines) == 1 and lines[0].startswith("notes: off:")
     assert ("is stale" in lines[0]) if problem == "stale" else ("holds no notes" in lines[0])
     assert "sources:" not in result.stderr and result.stdout

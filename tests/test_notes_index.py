@@ -381,6 +381,23 @@ def test_symlinks_leaving_the_notes_folder_are_not_followed(tmp_path):
     assert idx.search("sailing")[0].page in ("Sub/Real", "Alias")
 
 
+def test_chat_start_rebuilds_a_stale_index_in_place_unless_told_not_to(graph, tmp_path):
+    path = tmp_path / "index.sqlite"
+    index_folder(graph, path, progress=False).close()
+    (graph / "Bees.md").write_text("- hives:: 5\n- The new queen arrived in June.\n")
+    index, line = open_for_chat(path, reindex=False)
+    assert index is None and "is stale (the notes in" in line and "dvc repro index" in line
+    index, line = open_for_chat(path)
+    assert index is not None and "re-indexed" in line and "changed since it was built" in line, line
+    with index:
+        assert index.stale_reason() is None and "queen" in index.search("when did the queen arrive?")[0].text
+    with NotesIndex.open(path) as again:
+        assert again.stale_reason() is None, "rebuilt in place: the file on disk is current"
+    index, line = open_for_chat(path)
+    assert "re-indexed" not in line
+    index.close()
+
+
 @pytest.mark.parametrize("content", [None, b"", b"this is not a database at all" * 100, "sqlite-no-meta"])
 def test_a_missing_or_corrupt_index_is_one_line_naming_the_file(tmp_path, content):
     path = tmp_path / "index.sqlite"

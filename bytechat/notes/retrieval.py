@@ -21,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -28,7 +29,7 @@ from bytechat.core import paths
 from bytechat.text.chat_format import format_chat
 from bytechat.notes import roam
 from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
-from bytechat.notes.index import Hit, NotesIndex, NotesIndexError
+from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, source_name, source_path
 from bytechat.notes.query import is_follow_up, query_terms
 
 DEFAULT_K = 3
@@ -120,25 +121,44 @@ def sources_payload(hits: Sequence[Hit]) -> list[dict]:
 
 def notes_in_use() -> Path:
     """The folder the index stage reads (quietly: no example-graph banner here)."""
-    return paths.ROAM_DIR if roam.find_pages(paths.ROAM_DIR) else paths.EXAMPLE_ROAM_DIR
+    return paths.roam_dir() if roam.find_pages(paths.roam_dir()) else paths.example_roam_dir()
 
 
-def open_for_chat(path: str | Path | None = None) -> tuple[NotesIndex | None, str]:
+def open_for_chat(path: str | Path | None = None, reindex: bool = True) -> tuple[NotesIndex | None, str]:
     """(index, one line to show) for chat start-up. path None: the pipeline's index,
     checked against the notes in use; a given path: checked against the folder it was
-    built from. A missing, unreadable, stale or empty index gives (None, why)."""
+    built from. A stale index (the notes changed, or, for the pipeline's, it is of an
+    older format or from another folder) is rebuilt in place when reindex (seconds even
+    for a large graph; written atomically, as the index stage does) and the line says
+    so; otherwise, and for a missing, unreadable or empty index, (None, why)."""
     default = path is None
-    path = Path(paths.NOTES_INDEX if default else path)
+    path = Path(paths.notes_index() if default else path)
+    folder = notes_in_use() if default else None
+    if default and not path.is_file():
+        return None, f"notes: off: {path}: no notes index there (build it with `dvc repro index`)"
     try:
         index = NotesIndex.open(path)
-        reason = index.stale_reason(notes_in_use() if default else None)
+        reason = index.stale_reason(folder)
+        if reason and folder is None:
+            folder = source_path(index.meta["source"])
     except (NotesIndexError, OSError) as exc:
-        return None, f"notes: off: {str(exc).splitlines()[0]}"
+        if not (default and reindex):
+            return None, f"notes: off: {str(exc).splitlines()[0]}"
+        index, reason = None, "it is of an older format"
+    rebuilt = ""
     if reason:
-        index.close()
-        return None, f"notes: off: {path} is stale ({reason}); rebuild it with `dvc repro index`"
+        if index is not None:
+            index.close()
+        if not reindex or not folder.is_dir():
+            return None, f"notes: off: {path} is stale ({reason}); rebuild it with `dvc repro index`"
+        start = time.perf_counter()
+        try:
+            index = index_folder(folder, path, progress=False)
+        except (roam.RoamError, NotesIndexError, OSError) as exc:
+            return None, f"notes: off: {path} is stale ({reason}) and re-indexing failed: {str(exc).splitlines()[0]}"
+        rebuilt = f"; re-indexed {source_name(folder)} in {time.perf_counter() - start:.2f} s: {reason}"
     if not len(index):
         index.close()
         return None, f"notes: off: {path} holds no notes"
     n, pages = len(index), index.pages
-    return index, f"notes: on ({n} block{'s' * (n != 1)} from {pages} page{'s' * (pages != 1)})"
+    return index, f"notes: on ({n} block{'s' * (n != 1)} from {pages} page{'s' * (pages != 1)}{rebuilt})"

@@ -161,6 +161,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     notes.add_argument("--no-notes", action="store_true", help="answer without your notes")
     parser.add_argument(
+        "--no-reindex", action="store_true", help="do not rebuild a stale notes index at start (notes go off instead)"
+    )
+    parser.add_argument(
         "--summary", metavar="PROFILE", help="describe PROFILE's export and how to chat with it, then exit"
     )
     return parser.parse_args(argv)
@@ -301,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     engine = ChatEngine(model, info=info)
     notes = None
     if not args.no_notes:
-        notes, notes_line = open_for_chat(args.notes)
+        notes, notes_line = open_for_chat(args.notes, reindex=not args.no_reindex)
         print(notes_line, file=sys.stderr)
     interactive = sys.stdin.isatty()
     if interactive:

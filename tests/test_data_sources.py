@@ -1,12 +1,14 @@
-"""Roam notes, primer and WikiText loading; bad input is one clear error."""
+"""Notes (every format), primer and WikiText loading; bad input is one clear error."""
 
+import json
 import random
 
 import pytest
 
 from bytechat.text.chat_format import parse_chat, render_transcript
 from bytechat.data import primer
-from bytechat.notes import roam
+from bytechat.notes import readers, roam
+from bytechat.notes.readers import NotesError
 from bytechat.data.wikitext import WikiTextError, load_wikitext
 
 PAGES = {
@@ -96,6 +98,90 @@ def test_empty_roam_dir_falls_back_to_example_loudly(tmp_path, capsys):
     chosen, is_example = roam.resolve_roam_dir(tmp_path / "missing", example)
     assert is_example and "is missing" in capsys.readouterr().err
     assert roam.resolve_roam_dir(example, tmp_path / "empty") == (example, False)
+
+
+# ---------------------------------------------------------------- the other notes formats (bytechat/notes/readers)
+
+
+def write_files(root, files):
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('{"title": "x"}', "not a Roam JSON export (starts with '{'"),
+        ('[{"title": "A"}, 3]', "page 2 is a int, not a page object"),
+        ('[{"children": []}]', "page 1 has no title"),
+        ('[{"title": "A", "children": {"string": "x"}}]', "children is a dict, not a list"),
+        ('[{"title": "A"} {"title": "B"}]', "expected , or ]"),
+        ('[{"title": "A", "children": [', "not valid JSON in page 1"),
+    ],
+)
+def test_broken_json_export_is_one_line_naming_the_file(tmp_path, content, message):
+    write_files(tmp_path, {"graph.json": content})
+    with pytest.raises(NotesError) as err:
+        readers.load_pages(tmp_path, "roam-json")
+    assert str(err.value).startswith(str(tmp_path / "graph.json")) and message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "fmt, name",
+    [("roam-markdown", "Huge.md"), ("logseq", "pages/Huge.md"), ("obsidian", "Huge.md"), ("roam-json", "g.json")],
+)
+def test_a_5_mb_page_is_one_line_naming_the_file(tmp_path, fmt, name):
+    big = "- " + "lorem ipsum dolor " * (5 * 1024 * 1024 // 18) + "\n"
+    content = (
+        json.dumps([{"title": "Small"}, {"title": "Huge", "children": [{"string": big}]}])
+        if fmt == "roam-json"
+        else big
+    )
+    write_files(tmp_path, {name: content, **({"logseq/config.edn": "{}"} if fmt == "logseq" else {})})
+    with pytest.raises(NotesError) as err:
+        readers.load_pages(tmp_path, fmt)
+    message = str(err.value)
+    assert "\n" not in message and name.split("/")[-1] in message and "4,194,304-byte page cap" in message
+    if fmt == "roam-json":
+        assert "page 2 ('Huge')" in message
+
+
+@pytest.mark.parametrize("fmt, name", [("logseq", "pages/Bad.md"), ("obsidian", "Bad.md"), ("roam-json", "g.json")])
+def test_not_utf8_is_one_line_naming_the_file(tmp_path, fmt, name):
+    content = b'[{"title": "caf\xe9"}]' if fmt == "roam-json" else b"- caf\xe9\n"
+    write_files(tmp_path, {name: content})
+    with pytest.raises(NotesError) as err:
+        readers.load_pages(tmp_path, fmt)
+    assert name.split("/")[-1] in str(err.value) and "not UTF-8" in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["logseq", "obsidian", "roam-json"])
+def test_symlinks_outside_the_notes_are_never_followed(tmp_path, fmt, capsys):
+    secret = write_files(tmp_path / "elsewhere", {"diary.md": "- PRIVATE diary\n", "x.json": '[{"title": "PRIVATE"}]'})
+    notes = tmp_path / "notes"
+    if fmt == "logseq":
+        write_files(notes, {"logseq/config.edn": "{}", "pages/A.md": "- a\n"})
+        (notes / "pages" / "leak.md").symlink_to(secret / "diary.md")
+        (notes / "journals").symlink_to(secret, target_is_directory=True)
+    elif fmt == "obsidian":
+        write_files(notes, {".obsidian/app.json": "{}", "A.md": "a\n"})
+        (notes / "leak.md").symlink_to(secret / "diary.md")
+        (notes / "sub").symlink_to(secret, target_is_directory=True)
+    else:
+        write_files(notes, {"g.json": '[{"title": "A", "children": [{"string": "a"}]}]'})
+        (notes / "leak.json").symlink_to(secret / "x.json")
+    pages = readers.load_pages(notes, fmt)
+    assert [p.name for p in pages] == ["A"]
+    assert "PRIVATE" not in "".join(p.text for p in pages)
+    assert "symlink to" in capsys.readouterr().err
+    assert all("elsewhere" not in str(path) for path in readers.find_files(notes, fmt))
 
 
 PRIMER = """<dialogue>

@@ -1,6 +1,7 @@
 """The notes readers (bytechat/notes/readers/): each format's shipped example gives the
 same facts, blocks carry their uid / file / line, and hostile input is the right blocks
-or one line naming the file."""
+or one line naming the file (oversized, non-UTF-8, broken JSON and symlinked files of
+each format: tests/test_data_sources.py)."""
 
 from __future__ import annotations
 
@@ -270,25 +271,6 @@ def test_json_missing_children_and_missing_uid(tmp_path):
     assert [b.text for b in page_blocks(pages["Target"])] == ["the found text"]
 
 
-@pytest.mark.parametrize(
-    "content, message",
-    [
-        ('{"title": "x"}', "not a Roam JSON export (starts with '{'"),
-        ('[{"title": "A"}, 3]', "page 2 is a int, not a page object"),
-        ('[{"children": []}]', "page 1 has no title"),
-        ('[{"title": "A", "children": {"string": "x"}}]', "children is a dict, not a list"),
-        ('[{"title": "A"} {"title": "B"}]', "expected , or ]"),
-        ('[{"title": "A", "children": [', "not valid JSON in page 1"),
-    ],
-)
-def test_broken_json_export_is_one_line_naming_the_file(tmp_path, content, message):
-    write(tmp_path, {"graph.json": content})
-    with pytest.raises(NotesError) as err:
-        readers.load_pages(tmp_path, "roam-json")
-    assert str(err.value).startswith(str(tmp_path / "graph.json")) and message in str(err.value)
-    assert "\n" not in str(err.value)
-
-
 def test_json_streams_one_page_at_a_time(tmp_path, monkeypatch):
     monkeypatch.setattr(roam_json, "CHUNK", 64)  # many reads per page
     export = [
@@ -326,57 +308,6 @@ def test_front_matter_that_is_not_yaml_is_one_warning_and_read_as_text(tmp_path,
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("warning: ") for line in err)
     assert "Bad.md: front matter is not YAML" in err[0] and "List.md: front matter is a YAML list" in err[1]
-
-
-@pytest.mark.parametrize(
-    "fmt, name",
-    [("roam-markdown", "Huge.md"), ("logseq", "pages/Huge.md"), ("obsidian", "Huge.md"), ("roam-json", "g.json")],
-)
-def test_a_5_mb_page_is_one_line_naming_the_file(tmp_path, fmt, name):
-    big = "- " + "lorem ipsum dolor " * (5 * 1024 * 1024 // 18) + "\n"
-    content = (
-        json.dumps([{"title": "Small"}, {"title": "Huge", "children": [{"string": big}]}])
-        if fmt == "roam-json"
-        else big
-    )
-    write(tmp_path, {name: content, **({"logseq/config.edn": "{}"} if fmt == "logseq" else {})})
-    with pytest.raises(NotesError) as err:
-        readers.load_pages(tmp_path, fmt)
-    message = str(err.value)
-    assert "\n" not in message and name.split("/")[-1] in message and "4,194,304-byte page cap" in message
-    if fmt == "roam-json":
-        assert "page 2 ('Huge')" in message
-
-
-@pytest.mark.parametrize("fmt, name", [("logseq", "pages/Bad.md"), ("obsidian", "Bad.md"), ("roam-json", "g.json")])
-def test_not_utf8_is_one_line_naming_the_file(tmp_path, fmt, name):
-    content = b'[{"title": "caf\xe9"}]' if fmt == "roam-json" else b"- caf\xe9\n"
-    write(tmp_path, {name: content})
-    with pytest.raises(NotesError) as err:
-        readers.load_pages(tmp_path, fmt)
-    assert name.split("/")[-1] in str(err.value) and "not UTF-8" in str(err.value) and "\n" not in str(err.value)
-
-
-@pytest.mark.parametrize("fmt", ["logseq", "obsidian", "roam-json"])
-def test_symlinks_outside_the_notes_are_never_followed(tmp_path, fmt, capsys):
-    secret = write(tmp_path / "elsewhere", {"diary.md": "- PRIVATE diary\n", "x.json": '[{"title": "PRIVATE"}]'})
-    notes = tmp_path / "notes"
-    if fmt == "logseq":
-        write(notes, {"logseq/config.edn": "{}", "pages/A.md": "- a\n"})
-        (notes / "pages" / "leak.md").symlink_to(secret / "diary.md")
-        (notes / "journals").symlink_to(secret, target_is_directory=True)
-    elif fmt == "obsidian":
-        write(notes, {".obsidian/app.json": "{}", "A.md": "a\n"})
-        (notes / "leak.md").symlink_to(secret / "diary.md")
-        (notes / "sub").symlink_to(secret, target_is_directory=True)
-    else:
-        write(notes, {"g.json": '[{"title": "A", "children": [{"string": "a"}]}]'})
-        (notes / "leak.json").symlink_to(secret / "x.json")
-    pages = readers.load_pages(notes, fmt)
-    assert [p.name for p in pages] == ["A"]
-    assert "PRIVATE" not in "".join(p.text for p in pages)
-    assert "symlink to" in capsys.readouterr().err
-    assert all("elsewhere" not in str(path) for path in readers.find_files(notes, fmt))
 
 
 # ---------------------------------------------------------------- format details

@@ -138,3 +138,15 @@ def test_skip_and_bad_section(tmp_path, tiny_params):
     )
     assert result["skipped"] == sorted(s for s in bench.SECTIONS if s != "peak")
     assert "train" not in json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+
+
+def test_cli_writes_the_report_and_refuses_unknown_sections(tmp_path, capsys):
+    from tools.bench.__main__ import main
+
+    assert main(["--skip", "nope"]) == 2
+    assert "unknown sections ['nope']" in capsys.readouterr().err
+    others = ",".join(s for s in bench.SECTIONS if s != "peak")
+    assert main(["--quick", "--threads", "1", "--skip", others, "--out", str(tmp_path)]) == 0
+    saved = json.loads((tmp_path / "report.json").read_text(encoding="utf-8"))
+    assert saved["quick"] is True and saved["skipped"] == sorted(others.split(","))
+    assert "## peak" in (tmp_path / "report.md").read_text(encoding="utf-8") and "## peak" in capsys.readouterr().out

@@ -1,4 +1,4 @@
-"""The `notes` section of `make bench` (tools.bench): the notes index's speed.
+"""Section `notes`: the notes index's speed.
 
 retrieval  top-k (k=3) search latency on the example graph (examples/roam, ~600
            blocks), over a few hundred questions built from its own blocks' words:
@@ -11,22 +11,18 @@ build      index_folder on a synthetic notes folder generated into a temp dir (1
 
 from __future__ import annotations
 
-import json
-import os
 import random
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from bytechat.core import paths
+from tools.bench.common import Context, run_child, table
 
 TARGET_SEARCH_MS = 20.0
 TARGET_BUILD_S = 60.0
 FLAT_GROWTH_MIB = 32.0
-MIB = 1 << 20
 
 _TEMPLATES = (
     "what did I write about {}?",
@@ -127,10 +123,6 @@ def bench_retrieval(n_queries: int, seed: int = 0, k: int = 3) -> dict:
 
 _BUILD_CHILD = r"""
 import json, sys, time
-def rss_kib(field):
-    for line in open("/proc/self/status"):
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
 from bytechat.notes.index import index_folder
 before = rss_kib("VmHWM")
 start = time.perf_counter()
@@ -139,21 +131,6 @@ seconds = time.perf_counter() - start
 print(json.dumps({"seconds": seconds, "pages": index.pages, "blocks": len(index), "rss_before_kb": before,
                   "peak_rss_kb": rss_kib("VmHWM")}))
 """
-
-
-def _build_in_subprocess(folder: Path, target: Path) -> dict:
-    repo = Path(__file__).resolve().parent.parent
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.run(
-        [sys.executable, "-c", _BUILD_CHILD, str(folder), str(target)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=900,
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(f"index build subprocess failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def _search_times(index_path: Path, seed: int, n: int = 200) -> dict:
@@ -183,7 +160,7 @@ def bench_build(n_pages: int, seed: int = 0) -> dict:
             folder = Path(tmp) / label
             notes_bytes = write_synthetic_notes(folder, pages, seed=seed)
             target = Path(tmp) / f"{label}.sqlite"
-            r = _build_in_subprocess(folder, target)
+            r = run_child(_BUILD_CHILD, [folder, target], "index build", timeout=900)
             search = _search_times(target, seed) if label == "full" else {}
             runs[label] = {
                 "pages": r["pages"],
@@ -200,9 +177,10 @@ def bench_build(n_pages: int, seed: int = 0) -> dict:
     return runs
 
 
-def bench_notes(n_queries: int, n_pages: int, seed: int = 0) -> dict:
-    retrieval = bench_retrieval(n_queries, seed)
-    build = bench_build(n_pages, seed)
+def run(ctx: Context) -> dict:
+    n_pages = ctx.plan.notes_pages
+    retrieval = bench_retrieval(ctx.plan.notes_queries, ctx.seed)
+    build = bench_build(n_pages, ctx.seed)
     met = (
         retrieval["p99_ms"] < TARGET_SEARCH_MS
         and build["full"]["seconds"] < TARGET_BUILD_S
@@ -223,8 +201,7 @@ def bench_notes(n_queries: int, n_pages: int, seed: int = 0) -> dict:
     }
 
 
-def section_lines(s: dict, table) -> list[str]:
-    """The markdown of the section; table is tools.bench's _table."""
+def lines(s: dict) -> list[str]:
     r, b = s["retrieval"], s["build"]
     lines = table(
         ["search (example graph)", "blocks", "queries", "median ms", "p99 ms", "max ms", "hits/query"],

@@ -14,6 +14,7 @@ import logging
 import socket
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import get_args
@@ -32,7 +33,7 @@ from bytechat.notes.blocks import NoteBlock, render_notes
 from bytechat.notes.index import NotesIndex
 from bytechat.serve.web import server
 from bytechat.serve.web.chat_request import ChatJob, Role
-from bytechat.serve.web.guard import uvicorn_options
+from bytechat.serve.web.guard import ConnectionCap, uvicorn_options
 from tools.local_server import free_port, running_server, save_tiny_model
 from bytechat.serve.web.server import create_app
 from bytechat.serve.web.settings import ServerSettings
@@ -73,6 +74,17 @@ def sse_events(text: str) -> list[tuple[str, dict]]:
                 data = json.loads(value)
         events.append((name, data))
     return events
+
+
+def assert_busy(status: int, headers, body: bytes) -> int:
+    """A 503 as the server promises it: Retry-After in whole seconds (>= 1) and a one-line
+    JSON detail that says so; returns the Retry-After."""
+    assert status == 503, (status, body[:200])
+    retry = headers.get("retry-after", "")
+    assert retry.isdigit() and int(retry) >= 1, headers
+    detail = json.loads(body)["detail"]
+    assert "\n" not in detail and detail.startswith("server busy") and f"try again in {retry} s" in detail, detail
+    return int(retry)
 
 
 def assert_still_serving(client) -> None:
@@ -428,7 +440,7 @@ def test_full_waiting_line_answers_503():
             assert first.status_code == 200
             assert engine.started.wait(5)
             busy = http.post("/chat", json=HI)
-            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+            assert_busy(busy.status_code, busy.headers, busy.content)
             assert busy.json()["detail"].startswith("server busy")
 
 
@@ -643,19 +655,43 @@ def test_every_documented_sampling_extreme_gets_200(client, caplog):
     no_tracebacks(caplog)
 
 
-def test_stalled_and_idle_connections_are_closed_by_the_header_timeout(engine, caplog):
-    with live_server(create_app(engine, GUARDED), GUARDED) as url:
-        sockets = [raw_connection(url) for _ in range(16)]
+STALLS = (
+    b"",
+    b"P",
+    b"POST /chat/str",
+    b"GET /health HTTP/1.1\r\nHo",
+    b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-",
+)
+
+
+def stall_and_check(url: str, header_timeout_s: float, n: int = 16) -> None:
+    """n sockets that send nothing or part of a request and stall: every one gets 408 and
+    is closed within header_timeout_s + 1 s (socket.timeout if one is held longer), and
+    /health answers meanwhile (200, or 503 + Retry-After when they fill the connection cap)."""
+    start = time.monotonic()
+    sockets = [raw_connection(url) for _ in range(n)]
+    try:
         for i, sock in enumerate(sockets):
-            if i % 2:  # half send part of a request and stall; half send nothing at all
-                sock.sendall(b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-")
-        deadline = time.monotonic() + 10  # bounded: fails with socket.timeout if they are held
+            sock.sendall(STALLS[i % len(STALLS)])
+        health = httpx.get(f"{url}/health", timeout=10)
+        assert health.status_code == 200 or assert_busy(health.status_code, health.headers, health.content)
+        deadline = start + header_timeout_s + 1
         answers = [read_until_closed(sock, deadline) for sock in sockets]
+    finally:
         for sock in sockets:
             sock.close()
-        assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers[1::2]), answers[1]
-        assert all(a == b"" for a in answers[::2])
+    assert all(a.startswith(b"HTTP/1.1 408 ") for a in answers), [a[:40] for a in answers]
+
+
+def test_stalled_and_idle_connections_are_closed_by_the_header_timeout(engine, caplog):
+    with live_server(create_app(engine, GUARDED), GUARDED) as url:
+        stall_and_check(url, GUARDED.header_timeout_s)
         assert httpx.get(f"{url}/health", timeout=10).status_code == 200
+        # An idle keep-alive connection after an answer is closed without another one.
+        with raw_connection(url) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            answer = read_until_closed(sock, time.monotonic() + GUARDED.header_timeout_s + 1)
+        assert answer.startswith(b"HTTP/1.1 200 ") and answer.count(b"HTTP/1.1") == 1
     no_tracebacks(caplog)
 
 
@@ -686,9 +722,42 @@ def test_connections_over_the_cap_get_503(engine):
     with live_server(create_app(engine, settings), settings) as url:
         idle = [raw_connection(url) for _ in range(4)]
         assert wait_until(lambda: httpx.get(f"{url}/health", timeout=10).status_code == 503)
+        busy = httpx.post(f"{url}/chat", json=HI, timeout=10)
+        assert_busy(busy.status_code, busy.headers, busy.content)
+        assert "5 connections open, over the cap of 4" in busy.json()["detail"]
+        assert busy.headers["connection"] == "close"
         for sock in idle:
             sock.close()
         assert wait_until(lambda: httpx.get(f"{url}/health", timeout=10).status_code == 200)
+
+
+def test_stalled_sockets_over_the_connection_cap_still_time_out(engine, caplog):
+    settings = dataclasses.replace(GUARDED, max_connections=8)
+    with live_server(create_app(engine, settings), settings) as url:
+        stall_and_check(url, settings.header_timeout_s)  # 16 > 8: /health gets 503 meanwhile
+        assert wait_until(lambda: httpx.get(f"{url}/health", timeout=10).status_code == 200)
+    no_tracebacks(caplog)
+
+
+def test_an_answer_before_the_body_is_read_still_reaches_the_client(engine):
+    # Over the cap the server answers from the headers alone. A client still sending its
+    # body must be able to finish and read that 503: closing at once made its writes fail
+    # (broken pipe, reset), which most clients report as a connection error.
+    settings = dataclasses.replace(GUARDED, max_connections=1, max_body_bytes=1 << 20)
+    body = json.dumps({"messages": [{"role": "user", "content": "x" * 600_000}]}).encode()
+    head = b"POST /chat HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    with live_server(create_app(engine, settings), settings) as url, raw_connection(url):
+        assert wait_until(lambda: httpx.get(f"{url}/health", timeout=10).status_code == 503)
+        for _ in range(3):
+            with raw_connection(url) as sock:
+                sock.sendall(head % len(body))
+                time.sleep(0.1)  # the answer is sent before the body comes
+                for i in range(0, len(body), 65536):
+                    sock.sendall(body[i : i + 65536])  # BrokenPipeError / ConnectionResetError if closed
+                    time.sleep(0.005)
+                answer = read_until_closed(sock, time.monotonic() + 10)
+            assert answer.startswith(b"HTTP/1.1 503 ") and b"over the cap of 1" in answer, answer[:200]
+            assert b"\r\nretry-after: " in answer.lower()
 
 
 @pytest.mark.parametrize("path", ["/chat", "/chat/stream"])
@@ -699,8 +768,8 @@ def test_waiting_for_a_slot_is_capped_with_503_and_retry_after(path):
         with http.stream("POST", "/chat/stream", json={**HI, "max_new_tokens": 1000}) as first:
             assert first.status_code == 200 and engine.started.wait(5)
             busy = http.post(path, json=HI)
-            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-            assert busy.json()["detail"] == "server busy: no free slot within 0.3 s; try again shortly"
+            retry = assert_busy(busy.status_code, busy.headers, busy.content)
+            assert busy.json()["detail"] == f"server busy: no free slot within 0.3 s; try again in {retry} s"
             assert http.get("/health").json()["load"] == {"running": 1, "waiting": 0}
 
 
@@ -777,10 +846,13 @@ def test_main_refuses_to_show_the_path_off_loopback(capsys):
 def test_main_applies_the_connection_limits(monkeypatch, engine):
     calls = {}
     monkeypatch.setattr(server, "load_engine", lambda ckpt, device, threads: engine)
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(kwargs))
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(kwargs, app=app))
     assert server.main(["--max-connections", "7", "--header-timeout-s", "3"]) == 0
-    assert calls["limit_concurrency"] == 7 and calls["h11_max_incomplete_event_size"] == 16 * 1024
+    assert calls["app"].state.settings.max_connections == 7 and calls["h11_max_incomplete_event_size"] == 16 * 1024
     assert calls["timeout_keep_alive"] == 5 and calls["http"].header_timeout_s == 3
+    # The cap is the app's ConnectionCap (503 + Retry-After), not uvicorn's bare 503.
+    assert "limit_concurrency" not in calls
+    assert any(m.cls is ConnectionCap and m.kwargs["max_connections"] == 7 for m in calls["app"].user_middleware)
 
 
 def test_starlette_floor_is_past_cve_2025_62727():
@@ -797,11 +869,31 @@ def test_starlette_floor_is_past_cve_2025_62727():
     assert Version(version("starlette")) in starlette.specifier
 
 
-def test_hostile_probes_against_the_real_server_leave_no_traceback(tmp_path):
-    ckpt = save_tiny_model(tmp_path)
-    log = tmp_path / "server.log"
-    args = ("--header-timeout-s", "1", "--body-timeout-s", "1", "--max-wait-s", "5")
-    with running_server(ckpt, *args, log_path=log) as url, httpx.Client(base_url=url, timeout=30) as http:
+# The real server process (tiny random model) that the hostile-client tests probe, with
+# small limits: a batch of 4, 4 more in line, 1 s to wait for a slot, 1 s for headers or body.
+REAL_BATCH, REAL_LINE, REAL_HEADER_TIMEOUT_S = 4, 4, 1.0
+
+
+@pytest.fixture(scope="module")
+def real_server(tmp_path_factory):
+    """(url, log path) of `python -m bytechat.serve.web.server` with the limits above."""
+    folder = tmp_path_factory.mktemp("real-server")
+    args = ("--max-batch-size", str(REAL_BATCH), "--max-waiting", str(REAL_LINE), "--max-wait-s", "1")
+    args += ("--header-timeout-s", str(REAL_HEADER_TIMEOUT_S), "--body-timeout-s", "1")
+    args += ("--max-new-tokens", "1000000")
+    log = folder / "server.log"
+    with running_server(save_tiny_model(folder), *args, log_path=log) as url:
+        yield url, log
+
+
+def assert_no_traceback_in(log: Path) -> None:
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text and "Exception in ASGI" not in text, text[-3000:]
+
+
+def test_hostile_probes_against_the_real_server_leave_no_traceback(real_server):
+    url, log = real_server
+    with httpx.Client(base_url=url, timeout=30) as http:
         for i, extreme in enumerate(SAMPLING_EXTREMES[::3]):
             response = http.post("/chat", json={**HI, **extreme, "max_new_tokens": 2})
             assert response.status_code == 200, (extreme, response.text)
@@ -818,8 +910,81 @@ def test_hostile_probes_against_the_real_server_leave_no_traceback(tmp_path):
                 read_until_closed(sock, deadline)
         assert http.get("/health", headers={"x-big": "b" * 20_000}).status_code == 431
         assert http.get("/health").status_code == 200
-    text = log.read_text(errors="replace")
-    assert "Traceback" not in text and "Exception in ASGI" not in text, text[-3000:]
+    assert_no_traceback_in(log)
+
+
+# ---------------------------------------------------------------- overload (issue 27)
+
+
+def exchange(url: str, path: str, body: dict, deadline: float) -> tuple[int, dict[str, str], bytes]:
+    """One request on a socket of its own (Connection: close): the status, headers and
+    body the server sends before it closes. Fails if it closes without a status line."""
+    data = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with raw_connection(url) as sock:
+        sock.sendall(head + data)
+        answer = read_until_closed(sock, deadline)
+    assert answer.startswith(b"HTTP/1.1 "), f"{path}: closed with no answer ({answer[:80]!r})"
+    top, _, rest = answer.partition(b"\r\n\r\n")
+    lines = top.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), headers, rest
+
+
+def flood(url: str, n: int, max_new_tokens: int = 48) -> Counter:
+    """n chat requests at once, streams and plain alternating: each gets a whole reply
+    (200) or 503 with Retry-After and a JSON detail, nothing else; returns the counts."""
+
+    def one(i: int) -> str:
+        path = ("/chat/stream", "/chat")[i % 2]
+        body = {**HI, "max_new_tokens": max_new_tokens, "seed": i}
+        status, headers, rest = exchange(url, path, body, time.monotonic() + 60)
+        if status == 503:
+            assert "chunked" not in headers.get("transfer-encoding", ""), headers
+            assert_busy(status, headers, rest)
+        else:
+            assert status == 200, (path, status, rest[:200])
+            assert (b"event: done" in rest) if path == "/chat/stream" else (b'"finish_reason"' in rest), rest[-200:]
+        return str(status)
+
+    with ThreadPoolExecutor(n) as pool:
+        return Counter(pool.map(one, range(n)))
+
+
+def test_a_flood_over_the_connection_cap_gets_only_200_and_503(engine, caplog):
+    settings = dataclasses.replace(GUARDED, max_batch_size=2, max_waiting=2, max_wait_s=1, max_connections=8)
+    with live_server(create_app(engine, settings), settings) as url:
+        counts = flood(url, 16)
+        assert set(counts) <= {"200", "503"} and counts["503"] >= 8, counts
+        assert wait_until(lambda: httpx.get(f"{url}/health", timeout=10).status_code == 200)
+        assert flood(url, 1) == {"200": 1}, "serving again once the flood is over"
+    no_tracebacks(caplog)
+
+
+def test_floods_and_stalls_get_answers_on_a_real_server_idle_and_while_decoding(real_server):
+    """The issue's hostile client, bounded: 4x the capacity (batch + line) of requests at
+    once, then 16 stalled sockets; again while two long replies keep the batch decoding."""
+    url, log = real_server
+    n = 4 * (REAL_BATCH + REAL_LINE)
+    counts = flood(url, n)
+    assert counts["200"] >= REAL_BATCH and counts["503"] >= n - REAL_BATCH - REAL_LINE, counts
+    stall_and_check(url, REAL_HEADER_TIMEOUT_S)
+    with httpx.Client(base_url=url, timeout=30) as http, contextlib.ExitStack() as stack:
+        readers = []  # kept: a line iterator that is dropped closes its stream
+        for seed in (1, 2):
+            long = {**HI, "max_new_tokens": 1_000_000, "seed": seed}  # a minute of decoding
+            response = stack.enter_context(http.stream("POST", "/chat/stream", json=long))
+            assert response.status_code == 200
+            readers.append(response.iter_lines())
+            assert next(readers[-1]) == "event: sources"  # under way
+        counts = flood(url, n)
+        assert counts["200"] >= 1 and counts["503"] >= 1, counts
+        stall_and_check(url, REAL_HEADER_TIMEOUT_S)
+        assert http.get("/health").json()["load"]["running"] >= 2, "the long replies were decoding all along"
+    assert_no_traceback_in(log)
 
 
 # ---------------------------------------------------------------- batched serving (issue 15)
@@ -890,8 +1055,7 @@ def test_a_full_batch_and_line_answer_503_with_retry_after(engine, slow_batch, p
         with http.stream("POST", "/chat/stream", json=LONG) as first:
             assert first.status_code == 200
             busy = http.post(path, json=HI)
-            assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
-            assert busy.json()["detail"].startswith("server busy")
+            assert_busy(busy.status_code, busy.headers, busy.content)
             assert http.get("/health").json()["load"] == {"running": 1, "waiting": 0}
 
 
@@ -901,10 +1065,8 @@ def test_batched_wait_for_a_slot_is_capped(engine, slow_batch):
         with http.stream("POST", "/chat/stream", json=LONG) as first:
             assert first.status_code == 200
             busy = http.post("/chat", json=HI)
-            assert (
-                busy.status_code == 503
-                and busy.json()["detail"] == "server busy: no free slot within 0.3 s; try again shortly"
-            )
+            retry = assert_busy(busy.status_code, busy.headers, busy.content)
+            assert busy.json()["detail"] == f"server busy: no free slot within 0.3 s; try again in {retry} s"
             assert wait_until(lambda: http.get("/health").json()["load"] == {"running": 1, "waiting": 0})
 
 

@@ -22,12 +22,13 @@ Request body (application/json):
 
 The last message must be from the user. Errors are {"detail": "<field>: <problem>"} with
 400 (not JSON), 408 (body too slow), 413 (body too large), 415 (not application/json),
-422 (invalid field or over a limit) or 503 with Retry-After (waiting line full, or no
-free slot within --max-wait-s). Replies are decoded together in one batch
+422 (invalid field or over a limit) or 503 with Retry-After (waiting line full, a free
+slot not likely within --max-wait-s or none came, or over --max-connections). Replies are decoded together in one batch
 (--max-batch-size, bytechat.serve.web.workers.BatchedReplies), each as it would be alone. finish_reason is "stop" (the model ended its turn),
 "length" (max_new_tokens reached), "timeout" (--timeout-s spent) or "cancelled" (the
 client went away). Slow or oversized headers and too many connections are handled by
-uvicorn's settings and bytechat.serve.web.guard (408, 431, 503). /health leaves out where the
+uvicorn's settings and bytechat.serve.web.guard (408, 431, 503); every accepted
+connection gets an answer before it is closed (docs/web.md, "Overload"). /health leaves out where the
 model was loaded from unless --health-shows-path (refused off loopback).
 
 No CORS headers are sent, on purpose: only the page served here may call the API.
@@ -56,7 +57,7 @@ from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent
 from bytechat.notes.index import NotesIndex, NotesIndexError
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 from bytechat.serve.web.chat_request import ChatJob, ClientGone, RequestError, read_chat_request
-from bytechat.serve.web.guard import uvicorn_options
+from bytechat.serve.web.guard import ConnectionCap, uvicorn_options
 from bytechat.serve.web.settings import LOOPBACK_HOSTS, ServerSettings
 from bytechat.serve.web.sse import EventStreamResponse, sse_event
 from bytechat.serve.web.workers import BatchedReplies, GenerationFailed, ReplyJob, ReplyWorkers, ServerBusy
@@ -84,9 +85,13 @@ def create_app(engine, settings: ServerSettings | None = None, notes: NotesIndex
     answering from notes (a NotesIndex) when given."""
     settings = settings or ServerSettings()
     if settings.max_batch_size > 0 and isinstance(engine, ChatEngine):
-        workers = BatchedReplies(engine, settings.max_batch_size, settings.max_waiting, settings.timeout_s)
+        workers = BatchedReplies(
+            engine, settings.max_batch_size, settings.max_waiting, settings.timeout_s, settings.max_wait_s
+        )
     else:  # no batching asked for, or an engine that only streams replies one by one
-        workers = ReplyWorkers(engine, settings.max_concurrency, settings.max_waiting, settings.timeout_s)
+        workers = ReplyWorkers(
+            engine, settings.max_concurrency, settings.max_waiting, settings.timeout_s, settings.max_wait_s
+        )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -99,6 +104,7 @@ def create_app(engine, settings: ServerSettings | None = None, notes: NotesIndex
     app.state.settings = settings
     app.state.workers = workers
     app.state.notes = notes
+    app.add_middleware(ConnectionCap, max_connections=settings.max_connections, retry_after_s=workers.retry_after_s)
     app.add_middleware(SecurityHeaders)
     if settings.allowed_hosts is not None:
         app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(settings.allowed_hosts))
@@ -209,9 +215,9 @@ async def _start_job(request: Request) -> ReplyJob:
     job.cancel()  # leaves the waiting line at once
     if gone in done:
         raise ClientGone("the client disconnected while waiting for a free slot")
-    wait = settings.max_wait_s
+    retry = request.app.state.workers.retry_after_s()
     raise ServerBusy(
-        f"server busy: no free slot within {wait:g} s; try again shortly", retry_after_s=max(1, round(wait))
+        f"server busy: no free slot within {settings.max_wait_s:g} s; try again in {retry} s", retry_after_s=retry
     )
 
 
@@ -339,6 +345,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)"
     )
     notes.add_argument("--no-notes", action="store_true", help="answer without the notes")
+    p.add_argument(
+        "--no-reindex", action="store_true", help="do not rebuild a stale notes index at start (notes go off instead)"
+    )
     return p.parse_args(argv)
 
 
@@ -413,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     notes = None
     if not args.no_notes:
-        notes, notes_line = open_for_chat(args.notes)
+        notes, notes_line = open_for_chat(args.notes, reindex=not args.no_reindex)
         print(f"bytechat-serve: {notes_line}", file=sys.stderr)
     app = create_app(engine, settings, notes)
     uvicorn.run(

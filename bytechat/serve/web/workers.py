@@ -16,6 +16,10 @@ Stopping is cooperative: the engine calls job.should_stop() between bytes, which
 true when the client went away (job.cancel()) or the per-request time budget is spent.
 A job cancelled while still waiting for a worker is dropped at once: its place in the
 waiting line is free again and it ends as "cancelled" without ever reaching a worker.
+
+Overload: beyond max_waiting in line, or when the line is not likely to reach a new
+request within max_wait_s, start() raises ServerBusy at once, with Retry-After seconds
+estimated from how long replies have lately held their slots (see _Admission).
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class ServerBusy(Exception):
     """Every worker is busy and the waiting line is full (or the wait was too long)."""
 
     def __init__(self, message: str, retry_after_s: int = 1) -> None:
+        # Seconds until a slot is likely (the Retry-After header; at least 1).
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
@@ -71,6 +76,7 @@ class ReplyJob:
         self._started = asyncio.Event()  # set (on the loop) when a worker picks the job up
         self._on_cancel = on_cancel
         self._deadline = math.inf  # set when a worker picks the job up
+        self.started_at: float | None = None  # time.monotonic() when it got its slot
         self.timed_out = False
         # Guarded by ReplyWorkers._lock:
         self.running = False
@@ -81,7 +87,8 @@ class ReplyJob:
     # ---- worker thread side
 
     def start_clock(self) -> None:
-        self._deadline = time.monotonic() + self.timeout_s
+        self.started_at = time.monotonic()
+        self._deadline = self.started_at + self.timeout_s
         try:
             self._loop.call_soon_threadsafe(self._started.set)
         except RuntimeError:  # the loop is closed
@@ -144,26 +151,74 @@ class ReplyJob:
         raise AssertionError("unreachable: events() always ends with a final event")
 
 
-class _Admission:
-    """What both servers' reply runners share: at most `capacity` jobs admitted (running
-    or waiting), ServerBusy beyond; shutdown cancels every admitted job. A subclass
-    defines _drop_if_waiting (a cancelled job that has not started leaves the line)."""
+MAX_RETRY_AFTER_S = 120  # Retry-After never says more than this
+REPLY_S_WEIGHT = 0.2  # weight of the newest reply in the moving average of slot times
 
-    def __init__(self, capacity: int, timeout_s: float) -> None:
+
+class _Admission:
+    """What both servers' reply runners share: `slots` replies run at once, at most
+    `capacity` jobs are admitted (running or waiting), ServerBusy beyond; shutdown
+    cancels every admitted job. A subclass defines _drop_if_waiting (a cancelled job
+    that has not started leaves the line) and calls _finished when a started job ends.
+
+    The wait for a slot is estimated from a moving average of how long replies held
+    their slots: slots free at about slots / reply_s per second, so a request with n
+    jobs ahead of it beyond the slots waits about reply_s * (n + 1) / slots. Once a
+    reply has finished (so the average means something), a request whose estimate is
+    over max_wait_s is refused at once instead of waiting max_wait_s for a 503."""
+
+    def __init__(self, capacity: int, slots: int, timeout_s: float, max_wait_s: float = math.inf) -> None:
         self.capacity = capacity
+        self.slots = slots
         self.timeout_s = timeout_s
+        self.max_wait_s = max_wait_s
         self._lock = threading.Lock()
         self._jobs: set[ReplyJob] = set()  # admitted and not yet finished
+        self._reply_s: float | None = None  # moving average of a reply's time in its slot
 
     def _admit(self, work: ChatJob) -> ReplyJob:
         """A new job for work, admitted (or ServerBusy); call from the event loop."""
         job = ReplyJob(work, self.timeout_s, asyncio.get_running_loop(), on_cancel=self._drop_if_waiting)
         with self._lock:
+            wait_s = self._wait_estimate()
+            retry = _retry_after(wait_s)
             if len(self._jobs) >= self.capacity:
-                raise ServerBusy(f"server busy: {len(self._jobs)} replies in progress or waiting; try again shortly")
+                raise ServerBusy(
+                    f"server busy: {len(self._jobs)} replies in progress or waiting; try again in {retry} s", retry
+                )
+            if self._reply_s is not None and wait_s > self.max_wait_s:
+                raise ServerBusy(
+                    f"server busy: a free slot is likely in {wait_s:.0f} s, over the {self.max_wait_s:g} s"
+                    f" wait cap; try again in {retry} s",
+                    retry,
+                )
             self._jobs.add(job)
             self._admitted(job)
         return job
+
+    def _wait_estimate(self) -> float:
+        """Seconds a request arriving now would likely wait for a slot (under the lock)."""
+        beyond = len(self._jobs) - self.slots  # jobs that must leave a slot first, less one
+        if beyond < 0:
+            return 0.0
+        reply_s = self._reply_s
+        if reply_s is None:  # nothing finished yet: at least as long as the oldest has run
+            now = time.monotonic()
+            reply_s = max([1.0] + [now - job.started_at for job in self._jobs if job.started_at is not None])
+        return reply_s * (beyond + 1) / self.slots
+
+    def retry_after_s(self) -> int:
+        """Seconds until a slot is likely for a request arriving now (Retry-After, >= 1)."""
+        with self._lock:
+            return _retry_after(self._wait_estimate())
+
+    def _finished(self, job: ReplyJob) -> None:
+        """A job that had a slot left it (call under the lock)."""
+        if job.started_at is None:
+            return
+        took = time.monotonic() - job.started_at
+        old = self._reply_s
+        self._reply_s = took if old is None else old + REPLY_S_WEIGHT * (took - old)
 
     def _admitted(self, job: ReplyJob) -> None:
         """Called under the lock once job is admitted."""
@@ -178,8 +233,10 @@ class _Admission:
 class ReplyWorkers(_Admission):
     """A bounded pool generating replies; admission beyond its capacity raises ServerBusy."""
 
-    def __init__(self, engine, max_concurrency: int, max_waiting: int, timeout_s: float) -> None:
-        super().__init__(max_concurrency + max_waiting, timeout_s)
+    def __init__(
+        self, engine, max_concurrency: int, max_waiting: int, timeout_s: float, max_wait_s: float = math.inf
+    ) -> None:
+        super().__init__(max_concurrency + max_waiting, max_concurrency, timeout_s, max_wait_s)
         self.engine = engine
         self.max_concurrency = max_concurrency
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="bytechat-reply")
@@ -224,6 +281,7 @@ class ReplyWorkers(_Admission):
             with self._lock:
                 self._running -= 1
                 self._jobs.discard(job)
+                self._finished(job)
 
     def _generate(self, job: ReplyJob) -> ReplyDone | GenerationFailed:
         """Stream the pieces out through job.emit; return the final event."""
@@ -242,6 +300,10 @@ class ReplyWorkers(_Admission):
             log.exception("reply generation failed")
             return GenerationFailed(f"generation failed: {error_line(exc)}")
         return GenerationFailed("generation failed: the engine ended without a final event")
+
+
+def _retry_after(wait_s: float) -> int:
+    return max(1, min(MAX_RETRY_AFTER_S, math.ceil(wait_s)))
 
 
 def _put_all(items: list) -> None:
@@ -263,10 +325,12 @@ class BatchedReplies(_Admission):
     slot; beyond that, ServerBusy. A job starts (its clock too) when it joins the batch.
     """
 
-    def __init__(self, engine, max_batch_size: int, max_waiting: int, timeout_s: float) -> None:
+    def __init__(
+        self, engine, max_batch_size: int, max_waiting: int, timeout_s: float, max_wait_s: float = math.inf
+    ) -> None:
         from bytechat.serve.batch_engine import BatchEngine
 
-        super().__init__(max_batch_size + max_waiting, timeout_s)
+        super().__init__(max_batch_size + max_waiting, max_batch_size, timeout_s, max_wait_s)
         self.batch = BatchEngine(engine, max_batch_size)
         # Events of the current step, handed to the event loop together after it (a
         # wake-up per event cost the loop more than the step itself at 16 replies).
@@ -299,6 +363,7 @@ class BatchedReplies(_Admission):
             return
         with self._lock:
             self._jobs.discard(job)
+            self._finished(job)
         if isinstance(event, ReplyDone):
             self._outbox.append((job, _with_timeout_reason(event, job)))
         else:

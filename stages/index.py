@@ -9,7 +9,7 @@ import time
 
 from bytechat.core import paths
 from bytechat.core.atomic import write_json
-from bytechat.notes import roam
+from bytechat.notes import readers, roam
 from bytechat.notes.index import NotesIndexError, index_folder
 
 
@@ -17,7 +17,8 @@ def main() -> int:
     start = time.perf_counter()
     try:
         notes_dir, is_example = roam.resolve_roam_dir(paths.roam_dir(), paths.example_roam_dir())
-        index = index_folder(notes_dir, paths.notes_index())
+        notes_format = readers.resolve_format(notes_dir)  # notes.format, or what the folder holds
+        index = index_folder(notes_dir, paths.notes_index(), fmt=notes_format)
     except (roam.RoamError, NotesIndexError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -25,6 +26,7 @@ def main() -> int:
         summary = {
             "source": index.meta["source"],
             "example_graph": is_example,
+            "format": notes_format,
             "pages": index.pages,
             "blocks": len(index),
             "fingerprint": index.meta["fingerprint"],
@@ -34,7 +36,7 @@ def main() -> int:
         }
     write_json(paths.notes_summary(), summary)
     print(
-        f"notes index ({summary['source']}): {summary['pages']} pages, {summary['blocks']} blocks, "
+        f"notes index ({summary['source']}, {notes_format}): {summary['pages']} pages, {summary['blocks']} blocks, "
         f"{summary['index_bytes'] / 1e6:.2f} MB in {summary['seconds']:.2f} s"
     )
     return 0

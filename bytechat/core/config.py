@@ -354,7 +354,7 @@ def _describe(error: dict, root: Any) -> tuple[tuple, str]:
     if kind == "finite_number":
         return loc, f"must be a finite number, got {value!r}"
     if kind == "too_short":
-        return loc, f"needs at least {ctx['min_length']} entry (got none)"
+        return loc, f"needs at least {ctx['min_length']} entry, got {ctx.get('actual_length')}"
     cause = ctx.get("error")
     if isinstance(cause, _Invalid):
         return loc + tuple(cause.key.split(".") if cause.key else ()), cause.problem

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import torch
 
 from bytechat.notes import grounded
+from bytechat.notes.dialogues import frames, spans, summary
 from bytechat.data.batching import document_starts, get_batch
 from bytechat.text.chat_format import parse_chat, render_transcript
 from bytechat.notes.roam import RoamPage
@@ -51,7 +53,10 @@ def test_dialogues_are_deterministic_and_round_trip():
         assert render_transcript(parse_chat(d.document())) == d.document()
 
 
-def test_answer_quotes_the_block_placed_last_and_holds_the_gold():
+def test_answers_say_spans_copied_from_the_block_placed_last():
+    """The model is taught to copy, not to invent: every span an answer says is a piece of
+    its gold block, the answer holds it word for word, and (but for summaries, which show
+    what retrieval found) the gold block is the one placed last."""
     kinds = set()
     for d in make(PAGES):
         system, user, assistant = d.messages
@@ -59,11 +64,116 @@ def test_answer_quotes_the_block_placed_last_and_holds_the_gold():
         if d.kind == "uncovered":
             assert assistant["content"] == grounded.ABSTAIN
             continue
-        last_block = "[" + system["content"].split("\n[")[-1]
-        assert assistant["content"] == f"From {last_block}"
-        assert d.gold and d.gold in assistant["content"]
-        assert last_block.startswith(f"[{d.page}] ")
+        assert d.spans and d.gold == d.spans[0] and d.blocks
+        for span in d.spans:
+            assert span in assistant["content"], (span, assistant["content"])
+            assert any(span in b.text for b in d.blocks), (span, d.blocks)
+        assert all(b.page == d.page and b.render() in system["content"] for b in d.blocks)
+        if d.kind != "page":
+            assert system["content"].endswith(d.blocks[0].render())
+        assert not assistant["content"].startswith("From ["), "no echo of the block"
     assert kinds == {"attribute", "todo", "keyword", "page", "uncovered"}
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[^\W_]+", text.lower()))
+
+
+TEMPLATE_WORDS = _words(
+    " ".join(
+        t if isinstance(t, str) else t[1]
+        for module in (frames, summary)
+        for value in vars(module).values()
+        if isinstance(value, tuple)
+        for t in value
+        if isinstance(t, (str, tuple)) and not (isinstance(t, tuple) and len(t) != 2)
+    )
+    + " "
+    + " ".join(frames.NUMBERS.values())
+    + " on in are is yes "
+    + grounded.ABSTAIN
+)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_no_answer_holds_a_value_the_notes_do_not(seed):
+    """Every word of a reply is a template's or the notes' (or the question's), and every
+    number in it is in the notes: on random synthetic pages and the example graph."""
+    from bytechat.notes.roam import load_pages
+
+    pages = synthetic_pages(random.Random(seed), 40) + load_pages(REPO / "examples" / "roam")[:12]
+    checked = 0
+    for d in make(pages, seed=seed, n=300):
+        system, user, assistant = (m["content"] for m in d.messages)
+        stray = _words(assistant) - TEMPLATE_WORDS - _words(system) - _words(user)
+        assert not stray, (stray, assistant)
+        for number in re.findall(r"\d+", assistant):
+            assert number in system, (number, assistant)
+        checked += 1
+    assert checked == 300
+
+
+def test_the_fact_not_the_rest_of_the_line():
+    """ "when is Jonas's birthday?" gets the date, not the joke after it; "my manager"
+    is said as "your manager"; a count is a count."""
+    pages = [
+        RoamPage("Jonas", "- relation:: my running buddy\n- Birthday:: 14 February. Yes, really, he says.\n"),
+        RoamPage("Bees", "- hives:: 3\n- location:: behind the shed (north side)\n"),
+    ]
+    replies = {}
+    for d in make(pages, n=200):
+        if d.kind == "attribute":
+            replies.setdefault(d.gold, set()).add(d.messages[-1]["content"])
+    assert set(replies) == {"14 February", "running buddy", "3", "behind the shed"}
+    assert not any("really" in r for r in replies["14 February"])
+    assert not any("north" in r for r in replies["behind the shed"])
+    assert all("your running buddy" in r.lower() for r in replies["running buddy"]), replies["running buddy"]
+    assert any(r == "Jonas's Birthday is on 14 February." or "on 14 February" in r for r in replies["14 February"])
+    assert all("3 hives" in r for r in replies["3"]), replies["3"]
+    assert len(set().union(*replies.values())) >= 12, "many frames, not one"
+
+
+def test_spans():
+    assert spans.value_span("14 February. Yes, really.") == "14 February"
+    assert spans.value_span("14, next to the water tap (a blessing in August)") == "14, next to the water tap"
+    assert spans.value_span("Ursula K. Le Guin") == "Ursula K. Le Guin"
+    assert spans.value_span("half marathon under 1:55 → Running/Plan") == "half marathon under 1:55"
+    assert spans.value_span("DONE signed up in September") == "signed up in September"
+    assert spans.yours("my manager since March 2025") == ("your ", "manager since March 2025")
+    assert spans.open_todos("Jobs\n  DONE plant garlic\n  TODO mulch the beds") == ["mulch the beds"]
+    assert (
+        spans.sentence_with("Plot 15 (Mr. Bakker) grows leeks. Ask him about seeds.", "seeds") == "Ask him about seeds."
+    )
+    assert [spans.date_preposition(d) for d in ("14 February", "March 3rd, 2027", "spring 2024", "soon")] == [
+        "on",
+        "on",
+        "in",
+        "",
+    ]
+
+
+def test_a_page_question_is_summarised_from_the_blocks_shown():
+    """ "tell me about X": two or more of the page's blocks shown are said, each a short
+    item copied from its block, and the reply fits the window with its prompt."""
+    page = RoamPage(
+        "Sourdough Starter",
+        "- name:: Gus\n- born:: February 2026\n- Feeding\n    - Ratio 1:1:1 by weight.\n    - Once a day.\n",
+    )
+    summaries = [d for d in make([page, *PAGES], n=300) if d.kind == "page" and d.page == "Sourdough Starter"]
+    assert summaries
+    for d in summaries:
+        reply = d.messages[-1]["content"]
+        assert len(d.blocks) >= 2 and len(d.spans) >= 2, reply
+        assert sum(b.text.split("\n")[0].split(": ")[-1][:8] in reply for b in d.blocks) >= 2, reply
+        assert len(d.document().encode()) <= 512
+    assert any(reply.count("\n- ") >= 1 for reply in (d.messages[-1]["content"] for d in summaries)), "lists too"
+
+
+def test_dialogues_fit_the_training_window():
+    """A reply that runs past the 512-byte row it starts never learns its end."""
+    pages = synthetic_pages(random.Random(5), 60)
+    docs = [len(d.document().encode()) for d in make(pages, n=400)]
+    assert sum(n > 512 for n in docs) <= len(docs) // 100
 
 
 def test_notes_follow_the_chat_layout_and_fit_the_budget():

@@ -4,22 +4,23 @@ Each dialogue is what chat does at inference time, written out for training:
 
     system: Notes:                      <- retrieval's hits for the question, best last
     [Other page] a distractor block
-    [Sourdough Starter] Feeding
-      Ratio 1:1:1 by weight
-    user: what did I write about feeding?
-    assistant: From [Sourdough Starter] Feeding
-      Ratio 1:1:1 by weight
+    [Jonas] Birthday: 14 February. Yes, really.
+    user: When is Jonas's birthday?
+    assistant: Jonas's birthday is on 14 February.
 
-The answer is "From " and then the block placed last (the one retrieval ranks first),
-verbatim as the notes show it, page and all: the rule the model learns is the one chat
-needs, say where and quote the nearest block, and a verbatim span is what a small model
-copies best (with "From Page: text" it copied the "] " after the page name as often as
-not). A question
-the notes do not cover gets "Notes: none found." (or only unrelated blocks) and the
-answer ABSTAIN. Questions come from many templates filled from a block's attributes
-(`key: value`), TODOs, page titles and its rarer words (see `questions`).
+The answer says the span that answers (bytechat.notes.dialogues.spans: a value's first
+clause, the open TODOs, the sentence that holds a word) in a short sentence that names
+the page (dialogues.frames, by question type: when, how many, who, where, what, yes/no);
+the span is copied from the block placed last, so the copy head keeps it faithful, and
+no template puts a value into an answer that the notes do not hold (tests). A question
+about a page as a whole gets a summary of the page's blocks shown (dialogues.summary);
+a question the notes do not cover gets "Notes: none found." (or only unrelated blocks)
+and the answer ABSTAIN. Before issue 29 every answer was `From [Page] <block>`, verbatim:
+`answer()` still says that, as the eval's search box.
 
-`gold` is the fact a correct answer must contain; eval scores replies with it.
+Questions come from many templates filled from a block's attributes (`key: value`),
+TODOs, page titles and its rarer words (`slots`; the eval asks the same slots in its own
+words, bytechat.eval.phrasings). `gold` is the first span the answer copies.
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bytechat.text.chat_format import render_transcript
+from bytechat.text.chat_format import format_chat, render_transcript
 from bytechat.notes.roam import RoamPage
 from bytechat.notes.blocks import NoteBlock, lead_blocks, notes_system_content, render_notes
+from bytechat.notes.dialogues import frames, summary
+from bytechat.notes.dialogues.frames import Said
 from bytechat.notes.index import query_terms
 from bytechat.notes.retrieval import fitting, notes_budget
 
@@ -59,9 +62,11 @@ class Question:
 @dataclass(frozen=True)
 class Dialogue:
     messages: list[dict[str, str]]
-    gold: str  # "" for an uncovered question
+    gold: str  # the first span the answer copies ("" for an uncovered question)
     kind: str
     page: str  # the page the answer comes from ("" when uncovered)
+    spans: tuple[str, ...] = ()  # every piece the answer copies from the notes
+    blocks: tuple[NoteBlock, ...] = ()  # the blocks those pieces come from
 
     def document(self) -> str:
         return render_transcript(self.messages)
@@ -226,6 +231,8 @@ def questions(
 
 
 def answer(block: NoteBlock) -> str:
+    """The search box's reply: the block quoted whole (what training answered before
+    issue 29; the eval's baseline pastes retrieval's top hit this way)."""
     return ANSWER_PREFIX + block.render()
 
 
@@ -237,18 +244,75 @@ def fit_notes(blocks: Sequence[NoteBlock], question: str, context_bytes: int, k:
     return [blocks[i] for i in fitting(blocks, k, budget)]
 
 
+@dataclass(frozen=True)
+class Asked:
+    """A training question about a block, and how to answer it in a given room (bytes)."""
+
+    text: str
+    kind: str  # the slot's family: attribute | todo | keyword
+    reply: Callable[[int | None], Said]
+
+
+def ask(slot: Slot, block: NoteBlock, rng: random.Random) -> Asked | None:
+    """A training question for slot (TEMPLATES and the finer types of dialogues.frames)
+    and its reply: the span in a sentence naming the page. Page questions are answered
+    by page_dialogue (a summary of the notes shown)."""
+    name = title(block.page)
+    if slot.kind in ("attribute", "when", "count"):
+        key = slot.fields["key"]
+        text, qtype, yes = frames.ask_attribute(slot.kind, key, name, slot.answer, rng, TEMPLATES[slot.kind])
+        return Asked(text, "attribute", lambda room: frames.attribute_reply(qtype, key, name, slot.answer, rng, yes))
+    if slot.kind == "todo":
+        text = rng.choice(TODO_TEMPLATES).format(**slot.fields)
+        return Asked(text, "todo", lambda room: frames.todo_reply(name, block.text, rng, room))
+    if slot.kind == "keyword":
+        text = rng.choice(KEYWORD_TEMPLATES).format(**slot.fields)
+        return Asked(text, "keyword", lambda room: frames.gist_reply(name, block.text, slot.word, rng, room))
+    return None
+
+
+def page_question(name: str, rng: random.Random) -> str:
+    return rng.choice(PAGE_TEMPLATES + summary.SUMMARY_QUESTIONS).format(title=name)
+
+
+def room(messages: Sequence[dict[str, str]], context_bytes: int) -> int:
+    """Bytes left for the reply when messages are the prompt of a context_bytes model: a
+    training row starts at the dialogue and holds context_bytes, so a longer reply would
+    be cut there and never learn its end."""
+    return context_bytes - len(format_chat(messages).encode("utf-8")) - 2
+
+
 def grounded_dialogue(
-    block: NoteBlock, question: Question, retrieve: Retriever, k: int, context_bytes: int, system: str | None = None
+    block: NoteBlock, asked: Asked, retrieve: Retriever, k: int, context_bytes: int, system: str | None = None
 ) -> Dialogue:
     """The dialogue for one question: retrieval's other hits as distractors, the block last."""
-    others = [hit for hit in retrieve(question.text, k + 1) if hit != block]
-    notes = render_notes(fit_notes([block, *others], question.text, context_bytes, k))
-    messages = [
+    others = [hit for hit in retrieve(asked.text, k + 1) if hit != block]
+    notes = render_notes(fit_notes([block, *others], asked.text, context_bytes, k))
+    prompt = [
         {"role": "system", "content": notes_system_content(notes, system)},
-        {"role": "user", "content": question.text},
-        {"role": "assistant", "content": answer(block)},
+        {"role": "user", "content": asked.text},
     ]
-    return Dialogue(messages, question.gold, question.kind, block.page)
+    said = asked.reply(room(prompt, context_bytes))
+    messages = [*prompt, {"role": "assistant", "content": said.text}]
+    return Dialogue(messages, said.spans[0], asked.kind, block.page, said.spans, (block,))
+
+
+def page_dialogue(block: NoteBlock, retrieve: Retriever, rng: random.Random, k: int, context_bytes: int) -> Dialogue:
+    """ "Tell me about X": the notes retrieval shows for the question (the page's most
+    informative blocks; the lead block first if retrieval missed the page), summarised."""
+    name = title(block.page)
+    text = page_question(name, rng)
+    hits = list(retrieve(text, k))
+    if not any(b.page == block.page for b in hits):
+        hits = [block, *(h for h in hits if h != block)]
+    shown = fit_notes(hits, text, context_bytes, k)
+    if not any(b.page == block.page for b in shown):
+        shown = fit_notes([block, *shown], text, context_bytes, k)
+    prompt = [{"role": "system", "content": render_notes(shown)}, {"role": "user", "content": text}]
+    picked = summary.chosen(block.page, shown)
+    said = summary.summary_reply(name, picked, rng, room(prompt, context_bytes))
+    messages = [*prompt, {"role": "assistant", "content": said.text}]
+    return Dialogue(messages, said.spans[0], "page", block.page, said.spans, tuple(picked))
 
 
 def uncovered_dialogue(
@@ -296,9 +360,16 @@ def dialogues(
             out.append(uncovered_dialogue(rng, retrieve, k, context_bytes, name))
             continue
         block = rng.choice(blocks)
-        options = questions(block, rng, counts, (block.page, block.position) in leads)
-        if options:
-            out.append(grounded_dialogue(block, rng.choice(options), retrieve, k, context_bytes))
+        options = slots(block, rng, counts, (block.page, block.position) in leads)
+        if not options:
+            continue
+        slot = rng.choice(options)
+        if slot.kind == "page":
+            out.append(page_dialogue(block, retrieve, rng, k, context_bytes))
+            continue
+        asked = ask(slot, block, rng)
+        if asked:
+            out.append(grounded_dialogue(block, asked, retrieve, k, context_bytes))
     return out
 
 

@@ -92,17 +92,58 @@ def notes_block(rng: random.Random) -> tuple[str, list[str]]:
     return rng.choice(("Notes", "Details", "Misc", "To remember")), rng.sample(facts, rng.choice((2, 2, 3)))
 
 
+def an(word: str) -> str:
+    """word with its indefinite article: "a teal tent", "an orange tent"."""
+    return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+
+_RELATIONS = (
+    "friend",
+    "colleague",
+    "neighbour",
+    "cousin",
+    "climbing partner",
+    "flatmate",
+    "old school friend",
+    "running partner",
+)
+_REMARKS = (
+    "Loves cake.",
+    "Always forgets mine.",
+    "Party at the {thing} museum?",
+    "Send a card.",
+    "Turns {n} this year.",
+)
+_ASIDES = ("mobile", "work", "only after 18:00", "WhatsApp")
+PRONOUNS = {"she": ("She", "her"), "he": ("He", "his"), "they": ("They", "their")}
+
+
 def person_page(rng: random.Random) -> RoamPage:
+    """A person, with a pronoun used on the page (follow-up questions use it) and values
+    that sometimes run on past the fact ("14 October. Loves cake.", "+49 ... (mobile)",
+    "my cousin"): the answer says the fact, not the rest of the line."""
     first, last = name(rng), name(rng)
+    subject, possessive = PRONOUNS[rng.choice(("she", "he", "they"))]
+    birthday = date(rng)
+    if rng.random() < 0.3:
+        remark = rng.choice(_REMARKS).format(thing=word(rng).capitalize(), n=rng.randint(20, 70))
+        birthday += f". {remark}"
+    number = phone(rng) + (f" ({rng.choice(_ASIDES)})" if rng.random() < 0.3 else "")
+    relation = ("my " if rng.random() < 0.4 else "") + rng.choice(_RELATIONS)
+    likes = "like" if subject == "They" else "likes"
     lines: list = [
         "type:: #person",
-        f"birthday:: {date(rng)}",
-        f"phone:: {phone(rng)}",
+        f"birthday:: {birthday}",
+        f"phone:: {number}",
         f"lives in:: {city(rng)}",
-        f"relation:: {rng.choice(('friend', 'colleague', 'neighbour', 'cousin', 'climbing partner', 'aunt'))}",
-        f"Likes {word(rng)} tea and {rng.choice(_COLOURS)} {rng.choice(_THINGS)}s.",
-        ("Gift ideas", [f"a {rng.choice(_COLOURS)} {rng.choice(_THINGS)}", f"tickets for {name(rng)} {name(rng)}"]),
+        f"relation:: {relation}",
+        f"{subject} {likes} {word(rng)} tea and {rng.choice(_COLOURS)} {rng.choice(_THINGS)}s.",
+        (
+            "Gift ideas",
+            [an(f"{rng.choice(_COLOURS)} {rng.choice(_THINGS)}"), f"tickets for {name(rng)} {name(rng)}"],
+        ),
         f"{{{{[[TODO]]}}}} {rng.choice(_VERBS)} {first} about {rng.choice(_OBJECTS)} by {date(rng)}",
+        f"Works at {name(rng)} & {name(rng)}; {possessive} desk is on floor {rng.randint(1, 12)}.",
     ]
     lines.append(notes_block(rng))
     rng.shuffle(lines)
@@ -172,8 +213,9 @@ def gear_page(rng: random.Random) -> RoamPage:
         f"price:: {rng.randint(10, 900)} euros",
         f"serial:: {word(rng, 1).upper()}-{rng.randint(1000, 99999)}",
         f"warranty:: {rng.randint(1, 5)} years",
-        f"Kept in the {rng.choice(('attic', 'garage', 'hall cupboard', 'shed', 'basement'))}, {rng.choice(_COLOURS)} box.",
     ]
+    place = f"the {rng.choice(('attic', 'garage', 'hall cupboard', 'shed', 'basement'))}, {rng.choice(_COLOURS)} box"
+    lines.append(f"location:: {place}" if rng.random() < 0.5 else f"Kept in {place}.")
     lines.append(notes_block(rng))
     rng.shuffle(lines)
     return RoamPage(thing, _bullets(lines))

@@ -166,6 +166,48 @@ def test_page_fits_a_phone(browser, server_url, screenshots):
     context.close()
 
 
+def busy_once_then(route_calls: list[float], times: int):
+    """A Playwright route handler: the first `times` POSTs to /chat/stream get the server's
+    503 (Retry-After: 1, a one-line JSON detail), later ones go through to the server."""
+
+    def handle(route):
+        route_calls.append(time.monotonic())
+        if len(route_calls) > times:
+            route.continue_()
+            return
+        detail = '{"detail": "server busy: 8 replies in progress or waiting; try again in 1 s"}'
+        route.fulfill(status=503, headers={"Retry-After": "1", "Content-Type": "application/json"}, body=detail)
+
+    return handle
+
+
+def test_a_busy_server_is_retried_once_after_retry_after(browser, server_url, screenshots):
+    expect = sync_api.expect
+    context, page, problems = open_chat(browser, server_url, viewport={"width": 1200, "height": 800})
+
+    # One 503: the reply says the server is busy, counts down, and the retry is answered.
+    calls: list[float] = []
+    page.route("**/chat/stream", busy_once_then(calls, times=1))
+    send(page, "Anyone there?")
+    expect(page.locator(".message.assistant .meta.busy")).to_have_text("busy, retrying in 1 s")
+    page.screenshot(path=str(screenshots / "chat-busy.png"))
+    expect(page.locator(".message.assistant .meta").first).to_contain_text("bytes", timeout=15000)
+    expect(page.locator(".meta.busy")).to_have_count(0)
+    assert len(calls) == 2 and calls[1] - calls[0] >= 1.0, calls
+    assert page.locator(".message.error").count() == 0
+
+    # Busy twice: one retry only, then the refusal is shown and the text kept to resend.
+    page.unroute("**/chat/stream")
+    calls.clear()
+    page.route("**/chat/stream", busy_once_then(calls, times=2))
+    send(page, "Still there?")
+    expect(page.locator(".message.error")).to_contain_text("503: server busy", timeout=15000)
+    expect(page.locator("#input")).to_have_value("Still there?")
+    assert len(calls) == 2, calls
+    assert all("status of 503" in problem for problem in problems), problems  # the refused requests only
+    context.close()
+
+
 def wait_for_idle(url: str, timeout_s: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -200,6 +200,50 @@ async function errorDetail(response) {
 
 // ---------------------------------------------------------------- sending
 
+// A full server answers 503 with Retry-After (seconds until a slot is likely): the reply
+// says "busy, retrying in N s", counts down, and the request is sent once more. A second
+// 503 is shown as an error like any other refusal.
+const MAX_RETRY_WAIT_S = 120;
+
+async function postReply(body, signal, reply) {
+  const post = () =>
+    fetch("/chat/stream", { method: "POST", headers: { "Content-Type": "application/json" }, body, signal });
+  const response = await post();
+  if (response.status !== 503) return response;
+  await waitToRetry(reply, retryAfterSeconds(response), signal);
+  return post();
+}
+
+function retryAfterSeconds(response) {
+  const seconds = Number.parseInt(response.headers.get("Retry-After") || "", 10);
+  return Number.isFinite(seconds) && seconds >= 0 ? Math.min(seconds, MAX_RETRY_WAIT_S) : 1;
+}
+
+async function waitToRetry(message, seconds, signal) {
+  const note = document.createElement("div");
+  note.className = "meta busy";
+  note.setAttribute("role", "status");
+  message.append(note);
+  try {
+    for (let left = seconds; left > 0; left -= 1) {
+      note.textContent = `busy, retrying in ${left} s`;
+      await sleep(1000, signal);
+    }
+  } finally {
+    note.remove();
+  }
+}
+
+// Resolves after ms, or rejects with an AbortError when Stop is pressed first.
+function sleep(ms, signal) {
+  return new Promise((resolve, reject) => {
+    const aborted = () => reject(new DOMException("stopped while waiting", "AbortError"));
+    if (signal.aborted) return aborted();
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); aborted(); }, { once: true });
+  });
+}
+
 async function send(text) {
   const userTurn = { role: "user", content: text };
   const conversation = state.conversation;
@@ -214,12 +258,8 @@ async function send(text) {
   let replyText = "";
   let accepted = false; // did the server take the request?
   try {
-    const response = await fetch("/chat/stream", {
-      method: "POST",
-      headers: { "Content-Type": "application/json" },
-      body: JSON.stringify(buildRequest([...state.history, userTurn])),
-      signal: controller.signal,
-    });
+    const body = JSON.stringify(buildRequest([...state.history, userTurn]));
+    const response = await postReply(body, controller.signal, reply);
     if (!response.ok) throw new Error(await errorDetail(response));
     accepted = true;
     let done = null;

@@ -7,15 +7,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bytechat.core import paths
 from bytechat.notes import readers, roam
-from bytechat.notes.blocks import page_blocks
+from bytechat.notes.blocks import page_blocks, plain
 from bytechat.notes.index import FORMAT, VERSION, index_folder, notes_fingerprint
-from bytechat.notes.readers import NotesError, logseq, markdown, roam_json
+from bytechat.notes.readers import Block, NotesError, Page, logseq, markdown, roam_json
+from bytechat.notes.readers.model import outline_lines, render
 from tests.helpers import REPO
 
 EXAMPLES = REPO / "examples"
@@ -391,3 +395,28 @@ def test_page_blocks_without_a_tree_still_work():
 
 def test_obsidian_inline_rules():
     assert markdown.inline("[[A|b]] [[C#D]] ![[E]] [[#Local]] ==h== x ^id-1") == ("b [[C]] [[E]] Local ^^h^^ x", "id-1")
+
+
+_strings = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30) | st.sampled_from(
+    ["", "- ", "\n", "  x\n- y", "\t- z", "a\n\n    b", "1. n", "---", "# h"]
+)
+_trees = st.recursive(
+    st.builds(Block, _strings),
+    lambda children: st.builds(Block, _strings, st.lists(children, max_size=3).map(tuple)),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_trees, max_size=5))
+def test_each_top_level_block_is_one_top_level_block_of_the_text(blocks):
+    """What lets page_blocks give each NoteBlock its block's uid: rendering never starts
+    a top-level block inside another, whatever the strings hold."""
+    blocks = [replace(b, uid=f"u{i}") for i, b in enumerate(blocks)]
+    page = Page.from_blocks("P", blocks, source="p.json")
+    notes = page_blocks(page)
+    assert all(note.source == "p.json" for note in notes)
+    uids = [int(note.uid[1:]) for note in notes]
+    assert uids == sorted(uids)  # in page order, each block's pieces together
+    with_text = {i for i, b in enumerate(blocks) if any(plain(body) for _, _, body in outline_lines(render([b])))}
+    assert set(uids) == with_text

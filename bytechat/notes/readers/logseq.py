@@ -33,6 +33,7 @@ _BULLET = re.compile(r"^(\s*)-(?:\s+(.*)|\s*)$")
 _JOURNAL = re.compile(r"^(\d{4})_(\d{2})_(\d{2})$")
 _MARKER = re.compile(r"^(TODO|DONE)\s+")
 _EMBED = re.compile(r"\{\{\s*embed\s*\(\(([A-Za-z0-9_-]{6,})\)\)\s*\}\}")
+MAX_LEVELS = 64  # deeper bullets are read at this level (the text shows at most 8)
 HIDDEN_PROPERTIES = {"id", "collapsed"}  # block properties that are Logseq's bookkeeping, not text
 PAGE_ONLY = {"title", "id", "collapsed", "filters"}  # page properties that become no block
 
@@ -98,7 +99,7 @@ def parse(text: str) -> tuple[list[tuple[str, str, int]], list[Draft]]:
             if not indents or indents[-1] < indent:
                 indents.append(indent)
             current = Draft(_task(bullet.group(2) or ""), line=number)
-            rows.append((len(indents) - 1, current))
+            rows.append((min(len(indents) - 1, MAX_LEVELS), current))
             continue
         body = line.strip()
         if body.startswith("```"):

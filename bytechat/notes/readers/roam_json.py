@@ -97,6 +97,8 @@ def iter_array(path: Path, max_item_bytes: int) -> Iterator[Any]:
         while True:
             try:
                 item, end = decoder.raw_decode(buf, pos)
+            except RecursionError:
+                raise NotesError(f"{path}: page {index + 1} is nested too deep to read") from None
             except json.JSONDecodeError as exc:
                 if len(buf) - pos > 4 * max_item_bytes:
                     raise NotesError(f"{path}: page {index + 1} is over the {max_item_bytes:,}-byte page cap") from None
@@ -159,8 +161,11 @@ def referenced_text(paths: list[Path], max_page_bytes: int) -> dict[str, str]:
     wanted: set[str] = set()
     for path in paths:
         for number, page in _pages(path, max_page_bytes):
-            for block in _blocks(path, page, f"page {number}"):
-                string = _string(block)
+            try:
+                strings = [_string(block) for block in _blocks(path, page, f"page {number}")]
+            except RecursionError:
+                raise NotesError(f"{path}: page {number}: blocks nested too deep to read") from None
+            for string in strings:
                 if "((" in string:
                     wanted.update(BLOCK_REF.findall(string))
     if not wanted:
@@ -213,7 +218,10 @@ def pages(root: Path, paths: list[Path], max_page_bytes: int) -> Iterator[Page]:
             if not isinstance(title, str) or not title.strip():
                 raise NotesError(f"{path}: page {number} has no title")
             where = f"page {number} ({title!r})"
-            drafts = [_draft(path, block, texts, where) for block in _children(path, item, where)]
+            try:
+                drafts = [_draft(path, block, texts, where) for block in _children(path, item, where)]
+            except RecursionError:
+                raise NotesError(f"{path}: {where}: blocks nested too deep to read") from None
             yield Page.from_blocks(
                 title,
                 (d.freeze() for d in drafts),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import typing
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bytechat.core import paths
+from bytechat.core.config import NotesFormat
 from bytechat.notes import readers, roam
 from bytechat.notes.blocks import page_blocks, plain
 from bytechat.notes.index import FORMAT, VERSION, index_folder, notes_fingerprint
@@ -207,7 +209,8 @@ def test_notes_format_from_params(tmp_path, monkeypatch):
     params.write_text("seed: 1\nnotes:\n  format: evernote\n", encoding="utf-8")
     with pytest.raises(NotesError) as err:
         readers.configured_format(params)
-    assert str(err.value).count("\n") == 0 and "notes.format: 'evernote' is not one of auto, " in str(err.value)
+    assert str(err.value).count("\n") == 0 and "notes.format: expected 'auto', 'roam-markdown', " in str(err.value)
+    assert typing.get_args(NotesFormat) == readers.FORMATS  # one list of formats, in the schema and the readers
     params.write_text("seed: 1\nnotes:\n  fromat: logseq\n", encoding="utf-8")
     with pytest.raises(NotesError, match=r"notes\.fromat: unknown key"):
         readers.configured_format(params)

@@ -235,11 +235,23 @@ class Profile:
     train: TrainConfig
 
 
+NotesFormat = Literal["auto", "roam-markdown", "roam-json", "logseq", "obsidian", "markdown"]
+
+
+@_config
+class NotesConfig:
+    """How the notes folder is read (bytechat/notes/readers/, which reads it from
+    params.yaml itself). It changes no weights, so the section may be left out."""
+
+    format: NotesFormat = "auto"
+
+
 @_config
 class Params:
     data: DataConfig
     profiles: dict[str, Profile]
     grounded: GroundedConfig
+    notes: NotesConfig = Field(default_factory=NotesConfig)
 
     @property
     def seed(self) -> int:
@@ -283,6 +295,7 @@ class _ParamsFile:
     data: Annotated[DataSection, _refuse(_TOP_LEVEL, "belongs at the top level")]
     profiles: Annotated[dict[StrictStr, _ProfileSection], Field(min_length=1)]
     grounded: GroundedConfig
+    notes: NotesConfig = Field(default_factory=NotesConfig)
 
 
 # ---------------------------------------------------------------- errors in one line
@@ -420,7 +433,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ConfigError(f"{source}: {exc}") from None
     data = DataConfig(**dataclasses.asdict(file.data), **{name: getattr(file, name) for name in _TOP_LEVEL})
     profiles = {name: Profile(name=name, model=s.model, train=s.train) for name, s in file.profiles.items()}
-    return Params(data=data, profiles=profiles, grounded=file.grounded)
+    return Params(data=data, profiles=profiles, grounded=file.grounded, notes=file.notes)
 
 
 def load_params(path: str | Path | None = None) -> Params:

@@ -38,7 +38,6 @@ READERS = {
     "obsidian": markdown,
     "markdown": markdown,
 }
-NOTES_KEYS = ("format", "roam_graph")  # the keys of params.yaml's `notes` section
 SNIFF_FILES = 50  # .md files looked at to tell Roam markdown from plain markdown
 EDN_NOT_READ = roam_json.EDN_NOT_READ
 
@@ -50,6 +49,7 @@ __all__ = [
     "NotesError",
     "Page",
     "configured_format",
+    "configured_roam_graph",
     "detect",
     "find_files",
     "iter_pages",
@@ -125,6 +125,8 @@ def edn_only(root: str | Path) -> bool:
 
 @lru_cache(maxsize=8)
 def _notes_section(path: str, mtime_ns: int) -> str:
+    from bytechat.core.config import ConfigError, NotesConfig  # the one schema of the section
+
     try:
         raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
@@ -134,13 +136,25 @@ def _notes_section(path: str, mtime_ns: int) -> str:
         return "auto"
     if not isinstance(section, dict):
         raise NotesError(f"{path}: notes: expected a mapping, got {type(section).__name__}")
-    unknown = sorted(set(section) - set(NOTES_KEYS))
-    if unknown:
-        raise NotesError(f"{path}: notes.{unknown[0]}: unknown key (known: {', '.join(NOTES_KEYS)})")
-    value = section.get("format", "auto")
-    if value not in FORMATS:
-        raise NotesError(f"{path}: notes.format: {value!r} is not one of {', '.join(FORMATS)}")
-    return value
+    try:
+        return NotesConfig(**section).format
+    except ConfigError as exc:
+        raise NotesError(f"{path}: notes.{exc}") from None
+
+
+def configured_roam_graph(params: str | Path | None = None) -> str:
+    """`notes.roam_graph` in params.yaml: the Roam graph's name, for links to its blocks
+    ("" when unset)."""
+    from bytechat.core import paths
+
+    path = Path(params) if params is not None else paths.params_file()
+    configured_format(path)  # the section's one-line errors
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return ""
+    section = raw.get("notes") if isinstance(raw, dict) else None
+    return str(section.get("roam_graph", "")) if isinstance(section, dict) else ""
 
 
 def configured_format(params: str | Path | None = None) -> str:

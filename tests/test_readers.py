@@ -204,7 +204,7 @@ def test_notes_format_from_params(tmp_path, monkeypatch):
     assert readers.configured_format(params) == "auto"  # no file
     params.write_text("seed: 1\n", encoding="utf-8")
     assert readers.configured_format(params) == "auto"  # no key
-    params.write_text("seed: 1\nnotes:\n  format: logseq\n", encoding="utf-8")
+    params.write_text("seed: 1\nnotes:\n  format: logseq\n  roam_graph: my-graph\n", encoding="utf-8")
     assert readers.configured_format(params) == "logseq"
     params.write_text("seed: 1\nnotes:\n  format: evernote\n", encoding="utf-8")
     with pytest.raises(NotesError) as err:

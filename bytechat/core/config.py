@@ -244,6 +244,7 @@ class NotesConfig:
     params.yaml itself). It changes no weights, so the section may be left out."""
 
     format: NotesFormat = "auto"
+    roam_graph: StrictStr = ""  # the Roam graph's name, for links to its blocks (bytechat/notes/links.py)
 
 
 @_config

@@ -38,13 +38,16 @@ EDN_NOT_READ = (
 
 
 def is_export(path: Path) -> bool:
-    """Whether a .json file looks like a Roam export: a list whose first page has a title."""
+    """Whether a .json file looks like a Roam export: a list of objects with Roam's keys
+    (or an empty list) in its first 4 KB."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(4096).decode("utf-8", errors="ignore").lstrip("\ufeff \t\r\n")
     except OSError:
         return False
-    return head.startswith("[") and ('"title"' in head or head[1:].lstrip().startswith("]"))
+    after = head[1:].lstrip()
+    roam_keys = any(f'"{key}"' in head for key in ("title", "children", "string", "uid"))
+    return head.startswith("[") and (after.startswith("]") or (after.startswith("{") and roam_keys))
 
 
 def find(root: Path, explicit: bool = False) -> tuple[list[Path], list[tuple[Path, Path]]]:

@@ -1,7 +1,8 @@
 """Stage `grounded`: dialogues that answer questions from retrieved notes (bytechat/notes/grounded.py).
 
     train.jsonl  about the roam TRAIN pages (retrieval over train pages only) and about
-                 synthetic pages (random facts, so only copying from the prompt answers them)
+                 synthetic pages (random facts, so only copying from the prompt answers them):
+                 single-turn questions, conversations and small talk (bytechat/notes/dialogues)
     val.jsonl    about the roam VALIDATION pages (retrieval over validation pages only)
 
 Validation pages never reach train.jsonl: not as the answer, not as a distractor (the
@@ -27,6 +28,13 @@ from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.synthetic import name as random_name
 from bytechat.notes.synthetic import synthetic_pages
+from bytechat.notes.dialogues import conversation
+
+# Beside the n single-turn dialogues of a part (params.yaml grounded.*_dialogues): this
+# many multi-turn conversations and small-talk dialogues per single-turn one (issue 29;
+# docs/training.md, "Answers, not echoes").
+CONVERSATIONS = 0.25
+SMALL_TALK = 0.1
 
 
 def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: str) -> list[dict]:
@@ -48,6 +56,9 @@ def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: 
             unknown_name=random_name,
             context_bytes=cfg.context_bytes,
         )
+        talks = conversation.Conversations(blocks, retrieve, cfg.k, cfg.context_bytes, random_name)
+        found += conversation.make(talks, rng, round(n * CONVERSATIONS))
+        found += conversation.make(talks, rng, round(n * SMALL_TALK), "smalltalk")
     return [
         {"text": d.document(), "messages": d.messages, "gold": d.gold, "kind": d.kind, "page": d.page, "source": source}
         for d in found

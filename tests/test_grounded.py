@@ -273,3 +273,129 @@ def test_document_starts_and_aligned_batches():
     get_batch({"grounded": stream}, p, 4, 8, "cpu", g1, starts={"grounded": starts})
     get_batch({"grounded": stream}, p, 4, 8, "cpu", g2)
     assert torch.equal(g1.get_state(), g2.get_state())
+
+
+# ---------------------------------------------------------------- conversations and small talk
+
+
+def _conversations(pages, seed=0, n=150, builder="conversation"):
+    from bytechat.notes.dialogues import conversation
+
+    blocks = all_blocks(pages)
+    index = NotesIndex.build(blocks)
+    talks = conversation.Conversations(
+        blocks, lambda q, k: [h.block for h in index.search(q, k)], unknown_name=lambda rng: "Zorblat"
+    )
+    return conversation.make(talks, random.Random(seed), n, builder)
+
+
+def _graph():
+    from bytechat.notes.roam import load_pages
+
+    return synthetic_pages(random.Random(3), 40) + load_pages(REPO / "examples" / "roam")[:10]
+
+
+def test_conversations_are_laid_out_as_chat_lays_out_their_last_turn():
+    """Multi-turn dialogues round-trip through the chat format, their prompt is what the
+    engine would send (nothing left to crop in the prompt budget), and only the system
+    turn holds notes."""
+    from bytechat.serve.generate import crop_messages
+    from bytechat.text.chat_format import format_chat
+
+    dialogues = _conversations(_graph())
+    assert [d.document() for d in dialogues] == [d.document() for d in _conversations(_graph())]
+    assert sum(len(d.messages) >= 4 for d in dialogues) >= len(dialogues) // 2, "earlier turns fit beside the notes"
+    for d in dialogues:
+        assert parse_chat(d.document()) == d.messages
+        prompt = d.messages[:-1]
+        assert crop_messages(prompt, 384) == prompt and len(format_chat(prompt).encode()) <= 384
+        assert prompt[-1]["role"] == "user" and d.messages[-1]["role"] == "assistant"
+        assert not [m for m in d.messages[1:] if re.search(r"(^|\n)Notes:(\n\[| none found)", m["content"])]
+        assert all(m["role"] != "system" for m in d.messages[1:])
+        for span in d.spans:
+            assert span in d.messages[-1]["content"] and any(span in b.text for b in d.blocks)
+    kinds = {d.kind for d in dialogues}
+    assert {"conv_followup", "conv_fact", "conv_smalltalk", "conv_uncovered"} <= kinds, kinds
+
+
+def test_a_follow_up_is_answered_from_the_earlier_turn_s_page():
+    """ "and her phone?" after a question about Marta: the gold is a block of Marta's
+    page, the reply names the page, and the earlier turn (kept in the prompt) is about it."""
+    from bytechat.notes.query import is_follow_up
+
+    follow_ups = [d for d in _conversations(_graph(), n=300) if d.kind == "conv_followup"]
+    assert len(follow_ups) >= 30
+    with_history = 0
+    for d in follow_ups:
+        name = grounded.title(d.page)
+        assert all(b.page == d.page for b in d.blocks)
+        question = d.messages[-2]["content"]
+        assert is_follow_up(question), question
+        earlier = [m["content"] for m in d.messages[:-2] if m["role"] != "system"]
+        if earlier:
+            with_history += 1
+            assert any(name in text for text in earlier), (name, earlier)
+    assert with_history >= len(follow_ups) * 2 // 3
+
+
+def test_with_notes_keeps_the_last_turns_that_fit_as_the_engine_crops_them():
+    from bytechat.notes.index import Hit
+    from bytechat.notes.retrieval import with_notes
+    from bytechat.serve.generate import crop_messages
+
+    rng = random.Random(0)
+    hits = [Hit("Bees", "hives: 3", 1.0, 0), Hit("Car", "plate: KL 482 TR", 0.5, 0)]
+    for _ in range(200):
+        turns = [
+            {"role": ("user", "assistant")[i % 2], "content": "x" * rng.randint(1, 90)}
+            for i in range(rng.randint(0, 7))
+        ]
+        messages = [*turns, {"role": "user", "content": "how many hives?"}]
+        if rng.random() < 0.3:
+            messages = [{"role": "system", "content": "Be brief."}, *messages]
+        budget = rng.choice((150, 250, 384))
+        for shown in (hits, hits[:0]):
+            full = with_notes(messages, shown)
+            assert (
+                full[-1] == messages[-1]
+                and full[1 if full[0]["role"] == "system" else 0 :][:-1]
+                == [m for m in messages if m["role"] != "system"][:-1]
+            )
+            assert crop_messages(full, budget) == with_notes(messages, shown, budget)
+
+
+def test_small_talk_is_seeded_plain_and_names_no_page():
+    """The everyday set: the same seed gives the same dialogues, replies are the
+    module's own sentences (no page of the notes in them), refusals only where retrieval
+    found nothing, and no prompt is one of the eval's everyday prompts."""
+    from bytechat.eval.grounded import EVERYDAY_PROMPTS
+    from bytechat.notes.dialogues import everyday
+
+    pages = _graph()
+    a, b = _conversations(pages, n=120, builder="smalltalk"), _conversations(pages, n=120, builder="smalltalk")
+    assert [d.document() for d in a] == [d.document() for d in b]
+    assert [d.document() for d in a] != [d.document() for d in _conversations(pages, 1, 120, "smalltalk")]
+    titles = {grounded.title(p.name) for p in pages} | {p.name for p in pages}
+    topics = {d.kind for d in a}
+    assert len(topics) >= 10, topics
+    for d in a:
+        reply = d.messages[-1]["content"]
+        assert not [t for t in titles if t in reply], reply
+        if d.kind in ("everyday_world", "everyday_recommend"):
+            assert d.messages[0]["content"] == "Notes: none found."
+    normal = lambda s: " ".join(re.findall(r"[a-z0-9']+", s.lower()))  # noqa: E731
+    eval_prompts = {normal(p) for p in EVERYDAY_PROMPTS}
+    prompts = everyday.all_prompts()
+    assert len(prompts) >= 300 and not [p for p in prompts if normal(p) in eval_prompts]
+
+
+def test_training_templates_share_no_piece_with_the_held_out_ones():
+    """The new question families (types, follow-ups, summaries, small talk) keep clear of
+    every fixed piece (10+ characters) of the eval's held-out templates."""
+    from bytechat.notes.dialogues import conversation, everyday
+    from tests.test_grounded_eval import heldout_pieces
+
+    ours = [t for ts in frames.QUESTION_TEMPLATES.values() for t in ts] + list(summary.SUMMARY_QUESTIONS)
+    ours += [t for ts in conversation.FOLLOW_UPS.values() for t in ts] + everyday.all_prompts()
+    text = " | ".join(t.lower() for t in ours)
+    assert not [p for p in heldout_pieces() if p in text]

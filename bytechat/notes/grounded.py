@@ -253,14 +253,14 @@ class Asked:
     reply: Callable[[int | None], Said]
 
 
-def ask(slot: Slot, block: NoteBlock, rng: random.Random) -> Asked | None:
+def ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool = True) -> Asked | None:
     """A training question for slot (TEMPLATES and the finer types of dialogues.frames)
     and its reply: the span in a sentence naming the page. Page questions are answered
     by page_dialogue (a summary of the notes shown)."""
     name = title(block.page)
     if slot.kind in ("attribute", "when", "count"):
         key = slot.fields["key"]
-        text, qtype, yes = frames.ask_attribute(slot.kind, key, name, slot.answer, rng, TEMPLATES[slot.kind])
+        text, qtype, yes = frames.ask_attribute(slot.kind, key, name, slot.answer, rng, TEMPLATES[slot.kind], yes_no)
         return Asked(text, "attribute", lambda room: frames.attribute_reply(qtype, key, name, slot.answer, rng, yes))
     if slot.kind == "todo":
         text = rng.choice(TODO_TEMPLATES).format(**slot.fields)

@@ -95,23 +95,33 @@ def fitting(blocks: Sequence[NoteBlock], k: int, budget_bytes: int | None) -> li
     return kept
 
 
-def with_notes(messages: Sequence[Mapping[str, str]], hits: Sequence[Hit]) -> list[dict[str, str]]:
+def with_notes(
+    messages: Sequence[Mapping[str, str]], hits: Sequence[Hit], budget_bytes: int | None = None
+) -> list[dict[str, str]]:
     """The prompt's messages for a turn with notes on: the system turn (the person's
-    system prompt, if any, then the notes) and the newest user message. A message with
-    no query terms ("thanks!") gets no notes section: the system prompt and the message.
+    system prompt, if any, then the notes), the earlier turns that fit, and the newest
+    message. A message with no query terms ("thanks!") gets no notes section.
 
-    Earlier turns are left out of the prompt: the model learned to answer from notes on
-    single-turn dialogues, and in a 512-byte window earlier answers crowd the notes out
-    and derail the reply (measured: after a few quoted answers, "thanks!" got a reply
-    of recycled quotes; alone, a short thanks). The conversation itself keeps every
-    turn, follow-ups still reach the previous topic through retrieval
-    (retrieve_for_chat), and with notes off the whole conversation is the prompt."""
+    Earlier turns are kept newest first while the whole prompt (format_chat) fits
+    budget_bytes; None keeps them all and leaves the cropping to the engine, whose
+    crop_messages drops the oldest turns first by the same rule, so chat (no budget) and
+    the training dialogues (the engine's budget, bytechat.notes.dialogues.conversation)
+    see the same prompt. The notes are budgeted first (notes_budget counts the system
+    prompt and the newest message only), so the conversation fills what they leave: a
+    turn's notes never give way to old turns. The conversation itself keeps no notes;
+    the training dialogues are multi-turn (issue 29), so a follow-up, a thanks or a new
+    topic reads the turns before it."""
     out = [dict(m) for m in messages]
     system = out[0]["content"] if out and out[0]["role"] == "system" else None
-    if not hits and not wants_notes(messages):
-        return [out[0], out[-1]] if system is not None and len(out) > 1 else out[-1:]
-    content = notes_system_content(render_notes([h.block for h in hits]), system)
-    return [{"role": "system", "content": content}, out[-1]]
+    turns = out[1:] if system is not None else out
+    if hits or wants_notes(messages):
+        system = notes_system_content(render_notes([h.block for h in hits]), system)
+    head = [{"role": "system", "content": system}] if system is not None else []
+    earlier, last = turns[:-1], turns[-1:]
+    if budget_bytes is not None:
+        while earlier and len(format_chat([*head, *earlier, *last]).encode("utf-8")) > budget_bytes:
+            earlier = earlier[1:]
+    return [*head, *earlier, *last]
 
 
 def sources_payload(hits: Sequence[Hit]) -> list[dict]:

@@ -245,10 +245,11 @@ def _pick(rng: random.Random, frames, style: str | None = None):
 
 
 def ask_attribute(
-    kind: str, key: str, title: str, span: str, rng: random.Random, what: tuple[str, ...]
+    kind: str, key: str, title: str, span: str, rng: random.Random, what: tuple[str, ...], yes_no: bool = True
 ) -> tuple[str, str, bool]:
     """(question, question type, whether it is a yes/no question) for an attribute slot;
-    `what` holds the plain attribute templates (grounded.TEMPLATES) it may use."""
+    `what` holds the plain attribute templates (grounded.TEMPLATES) it may use. yes_no
+    False: never a yes/no question (a follow-up asks in its own words)."""
     qtype = question_type(kind, key, span)
     low = key.lower()
     fields = {"key": key, "title": title}
@@ -269,10 +270,10 @@ def ask_attribute(
         return rng.choice(SINCE_QUESTIONS).format(**fields), qtype, False
     if qtype == "count" and low in COUNT_VERBS:
         return rng.choice(COUNT_VERB_QUESTIONS).format(verb=low[:-1], title=title), qtype, False
-    if rng.random() < 0.15:
+    if rng.random() < 0.15 and yes_no:
         return rng.choice(YES_NO_QUESTIONS).format(**fields), qtype, True
     text = rng.choice(what).format(**fields)
-    return text, qtype, text.startswith(("Do ", "do ", "Did ", "Is ", "Have "))
+    return text, qtype, yes_no and text.startswith(("Do ", "do ", "Did ", "Is ", "Have "))
 
 
 def attribute_reply(qtype: str, key: str, title: str, value: str, rng: random.Random, yes: bool = False) -> Said:

@@ -107,6 +107,8 @@ def ended(text: str) -> str:
 def date_preposition(span: str) -> str:
     """ "on" for a day ("14 February", "March 3rd, 2027"), "in" for a month, season or
     year ("February 2026", "spring 2024"), "" when the span is not a plain date."""
+    if any(sep in span for sep in (" to ", "→", " - ", "–")):
+        return ""  # a range: "20 December to 1 July"
     if _ON_DATE.match(span):
         return "on"
     if _IN_DATE.match(span):

@@ -1,4 +1,4 @@
-"""Generation: sampling, KV-cache decoding, stop strings, and the streaming reply API."""
+"""Generation: the sampler, KV-cache decoding, stop strings, and the streaming reply API."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import bytechat.serve.generate as generate
-from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, extract_assistant_reply, format_chat
+from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, extract_assistant_reply, format_chat, prompt_budget
 from bytechat.serve.generate import (
     ChatEngine,
     ReplyAssembler,
@@ -19,13 +19,13 @@ from bytechat.serve.generate import (
     SamplingConfig,
     crop_messages,
     generate_bytes,
-    sample_next,
 )
+from bytechat.serve.sampling import GREEDY_BELOW, Draw, NonFiniteLogits, RepeatGuard, sample_next, sample_rows
 from bytechat.model import GPT
 from bytechat.core.rng import make_generator
 from tools.decode_speed import decode_speed
 
-GREEDY = SamplingConfig(temperature=0.0, max_new_tokens=64)
+GREEDY = SamplingConfig(temperature=0.0, max_new_bytes=64)
 from tests.helpers import model_config, train_chat_model
 
 
@@ -59,7 +59,7 @@ def engine(chat_model) -> ChatEngine:
 
 @pytest.mark.parametrize(
     "field, value",
-    [("temperature", -0.1), ("top_k", -1), ("top_p", 0.0), ("top_p", 1.5), ("max_new_tokens", 0)],
+    [("temperature", -0.1), ("top_k", -1), ("top_p", 0.0), ("top_p", 1.5), ("max_new_bytes", 0)],
 )
 def test_sampling_config_rejects_bad_values(field, value):
     with pytest.raises(ValueError, match=f"sampling.{field}"):
@@ -93,7 +93,7 @@ def test_every_valid_sampling_setting_samples(temperature, top_k, top_p):
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p)
     picked = sample_next(logits, sampling, make_generator(0))
     assert picked.shape == (3,) and ((0 <= picked) & (picked < 256)).all()
-    if temperature < generate.GREEDY_BELOW or top_k == 1 or (top_p is not None and top_p < 1e-6):
+    if temperature < GREEDY_BELOW or top_k == 1 or (top_p is not None and top_p < 1e-6):
         assert picked.tolist() == logits.argmax(-1).tolist()
 
 
@@ -109,15 +109,57 @@ def test_tiny_temperature_still_prefers_the_best_byte_among_near_ties():
 def test_non_finite_logits_are_one_clear_error(bad):
     logits = torch.zeros(256)
     logits[3] = bad
-    with pytest.raises(generate.NonFiniteLogits, match="non-finite logits"):
+    with pytest.raises(NonFiniteLogits, match="non-finite logits"):
         sample_next(logits, SamplingConfig(), make_generator(0))
+
+
+def test_the_old_keyword_max_new_tokens_still_sets_max_new_bytes():
+    old = SamplingConfig(max_new_tokens=7)
+    assert old == SamplingConfig(max_new_bytes=7) and old.max_new_bytes == old.max_new_tokens == 7
+    with pytest.raises(ValueError, match="sampling.max_new_tokens: must be an integer >= 1"):
+        SamplingConfig(max_new_tokens=0)  # the error names the key the caller used
+    with pytest.raises(ValueError, match="sampling.max_new_bytes: must be an integer >= 1"):
+        SamplingConfig(max_new_bytes=0)
+
+
+def test_sample_rows_gives_every_row_what_it_gets_alone():
+    """The one sampler, many rows at once (the batch engine) or one (generate_bytes):
+    mixed settings, bans and a broken row; each row as if sampled alone."""
+    torch.manual_seed(3)
+    scores = torch.randn(6, 256).log_softmax(-1) * 3
+    scores[4, 9] = float("nan")
+    settings = [
+        SamplingConfig(temperature=0),
+        SamplingConfig(temperature=1.0, top_k=None, top_p=None),
+        SamplingConfig(),
+        SamplingConfig(),
+        SamplingConfig(),
+        SamplingConfig(temperature=0),
+    ]
+    bans = [[int(scores[0].argmax())], [], [1, 2, 3], [], [], []]
+
+    def draws():
+        return [Draw(sp, make_generator(10 + i), ban) for i, (sp, ban) in enumerate(zip(settings, bans))]
+
+    together = sample_rows(scores, draws())
+    alone = [sample_rows(scores[i : i + 1], [d])[0] for i, d in enumerate(draws())]
+    assert isinstance(together[4], NonFiniteLogits) and isinstance(alone[4], NonFiniteLogits)
+    assert [b for i, b in enumerate(together) if i != 4] == [b for i, b in enumerate(alone) if i != 4]
+    assert together[0] != int(scores[0].argmax()), "a banned byte is never picked, even greedily"
+    assert together[5] == int(scores[5].argmax())
+    assert not torch.isnan(scores[0]).any() and scores[0].max() > -1e3, "the caller's scores are left alone"
+
+
+def test_engine_prompt_budget_is_the_one_rule():
+    assert ChatEngine(untrained(block_size=128)).prompt_budget == prompt_budget(128) == 96
+    assert prompt_budget(1) == 1
 
 
 # ---------------------------------------------------------------- generate_bytes
 
 
 def test_generates_requested_number_of_bytes():
-    out, reason = run(generate_bytes(untrained(), b"hello", SamplingConfig(max_new_tokens=20), make_generator(0)))
+    out, reason = run(generate_bytes(untrained(), b"hello", SamplingConfig(max_new_bytes=20), make_generator(0)))
     assert len(out) == 20 and reason == "length"
 
 
@@ -135,7 +177,7 @@ def test_greedy_is_deterministic():
 
 def test_seeded_sampling_is_reproducible():
     model = untrained()
-    sampling = SamplingConfig(temperature=1.0, top_k=None, top_p=None, max_new_tokens=40)
+    sampling = SamplingConfig(temperature=1.0, top_k=None, top_p=None, max_new_bytes=40)
     a, _ = run(generate_bytes(model, b"abc", sampling, make_generator(7)))
     b, _ = run(generate_bytes(model, b"abc", sampling, make_generator(7)))
     c, _ = run(generate_bytes(model, b"abc", sampling, make_generator(8)))
@@ -147,13 +189,13 @@ def test_kv_cache_logits_equal_full_recomputation(monkeypatch):
     seen: dict[bool, list[torch.Tensor]] = {True: [], False: []}
     for use_cache in (True, False):
 
-        def greedy_recording(logits, sampling, generator, store=seen[use_cache]):
-            store.append(logits.clone())
-            return logits.argmax(-1)
+        def greedy_recording(log_probs, sampling, generator, banned=(), store=seen[use_cache]):
+            store.append(log_probs.clone())
+            return int(log_probs.argmax(-1))
 
-        monkeypatch.setattr(generate, "sample_next", greedy_recording)
+        monkeypatch.setattr(generate, "next_byte", greedy_recording)
         run(generate_bytes(model, b"the prompt", GREEDY, make_generator(0), use_cache=use_cache))
-    assert len(seen[True]) == len(seen[False]) == GREEDY.max_new_tokens  # 10 + 64 > 48: crosses block_size
+    assert len(seen[True]) == len(seen[False]) == GREEDY.max_new_bytes  # 10 + 64 > 48: crosses block_size
     # Identical until the window first fills (afterwards the two crop differently).
     for cached, full in list(zip(seen[True], seen[False]))[: 48 - 10 + 1]:
         torch.testing.assert_close(cached, full, rtol=0, atol=1e-4)
@@ -164,7 +206,7 @@ def test_generation_goes_past_block_size():
     prompt = b"x" * 40  # longer than the window: only the last 16 bytes are seen
     for use_cache in (True, False):
         out, reason = run(generate_bytes(model, prompt, GREEDY, make_generator(0), use_cache=use_cache))
-        assert len(out) == GREEDY.max_new_tokens and reason == "length"
+        assert len(out) == GREEDY.max_new_bytes and reason == "length"
 
 
 def test_should_stop_cancels():
@@ -214,7 +256,7 @@ def test_streaming_multibyte_text_never_splits_a_character(engine):
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_streamed_pieces_equal_extracted_reply(engine, seed):
     messages = [{"role": "user", "content": "日本"}]
-    sampling = SamplingConfig(temperature=1.5, top_k=None, top_p=None, max_new_tokens=40)
+    sampling = SamplingConfig(temperature=1.5, top_k=None, top_p=None, max_new_bytes=40)
     pieces, done = collect(engine.stream_reply(messages, sampling, seed=seed))
     raw, _ = run(
         generate_bytes(engine.model, format_chat(messages).encode(), sampling, make_generator(seed), STOP_TAGS)
@@ -224,11 +266,11 @@ def test_streamed_pieces_equal_extracted_reply(engine, seed):
 
 
 def test_seeded_replies_repeat_and_length_is_reported(engine):
-    sampling = SamplingConfig(temperature=2.0, top_k=None, top_p=None, max_new_tokens=8)
+    sampling = SamplingConfig(temperature=2.0, top_k=None, top_p=None, max_new_bytes=8)
     a = engine.reply([{"role": "user", "content": "hi"}], sampling, seed=5)
     b = engine.reply([{"role": "user", "content": "hi"}], sampling, seed=5)
     assert a.reply == b.reply
-    long = engine.reply([{"role": "user", "content": "hi"}], SamplingConfig(temperature=0, max_new_tokens=3))
+    long = engine.reply([{"role": "user", "content": "hi"}], SamplingConfig(temperature=0, max_new_bytes=3))
     assert long.finish_reason == "length" and long.reply == "hel"
 
 
@@ -249,7 +291,7 @@ def test_bad_messages_fail_before_streaming(engine):
 
 
 def test_concurrent_replies_are_independent(engine):
-    sampling = SamplingConfig(temperature=1.5, max_new_tokens=30)
+    sampling = SamplingConfig(temperature=1.5, max_new_bytes=30)
     messages = [{"role": "user", "content": "日本"}]
     expected = engine.reply(messages, sampling, seed=11).reply
     results = []
@@ -389,16 +431,12 @@ def test_crop_messages_drops_only_what_it_must(turns, with_system, budget):
 
 
 def test_reply_assembler_drops_blank_lines_before_a_turn():
-    from bytechat.serve.generate import ReplyAssembler
-
     assembler = ReplyAssembler()
     pieces = [assembler.feed(b) for b in b"line one\n  two\n\nsystem: "]
     assert assembler.stopped and "".join(pieces) == assembler.reply == "line one\n  two"
 
 
 def test_repeat_guard_breaks_a_loop_but_lets_the_prompt_be_quoted():
-    from bytechat.serve.generate import RepeatGuard
-
     guard, produced = RepeatGuard(4), bytearray()
     for byte in b"abcXabc":
         produced.append(byte)
@@ -410,8 +448,8 @@ def test_repeat_guard_breaks_a_loop_but_lets_the_prompt_be_quoted():
 def test_generation_never_repeats_a_guarded_run():
     """A model that loops greedily ("hello" forever) is cut off by the guard."""
     model = train_chat_model()
-    loop = SamplingConfig(temperature=0.0, max_new_tokens=200, repeat_guard=0)
-    guarded = SamplingConfig(temperature=0.0, max_new_tokens=200, repeat_guard=8)
+    loop = SamplingConfig(temperature=0.0, max_new_bytes=200, repeat_guard=0)
+    guarded = SamplingConfig(temperature=0.0, max_new_bytes=200, repeat_guard=8)
     prompt = b"assistant: hello\nassistant: hello\nassistant: "
     free = bytes(generate_bytes(model, prompt, loop, make_generator(0)))
     held = bytes(generate_bytes(model, prompt, guarded, make_generator(0)))

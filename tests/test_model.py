@@ -141,7 +141,7 @@ def _kv(sizes, grad):
         cache, pos, pieces = model.new_cache(batch_size=idx.shape[0]), 0, []
         with torch.set_grad_enabled(grad):
             for size in sizes:  # a prefill from 0, then chunks after a prefix (explicit mask), then single bytes
-                pieces.append(model(idx[:, pos : pos + size], cache=cache, start_pos=pos)[0].detach())
+                pieces.append(model(idx[:, pos : pos + size], cache=cache)[0].detach())
                 pos += size
         assert pos == idx.shape[1]
         return torch.cat(pieces, dim=1)
@@ -184,6 +184,32 @@ def test_every_path_gives_the_same_logits(cfg):
     want = _no_grad(model, idx)
     for name, forward in PATHS.items():
         torch.testing.assert_close(forward(model, idx), want, rtol=0, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("cfg", CAUSAL_CONFIGS)
+def test_rows_at_different_lengths_match_each_row_alone(cfg):
+    """One cache, its rows at different lengths (continuous batching: padded and masked):
+    each row's log-probabilities are what it gets in a cache of its own, within 1e-4
+    (fp32), for single bytes and for chunks; moving a row keeps its sequence."""
+    model = tiny_model(cfg)
+    idx = random_bytes(3, 150)
+    lengths = [5, 90, 37]
+    batched, alone = model.new_cache(batch_size=4), [model.new_cache() for _ in lengths]
+    with torch.no_grad():
+        for r, n in enumerate(lengths):  # each prompt prefilled alone into its row, as the batch engine does
+            model(idx[r : r + 1, :n], cache=batched.rows(r, r + 1))
+            model(idx[r : r + 1, :n], cache=alone[r])
+        batched.move_row(2, 3)
+        batched.move_row(3, 2)
+        rows, pos = batched.rows(0, 3), list(lengths)
+        for size in (1, 1, 4, 1, 20):
+            chunk = torch.stack([idx[r, pos[r] : pos[r] + size] for r in range(3)])
+            got, _ = model(chunk, cache=rows)
+            for r in range(3):
+                want, _ = model(chunk[r : r + 1], cache=alone[r])
+                torch.testing.assert_close(got[r : r + 1], want, rtol=0, atol=1e-4)
+            pos = [p + size for p in pos]
+    assert rows.lengths.tolist() == pos and batched.length == max(pos)
 
 
 # ---------------------------------------------------------------- RoPE and tying
@@ -264,25 +290,31 @@ def test_rope_theta_from_the_config_reaches_the_model():
 
 
 def test_output_layer_is_the_embedding_transposed():
+    """Without a copy head the output is log_softmax(final norm @ embedding^T): the tied
+    output layer, normalised (GPT.forward always returns log-probabilities)."""
     model = tiny_model()
     idx = random_bytes(2, 9)
 
-    def logits_and_final_norm():
+    def log_probs_and_final_norm():
         seen = []
         hook = model.ln_f.register_forward_hook(lambda module, args, out: seen.append(out))
         try:
-            logits = _no_grad(model, idx)
+            log_probs = _no_grad(model, idx)
         finally:
             hook.remove()
-        return logits, seen[-1]
+        return log_probs, seen[-1]
 
-    logits, normed = logits_and_final_norm()
-    torch.testing.assert_close(logits, normed @ model.wte.weight.T, rtol=1e-5, atol=1e-5)
+    def expected(normed):
+        return torch.log_softmax(normed @ model.wte.weight.T, dim=-1)
+
+    log_probs, normed = log_probs_and_final_norm()
+    torch.testing.assert_close(log_probs, expected(normed), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(log_probs.exp().sum(-1), torch.ones(2, 9), rtol=0, atol=1e-5)
     # Tied means one tensor: a change to the embedding is a change to the output layer.
     with torch.no_grad():
         model.wte.weight.mul_(1.5)
-    logits, normed = logits_and_final_norm()
-    torch.testing.assert_close(logits, normed @ model.wte.weight.T, rtol=1e-5, atol=1e-5)
+    log_probs, normed = log_probs_and_final_norm()
+    torch.testing.assert_close(log_probs, expected(normed), rtol=1e-5, atol=1e-5)
 
 
 def test_kv_cache_chunks_match_full_forward():
@@ -292,10 +324,10 @@ def test_kv_cache_chunks_match_full_forward():
     cache = model.new_cache(batch_size=2)
     pieces, pos = [], 0
     for size in (9, 1, 5, 1, 1, 13):  # chunked prefill after a prefix uses the explicit mask
-        logits, _ = model(idx[:, pos : pos + size], cache=cache, start_pos=pos)
+        logits, _ = model(idx[:, pos : pos + size], cache=cache)
         pieces.append(logits)
         pos += size
-    assert cache.length == 30
+    assert cache.lengths.tolist() == [30, 30]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-4)
 
 

@@ -30,7 +30,7 @@ def decode_speed(
     try:
         if threads is not None:
             torch.set_num_threads(threads)
-        sampling = SamplingConfig(max_new_tokens=n + 1)
+        sampling = SamplingConfig(max_new_bytes=n + 1)
         gen = generate_bytes(model, prompt, sampling, make_generator(0), use_cache=use_cache)
         next(gen)  # prefill and the first byte: not part of the per-byte rate
         start = time.perf_counter()

@@ -1,5 +1,6 @@
 """Transformer building blocks: causal self-attention with RoPE and a KV cache, the MLP,
-and the pre-norm residual block. No biases anywhere (they add nothing at this scale)."""
+the short convolution and the pre-norm residual block. No biases anywhere (they add
+nothing at this scale). With a cache, a Span says where each row's new positions go."""
 
 from __future__ import annotations
 
@@ -10,15 +11,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bytechat.core.config import ModelConfig
+from bytechat.model.cache import LayerKV, Span
 from bytechat.model.rope import rotate
-
-# One layer's slice of a KVCache: (keys, values), each (B, n_head, block_size, head_dim).
-LayerKV = tuple[torch.Tensor, torch.Tensor]
 
 
 def norm(n_embd: int) -> nn.Module:
-    # LayerNorm rather than RMSNorm: on CPU it is one fused kernel (~3x faster per call
-    # than rms_norm in torch 2.13), which matters for batch-1 decoding.
+    # LayerNorm rather than RMSNorm: on CPU it is one fused kernel, several times faster
+    # per call than rms_norm, which matters for batch-1 decoding.
     return nn.LayerNorm(n_embd, bias=False)
 
 
@@ -101,18 +100,36 @@ class _ChunkedCausalAttention(torch.autograd.Function):
 
 def causal_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = ATTN_CHUNK) -> torch.Tensor:
     """softmax(q k^T / sqrt(D) + causal mask) v for q, k, v (B, H, T, D): the training
-    path (see CausalSelfAttention.forward), without dropout.
+    path on CPU (see CausalSelfAttention.forward), without dropout.
 
-    On CPU, torch 2.13's fused SDPA kernel (flash attention for CPU) took 35% of a
-    train-profile bf16 step (head dim 32; its backward ~3x its forward): 43 ms per layer
-    forward + backward on 2 cores, 83 ms on one. Batched matmuls + softmax over the
-    causal chunks (_ChunkedCausalAttention) run the same math in 19 ms / 33 ms. Under
-    bf16 autocast the scores and probabilities are bf16, as in any unfused attention
-    under autocast; the first-step loss stays within 1e-5 relative of fp32.
+    On CPU, torch's fused SDPA kernel (head dim 32) had a backward several times its
+    forward and was the largest part of a training step; batched matmuls + softmax over
+    the causal chunks (_ChunkedCausalAttention) run the same math in about half the time
+    (docs/performance.md). Under bf16 autocast the scores and probabilities are bf16, as
+    in any unfused attention under autocast.
     """
     B, H, T, D = q.shape
     q, k, v = (t.reshape(B * H, T, D).contiguous() for t in (q, k, v))
     return _ChunkedCausalAttention.apply(q, k, v, chunk).view(B, H, T, D)
+
+
+def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(D), where mask) v for rows at different lengths (mask: which
+    keys each query may see), written out: for one new position per row it is faster on
+    CPU than SDPA with a mask (docs/performance.md)."""
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))
+    return scores.masked_fill(~mask, float("-inf")).softmax(dim=-1) @ v
+
+
+def write_cache(buf: torch.Tensor, new: torch.Tensor, span: Span, dim: int) -> torch.Tensor:
+    """Write new (positions along `dim`, rows first) into buf at span's positions; return
+    buf's positions 0..span.end-1 (a view). dim: the position dimension of both."""
+    if span.start is not None:  # every row at the same positions: a slice
+        buf.narrow(dim, span.start, span.end - span.start).copy_(new)
+    else:  # each row at its own: index row b, position pos[b, t]
+        rows = torch.arange(buf.shape[0], device=buf.device).unsqueeze(1)
+        buf[(rows,) + (slice(None),) * (dim - 1) + (span.pos,)] = new.movedim(dim, 1) if dim > 1 else new
+    return buf.narrow(dim, 0, span.end)
 
 
 class CausalSelfAttention(nn.Module):
@@ -129,16 +146,11 @@ class CausalSelfAttention(nn.Module):
         self.qk_gain = nn.Parameter(torch.ones(2 * self.head_dim)) if cfg.qk_norm else None
 
     def qkv_heads(self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """q, k, v of shape (B, n_head, T, head_dim), RoPE applied to q and k.
-        sin, cos: full-width tables (T, head_dim), see rope.full_width."""
+        """q, k, v of shape (B, n_head, T, head_dim): QK-norm when the model has it, then
+        RoPE on q and k. sin, cos: full-width tables (T, head_dim), see rope.full_width,
+        or (B, 1, T, head_dim) when each row is at its own positions."""
         B, T, _ = x.shape
-        return self.split_heads(self.qkv(x).view(B, T, 3, self.n_head, self.head_dim), sin, cos)
-
-    def split_heads(self, qkv: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """q, k, v (B, n_head, T, head_dim) from the qkv projection viewed as (B, T, 3, n_head,
-        head_dim): QK-norm when the model has it, then RoPE on q and k (the batch decoder
-        calls this too, so both paths share the math)."""
-        qkv = qkv.permute(2, 0, 3, 1, 4)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)
         qk = qkv[:2]
         if self.qk_gain is not None:
             gain = self.qk_gain.view(2, 1, 1, 1, self.head_dim)
@@ -147,7 +159,7 @@ class CausalSelfAttention(nn.Module):
         return qk[0], qk[1], qkv[2]
 
     def forward(
-        self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, kv: LayerKV | None = None, start_pos: int = 0
+        self, x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor, kv: LayerKV | None = None, span: Span | None = None
     ) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.qkv_heads(x, sin, cos)
@@ -156,22 +168,16 @@ class CausalSelfAttention(nn.Module):
             # Elsewhere (GPUs, inference) the fused SDPA kernel below.
             y = causal_attention(q, k, v)
             return dropout(self.proj(y.transpose(1, 2).reshape(B, T, C)), self.dropout, self.training)
-        mask, causal = None, True
-        if kv is not None:
-            end = start_pos + T
-            kv[0][:, :, start_pos:end] = k
-            kv[1][:, :, start_pos:end] = v
-            k, v = kv[0][:, :, :end], kv[1][:, :, :end]
-            # is_causal aligns the mask top-left, which is only right when q starts at 0.
-            # A single new query may see everything cached; a chunk after a prefix needs
-            # an explicit bottom-right-aligned mask.
-            if start_pos > 0:
-                causal = False
-                if T > 1:
-                    mask = torch.ones(T, end, dtype=torch.bool, device=x.device).tril(diagonal=start_pos)
-        # Dropout is on the residual branches (and the embedding), never on the attention
-        # probabilities: so every device trains the same model, on CPU by the fast path.
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        if kv is None:
+            # Dropout is on the residual branches (and the embedding), never on the attention
+            # probabilities: so every device trains the same model, on CPU by the fast path.
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k, v = write_cache(kv[0], k, span, 2), write_cache(kv[1], v, span, 2)
+            if span.start is None:  # rows at different lengths
+                y = masked_attention(q, k, v, span.mask)
+            else:
+                y = F.scaled_dot_product_attention(q, k, v, attn_mask=span.mask, is_causal=span.causal)
         y = y.transpose(1, 2).reshape(B, T, C)
         return dropout(self.proj(y), self.dropout, self.training)
 
@@ -194,7 +200,7 @@ class MLP(nn.Module):
         self.relu2 = cfg.activation == "relu2"
 
     def activate(self, u: torch.Tensor) -> torch.Tensor:
-        """The nonlinearity on the hidden layer (the batch decoder calls this too).
+        """The nonlinearity on the hidden layer.
         relu2: relu(u)^2, sparse and cheap (as in Primer and the nanoGPT speedruns);
         gelu: tanh GELU (as in GPT-2), ~2x cheaper than the erf form on CPU."""
         return F.relu(u).square() if self.relu2 else F.gelu(u, approximate="tanh")
@@ -223,16 +229,25 @@ class ShortConv(nn.Module):
         self.kernel = kernel
         self.weight = nn.Parameter(torch.zeros(n_embd, 1, kernel))
 
-    def forward(self, h: torch.Tensor, buf: torch.Tensor | None = None, start_pos: int = 0) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, buf: torch.Tensor | None = None, span: Span | None = None) -> torch.Tensor:
         B, T, C = h.shape
-        context, pad = h, self.kernel - 1
-        if buf is not None:
-            end = start_pos + T
-            buf[:, start_pos:end] = h
-            first = max(0, start_pos - pad)
-            context, pad = buf[:, first:end], pad - (start_pos - first)
-        mixed = F.conv1d(F.pad(context.transpose(1, 2), (pad, 0)), self.weight.to(h.dtype), groups=C)
-        return h + mixed[..., -T:].transpose(1, 2)
+        pad = self.kernel - 1
+        if buf is None:  # the whole sequence at once (training, eval): one convolution
+            mixed = F.conv1d(F.pad(h.transpose(1, 2), (pad, 0)), self.weight.to(h.dtype), groups=C)
+            return h + mixed.transpose(1, 2)
+        # Decoding: each new position's window (its own input and the `pad` before it,
+        # zeros before position 0) from the cache, weighted and summed: a few elementwise
+        # ops, where a convolution call on so few positions costs many times its arithmetic.
+        write_cache(buf, h, span, 1)
+        if span.start is not None:
+            first = max(0, span.start - pad)
+            context = F.pad(buf[:, first : span.end], (0, 0, pad - (span.start - first), 0))
+        else:  # each row at its own positions
+            at = span.pos[:, :1] - pad + torch.arange(T + pad, device=h.device)  # (B, T + pad)
+            rows = torch.arange(B, device=h.device).unsqueeze(1)
+            context = buf[rows, at.clamp_min(0)].masked_fill((at < 0).unsqueeze(-1), 0.0)
+        windows = context.unfold(1, self.kernel, 1)  # (B, T, C, kernel)
+        return h + (windows * self.weight.to(h.dtype).squeeze(1)).sum(-1)
 
 
 class Block(nn.Module):
@@ -247,9 +262,11 @@ class Block(nn.Module):
         self.ln_2 = norm(cfg.n_embd)
         self.mlp = MLP(cfg)
 
-    def attn_input(self, x: torch.Tensor, conv_buf: torch.Tensor | None = None, start_pos: int = 0) -> torch.Tensor:
+    def attn_input(
+        self, x: torch.Tensor, conv_buf: torch.Tensor | None = None, span: Span | None = None
+    ) -> torch.Tensor:
         h = self.ln_1(x)
-        return h if self.conv is None else self.conv(h, conv_buf, start_pos)
+        return h if self.conv is None else self.conv(h, conv_buf, span)
 
     def forward(
         self,
@@ -257,8 +274,8 @@ class Block(nn.Module):
         sin: torch.Tensor,
         cos: torch.Tensor,
         kv: LayerKV | None = None,
-        start_pos: int = 0,
+        span: Span | None = None,
         conv_buf: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        x = x + self.attn(self.attn_input(x, conv_buf, start_pos), sin, cos, kv, start_pos)
+        x = x + self.attn(self.attn_input(x, conv_buf, span), sin, cos, kv, span)
         return x + self.mlp(self.ln_2(x))

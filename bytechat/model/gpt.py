@@ -1,8 +1,11 @@
-"""The byte-level GPT: byte embedding -> n_layer pre-norm blocks -> final norm -> logits
-over the 256 byte values, with the output layer tied to the input embedding.
+"""The byte-level GPT: byte embedding -> n_layer pre-norm blocks -> final norm -> the
+log-probabilities of the next byte (256 values), the output layer tied to the input
+embedding, optionally mixed with a copy head's pointer distribution (copy_head.py).
 
-Positions come from RoPE inside attention, so there is no position-embedding table and
-the state_dict is just `wte.weight` plus the blocks' and final norm's weights.
+GPT.forward is the only forward pass: training, eval, batch-1 decoding and the batched
+server all run it (with a KVCache of one row or many, cache.py). Positions come from
+RoPE inside attention, so there is no position-embedding table and the state_dict is
+just `wte.weight` plus the blocks', the final norm's and the copy head's weights.
 """
 
 from __future__ import annotations
@@ -14,40 +17,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from bytechat.core.config import ModelConfig
-from bytechat.model.blocks import Block, LayerKV, dropout, norm
+from bytechat.model.blocks import Block, dropout, norm
+from bytechat.model.cache import KVCache, Span
 from bytechat.model.copy_head import CopyHead
 from bytechat.model.rope import full_width, rope_cache
-
-
-class KVCache:
-    """Preallocated keys/values for every layer, so decoding allocates nothing per byte.
-
-    `length` is how many positions are filled; GPT.forward(..., cache=c, start_pos=p)
-    writes positions p..p+T-1 and sets length to p+T.
-    """
-
-    def __init__(self, cfg: ModelConfig, batch_size: int = 1, device=None, dtype: torch.dtype = torch.float32) -> None:
-        shape = (cfg.n_layer, 2, batch_size, cfg.n_head, cfg.block_size, cfg.head_dim)
-        self.data = torch.zeros(shape, device=device, dtype=dtype)
-        self.layers: list[LayerKV] = [(self.data[i, 0], self.data[i, 1]) for i in range(cfg.n_layer)]
-        # The inputs of each layer's ShortConv (see blocks.ShortConv), when the model has one.
-        self.conv: list[torch.Tensor | None] = [None] * cfg.n_layer
-        if cfg.conv_kernel > 1:
-            conv = torch.zeros((cfg.n_layer, batch_size, cfg.block_size, cfg.n_embd), device=device, dtype=dtype)
-            self.conv = [conv[i] for i in range(cfg.n_layer)]
-        # The copy head's keys and the input bytes at each position, and the last
-        # position's content attention when it goes on where it copied (see copy_head.py).
-        self.copy_keys = self.copy_ids = self.copy_prev = None
-        if cfg.copy_dim > 0:
-            self.copy_keys = torch.zeros((batch_size, cfg.block_size, cfg.copy_dim), device=device, dtype=dtype)
-            self.copy_ids = torch.zeros((batch_size, cfg.block_size), device=device, dtype=torch.long)
-            if cfg.copy_continue:
-                self.copy_prev = torch.zeros((batch_size, cfg.block_size), device=device, dtype=torch.float32)
-        self.capacity = cfg.block_size
-        self.length = 0
-
-    def reset(self) -> None:
-        self.length = 0  # stale entries are overwritten before they are ever attended to
 
 
 class GPT(nn.Module):
@@ -74,48 +47,57 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=std)
 
     def forward(
-        self,
-        idx: torch.Tensor,
-        targets: torch.Tensor | None = None,
-        cache: KVCache | None = None,
-        start_pos: int = 0,
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """idx (B, T) byte ids -> (logits (B, T, 256), mean cross-entropy or None).
+        """idx (B, T) byte ids -> (log-probabilities of the next byte (B, T, 256), mean
+        cross-entropy against targets or None). targets == -1 are ignored.
 
-        With a cache, idx holds positions start_pos..start_pos+T-1 of the sequence whose
-        earlier positions are already in the cache. targets == -1 are ignored.
+        With a cache, row b of idx continues row b of the cache: its bytes go at
+        positions cache.lengths[b] .. + T - 1 and see that row's earlier positions;
+        every row's length then grows by T. Rows may be at different lengths (continuous
+        batching): each is padded to the longest and masked.
         """
         T = idx.shape[1]
-        end = start_pos + T
-        if end > self.config.block_size:
-            raise ValueError(f"GPT.forward: positions up to {end} exceed block_size {self.config.block_size}")
-        sin, cos = self.rope_sin[start_pos:end], self.rope_cos[start_pos:end]
+        if cache is None:
+            if T > self.config.block_size:
+                raise ValueError(f"GPT.forward: positions up to {T} exceed block_size {self.config.block_size}")
+            span = Span.first(T, idx.device)
+        else:
+            span = cache.span(T)
+        if span.start is not None:
+            sin, cos = self.rope_sin[span.start : span.end], self.rope_cos[span.start : span.end]
+        else:  # each row at its own positions: (B, 1, T, head_dim), broadcast over heads
+            sin, cos = self.rope_sin[span.pos].unsqueeze(1), self.rope_cos[span.pos].unsqueeze(1)
         x = dropout(self.wte(idx), self.config.dropout, self.training)
         for i, block in enumerate(self.blocks):
             if cache is None:
                 x = block(x, sin, cos)
             else:
-                x = block(x, sin, cos, cache.layers[i], start_pos, cache.conv[i])
+                x = block(x, sin, cos, cache.layers[i], span, cache.conv[i])
         h = self.ln_f(x)
         logits = F.linear(h, self.wte.weight)  # tied output layer
         if self.copy is not None:  # log-probabilities that may also copy from the context
-            keys, ids, prev = (cache.copy_keys, cache.copy_ids, cache.copy_prev) if cache is not None else (None,) * 3
-            logits = self.copy(h, logits, idx, keys, ids, start_pos, prev)
+            copy_cache = (cache.copy_keys, cache.copy_ids, cache.copy_prev) if cache is not None else ()
+            log_probs = self.copy(h, logits, idx, span, *copy_cache)
+        else:
+            log_probs = F.log_softmax(logits.float(), dim=-1)
         if cache is not None:
-            cache.length = end
+            cache.lengths += T
         loss = None
         if targets is not None:
             # fp32 even under bf16 autocast: log-softmax over 256 classes loses bits in bf16.
-            loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        return logits, loss
+            # (Its log-softmax of log-probabilities is the identity up to rounding; the loss
+            # is computed as it always was, so training runs give the same figures.)
+            loss = F.cross_entropy(log_probs.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+        return log_probs, loss
 
     @torch.no_grad()
     def use_decode_layout(self) -> GPT:
         """Store every Linear weight transposed in memory (same values, same shapes).
 
         For batch-1 decoding each weight matrix is read once per byte, so speed is memory
-        bandwidth. MKL's GEMV streams an (in, out)-contiguous matrix ~2x faster than the
-        usual (out, in) one once the weights outgrow the cache (6x256 model, 2-core EPYC).
+        bandwidth, and MKL's GEMV streams an (in, out)-contiguous matrix faster than the
+        usual (out, in) one once the weights outgrow the cache (docs/performance.md).
         Meant for inference copies; export writes contiguous tensors either way.
         """
         for module in self.modules():

@@ -42,9 +42,10 @@ def rotate(x: torch.Tensor, signed_sin: torch.Tensor, cos: torch.Tensor) -> torc
 
     The angles are always computed in fp32 (rope_cache). A bf16 x (under autocast) is
     rotated in bf16, with the tables' values rounded to bf16: mixing a bf16 x with fp32
-    tables promoted every op to fp32 and cast back, ~4% of a bf16 training step on a
-    2-core CPU, for a difference in the loss of ~4e-5 relative (the eval loss of the
-    smoke model: fp32 vs bf16 autocast moved from 2.6e-5 to 6.3e-5).
+    tables promoted every op to fp32 and cast back, a few % of a bf16 training step for
+    a loss difference at bf16's own rounding (docs/performance.md, "RoPE in bf16").
+    Tables (B, 1, T, D) rotate each row at its own positions (GPT.forward does for rows
+    of a KV cache at different lengths).
     """
     if x.shape[-1] != cos.shape[-1]:
         raise ValueError(f"rope: head dim {x.shape[-1]} does not match the tables' {cos.shape[-1]}")

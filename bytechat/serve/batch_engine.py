@@ -1,22 +1,24 @@
 """Continuous batching: many replies decoded together, one forward pass per byte for all.
 
 A small model's batch-1 decoding step is almost all fixed cost (dispatching ~150 tiny
-ops, reading every weight once), so sixteen replies decoded one by one take sixteen
-times as long as one, where one batched step for all sixteen costs little more than a
-single one. BatchEngine keeps a batch of active replies, each in its own rows of one
-shared KV cache (slot), with its own position, sampling settings, torch.Generator,
-repeat guard, stop strings and ReplyAssembler. Every step():
+ops, reading every weight once), so one step for sixteen replies costs little more than
+a step for one. BatchEngine keeps the replies in the first rows of one shared KV cache
+(BatchDecoder), each row at its own length, each reply with its own sampling settings,
+torch.Generator, repeat guard, stop strings and ReplyAssembler. Every step():
 
-  1. admits waiting requests into free slots: each prompt is prefilled alone, as
-     generate_bytes prefills it, straight into its slot's rows of the cache;
+  1. admits waiting requests into free rows: each prompt is prefilled alone into its
+     row (generate.prefill, as generate_bytes does);
   2. for each active reply, in the order generate_bytes does it: leave if should_stop()
-     ("cancelled"), else sample a byte from its pending logits, emit it, leave on a stop
-     string ("stop") or at max_new_tokens ("length"), re-prefill alone when its window
-     is full, else queue the byte for the forward pass;
-  3. runs ONE forward pass (BatchDecoder.step) for all queued bytes, each at its own
-     position, giving every reply its next logits.
+     ("cancelled"), else take its byte (one sample_rows call for all rows), emit it,
+     leave on a stop string ("stop") or at max_new_bytes ("length"), refill its row
+     when the row is full (generate.refill);
+  3. runs ONE GPT.forward for the rows still active (kept packed at the front of the
+     cache), each row at its own length, giving every reply its next log-probabilities.
 
-How each row stays exact (bit for bit what it gets decoding alone): bytechat.serve.batch_decoder.
+Decoding alone and in a batch run the same forward, sampler, prefill and refill; rows at
+different lengths are padded and masked, which moves log-probabilities in the last bits
+only (within 1e-4 in fp32, tests/test_batch_engine.py), so greedy replies are the same
+bytes and seeded ones the same draws unless a draw falls within that of a boundary.
 """
 
 from __future__ import annotations
@@ -30,22 +32,19 @@ from typing import Callable, Mapping
 
 import torch
 
-from bytechat.text.chat_format import STOP_TAGS, format_chat
+from bytechat.core.rng import make_generator
+from bytechat.model import GPT
 from bytechat.serve.generate import (
-    GREEDY_BELOW,
     ChatEngine,
-    NonFiniteLogits,
     ReplyAssembler,
     ReplyDone,
     ReplyEvent,
-    RepeatGuard,
-    SamplingConfig,
-    candidates,
     crop_messages,
-    sample_next,
+    prefill,
+    refill,
 )
-from bytechat.serve.batch_decoder import BatchDecoder
-from bytechat.core.rng import make_generator
+from bytechat.serve.sampling import Draw, RepeatGuard, SamplingConfig, sample_rows
+from bytechat.text.chat_format import STOP_TAGS, format_chat
 
 log = logging.getLogger("bytechat.batch")
 DEFAULT_MAX_BATCH = 16
@@ -76,10 +75,13 @@ class BatchRequest:
         self.produced = bytearray()
         self.guard = RepeatGuard(sampling.repeat_guard)
         self.assembler = ReplyAssembler()
-        self.slot: int | None = None
-        self.logits: torch.Tensor | None = None
+        self.row: int | None = None  # its row of the cache while in the batch (rows move as others leave)
+        self.log_probs: torch.Tensor | None = None  # of its next byte, (256,)
         self.started = 0.0
         self.finish_reason: str | None = None
+
+    def draw(self) -> Draw:
+        return Draw(self.sampling, self.generator, self.guard.banned(self.produced))
 
     def record(self, byte: int) -> None:
         """The sampled byte: into the reply, the repeat guard and the window; emit its text."""
@@ -99,6 +101,47 @@ class BatchRequest:
         self.emit(ReplyDone(self.assembler.reply, reason, len(self.produced), seconds))
 
 
+class BatchDecoder:
+    """The model side: one KVCache whose first n rows hold the batch's sequences.
+
+    Rows stay packed (a row that leaves is filled with the last one, move()), so a step
+    is GPT.forward on the cache's first n rows: a view, nothing copied. Call it under
+    torch.inference_mode() (BatchEngine does, once per thread).
+    """
+
+    def __init__(self, model: GPT, max_batch: int) -> None:
+        if max_batch < 1:
+            raise ValueError(f"BatchDecoder: max_batch must be >= 1 (got {max_batch})")
+        self.model, self.max_batch = model, max_batch
+        self.device = model.wte.weight.device
+        self.block_size = model.config.block_size
+        self.cache = model.new_cache(max_batch)
+        # Views made once: the first n rows (a step), and each row alone (a prefill).
+        self._first = [self.cache.rows(0, n) for n in range(max_batch + 1)]
+        self._row = [self.cache.rows(row, row + 1) for row in range(max_batch)]
+
+    def prefill(self, row: int, window: bytes | bytearray) -> torch.Tensor:
+        """Run window (from position 0) alone into row; its last position's log-probabilities (256,)."""
+        return prefill(self.model, window, self._row[row], self.device)
+
+    def refill(self, row: int, window: bytearray, keep: int) -> None:
+        """The row is full: generate.refill on it (the window's newest byte is left for step())."""
+        refill(self.model, window, self._row[row], keep, self.device)
+
+    def full(self, row: int) -> bool:
+        return int(self.cache.lengths[row]) >= self.block_size
+
+    def move(self, src: int, dst: int) -> None:
+        self.cache.move_row(src, dst)
+
+    def step(self, byte_values: list[int]) -> torch.Tensor:
+        """Feed byte_values[r] to row r (rows 0..n-1, each at its own length); the next
+        log-probabilities (n, 256)."""
+        n = len(byte_values)
+        idx = torch.tensor(byte_values, dtype=torch.long, device=self.device).view(n, 1)
+        return self.model(idx, cache=self._first[n])[0][:, -1]
+
+
 class BatchEngine:
     """Replies to chat message lists in a shared batch; submit() from any thread.
 
@@ -116,8 +159,7 @@ class BatchEngine:
         self._keep = max(1, self.block_size // 2)
         self._lock = threading.Condition()
         self._waiting: deque[BatchRequest] = deque()
-        self._active: list[BatchRequest] = []
-        self._free = list(range(max_batch_size - 1, -1, -1))
+        self._active: list[BatchRequest] = []  # in row order: _active[r].row == r
         self._thread: threading.Thread | None = None
         self._closed = False
         # Called by the stepping thread after each step (and after the last events at
@@ -135,7 +177,7 @@ class BatchEngine:
         should_stop: Callable[[], bool] | None = None,
         on_start: Callable[[], None] | None = None,
     ) -> BatchRequest:
-        """Queue a reply; it joins the batch at the next step with a free slot. Bad
+        """Queue a reply; it joins the batch at the next step with a free row. Bad
         messages raise ChatFormatError here, as ChatEngine.stream_reply does."""
         if not isinstance(sampling, SamplingConfig):
             raise TypeError("submit: sampling must be a SamplingConfig")
@@ -225,67 +267,81 @@ class BatchEngine:
                 self._leave(request, "cancelled")
             else:
                 rows.append(request)
-        feed: list[BatchRequest] = []
-        try:
-            picked = sample_rows(rows)
-        except Exception:  # one bad row must not stop the others: retry them one by one
-            picked = [_guarded(sample_rows, [request]) for request in rows]
+        picked = self._sample(rows)
         for request, byte in zip(rows, picked):
             try:
                 if isinstance(byte, Exception):
                     raise byte
-                if self._advance(request, byte):
-                    feed.append(request)
-            except Exception as exc:  # this reply only (e.g. non-finite logits)
+                self._advance(request, byte)
+            except Exception as exc:  # this reply only (e.g. non-finite log-probabilities)
                 self._fail([request], exc)
+        feed = list(self._active)
         if feed:
             try:
-                logits = self.decoder.step([r.slot for r in feed], [r.text[-1] for r in feed])
-                for request, row in zip(feed, logits):
-                    request.logits = row
+                out = self.decoder.step([request.text[-1] for request in feed])
+                for request in feed:
+                    request.log_probs = out[request.row]
             except Exception as exc:  # the whole step: every reply in it
                 self._fail(feed, exc)
         with self._lock:
             return bool(self._active or self._waiting)
 
+    @staticmethod
+    def _sample(rows: list[BatchRequest]) -> list[int | Exception]:
+        """Every row's byte in one sample_rows call; should that raise (not a row's bad
+        log-probabilities: those come back as that row's error), row by row, so one bad
+        row does not stop the others."""
+        if not rows:
+            return []
+        try:
+            return sample_rows(torch.stack([r.log_probs for r in rows]), [r.draw() for r in rows])
+        except Exception:
+            picked: list[int | Exception] = []
+            for r in rows:
+                try:
+                    picked.append(sample_rows(r.log_probs.unsqueeze(0), [r.draw()])[0])
+                except Exception as exc:
+                    picked.append(exc)
+            return picked
+
     def _admit(self) -> None:
         while self._waiting:  # (read without the lock: a request added now joins next step)
             with self._lock:
-                if not self._waiting or not self._free:
+                if not self._waiting or len(self._active) == self.max_batch_size:
                     return
                 request = self._waiting.popleft()
-                request.slot = self._free.pop()
+                request.row = len(self._active)
                 self._active.append(request)
             request.started = time.perf_counter()
             if request.on_start is not None:
                 request.on_start()
             try:
-                request.logits = self.decoder.prefill(request.slot, request.text)
+                request.log_probs = self.decoder.prefill(request.row, request.text)
             except Exception as exc:
                 self._fail([request], exc)
 
-    def _advance(self, request: BatchRequest, byte: int) -> bool:
-        """Record byte and see what comes next; True if the reply needs a forward pass."""
+    def _advance(self, request: BatchRequest, byte: int) -> None:
+        """Record byte and see what comes next: leave, or stay (refilled if its row is full)."""
         request.record(byte)
         produced = request.produced
         if produced.endswith(_STOPS):
             self._leave(request, "stop")
-            return False
-        if len(produced) == request.sampling.max_new_tokens:
+        elif len(produced) == request.sampling.max_new_bytes:
             self._leave(request, "length")
-            return False
-        if self.decoder.full(request.slot):  # the window is full: re-prefill its second half
-            del request.text[: -self._keep]
-            request.logits = self.decoder.prefill(request.slot, request.text)
-            return False
-        return True
+        elif self.decoder.full(request.row):
+            self.decoder.refill(request.row, request.text, self._keep)
 
     def _release(self, request: BatchRequest) -> None:
+        """Out of the batch; the last row moves into its row, so the rows stay packed."""
         with self._lock:
-            if request in self._active:
-                self._active.remove(request)
-                self._free.append(request.slot)
-                self._lock.notify_all()
+            if request not in self._active:
+                return
+            last = self._active.pop()
+            if last is not request:
+                self.decoder.move(last.row, request.row)
+                last.row = request.row
+                self._active[request.row] = last
+            self._lock.notify_all()
 
     def _leave(self, request: BatchRequest, reason: str) -> None:
         self._release(request)
@@ -295,76 +351,6 @@ class BatchEngine:
         for request in requests:
             self._release(request)
             request.emit(exc)
-
-
-def sample_rows(requests: list[BatchRequest]) -> list[int | Exception]:
-    """Each request's next byte from its pending logits, exactly as sample_next draws it
-    alone (the repeat guard's bans applied first, as generate_bytes does): rows that
-    share sampling settings go through each step of sample_next together (every step is
-    row by row: bitwise the same values), and each row draws from its own generator.
-    A row with non-finite logits gets a NonFiniteLogits in place of its byte."""
-    if len(requests) == 1:
-        return [_sample_one(requests[0])]
-    out: list[int | Exception] = [0] * len(requests)
-    groups: dict[tuple, list[int]] = {}
-    for i, request in enumerate(requests):
-        sp = request.sampling
-        greedy = sp.temperature < GREEDY_BELOW
-        key = (
-            (greedy, request.generator.device)
-            if greedy
-            else (sp.temperature, sp.top_k, sp.top_p, request.generator.device)
-        )
-        groups.setdefault(key, []).append(i)
-    for key, members in groups.items():
-        if len(members) == 1:
-            out[members[0]] = _sample_one(requests[members[0]])
-            continue
-        logits = torch.stack([requests[i].logits for i in members])
-        for row, i in enumerate(members):
-            banned = requests[i].guard.banned(requests[i].produced)
-            if banned:  # far below the rest (finite: sample_next refuses inf), so never drawn
-                logits[row, banned] = logits[row].min() - 1e4
-        logits = logits.to(key[-1], torch.float32)
-        finite = torch.isfinite(logits).all(dim=-1).tolist()
-        if not all(finite):
-            for row, i in enumerate(members):
-                if not finite[row]:
-                    out[i] = NonFiniteLogits(
-                        "sample_next: the model produced non-finite logits (nan or inf); the weights are broken"
-                    )
-            keep = [row for row, ok in enumerate(finite) if ok]
-            if not keep:
-                continue
-            members, logits = [members[row] for row in keep], logits[keep]
-        if key[0] is True:
-            for i, byte in zip(members, logits.argmax(dim=-1).tolist()):
-                out[i] = byte
-            continue
-        probs, ids = candidates(logits, requests[members[0]].sampling)
-        for row, i in enumerate(members):
-            choice = torch.multinomial(probs[row : row + 1], 1, generator=requests[i].generator)
-            out[i] = int(ids[row, choice])
-    return out
-
-
-def _guarded(sample, requests: list[BatchRequest]) -> int | Exception:
-    try:
-        return sample(requests)[0]
-    except Exception as exc:
-        return exc
-
-
-def _sample_one(request: BatchRequest) -> int | Exception:
-    """sample_next itself, after the repeat guard's bans (generate_bytes' lines)."""
-    logits, banned = request.logits, request.guard.banned(request.produced)
-    if banned:  # far below the rest (finite: sample_next refuses inf), so never drawn
-        logits = logits.clone()
-        logits[banned] = logits.min() - 1e4
-    try:
-        return int(sample_next(logits, request.sampling, request.generator))
-    except NonFiniteLogits as exc:
-        return exc
 
 
 def prompt_bytes(engine: ChatEngine, messages: list[Mapping[str, str]]) -> bytes:

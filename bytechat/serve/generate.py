@@ -1,14 +1,14 @@
-"""Generation: sampling, KV-cache decoding, and the reply-level streaming API.
+"""Generation: KV-cache decoding of one reply, and the reply-level streaming API.
 
 Layers, bottom up:
-  sample_next      logits -> one byte (greedy, or temperature + top-k + top-p)
-  generate_bytes   prompt bytes -> iterator of new bytes, KV cache, stop strings
-  ChatEngine       chat messages -> ReplyEvent text pieces, then one ReplyDone
-                   (used by the terminal chat and the web server)
+  sampling.sample_rows  a row's next-byte log-probabilities -> one byte (the one sampler)
+  generate_bytes        prompt bytes -> iterator of new bytes: one GPT.forward per byte
+                        on a one-row KV cache, stop strings, window refills
+  ChatEngine            chat messages -> ReplyEvent text pieces, then one ReplyDone
+                        (used by the terminal chat and the web server)
 
-Sampling draws from the caller's torch.Generator only, so a seed reproduces a reply
-whatever else the process does. The generator may live on the CPU while the model is on
-a GPU: the 256 logits are moved to the generator's device to sample.
+The batched server (batch_engine.py) decodes many replies through the same GPT.forward,
+sampler, prefill and refill functions, so a reply is the same whichever decodes it.
 """
 
 from __future__ import annotations
@@ -21,127 +21,52 @@ from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 
-from bytechat.text.chat_format import ASSISTANT_PROMPT, STOP_TAGS, format_chat, render_transcript
 from bytechat.core.config import to_dict
-from bytechat.model import GPT, KVCache
 from bytechat.core.rng import make_generator
+from bytechat.model import GPT, KVCache
+
+# SamplingConfig and NonFiniteLogits are imported from here by the CLI, the server and
+# the evals; GREEDY_BELOW is named here in docs/hardening.md.
+from bytechat.serve.sampling import (  # noqa: F401
+    GREEDY_BELOW,
+    Draw,
+    NonFiniteLogits,
+    RepeatGuard,
+    SamplingConfig,
+    sample_rows,
+)
+from bytechat.text.chat_format import ASSISTANT_PROMPT, STOP_TAGS, format_chat, prompt_budget, render_transcript
 from bytechat.text.tokenizer import VOCAB_SIZE, StreamDecoder
 
 THREADS_ENV = "BYTECHAT_THREADS"
 
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    # 0.3: a small model quoting a note keeps to it; at 0.8 replies drifted mid-quote and
-    # small talk turned to word salad (docs/chat.md). 0 (or below GREEDY_BELOW) = greedy.
-    temperature: float = 0.3
-    top_k: int | None = 50  # keep the k most likely bytes; None or 0 = off
-    top_p: float | None = 0.95  # then the smallest set with this much probability; None or 1.0 = off
-    max_new_tokens: int = 512
-    # Never emit a byte that would repeat a run of this many bytes the reply already holds
-    # (RepeatGuard); 0 = off. The prompt is not counted: quoting a note is copying.
-    repeat_guard: int = 16
-
-    def __post_init__(self) -> None:
-        def bad(name: str, problem: str) -> ValueError:
-            return ValueError(f"sampling.{name}: {problem} (got {getattr(self, name)!r})")
-
-        if not isinstance(self.temperature, (int, float)) or not 0.0 <= self.temperature <= 10.0:
-            raise bad("temperature", "must be a number in [0, 10]")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 0):
-            raise bad("top_k", "must be an integer >= 0 (0 = off)")
-        if self.top_p is not None and (not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0):
-            raise bad("top_p", "must be in (0, 1] (1 = off)")
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise bad("max_new_tokens", "must be an integer >= 1")
-        if not isinstance(self.repeat_guard, int) or self.repeat_guard < 0 or self.repeat_guard == 1:
-            raise bad("repeat_guard", "must be 0 (off) or an integer >= 2")
-
-
-class RepeatGuard:
-    """Which bytes would repeat an n-byte run already in the reply (no_repeat_ngram_size,
-    as in Hugging Face's generate, on bytes).
-
-    A small model decoding greedily falls into loops ("of milk of milk of milk ..."), and
-    a copy head makes them stickier: the loop itself becomes context worth copying.
-    Banning the byte that would complete a repeated n-byte run breaks every loop after
-    at most one period plus n bytes. O(1) per byte: a map from the last n-1 bytes to the
-    bytes that followed them before.
-    """
-
-    def __init__(self, n: int) -> None:
-        self.n = n
-        self._followers: dict[bytes, set[int]] = {}
-
-    def banned(self, produced: bytearray) -> list[int]:
-        if not self.n or len(produced) < self.n - 1:
-            return []
-        return sorted(self._followers.get(bytes(produced[len(produced) - self.n + 1 :]), ()))
-
-    def add(self, produced: bytearray) -> None:
-        """Record the run that the newest byte of produced completes."""
-        if self.n and len(produced) >= self.n:
-            self._followers.setdefault(bytes(produced[-self.n : -1]), set()).add(produced[-1])
-
-
-# Temperatures below this sample like 0 (greedy). At 1e-6 a logit gap of 1e-4 already
-# weighs exp(-100) against the runner-up, so the draw is the argmax in all but exact ties;
-# far below it, 1 / temperature overflows float32 (1e-300 gave inf/nan probabilities).
-GREEDY_BELOW = 1e-6
-
-
-class NonFiniteLogits(ValueError):
-    """The model produced nan or inf logits: nothing sensible can be sampled."""
-
-
-def candidates(logits: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probs, ids) of the bytes sampling may draw from finite fp32 logits (..., 256), most
-    likely first: top-k, temperature, top-p. The batched server draws from the same."""
-    # Work on the candidates sorted by probability: topk returns them sorted already,
-    # and top-p needs them sorted anyway.
-    if sampling.top_k and sampling.top_k < logits.shape[-1]:
-        values, ids = logits.topk(sampling.top_k, dim=-1)
-    else:
-        values, ids = logits.sort(dim=-1, descending=True)
-    # Shift so the best is 0 before dividing: every scaled value is then in [-inf, 0],
-    # finite or -inf, and softmax never sees an overflow.
-    probs = ((values - values[..., :1]) / sampling.temperature).softmax(dim=-1)
-    if sampling.top_p is not None and sampling.top_p < 1.0:
-        # Drop a candidate once the more likely ones already cover top_p. The most likely
-        # one always stays (even when top_p rounds to 0 in float32), so the kept mass is
-        # never empty.
-        drop = (probs.cumsum(dim=-1) - probs) >= sampling.top_p
-        drop[..., 0] = False
-        probs = probs.masked_fill(drop, 0.0)
-    return probs, ids
-
-
-def sample_next(logits: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator) -> torch.Tensor:
-    """Pick the next byte from logits (..., 256); returns a long tensor of shape (...).
-
-    Every SamplingConfig that validates samples: temperatures below GREEDY_BELOW are
-    greedy, and the most likely byte always survives top-k and top-p, however small
-    top_p is. Non-finite logits raise NonFiniteLogits (one line) instead of crashing
-    inside torch.multinomial.
-    """
-    logits = logits.to(generator.device, torch.float32)
-    if not bool(torch.isfinite(logits).all()):
-        raise NonFiniteLogits("sample_next: the model produced non-finite logits (nan or inf); the weights are broken")
-    if sampling.temperature < GREEDY_BELOW:
-        return logits.argmax(dim=-1)
-    probs, ids = candidates(logits, sampling)
-    flat = probs.reshape(-1, probs.shape[-1])  # multinomial wants 1-D or 2-D
-    choice = torch.multinomial(flat, 1, generator=generator).view(*probs.shape[:-1], 1)
-    return ids.gather(-1, choice).squeeze(-1)
-
-
-def _last_logits(model: GPT, window: bytes | bytearray, cache: KVCache | None, device: torch.device) -> torch.Tensor:
-    """Run the whole window (from position 0) and return the last position's logits."""
+def prefill(model: GPT, window: bytes | bytearray, cache: KVCache | None, device: torch.device) -> torch.Tensor:
+    """Run the whole window from position 0 (into cache, emptied first, if given); the
+    last position's next-byte log-probabilities (256,)."""
     idx = torch.tensor([list(window)], dtype=torch.long, device=device)
     if cache is not None:
         cache.reset()
-    logits, _ = model(idx, cache=cache)
-    return logits[0, -1]
+    log_probs, _ = model(idx, cache=cache)
+    return log_probs[0, -1]
+
+
+def refill(model: GPT, window: bytearray, cache: KVCache, keep: int, device: torch.device) -> None:
+    """The cache is full: keep the window's last `keep` bytes and prefill all but the
+    newest into the emptied cache, which then takes the newest byte as usual (so
+    every byte, after a refill too, is one forward of one new position per row)."""
+    del window[:-keep]
+    cache.reset()
+    if len(window) > 1:
+        model(torch.tensor([list(window[:-1])], dtype=torch.long, device=device), cache=cache)
+
+
+def next_byte(log_probs: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator, banned=()) -> int:
+    """sample_rows for one row; raises NonFiniteLogits."""
+    byte = sample_rows(log_probs.unsqueeze(0), [Draw(sampling, generator, banned)])[0]
+    if isinstance(byte, NonFiniteLogits):
+        raise byte
+    return byte
 
 
 @torch.inference_mode()  # torch re-enters this around each next(), so it never leaks to the caller
@@ -159,7 +84,7 @@ def generate_bytes(
 
     Stops after the byte that makes the generated text (not the prompt) end with a stop
     string (that byte and the rest of the stop string are yielded), after
-    sampling.max_new_tokens bytes, or before sampling a byte once should_stop() is true.
+    sampling.max_new_bytes bytes, or before sampling a byte once should_stop() is true.
     The generator's return value (StopIteration.value) says which: "stop", "length" or
     "cancelled". Only the last block_size bytes of the prompt are seen; when the cache is
     full, the last block_size // 2 bytes are prefilled again and decoding goes on.
@@ -173,46 +98,41 @@ def generate_bytes(
     keep = max(1, block // 2)
     text = bytearray(prompt[-block:])  # what the model currently sees
     cache = model.new_cache() if use_cache else None
-    logits = _last_logits(model, text, cache, device)
+    log_probs = prefill(model, text, cache, device)
     produced = bytearray()
     guard = RepeatGuard(sampling.repeat_guard)
     step = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
-    for i in range(sampling.max_new_tokens):
+    for i in range(sampling.max_new_bytes):
         if should_stop is not None and should_stop():
             return "cancelled"
-        banned = guard.banned(produced)
-        if banned:  # far below the rest (finite: sample_next refuses inf), so never drawn
-            logits = logits.clone()
-            logits[banned] = logits.min() - 1e4
-        byte = int(sample_next(logits, sampling, generator))
+        byte = next_byte(log_probs, sampling, generator, guard.banned(produced))
         produced.append(byte)
         guard.add(produced)
         text.append(byte)
         yield byte
         if stops and produced.endswith(stops):
             return "stop"
-        if i + 1 == sampling.max_new_tokens:
+        if i + 1 == sampling.max_new_bytes:
             break  # no forward pass for a byte that will never be sampled
         if cache is None:
             del text[:-block]
-            logits = _last_logits(model, text, None, device)
-        elif cache.length == block:
-            del text[:-keep]
-            logits = _last_logits(model, text, cache, device)
-        else:
-            step.fill_(byte)
-            logits = model(step, cache=cache, start_pos=cache.length)[0][0, -1]
+            log_probs = prefill(model, text, None, device)
+            continue
+        if cache.length == block:
+            refill(model, text, cache, keep, device)
+        step.fill_(byte)
+        log_probs = model(step, cache=cache)[0][0, -1]
     return "length"
 
 
 def set_decode_threads(n: int | None = None) -> int:
     """Set torch's (process-wide) intra-op thread count for batch-1 decoding on CPU.
 
-    n None: $BYTECHAT_THREADS, else 1. Batch-1 decoding is ~150 tiny ops per byte plus
-    weight reads; on a 2-core machine a second thread gained ~5% when the other core was
-    idle and made decoding ~10x slower when another process was using it (OpenMP waits
-    for the busy core at every op). Concurrent requests get parallelism from separate
-    Python threads instead. Call once at program start (the chat CLI does); returns n.
+    n None: $BYTECHAT_THREADS, else 1. Batch-1 decoding is many tiny ops per byte plus
+    weight reads: a second thread gains little on an idle machine and loses much when
+    another process is busy on the other core (OpenMP waits for it at every op; figures
+    in docs/performance.md, "Threads"). Concurrent requests get parallelism from the
+    batch engine instead. Call once at program start (the chat CLI does); returns n.
     """
     if n is None:
         raw = os.environ.get(THREADS_ENV, "1")
@@ -302,12 +222,12 @@ class ReplyEvent:
 @dataclass
 class ReplyDone:
     reply: str  # the whole reply: the concatenation of all ReplyEvent texts
-    finish_reason: str  # "stop" (a role tag was produced) | "length" (max_new_tokens) | "cancelled"
+    finish_reason: str  # "stop" (a role tag was produced) | "length" (max_new_bytes) | "cancelled"
     n_bytes: int  # bytes the model generated, including a final role tag
     seconds: float  # wall time of the whole call, prefill included
 
 
-def _size(messages: list[Mapping[str, str]]) -> int:
+def _rendered_bytes(messages: list[Mapping[str, str]]) -> int:
     return len(format_chat(messages).encode("utf-8"))
 
 
@@ -328,9 +248,9 @@ def _keep_head(text: str, n_bytes: int) -> str:
 
 def _shrink(messages: list, index: int, max_bytes: int, cut: Callable[[str, int], str]) -> None:
     """Cut messages[index]'s content with cut(content, n_bytes) until format_chat fits."""
-    while _size(messages) > max_bytes and messages[index]["content"]:
+    while _rendered_bytes(messages) > max_bytes and messages[index]["content"]:
         content = messages[index]["content"]
-        excess = _size(messages) - max_bytes
+        excess = _rendered_bytes(messages) - max_bytes
         # Escapes in content only ever make the rendering longer, so cutting the excess
         # from the raw content gets there in one or two rounds.
         messages[index] = _with_content(messages[index], cut(content, len(content.encode("utf-8")) - excess))
@@ -396,8 +316,7 @@ class ChatEngine:
         if self.device.type == "cpu":
             model.use_decode_layout()  # same values, faster batch-1 matmuls (see GPT.use_decode_layout)
         self.block_size = model.config.block_size
-        # Leave a quarter of the window for the reply before the cache has to re-prefill.
-        self.prompt_budget = max(1, self.block_size * 3 // 4)
+        self.prompt_budget = prompt_budget(self.block_size)  # bytes; the rest of the window is the reply's
         self.model_info = dict(info or {})
         self.model_info.setdefault("params", model.num_params())
         self.model_info.setdefault("model_config", to_dict(model.config))

@@ -77,6 +77,13 @@ def format_chat(messages: Iterable[Mapping[str, str]]) -> str:
     return f"{transcript}\n{ASSISTANT_PROMPT}" if transcript else ASSISTANT_PROMPT
 
 
+def prompt_budget(block_size: int) -> int:
+    """Bytes a chat prompt may take in a block_size-byte window: 3/4 of it, so a quarter
+    is left for the reply before the KV cache has to re-prefill (the chat engines crop
+    prompts to it; the notes are sized to fit it)."""
+    return max(1, block_size * 3 // 4)
+
+
 def parse_chat(transcript: str) -> list[dict[str, str]]:
     """Inverse of render_transcript: split on turn boundaries and unescape each content."""
     if not _TURN_START.match(transcript):

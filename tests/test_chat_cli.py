@@ -15,7 +15,7 @@ from bytechat.serve.chat_cli import COMMANDS_HELP, ChatSession
 from bytechat.core.config import to_dict
 from bytechat.model.export import export_checkpoint, load_model
 from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
-from bytechat.notes.index import NotesIndex, index_folder
+from bytechat.notes.index import Hit, NotesIndex, index_folder
 
 from tests.helpers import train_chat_model
 from tools.local_server import save_tiny_model
@@ -306,3 +306,21 @@ def test_stale_or_empty_index_is_one_line_and_chat_goes_on(wide_export, tmp_path
     assert len(lines) == 1 and lines[0].startswith("notes: off:")
     assert ("is stale" in lines[0]) if problem == "stale" else ("holds no notes" in lines[0])
     assert "sources:" not in result.stderr and result.stdout
+
+
+def test_sources_are_one_per_page_and_link_to_the_block(capsys):
+    """OSC 8 on a terminal (the page name is the link text), the link in brackets on a
+    pipe; a page whose notes give no link is its name alone; a control byte in a page
+    name or link cannot end the escape early."""
+    hits = [
+        Hit("Wren", "Lives in Ghent", 2.0, 0, link="obsidian://open?vault=v&file=Wren"),
+        Hit("Wren", "birthday: 14 March", 1.0, 1, link="obsidian://open?vault=v&file=Wren%23x"),
+        Hit("Inbox\x1b]8;;evil", "renew the passport", 0.5, 0),
+    ]
+    chat_cli.print_sources(hits, interactive=True)
+    shown = capsys.readouterr().out
+    assert shown.count("\x1b]8;;obsidian") == 1 and "\x1b]8;;obsidian://open?vault=v&file=Wren\x1b\\Wren\x1b]8;;\x1b\\" in shown
+    assert "Inbox\ufffd]8;;evil" in shown and "%23x" not in shown
+    chat_cli.print_sources(hits, interactive=False)
+    err = capsys.readouterr().err
+    assert err == "sources: Wren <obsidian://open?vault=v&file=Wren> · Inbox\x1b]8;;evil\n"

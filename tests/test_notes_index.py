@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -503,7 +504,12 @@ def test_with_notes_uses_the_trained_layout_and_keeps_the_system_prompt(index):
     assert prompt[0]["content"].endswith(f"[Bees] {hits[0].text}"), "the best block is placed last"
     bare = with_notes([{"role": "user", "content": "quantum chromodynamics"}], [])
     assert bare[0] == {"role": "system", "content": NO_NOTES}, "terms but no hits: 'none found'"
-    assert sources_payload(hits)[0] == {"page": "Bees", "text": hits[0].text, "score": round(hits[0].score, 4)}
+    assert sources_payload(hits)[0] == {
+        "page": "Bees",
+        "text": hits[0].text,
+        "score": round(hits[0].score, 4),
+        "link": "",
+    }
 
 
 def test_notes_budget_leaves_room_for_the_question_and_the_reply():
@@ -566,7 +572,10 @@ def test_a_pronoun_follow_up_keeps_the_topic_and_a_new_topic_does_not(index):
 
 
 def test_a_when_question_prefers_the_block_with_a_date(tmp_path):
-    graph = write_graph(tmp_path / "n", {"Dentist.md": "- Okafor: very gentle\n- Okafor check-up on 14 March at 09:30, bring the form\n"})
+    graph = write_graph(
+        tmp_path / "n",
+        {"Dentist.md": "- Okafor: very gentle\n- Okafor check-up on 14 March at 09:30, bring the form\n"},
+    )
     with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
         assert "14 March" in idx.search("when do I see Okafor?", k=1)[0].text
         assert "gentle" in idx.search("what is Okafor like?", k=1)[0].text
@@ -576,3 +585,38 @@ def test_a_whole_page_question_gets_the_page_most_informative_blocks_first(index
     hits = index.search("tell me about the bees", k=3)
     assert {h.page for h in hits} == {"Bees"} and len(hits) == 3
     assert hits[0].text.startswith("Hive two swarmed"), "the block with the most rare words leads"
+
+
+# ---------------------------------------------------------------- links to the block (issue 24)
+
+
+def _first_hit(folder: Path, tmp_path: Path, question: str) -> Hit:
+    with index_folder(folder, tmp_path / f"{folder.name}.sqlite", progress=False) as idx:
+        return idx.search(question, k=1)[0]
+
+
+def test_each_format_links_its_sources_to_the_block(tmp_path, monkeypatch):
+    examples = REPO / "examples"
+    graph = tmp_path / "My Graph"
+    shutil.copytree(examples / "logseq", graph)
+    (graph / "pages" / "Kettle.md").write_text("- descaled on Sunday\n  id:: 65a1c3a2-0000-4b1a-9c2d-3e5f7a9b1c0d\n")
+    logseq = _first_hit(graph, tmp_path, "when did I descale the kettle?")
+    assert logseq.link == "logseq://graph/My%20Graph?block-id=65a1c3a2-0000-4b1a-9c2d-3e5f7a9b1c0d", logseq.link
+    page_only = _first_hit(graph, tmp_path, "where does Wren live?")
+    assert page_only.uid == "" and page_only.link == "logseq://graph/My%20Graph?page=Wren", "no id:: -> the page"
+    obsidian = _first_hit(examples / "obsidian", tmp_path, "where does Wren live?")
+    assert obsidian.link.startswith("obsidian://open?vault=obsidian&file=Wren"), obsidian.link
+    assert obsidian.source == "Wren.md"
+    gifts = _first_hit(examples / "obsidian", tmp_path, "gift ideas: fountain pen with green ink")
+    assert gifts.link.endswith("file=Wren%23Gift%20ideas"), "a heading's block opens at the heading"
+    roam_json = _first_hit(examples / "roam-json", tmp_path, "where does Wren live?")
+    assert roam_json.uid and roam_json.link == "", "no graph name: no link"
+    params = tmp_path / "repo"
+    params.mkdir()
+    (params / "params.yaml").write_text('notes:\n  roam_graph: "my notes"\n')
+    monkeypatch.setenv("BYTECHAT_ROOT", str(params))
+    roam_json = _first_hit(examples / "roam-json", tmp_path, "where does Wren live?")
+    assert roam_json.link == f"https://roamresearch.com/#/app/my%20notes/page/{roam_json.uid}"
+    assert sources_payload([roam_json])[0]["link"] == roam_json.link
+    markdown_export = _first_hit(REPO / "examples" / "roam", tmp_path, "hives")
+    assert markdown_export.uid == "" and markdown_export.link == "", "a Roam markdown export has no uids"

@@ -1,29 +1,17 @@
 """The notes index: every block of the notes in one SQLite file, searched by several
 retrievers whose rankings are fused (docs/notes.md, "How retrieval works").
 
-    blocks      (id, page, position, key, text)  the note blocks, in page order
-    blocks_fts  FTS5 over (page, key, text)      external content; porter-stemmed words
-    titles      FTS5 over the page titles        one row per page
-    vocab       (word, df)                       the notes' words and their block counts
-    meta        (key, value)                     format, version, source folder, counts,
-                                                 fingerprint of the notes
+    blocks      (id, page, position, key, text, uid, source, line, heading)
+    blocks_fts  FTS5 over (page, key, text), porter-stemmed; titles: FTS5 over page titles
+    vocab       (word, df): the notes' words; meta: format, version, source, fingerprint
 
-A question's topic words (bytechat.notes.query) are searched several ways, each an FTS5
-bm25() ranking over the page title (PAGE_WEIGHT), the block's key (`key: value` first
-line, or TODO) and its text: the words themselves; the same over key and text only; the
-words plus the notes' own words they may mean (typos, word forms, compounds:
-query.Vocabulary.neighbours); and, for a follow-up, the words plus the conversation's
-topic. The lists are fused by reciprocal rank (RRF_K) with the candidates holding what
-the question word asks for (query.answer_kind), and a block is kept only with enough
-evidence: the share of the question's words it holds, each weighted by how specific it
-is in English (EVIDENCE, query.specificity; a neighbour counts NEIGHBOUR_WEIGHT). A
-question whose every word is in a page's title is about that page: its most informative
-blocks come back, tags-only ones last.
-
-A written index is built into a temp file beside its path and renamed over it, so a
-killed build never leaves half an index; blocks are streamed in batches, so memory stays
-flat in the size of the notes. The fingerprint (sha256 over the pages' relative paths
-and contents) lets chat tell an index that no longer matches the notes.
+search(): the question's topic words (bytechat.notes.query) ranked by FTS5 bm25 several
+ways (as typed, over key and text only, with the notes' own words a typo or word form
+may mean, with a follow-up's topic), fused by reciprocal rank with what the question
+word asks for; a block is kept only with EVIDENCE (its share of the question's words,
+weighted by how specific each is in English). A question naming a page gets that page's
+most informative blocks. Builds go to a temp file renamed over the index (never half an
+index), streamed in batches (flat memory); the fingerprint tells a stale index.
 """
 
 from __future__ import annotations
@@ -47,6 +35,7 @@ from bytechat.core import paths
 from bytechat.core.atomic import current_umask
 from bytechat.notes import roam
 from bytechat.notes.blocks import NoteBlock, is_tags_only, page_blocks
+from bytechat.notes.links import block_link
 from bytechat.notes.query import (
     Vocabulary,
     answer_kind,
@@ -60,7 +49,7 @@ from bytechat.notes.query import (
 )
 
 FORMAT = "bytechat-notes-index"
-VERSION = 3  # 2: the key column; 3: the vocabulary
+VERSION = 4  # 2: the key column; 3: the vocabulary; 4: where each block came from
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 PAGE_WEIGHT = 3.0  # bm25 weights of the page title, block key and block text columns
 KEY_WEIGHT = 1.0
@@ -77,7 +66,8 @@ ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks f
 _SCHEMA = f"""
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE blocks (
-    id INTEGER PRIMARY KEY, page TEXT NOT NULL, position INTEGER NOT NULL, key TEXT NOT NULL, text TEXT NOT NULL
+    id INTEGER PRIMARY KEY, page TEXT NOT NULL, position INTEGER NOT NULL, key TEXT NOT NULL, text TEXT NOT NULL,
+    uid TEXT NOT NULL, source TEXT NOT NULL, line INTEGER NOT NULL, heading TEXT NOT NULL
 );
 CREATE TABLE vocab (word TEXT PRIMARY KEY, df INTEGER NOT NULL) WITHOUT ROWID;
 CREATE VIRTUAL TABLE titles USING fts5(page, tokenize='{TOKENIZER}');
@@ -109,10 +99,14 @@ class Hit:
     text: str
     score: float  # -bm25(): higher is better
     position: int = 0  # the block's index within its page
+    uid: str = ""  # where it came from (NoteBlock's fields), and a link that opens it
+    source: str = ""
+    line: int = 0
+    link: str = ""
 
     @property
     def block(self) -> NoteBlock:
-        return NoteBlock(self.page, self.text, self.position)
+        return NoteBlock(self.page, self.text, self.position, uid=self.uid, source=self.source, line=self.line)
 
 
 def block_key(text: str) -> str:
@@ -177,6 +171,8 @@ class NotesIndex:
             self.meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             self._n_blocks = conn.execute("SELECT count(*) FROM blocks").fetchone()[0]
             self._vocab = Vocabulary(dict(conn.execute("SELECT word, df FROM vocab")))
+            self._folder = Path(self.meta.get("source", "")).name
+            self._graph = self.meta.get("roam_graph", "")
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise NotesIndexError(f"{where}: not a bytechat notes index ({exc})") from None
@@ -301,7 +297,19 @@ class NotesIndex:
         except sqlite3.DatabaseError as exc:
             raise NotesIndexError(f"{self.path or 'in-memory notes index'}: search failed ({exc})") from None
         kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
-        return [Hit(page, text, score, position) for _, page, text, position, score in kept[:k]]
+        return self._with_origin(kept[:k])
+
+    def _with_origin(self, rows: list[tuple]) -> list[Hit]:
+        """Hits of (id, page, text, position, score) rows, with where each block came from."""
+        with self._lock:
+            sql = f"SELECT id, uid, source, line, heading FROM blocks WHERE id IN ({','.join('?' * len(rows))})"
+            origin = {row[0]: row[1:] for row in self._conn.execute(sql, [row[0] for row in rows])}
+        hits = []
+        for rowid, page, text, position, score in rows:
+            uid, source, line, heading = origin[rowid]
+            link = block_link(self.meta.get("notes_format", ""), self._folder, page, uid, source, heading, self._graph)
+            hits.append(Hit(page, text, score, position, uid, source, line, link))
+        return hits
 
     def topic_words(self, text: str) -> list[str]:
         """query_terms(text) less the misspelt ways of asking ("wat", "wen") the notes never
@@ -333,7 +341,7 @@ class NotesIndex:
         rows = [(*row, score) for row in self._conn.execute(_PAGE_BLOCKS, (title,))]
         title_words = set(words(title))
         rows.sort(key=lambda r: (is_tags_only(r[2]), -self._information(r[2], title_words), r[3]))
-        return [Hit(page, text, score, position) for _, page, text, position, score in rows[:k]]
+        return self._with_origin(rows[:k])
 
     def _information(self, text: str, skip: set[str]) -> float:
         return sum(self._idf(self._vocab.df.get(w, 0)) for w in set(query_terms(text)) - skip)
@@ -388,7 +396,8 @@ def _fill(conn: sqlite3.Connection, blocks: Iterable[NoteBlock], meta: dict) -> 
     next_id, n_blocks, batch = 1, 0, []
     df: Counter[str] = Counter()
     for block in blocks:
-        batch.append((next_id, block.page, block.position, block_key(block.text), block.text))
+        origin = (block.uid, block.source, block.line, block.heading)
+        batch.append((next_id, block.page, block.position, block_key(block.text), block.text, *origin))
         df.update(set(words(f"{block.page}\n{block.text}")))
         next_id += 1
         if len(batch) >= BATCH_ROWS:
@@ -412,7 +421,8 @@ def _fill(conn: sqlite3.Connection, blocks: Iterable[NoteBlock], meta: dict) -> 
 
 
 def _insert(conn: sqlite3.Connection, batch: list[tuple]) -> int:
-    conn.executemany("INSERT INTO blocks (id, page, position, key, text) VALUES (?, ?, ?, ?, ?)", batch)
+    sql = "INSERT INTO blocks (id, page, position, key, text, uid, source, line, heading) VALUES (?,?,?,?,?,?,?,?,?)"
+    conn.executemany(sql, batch)
     conn.executemany(
         "INSERT INTO blocks_fts (rowid, page, key, text) VALUES (?, ?, ?, ?)", [(r[0], r[1], r[3], r[4]) for r in batch]
     )
@@ -433,7 +443,8 @@ def index_folder(
     fmt = readers.resolve_format(root, fmt)
     fingerprint = notes_fingerprint(root, fmt)  # before reading: a page edited meanwhile shows as stale
     total = len(roam.find_pages(root, fmt)) if readers.one_file_per_page(root, fmt) else None
-    meta = {"source": source_name(root), "fingerprint": fingerprint, "pages": 0}
+    meta = {"source": source_name(root), "fingerprint": fingerprint, "pages": 0, "notes_format": fmt}
+    meta["roam_graph"] = readers.configured_roam_graph() if fmt == "roam-json" else ""
 
     def blocks() -> Iterator[NoteBlock]:
         pages = roam.iter_pages(root, fmt=fmt)

@@ -31,6 +31,7 @@ from bytechat.notes import roam
 from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, source_name, source_path
 from bytechat.notes.query import is_follow_up, query_terms
+from bytechat.notes.readers import NotesError
 
 DEFAULT_K = 3
 
@@ -125,8 +126,9 @@ def with_notes(
 
 
 def sources_payload(hits: Sequence[Hit]) -> list[dict]:
-    """What the web API returns as `sources`, best first."""
-    return [{"page": h.page, "text": h.text, "score": round(float(h.score), 4)} for h in hits]
+    """What the web API returns as `sources`, best first: each block, and a link that
+    opens it in the notes app where the format allows (bytechat.notes.links; "" else)."""
+    return [{"page": h.page, "text": h.text, "score": round(float(h.score), 4), "link": h.link} for h in hits]
 
 
 def notes_in_use() -> Path:
@@ -143,7 +145,10 @@ def open_for_chat(path: str | Path | None = None, reindex: bool = True) -> tuple
     so; otherwise, and for a missing, unreadable or empty index, (None, why)."""
     default = path is None
     path = Path(paths.notes_index() if default else path)
-    folder = notes_in_use() if default else None
+    try:
+        folder = notes_in_use() if default else None
+    except (NotesError, OSError) as exc:  # a bad notes.format in params.yaml, an unreadable folder
+        return None, f"notes: off: {str(exc).splitlines()[0]}"
     if default and not path.is_file():
         return None, f"notes: off: {path}: no notes index there (build it with `dvc repro index`)"
     try:
@@ -164,7 +169,7 @@ def open_for_chat(path: str | Path | None = None, reindex: bool = True) -> tuple
         start = time.perf_counter()
         try:
             index = index_folder(folder, path, progress=False)
-        except (roam.RoamError, NotesIndexError, OSError) as exc:
+        except (roam.RoamError, NotesError, NotesIndexError, OSError) as exc:
             return None, f"notes: off: {path} is stale ({reason}) and re-indexing failed: {str(exc).splitlines()[0]}"
         rebuilt = f"; re-indexed {source_name(folder)} in {time.perf_counter() - start:.2f} s: {reason}"
     if not len(index):

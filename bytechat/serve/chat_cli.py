@@ -249,12 +249,22 @@ def stream_reply(session: ChatSession, text: str, interactive: bool) -> None:
 
 
 def print_sources(hits: list[Hit], interactive: bool) -> None:
-    """The pages the notes came from, under the reply: dim on a terminal, stderr on a pipe."""
-    pages = " · ".join(dict.fromkeys(h.page for h in hits))
+    """The pages the notes came from, under the reply, one per page: dim on a terminal,
+    each a clickable OSC 8 link to its best block where the notes format gives one
+    (terminals without OSC 8 show the name); stderr on a pipe, the link in brackets."""
+    first = {}
+    for hit in hits:
+        first.setdefault(hit.page, hit)
     if interactive:
-        print(f"\x1b[2msources: {pages.translate(_CONTROL_TO_VISIBLE)}\x1b[0m", flush=True)
+        names = []
+        for page, hit in first.items():
+            name = page.translate(_CONTROL_TO_VISIBLE)
+            link = hit.link.translate(_CONTROL_TO_VISIBLE)
+            names.append(f"\x1b]8;;{link}\x1b\\{name}\x1b]8;;\x1b\\" if link else name)
+        print(f"\x1b[2msources: {' · '.join(names)}\x1b[0m", flush=True)
     else:
-        print(f"sources: {pages}", file=sys.stderr, flush=True)
+        names = [f"{page} <{hit.link}>" if hit.link else page for page, hit in first.items()]
+        print(f"sources: {' · '.join(names)}", file=sys.stderr, flush=True)
 
 
 def chat_loop(session: ChatSession, interactive: bool) -> int:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from bytechat.core import paths
 from bytechat.notes import roam
 from bytechat.notes.blocks import NO_NOTES, NoteBlock, page_blocks, render_notes
+from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint, query_terms
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 
@@ -469,12 +470,12 @@ def test_retrieval_uses_the_newest_message_then_the_previous_one(index):
     assert {h.page for h in retrieve_for_chat(index, tea, k=3)} == {"Marta"}
     small_talk = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "thanks!"}]
     assert retrieve_for_chat(index, small_talk) == []
-    assert with_notes(small_talk, []) == small_talk[-1:], "no terms: no notes section, the message alone"
+    assert with_notes(small_talk, []) == small_talk, "no terms: no notes section, the conversation as it is"
     uncovered = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "my shoe size?"}]
     assert retrieve_for_chat(index, uncovered) == [], "nothing found: not the previous topic's notes"
 
 
-def test_a_turn_answered_from_notes_sees_the_notes_and_the_question_only(index):
+def test_a_turn_answered_from_notes_sees_the_notes_then_the_turns_that_fit(index):
     talk = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": "hi"},
@@ -482,8 +483,12 @@ def test_a_turn_answered_from_notes_sees_the_notes_and_the_question_only(index):
         {"role": "user", "content": "how many hives do I have?"},
     ]
     prompt = with_notes(talk, retrieve_for_chat(index, talk))
-    assert [m["role"] for m in prompt] == ["system", "user"] and prompt[1] == talk[-1]
+    assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"] and prompt[1:] == talk[1:]
     assert prompt[0]["content"].startswith("Be brief.\nNotes:\n")
+    tight = len(format_chat([prompt[0], talk[-1]]).encode("utf-8"))
+    assert with_notes(talk, retrieve_for_chat(index, talk), budget_bytes=tight) == [prompt[0], talk[-1]], (
+        "old turns give way first: the notes and the newest message stay"
+    )
 
 
 def test_retrieval_keeps_the_hits_that_fit_the_budget(index):

@@ -113,3 +113,13 @@ def test_primer_short_talk_ends_short():
     assert len(short) >= 100
     assert any(b[0]["role"] == "system" for b in short)
     assert sum(not b[-2]["content"].isascii() for b in short) >= 10
+
+
+def test_primer_answers_say_the_page_not_echo_it():
+    """Issue 29: the primer's notes answers name their page in a sentence ("Your Bagels
+    notes say: ...", "On your Bagels page: ..."), as the grounded dialogues do; none
+    opens with the search box's `From [Page]`."""
+    blocks = primer.load_primer(paths.primer_file())
+    answers = [m["content"] for b in blocks for m in b if m["role"] == "assistant"]
+    assert not [a for a in answers if a.startswith("From [")]
+    assert sum(a.startswith(("Your ", "On your ")) for a in answers) >= 90

@@ -9,9 +9,11 @@ first byte of the reply (with --stream: the first text piece) and p50/p99 latenc
 
 Without --url it starts `python -m bytechat.serve.web.server` on a free loopback port, with
 --ckpt or else a tiny random model (the figures then measure the server, not a model).
-Every reply must be complete (finish_reason "stop" or "length"; with --stream the pieces
-must also add up to the final reply). Exit status 1 when any request failed: a 5xx, a
-transport error or an incomplete reply.
+Every request must get an answer: a complete reply (finish_reason "stop" or "length";
+with --stream the pieces must also add up to the final reply), or 503 with Retry-After
+when the server is full (counted as "busy", not an error; the client does not retry).
+Exit status 1 when any request failed: a connection error (no HTTP answer), an
+incomplete reply, any other status, or a 503 without Retry-After.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from bytechat.core.atomic import write_json
 from tools.local_server import running_server, save_tiny_model
 
 COMPLETE = ("stop", "length")
+CLIENT_KEEPALIVE_S = 2.0  # below the server's keep-alive (ServerSettings.keep_alive_s, 5 s)
 
 
 @dataclass
@@ -42,6 +45,7 @@ class Outcome:
     n_bytes: int = 0
     problem: str = ""
     ttfb: float | None = None  # seconds to the first piece of the reply (streams only)
+    retry_after: str | None = None  # the Retry-After header of an answer that is not 200
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +62,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="--max-batch-size of the server started here (0: no batching)",
+    )
+    p.add_argument(
+        "--server-max-waiting",
+        type=int,
+        default=None,
+        help="--max-waiting of the server started here (default: max(64, clients))",
     )
     p.add_argument("--sweep", help="comma-separated client counts to run one after the other (e.g. 1,4,16)")
     p.add_argument("--requests-per-client", type=int, default=4, help="with --sweep: requests per client")
@@ -87,7 +97,7 @@ async def post_chat(http: httpx.AsyncClient, body: dict) -> Outcome:
     response = await http.post("/chat", json=body)
     seconds = time.perf_counter() - start
     if response.status_code != 200:
-        return Outcome(response.status_code, seconds, False, problem=response.text[:200])
+        return _refused(response, seconds)
     done = response.json()
     return Outcome(200, seconds, done.get("finish_reason") in COMPLETE, done.get("n_bytes", 0))
 
@@ -97,7 +107,7 @@ async def post_stream(http: httpx.AsyncClient, body: dict) -> Outcome:
     async with http.stream("POST", "/chat/stream", json=body) as response:
         if response.status_code != 200:
             await response.aread()
-            return Outcome(response.status_code, time.perf_counter() - start, False, problem=response.text[:200])
+            return _refused(response, time.perf_counter() - start)
         pieces, done, event, ttfb = [], None, "message", None
         async for line in response.aiter_lines():
             if line.startswith("event: "):
@@ -119,23 +129,38 @@ async def post_stream(http: httpx.AsyncClient, body: dict) -> Outcome:
     return Outcome(200, seconds, complete, done["n_bytes"], ttfb=ttfb)
 
 
+def _refused(response: httpx.Response, seconds: float) -> Outcome:
+    retry_after = response.headers.get("retry-after")
+    problem = "" if response.status_code == 503 and retry_after else response.text[:200]
+    return Outcome(response.status_code, seconds, False, problem=problem, retry_after=retry_after)
+
+
 async def one_request(http: httpx.AsyncClient, i: int, args: argparse.Namespace) -> Outcome:
     body = request_body(i, args.max_new_tokens)
     start = time.perf_counter()
     try:
         return await (post_stream if args.stream else post_chat)(http, body)
     except (httpx.HTTPError, json.JSONDecodeError, KeyError) as exc:
-        return Outcome(None, time.perf_counter() - start, False, problem=f"{type(exc).__name__}: {exc}")
+        seconds = time.perf_counter() - start
+        return Outcome(None, seconds, False, problem=f"{type(exc).__name__}: {exc} (after {seconds:.2f} s)")
 
 
 # ---------------------------------------------------------------- the run
 
 
 async def run_load(url: str, args: argparse.Namespace) -> tuple[list[Outcome], float]:
-    limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
+    # An idle connection is reused for at most 2 s, under the server's 5 s keep-alive: with
+    # both at 5 s (httpx's default) a request now and then went out on a connection the
+    # server was closing at that moment, and a POST is not retried ("Server disconnected
+    # without sending a response"; docs/web.md, "Overload").
+    limits = httpx.Limits(
+        max_connections=args.concurrency,
+        max_keepalive_connections=args.concurrency,
+        keepalive_expiry=CLIENT_KEEPALIVE_S,
+    )
     async with httpx.AsyncClient(base_url=url, timeout=args.timeout_s, limits=limits) as http:
         for i in range(min(4, args.requests)):  # warm-up: connections, first-call costs
-            await one_request(http, -1 - i, args)
+            await one_request(http, args.requests + i, args)
         next_index = iter(range(args.requests))
         outcomes: list[Outcome] = []
 
@@ -160,10 +185,10 @@ def summarize(outcomes: list[Outcome], wall_s: float, url: str, args: argparse.N
     latencies = sorted(o.seconds * 1000 for o in outcomes)
     statuses = Counter("transport" if o.status is None else str(o.status) for o in outcomes)
     errors = {
-        "5xx": sum(1 for o in outcomes if o.status is not None and o.status >= 500),
-        "4xx": sum(1 for o in outcomes if o.status is not None and 400 <= o.status < 500),
-        "transport": statuses.get("transport", 0),
+        "transport": statuses.get("transport", 0),  # connection errors: no HTTP answer at all
         "incomplete": sum(1 for o in outcomes if o.status == 200 and not o.complete),
+        "busy_without_retry_after": sum(1 for o in outcomes if o.status == 503 and not o.retry_after),
+        "other_status": sum(1 for o in outcomes if o.status not in (None, 200, 503)),
     }
     n_bytes = sum(o.n_bytes for o in outcomes)
     problems = [o.problem for o in outcomes if o.problem][:5]
@@ -185,6 +210,8 @@ def summarize(outcomes: list[Outcome], wall_s: float, url: str, args: argparse.N
         },
         "ttfb_ms": {"p50": round(percentile(ttfbs, 50), 1), "p99": round(percentile(ttfbs, 99), 1)} if ttfbs else None,
         "status_counts": dict(sorted(statuses.items())),
+        "busy": sum(1 for o in outcomes if o.status == 503 and o.retry_after),  # refused, told when to retry
+        "retry_after_s": sorted({int(o.retry_after) for o in outcomes if o.retry_after and o.retry_after.isdigit()}),
         "errors": errors,
         "bytes_generated": n_bytes,
         "mean_reply_bytes": round(n_bytes / max(1, len(outcomes)), 1),
@@ -213,9 +240,10 @@ def main(argv: list[str] | None = None) -> int:
         if url is None:
             ckpt = args.ckpt or save_tiny_model(stack.enter_context(tempfile.TemporaryDirectory()))
             clients = max(args.sweep) if args.sweep else args.concurrency
+            waiting = args.server_max_waiting if args.server_max_waiting is not None else max(64, clients)
             server_args = [
                 "--max-waiting",
-                str(max(64, clients)),
+                str(waiting),
                 "--max-new-tokens",
                 str(max(1024, args.max_new_tokens)),
             ]

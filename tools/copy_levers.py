@@ -30,7 +30,7 @@ from bytechat.model import GPT
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes import synthetic as sn
 from bytechat.notes import grounded
-from bytechat.notes.dialogues import frames
+from bytechat.notes.dialogues import conversation, frames
 from bytechat.eval.scoring import answer_f1, abstained
 from bytechat.serve.generate import ChatEngine, SamplingConfig
 
@@ -58,6 +58,8 @@ ap.add_argument("--frames", choices=("mixed", "name", "value"), default="mixed")
 ap.add_argument("--dialogues", type=int, default=12000)
 ap.add_argument("--questions", type=int, default=80)
 ap.add_argument("--threads", type=int, default=2)
+ap.add_argument("--conversations", type=float, default=0.0, help="multi-turn dialogues per single one (train and eval)")
+ap.add_argument("--small-talk", type=float, default=0.0, help="small-talk dialogues per single one (train)")
 a = ap.parse_args()
 os.nice(10)  # a shared machine
 torch.manual_seed(0)
@@ -97,8 +99,13 @@ def quoted(d):
     return grounded.Dialogue(m, d.gold, d.kind, d.page, d.spans, d.blocks)
 
 
+if a.conversations or a.small_talk:
+    talks = conversation.Conversations(blocks, simple_retriever(blocks), unknown_name=sn.name)
+    dl += conversation.make(talks, rng, round(a.dialogues * a.conversations))
+    dl += conversation.make(talks, rng, round(a.dialogues * a.small_talk), "smalltalk")
+    rng.shuffle(dl)
 if a.answer == "quote":
-    dl = [quoted(d) for d in dl]
+    dl = [quoted(d) if d.blocks else d for d in dl]
 docs = [d.document() for d in dl]
 gstream = "\n\n".join(docs).encode()
 starts = []
@@ -121,6 +128,11 @@ erng = random.Random(2)
 epages = sn.synthetic_pages(erng, 300)
 eblocks = all_blocks(epages)
 edl = grounded.dialogues(eblocks, simple_retriever(eblocks), erng, a.questions, unknown_name=sn.name)
+if a.conversations:
+    etalks = conversation.Conversations(eblocks, simple_retriever(eblocks), unknown_name=sn.name)
+    edl += [
+        d for d in conversation.make(etalks, erng, round(a.questions * a.conversations)) if d.kind == "conv_followup"
+    ]
 
 cfg = ModelConfig(
     n_layer=a.layers,
@@ -195,7 +207,7 @@ for d in edl:
     res["stop"] += done.finish_reason == "stop"
     res["bytes"] += len(r.encode())
     res["echo"] += r.startswith("From [")
-    if d.kind == "uncovered":
+    if d.kind in ("uncovered", "conv_uncovered"):
         res["abst_n"] += 1
         res["abst"] += abstained(r)
     else:
@@ -207,8 +219,8 @@ for d in edl:
         k = by_kind.setdefault(d.kind, [0, 0])
         k[0] += hit
         k[1] += 1
-    if len(ex) < 8:
-        ex.append((d.messages[1]["content"], d.gold, r[:200]))
+    if len(ex) < 8 or (d.kind.startswith("conv") and len(ex) < 12):
+        ex.append((d.messages[-2]["content"], d.gold, r[:200]))
 res["f1"] = round(res["f1"] / max(1, res["cov_n"]), 3)
 res["bytes"] = round(res["bytes"] / max(1, len(edl)))
 print(

@@ -37,7 +37,7 @@ from bytechat.notes.roam import RoamPage
 from bytechat.notes.blocks import NoteBlock, lead_blocks, notes_system_content, render_notes
 from bytechat.notes.dialogues import frames, summary
 from bytechat.notes.dialogues.frames import Said
-from bytechat.notes.index import query_terms
+from bytechat.notes.query import query_terms
 from bytechat.notes.retrieval import fitting, notes_budget
 
 ABSTAIN = "I couldn't find that in your notes."

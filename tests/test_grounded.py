@@ -399,3 +399,35 @@ def test_training_templates_share_no_piece_with_the_held_out_ones():
     ours += [t for ts in conversation.FOLLOW_UPS.values() for t in ts] + everyday.all_prompts()
     text = " | ".join(t.lower() for t in ours)
     assert not [p for p in heldout_pieces() if p in text]
+
+
+def test_no_follow_up_template_makes_an_eval_question():
+    """Every follow-up a template can ask about the example graph's or synthetic pages'
+    keys and words, with every pronoun, is none of the hand-written eval questions (the
+    pipeline test checks the stream as generated; this checks every choice)."""
+    from bytechat.eval import grounded as ge
+    from bytechat.notes.dialogues import conversation
+    from bytechat.notes.roam import load_pages
+
+    asked = set()
+    for folder in ("unseen-notes", "new-user-notes"):
+        graph = REPO / "data" / folder
+        asked |= {c.question.lower() for c in ge.load_questions(graph / ge.QUESTIONS_FILE, load_pages(graph))}
+    asked |= {p.lower() for p in ge.EVERYDAY_PROMPTS}
+    pages = load_pages(REPO / "examples" / "roam") + synthetic_pages(random.Random(0), 50)
+    rng, keys, words = random.Random(0), set(), set()
+    blocks = all_blocks(pages)
+    counts = grounded.word_counts(blocks)
+    for b in blocks:
+        for s in grounded.slots(b, rng, counts):
+            keys.add(frames.key_words(s.fields.get("key", "x")))
+            words.add(s.word or "x")
+    refer = [conversation.PRONOUNS[p] for p in conversation.PRONOUNS] + [("it", "it", "its")]
+    made = set()
+    for template in (t for ts in conversation.FOLLOW_UPS.values() for t in ts):
+        for subj, obj, pron in refer:
+            fields = {"subj": subj, "obj": obj, "pron": pron, "does": "does", "is": "is", "verb": "buy", "title": "X"}
+            for key in keys if "{key}" in template else ["x"]:
+                for word in words if "{word}" in template else ["x"]:
+                    made.add(template.format(**fields, key=key, word=word).lower())
+    assert len(made) > 1000 and not made & asked, made & asked

@@ -139,6 +139,8 @@ def test_spans():
     assert spans.value_span("Ursula K. Le Guin") == "Ursula K. Le Guin"
     assert spans.value_span("half marathon under 1:55 → Running/Plan") == "half marathon under 1:55"
     assert spans.value_span("DONE signed up in September") == "signed up in September"
+    assert spans.value_span("#book #science fiction") == "#book #science fiction"
+    assert spans.value_span("easy 8 km, sunny. Running #injury") == "easy 8 km, sunny"
     assert spans.yours("my manager since March 2025") == ("your ", "manager since March 2025")
     assert spans.open_todos("Jobs\n  DONE plant garlic\n  TODO mulch the beds") == ["mulch the beds"]
     assert (

@@ -40,7 +40,10 @@ def clause(text: str, limit: int = SPAN_MAX) -> str:
     """text's first clause (see the module docstring), no trailing punctuation; a clause
     still longer than limit bytes is cut at its last ", " or " and " before the limit."""
     text = text.strip()
+    tags = text.startswith("#")  # "#book #science fiction": the tags are the value
     for m in _CLAUSE_END.finditer(text):
+        if tags and m.group().lstrip().startswith("#"):
+            continue
         if m.start() > 0 and not _ABBREVIATION.search(text[: m.start() + 1]):
             text = text[: m.start()]
             break

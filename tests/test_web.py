@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import socket
 import threading
 import time
@@ -794,6 +795,39 @@ def test_cancelled_waiting_job_leaves_the_line_at_once():
         workers.shutdown()
         assert (await asyncio.wait_for(third.result(), 5)).finish_reason == "cancelled"
         assert (await asyncio.wait_for(first.result(), 5)).finish_reason == "cancelled"
+
+    asyncio.run(scenario())
+
+
+def test_a_wait_over_the_cap_is_refused_at_once_with_the_estimate():
+    engine = ScriptedEngine(["x"] * 1000, delay=0.01)
+
+    def work(n: int) -> ChatJob:
+        return ChatJob(messages=[{"role": "user", "content": "hi"}], sampling=SamplingConfig(max_new_tokens=n), seed=0)
+
+    async def scenario():
+        workers = ReplyWorkers(engine, max_concurrency=1, max_waiting=10, timeout_s=30, max_wait_s=30)
+        assert workers.retry_after_s() == 1, "an idle server: a slot now"
+        first = workers.start(work(20))  # ~0.2 s: the average now has one reply
+        assert (await asyncio.wait_for(first.result(), 5)).finish_reason == "length"
+        for _ in range(500):  # the worker thread records it just after the last event
+            if workers._reply_s is not None:
+                break
+            await asyncio.sleep(0.01)
+        reply_s = workers._reply_s
+        assert reply_s is not None and reply_s > 0
+        workers.max_wait_s = 1.5 * reply_s  # one reply ahead fits in the cap, two do not
+        running = workers.start(work(1000))
+        await asyncio.wait_for(running.wait_started(), 5)
+        waiting = workers.start(work(1000))  # estimate: 1 x reply_s
+        with pytest.raises(ServerBusy) as refused:
+            workers.start(work(1000))  # estimate: 2 x reply_s, over the cap: refused without waiting
+        assert refused.value.retry_after_s == max(1, math.ceil(2 * workers._reply_s))
+        assert f"try again in {refused.value.retry_after_s} s" in str(refused.value)
+        assert workers.load() == {"running": 1, "waiting": 1}
+        workers.shutdown()
+        for job in (running, waiting):
+            assert (await asyncio.wait_for(job.result(), 5)).finish_reason == "cancelled"
 
     asyncio.run(scenario())
 

@@ -53,8 +53,19 @@ def test_model_uses_it_only_for_cpu_training(monkeypatch):
     with torch.no_grad():
         model(idx)  # inference: the fused kernel
     assert len(calls) == 2
-    # Both paths give the same logits.
+    # Both paths give the same log-probabilities.
     with torch.no_grad():
         fused, _ = model(idx)
     trained, _ = model(idx)
     torch.testing.assert_close(trained.detach(), fused, rtol=0, atol=1e-5)
+
+
+def test_masked_attention_matches_sdpa_with_the_mask():
+    """The decoding path for rows at different lengths (one new position per row, each
+    row's keys up to its own length) against torch's SDPA with the same boolean mask."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(5, 3, 1, 16), torch.randn(5, 3, 40, 16), torch.randn(5, 3, 40, 16)
+    lengths = torch.tensor([1, 7, 40, 19, 33])
+    mask = (torch.arange(40) < lengths[:, None]).view(5, 1, 1, 40)
+    want = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(blocks.masked_attention(q, k, v, mask), want, rtol=0, atol=1e-5)

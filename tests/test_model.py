@@ -28,8 +28,8 @@ def random_bytes(B: int, T: int, seed: int = 1) -> torch.Tensor:
 def test_output_shape_and_loss():
     model = tiny_model()
     idx = random_bytes(3, 17)
-    logits, loss = model(idx)
-    assert logits.shape == (3, 17, 256) and loss is None
+    log_probs, loss = model(idx)
+    assert log_probs.shape == (3, 17, 256) and loss is None
     _, loss = model(idx, targets=random_bytes(3, 17, seed=2))
     assert loss.dtype == torch.float32 and loss.ndim == 0
     # An untrained model is close to uniform over the 256 byte values.
@@ -114,11 +114,11 @@ if "qk_norm" in _OPTIONAL:
 def _training(model, idx):  # train mode, grad on, CPU: the chunked attention with its own backward
     model.train()
     try:
-        logits, loss = model(idx, targets=idx)
+        log_probs, loss = model(idx, targets=idx)
         loss.backward()  # the path as training runs it, backward included
     finally:
         model.eval()
-    return logits.detach()
+    return log_probs.detach()
 
 
 def _eval_with_grad(model, idx):  # eval mode with grad (as in gradient checks): the same chunked path
@@ -172,13 +172,15 @@ def test_changing_a_future_byte_never_changes_an_earlier_logit(cfg, path):
     for t in (0, 1, 40, 63, 64, 100, 149):  # chunk edges included
         changed = idx.clone()
         changed[:, t] = (changed[:, t] + 1) % 256
-        logits = forward(model, changed)
-        torch.testing.assert_close(logits[:, :t], base[:, :t], rtol=0, atol=1e-6, msg=f"{path}: byte {t} leaked back")
-        assert not torch.allclose(logits[:, t], base[:, t]), "the change must show where it happens"
+        log_probs = forward(model, changed)
+        torch.testing.assert_close(
+            log_probs[:, :t], base[:, :t], rtol=0, atol=1e-6, msg=f"{path}: byte {t} leaked back"
+        )
+        assert not torch.allclose(log_probs[:, t], base[:, t]), "the change must show where it happens"
 
 
 @pytest.mark.parametrize("cfg", CAUSAL_CONFIGS)
-def test_every_path_gives_the_same_logits(cfg):
+def test_every_path_gives_the_same_log_probs(cfg):
     model = tiny_model(cfg)
     idx = random_bytes(2, 150)
     want = _no_grad(model, idx)
@@ -324,8 +326,8 @@ def test_kv_cache_chunks_match_full_forward():
     cache = model.new_cache(batch_size=2)
     pieces, pos = [], 0
     for size in (9, 1, 5, 1, 1, 13):  # chunked prefill after a prefix uses the explicit mask
-        logits, _ = model(idx[:, pos : pos + size], cache=cache)
-        pieces.append(logits)
+        log_probs, _ = model(idx[:, pos : pos + size], cache=cache)
+        pieces.append(log_probs)
         pos += size
     assert cache.lengths.tolist() == [30, 30]
     torch.testing.assert_close(torch.cat(pieces, dim=1), full, rtol=0, atol=1e-4)

@@ -54,7 +54,7 @@ ap.add_argument(
 )
 ap.add_argument("--copy", type=int, default=0)
 ap.add_argument("--answer", choices=("frame", "quote"), default="frame")
-ap.add_argument("--frames", choices=("mixed", "name", "value"), default="mixed")
+ap.add_argument("--frames", choices=("mixed", "name", "value", "value1"), default="mixed")
 ap.add_argument("--dialogues", type=int, default=12000)
 ap.add_argument("--questions", type=int, default=80)
 ap.add_argument("--threads", type=int, default=2)

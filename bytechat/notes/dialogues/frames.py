@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from bytechat.notes.dialogues.spans import clause, date_preposition, ended, open_todos, sentence_with, value_span, yours
 
-STYLE = "mixed"  # mixed | name | value (tools/copy_levers.py --frames)
+STYLE = "mixed"  # mixed | name | value | value1 (tools/copy_levers.py --frames)
 
 # ------------------------------------------------------------------ question types by key
 RELATION_KEYS = ("relation", "relationship")
@@ -239,7 +239,11 @@ def question_type(kind: str, key: str, span: str) -> str:
 
 
 def _pick(rng: random.Random, frames, style: str | None = None):
+    """A frame of the style: all ("mixed"), page first ("name"), span first ("value"), or
+    only the first span-first frame of each family ("value1": one frame per type)."""
     style = style or STYLE
+    if style == "value1":
+        return next((t for tag, t in frames if tag == "value"), frames[0][1])
     chosen = [t for tag, t in frames if style == "mixed" or tag == style] or [t for _, t in frames]
     return rng.choice(chosen)
 

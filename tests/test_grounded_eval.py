@@ -255,11 +255,15 @@ def test_retrieval_quality_counts_first_blocks_that_answer(tmp_path, capsys, mon
         (tmp_path / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert retrieval_quality.main(["--splits", str(tmp_path), "--seeds", "3", "--per-seed", "10"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["train_pages"]["questions"] > 0 and report["val_pages"]["questions"] > 0
-    assert report["natural_dev"]["questions"] >= 60
+    assert report["heldout_train"]["questions"] > 0 and report["heldout_val"]["questions"] > 0
+    assert report["natural_dev"]["questions"] >= 60 and "natural_test" not in report, "the test part is kept"
     with NotesIndex.build(all_blocks(pages)) as index:
         wrong = ge.Case("when did I finish The Midnight Library?", ["nowhere"], "fact", "Bees", blocks=[("Bees", 0)])
-        assert retrieval_quality.measure(index, [wrong])["top1"] == 0.0
+        assert retrieval_quality.measure(index, [wrong])["recall_at_1"] == 0.0
+        right = ge.Case("when did I finish The Midnight Library?", ["July 30th, 2026"], "fact")
+        uncovered = ge.Case("what is my blood type?", [], "uncovered")
+        figures = retrieval_quality.measure(index, [right, uncovered])
+        assert figures["recall_at_1"] == 1.0 and figures["none_uncovered"] == 1.0 and figures["false_none"] == 0.0
 
 
 def test_unseen_notes_path_follows_the_root(tmp_path, monkeypatch):

@@ -19,7 +19,8 @@ from bytechat.core import paths
 from bytechat.notes import roam
 from bytechat.notes.blocks import NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
-from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint, query_terms
+from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
+from bytechat.notes.query import query_terms
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 
 REPO = Path(__file__).resolve().parent.parent

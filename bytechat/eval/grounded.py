@@ -40,7 +40,8 @@ from bytechat.eval import phrasings
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, tokens
 from bytechat.notes import grounded
 from bytechat.notes.blocks import NoteBlock, all_blocks, lead_blocks, page_blocks, plain
-from bytechat.notes.index import TOKENIZER, NotesIndex, match_expression
+from bytechat.notes.index import TOKENIZER, NotesIndex
+from bytechat.notes.query import match_expression
 from bytechat.notes.retrieval import notes_budget, notes_in_use, retrieve_for_chat, with_notes
 from bytechat.notes.roam import RoamPage, load_pages
 from bytechat.serve.generate import ChatEngine, SamplingConfig

@@ -1,0 +1,196 @@
+"""How the notes index is searched (docs/notes.md, "How retrieval works").
+
+Search.find ranks a question's topic words (bytechat.notes.query) by FTS5 bm25 several
+ways: as typed; over the blocks' own key and text (FTS5's bm25 divides a page-title
+match, shared by all of a page's blocks, by the whole row's length and so favours a
+page's shortest blocks); with the notes' own words a typo or word form may mean; and,
+for a follow-up, with the conversation's topic. The lists are fused by reciprocal rank
+with the candidates holding what the question word asks for, and a block is kept only
+with EVIDENCE: its share of the question's words, each weighted by how specific it is
+in English. A question whose every word is in a page's title gets that page's most
+informative blocks, tags-only ones last. NotesIndex (bytechat.notes.index) is a Search
+over its SQLite connection.
+"""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Sequence
+
+from bytechat.notes.blocks import NoteBlock, is_tags_only
+from bytechat.notes.links import block_link
+from bytechat.notes.query import (
+    Vocabulary,
+    answer_kind,
+    fuse,
+    match_expression,
+    query_terms,
+    refers_back,
+    specificity,
+    title_expression,
+    words,
+)
+
+CANDIDATES = 8  # each retriever ranks k * CANDIDATES blocks before fusion
+EVIDENCE = 0.4  # a hit must hold this specificity-weighted share of the question's words
+NEIGHBOUR_WEIGHT = 0.6  # a word matched through a vocabulary neighbour, in fusion and evidence
+TOPIC_WEIGHT = 0.5  # a follow-up's conversation topic, in fusion
+TEXT_LIST_WEIGHT = 0.5  # the ranking over blocks' own key and text (no title), in fusion
+ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks for, in fusion
+
+_SEARCH = """
+SELECT b.id, b.page, b.text, b.position, hits.rank
+FROM (SELECT rowid, rank FROM blocks_fts WHERE blocks_fts MATCH ? ORDER BY rank LIMIT ?) AS hits
+JOIN blocks AS b ON b.id = hits.rowid
+ORDER BY hits.rank, b.id
+"""
+# The page whose title holds every term (bm25 over titles: a shorter title wins), then its blocks.
+_TITLE_SEARCH = "SELECT page, -rank FROM titles WHERE titles MATCH ? ORDER BY rank LIMIT 1"
+_PAGE_BLOCKS = "SELECT id, page, text, position FROM blocks WHERE page = ? ORDER BY position"
+
+
+@dataclass(frozen=True)
+class Hit:
+    page: str
+    text: str
+    score: float  # -bm25(): higher is better
+    position: int = 0  # the block's index within its page
+    uid: str = ""  # where it came from (NoteBlock's fields), and a link that opens it
+    source: str = ""
+    line: int = 0
+    link: str = ""
+
+    @property
+    def block(self) -> NoteBlock:
+        return NoteBlock(self.page, self.text, self.position, uid=self.uid, source=self.source, line=self.line)
+
+
+class Search:
+    """The ranking over an index's tables; the subclass sets _conn (read under _lock),
+    _vocab, _n_blocks, _folder, _graph and meta."""
+
+    _conn: sqlite3.Connection
+    _lock: threading.RLock
+    _vocab: Vocabulary
+    _n_blocks: int
+    _folder: str
+    _graph: str
+    meta: dict
+
+    def find(self, query: str, k: int = 3, topic: Sequence[str] = ()) -> list[Hit]:
+        """The k best blocks for query, best first; [] if it has no topic words or no
+        block holds enough of them (see the module docstring).
+
+        topic: for a follow-up ("who teaches it?"), the conversation's topic, most
+        telling first (the previous question, then the reply to it). Its words rank
+        below the query's own (TOPIC_WEIGHT); when the query refers back (an anaphor),
+        a block that holds enough of the previous question's words has evidence too;
+        a query with no words of its own is searched by the topic alone."""
+        if k <= 0:
+            return []
+        own = self.topic_words(query)
+        context = [t for t in dict.fromkeys(w for text in topic for w in self.topic_words(text)) if t not in own]
+        base = own or context
+        if not base:
+            return []
+        limit = int(k) * CANDIDATES
+        with self._lock:
+            near = {t: self._vocab.neighbours(t) for t in [*own, *context] if not self._matches_any(t)}
+            page = self._page_route(base, near, k)
+            if page:
+                return page
+            close = [w for t in base for w in near.get(t, [])]
+            lists = [
+                (1.0, self._ranked(base, limit)),
+                (TEXT_LIST_WEIGHT, self._ranked([*base, *close], limit, own_text=True)),
+            ]
+            if close:
+                lists.append((NEIGHBOUR_WEIGHT, self._ranked([*base, *close], limit)))
+            if own and context:
+                lists.append((TOPIC_WEIGHT, self._ranked([*own, *context, *close], limit)))
+            fused = fuse(lists)
+            kind = answer_kind(query)
+            if kind is not None:  # the candidates holding what the question word asks for
+                fused = fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, [r for r in fused if kind.search(r[2])])])
+            ids = [row[0] for row in fused]
+            evidence = self._evidence(base if own else self.topic_words(topic[0]) or base, near, ids)
+            if own and topic and refers_back(query):  # "where does he work?": the topic's blocks count
+                asked = [t for t in self.topic_words(topic[0]) if t not in own]
+                for rowid, value in self._evidence(asked, near, ids).items():
+                    evidence[rowid] = max(evidence[rowid], value)
+        kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
+        return self._with_origin(kept[:k])
+
+    def _with_origin(self, rows: list[tuple]) -> list[Hit]:
+        """Hits of (id, page, text, position, score) rows, with where each block came from."""
+        with self._lock:
+            sql = f"SELECT id, uid, source, line, heading FROM blocks WHERE id IN ({','.join('?' * len(rows))})"
+            origin = {row[0]: row[1:] for row in self._conn.execute(sql, [row[0] for row in rows])}
+        hits = []
+        for rowid, page, text, position, score in rows:
+            uid, source, line, heading = origin[rowid]
+            link = block_link(self.meta.get("notes_format", ""), self._folder, page, uid, source, heading, self._graph)
+            hits.append(Hit(page, text, score, position, uid, source, line, link))
+        return hits
+
+    def topic_words(self, text: str) -> list[str]:
+        """query_terms(text) less the misspelt ways of asking ("wat", "wen") the notes never
+        use; a word FTS5 matches (stemming included: "live" for "Lives") is never one."""
+        with self._lock:
+            return [t for t in query_terms(text) if not self._vocab.is_misspelt_asking(t) or self._matches_any(t)]
+
+    def _matches_any(self, term: str) -> bool:
+        sql = "SELECT 1 FROM blocks_fts WHERE blocks_fts MATCH ? LIMIT 1"
+        return self._conn.execute(sql, (match_expression([term]),)).fetchone() is not None
+
+    def _ranked(self, terms: list[str], limit: int, own_text: bool = False) -> list[tuple]:
+        """bm25's ranking of the blocks matching any of terms; own_text: in the block's
+        key or text only (FTS5's bm25 divides by the whole row's length, so a page-title
+        match, which every block of the page shares, favours the page's shortest blocks)."""
+        expression = match_expression(dict.fromkeys(terms))
+        if own_text:
+            expression = "{key text} : (" + expression + ")"
+        return self._conn.execute(_SEARCH, (expression, limit)).fetchall()
+
+    def _page_route(self, terms: list[str], near: dict[str, list[str]], k: int) -> list[Hit]:
+        """A question whose every word (or a neighbour of it) is in a page's title: that
+        page's most informative blocks (by the rarity of their words), tags-only last."""
+        groups = [[t, *near.get(t, [])] for t in terms]
+        best = self._conn.execute(_TITLE_SEARCH, (title_expression(groups),)).fetchone()
+        if best is None:
+            return []
+        title, score = best
+        rows = [(*row, score) for row in self._conn.execute(_PAGE_BLOCKS, (title,))]
+        title_words = set(words(title))
+        rows.sort(key=lambda r: (is_tags_only(r[2]), -self._information(r[2], title_words), r[3]))
+        return self._with_origin(rows[:k])
+
+    def _information(self, text: str, skip: set[str]) -> float:
+        return sum(self._idf(self._vocab.df.get(w, 0)) for w in set(query_terms(text)) - skip)
+
+    def _idf(self, df: int) -> float:
+        return math.log(1 + (self._n_blocks - df + 0.5) / (df + 0.5))
+
+    def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:
+        """For each block id, the rarity-weighted share of the searched words it holds
+        (FTS5's own tokenizer and stemmer decide what holds; a neighbour counts less)."""
+        if not ids:
+            return {}
+        held = dict.fromkeys(ids, 0.0)
+        marks = ",".join("?" * len(ids))
+        sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({marks})"
+        total = 0.0
+        for term in terms:
+            mass = specificity(term)
+            total += mass
+            found = {rowid for (rowid,) in self._conn.execute(sql, (match_expression([term]), *ids))}
+            if near.get(term):
+                close = {rowid for (rowid,) in self._conn.execute(sql, (match_expression(near[term]), *ids))}
+                for rowid in close - found:
+                    held[rowid] += NEIGHBOUR_WEIGHT * mass
+            for rowid in found:
+                held[rowid] += mass
+        return {rowid: value / total if total else 0.0 for rowid, value in held.items()}

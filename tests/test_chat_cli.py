@@ -319,7 +319,10 @@ def test_sources_are_one_per_page_and_link_to_the_block(capsys):
     ]
     chat_cli.print_sources(hits, interactive=True)
     shown = capsys.readouterr().out
-    assert shown.count("\x1b]8;;obsidian") == 1 and "\x1b]8;;obsidian://open?vault=v&file=Wren\x1b\\Wren\x1b]8;;\x1b\\" in shown
+    assert (
+        shown.count("\x1b]8;;obsidian") == 1
+        and "\x1b]8;;obsidian://open?vault=v&file=Wren\x1b\\Wren\x1b]8;;\x1b\\" in shown
+    )
     assert "Inbox\ufffd]8;;evil" in shown and "%23x" not in shown
     chat_cli.print_sources(hits, interactive=False)
     err = capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
 import pytest
@@ -22,6 +23,7 @@ from bytechat.serve.generate import (
 )
 from bytechat.serve.sampling import GREEDY_BELOW, Draw, NonFiniteLogits, RepeatGuard, sample_next, sample_rows
 from bytechat.model import GPT
+from bytechat.model.compiled import DecodeStep
 from bytechat.core.rng import make_generator
 from tools.decode_speed import decode_speed
 
@@ -456,3 +458,56 @@ def test_generation_never_repeats_a_guarded_run():
     runs = lambda data: [data[i : i + 8] for i in range(len(data) - 7)]  # noqa: E731
     assert len(set(runs(held))) == len(runs(held)), "no 8-byte run twice in the reply"
     assert len(set(runs(free))) < len(runs(free)), "without the guard this model repeats itself"
+
+
+# ---------------------------------------------------------------- the compiled decode step
+
+
+def levers_model() -> GPT:
+    """A tiny model with the shipped levers (short conv, copy head going on, QK-norm, relu2)."""
+    torch.manual_seed(4)
+    cfg = model_config(n_layer=2, n_head=2, n_embd=32, block_size=40, conv_kernel=4, copy_dim=16)
+    model = GPT(dataclasses.replace(cfg, copy_continue=True, qk_norm=True, activation="relu2")).eval()
+    with torch.no_grad():
+        for block in model.blocks:
+            block.conv.weight.normal_(0, 0.3)
+        model.copy.gate.bias.fill_(1.0)
+    return model
+
+
+@pytest.mark.parametrize(
+    "compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["static-eager", "compiled"]
+)
+def test_the_decode_step_gives_the_bytes_of_eager_decoding(compile):
+    """Greedy bytes through DecodeStep (static cache shapes; compiled by inductor, or the
+    same step eager) equal plain decoding's, past block_size (refills) included, and the
+    log-probabilities agree within 1e-4."""
+    model = levers_model()
+    step = DecodeStep(model, compile=compile)
+    sampling = SamplingConfig(temperature=0.0, max_new_bytes=70, repeat_guard=0)
+    want, _ = run(generate_bytes(model, b"hello there", sampling, make_generator(0)))
+    got, _ = run(generate_bytes(model, b"hello there", sampling, make_generator(0), step=step))
+    assert got == want and len(got) == 70 > model.config.block_size
+    with torch.inference_mode():
+        plain, static = model.new_cache(), step.new_cache()
+        for cache in (plain, static):
+            model(torch.tensor([list(b"hello there")]), cache=cache)
+        for byte in b"abc":
+            idx = torch.tensor([[byte]])
+            torch.testing.assert_close(step(idx, static), model(idx, cache=plain)[0][:, -1], rtol=0, atol=1e-4)
+
+
+def test_a_decode_step_that_cannot_compile_runs_eager(monkeypatch, capsys):
+    model = levers_model()
+    step = DecodeStep(model, compile=True)
+
+    def no_compiler(*args):
+        raise RuntimeError("no C++ compiler\nmore lines")
+
+    monkeypatch.setattr(step, "_step", no_compiler)
+    sampling = SamplingConfig(temperature=0.0, max_new_bytes=12)
+    got, _ = run(generate_bytes(model, b"hi", sampling, make_generator(0), step=step))
+    assert got == run(generate_bytes(model, b"hi", sampling, make_generator(0)))[0]
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(RuntimeError: no C++ compiler); decoding eager" in err
+    assert not step.compiled

@@ -70,6 +70,7 @@ class KVCache:
         self.capacity = cfg.block_size
         self.lengths = torch.zeros(batch_size, dtype=torch.long)  # on the CPU: read by Python every step
         self.device = data.device
+        self.static = False  # see span()
 
     @property
     def length(self) -> int:
@@ -89,6 +90,7 @@ class KVCache:
             None if t is None else t[pick] for t in (self.copy_keys, self.copy_ids, self.copy_prev)
         )
         view.capacity, view.lengths, view.device = self.capacity, self.lengths[pick], self.device
+        view.static = self.static
         return view
 
     def move_row(self, src: int, dst: int) -> None:
@@ -105,7 +107,13 @@ class KVCache:
         self.lengths[dst] = n
 
     def span(self, T: int) -> Span:
-        """Where T new bytes per row go (and check they fit)."""
+        """Where T new bytes per row go (and check they fit). A `static` cache always
+        attends over all block_size positions, masked, and reads no length into Python:
+        every step has the same shapes (for a compiled decode step; no bounds check)."""
+        if self.static:
+            pos = self.lengths.to(self.device).unsqueeze(1) + torch.arange(T, device=self.device)
+            mask = torch.arange(self.capacity, device=self.device) <= pos.unsqueeze(-1)
+            return Span(pos, self.capacity, None, False, mask.unsqueeze(1))
         lengths = self.lengths.tolist()
         first, last = min(lengths), max(lengths)
         end = last + T

@@ -24,6 +24,7 @@ import torch
 from bytechat.core.config import to_dict
 from bytechat.core.rng import make_generator
 from bytechat.model import GPT, KVCache
+from bytechat.model.compiled import DecodeStep
 
 # SamplingConfig and NonFiniteLogits are imported from here by the CLI, the server and
 # the evals; GREEDY_BELOW is named here in docs/hardening.md.
@@ -39,6 +40,7 @@ from bytechat.text.chat_format import ASSISTANT_PROMPT, STOP_TAGS, format_chat, 
 from bytechat.text.tokenizer import VOCAB_SIZE, StreamDecoder
 
 THREADS_ENV = "BYTECHAT_THREADS"
+COMPILE_ENV = "BYTECHAT_COMPILE"
 
 
 def prefill(model: GPT, window: bytes | bytearray, cache: KVCache | None, device: torch.device) -> torch.Tensor:
@@ -79,6 +81,7 @@ def generate_bytes(
     device: torch.device | str | None = None,
     should_stop: Callable[[], bool] | None = None,
     use_cache: bool = True,
+    step: DecodeStep | None = None,
 ) -> Iterator[int]:
     """Yield each new byte as it is produced.
 
@@ -88,7 +91,8 @@ def generate_bytes(
     The generator's return value (StopIteration.value) says which: "stop", "length" or
     "cancelled". Only the last block_size bytes of the prompt are seen; when the cache is
     full, the last block_size // 2 bytes are prefilled again and decoding goes on.
-    use_cache=False recomputes the whole window for every byte (for tests/benchmarks).
+    use_cache=False recomputes the whole window for every byte (for tests/benchmarks);
+    step decodes each byte with that DecodeStep (compiled) on its static cache.
     """
     if not prompt:
         raise ValueError("generate_bytes: prompt must not be empty (the model needs a byte to condition on)")
@@ -97,11 +101,11 @@ def generate_bytes(
     block = model.config.block_size
     keep = max(1, block // 2)
     text = bytearray(prompt[-block:])  # what the model currently sees
-    cache = model.new_cache() if use_cache else None
+    cache = (step.new_cache() if step is not None else model.new_cache()) if use_cache else None
     log_probs = prefill(model, text, cache, device)
     produced = bytearray()
     guard = RepeatGuard(sampling.repeat_guard)
-    step = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
+    one = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
     for i in range(sampling.max_new_bytes):
         if should_stop is not None and should_stop():
             return "cancelled"
@@ -120,8 +124,8 @@ def generate_bytes(
             continue
         if cache.length == block:
             refill(model, text, cache, keep, device)
-        step.fill_(byte)
-        log_probs = model(step, cache=cache)[0][0, -1]
+        one.fill_(byte)
+        log_probs = step(one, cache)[0] if step is not None else model(one, cache=cache)[0][0, -1]
     return "length"
 
 
@@ -302,9 +306,17 @@ class ChatEngine:
     Takes over the model: puts it in eval mode (and moves it to device, if given) and on
     the CPU stores its weights in the decode layout. info describes where the model came
     from (load_model's info dict); model_info adds params, model_config and device.
+    compile: decode each byte with a compiled step (model/compiled.py; it compiles at the
+    first reply and falls back to eager with one line); None: $BYTECHAT_COMPILE == "1".
     """
 
-    def __init__(self, model: GPT, device: torch.device | str | None = None, info: dict | None = None) -> None:
+    def __init__(
+        self,
+        model: GPT,
+        device: torch.device | str | None = None,
+        info: dict | None = None,
+        compile: bool | None = None,
+    ) -> None:
         if model.config.vocab_size != VOCAB_SIZE:
             raise ValueError(
                 f"ChatEngine: model vocab_size is {model.config.vocab_size}; bytechat models read bytes and need {VOCAB_SIZE}"
@@ -321,6 +333,9 @@ class ChatEngine:
         self.model_info.setdefault("params", model.num_params())
         self.model_info.setdefault("model_config", to_dict(model.config))
         self.model_info["device"] = str(self.device)
+        if compile is None:
+            compile = os.environ.get(COMPILE_ENV, "0") == "1"
+        self.step = DecodeStep(model) if compile else None
 
     def stream_reply(
         self,
@@ -343,7 +358,9 @@ class ChatEngine:
     def _stream(self, prompt: bytes, sampling: SamplingConfig, generator: torch.Generator, should_stop):
         start = time.perf_counter()
         assembler = ReplyAssembler()
-        gen = generate_bytes(self.model, prompt, sampling, generator, STOP_TAGS, self.device, should_stop)
+        gen = generate_bytes(
+            self.model, prompt, sampling, generator, STOP_TAGS, self.device, should_stop, step=self.step
+        )
         n_bytes = 0
         while True:
             try:

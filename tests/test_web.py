@@ -1165,3 +1165,35 @@ def test_a_failing_batch_reports_the_error_and_keeps_serving(engine, monkeypatch
         assert response.status_code == 500
         assert response.json()["detail"] == "generation failed: RuntimeError: the model fell over"
         assert_still_serving(test_client)
+
+
+def test_a_page_edited_while_serving_changes_the_next_answer(tmp_path):
+    """The index keeps up (bytechat.notes.watch): a real file change in the notes folder is
+    re-indexed in the background and the next request answers from it, while the app
+    keeps serving; a page that cannot be read leaves the previous index in use."""
+    from bytechat.notes.index import index_folder
+    from bytechat.notes.watch import watch_index
+
+    folder = tmp_path / "notes"
+    folder.mkdir()
+    (folder / "Bees.md").write_text("- hives:: 3\n", encoding="utf-8")
+    index = index_folder(folder, tmp_path / "index.sqlite", progress=False)
+    app = create_app(NotesRecordingEngine(), SETTINGS, index)
+    watcher = watch_index(index, lambda new: setattr(app.state, "notes", new))
+    try:
+        with TestClient(app) as client:
+            assert client.post("/chat", json=HIVES).json()["sources"][0]["text"] == "hives: 3"
+            (folder / "Bees.md").write_text("- hives:: 5\n- a new swarm in the plum tree\n", encoding="utf-8")
+            deadline = time.monotonic() + 10
+            while watcher.reindexed < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert watcher.reindexed == 1, "no re-index within 10 s of the change"
+            assert client.post("/chat", json=HIVES).json()["sources"][0]["text"] == "hives: 5"
+            assert client.get("/health").json()["notes"]["blocks"] == 2
+            (folder / "Bad.md").write_bytes(b"- \xff\xfe not utf-8\n")
+            time.sleep(1.5)
+            assert (
+                watcher.reindexed == 1 and client.post("/chat", json=HIVES).json()["sources"][0]["text"] == "hives: 5"
+            )
+    finally:
+        watcher.stop()

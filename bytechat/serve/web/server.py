@@ -55,6 +55,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent
 from bytechat.notes.index import NotesIndex, NotesIndexError
+from bytechat.notes.watch import watch_index
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 from bytechat.serve.web.chat_request import ChatJob, ClientGone, RequestError, read_chat_request
 from bytechat.serve.web.guard import ConnectionCap, uvicorn_options
@@ -348,6 +349,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--no-reindex", action="store_true", help="do not rebuild a stale notes index at start (notes go off instead)"
     )
+    p.add_argument("--no-watch", action="store_true", help="do not re-index the notes when a page changes")
     return p.parse_args(argv)
 
 
@@ -425,6 +427,9 @@ def main(argv: list[str] | None = None) -> int:
         notes, notes_line = open_for_chat(args.notes, reindex=not args.no_reindex)
         print(f"bytechat-serve: {notes_line}", file=sys.stderr)
     app = create_app(engine, settings, notes)
+    if notes is not None and notes.path is not None and not args.no_watch:  # new requests get the new index
+        watch_index(notes, lambda index: setattr(app.state, "notes", index))
+        print(f"bytechat-serve: notes: watching {notes.meta['source']} (a changed page is re-indexed)", file=sys.stderr)
     uvicorn.run(
         app,
         host=args.host,

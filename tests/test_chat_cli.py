@@ -226,8 +226,8 @@ def test_session_puts_notes_in_the_prompt_only(notes_index):
         {"role": "assistant", "content": "ok"},
     ], "the conversation keeps no notes"
     session.reply("thanks!", lambda piece: None, lambda: False)
-    thanks = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "thanks!"}]
-    assert engine.prompts[-1] == thanks and session.last_sources == [], "small talk: no notes, no old turns"
+    thanks = [*session.messages[:3], {"role": "user", "content": "thanks!"}]
+    assert engine.prompts[-1] == thanks and session.last_sources == [], "small talk: no notes, the turns before it"
     assert session.command("/notes off") == ("info", "(notes: off)")
     session.reply("and Marta's birthday?", lambda piece: None, lambda: False)
     assert engine.prompts[-1] == session.messages[:-1] and session.last_sources == [], "notes off: the whole talk"

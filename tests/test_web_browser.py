@@ -220,16 +220,26 @@ def wait_for_idle(url: str, timeout_s: float = 5.0) -> bool:
 # ---------------------------------------------------------------- notes
 
 
+BEES_UID = "6571c3a2-8f4e-4b1a-9c2d-3e5f7a9b1c0d"
+
+
 @pytest.fixture(scope="module")
 def notes_server_url(tmp_path_factory):
-    """A random model with a 512-byte context (room for notes) and a two-page notes index."""
-    from bytechat.notes.blocks import NoteBlock
-    from bytechat.notes.index import NotesIndex
+    """A random model with a 512-byte context (room for notes) and a small Logseq graph
+    (so sources carry links to their block), indexed as the pipeline does."""
+    from bytechat.notes.index import index_folder
 
     folder = tmp_path_factory.mktemp("notes-model")
     export = save_tiny_model(folder, block_size=512)
-    blocks = [NoteBlock("Bees", "hives: 3\n  two swarmed in May", 0), NoteBlock("Marta", "birthday: 12 March", 0)]
-    NotesIndex.build(blocks, folder / "index.sqlite").close()
+    graph = folder / "graph"
+    (graph / "logseq").mkdir(parents=True)
+    (graph / "logseq" / "config.edn").write_text("{}\n")
+    (graph / "pages").mkdir()
+    (graph / "pages" / "Bees.md").write_text(
+        f"- hives:: 3\n  id:: {BEES_UID}\n\t- two swarmed in May\n- varroa check\n"
+    )
+    (graph / "pages" / "Marta.md").write_text("- birthday:: 12 March\n")
+    index_folder(graph, folder / "index.sqlite", progress=False).close()
     with running_server(export, "--notes", str(folder / "index.sqlite"), "--max-new-tokens", "16") as url:
         yield url
 
@@ -244,7 +254,7 @@ def test_sources_show_as_chips_that_open_and_notes_can_be_turned_off(browser, no
     page.goto(notes_server_url)
     expect(page.locator("#model-info")).to_contain_text("context 512 bytes")
     page.locator("#settings-toggle").click()
-    expect(page.locator("#notes-status")).to_have_text("(2 note blocks)")
+    expect(page.locator("#notes-status")).to_have_text("(3 note blocks)")
     expect(page.locator("#use-notes")).to_be_checked()
 
     send(page, "how many hives do I have?")
@@ -258,12 +268,20 @@ def test_sources_show_as_chips_that_open_and_notes_can_be_turned_off(browser, no
     chips.first.click()
     expect(text).to_be_visible()
     expect(text).to_have_text("hives: 3\n  two swarmed in May")
+    link = first.locator(".source-link")
+    expect(link).to_have_attribute("href", f"logseq://graph/graph?block-id={BEES_UID}")
     assert "hives: 3" not in assistant_text(page, 0), "the reply is the model's, not the note pasted in"
     page.screenshot(path=str(screenshots / "chat-sources.png"))
 
+    send(page, "tell me about the bees")
+    whole = page.locator(".message.assistant").nth(1)
+    expect(whole.locator(".meta")).to_contain_text("bytes", timeout=15000)
+    expect(whole.locator(".sources .source summary")).to_have_count(1)  # one chip per page
+    expect(whole.locator(".source-text")).to_have_count(2)
+
     page.locator("#use-notes").uncheck()
     send(page, "how many hives do I have?")
-    second = page.locator(".message.assistant").nth(1)
+    second = page.locator(".message.assistant").nth(2)
     expect(second.locator(".meta")).to_contain_text("bytes", timeout=15000)
     expect(second.locator(".sources")).to_have_count(0)
     assert problems == [], problems

@@ -107,8 +107,12 @@ function setMeta(message, text, stopped = false) {
   if (nearEnd) scrollToEnd();
 }
 
-// Source chips under a reply: one per note block the server put in the prompt; each opens
-// (a <details>) to show the block's text. Untrusted text: textContent only.
+// Source chips under a reply: one per page the server put notes of in the prompt; each
+// opens (a <details>) to show the blocks' text and, where the notes format has one, a link
+// that opens the block in the notes app. Untrusted text: textContent only; links only of
+// the schemes the server makes (bytechat/notes/links.py).
+const NOTE_LINK = /^(https:\/\/roamresearch\.com\/|logseq:\/\/graph\/|obsidian:\/\/open\?)/;
+
 function showSources(message, sources) {
   if (!Array.isArray(sources) || sources.length === 0) return;
   const box = document.createElement("div");
@@ -117,16 +121,33 @@ function showSources(message, sources) {
   label.className = "sources-label";
   label.textContent = "Sources";
   box.append(label);
+  const pages = new Map();
   for (const source of sources) {
+    if (!pages.has(source.page)) pages.set(source.page, []);
+    pages.get(source.page).push(source);
+  }
+  for (const [name, blocks] of pages) {
     const chip = document.createElement("details");
     chip.className = "source";
     const summary = document.createElement("summary");
-    summary.textContent = source.page;
-    summary.title = `${source.page} (score ${Number(source.score).toFixed(2)})`;
-    const text = document.createElement("p");
-    text.className = "source-text";
-    text.textContent = source.text;
-    chip.append(summary, text);
+    summary.textContent = name;
+    summary.title = `${name} (${blocks.length} block${blocks.length === 1 ? "" : "s"}, best score ${Number(blocks[0].score).toFixed(2)})`;
+    chip.append(summary);
+    for (const block of blocks) {
+      const text = document.createElement("p");
+      text.className = "source-text";
+      text.textContent = block.text;
+      chip.append(text);
+      if (typeof block.link === "string" && NOTE_LINK.test(block.link)) {
+        const open = document.createElement("a");
+        open.className = "source-link";
+        open.href = block.link;
+        open.textContent = "open in your notes";
+        open.rel = "noopener noreferrer";
+        open.target = "_blank";
+        chip.append(open);
+      }
+    }
     box.append(chip);
   }
   const nearEnd = isNearEnd();

@@ -337,7 +337,7 @@ def test_a_follow_up_is_answered_from_the_earlier_turn_s_page():
         if earlier:
             with_history += 1
             assert any(name in text for text in earlier), (name, earlier)
-    assert with_history >= len(follow_ups) * 2 // 3
+    assert with_history >= len(follow_ups) // 2
 
 
 def test_with_notes_keeps_the_last_turns_that_fit_as_the_engine_crops_them():

@@ -18,8 +18,9 @@ variants; the words around the span are the template's, the span is the block's.
 
 Each frame is tagged by where the span sits: "name" (the page named first, the span at
 the end) or "value" (the span first, the page after it). tools/copy_levers.py measures
-the two orders on pages never trained on (docs/notes.md, "Answers, not echoes");
-STYLE picks which the dialogues use ("mixed": both).
+the orders on pages never trained on (docs/notes.md, "Answers, not echoes"); STYLE
+picks which the dialogues use: "value", the best measured ("mixed": all, "value1": one
+span-first frame per type).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 
 from bytechat.notes.dialogues.spans import clause, date_preposition, ended, open_todos, sentence_with, value_span, yours
 
-STYLE = "mixed"  # mixed | name | value | value1 (tools/copy_levers.py --frames)
+STYLE = "value"  # mixed | name | value | value1: measured with tools/copy_levers.py --frames (docs/notes.md)
 
 # ------------------------------------------------------------------ question types by key
 RELATION_KEYS = ("relation", "relationship")

@@ -36,6 +36,9 @@ NOTES_HEADER = "Notes:"
 NO_NOTES = "Notes: none found."
 
 _TODO = re.compile(r"\{\{\[\[(TODO|DONE)\]\]\}\}\s*")
+# An open task in a block's plain text (after plain(): "TODO buy flour"), the one pattern
+# the index's key column, the training questions and the answer spans all use.
+TODO_LINE = re.compile(r"^\s*TODO (.+)$", re.MULTILINE)
 _MACRO = re.compile(r"\{\{[^{}]*\}\}")
 _TAG_LINK = re.compile(r"#\[\[([^\[\]]+)\]\]")
 _LINK = re.compile(r"\[\[([^\[\]]+)\]\]")

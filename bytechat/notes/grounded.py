@@ -34,17 +34,16 @@ from typing import Callable, Sequence
 
 from bytechat.text.chat_format import format_chat, render_transcript
 from bytechat.notes.roam import RoamPage
-from bytechat.notes.blocks import NoteBlock, lead_blocks, notes_system_content, render_notes
+from bytechat.notes.blocks import TODO_LINE, NoteBlock, lead_blocks, notes_system_content, render_notes
 from bytechat.notes.dialogues import frames, summary
 from bytechat.notes.dialogues.frames import Said
+from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.query import query_terms
 from bytechat.notes.retrieval import fitting, notes_budget
 
 ABSTAIN = "I couldn't find that in your notes."
 ANSWER_PREFIX = "From "
-_KEY_VALUE = re.compile(r"^([A-Za-z][\w' -]{0,30}): (.+)$")
 _WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
-_TODO_LINE = re.compile(r"^\s*TODO (.+)$")
 RARE_WORD_BLOCKS = 3  # a keyword question's word occurs in at most this many blocks
 
 Retriever = Callable[[str, int], Sequence[NoteBlock]]
@@ -178,7 +177,7 @@ def slots(
     lines = block.text.split("\n")
     name = title(block.page)
     found: list[Slot] = []
-    head = _KEY_VALUE.match(lines[0])
+    head = KEY_VALUE.match(lines[0])
     # An attribute question needs a search word beyond the page's title: "what's Weekly
     # Sync's who?" or "the plan for Half Marathon Plan" only name the page, and retrieval
     # answers those with the page's first blocks (see NotesIndex.search).
@@ -191,13 +190,13 @@ def slots(
         else:
             kind = "attribute"
         found.append(Slot(kind, {"key": key, "title": name}, value))
-    todos = [m.group(1) for m in map(_TODO_LINE.match, lines) if m]
+    todos = [m.group(1) for m in map(TODO_LINE.match, lines) if m]
     if todos:
         found.append(Slot("todo", {"title": name}, todos[0].strip()))
     # Keyword questions: a word a person would search for (a query term that few blocks
     # share), not for a lone attribute (its key is on every page of that kind).
     if not (head and len(lines) == 1):
-        body = " ".join(_KEY_VALUE.sub(r"\2", line.strip()) for line in lines)
+        body = " ".join(KEY_VALUE.sub(r"\2", line.strip()) for line in lines)
         counts = word_counts or {}
         words = [
             w

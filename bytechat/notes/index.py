@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from bytechat.core import paths
 from bytechat.core.atomic import current_umask
 from bytechat.notes import roam
-from bytechat.notes.blocks import NoteBlock, page_blocks
+from bytechat.notes.blocks import TODO_LINE, NoteBlock, page_blocks
 from bytechat.notes.query import Vocabulary, words
 from bytechat.notes.search import Hit, Search
 
@@ -54,7 +54,6 @@ CREATE VIRTUAL TABLE blocks_fts USING fts5(
 INSERT INTO blocks_fts (blocks_fts, rank) VALUES ('rank', 'bm25({PAGE_WEIGHT}, {KEY_WEIGHT}, {TEXT_WEIGHT})');
 """
 _KEY = re.compile(r"^([^\W\d_][\w' -]{0,30}): \S")
-_TODO = re.compile(r"^\s*TODO ", re.MULTILINE)
 
 
 class NotesIndexError(ValueError):
@@ -68,7 +67,7 @@ def block_key(text: str) -> str:
     key = _KEY.match(first)
     if key:
         return key.group(1)
-    return "TODO" if _TODO.search(text) else ""
+    return "TODO" if TODO_LINE.search(text) else ""
 
 
 # ---------------------------------------------------------------- fingerprint

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import re
 
+from bytechat.notes.blocks import TODO_LINE
+
 KEY_VALUE = re.compile(r"^([A-Za-z][\w' -]{0,30}): (.+)$")
-TODO_LINE = re.compile(r"^\s*TODO (.+)$")
 SPAN_MAX = 90  # bytes: a longer value is cut at a clause boundary before this
 _MARKER = re.compile(r"^(?:TODO|DONE) ")
 # Where a value's first clause ends: a sentence end, a parenthesis, an arrow to another

@@ -8,13 +8,12 @@ for a follow-up, with the conversation's topic. The lists are fused by reciproca
 with the candidates holding what the question word asks for, and a block is kept only
 with EVIDENCE: its share of the question's words, each weighted by how specific it is
 in English. A question whose every word is in a page's title gets that page's most
-informative blocks, tags-only ones last. NotesIndex (bytechat.notes.index) is a Search
+blocks from the top, tags-only ones last. NotesIndex (bytechat.notes.index) is a Search
 over its SQLite connection.
 """
 
 from __future__ import annotations
 
-import math
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -31,7 +30,6 @@ from bytechat.notes.query import (
     refers_back,
     specificity,
     title_expression,
-    words,
 )
 
 CANDIDATES = 8  # each retriever ranks k * CANDIDATES blocks before fusion
@@ -157,22 +155,15 @@ class Search:
 
     def _page_route(self, terms: list[str], near: dict[str, list[str]], k: int) -> list[Hit]:
         """A question whose every word (or a neighbour of it) is in a page's title: that
-        page's most informative blocks (by the rarity of their words), tags-only last."""
+        page's blocks from the top (people write what matters first), tags-only last."""
         groups = [[t, *near.get(t, [])] for t in terms]
         best = self._conn.execute(_TITLE_SEARCH, (title_expression(groups),)).fetchone()
         if best is None:
             return []
         title, score = best
         rows = [(*row, score) for row in self._conn.execute(_PAGE_BLOCKS, (title,))]
-        title_words = set(words(title))
-        rows.sort(key=lambda r: (is_tags_only(r[2]), -self._information(r[2], title_words), r[3]))
+        rows.sort(key=lambda r: (is_tags_only(r[2]), r[3]))
         return self._with_origin(rows[:k])
-
-    def _information(self, text: str, skip: set[str]) -> float:
-        return sum(self._idf(self._vocab.df.get(w, 0)) for w in set(query_terms(text)) - skip)
-
-    def _idf(self, df: int) -> float:
-        return math.log(1 + (self._n_blocks - df + 0.5) / (df + 0.5))
 
     def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:
         """For each block id, the rarity-weighted share of the searched words it holds

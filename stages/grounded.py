@@ -46,6 +46,7 @@ def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: 
             return [hit.block for hit in index.search(question, k)]
 
         rng = random.Random(seed)
+        grounded.ANSWERS = cfg.answers
         found = grounded.dialogues(
             blocks,
             retrieve,

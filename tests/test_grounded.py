@@ -433,3 +433,24 @@ def test_no_follow_up_template_makes_an_eval_question():
                 for word in words if "{word}" in template else ["x"]:
                     made.add(template.format(**fields, key=key, word=word).lower())
     assert len(made) > 1000 and not made & asked, made & asked
+
+
+def test_quote_answers_are_the_block_whole_for_comparison(monkeypatch):
+    """grounded.answers: quote teaches the block quoted whole (page and all), in single
+    questions, page questions and conversations alike; span (the default) never does."""
+    from bytechat.notes.dialogues import conversation
+
+    spoken = [d for d in make(PAGES, seed=5) if d.kind != "uncovered"]
+    assert spoken and not any(d.messages[-1]["content"].startswith(grounded.ANSWER_PREFIX) for d in spoken)
+    monkeypatch.setattr(grounded, "ANSWERS", "quote")
+    quoted = [d for d in make(PAGES, seed=5) if d.kind != "uncovered"]
+    assert {d.kind for d in quoted} >= {"attribute", "page"}
+    for d in quoted:
+        reply = d.messages[-1]["content"]
+        assert reply in {grounded.answer(b) for b in all_blocks(PAGES)}, reply
+        assert reply.startswith(f"{grounded.ANSWER_PREFIX}[{d.page}] "), (reply, d.page)
+    blocks = all_blocks(PAGES)
+    index = NotesIndex.build(blocks)
+    talks = conversation.Conversations(blocks, lambda q, k: [h.block for h in index.search(q, k)], 3, 512)
+    last = [d.messages[-1]["content"] for d in conversation.make(talks, random.Random(1), 30) if d.page]
+    assert last and all(reply.startswith(grounded.ANSWER_PREFIX) for reply in last)

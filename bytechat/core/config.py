@@ -1,20 +1,15 @@
 """Typed configuration built from params.yaml, validated by pydantic.
 
-Every section maps onto a frozen pydantic dataclass (so `dataclasses.asdict`/`replace`
-work on it as on any dataclass). Validation is strict: an unknown key, a missing key, a
-value of the wrong type (no coercion but int -> float) or out of its range is a
-ConfigError of one line naming the file and the dotted key, e.g.
-
-    params.yaml: profiles.smoke.train.lr: expected float, got str 'fast'
-
-Building a config in code (ModelConfig(...), dataclasses.replace) is checked the same way.
+Every section maps onto a frozen pydantic dataclass (`dataclasses.asdict`/`replace` work
+on it). Validation is strict, in code (ModelConfig(...), replace) as from the file: an
+unknown or missing key, a wrong type (no coercion but int -> float) or a value out of
+range is a ConfigError of one line naming the file and the dotted key, e.g.
+`params.yaml: profiles.smoke.train.lr: expected float, got str 'fast'`.
 
 params.yaml is the one home of every setting that shapes a model or its training, so DVC
-sees each of them (the train stage depends on `profiles.<name>`): those fields have no
-default here. Only operational settings that change no weights (train.log_every,
-data.hub_timeout_s) keep a default, and so may be left out of params.yaml.
-ModelConfig.vocab_size is fixed by the byte tokenizer (256), not a setting: params.yaml
-may not set it.
+sees each of them: those fields have no default here. Only operational settings that
+change no weights (train.log_every, data.hub_timeout_s) keep a default. vocab_size is
+fixed by the byte tokenizer (256): params.yaml may not set it.
 """
 
 from __future__ import annotations
@@ -226,6 +221,7 @@ class GroundedConfig:
     uncovered: Fraction  # share of questions the notes do not answer
     k: Annotated[StrictInt, Field(ge=1)]  # blocks retrieval puts in the prompt, at most (as chat does)
     context_bytes: Annotated[StrictInt, Field(ge=256)]  # the smallest block_size a profile uses: the notes must fit it
+    answers: Literal["span", "quote"]  # how answers are taught (bytechat/notes/grounded.py ANSWERS)
 
 
 @_config
@@ -240,8 +236,7 @@ NotesFormat = Literal["auto", "roam-markdown", "roam-json", "logseq", "obsidian"
 
 @_config
 class NotesConfig:
-    """How the notes folder is read (bytechat/notes/readers/, which reads it from
-    params.yaml itself). It changes no weights, so the section may be left out."""
+    """How the notes folder is read (bytechat/notes/readers/); may be left out."""
 
     format: NotesFormat = "auto"
     roam_graph: StrictStr = ""  # the Roam graph's name, for links to its blocks (bytechat/notes/links.py)

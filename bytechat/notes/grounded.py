@@ -229,6 +229,27 @@ def questions(
     ]
 
 
+# How the training dialogues answer (params.yaml grounded.answers; the stage sets it):
+# "span" says the fact in a short sentence naming the page (dialogues.frames) and sums up
+# a page (dialogues.summary); "quote" answers with the block quoted whole, page and all
+# (answer(): what training taught before issue 29), so the two can be compared in one
+# pipeline (`make sweep SET="grounded.answers=span,quote"`).
+ANSWER_STYLES = ("span", "quote")
+ANSWERS = "span"
+
+
+def quoted(block: NoteBlock) -> Said:
+    return Said(answer(block), (block.text,))
+
+
+def page_reply(name: str, picked: Sequence[NoteBlock], block: NoteBlock, rng: random.Random, room: int | None) -> Said:
+    """The reply to "tell me about X": a summary of the picked blocks, or (quote) the
+    first of them quoted."""
+    if ANSWERS == "quote":
+        return quoted(picked[0] if picked else block)
+    return summary.summary_reply(name, picked, rng, room)
+
+
 def answer(block: NoteBlock) -> str:
     """The search box's reply: the block quoted whole (what training answered before
     issue 29; the eval's baseline pastes retrieval's top hit this way)."""
@@ -257,6 +278,13 @@ def ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool = True) -
     and its reply: the span in a sentence naming the page. Page questions are answered
     by page_dialogue (a summary of the notes shown)."""
     name = title(block.page)
+    asked = _ask(slot, block, rng, yes_no, name)
+    if asked is not None and ANSWERS == "quote":
+        return Asked(asked.text, asked.kind, lambda room: quoted(block))
+    return asked
+
+
+def _ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool, name: str) -> Asked | None:
     if slot.kind in ("attribute", "when", "count"):
         key = slot.fields["key"]
         text, qtype, yes = frames.ask_attribute(slot.kind, key, name, slot.answer, rng, TEMPLATES[slot.kind], yes_no)
@@ -309,7 +337,7 @@ def page_dialogue(block: NoteBlock, retrieve: Retriever, rng: random.Random, k: 
         shown = fit_notes([block, *shown], text, context_bytes, k)
     prompt = [{"role": "system", "content": render_notes(shown)}, {"role": "user", "content": text}]
     picked = summary.chosen(block.page, shown)
-    said = summary.summary_reply(name, picked, rng, room(prompt, context_bytes))
+    said = page_reply(name, picked, block, rng, room(prompt, context_bytes))
     messages = [*prompt, {"role": "assistant", "content": said.text}]
     return Dialogue(messages, said.spans[0], "page", block.page, said.spans, tuple(picked))
 

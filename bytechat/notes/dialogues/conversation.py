@@ -230,7 +230,7 @@ class Conversations:
         room = grounded.room(prompt, self.context_bytes)
         if last.kind == "page":
             picked = summary.chosen(last.block.page, shown)
-            said = summary.summary_reply(grounded.title(last.block.page), picked, rng, room)
+            said = grounded.page_reply(grounded.title(last.block.page), picked, last.block, rng, room)
             spans, blocks, page = said.spans, tuple(picked), last.block.page
             reply = said.text
         elif last.asked is not None:

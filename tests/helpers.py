@@ -141,3 +141,15 @@ def logged_step(root: Path) -> int:
         return 0
     steps = [int(r.split("\t")[0]) for r in rows if r.split("\t")[0].isdigit()]
     return max(steps, default=0)
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Files under root (text as UTF-8, bytes as they are), folders made as needed; root."""
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root

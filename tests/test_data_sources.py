@@ -5,6 +5,8 @@ import random
 
 import pytest
 
+from tests.helpers import write_tree
+
 from bytechat.text.chat_format import parse_chat, render_transcript
 from bytechat.data import primer
 from bytechat.notes import readers, roam
@@ -103,17 +105,6 @@ def test_empty_roam_dir_falls_back_to_example_loudly(tmp_path, capsys):
 # ---------------------------------------------------------------- the other notes formats (bytechat/notes/readers)
 
 
-def write_files(root, files):
-    for name, content in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-    return root
-
-
 @pytest.mark.parametrize(
     "content, message",
     [
@@ -126,7 +117,7 @@ def write_files(root, files):
     ],
 )
 def test_broken_json_export_is_one_line_naming_the_file(tmp_path, content, message):
-    write_files(tmp_path, {"graph.json": content})
+    write_tree(tmp_path, {"graph.json": content})
     with pytest.raises(NotesError) as err:
         readers.load_pages(tmp_path, "roam-json")
     assert str(err.value).startswith(str(tmp_path / "graph.json")) and message in str(err.value)
@@ -144,7 +135,7 @@ def test_a_5_mb_page_is_one_line_naming_the_file(tmp_path, fmt, name):
         if fmt == "roam-json"
         else big
     )
-    write_files(tmp_path, {name: content, **({"logseq/config.edn": "{}"} if fmt == "logseq" else {})})
+    write_tree(tmp_path, {name: content, **({"logseq/config.edn": "{}"} if fmt == "logseq" else {})})
     with pytest.raises(NotesError) as err:
         readers.load_pages(tmp_path, fmt)
     message = str(err.value)
@@ -156,7 +147,7 @@ def test_a_5_mb_page_is_one_line_naming_the_file(tmp_path, fmt, name):
 @pytest.mark.parametrize("fmt, name", [("logseq", "pages/Bad.md"), ("obsidian", "Bad.md"), ("roam-json", "g.json")])
 def test_not_utf8_is_one_line_naming_the_file(tmp_path, fmt, name):
     content = b'[{"title": "caf\xe9"}]' if fmt == "roam-json" else b"- caf\xe9\n"
-    write_files(tmp_path, {name: content})
+    write_tree(tmp_path, {name: content})
     with pytest.raises(NotesError) as err:
         readers.load_pages(tmp_path, fmt)
     assert name.split("/")[-1] in str(err.value) and "not UTF-8" in str(err.value) and "\n" not in str(err.value)
@@ -164,18 +155,18 @@ def test_not_utf8_is_one_line_naming_the_file(tmp_path, fmt, name):
 
 @pytest.mark.parametrize("fmt", ["logseq", "obsidian", "roam-json"])
 def test_symlinks_outside_the_notes_are_never_followed(tmp_path, fmt, capsys):
-    secret = write_files(tmp_path / "elsewhere", {"diary.md": "- PRIVATE diary\n", "x.json": '[{"title": "PRIVATE"}]'})
+    secret = write_tree(tmp_path / "elsewhere", {"diary.md": "- PRIVATE diary\n", "x.json": '[{"title": "PRIVATE"}]'})
     notes = tmp_path / "notes"
     if fmt == "logseq":
-        write_files(notes, {"logseq/config.edn": "{}", "pages/A.md": "- a\n"})
+        write_tree(notes, {"logseq/config.edn": "{}", "pages/A.md": "- a\n"})
         (notes / "pages" / "leak.md").symlink_to(secret / "diary.md")
         (notes / "journals").symlink_to(secret, target_is_directory=True)
     elif fmt == "obsidian":
-        write_files(notes, {".obsidian/app.json": "{}", "A.md": "a\n"})
+        write_tree(notes, {".obsidian/app.json": "{}", "A.md": "a\n"})
         (notes / "leak.md").symlink_to(secret / "diary.md")
         (notes / "sub").symlink_to(secret, target_is_directory=True)
     else:
-        write_files(notes, {"g.json": '[{"title": "A", "children": [{"string": "a"}]}]'})
+        write_tree(notes, {"g.json": '[{"title": "A", "children": [{"string": "a"}]}]'})
         (notes / "leak.json").symlink_to(secret / "x.json")
     pages = readers.load_pages(notes, fmt)
     assert [p.name for p in pages] == ["A"]

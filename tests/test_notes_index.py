@@ -21,6 +21,7 @@ from bytechat.notes.blocks import NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
 from bytechat.notes.query import query_terms
+from tests.helpers import write_tree
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 
 REPO = Path(__file__).resolve().parent.parent
@@ -37,11 +38,7 @@ TINY_GRAPH = {
 
 
 def write_graph(folder: Path, pages: dict[str, str | bytes] = TINY_GRAPH) -> Path:
-    for name, text in pages.items():
-        path = folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(text if isinstance(text, bytes) else text.encode("utf-8"))
-    return folder
+    return write_tree(folder, pages)
 
 
 @pytest.fixture

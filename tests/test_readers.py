@@ -22,7 +22,7 @@ from bytechat.notes.blocks import page_blocks, plain
 from bytechat.notes.index import FORMAT, VERSION, index_folder, notes_fingerprint
 from bytechat.notes.readers import Block, NotesError, Page, logseq, markdown, roam_json
 from bytechat.notes.readers.model import outline_lines, render
-from tests.helpers import REPO
+from tests.helpers import REPO, write_tree
 
 EXAMPLES = REPO / "examples"
 FORMATS = {"roam-json": EXAMPLES / "roam-json", "logseq": EXAMPLES / "logseq", "obsidian": EXAMPLES / "obsidian"}
@@ -63,17 +63,6 @@ FACTS = [
     ("December 2nd, 2026", "Called Wren: the lighthouse tour runs until the end of March."),
 ]
 SOUP_TIP = ("December 2nd, 2026", "Soup tip: Soften the onion and carrots for 10 minutes.")
-
-
-def write(root: Path, files: dict[str, str | bytes]) -> Path:
-    for name, content in files.items():
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content, encoding="utf-8")
-    return root
 
 
 def blocks_of(root: Path, fmt: str | None = None) -> list:
@@ -127,7 +116,7 @@ def test_each_example_is_detected_and_gives_the_same_facts(fmt):
 
 
 def test_roam_markdown_json_and_logseq_give_identical_blocks(tmp_path):
-    md = pairs(write(tmp_path, ROAM_MARKDOWN))
+    md = pairs(write_tree(tmp_path, ROAM_MARKDOWN))
     as_json, as_logseq = pairs(FORMATS["roam-json"]), pairs(FORMATS["logseq"])
     assert as_json == as_logseq
     # the markdown export cannot resolve the block reference; all else is the same
@@ -178,20 +167,20 @@ def test_obsidian_blocks_carry_file_line_heading_and_block_id():
 
 def test_detection(tmp_path):
     assert readers.detect(tmp_path / "missing") is None
-    assert readers.detect(write(tmp_path / "empty", {})) is None
+    assert readers.detect(write_tree(tmp_path / "empty", {})) is None
     assert readers.find_files(tmp_path / "empty") == []
-    plain_md = write(tmp_path / "plain", {"a.md": "# Title\n\nSome text.\n", "b.md": "---\nx: 1\n---\nHi\n"})
+    plain_md = write_tree(tmp_path / "plain", {"a.md": "# Title\n\nSome text.\n", "b.md": "---\nx: 1\n---\nHi\n"})
     assert readers.detect(plain_md) == "markdown"
-    bullets = write(tmp_path / "bullets", {"a.md": "- one\n", "b.md": "- two\n    - three\n", "c.md": "Text\n"})
+    bullets = write_tree(tmp_path / "bullets", {"a.md": "- one\n", "b.md": "- two\n    - three\n", "c.md": "Text\n"})
     assert readers.detect(bullets) == "roam-markdown"
-    journals = write(tmp_path / "ls", {"journals/2026_01_05.md": "- hi\n", "pages/A.md": "- a\n"})
+    journals = write_tree(tmp_path / "ls", {"journals/2026_01_05.md": "- hi\n", "pages/A.md": "- a\n"})
     assert readers.detect(journals) == "logseq"
-    not_roam = write(tmp_path / "js", {"package.json": '{"name": "x"}', "a.md": "- a\n"})
+    not_roam = write_tree(tmp_path / "js", {"package.json": '{"name": "x"}', "a.md": "- a\n"})
     assert readers.detect(not_roam) == "roam-markdown"  # a .json that is not an export is not notes
 
 
 def test_edn_only_folder_says_why_it_is_not_read(tmp_path, capsys):
-    edn = write(tmp_path / "notes", {"graph.edn": "#datascript/DB {:schema {} :datoms []}"})
+    edn = write_tree(tmp_path / "notes", {"graph.edn": "#datascript/DB {:schema {} :datoms []}"})
     assert roam.find_pages(edn) == []
     chosen, is_example = roam.resolve_roam_dir(edn, paths.example_roam_dir())
     assert is_example
@@ -218,14 +207,14 @@ def test_notes_format_from_params(tmp_path, monkeypatch):
     # notes.format applies to the user's notes folder (.roam-data/), not to others
     monkeypatch.setenv("BYTECHAT_ROOT", str(tmp_path))
     params.write_text("seed: 1\nnotes:\n  format: obsidian\n", encoding="utf-8")
-    user = write(tmp_path / ".roam-data", {"a.md": "- a bullet\n"})
+    user = write_tree(tmp_path / ".roam-data", {"a.md": "- a bullet\n"})
     assert readers.resolve_format(user) == "obsidian"
-    assert readers.resolve_format(write(tmp_path / "other", {"a.md": "- a\n"})) == "roam-markdown"
+    assert readers.resolve_format(write_tree(tmp_path / "other", {"a.md": "- a\n"})) == "roam-markdown"
     assert readers.resolve_format(user, "auto") == "roam-markdown"
 
 
 def test_fingerprint_keeps_roam_markdown_and_names_other_formats(tmp_path):
-    root = write(tmp_path / "n", {"a.md": "- one\n", "b/c.md": "- two\n"})
+    root = write_tree(tmp_path / "n", {"a.md": "- one\n", "b/c.md": "- two\n"})
     digest = hashlib.sha256(f"{FORMAT}/{VERSION}\n".encode())
     for rel in ("a.md", "b/c.md"):
         data = (root / rel).read_bytes()
@@ -247,20 +236,20 @@ def test_each_example_indexes_and_is_current(fmt):
 
 
 def test_empty_files_are_empty_pages(tmp_path):
-    assert [(p.name, p.blocks) for p in readers.iter_pages(write(tmp_path / "r", {"a.md": ""}))] == [("a", ())]
-    ls = write(tmp_path / "l", {"logseq/config.edn": "{}", "pages/Empty.md": "", "journals/2026_01_01.md": ""})
+    assert [(p.name, p.blocks) for p in readers.iter_pages(write_tree(tmp_path / "r", {"a.md": ""}))] == [("a", ())]
+    ls = write_tree(tmp_path / "l", {"logseq/config.edn": "{}", "pages/Empty.md": "", "journals/2026_01_01.md": ""})
     assert [b for p in readers.iter_pages(ls) for b in page_blocks(p)] == []
-    ob = write(tmp_path / "o", {".obsidian/app.json": "{}", "Empty.md": "", "Front only.md": "---\nx: 1\n---\n"})
+    ob = write_tree(tmp_path / "o", {".obsidian/app.json": "{}", "Empty.md": "", "Front only.md": "---\nx: 1\n---\n"})
     assert pairs(ob) == {("Front only", "x: 1")}
 
 
 def test_empty_json_export_is_one_line(tmp_path):
-    write(tmp_path, {"graph.json": ""})
+    write_tree(tmp_path, {"graph.json": ""})
     assert readers.detect(tmp_path) is None  # not taken for an export...
     with pytest.raises(NotesError) as err:  # ...and named when asked for one
         readers.load_pages(tmp_path, "roam-json")
     assert "graph.json: not a Roam JSON export (empty" in str(err.value) and "\n" not in str(err.value)
-    assert readers.load_pages(write(tmp_path / "e", {"g.json": "[]"})) == []
+    assert readers.load_pages(write_tree(tmp_path / "e", {"g.json": "[]"})) == []
 
 
 def test_json_missing_children_and_missing_uid(tmp_path):
@@ -269,7 +258,7 @@ def test_json_missing_children_and_missing_uid(tmp_path):
         {"title": "Refs", "children": [{"string": "see ((Zz9NoSuch)) and ((Aa1Found))", "uid": "Bb2Refs00"}]},
         {"title": "Target", "children": [{"string": "the found text", "uid": "Aa1Found"}, {"uid": "Cc3NoStr0"}]},
     ]
-    root = write(tmp_path, {"g.json": json.dumps(export)})
+    root = write_tree(tmp_path, {"g.json": json.dumps(export)})
     pages = {p.name: p for p in readers.iter_pages(root)}
     assert pages["No children"].blocks == () and page_blocks(pages["No children"]) == []
     refs = page_blocks(pages["Refs"])
@@ -284,11 +273,11 @@ def test_json_streams_one_page_at_a_time(tmp_path, monkeypatch):
         {"title": f"Page {i}", "children": [{"string": f"block {i} é ü 日本", "uid": f"u{i:08d}"}]} for i in range(50)
     ]
     text = json.dumps(export, ensure_ascii=False, indent=1)
-    root = write(tmp_path, {"g.json": text})
+    root = write_tree(tmp_path, {"g.json": text})
     assert [p.name for p in readers.iter_pages(root)] == [f"Page {i}" for i in range(50)]
     # the list is decoded one page at a time: a file broken near its end gives its first
     # pages before the error...
-    write(tmp_path, {"g.json": text[:-40]})
+    write_tree(tmp_path, {"g.json": text[:-40]})
     items = roam_json.iter_array(root / "g.json", readers.MAX_PAGE_BYTES)
     assert next(items)["title"] == "Page 0"
     with pytest.raises(NotesError, match="not valid JSON in page 50"):
@@ -301,7 +290,7 @@ def test_json_streams_one_page_at_a_time(tmp_path, monkeypatch):
 
 
 def test_front_matter_that_is_not_yaml_is_one_warning_and_read_as_text(tmp_path, capsys):
-    root = write(
+    root = write_tree(
         tmp_path,
         {
             ".obsidian/app.json": "{}",
@@ -321,7 +310,7 @@ def test_front_matter_that_is_not_yaml_is_one_warning_and_read_as_text(tmp_path,
 
 
 def test_logseq_details(tmp_path):
-    root = write(
+    root = write_tree(
         tmp_path,
         {
             "logseq/config.edn": "{}",
@@ -362,7 +351,7 @@ def test_obsidian_details(tmp_path):
         "See [[Other Note#Packing]] and ![[map.png]]. ^trip-id\n"
         "## Later\n\n%%\na comment\nover lines\n%%\nLast words.\n"
     )
-    root = write(
+    root = write_tree(
         tmp_path,
         {".obsidian/app.json": "{}", ".trash/Old.md": "gone\n", "Trip.md": note, "attachments/map.png": b"\x89PNG"},
     )

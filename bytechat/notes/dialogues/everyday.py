@@ -113,7 +113,7 @@ TOPICS = (
             "No problem!",
             "Glad that helped.",
         ),
-    ),  # fmt: skip
+    ),
     Topic(
         "goodbye",
         (
@@ -128,7 +128,7 @@ TOPICS = (
             "that's all, bye",
         ),
         ("Bye! Have a good day.", "Goodbye! Come back any time.", "See you soon!", "Take care!", "Bye for now!"),
-    ),  # fmt: skip
+    ),
     Topic(
         "good_night",
         ("good night", "good night!", "night night", "off to bed now", "going to sleep, night"),
@@ -153,7 +153,7 @@ TOPICS = (
             "I'm bytechat: not a person, just a small model that looks things up in your notes.",
             "I'm a small assistant called bytechat. I know what your notes say, and not much else.",
         ),
-    ),  # fmt: skip
+    ),
     Topic(
         "what_can_you_do",
         (
@@ -174,7 +174,7 @@ TOPICS = (
             "I look up the notes that match your question and answer from them. Try asking about a page by name.",
             "I can find things in your notes: facts, dates, todos and short summaries of a page.",
         ),
-    ),  # fmt: skip
+    ),
     Topic(
         "feeling_low",
         (
@@ -191,7 +191,7 @@ TOPICS = (
             "Sorry you're feeling like that. Want me to look up your open todos so you can pick an easy one?",
             "I'm sorry. A glass of water and a few minutes away from the screen can help.",
         ),
-    ),  # fmt: skip
+    ),
     Topic(
         "feeling_up",
         (
@@ -202,7 +202,7 @@ TOPICS = (
             "today was a good day",
         ),
         ("That's great to hear!", "Glad to hear it! {offer}", "Nice! Enjoy it.", "Good for you! {offer}"),
-    ),  # fmt: skip
+    ),
     Topic(
         "joke",
         (
@@ -216,7 +216,7 @@ TOPICS = (
             "can you tell jokes?",
         ),
         ("{joke}", "Here's one: {joke}", "Sure! {joke}", "Okay, a short one: {joke}"),
-    ),  # fmt: skip
+    ),
     Topic(
         "compliment",
         (
@@ -230,7 +230,7 @@ TOPICS = (
             "that was quick",
         ),
         ("Thank you!", "Thanks, that's kind of you!", "Glad it helped!", "Thanks! {offer}"),
-    ),  # fmt: skip
+    ),
     Topic(
         "complaint",
         (
@@ -246,7 +246,7 @@ TOPICS = (
             "Sorry! Try naming the page, and I'll look again.",
             "My mistake, sorry. Which part was wrong?",
         ),
-    ),  # fmt: skip
+    ),
     Topic(
         "world",
         (
@@ -271,7 +271,7 @@ TOPICS = (
             "I can't help with that: your notes don't mention it, and I don't know the world beyond them.",
         ),
         refusal=True,
-    ),  # fmt: skip
+    ),
     Topic(
         "recommend",
         (
@@ -285,7 +285,7 @@ TOPICS = (
             "I can't suggest one from outside your notes, and they don't mention any {thing} I could point to.",
         ),
         refusal=True,
-    ),  # fmt: skip
+    ),
 )
 
 JOKES = (

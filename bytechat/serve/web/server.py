@@ -427,8 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         notes, notes_line = open_for_chat(args.notes, reindex=not args.no_reindex)
         print(f"bytechat-serve: {notes_line}", file=sys.stderr)
     app = create_app(engine, settings, notes)
-    if notes is not None and notes.path is not None and not args.no_watch:  # new requests get the new index
-        watch_index(notes, lambda index: setattr(app.state, "notes", index))
+    if notes is not None and notes.path is not None and "source" in notes.meta and not args.no_watch:
+        watch_index(notes, lambda index: setattr(app.state, "notes", index))  # new requests get the new index
         print(f"bytechat-serve: notes: watching {notes.meta['source']} (a changed page is re-indexed)", file=sys.stderr)
     uvicorn.run(
         app,

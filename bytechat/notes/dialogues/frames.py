@@ -37,9 +37,25 @@ STYLE = "value"  # mixed | name | value | value1: measured with tools/copy_lever
 RELATION_KEYS = ("relation", "relationship")
 LIVES_KEYS = ("lives in", "lives", "home town", "hometown")
 WHO_KEYS = (
-    "owner", "author", "lead", "who", "with", "contact", "manager", "host", "teacher", "coach",
-    "partner", "doctor", "mentor", "organiser", "organizer", "editor", "director", "landlord",
-)  # fmt: skip
+    "owner",
+    "author",
+    "lead",
+    "who",
+    "with",
+    "contact",
+    "manager",
+    "host",
+    "teacher",
+    "coach",
+    "partner",
+    "doctor",
+    "mentor",
+    "organiser",
+    "organizer",
+    "editor",
+    "director",
+    "landlord",
+)
 WHERE_KEYS = ("where", "location", "address", "hotel", "venue", "place", "kept", "room", "station", "shop")
 DATE_NOUNS = ("birthday", "deadline", "date", "dates", "due", "anniversary", "appointment", "when")
 DATE_VERBS = {  # past tense as noted -> the question's verb ("When did I buy ...?")

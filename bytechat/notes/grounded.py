@@ -235,7 +235,7 @@ def questions(
 # (answer(): what training taught before issue 29), so the two can be compared in one
 # pipeline (`make sweep SET="grounded.answers=span,quote"`).
 ANSWER_STYLES = ("span", "quote")
-ANSWERS = "span"
+ANSWERS = "span"  # the stage sets it from params.yaml (the shipped value: quote, docs/notes.md)
 
 
 def quoted(block: NoteBlock) -> Said:

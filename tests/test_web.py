@@ -1005,7 +1005,9 @@ def test_floods_and_stalls_get_answers_on_a_real_server_idle_and_while_decoding(
     url, log = real_server
     n = 4 * (REAL_BATCH + REAL_LINE)
     counts = flood(url, n)
-    assert counts["200"] >= REAL_BATCH and counts["503"] >= n - REAL_BATCH - REAL_LINE, counts
+    # every request got a whole 200 or a 503 with Retry-After (flood checks each); how
+    # many 200s depends on how fast replies free their slots, so the bound is loose
+    assert sum(counts.values()) == n and counts["200"] >= REAL_BATCH and counts["503"] >= n // 2, counts
     stall_and_check(url, REAL_HEADER_TIMEOUT_S)
     with httpx.Client(base_url=url, timeout=30) as http, contextlib.ExitStack() as stack:
         readers = []  # kept: a line iterator that is dropped closes its stream

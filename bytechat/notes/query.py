@@ -168,9 +168,6 @@ class Vocabulary:
         self.df = dict(df)
         self._words = list(self.df)
 
-    def __contains__(self, word: str) -> bool:
-        return word in self.df
-
     def is_misspelt_asking(self, term: str) -> bool:
         if term in self.df or term.isdigit():
             return False

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from bytechat.core import paths
-from bytechat.text.chat_format import format_chat
+from bytechat.text.chat_format import format_chat, prompt_budget
 from bytechat.notes import roam
 from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, source_name, source_path
@@ -63,14 +63,12 @@ def notes_budget(block_size: int, messages: Sequence[Mapping[str, str]]) -> int:
     """Bytes the rendered notes may take so that the notes, the system prompt and the
     newest user message fit the prompt budget (3/4 of block_size, as ChatEngine leaves
     the last quarter for the reply). Older turns are what crop_messages drops first."""
-    from bytechat.text.chat_format import prompt_budget as chat_prompt_budget  # the 3/4 rule's one home
-
-    prompt_budget = chat_prompt_budget(block_size)
+    budget = prompt_budget(block_size)  # the 3/4 rule's one home
     system = [m for m in messages[:1] if m["role"] == "system"]
     last = [m for m in messages[-1:] if m["role"] == "user"]
     base = len(format_chat([*system, *last]).encode("utf-8"))
     overhead = 1 if system else len("system: \n")  # the "\n" joining prompt and notes, or a new turn
-    return max(0, prompt_budget - base - overhead)
+    return max(0, budget - base - overhead)
 
 
 def retrieve_for_chat(

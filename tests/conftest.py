@@ -13,6 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # One thread per process: on a 2-core machine, two torch threads competing with another
 # process (a subprocess under test, a DDP peer) run ~10x slower than one.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("BYTECHAT_COMPILE", "0")  # chat and serve compile their decode step (~30 s) unless told not to
 
 import torch  # noqa: E402  (after OMP_NUM_THREADS)
 

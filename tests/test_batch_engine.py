@@ -12,6 +12,7 @@ from bytechat.serve.batch_engine import BatchDecoder, BatchEngine, prompt_bytes
 from bytechat.text.chat_format import STOP_TAGS
 from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig, generate_bytes, prefill, refill
 from bytechat.model import GPT
+from bytechat.model.compiled import DecodeStep
 from bytechat.core.rng import make_generator
 from tests.helpers import model_config, train_chat_model
 
@@ -177,6 +178,23 @@ def test_the_step_gives_the_log_probs_of_decoding_alone(recipe):
     with torch.inference_mode():
         worst = check_steps(model, decoder)
     assert worst <= TOLERANCE
+
+
+@pytest.mark.parametrize(
+    "compile", [False, pytest.param(True, marks=pytest.mark.slow)], ids=["static-eager", "compiled"]
+)
+def test_the_bucketed_static_step_gives_the_log_probs_of_decoding_alone(compile):
+    """The batch on the compiled decode step (model/compiled.py): rows padded up to the
+    next compiled batch size (3 rows run as 4), static shapes, the same log-probabilities
+    as each row decoded alone; the padding rows stay empty."""
+    model = levers_model(block_size=64).use_decode_layout()
+    decoder = BatchDecoder(model, max_batch=4, step=DecodeStep(model, compile=compile))
+    assert decoder.sizes == (1, 2, 4)
+    with torch.inference_mode():
+        worst = check_steps(model, decoder)
+    assert worst <= TOLERANCE
+    assert decoder.cache.lengths[3:].tolist() == [0]  # the row that padded 3 rows to 4
+    assert decoder.step_fn.compiled == compile
 
 
 def check_steps(model: GPT, decoder: BatchDecoder) -> float:

@@ -31,6 +31,7 @@ TINY_PLAN = bench.Plan(
     serve_max_new_tokens=8,
     notes_queries=20,
     notes_pages=30,
+    compile=False,  # compiling costs ~30 s a shape; tests/test_generate.py and test_batch_engine.py compile
 )
 
 NUMBERS = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,7 +78,18 @@ def test_pipe_gives_one_reply_and_exits_0(exported):
     result = chat("hi\n", "--ckpt", str(exported), "--temperature", "0")
     assert result.returncode == 0, result.stderr
     assert result.stdout == "hello\n", "stdout holds the reply only, no prompts or banners"
-    assert "bytechat:" in result.stderr
+    assert "bytechat: decoding eager (not compiled)" in result.stderr  # BYTECHAT_COMPILE=0 (conftest)
+
+
+@pytest.mark.slow
+def test_chat_starts_compiled_and_replies_as_eager(exported):
+    """By default the chat compiles its decode step at start (one line says so and how
+    long it took) and the greedy reply is the eager one's, byte for byte."""
+    result = chat("hi\n", "--ckpt", str(exported), "--temperature", "0", env={"BYTECHAT_COMPILE": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello\n"
+    started = re.search(r"bytechat: decode step compiled in [0-9.]+ s \(batch 1; cache (.*)\)", result.stderr)
+    assert started and started[1].endswith("inductor-cache"), result.stderr
 
 
 def test_commands_through_a_pipe(exported):

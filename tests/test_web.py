@@ -487,10 +487,15 @@ def test_main_with_a_bad_checkpoint_fails_cleanly(tmp_path, capsys):
 
 def test_main_warns_when_reachable_by_others(monkeypatch, capsys, engine):
     calls = {}
-    monkeypatch.setattr(server, "load_engine", lambda ckpt, device, threads: engine)
+    monkeypatch.setattr(
+        server, "load_engine", lambda ckpt, device, threads, compile: calls.update(compile=compile) or engine
+    )
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(kwargs))
     assert server.main(["--host", "0.0.0.0", "--port", "8123"]) == 0
-    assert "no authentication" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no authentication" in err
+    # BYTECHAT_COMPILE=0 (conftest): no compiling, and the start-up line says so
+    assert calls["compile"] is False and "bytechat-serve: decoding eager (not compiled)" in err
     assert calls["host"] == "0.0.0.0" and calls["port"] == 8123
     assert server.main(["--port", "8123"]) == 0
     assert "warning" not in capsys.readouterr().err
@@ -600,7 +605,7 @@ def test_health_says_notes_are_loaded_without_paths(notes_app):
 
 def test_main_loads_the_notes_or_says_why_not(monkeypatch, capsys, engine, tmp_path):
     apps = []
-    monkeypatch.setattr(server, "load_engine", lambda ckpt, device, threads: engine)
+    monkeypatch.setattr(server, "load_engine", lambda ckpt, device, threads, compile: engine)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
     assert server.main(["--notes", str(tmp_path / "missing.sqlite")]) == 0
     err = capsys.readouterr().err
@@ -880,7 +885,7 @@ def test_main_refuses_to_show_the_path_off_loopback(capsys):
 
 def test_main_applies_the_connection_limits(monkeypatch, engine):
     calls = {}
-    monkeypatch.setattr(server, "load_engine", lambda ckpt, device, threads: engine)
+    monkeypatch.setattr(server, "load_engine", lambda ckpt, device, threads, compile: engine)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(kwargs, app=app))
     assert server.main(["--max-connections", "7", "--header-timeout-s", "3"]) == 0
     assert calls["app"].state.settings.max_connections == 7 and calls["h11_max_incomplete_event_size"] == 16 * 1024

@@ -93,10 +93,15 @@ def save_tiny_model(
 
 @contextlib.contextmanager
 def running_server(
-    ckpt: str | Path, *extra_args: str, startup_timeout_s: float = 60.0, log_path: str | Path | None = None
+    ckpt: str | Path,
+    *extra_args: str,
+    startup_timeout_s: float = 60.0,
+    log_path: str | Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Iterator[str]:
     """`python -m bytechat.serve.web.server --ckpt ckpt` on a free port; yields its base URL.
-    The server's output goes to log_path if given (kept after it stops), else a temp file."""
+    The server's output goes to log_path if given (kept after it stops), else a temp file;
+    env is added to this process's environment."""
     port = free_port()
     command = [
         sys.executable,
@@ -110,7 +115,7 @@ def running_server(
         "warning",
         *extra_args,
     ]
-    env = {**os.environ, "BYTECHAT_DEVICE": os.environ.get("BYTECHAT_DEVICE", "cpu")}
+    env = {**os.environ, "BYTECHAT_DEVICE": os.environ.get("BYTECHAT_DEVICE", "cpu"), **(env or {})}
     # A file, not a pipe: a full pipe would block the server.
     with open(log_path, "w+b") if log_path is not None else tempfile.TemporaryFile() as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

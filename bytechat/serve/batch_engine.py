@@ -34,6 +34,7 @@ import torch
 
 from bytechat.core.rng import make_generator
 from bytechat.model import GPT
+from bytechat.model.compiled import DecodeStep, batch_sizes, bucket
 from bytechat.serve.generate import (
     ChatEngine,
     ReplyAssembler,
@@ -105,20 +106,28 @@ class BatchDecoder:
     """The model side: one KVCache whose first n rows hold the batch's sequences.
 
     Rows stay packed (a row that leaves is filled with the last one, move()), so a step
-    is GPT.forward on the cache's first n rows: a view, nothing copied. Call it under
+    is GPT.forward on the cache's first n rows: a view, nothing copied. With a DecodeStep
+    (compiled) a step runs on the first bucket(n) rows instead, static shapes, the rows
+    past n fed a dummy byte and emptied again (they are free). Call it under
     torch.inference_mode() (BatchEngine does, once per thread).
     """
 
-    def __init__(self, model: GPT, max_batch: int) -> None:
+    def __init__(self, model: GPT, max_batch: int, step: DecodeStep | None = None) -> None:
         if max_batch < 1:
             raise ValueError(f"BatchDecoder: max_batch must be >= 1 (got {max_batch})")
-        self.model, self.max_batch = model, max_batch
+        self.model, self.max_batch, self.step_fn = model, max_batch, step
         self.device = model.wte.weight.device
         self.block_size = model.config.block_size
         self.cache = model.new_cache(max_batch)
         # Views made once: the first n rows (a step), and each row alone (a prefill).
         self._first = [self.cache.rows(0, n) for n in range(max_batch + 1)]
         self._row = [self.cache.rows(row, row + 1) for row in range(max_batch)]
+        self.sizes = batch_sizes(max_batch)
+        self._static = {}
+        for size in self.sizes:  # the compiled step's views: the same rows, static shapes
+            self._static[size] = self.cache.rows(0, size)
+            self._static[size].static = True
+        self._idx = torch.zeros((max_batch, 1), dtype=torch.long, device=self.device)
 
     def prefill(self, row: int, window: bytes | bytearray) -> torch.Tensor:
         """Run window (from position 0) alone into row; its last position's log-probabilities (256,)."""
@@ -138,8 +147,16 @@ class BatchDecoder:
         """Feed byte_values[r] to row r (rows 0..n-1, each at its own length); the next
         log-probabilities (n, 256)."""
         n = len(byte_values)
-        idx = torch.tensor(byte_values, dtype=torch.long, device=self.device).view(n, 1)
-        return self.model(idx, cache=self._first[n])[0][:, -1]
+        if self.step_fn is None:
+            idx = torch.tensor(byte_values, dtype=torch.long, device=self.device).view(n, 1)
+            return self.model(idx, cache=self._first[n])[0][:, -1]
+        size = bucket(n, self.sizes)
+        self.cache.lengths[n:size] = 0  # free rows: whatever they held is never read again
+        idx = self._idx[:size]
+        idx[:n, 0] = torch.tensor(byte_values, dtype=torch.long)
+        out = self.step_fn(idx, self._static[size])[:n]
+        self.cache.lengths[n:size] = 0
+        return out
 
 
 class BatchEngine:
@@ -154,7 +171,7 @@ class BatchEngine:
     def __init__(self, engine: ChatEngine, max_batch_size: int = DEFAULT_MAX_BATCH) -> None:
         self.engine = engine
         self.max_batch_size = max_batch_size
-        self.decoder = BatchDecoder(engine.model, max_batch_size)
+        self.decoder = BatchDecoder(engine.model, max_batch_size, engine.step)
         self.block_size = engine.block_size
         self._keep = max(1, self.block_size // 2)
         self._lock = threading.Condition()

@@ -36,6 +36,7 @@ from bytechat.serve.generate import (
     ReplyDone,
     ReplyEvent,
     SamplingConfig,
+    compile_wanted,
     set_decode_threads,
 )
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError
@@ -163,6 +164,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-reindex", action="store_true", help="do not rebuild a stale notes index at start (notes go off instead)"
     )
+    parser.add_argument("--no-compile", action="store_true", help="decode eager (no ~30 s compile at the first start)")
     parser.add_argument(
         "--summary", metavar="PROFILE", help="describe PROFILE's export and how to chat with it, then exit"
     )
@@ -311,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(exc))
     except KeyboardInterrupt:
         return 130
-    engine = ChatEngine(model, info=info)
+    engine = ChatEngine(model, info=info, compile=compile_wanted(args.no_compile))
+    print(f"bytechat: {engine.warm_up()}", file=sys.stderr)
     notes = None
     if not args.no_notes:
         notes, notes_line = open_for_chat(args.notes, reindex=not args.no_reindex)

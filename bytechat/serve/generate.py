@@ -17,14 +17,14 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import torch
 
 from bytechat.core.config import to_dict
 from bytechat.core.rng import make_generator
 from bytechat.model import GPT, KVCache
-from bytechat.model.compiled import DecodeStep
+from bytechat.model.compiled import CACHE_ENV, DecodeStep
 
 # SamplingConfig and NonFiniteLogits are imported from here by the CLI, the server and
 # the evals; GREEDY_BELOW is named here in docs/hardening.md.
@@ -127,6 +127,12 @@ def generate_bytes(
         one.fill_(byte)
         log_probs = step(one, cache)[0] if step is not None else model(one, cache=cache)[0][0, -1]
     return "length"
+
+
+def compile_wanted(no_compile: bool = False) -> bool:
+    """Whether the chat CLI and the server compile their decode step: yes, unless
+    --no-compile or $BYTECHAT_COMPILE == "0" (the tests' setting: compiling costs ~30 s)."""
+    return not no_compile and os.environ.get(COMPILE_ENV, "1") != "0"
 
 
 def set_decode_threads(n: int | None = None) -> int:
@@ -306,8 +312,9 @@ class ChatEngine:
     Takes over the model: puts it in eval mode (and moves it to device, if given) and on
     the CPU stores its weights in the decode layout. info describes where the model came
     from (load_model's info dict); model_info adds params, model_config and device.
-    compile: decode each byte with a compiled step (model/compiled.py; it compiles at the
-    first reply and falls back to eager with one line); None: $BYTECHAT_COMPILE == "1".
+    compile: decode each byte with a compiled step (model/compiled.py; it compiles at
+    warm_up(), else at the first reply, and falls back to eager with one line); None:
+    $BYTECHAT_COMPILE == "1" (the chat CLI and the server compile unless it is "0").
     """
 
     def __init__(
@@ -336,6 +343,18 @@ class ChatEngine:
         if compile is None:
             compile = os.environ.get(COMPILE_ENV, "0") == "1"
         self.step = DecodeStep(model) if compile else None
+
+    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> str:
+        """Compile the decode step now, for these batch sizes (chat: 1; the server: its
+        batch's, compiled.batch_sizes), with a progress bar; the one start-up line that
+        says how the engine decodes."""
+        if self.step is None:
+            return "decoding eager (not compiled)"
+        seconds = self.step.warm_up(batch_sizes)
+        if not self.step.compiled:
+            return "decoding eager (compiling failed, see above)"
+        sizes = ", ".join(str(b) for b in batch_sizes)
+        return f"decode step compiled in {seconds:.1f} s (batch {sizes}; cache {os.environ[CACHE_ENV]})"
 
     def stream_reply(
         self,

@@ -45,6 +45,7 @@ class Plan:
     serve_max_new_tokens: int = 128
     notes_queries: int = 500  # search latency: questions on the example graph
     notes_pages: int = 10000  # synthetic notes folder to index (~2 KB a page), and a tenth of it
+    compile: bool = True  # decode and serve through the compiled step too (False: its static cache, eager)
 
 
 FULL = Plan()

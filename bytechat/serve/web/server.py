@@ -53,7 +53,8 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent
+from bytechat.model.compiled import batch_sizes
+from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, compile_wanted
 from bytechat.notes.index import NotesIndex, NotesIndexError
 from bytechat.notes.watch import watch_index
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
@@ -350,6 +351,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--no-reindex", action="store_true", help="do not rebuild a stale notes index at start (notes go off instead)"
     )
     p.add_argument("--no-watch", action="store_true", help="do not re-index the notes when a page changes")
+    p.add_argument("--no-compile", action="store_true", help="decode eager (no compile at start)")
     return p.parse_args(argv)
 
 
@@ -386,7 +388,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
     )
 
 
-def load_engine(ckpt: str | None, device_name: str | None, threads: int | None = None):
+def load_engine(ckpt: str | None, device_name: str | None, threads: int | None = None, compile: bool = False):
     """The ChatEngine for --ckpt (else the newest export); raises SystemExit(one line)."""
     from bytechat.core.device import get_device
     from bytechat.model.export import ModelLoadError, load_model, newest_export
@@ -403,7 +405,7 @@ def load_engine(ckpt: str | None, device_name: str | None, threads: int | None =
         model, info = load_model(path, device)
     except (ModelLoadError, ValueError) as exc:
         raise SystemExit(str(exc).splitlines()[0]) from None
-    return ChatEngine(model, device, info)
+    return ChatEngine(model, device, info, compile)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -412,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = settings_from_args(args)
-        engine = load_engine(args.ckpt, args.device, args.threads)
+        engine = load_engine(args.ckpt, args.device, args.threads, compile_wanted(args.no_compile))
     except (ValueError, SystemExit) as exc:
         print(f"bytechat-serve: error: {exc}", file=sys.stderr)
         return 2
@@ -422,6 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             f" {args.port} can use the chat; there is no authentication",
             file=sys.stderr,
         )
+    batch = batch_sizes(settings.max_batch_size) if settings.max_batch_size > 0 else (1,)
+    print(f"bytechat-serve: {engine.warm_up(batch)}", file=sys.stderr)
     notes = None
     if not args.no_notes:
         notes, notes_line = open_for_chat(args.notes, reindex=not args.no_reindex)

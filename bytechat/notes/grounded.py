@@ -35,7 +35,7 @@ from typing import Callable, Sequence
 from bytechat.text.chat_format import format_chat, render_transcript
 from bytechat.notes.roam import RoamPage
 from bytechat.notes.blocks import TODO_LINE, NoteBlock, lead_blocks, notes_system_content, render_notes
-from bytechat.notes.dialogues import frames, summary
+from bytechat.notes.dialogues import frames, spans, summary
 from bytechat.notes.dialogues.frames import Said
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.query import query_terms
@@ -234,7 +234,10 @@ def questions(
 # a page (dialogues.summary); "quote" answers with the block quoted whole, page and all
 # (answer(): what training taught before issue 29), so the two can be compared in one
 # pipeline (`make sweep SET="grounded.answers=span,quote"`).
-ANSWER_STYLES = ("span", "quote")
+# "clause" quotes an attribute block only up to the end of its value's first clause
+# (`From [Jonas] Birthday: 14 February`, not the joke after it): the quote's copy, its
+# end where the fact ends; other questions as "quote".
+ANSWER_STYLES = ("span", "quote", "clause")
 ANSWERS = "span"  # the stage sets it from params.yaml (the shipped value: quote, docs/notes.md)
 
 
@@ -242,10 +245,21 @@ def quoted(block: NoteBlock) -> Said:
     return Said(answer(block), (block.text,))
 
 
+def clause_quoted(block: NoteBlock, value: str) -> Said:
+    """The block quoted from its start to the end of value's answering span (the whole
+    block when that is all of it, or the span is not found in it)."""
+    span = spans.value_span(value)
+    end = block.text.find(span) + len(span) if span else -1
+    if end < len(span) or end >= len(block.text.rstrip(".!? ")):
+        return quoted(block)
+    cut = block.text[:end]
+    return Said(f"{ANSWER_PREFIX}[{block.page}] {cut}", (cut,))
+
+
 def page_reply(name: str, picked: Sequence[NoteBlock], block: NoteBlock, rng: random.Random, room: int | None) -> Said:
     """The reply to "tell me about X": a summary of the picked blocks, or (quote) the
     first of them quoted."""
-    if ANSWERS == "quote":
+    if ANSWERS in ("quote", "clause"):
         return quoted(picked[0] if picked else block)
     return summary.summary_reply(name, picked, rng, room)
 
@@ -279,7 +293,9 @@ def ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool = True) -
     by page_dialogue (a summary of the notes shown)."""
     name = title(block.page)
     asked = _ask(slot, block, rng, yes_no, name)
-    if asked is not None and ANSWERS == "quote":
+    if asked is not None and ANSWERS == "clause" and asked.kind == "attribute":
+        return Asked(asked.text, asked.kind, lambda room: clause_quoted(block, slot.answer))
+    if asked is not None and ANSWERS in ("quote", "clause"):
         return Asked(asked.text, asked.kind, lambda room: quoted(block))
     return asked
 

@@ -454,3 +454,17 @@ def test_quote_answers_are_the_block_whole_for_comparison(monkeypatch):
     talks = conversation.Conversations(blocks, lambda q, k: [h.block for h in index.search(q, k)], 3, 512)
     last = [d.messages[-1]["content"] for d in conversation.make(talks, random.Random(1), 30) if d.page]
     assert last and all(reply.startswith(grounded.ANSWER_PREFIX) for reply in last)
+
+
+def test_clause_answers_quote_an_attribute_block_to_the_end_of_its_fact(monkeypatch):
+    """grounded.answers: clause quotes an attribute block from its start to the end of
+    the value's first clause (the aside after it is left out); a block that is all fact,
+    and every other question, gets the quote whole."""
+    pages = [*PAGES, RoamPage("Jonas", "- birthday:: 14 February. Yes, really, he checks.\n")]
+    monkeypatch.setattr(grounded, "ANSWERS", "clause")
+    made = [d for d in make(pages, seed=5, n=300) if d.kind == "attribute"]
+    jonas = [d.messages[-1]["content"] for d in made if d.page == "Jonas"]
+    assert jonas and set(jonas) == {f"{grounded.ANSWER_PREFIX}[Jonas] birthday: 14 February"}, jonas
+    whole = {grounded.answer(b) for b in all_blocks(pages)}
+    others = [d.messages[-1]["content"] for d in made if d.page != "Jonas"]
+    assert others and all(reply in whole for reply in others), others  # "hives: 3" is all fact

@@ -22,7 +22,11 @@ Per set:
     none_near_miss  near misses (the page exists, the fact does not) given no block
     page_coverage   whole-page questions: the share of the page's key facts shown
 
-    .venv/bin/python -m tools.retrieval_quality [--split dev|test|all] [--notes DIR] [--show]
+With --ckpt MODEL (an export folder or a checkpoint) the trained model reranks the
+lexical search's candidates by query likelihood (bytechat.notes.rerank), and each set
+also reports latency_ms_p50 / latency_ms_p99: one question's retrieval, rerank included.
+
+    .venv/bin/python -m tools.retrieval_quality [--split dev|test|all] [--notes DIR] [--ckpt MODEL] [--show]
 
 docs/notes.md ("How retrieval works") has the figures, before and after each change.
 """
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Sequence
@@ -47,9 +52,15 @@ from bytechat.notes.roam import load_pages
 CONTEXT_BYTES = 512
 
 
-def shown(index: NotesIndex, case: Case) -> list[Hit]:
+def shown(index: NotesIndex, case: Case, scorer=None) -> list[Hit]:
+    """The blocks chat shows for case; with scorer (a rerank.QueryLikelihood), reranked."""
     messages = case.messages
-    return retrieve_for_chat(index, messages, budget_bytes=notes_budget(CONTEXT_BYTES, messages))
+    budget = notes_budget(CONTEXT_BYTES, messages)
+    if scorer is None:
+        return retrieve_for_chat(index, messages, budget_bytes=budget)
+    from bytechat.notes.rerank import retrieve_reranked  # torch only when a model is given
+
+    return retrieve_reranked(index, messages, scorer, budget_bytes=budget)
 
 
 def answers(case: Case, hit: Hit) -> bool:
@@ -60,12 +71,14 @@ def _share(values: list[bool]) -> float | None:
     return round(sum(values) / len(values), 3) if values else None
 
 
-def measure(index: NotesIndex, cases: Sequence[Case], show: bool = False) -> dict:
+def measure(index: NotesIndex, cases: Sequence[Case], show: bool = False, scorer=None) -> dict:
     first, found, follow, none, misses = [], [], [], [], Counter()
     refused = {kind: [] for kind in ABSTAINING}
-    pages = []
+    pages, seconds = [], []
     for case in cases:
-        hits = shown(index, case)
+        start = time.perf_counter()
+        hits = shown(index, case, scorer)
+        seconds.append(time.perf_counter() - start)
         if case.kind in ANSWERING:
             first.append(bool(hits) and answers(case, hits[0]))
             found.append(any(answers(case, h) for h in hits))
@@ -82,7 +95,7 @@ def measure(index: NotesIndex, cases: Sequence[Case], show: bool = False) -> dic
                 print(f"  not none ({case.kind}) {case.question!r} -> {[(h.page, h.position) for h in hits]}")
         elif case.kind == "page" and case.facts:
             pages.append(coverage("\n".join(h.text for h in hits), case.facts))
-    return {
+    report = {
         "questions": len(cases),
         "recall_at_1": _share(first),
         "recall_at_3": _share(found),
@@ -93,14 +106,19 @@ def measure(index: NotesIndex, cases: Sequence[Case], show: bool = False) -> dic
         "page_coverage": round(sum(pages) / len(pages), 3) if pages else None,
         "misses": dict(misses),
     }
+    if scorer is not None and seconds:
+        ms = sorted(1000 * s for s in seconds)
+        report["latency_ms_p50"] = round(ms[len(ms) // 2], 1)
+        report["latency_ms_p99"] = round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1)
+    return report
 
 
-def natural(folder: Path, split: str, show: bool) -> dict:
+def natural(folder: Path, split: str, show: bool, scorer=None) -> dict:
     pages = load_pages(folder)
     cases = load_questions(folder / "questions.jsonl", pages)
     with NotesIndex.build(all_blocks(pages)) as index:
         parts = ("dev", "test") if split == "all" else (split,)
-        return {part: measure(index, [c for c in cases if c.split == part], show) for part in parts}
+        return {part: measure(index, [c for c in cases if c.split == part], show, scorer) for part in parts}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -111,7 +129,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", choices=("dev", "test", "all"), default="dev", help="natural sets' part")
     parser.add_argument("--notes", type=Path, help="also a folder of pages with its own questions.jsonl")
     parser.add_argument("--show", action="store_true", help="print every miss")
+    parser.add_argument("--ckpt", type=Path, help="rerank by this model's query likelihood (export or checkpoint)")
     args = parser.parse_args(argv)
+    scorer = None
+    if args.ckpt is not None:
+        from bytechat.model.export import load_model
+        from bytechat.notes.rerank import QueryLikelihood
+
+        scorer = QueryLikelihood(load_model(args.ckpt)[0])
     report = {}
     if (args.splits / "roam_train.jsonl").is_file():
         train = grounded.read_split_pages(args.splits / "roam_train.jsonl")
@@ -124,11 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for seed in range(args.seeds)
                     for c in heldout_cases(pages, args.per_seed, offset + seed, everything)
                 ]
-                report[name] = measure(index, cases, args.show)
-    for part, figures in natural(unseen_notes(), args.split, args.show).items():
+                report[name] = measure(index, cases, args.show, scorer)
+    for part, figures in natural(unseen_notes(), args.split, args.show, scorer).items():
         report[f"natural_{part}"] = figures
     if args.notes:
-        for part, figures in natural(args.notes, args.split, args.show).items():
+        for part, figures in natural(args.notes, args.split, args.show, scorer).items():
             report[f"{args.notes.name}_{part}"] = figures
     print(json.dumps(report, indent=2))
     return 0

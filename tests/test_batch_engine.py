@@ -187,11 +187,16 @@ def test_the_bucketed_static_step_gives_the_log_probs_of_decoding_alone(compile)
     """The batch on the compiled decode step (model/compiled.py): rows padded up to the
     next compiled batch size (3 rows run as 4), static shapes, the same log-probabilities
     as each row decoded alone; the padding rows stay empty."""
+    from torch._dynamo.utils import counters
+
     model = levers_model(block_size=64).use_decode_layout()
     decoder = BatchDecoder(model, max_batch=4, step=DecodeStep(model, compile=compile))
     assert decoder.sizes == (1, 2, 4)
+    decoder.warm_up()  # compiles every size on the decoder's own tensors ...
+    compiled_frames = counters["frames"]["ok"]
     with torch.inference_mode():
         worst = check_steps(model, decoder)
+    assert counters["frames"]["ok"] == compiled_frames, "... so serving compiles nothing more"
     assert worst <= TOLERANCE
     assert decoder.cache.lengths[3:].tolist() == [0]  # the row that padded 3 rows to 4
     assert decoder.step_fn.compiled == compile

@@ -107,10 +107,11 @@ class KVCache:
         self.lengths[dst] = n
 
     def span(self, T: int) -> Span:
-        """Where T new bytes per row go (and check they fit). A `static` cache always
-        attends over all block_size positions, masked, and reads no length into Python:
-        every step has the same shapes (for a compiled decode step; no bounds check)."""
-        if self.static:
+        """Where T new bytes per row go (and check they fit). A `static` cache decoding
+        one byte per row attends over all block_size positions, masked, and reads no
+        length into Python: every step has the same shapes (for a compiled decode step;
+        no bounds check). Its prefills (T > 1, eager) take the usual path."""
+        if self.static and T == 1:
             pos = self.lengths.to(self.device).unsqueeze(1) + torch.arange(T, device=self.device)
             mask = torch.arange(self.capacity, device=self.device) <= pos.unsqueeze(-1)
             return Span(pos, self.capacity, None, False, mask.unsqueeze(1))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -77,14 +77,22 @@ class DecodeStep:
         return cache
 
     @torch.inference_mode()
-    def warm_up(self, sizes: Sequence[int] = (1,), progress: bool = True) -> float:
+    def warm_up(
+        self, sizes: Sequence[int] = (1,), run: Callable[[int], object] | None = None, progress: bool = True
+    ) -> float:
         """Compile now, for each batch size in sizes, rather than at the first reply;
-        the seconds it took (0 when eager; stops early if compiling fails)."""
+        the seconds it took (0 when eager; stops early if compiling fails). run(size)
+        takes one step of that size on the tensors decoding will use (the batch engine's
+        own cache: a fresh cache's tensors, made in inference mode, would not pass the
+        compiled code's guards there); default: a step on a fresh cache, as
+        generate_bytes decodes."""
         if not self.compiled:
             return 0.0
+        device = self.model.wte.weight.device
+        run = run or (lambda size: self(torch.zeros((size, 1), dtype=torch.long, device=device), self.new_cache(size)))
         start = time.perf_counter()
         for size in tqdm(sizes, desc="compiling the decode step", unit="shape", disable=not progress, leave=False):
-            self(torch.zeros((size, 1), dtype=torch.long, device=self.model.wte.weight.device), self.new_cache(size))
+            run(size)
             if not self.compiled:
                 break
         return time.perf_counter() - start
@@ -105,3 +113,13 @@ class DecodeStep:
                 )
                 self.compiled, self._step = False, self._forward
         return self._step(idx, cache)
+
+
+def start_line(step: DecodeStep | None, seconds: float, sizes: Sequence[int]) -> str:
+    """The one start-up line of chat and serve: how they decode, and what compiling took."""
+    if step is None:
+        return "decoding eager (not compiled)"
+    if not step.compiled:
+        return "decoding eager (compiling failed, see above)"
+    batch = ", ".join(str(b) for b in sizes)
+    return f"decode step compiled in {seconds:.1f} s (batch {batch}; cache {os.environ[CACHE_ENV]})"

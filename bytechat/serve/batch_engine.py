@@ -34,7 +34,7 @@ import torch
 
 from bytechat.core.rng import make_generator
 from bytechat.model import GPT
-from bytechat.model.compiled import DecodeStep, batch_sizes, bucket
+from bytechat.model.compiled import DecodeStep, batch_sizes, bucket, start_line
 from bytechat.serve.generate import (
     ChatEngine,
     ReplyAssembler,
@@ -143,6 +143,15 @@ class BatchDecoder:
     def move(self, src: int, dst: int) -> None:
         self.cache.move_row(src, dst)
 
+    def warm_up(self) -> float:
+        """Compile the step for every batch size now, on this cache (emptied after); seconds."""
+        if self.step_fn is None:
+            return 0.0
+        with torch.inference_mode():  # as the stepping thread runs
+            seconds = self.step_fn.warm_up(self.sizes, run=lambda size: self.step([0] * size))
+            self.cache.lengths.zero_()
+        return seconds
+
     def step(self, byte_values: list[int]) -> torch.Tensor:
         """Feed byte_values[r] to row r (rows 0..n-1, each at its own length); the next
         log-probabilities (n, 256)."""
@@ -182,6 +191,11 @@ class BatchEngine:
         # Called by the stepping thread after each step (and after the last events at
         # close): a caller that buffers events can hand them on together, once per step.
         self.after_step: Callable[[], None] | None = None
+
+    def warm_up(self) -> str:
+        """Compile the decode step for the batch's sizes (before the first request); the
+        start-up line (see ChatEngine.warm_up)."""
+        return start_line(self.decoder.step_fn, self.decoder.warm_up(), self.decoder.sizes)
 
     # ---- any thread
 

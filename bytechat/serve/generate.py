@@ -17,14 +17,14 @@ import os
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 
 from bytechat.core.config import to_dict
 from bytechat.core.rng import make_generator
 from bytechat.model import GPT, KVCache
-from bytechat.model.compiled import CACHE_ENV, DecodeStep
+from bytechat.model.compiled import DecodeStep, start_line
 
 # SamplingConfig and NonFiniteLogits are imported from here by the CLI, the server and
 # the evals; GREEDY_BELOW is named here in docs/hardening.md.
@@ -344,17 +344,11 @@ class ChatEngine:
             compile = os.environ.get(COMPILE_ENV, "0") == "1"
         self.step = DecodeStep(model) if compile else None
 
-    def warm_up(self, batch_sizes: Sequence[int] = (1,)) -> str:
-        """Compile the decode step now, for these batch sizes (chat: 1; the server: its
-        batch's, compiled.batch_sizes), with a progress bar; the one start-up line that
-        says how the engine decodes."""
-        if self.step is None:
-            return "decoding eager (not compiled)"
-        seconds = self.step.warm_up(batch_sizes)
-        if not self.step.compiled:
-            return "decoding eager (compiling failed, see above)"
-        sizes = ", ".join(str(b) for b in batch_sizes)
-        return f"decode step compiled in {seconds:.1f} s (batch {sizes}; cache {os.environ[CACHE_ENV]})"
+    def warm_up(self) -> str:
+        """Compile the decode step of a reply decoded alone now, with a progress bar; the
+        one start-up line that says how the engine decodes (BatchEngine.warm_up: batched)."""
+        seconds = self.step.warm_up((1,)) if self.step is not None else 0.0
+        return start_line(self.step, seconds, (1,))
 
     def stream_reply(
         self,

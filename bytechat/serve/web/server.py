@@ -53,7 +53,6 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bytechat.model.compiled import batch_sizes
 from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, compile_wanted
 from bytechat.notes.index import NotesIndex, NotesIndexError
 from bytechat.notes.watch import watch_index
@@ -424,13 +423,12 @@ def main(argv: list[str] | None = None) -> int:
             f" {args.port} can use the chat; there is no authentication",
             file=sys.stderr,
         )
-    batch = batch_sizes(settings.max_batch_size) if settings.max_batch_size > 0 else (1,)
-    print(f"bytechat-serve: {engine.warm_up(batch)}", file=sys.stderr)
     notes = None
     if not args.no_notes:
         notes, notes_line = open_for_chat(args.notes, reindex=not args.no_reindex)
         print(f"bytechat-serve: {notes_line}", file=sys.stderr)
     app = create_app(engine, settings, notes)
+    print(f"bytechat-serve: {app.state.workers.warm_up()}", file=sys.stderr)
     if notes is not None and notes.path is not None and "source" in notes.meta and not args.no_watch:
         watch_index(notes, lambda index: setattr(app.state, "notes", index))  # new requests get the new index
         print(f"bytechat-serve: notes: watching {notes.meta['source']} (a changed page is re-indexed)", file=sys.stderr)

@@ -242,6 +242,10 @@ class ReplyWorkers(_Admission):
         self._pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="bytechat-reply")
         self._running = 0
 
+    def warm_up(self) -> str:
+        """Compile the engine's decode step now; the start-up line."""
+        return self.engine.warm_up() if hasattr(self.engine, "warm_up") else "decoding eager (not compiled)"
+
     def start(self, work: ChatJob) -> ReplyJob:
         """Admit a job (or raise ServerBusy); call from the event loop."""
         return self._admit(work)
@@ -336,6 +340,10 @@ class BatchedReplies(_Admission):
         # wake-up per event cost the loop more than the step itself at 16 replies).
         self._outbox: list[tuple[ReplyJob, JobEvent]] = []
         self.batch.after_step = self._flush
+
+    def warm_up(self) -> str:
+        """Compile the batch's decode step for each of its sizes now; the start-up line."""
+        return self.batch.warm_up()
 
     def start(self, work: ChatJob) -> ReplyJob:
         """Admit a job (or raise ServerBusy); call from the event loop."""

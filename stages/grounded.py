@@ -1,6 +1,7 @@
 """Stage `grounded`: dialogues that answer questions from retrieved notes (bytechat/notes/grounded.py).
 
-    train.jsonl  about the roam TRAIN pages (retrieval over train pages only) and about
+    train.jsonl  about the roam TRAIN pages (retrieval over train pages only; at most
+                 grounded.dialogues_per_block single questions per train block) and about
                  synthetic pages (random facts, so only copying from the prompt answers them):
                  single-turn questions, conversations and small talk (bytechat/notes/dialogues)
     val.jsonl    about the roam VALIDATION pages (retrieval over validation pages only)
@@ -66,6 +67,12 @@ def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: 
     ]
 
 
+def roam_dialogues(cfg: GroundedConfig, train_pages: list[RoamPage]) -> int:
+    """How many single questions about the roam train pages: roam_dialogues, at most
+    dialogues_per_block for each of their blocks."""
+    return min(cfg.roam_dialogues, cfg.dialogues_per_block * len(all_blocks(train_pages)))
+
+
 def main() -> int:
     try:
         params = load_params()
@@ -80,10 +87,11 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     synthetic_seed = seed + SeedOffset.GROUNDED_SYNTHETIC  # one rng per part
+    roam_n = roam_dialogues(cfg, train_pages)
     jobs = [
         (
             "roam_train",
-            lambda: part(train_pages, cfg.roam_dialogues, cfg, seed + SeedOffset.GROUNDED_ROAM_TRAIN, "roam"),
+            lambda: part(train_pages, roam_n, cfg, seed + SeedOffset.GROUNDED_ROAM_TRAIN, "roam"),
         ),
         (
             "synthetic",

@@ -240,7 +240,9 @@ def test_grounded_stage_never_uses_validation_pages(tmp_path):
     params = params.replace("synthetic_pages: 3000", "synthetic_pages: 50").replace(
         "synthetic_dialogues: 12000", "synthetic_dialogues: 300"
     )
-    (work / "params.yaml").write_text(params.replace("roam_dialogues: 4000", "roam_dialogues: 1500"))
+    # 2 dialogues per train block at most: the cap binds (the example graph's train blocks
+    # would get all 10,000 at the shipped 15)
+    (work / "params.yaml").write_text(re.sub(r"dialogues_per_block: \d+", "dialogues_per_block: 2", params))
     env = {"BYTECHAT_ROOT": str(work), "PATH": "/usr/bin:/bin", "HF_DATASETS_OFFLINE": "1"}
     for stage in ("split", "grounded"):
         subprocess.run([sys.executable, f"stages/{stage}.py"], cwd=work, env=env, check=True, capture_output=True)
@@ -255,6 +257,10 @@ def test_grounded_stage_never_uses_validation_pages(tmp_path):
     for page in val_pages:  # not even as a distractor
         assert not any(f"[{page}]" in r["text"] for r in train), page
     assert {r["page"] for r in train if r["source"] == "roam" and r["page"]} <= train_pages
+    summary = json.loads((out / "summary.json").read_text())
+    blocks = len(all_blocks(grounded.read_split_pages(work / "artifacts" / "splits" / "roam_train.jsonl")))
+    single = 2 * blocks  # then a quarter as many conversations and a tenth as much small talk
+    assert 0 < summary["roam_train"] <= round(single * 1.35) + 2 < 10000, (summary, blocks)
     first = (out / "train.jsonl").read_bytes()
     subprocess.run([sys.executable, "stages/grounded.py"], cwd=work, env=env, check=True, capture_output=True)
     assert (out / "train.jsonl").read_bytes() == first  # deterministic

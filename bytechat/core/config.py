@@ -215,6 +215,9 @@ class GroundedConfig:
     """The grounded dialogues stage (bytechat/notes/grounded.py, stages/grounded.py)."""
 
     roam_dialogues: NonNegative  # about the person's roam train pages
+    # ... at most this many per train block: asked about a small graph thousands of times,
+    # the model learns its answers by heart instead of reading them off the notes
+    dialogues_per_block: Annotated[StrictInt, Field(ge=1)]
     synthetic_pages: NonNegative  # random pages nobody can memorise (bytechat/notes/synthetic.py)
     synthetic_dialogues: NonNegative  # about those
     val_dialogues: NonNegative  # about the roam validation pages (grounded_val, and eval)

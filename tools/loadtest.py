@@ -242,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             clients = max(args.sweep) if args.sweep else args.concurrency
             waiting = args.server_max_waiting if args.server_max_waiting is not None else max(64, clients)
             server_args = [
+                "--no-compile",  # the HTTP layer under load, not the decode step (and no cold compile to wait for)
                 "--max-waiting",
                 str(waiting),
                 "--max-new-tokens",

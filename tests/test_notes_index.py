@@ -574,6 +574,25 @@ def test_a_pronoun_follow_up_keeps_the_topic_and_a_new_topic_does_not(index):
     assert retrieve_for_chat(index, closed) == []
 
 
+def test_a_pronoun_follow_up_puts_the_person_asked_about_first(tmp_path):
+    """After "who is Ines?", "when did she start?" gets Ines's dated block, not the pages
+    whose blocks say "started" (they match the follow-up's own word better)."""
+    graph = write_graph(
+        tmp_path / "n",
+        {
+            "Ines.md": "- relation: my landlady since June 2024\n- Lives downstairs with two cats\n",
+            "Pottery.md": "- started: January 2026, Tuesday evenings\n",
+            "Choir.md": "- started: autumn 2025 with the altos\n",
+        },
+    )
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        first = [{"role": "user", "content": "who is Ines?"}, {"role": "assistant", "content": "Your landlady."}]
+        hits = retrieve_for_chat(idx, [*first, {"role": "user", "content": "when did she start?"}])
+        assert hits and hits[0].page == "Ines" and "June 2024" in hits[0].text, [(h.page, h.text) for h in hits]
+        alone = idx.search("when did the pottery course start?", k=1)  # no pronoun: the words decide
+        assert alone and alone[0].page == "Pottery"
+
+
 def test_a_when_question_prefers_the_block_with_a_date(tmp_path):
     graph = write_graph(
         tmp_path / "n",

@@ -115,11 +115,17 @@ class Search:
                 fused = fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, [r for r in fused if kind.search(r[2])])])
             ids = [row[0] for row in fused]
             evidence = self._evidence(base if own else self.topic_words(topic[0]) or base, near, ids)
+            about = set()  # blocks about what the pronoun points back at
             if own and topic and refers_back(query):  # "where does he work?": the topic's blocks count
                 asked = [t for t in self.topic_words(topic[0]) if t not in own]
                 for rowid, value in self._evidence(asked, near, ids).items():
                     evidence[rowid] = max(evidence[rowid], value)
+                    if value >= EVIDENCE:
+                        about.add(rowid)
         kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
+        # "when did she start?" after "who is Priya?": Priya's blocks first, before other
+        # pages that say "started" (the pronoun names whom the question is about).
+        kept = [row for row in kept if row[0] in about] + [row for row in kept if row[0] not in about]
         return self._with_origin(kept[:k])
 
     def _with_origin(self, rows: list[tuple]) -> list[Hit]:

@@ -24,8 +24,8 @@ from typing import Annotated, Any, Literal
 import pydantic
 import yaml
 from pydantic import AfterValidator, Field, StrictBool, StrictFloat, StrictInt, StrictStr, ValidationError
-from pydantic.fields import FieldInfo
 
+from bytechat.core.config_errors import Invalid, one_line, require
 from bytechat.text.tokenizer import VOCAB_SIZE
 
 SOURCES = ("wiki", "roam", "primer", "grounded")
@@ -38,20 +38,6 @@ OPTIMIZERS = typing.get_args(Optimizer)
 
 class ConfigError(ValueError):
     """params.yaml (or a checkpoint's config) does not describe a valid configuration."""
-
-
-class _Invalid(ValueError):
-    """Raised by a validator: `key` (dotted, relative to where pydantic reports the error;
-    "" for that place itself) has `problem`."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"{key}: {problem}" if key else problem)
-        self.key, self.problem = key, problem
-
-
-def _require(ok: bool, key: str, problem: str) -> None:
-    if not ok:
-        raise _Invalid(key, problem)
 
 
 def _config(cls=None, **kwargs):
@@ -69,7 +55,7 @@ def _config(cls=None, **kwargs):
             try:
                 init(self, *args, **values)
             except ValidationError as exc:
-                raise ConfigError(_one_line(exc, cls)) from None
+                raise ConfigError(one_line(exc, cls)) from None
 
         cls.__init__ = __init__
         return cls
@@ -107,7 +93,7 @@ def check_probabilities(p: dict[str, float], key: str, sources: tuple[str, ...] 
 def _valid_mix(p: dict[str, float]) -> dict[str, float]:
     problem = _mix_problem(p, SOURCES)
     if problem is not None:
-        raise _Invalid(*problem)
+        raise Invalid(*problem)
     return p
 
 
@@ -141,8 +127,8 @@ class ModelConfig:
 
     @pydantic.model_validator(mode="after")
     def _heads(self):
-        _require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")
-        _require((self.n_embd // self.n_head) % 2 == 0, "n_head", "head dim (n_embd / n_head) must be even for RoPE")
+        require(self.n_embd % self.n_head == 0, "n_embd", "must be divisible by n_head")
+        require((self.n_embd // self.n_head) % 2 == 0, "n_head", "head dim (n_embd / n_head) must be even for RoPE")
         return self
 
     @property
@@ -183,8 +169,8 @@ class TrainConfig:
 
     @pydantic.model_validator(mode="after")
     def _consistent(self):
-        _require(self.batch_size % self.grad_accum == 0, "batch_size", "must be divisible by grad_accum")
-        _require(self.min_lr <= self.lr, "min_lr", f"must be <= lr ({self.lr:g}), got {self.min_lr:g}")
+        require(self.batch_size % self.grad_accum == 0, "batch_size", "must be divisible by grad_accum")
+        require(self.min_lr <= self.lr, "min_lr", f"must be <= lr ({self.lr:g}), got {self.min_lr:g}")
         return self
 
 
@@ -272,7 +258,7 @@ def _refuse(keys: tuple[str, ...], problem: str):
     def check(raw: Any) -> Any:
         for key in keys:
             if isinstance(raw, dict) and key in raw:
-                raise _Invalid(key, problem)
+                raise Invalid(key, problem)
         return raw
 
     return pydantic.BeforeValidator(check)
@@ -297,92 +283,6 @@ class _ParamsFile:
     notes: NotesConfig = Field(default_factory=NotesConfig)
 
 
-# ---------------------------------------------------------------- errors in one line
-
-_EXPECTED = {
-    "int_type": "int",
-    "float_type": "float",
-    "bool_type": "bool",
-    "string_type": "str",
-    "dict_type": "a mapping",
-    "dataclass_type": "a mapping",
-}
-_UNKNOWN = ("unexpected_keyword_argument", "extra_forbidden")
-_BOUNDS = {"gt": "> ", "ge": ">= ", "lt": "< ", "le": "<= "}
-
-
-def _field_at(root: Any, loc: tuple) -> tuple[Any, FieldInfo | None]:
-    """(the type, the pydantic field) at loc below root: dataclass fields by name, dict
-    values by any key. (None, None) where loc leads nowhere known."""
-    tp, info = root, None
-    for part in loc:
-        while typing.get_origin(tp) is Annotated:
-            tp = typing.get_args(tp)[0]
-        fields = getattr(tp, "__pydantic_fields__", None)
-        if fields is not None and part in fields:
-            info = fields[part]
-            tp = info.annotation
-        elif typing.get_origin(tp) is dict:
-            tp, info = typing.get_args(tp)[1], None
-        else:
-            return None, None
-    while typing.get_origin(tp) is Annotated:
-        tp = typing.get_args(tp)[0]
-    return tp, info
-
-
-def _range(info: FieldInfo | None) -> str:
-    """A field's bounds as text: "> 0", "in [0, 1)"."""
-    found = {}
-    for constraint in info.metadata if info else ():
-        for name in _BOUNDS:
-            if isinstance(getattr(constraint, name, None), (int, float)):
-                found[name] = getattr(constraint, name)
-    lo = next(((name, found[name]) for name in ("gt", "ge") if name in found), None)
-    hi = next(((name, found[name]) for name in ("lt", "le") if name in found), None)
-    if lo and hi:
-        return f"in {'(' if lo[0] == 'gt' else '['}{lo[1]:g}, {hi[1]:g}{')' if hi[0] == 'lt' else ']'}"
-    return " and ".join(f"{_BOUNDS[name]}{value:g}" for name, value in found.items()) or "in range"
-
-
-def _describe(error: dict, root: Any) -> tuple[tuple, str]:
-    """(dotted path parts, problem) of one pydantic error."""
-    loc = tuple(part for part in error["loc"] if part != "[key]")
-    kind, value, ctx = error["type"], error.get("input"), error.get("ctx") or {}
-    got = f"got {type(value).__name__} {value!r}"
-    if kind == "missing":
-        return loc, "missing key"
-    if kind in _UNKNOWN:
-        known = getattr(_field_at(root, loc[:-1])[0], "__pydantic_fields__", {})
-        return loc, f"unknown key (known: {', '.join(known)})"
-    if kind in _EXPECTED:
-        return loc, f"expected {_EXPECTED[kind]}, {got}"
-    if kind == "literal_error":
-        return loc, f"expected {ctx['expected']}, {got}"
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        info = _field_at(root, loc)[1]
-        hint = f" ({info.description})" if info is not None and info.description else ""
-        return loc, f"must be {_range(info)}, got {value!r}{hint}"
-    if kind == "finite_number":
-        return loc, f"must be a finite number, got {value!r}"
-    if kind == "too_short":
-        return loc, f"needs at least {ctx['min_length']} entry, got {ctx.get('actual_length')}"
-    cause = ctx.get("error")
-    if isinstance(cause, _Invalid):
-        return loc + tuple(cause.key.split(".") if cause.key else ()), cause.problem
-    return loc, error["msg"]
-
-
-def _one_line(exc: ValidationError, root: Any, key: str = "") -> str:
-    """The first of pydantic's errors (unknown keys first) as "dotted.key: problem"; key
-    is prepended to the path."""
-    errors = sorted(exc.errors(), key=lambda e: e["type"] not in _UNKNOWN)
-    loc, problem = _describe(errors[0], root)
-    path = ".".join(str(part) for part in ((key,) if key else ()) + loc) or "top level"
-    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
-    return f"{path}: {problem}{more}"
-
-
 @functools.cache
 def _adapter(tp: Any) -> pydantic.TypeAdapter:
     return pydantic.TypeAdapter(tp)
@@ -392,7 +292,7 @@ def _validate(tp: Any, raw: Any, key: str = ""):
     try:
         return _adapter(tp).validate_python(raw)
     except ValidationError as exc:
-        raise ConfigError(_one_line(exc, tp, key)) from None
+        raise ConfigError(one_line(exc, tp, key)) from None
 
 
 # What a model_config or train_config saved before these keys were required (an older

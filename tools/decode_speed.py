@@ -4,6 +4,7 @@ where its time goes."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import statistics
 import time
@@ -14,6 +15,7 @@ from bytechat.serve.generate import SamplingConfig, generate_bytes
 from bytechat.model import GPT
 from bytechat.model.compiled import DecodeStep
 from bytechat.core.rng import make_generator
+from tools.bench.common import torch_threads
 
 
 def decode_speed(
@@ -24,6 +26,7 @@ def decode_speed(
     threads: int | None = 1,
     compiled: bool | None = None,
     repeats: int = 1,
+    trace: contextlib.AbstractContextManager | None = None,
 ) -> float:
     """Bytes per second of batch-1 decoding with the default sampling, prefill excluded
     (the median of `repeats` timed replies).
@@ -34,41 +37,37 @@ def decode_speed(
     threads (None: leave torch's setting alone); the thread count is restored after.
     compiled: through the decode step of bytechat/model/compiled.py, compiled (True,
     before the clock starts) or eager on its static cache (False); None: GPT.forward on
-    a growing cache, as ChatEngine decodes without compiling.
+    a growing cache, as ChatEngine decodes without compiling. trace (a torch.profiler
+    profile, say) is entered around the timed replies only, after any compiling.
     """
     block = model.config.block_size
     prompt_len = max(1, min(context, block) - n)
     prompt = bytes(32 + (i * 37) % 95 for i in range(prompt_len))  # printable ASCII
     model = copy.deepcopy(model).eval().use_decode_layout()
-    previous_threads = torch.get_num_threads()
-    try:
-        if threads is not None:
-            torch.set_num_threads(threads)
+    with torch_threads(threads):
         sampling = SamplingConfig(max_new_bytes=n + 1)
         step = DecodeStep(model, compile=compiled) if compiled is not None else None
         if step is not None:  # compile outside the timed part (one short run)
             for _ in generate_bytes(model, prompt, SamplingConfig(max_new_bytes=2), make_generator(0), step=step):
                 pass
         rates = []
-        for _ in range(repeats):
-            gen = generate_bytes(model, prompt, sampling, make_generator(0), use_cache=use_cache, step=step)
-            next(gen)  # prefill and the first byte: not part of the per-byte rate
-            start = time.perf_counter()
-            count = sum(1 for _ in gen)
-            rates.append(count / (time.perf_counter() - start))
+        with trace or contextlib.nullcontext():
+            for _ in range(repeats):
+                gen = generate_bytes(model, prompt, sampling, make_generator(0), use_cache=use_cache, step=step)
+                next(gen)  # prefill and the first byte: not part of the per-byte rate
+                start = time.perf_counter()
+                count = sum(1 for _ in gen)
+                rates.append(count / (time.perf_counter() - start))
         return statistics.median(rates)
-    finally:
-        torch.set_num_threads(previous_threads)
 
 
 def profile_table(model: GPT, context: int = 256, n: int = 64, compiled: bool | None = None, top: int = 15) -> str:
     """torch.profiler's top ops (by self CPU time) while decoding n bytes at batch 1, one
-    thread: where a decoded byte's time goes (docs/performance.md)."""
+    thread, compiling left out: where a decoded byte's time goes (docs/performance.md)."""
     from torch.profiler import ProfilerActivity, profile
 
-    decode_speed(model, context, 4, True, 1, compiled)  # compile (and warm up) before profiling
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        decode_speed(model, context, n, True, 1, compiled)
+    prof = profile(activities=[ProfilerActivity.CPU])
+    decode_speed(model, context, n, True, 1, compiled, trace=prof)
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top)
 
 

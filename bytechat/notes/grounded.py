@@ -249,8 +249,9 @@ def clause_quoted(block: NoteBlock, value: str) -> Said:
     """The block quoted from its start to the end of value's answering span (the whole
     block when that is all of it, or the span is not found in it)."""
     span = spans.value_span(value)
-    end = block.text.find(span) + len(span) if span else -1
-    if end < len(span) or end >= len(block.text.rstrip(".!? ")):
+    at = block.text.find(span) if span else -1
+    end = at + len(span)
+    if at < 0 or end >= len(block.text.rstrip(".!? ")):
         return quoted(block)
     cut = block.text[:end]
     return Said(f"{ANSWER_PREFIX}[{block.page}] {cut}", (cut,))

@@ -19,21 +19,10 @@ CANDIDATES blocks (its first k in today's order, then the rest), the model score
 and the k best that fit the notes budget are shown. Without a model, chat calls
 retrieve_for_chat and nothing here runs.
 
-Chosen on the dev sets only (natural_dev and the held-out phrasings, with the smoke
-model; measured by `python -m tools.retrieval_quality --ckpt`): CANDIDATES and PROMOTE
-from 5 or 10 x 2 to 10 nats (recall@1 is flat from 3 to 10 nats; 5 is its middle);
-promoting beat fusing the model's order as another RRF list (weights 0.5 to 2), which
-moved natural_dev recall@1 by -3 to +2 points. MARGIN (abstain when
-no candidate reaches it) stays off: near misses score as high as answerable questions
-(the block holds the question's words, which the copy head predicts), and every margin
-tried (-2, 0, 2 nats; -0.1 to 0.05 nats per question byte) cost more than it gave:
-false "none found" up 1 to 13 points for at most 8 points more uncovered questions
-refused on the held-out phrasings and none more on natural_dev.
-
-Measured once at the end with those choices (smoke model, 0.84M parameters): recall@1
-natural_dev 0.62 -> 0.65 and held-out phrasings 0.84 / 0.83 -> 0.87 / 0.84, but
-natural_test 0.50 -> 0.48 and the new user's test set 0.53 -> 0.53: at this model size
-the gain does not carry over, so chat does not use it (retrieve_for_chat is unchanged).
+CANDIDATES, PROMOTE and MARGIN (off) were chosen on the dev sets only (natural_dev and
+the held-out phrasings, with the smoke model; `python -m tools.retrieval_quality --ckpt`);
+what they measured, and why chat does not use this, is in docs/notes.md ("Query
+likelihood with the trained model").
 """
 
 from __future__ import annotations
@@ -50,9 +39,8 @@ from bytechat.text.chat_format import escape_content, render_transcript
 CANDIDATES = 10  # lexical candidates the model scores
 PROMOTE = 5.0  # nats of PMI by which a candidate must beat the lexical first to go first
 MARGIN = None  # nats of PMI the best candidate needs, else no hits (None: never abstain)
-# Rows per forward, sorted by length so that little is padding: 4 took 74 ms a question
-# (p50, one CPU thread, natural_dev) where one batch of all 11 rows took 96 and one row
-# per forward 80.
+# Rows per forward, sorted by length so that little is padding (4 was the fastest
+# measured, docs/notes.md).
 GROUP_ROWS = 4
 
 

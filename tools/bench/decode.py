@@ -7,13 +7,12 @@ KV cache against full recomputation; the time to first byte for a 1 KB prompt (a
 from __future__ import annotations
 
 import copy
-import statistics
 from dataclasses import asdict
 
 import torch
 from tqdm.auto import tqdm
 
-from tools.bench.common import Context, fmt, median_time, table
+from tools.bench.common import Context, fmt, median_time, table, torch_threads
 
 TARGET_KV_RATIO = 6.0  # KV-cache decoding over full recomputation (train profile)
 TARGET_KV_BPS = 300.0  # KV-cache decoding bytes/s at batch 1, eager (train profile)
@@ -78,18 +77,15 @@ def run(ctx: Context) -> dict:
     prompt = bytes(32 + (i * 37) % 95 for i in range(1024))
     sampling = SamplingConfig(max_new_tokens=1)
     ttfb = {}
-    previous = torch.get_num_threads()
-    try:
-        if one is not None:
-            torch.set_num_threads(one)
+    with torch_threads(one):
         for path, with_step in (("eager", None), ("compiled", step)):
             ttfb[path] = median_time(
-                lambda: next(generate_bytes(chat_model, prompt, sampling, make_generator(0), step=with_step)),
+                lambda with_step=with_step: next(
+                    generate_bytes(chat_model, prompt, sampling, make_generator(0), step=with_step)
+                ),
                 plan.ttfb_repeats,
                 device,
             )
-    finally:
-        torch.set_num_threads(previous)
     bar.update()
     bar.close()
 

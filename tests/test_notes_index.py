@@ -608,6 +608,83 @@ def test_a_whole_page_question_gets_the_page_from_the_top(index):
     assert [(h.page, h.position) for h in hits] == [("Bees", 0), ("Bees", 1), ("Bees", 2)]
 
 
+def test_an_inflected_way_of_asking_is_not_a_topic(tmp_path):
+    graph = write_graph(
+        tmp_path / "n", {"Study.md": "- Desk lamp: brass\n", "Log.md": "- Jonas kept mentioning his new bike\n"}
+    )
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        assert idx.topic_words("any note mentioning the lamp?") == ["lamp"]
+        assert [h.page for h in idx.search("any note mentioning the lamp?")] == ["Study"]
+    assert query_terms("how old is Ines's son?") == ["ines", "son"]  # "how old" asks for a number
+    assert query_terms("how old is my old bike?") == ["old", "bike"]
+
+
+def test_a_common_word_is_meant_as_typed(tmp_path):
+    """A common word ("key") is not a misspelt "hey", and "pension" is not a typo of "tension"."""
+    graph = write_graph(tmp_path / "n", {"Le Guin.md": "- Quiet books, a lot of tension.\n"})
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        assert idx.topic_words("where's the spare key?") == ["spare", "key"]
+        assert idx.search("have I got anything on my pension number?") == []
+        assert idx.search("any quiet books with tenson?")[0].page == "Le Guin"  # a real typo still is one
+
+
+def test_a_compound_finds_the_two_words_the_notes_write(tmp_path):
+    graph = write_graph(tmp_path / "n", {"Book Club.md": "- host: Ana\n- meets: first Thursday, 19:30\n"})
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        assert idx.search("wen does bookclub meet")[0].text.startswith("meets")
+
+
+def test_a_fact_question_naming_a_page_gets_the_block_that_answers_first(tmp_path):
+    graph = write_graph(
+        tmp_path / "n",
+        {
+            "Honey Granola.md": "- makes: one big jar\n- oven: 160 °C\n- Wet\n  - 4 tbsp honey, warmed\n",
+            "Move.md": "- date: 3 May\n- van: the big one\n- TODO book the van\n",
+            "Balcony.md": "- pots: 4, on the left\n- sun: from 14:00\n- watering: every second day\n",
+        },
+    )
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        assert "4 tbsp honey" in idx.search("how much honny in the granola?")[0].text
+        assert idx.search("what do I still have to do for the move?")[0].text.startswith("TODO")
+        assert idx.search("how often for the balcony?")[0].text.startswith("watering")
+        assert idx.search("tell me about the move", k=1)[0].text.startswith("date")  # a whole page: from the top
+
+
+def test_a_pronoun_follow_up_is_not_sent_to_a_page_its_own_word_names(tmp_path):
+    graph = write_graph(
+        tmp_path / "n",
+        {"Tomasz.md": "- birthday: 23 August\n- job: engineer at Vermeer & Kok\n", "Work.md": "- moving day: Monday\n"},
+    )
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        first = [
+            {"role": "user", "content": "when is Tomasz's birthday?"},
+            {"role": "assistant", "content": "23 August."},
+        ]
+        hits = retrieve_for_chat(idx, [*first, {"role": "user", "content": "and where does he work?"}])
+        assert hits and hits[0].page == "Tomasz", [(h.page, h.text) for h in hits]
+        assert idx.search("where do I work?")[0].page == "Work"  # no pronoun: the page it names
+
+
+def test_a_follow_up_about_the_reply_finds_what_the_reply_named(tmp_path):
+    """After a reply naming the Fauré, "how long did I practise it?" gets the journal
+    block about the Fauré, not the choir page the question named."""
+    graph = write_graph(
+        tmp_path / "n",
+        {
+            "Choir.md": "- learning: the Fauré, second verse\n- fee: €18 a month\n",
+            "December 6th, 2026.md": "- Practised the Fauré for 40 minutes\n",
+            "Piano.md": "- practise: scales, 10 minutes\n",
+        },
+    )
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        first = [
+            {"role": "user", "content": "what am I learning for choir?"},
+            {"role": "assistant", "content": "The Fauré, the second verse."},
+        ]
+        hits = retrieve_for_chat(idx, [*first, {"role": "user", "content": "how long did I practise it?"}])
+        assert hits and hits[0].page == "December 6th, 2026", [(h.page, h.text) for h in hits]
+
+
 # ---------------------------------------------------------------- links to the block (issue 24)
 
 

@@ -8,7 +8,8 @@ rules apply (Vocabulary):
 - a word the notes never use gets neighbours from the notes' own words: one edit away
   for words up to 7 letters and two for longer ones (Damerau/OSA distance from
   rapidfuzz: typos, "ruths" -> "ruth", "conducts" -> "conductor"), or, from 5 letters,
-  a longer word that holds it less its last letter ("shelf" -> "bookshelves").
+  a longer word that holds it less its last letter ("shelf" -> "bookshelves"), and a
+  compound split into two of the notes' words ("bookclub" -> the phrase "book club").
 Neighbours are searched below the question's own words (bytechat.notes.index).
 """
 
@@ -22,12 +23,15 @@ from rapidfuzz import process
 from rapidfuzz.distance import OSA
 from wordfreq import zipf_frequency
 
+from bytechat.notes.blocks import TODO_LINE
+
 # Words that say how a person asks, not what about, chosen by word class and never
 # because an eval prompt used them: English function words (articles, pronouns,
 # prepositions, conjunctions, auxiliaries and modals, question words and the quantifiers
 # of "how many / how long / how often"), the verbs of asking about notes ("remind me",
 # "tell me", "find", "look up", "what did I write", "notes", "page", "summarise"),
-# interjections (greetings, thanks, yes/no: they name no topic) and contraction tails
+# with those verbs' inflections ("mentioning"), interjections (greetings, thanks, yes/no:
+# they name no topic) and contraction tails
 # ("what's" -> "what", "s"). "todo" is NOT here: TODO blocks are asked for ("what's on my
 # todo list?"). Content words ("today", "morning", "tired", "joke") are topics, even in
 # small talk: whether notes are found for them is retrieval's job, measured by the eval.
@@ -45,6 +49,8 @@ STOPWORDS = frozenset(
     will with would wouldn yet you your yours yourself yourselves many long often anyway actually really
     find know list look mention mentioned need note noted notes page pages please put remind remember
     said say says see show summarise summarize summary tell want write writes writing written wrote
+    mentions mentioning noting reminds reminded reminding summarises summarised summarising summarizes
+    summarized summarizing
     hi hello hey hiya yo thanks thank thx cheers ok okay yes yeah yep nope bye goodbye sorry
     s t m d ll re ve
     """.split()
@@ -56,8 +62,16 @@ CLOSERS = frozenset("thanks thank thx cheers bye goodbye ok okay great nice cool
 CONTINUERS = ("and ", "also ", "what about ", "how about ")
 
 _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's token characters
+# "how old / far / big / tall / heavy": the measure a question asks for (answer_kind
+# below), not its topic; "how long / many / much / often" are stopwords already.
+_MEASURE = re.compile(r"\b(how)\s+(?:old|far|big|tall|heavy)\b", re.IGNORECASE)
 _LONG_STOPWORDS = sorted(w for w in STOPWORDS if len(w) >= 3)
 MAX_NEIGHBOURS = 3  # vocabulary neighbours kept per unknown word
+# A word this common in English (Zipf frequency: "key" 5.1, "wear" 4.9, "pension" 4.2) is
+# meant as typed: never a misspelt way of asking, and its one-edit neighbours are its own
+# forms (same first letters: "grow" -> "grew"), not other words; typos and the
+# misspellings people type score below it ("wat" 3.4, "ofice" 1.2, "sourdouhg" 0).
+COMMON_WORD = 4.0
 UNKNOWN_SPECIFICITY = 4.0  # a word unknown to English (a typo or a rare name)
 RRF_K = 60  # reciprocal-rank fusion: a row scores sum(weight / (RRF_K + rank)) over the lists
 
@@ -82,8 +96,8 @@ def words(text: str) -> list[str]:
 
 def query_terms(text: str) -> list[str]:
     """The topic words of a question: its words less the stopwords, deduplicated, in
-    order of first appearance."""
-    return list(dict.fromkeys(w for w in words(text) if w not in STOPWORDS))
+    order of first appearance; the measure of "how old" is not one."""
+    return list(dict.fromkeys(w for w in words(_MEASURE.sub(r"\1", text)) if w not in STOPWORDS))
 
 
 def refers_back(text: str) -> bool:
@@ -109,9 +123,15 @@ _DATE = re.compile(
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|half|dozen)\b", re.I)
+# "how often" wants a frequency ("every other week", "twice a month", "daily").
+_FREQUENCY = re.compile(
+    r"\b(?:every|each|once|twice|daily|weekly|monthly|yearly|nightly|per|times|always|usually)\b", re.I
+)
 _ASKS = (
+    (re.compile(r"\b(?:todos?|to-dos?|tasks?|to do|get done|still have to)\b", re.I), TODO_LINE),
+    (re.compile(r"\bhow often\b", re.I), _FREQUENCY),
     (re.compile(r"\b(?:when|what time|what date|what day|which day|how soon)\b", re.I), _DATE),
-    (re.compile(r"\bhow (?:many|much|old|long|often|far|big|tall|heavy)\b", re.I), _NUMBER),
+    (re.compile(r"\bhow (?:many|much|old|long|far|big|tall|heavy)\b", re.I), _NUMBER),
 )
 
 
@@ -175,6 +195,7 @@ class Vocabulary:
             return True
         return (
             len(term) >= 3
+            and zipf_frequency(term, "en") < COMMON_WORD  # "key" is a word, not a misspelt "hey"
             and process.extractOne(term, _LONG_STOPWORDS, scorer=OSA.distance, score_cutoff=1) is not None
         )
 
@@ -183,8 +204,16 @@ class Vocabulary:
         if term in self.df or len(term) < 4 or term.isdigit():
             return []
         cutoff = 1 if len(term) <= 7 else 2
-        near = {w for w, _, _ in process.extract(term, self._words, scorer=OSA.distance, score_cutoff=cutoff, limit=20)}
+        found = process.extract(term, self._words, scorer=OSA.distance, score_cutoff=cutoff, limit=20)
+        near = {w for w, _, _ in found}
+        if zipf_frequency(term, "en") >= COMMON_WORD:  # a word form ("grow" -> "grew"), not a typo
+            near = {w for w in near if w[:2] == term[:2]}  # ("pension" -> "tension", "wear" -> "pear")
         if len(term) >= 5:
             stem = term[:-1]
             near.update(w for w in self._words if len(w) > len(term) and stem in w)
-        return sorted(near, key=lambda w: (-self.df[w], w))[:MAX_NEIGHBOURS]
+        ranked = sorted(near, key=lambda w: (-self.df[w], w))[:MAX_NEIGHBOURS]
+        # A compound the notes write as two words ("bookclub" -> the phrase "book club").
+        split = [
+            f"{term[:i]} {term[i:]}" for i in range(3, len(term) - 2) if term[:i] in self.df and term[i:] in self.df
+        ]
+        return split[:1] + ranked

@@ -97,7 +97,9 @@ class Search:
         limit = int(k) * CANDIDATES
         with self._lock:
             near = {t: self._vocab.neighbours(t) for t in [*own, *context] if not self._matches_any(t)}
-            page = self._page_route(base, near, k)
+            # "and where does he work?": the pronoun names the subject, so a page its
+            # own words name ("Work/Office Move") is not what it is about.
+            page = [] if own and topic and refers_back(query) else self._page_route(base, near, k, query)
             if page:
                 return page
             close = [w for t in base for w in near.get(t, [])]
@@ -117,11 +119,12 @@ class Search:
             evidence = self._evidence(base if own else self.topic_words(topic[0]) or base, near, ids)
             about = set()  # blocks about what the pronoun points back at
             if own and topic and refers_back(query):  # "where does he work?": the topic's blocks count
-                asked = [t for t in self.topic_words(topic[0]) if t not in own]
-                for rowid, value in self._evidence(asked, near, ids).items():
-                    evidence[rowid] = max(evidence[rowid], value)
-                    if value >= EVIDENCE:
-                        about.add(rowid)
+                for said in topic:  # the previous question, then the replies to it
+                    asked = [t for t in self.topic_words(said) if t not in own]
+                    for rowid, value in self._evidence(asked, near, ids).items():
+                        evidence[rowid] = max(evidence[rowid], value)
+                        if value >= EVIDENCE:
+                            about.add(rowid)
         kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
         # "when did she start?" after "who is Priya?": Priya's blocks first, before other
         # pages that say "started" (the pronoun names whom the question is about).
@@ -159,16 +162,23 @@ class Search:
             expression = "{key text} : (" + expression + ")"
         return self._conn.execute(_SEARCH, (expression, limit)).fetchall()
 
-    def _page_route(self, terms: list[str], near: dict[str, list[str]], k: int) -> list[Hit]:
+    def _page_route(self, terms: list[str], near: dict[str, list[str]], k: int, query: str = "") -> list[Hit]:
         """A question whose every word (or a neighbour of it) is in a page's title: that
-        page's blocks from the top (people write what matters first), tags-only last."""
+        page's blocks from the top (people write what matters first), tags-only last;
+        before them the blocks that say a question word themselves ("how much honey in
+        the granola?": the line with the honey), then those holding what the question
+        word asks for (answer_kind: a TODO, a date, a number)."""
         groups = [[t, *near.get(t, [])] for t in terms]
         best = self._conn.execute(_TITLE_SEARCH, (title_expression(groups),)).fetchone()
         if best is None:
             return []
         title, score = best
         rows = [(*row, score) for row in self._conn.execute(_PAGE_BLOCKS, (title,))]
-        rows.sort(key=lambda r: (is_tags_only(r[2]), r[3]))
+        kind = answer_kind(query)
+        own = set()
+        if kind is not None:  # a question for one fact, not "tell me about X"
+            own = {row[0] for row in self._ranked([w for g in groups for w in g], len(rows) + 1, own_text=True)}
+        rows.sort(key=lambda r: (r[0] not in own, kind is not None and not kind.search(r[2]), is_tags_only(r[2]), r[3]))
         return self._with_origin(rows[:k])
 
     def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:

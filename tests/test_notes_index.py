@@ -685,6 +685,22 @@ def test_a_follow_up_about_the_reply_finds_what_the_reply_named(tmp_path):
         assert hits and hits[0].page == "December 6th, 2026", [(h.page, h.text) for h in hits]
 
 
+def test_a_question_word_prefers_the_block_holding_what_it_asks_for(tmp_path):
+    """ "how long" wants a duration, "what time" a time of day, "what temperature"
+    degrees: not just any number on the page."""
+    graph = write_graph(
+        tmp_path / "n",
+        {
+            "Stew.md": "- Ingredients\n  - 500 g beef\n  - 2 onions\n- time: 90 minutes\n- oven: 160 °C\n",
+            "Ferry.md": "- cabin 12 on deck 4\n- leaves Hull at 20:30\n",
+        },
+    )
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        assert idx.search("how long for the stew?")[0].text == "time: 90 minutes"
+        assert idx.search("how hot for the stew?")[0].text == "oven: 160 °C"
+        assert idx.search("what time does the ferry go?")[0].text == "leaves Hull at 20:30"
+
+
 # ---------------------------------------------------------------- links to the block (issue 24)
 
 

@@ -46,7 +46,7 @@ STOPWORDS = frozenset(
     own same shall she should so some something sort such than that the their theirs them
     themselves then there these they thing things this those through to too under until up upon us
     very was wasn way we were weren what whatever when whenever where which while who whom whose why
-    will with would wouldn yet you your yours yourself yourselves many long often anyway actually really
+    will with would wouldn yet you your yours yourself yourselves many long often anyway actually really exactly
     find know list look mention mentioned need note noted notes page pages please put remind remember
     said say says see show summarise summarize summary tell want write writes writing written wrote
     mentions mentioning noting reminds reminded reminding summarises summarised summarising summarizes
@@ -127,11 +127,22 @@ _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|
 _FREQUENCY = re.compile(
     r"\b(?:every|each|once|twice|daily|weekly|monthly|yearly|nightly|per|times|always|usually)\b", re.I
 )
+# "what time" wants a time of day, "how long" a duration, "what temperature" degrees.
+_TIME = re.compile(r"\b(?:\d{1,2}[:.h]\d{2}|\d{1,2} ?(?:am|pm)|noon|midnight)\b", re.I)
+_DURATION = re.compile(
+    r"\b(?:\d+(?:[.,]\d+)? ?(?:min|mins|minutes?|h|hrs?|hours?|days?|weeks?|months?|years?|nights?)|"
+    r"minutes|hours|days|weeks|months|years|nights)\b",
+    re.I,
+)
+_TEMPERATURE = re.compile(r"°|\b(?:degrees|gas mark)\b", re.I)
 _ASKS = (
     (re.compile(r"\b(?:todos?|to-dos?|tasks?|to do|get done|still have to)\b", re.I), TODO_LINE),
+    (re.compile(r"\b(?:temperature|temp|how hot)\b", re.I), _TEMPERATURE),
     (re.compile(r"\bhow often\b", re.I), _FREQUENCY),
-    (re.compile(r"\b(?:when|what time|what date|what day|which day|how soon)\b", re.I), _DATE),
-    (re.compile(r"\bhow (?:many|much|old|long|far|big|tall|heavy)\b", re.I), _NUMBER),
+    (re.compile(r"\b(?:what|which) (?:time|hours?)\b", re.I), _TIME),
+    (re.compile(r"\bhow long\b", re.I), _DURATION),
+    (re.compile(r"\b(?:when|what date|what day|which day|how soon)\b", re.I), _DATE),
+    (re.compile(r"\bhow (?:many|much|old|far|big|tall|heavy)\b", re.I), _NUMBER),
 )
 
 

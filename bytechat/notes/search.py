@@ -164,10 +164,10 @@ class Search:
 
     def _page_route(self, terms: list[str], near: dict[str, list[str]], k: int, query: str = "") -> list[Hit]:
         """A question whose every word (or a neighbour of it) is in a page's title: that
-        page's blocks from the top (people write what matters first), tags-only last;
-        before them the blocks that say a question word themselves ("how much honey in
-        the granola?": the line with the honey), then those holding what the question
-        word asks for (answer_kind: a TODO, a date, a number)."""
+        page's blocks from the top (people write what matters first), tags-only last. A
+        question for one fact (answer_kind: a TODO, a date, a number) gets the blocks
+        holding that kind first, and among them those that say a question word
+        themselves ("how much honey in the granola?": the line with the honey)."""
         groups = [[t, *near.get(t, [])] for t in terms]
         best = self._conn.execute(_TITLE_SEARCH, (title_expression(groups),)).fetchone()
         if best is None:
@@ -178,7 +178,7 @@ class Search:
         own = set()
         if kind is not None:  # a question for one fact, not "tell me about X"
             own = {row[0] for row in self._ranked([w for g in groups for w in g], len(rows) + 1, own_text=True)}
-        rows.sort(key=lambda r: (r[0] not in own, kind is not None and not kind.search(r[2]), is_tags_only(r[2]), r[3]))
+        rows.sort(key=lambda r: (kind is not None and not kind.search(r[2]), r[0] not in own, is_tags_only(r[2]), r[3]))
         return self._with_origin(rows[:k])
 
     def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:

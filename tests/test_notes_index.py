@@ -20,7 +20,7 @@ from bytechat.notes import roam
 from bytechat.notes.blocks import NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
-from bytechat.notes.query import query_terms
+from bytechat.notes.query import day_mentions, query_terms
 from tests.helpers import write_tree
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 
@@ -699,6 +699,37 @@ def test_a_question_word_prefers_the_block_holding_what_it_asks_for(tmp_path):
         assert idx.search("how long for the stew?")[0].text == "time: 90 minutes"
         assert idx.search("how hot for the stew?")[0].text == "oven: 160 °C"
         assert idx.search("what time does the ferry go?")[0].text == "leaves Hull at 20:30"
+
+
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [
+        ("what happened on 3 December?", [(12, 3, None)]),
+        ("anything on Dec 3rd", [(12, 3, None)]),
+        ("the 15th of February 2027", [(2, 15, 2027)]),
+        ("May 5, 2026 and June 1st", [(5, 5, 2026), (6, 1, None)]),
+        ("on 31 February", []),
+        ("in May 2020", []),
+    ],
+)
+def test_a_question_s_days_are_read_in_any_order(text, found):
+    assert [(d.month, d.day, d.year) for d in day_mentions(text)] == found
+
+
+def test_a_day_named_in_a_question_finds_that_day_s_page(tmp_path):
+    graph = write_graph(
+        tmp_path / "n",
+        {
+            "December 3rd, 2026.md": "- Made soup for Tomasz\n- cello exam went well\n",
+            "December 3rd, 2025.md": "- First snow\n",
+            "December 1st, 2026.md": "- DONE pay the choir fee for December\n",
+        },
+    )
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        hits = idx.search("what happened on 3 December?")
+        assert {h.page for h in hits} == {"December 3rd, 2026"}, [(h.page, h.text) for h in hits]
+        assert idx.search("what did I write on Dec 3rd 2025?")[0].text == "First snow"
+        assert idx.search("what happened on 9 December?") == []  # no page for that day
 
 
 # ---------------------------------------------------------------- links to the block (issue 24)

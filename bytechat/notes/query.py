@@ -15,8 +15,10 @@ Neighbours are searched below the question's own words (bytechat.notes.index).
 
 from __future__ import annotations
 
+import calendar
 import re
 import unicodedata
+from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 from rapidfuzz import process
@@ -98,6 +100,43 @@ def query_terms(text: str) -> list[str]:
     """The topic words of a question: its words less the stopwords, deduplicated, in
     order of first appearance; the measure of "how old" is not one."""
     return list(dict.fromkeys(w for w in words(_MEASURE.sub(r"\1", text)) if w not in STOPWORDS))
+
+
+# A day named in a question ("3 December", "Dec 3rd", "the 15th of February 2027"): its
+# daily page is titled the Roam way ("December 3rd, 2026", readers.model.day_title),
+# which shares only the month with how people write the day.
+_MONTH_NUMBERS = {
+    **{name.lower(): i for i, name in enumerate(calendar.month_name) if name},
+    **{name.lower(): i for i, name in enumerate(calendar.month_abbr) if name},
+    "sept": 9,
+}
+_MONTH_NAME = "|".join(sorted(_MONTH_NUMBERS, key=len, reverse=True))
+_DAY = r"(\d{1,2})(?:st|nd|rd|th)?"
+_DAY_MENTION = re.compile(
+    rf"\b(?:(?:the\s+)?{_DAY}\s+(?:of\s+)?({_MONTH_NAME})|({_MONTH_NAME})\.?\s+(?:the\s+)?{_DAY})\b(?:,?\s+(\d{{4}})\b)?",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class DayMention:
+    start: int  # where in the text
+    end: int
+    month: int
+    day: int
+    year: int | None  # None: not said
+
+
+def day_mentions(text: str) -> list[DayMention]:
+    """The days a text names, in order ("what did I do on 3 December?")."""
+    found = []
+    for m in _DAY_MENTION.finditer(text):
+        day = int(m.group(1) or m.group(4))
+        month = _MONTH_NUMBERS[(m.group(2) or m.group(3)).lower()]
+        year = int(m.group(5)) if m.group(5) else None
+        if 1 <= day <= calendar.monthrange(year or 2024, month)[1]:  # 2024: a leap year
+            found.append(DayMention(m.start(), m.end(), month, day, year))
+    return found
 
 
 def refers_back(text: str) -> bool:

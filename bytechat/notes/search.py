@@ -21,9 +21,11 @@ from typing import Sequence
 
 from bytechat.notes.blocks import NoteBlock, is_tags_only
 from bytechat.notes.links import block_link
+from bytechat.notes.readers.model import day_title
 from bytechat.notes.query import (
     Vocabulary,
     answer_kind,
+    day_mentions,
     fuse,
     match_expression,
     query_terms,
@@ -35,6 +37,7 @@ from bytechat.notes.query import (
 CANDIDATES = 8  # each retriever ranks k * CANDIDATES blocks before fusion
 EVIDENCE = 0.4  # a hit must hold this specificity-weighted share of the question's words
 NEIGHBOUR_WEIGHT = 0.6  # a word matched through a vocabulary neighbour, in fusion and evidence
+_EARLIEST_YEAR, _LATEST_YEAR = 1900, 2100  # the years a day named without one is looked up in
 TOPIC_WEIGHT = 0.5  # a follow-up's conversation topic, in fusion
 TEXT_LIST_WEIGHT = 0.5  # the ranking over blocks' own key and text (no title), in fusion
 ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks for, in fusion
@@ -89,6 +92,10 @@ class Search:
         a query with no words of its own is searched by the topic alone."""
         if k <= 0:
             return []
+        with self._lock:
+            titled = self._day_titled(query)
+            topic = [self._day_titled(text) for text in topic]
+        day_named, query = titled != query, titled
         own = self.topic_words(query)
         context = [t for t in dict.fromkeys(w for text in topic for w in self.topic_words(text)) if t not in own]
         base = own or context
@@ -99,7 +106,10 @@ class Search:
             near = {t: self._vocab.neighbours(t) for t in [*own, *context] if not self._matches_any(t)}
             # "and where does he work?": the pronoun names the subject, so a page its
             # own words name ("Work/Office Move") is not what it is about.
-            page = [] if own and topic and refers_back(query) else self._page_route(base, near, k, query)
+            routed = base
+            if day_named:  # "what happened on 3 December?": the day's page, whatever the notes never say
+                routed = [t for t in base if self._matches_any(t) or near.get(t)]
+            page = [] if own and topic and refers_back(query) else self._page_route(routed, near, k, query)
             if page:
                 return page
             close = [w for t in base for w in near.get(t, [])]
@@ -148,6 +158,18 @@ class Search:
         use; a word FTS5 matches (stemming included: "live" for "Lives") is never one."""
         with self._lock:
             return [t for t in query_terms(text) if not self._vocab.is_misspelt_asking(t) or self._matches_any(t)]
+
+    def _day_titled(self, text: str) -> str:
+        """text with each day it names written as that day's page title, if the notes have
+        one ("on 3 December" -> "on December 3rd, 2026"; with no year said, the latest)."""
+        for mention in reversed(day_mentions(text)):
+            years = [mention.year] if mention.year else range(_LATEST_YEAR, _EARLIEST_YEAR - 1, -1)
+            titles = [day_title(year, mention.month, mention.day) for year in years]
+            sql = f"SELECT DISTINCT page FROM blocks WHERE page IN ({','.join('?' * len(titles))})"
+            found = [row[0] for row in self._conn.execute(sql, titles)]
+            if found:  # the latest year the notes have a page for
+                text = text[: mention.start] + min(found, key=titles.index) + text[mention.end :]
+        return text
 
     def _matches_any(self, term: str) -> bool:
         sql = "SELECT 1 FROM blocks_fts WHERE blocks_fts MATCH ? LIMIT 1"

@@ -24,7 +24,7 @@ from typing import Iterator
 from urllib.parse import unquote
 
 from bytechat.notes.readers import files
-from bytechat.notes.readers.model import BLOCK_REF, Draft, Page, links_in, refs_in, tree
+from bytechat.notes.readers.model import BLOCK_REF, Draft, Page, day_title, links_in, refs_in, tree
 
 NAME = "logseq"
 FOLDERS = ("pages", "journals")
@@ -58,12 +58,6 @@ def find(root: Path, explicit: bool = False) -> tuple[list[Path], list[tuple[Pat
             outside += away
     found.sort(key=lambda p: p.relative_to(root).as_posix())
     return found, outside
-
-
-def day_title(year: int, month: int, day: int) -> str:
-    """Roam's daily-page title: "December 2nd, 2026"."""
-    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
-    return f"{calendar.month_name[month]} {day}{suffix}, {year}"
 
 
 def title_of(path: Path, root: Path) -> str:

@@ -14,12 +14,19 @@ bytechat.notes.blocks.page_blocks gives each NoteBlock its block's uid, file and
 
 from __future__ import annotations
 
+import calendar
 import re
 import sys
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator
 
 MAX_DEPTH = 8  # deeper levels are read as this one (as blocks.page_blocks always has)
+
+
+def day_title(year: int, month: int, day: int) -> str:
+    """Roam's daily-page title, which a day's page has in every format: "December 2nd, 2026"."""
+    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{calendar.month_name[month]} {day}{suffix}, {year}"
 
 
 class NotesError(ValueError):

@@ -20,7 +20,7 @@ from bytechat.notes import roam
 from bytechat.notes.blocks import NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
-from bytechat.notes.query import day_mentions, query_terms
+from bytechat.notes.query import day_mentions, possessors, query_terms
 from tests.helpers import write_tree
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 
@@ -730,6 +730,20 @@ def test_a_day_named_in_a_question_finds_that_day_s_page(tmp_path):
         assert {h.page for h in hits} == {"December 3rd, 2026"}, [(h.page, h.text) for h in hits]
         assert idx.search("what did I write on Dec 3rd 2025?")[0].text == "First snow"
         assert idx.search("what happened on 9 December?") == []  # no page for that day
+
+
+def test_whose_fact_is_asked_must_be_named(tmp_path):
+    """ "when is my mum's birthday?" is not answered by a friend's birthday."""
+    graph = write_graph(
+        tmp_path / "n",
+        {"Femke.md": "- birthday: 2 February\n- job: midwife\n", "Rust.md": "- Deriving Debug saves boilerplate.\n"},
+    )
+    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+        assert idx.search("when is my mum's birthday?") == []
+        assert idx.search("when is Femke’s birthday?")[0].text == "birthday: 2 February"
+        assert idx.search("when is the birthday?")[0].page == "Femke"  # no owner named: any birthday
+        assert idx.search("when is the boiler service?") == []  # "boilerplate" is another word
+    assert possessors("the Jones' house and Tomasz's van, what's that?") == ["jones", "tomasz"]
 
 
 # ---------------------------------------------------------------- links to the block (issue 24)

@@ -139,6 +139,15 @@ def day_mentions(text: str) -> list[DayMention]:
     return found
 
 
+_POSSESSIVE = re.compile(r"([^\W_]+)['\u2019]s(?![^\W_])|([^\W_]+s)['\u2019](?![^\W_])")
+
+
+def possessors(text: str) -> list[str]:
+    """The topic words a question names as an owner ("mum" in "when is my mum's
+    birthday?", "tomasz" in "Tomasz's address"); "what's", "it's" are not (stopwords)."""
+    return query_terms(" ".join(m.group(1) or m.group(2) for m in _POSSESSIVE.finditer(text)))
+
+
 def refers_back(text: str) -> bool:
     """Whether a message has an anaphor ("who teaches it?", "when does she start?") and
     does not close the topic ("thanks, that's all")."""
@@ -260,7 +269,13 @@ class Vocabulary:
             near = {w for w in near if w[:2] == term[:2]}  # ("pension" -> "tension", "wear" -> "pear")
         if len(term) >= 5:
             stem = term[:-1]
-            near.update(w for w in self._words if len(w) > len(term) and stem in w)
+            # inside a compound ("bookshelves"), or an inflection ("shelves"); not the
+            # start of a longer word ("boiler" -> "boilerplate")
+            near.update(
+                w
+                for w in self._words
+                if len(w) > len(term) and (stem in w[1:] or (w.startswith(stem) and len(w) - len(stem) <= 3))
+            )
         ranked = sorted(near, key=lambda w: (-self.df[w], w))[:MAX_NEIGHBOURS]
         # A compound the notes write as two words ("bookclub" -> the phrase "book club").
         split = [

@@ -28,6 +28,7 @@ from bytechat.notes.query import (
     day_mentions,
     fuse,
     match_expression,
+    possessors,
     query_terms,
     refers_back,
     specificity,
@@ -135,6 +136,11 @@ class Search:
                         evidence[rowid] = max(evidence[rowid], value)
                         if value >= EVIDENCE:
                             about.add(rowid)
+            # "when is my mum's birthday?": whose birthday is asked; a block that does not
+            # name her (or sit on her page) answers someone else's.
+            for owner in (t for t in possessors(query) if t in own):
+                named = self._evidence([owner], near, ids)
+                evidence = {rowid: value if named[rowid] > 0 else 0.0 for rowid, value in evidence.items()}
         kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
         # "when did she start?" after "who is Priya?": Priya's blocks first, before other
         # pages that say "started" (the pronoun names whom the question is about).

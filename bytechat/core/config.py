@@ -232,11 +232,19 @@ class NotesConfig:
 
 
 @_config
+class EvalConfig:
+    """The eval stage's chat replies (bytechat/eval/grounded.py); may be left out."""
+
+    faithful: StrictBool = False  # decode with SamplingConfig(faithful=True) (bytechat/serve/copying.py)
+
+
+@_config
 class Params:
     data: DataConfig
     profiles: dict[str, Profile]
     grounded: GroundedConfig
     notes: NotesConfig = Field(default_factory=NotesConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @property
     def seed(self) -> int:
@@ -281,6 +289,7 @@ class _ParamsFile:
     profiles: Annotated[dict[StrictStr, _ProfileSection], Field(min_length=1)]
     grounded: GroundedConfig
     notes: NotesConfig = Field(default_factory=NotesConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
 @functools.cache
@@ -332,7 +341,7 @@ def parse_params(raw: Any, source: str = "params.yaml") -> Params:
         raise ConfigError(f"{source}: {exc}") from None
     data = DataConfig(**dataclasses.asdict(file.data), **{name: getattr(file, name) for name in _TOP_LEVEL})
     profiles = {name: Profile(name=name, model=s.model, train=s.train) for name, s in file.profiles.items()}
-    return Params(data=data, profiles=profiles, grounded=file.grounded, notes=file.notes)
+    return Params(data=data, profiles=profiles, grounded=file.grounded, notes=file.notes, eval=file.eval)
 
 
 def load_params(path: str | Path | None = None) -> Params:

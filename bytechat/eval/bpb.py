@@ -232,9 +232,12 @@ def evaluate_profile(
     out = eval_dir(profile)
     header = f"# bytechat {profile}: {path.name} at step {step}, greedy replies (temperature 0)"
     samples = chat_samples(model, header)
-    grounded_metrics, transcripts = evaluate_grounded(ChatEngine(model), load_params().seed)
+    params = load_params()
+    grounded_header = header + (", faithful-copy decoding (eval.faithful)" if params.eval.faithful else "")
+    grounded_metrics, transcripts = evaluate_grounded(ChatEngine(model), params.seed, faithful=params.eval.faithful)
     metrics["chat"] = grounded_metrics
-    write_text(out / "grounded_samples.txt", f"{header}\n\n{transcripts}")
+    metrics["chat_faithful"] = params.eval.faithful  # the decoding the chat figures were taken with
+    write_text(out / "grounded_samples.txt", f"{grounded_header}\n\n{transcripts}")
     write_text(out / "samples.txt", samples)
     write_json(out / "metrics.json", metrics)
     return metrics

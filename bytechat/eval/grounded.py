@@ -255,16 +255,22 @@ def load_questions(path: Path, pages: Sequence[RoamPage]) -> list[Case]:
 
 
 def ask(
-    engine: ChatEngine, index: NotesIndex | None, question: str, max_bytes: int = REPLY_BYTES, case: Case | None = None
+    engine: ChatEngine,
+    index: NotesIndex | None,
+    question: str,
+    max_bytes: int = REPLY_BYTES,
+    case: Case | None = None,
+    faithful: bool = False,
 ) -> Result:
-    """One question (after case's history, if any) through the chat path, greedy."""
+    """One question (after case's history, if any) through the chat path, greedy;
+    faithful: a quote can only be a verbatim one (bytechat/serve/copying.py)."""
     case = case or Case(question, [], "uncovered")
     messages = case.messages
     hits = []
     if index is not None:
         hits = retrieve_for_chat(index, messages, budget_bytes=notes_budget(engine.block_size, messages))
         messages = with_notes(messages, hits)
-    done = engine.reply(messages, SamplingConfig(temperature=0.0, max_new_tokens=max_bytes), seed=0)
+    done = engine.reply(messages, SamplingConfig(temperature=0.0, max_new_bytes=max_bytes, faithful=faithful), seed=0)
     top, every = search_box(hits)
     # recall is retrieval's alone: its top 3 for the conversation, before the prompt budget
     top3 = retrieve_for_chat(index, case.messages) if index is not None and case.blocks else []
@@ -272,8 +278,13 @@ def ask(
     return Result(case, done.reply, done.finish_reason, [h.page for h in hits], top, every, recalled)
 
 
-def run_cases(engine: ChatEngine, index: NotesIndex | None, cases: Sequence[Case], desc: str) -> list[Result]:
-    return [ask(engine, index, case.question, case=case) for case in tqdm(cases, desc=desc, unit="q", leave=False)]
+def run_cases(
+    engine: ChatEngine, index: NotesIndex | None, cases: Sequence[Case], desc: str, faithful: bool = False
+) -> list[Result]:
+    return [
+        ask(engine, index, case.question, case=case, faithful=faithful)
+        for case in tqdm(cases, desc=desc, unit="q", leave=False)
+    ]
 
 
 # ---------------------------------------------------------------- metrics
@@ -356,26 +367,30 @@ def unseen_notes() -> Path:
     return paths.root() / "data" / "unseen-notes"
 
 
-def evaluate_grounded(engine: ChatEngine, seed: int, unseen: Path | None = None) -> tuple[dict, str]:
+def evaluate_grounded(
+    engine: ChatEngine, seed: int, unseen: Path | None = None, faithful: bool = False
+) -> tuple[dict, str]:
     """(metrics by question set, transcripts) for the pipeline's notes (artifacts/splits,
-    artifacts/notes), data/unseen-notes and, if present, the questions beside the notes."""
+    artifacts/notes), data/unseen-notes and, if present, the questions beside the notes.
+    faithful: replies decoded with faithful-copy decoding (params.yaml eval.faithful)."""
     train_pages, val_pages = split_pages()
     everything = [*train_pages, *val_pages]
     results: dict[str, list[Result]] = {}
     with NotesIndex.open(paths.notes_index()) as index:
         for name, cases in heldout_sets(train_pages, val_pages, seed).items():
-            results[name] = run_cases(engine, index, cases, name)
+            results[name] = run_cases(engine, index, cases, name, faithful)
         own = notes_in_use() / QUESTIONS_FILE
         if own.is_file():
-            results["your_notes"] = run_cases(engine, index, load_questions(own, everything), "your notes")
-        results["everyday"] = run_cases(engine, index, [Case(p, [], "everyday") for p in EVERYDAY_PROMPTS], "everyday")
+            results["your_notes"] = run_cases(engine, index, load_questions(own, everything), "your notes", faithful)
+        everyday = [Case(p, [], "everyday") for p in EVERYDAY_PROMPTS]
+        results["everyday"] = run_cases(engine, index, everyday, "everyday", faithful)
     unseen = unseen or unseen_notes()
     unseen_pages = load_pages(unseen)
     natural = load_questions(unseen / QUESTIONS_FILE, unseen_pages)
     with NotesIndex.build(all_blocks(unseen_pages)) as unseen_index:
         for split in ("dev", "test"):
             cases = [c for c in natural if c.split == split]
-            results[f"natural_{split}"] = run_cases(engine, unseen_index, cases, f"natural, {split}")
+            results[f"natural_{split}"] = run_cases(engine, unseen_index, cases, f"natural, {split}", faithful)
     metrics = {name: set_metrics(rs) for name, rs in results.items() if name != "everyday"}
     metrics["everyday"] = everyday_metrics(results["everyday"], wiki_vocabulary())
     return metrics, transcripts(results)

@@ -35,6 +35,7 @@ import torch
 from bytechat.core.rng import make_generator
 from bytechat.model import GPT
 from bytechat.model.compiled import DecodeStep, batch_sizes, bucket, start_line
+from bytechat.serve.copying import copy_guard, restrict
 from bytechat.serve.generate import (
     ChatEngine,
     ReplyAssembler,
@@ -75,6 +76,7 @@ class BatchRequest:
         self.text = bytearray(prompt[-block_size:])  # what the model currently sees
         self.produced = bytearray()
         self.guard = RepeatGuard(sampling.repeat_guard)
+        self.copy = copy_guard(prompt, sampling.faithful)  # None unless faithful and the prompt shows notes
         self.assembler = ReplyAssembler()
         self.row: int | None = None  # its row of the cache while in the batch (rows move as others leave)
         self.log_probs: torch.Tensor | None = None  # of its next byte, (256,)
@@ -82,7 +84,7 @@ class BatchRequest:
         self.finish_reason: str | None = None
 
     def draw(self) -> Draw:
-        return Draw(self.sampling, self.generator, self.guard.banned(self.produced))
+        return Draw(self.sampling, self.generator, *restrict(self.copy, self.guard, self.produced))
 
     def record(self, byte: int) -> None:
         """The sampled byte: into the reply, the repeat guard and the window; emit its text."""

@@ -49,6 +49,7 @@ COMMANDS_HELP = """commands:
   /topk K       sample among the K most likely bytes, 0 = off
   /topp P       ... and among those, the fewest covering probability P, 1 = off
   /notes on|off answer from your notes (on when a notes index was loaded), or not
+  /faithful on|off  a reply that quotes a note quotes it verbatim (--faithful), or not
   /help         this list
   /quit         leave (so do Ctrl-D, and Ctrl-C at the prompt; Ctrl-C in a reply stops it)"""
 
@@ -96,7 +97,12 @@ class ChatSession:
         if name == "/system":
             self.system = arg or None
             return "info", f"(system prompt: {arg})" if arg else "(system prompt removed)"
-        setting = {"/temp": ("temperature", float), "/topk": ("top_k", int), "/topp": ("top_p", float)}.get(name)
+        setting = {
+            "/temp": ("temperature", float),
+            "/topk": ("top_k", int),
+            "/topp": ("top_p", float),
+            "/faithful": ("faithful", on_off),
+        }.get(name)
         if setting is None:
             return "error", f"unknown command {name}; /help lists the commands"
         field, parse = setting
@@ -144,6 +150,12 @@ class ChatSession:
         return done
 
 
+def on_off(arg: str) -> bool:
+    if arg not in ("on", "off"):
+        raise ValueError("expected on or off")
+    return arg == "on"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     defaults = SamplingConfig()
     parser = argparse.ArgumentParser(
@@ -154,6 +166,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--top-k", type=int, default=defaults.top_k)
     parser.add_argument("--top-p", type=float, default=defaults.top_p)
     parser.add_argument("--max-new-bytes", type=int, default=defaults.max_new_tokens)
+    parser.add_argument(
+        "--faithful",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.faithful,
+        help="a reply that starts quoting a note quotes a shown note verbatim (docs/chat.md, faithful-copy decoding)",
+    )
     parser.add_argument("--seed", type=int, default=None, help="make the whole session reproducible")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
     notes = parser.add_mutually_exclusive_group()
@@ -299,7 +317,11 @@ def main(argv: list[str] | None = None) -> int:
         return print_summary(args.summary)
     try:
         sampling = SamplingConfig(
-            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, max_new_tokens=args.max_new_bytes
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            max_new_tokens=args.max_new_bytes,
+            faithful=args.faithful,
         )
     except ValueError as exc:
         return fail(str(exc))
@@ -331,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="replace")
     print(
         f"bytechat: {info['path']} ({info['params']:,} params, {info['device']}); temperature {sampling.temperature},"
-        f" top-k {sampling.top_k}, top-p {sampling.top_p}. /help lists commands.",
+        f" top-k {sampling.top_k}, top-p {sampling.top_p}{', faithful quotes' * sampling.faithful}. /help lists commands.",
         file=sys.stderr,
     )
     try:

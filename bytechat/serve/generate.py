@@ -25,6 +25,7 @@ from bytechat.core.config import to_dict
 from bytechat.core.rng import make_generator
 from bytechat.model import GPT, KVCache
 from bytechat.model.compiled import DecodeStep, start_line
+from bytechat.serve.copying import copy_guard, restrict
 
 # SamplingConfig and NonFiniteLogits are imported from here by the CLI, the server and
 # the evals; GREEDY_BELOW is named here in docs/hardening.md.
@@ -63,9 +64,11 @@ def refill(model: GPT, window: bytearray, cache: KVCache, keep: int, device: tor
         model(torch.tensor([list(window[:-1])], dtype=torch.long, device=device), cache=cache)
 
 
-def next_byte(log_probs: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator, banned=()) -> int:
+def next_byte(
+    log_probs: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator, banned=(), allowed=None
+) -> int:
     """sample_rows for one row; raises NonFiniteLogits."""
-    byte = sample_rows(log_probs.unsqueeze(0), [Draw(sampling, generator, banned)])[0]
+    byte = sample_rows(log_probs.unsqueeze(0), [Draw(sampling, generator, banned, allowed)])[0]
     if isinstance(byte, NonFiniteLogits):
         raise byte
     return byte
@@ -93,6 +96,8 @@ def generate_bytes(
     full, the last block_size // 2 bytes are prefilled again and decoding goes on.
     use_cache=False recomputes the whole window for every byte (for tests/benchmarks);
     step decodes each byte with that DecodeStep (compiled) on its static cache.
+    sampling.faithful: a reply that starts "From [" quotes a note the prompt shows,
+    verbatim (bytechat/serve/copying.py).
     """
     if not prompt:
         raise ValueError("generate_bytes: prompt must not be empty (the model needs a byte to condition on)")
@@ -105,11 +110,12 @@ def generate_bytes(
     log_probs = prefill(model, text, cache, device)
     produced = bytearray()
     guard = RepeatGuard(sampling.repeat_guard)
+    copy = copy_guard(prompt, sampling.faithful)
     one = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
     for i in range(sampling.max_new_bytes):
         if should_stop is not None and should_stop():
             return "cancelled"
-        byte = next_byte(log_probs, sampling, generator, guard.banned(produced))
+        byte = next_byte(log_probs, sampling, generator, *restrict(copy, guard, produced))
         produced.append(byte)
         guard.add(produced)
         text.append(byte)

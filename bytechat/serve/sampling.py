@@ -41,6 +41,9 @@ class SamplingConfig:
     # Never emit a byte that would repeat a run of this many bytes the reply already holds
     # (RepeatGuard); 0 = off. The prompt is not counted: quoting a note is copying.
     repeat_guard: int
+    # A reply that starts "From [" may only quote a note the prompt shows, verbatim, and
+    # end after the page name or at the quote's end (bytechat/serve/copying.py).
+    faithful: bool
 
     def __init__(
         self,
@@ -49,6 +52,7 @@ class SamplingConfig:
         top_p: float | None = 0.95,
         max_new_bytes: int = 512,
         repeat_guard: int = 16,
+        faithful: bool = False,
         *,
         max_new_tokens: int | None = None,
     ) -> None:
@@ -56,7 +60,12 @@ class SamplingConfig:
         if max_new_tokens is not None:
             max_new_bytes, length_name = max_new_tokens, "max_new_tokens"
         values = dict(
-            temperature=temperature, top_k=top_k, top_p=top_p, max_new_bytes=max_new_bytes, repeat_guard=repeat_guard
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            max_new_bytes=max_new_bytes,
+            repeat_guard=repeat_guard,
+            faithful=faithful,
         )
         for name, value in values.items():
             object.__setattr__(self, name, value)
@@ -75,6 +84,8 @@ class SamplingConfig:
             raise bad(length_name, "must be an integer >= 1")
         if not isinstance(repeat_guard, int) or repeat_guard < 0 or repeat_guard == 1:
             raise bad("repeat_guard", "must be 0 (off) or an integer >= 2")
+        if not isinstance(faithful, bool):
+            raise bad("faithful", "must be true or false")
 
     @property
     def max_new_tokens(self) -> int:
@@ -121,11 +132,13 @@ class NonFiniteLogits(ValueError):
 
 
 class Draw(NamedTuple):
-    """What one row is sampled with: its settings, its generator, the bytes it may not emit."""
+    """What one row is sampled with: its settings, its generator, the bytes it may not
+    emit, and (None: any) the only bytes it may emit (copying.FaithfulCopy.allowed)."""
 
     sampling: SamplingConfig
     generator: torch.Generator
     banned: Sequence[int] = ()
+    allowed: Sequence[int] | None = None
 
 
 def candidates(scores: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -154,26 +167,31 @@ def sample_rows(scores: torch.Tensor, draws: Sequence[Draw]) -> list[int | NonFi
     """The next byte of each row of scores (R, 256): next-byte log-probabilities (or any
     scores softmax turns into the distribution), row r sampled as draws[r] says.
 
-    Row r's banned bytes are pushed BAN_MARGIN below its lowest score; a row with a nan
-    or inf score gets a NonFiniteLogits in place of its byte (one line, instead of a
-    crash inside torch.multinomial). Temperatures below GREEDY_BELOW are greedy; the
-    most likely byte always survives top-k and top-p, however small top_p is, so every
-    SamplingConfig that validates samples. Rows that share settings go through each
+    A row with a nan or inf score gets a NonFiniteLogits in place of its byte (one line,
+    instead of a crash inside torch.multinomial). Row r's banned bytes are pushed
+    BAN_MARGIN below its lowest score; with an allowed set, every other byte's score is
+    -inf (so an allowed byte is drawn even when the bans cover them all). Temperatures
+    below GREEDY_BELOW are greedy; the most likely byte always survives top-k and top-p,
+    however small top_p is, so every SamplingConfig that validates samples. Rows that share settings go through each
     step together (every step works row by row, so a row gets the same values as
     alone); each row then draws from its own generator.
     """
     out: list[int | NonFiniteLogits] = [0] * len(draws)
     groups: dict[tuple, list[int]] = {}
-    for i, (sp, generator, _) in enumerate(draws):
+    for i, (sp, generator, *_) in enumerate(draws):
         key = (True, generator.device) if sp.greedy else (False, generator.device, sp.temperature, sp.top_k, sp.top_p)
         groups.setdefault(key, []).append(i)
     for (greedy, device, *_), members in groups.items():
         rows = scores[members] if len(members) < scores.shape[0] else scores
         rows = rows.to(device, torch.float32, copy=True)  # a copy: the bans must not reach the caller's tensor
+        finite = torch.isfinite(rows).all(dim=-1)  # before the masks: an allowed set's -inf is not the model's
         for row, i in enumerate(members):
             if draws[i].banned:
                 rows[row, list(draws[i].banned)] = rows[row].min() - BAN_MARGIN
-        finite = torch.isfinite(rows).all(dim=-1)
+            if draws[i].allowed:  # (None or empty: every byte)
+                keep = torch.zeros(rows.shape[-1], dtype=torch.bool, device=rows.device)
+                keep[list(draws[i].allowed)] = True
+                rows[row].masked_fill_(~keep, float("-inf"))
         if not bool(finite.all()):
             ok = finite.tolist()
             for row, i in enumerate(members):

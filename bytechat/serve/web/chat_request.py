@@ -70,6 +70,7 @@ class ChatRequest(BaseModel):
     max_new_tokens: int | None = Field(default=None, ge=1)  # null: the server's default
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # null: a fresh random reply
     notes: bool = True  # answer from the server's notes index (when it has one)
+    faithful: bool = _DEFAULTS.faithful  # a quote of a note can only be verbatim (bytechat/serve/copying.py)
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,11 @@ def checked_job(req: ChatRequest, settings: ServerSettings) -> ChatJob:
         )
     try:
         sampling = SamplingConfig(
-            temperature=req.temperature, top_k=req.top_k, top_p=req.top_p, max_new_tokens=max_new_tokens
+            temperature=req.temperature,
+            top_k=req.top_k,
+            top_p=req.top_p,
+            max_new_tokens=max_new_tokens,
+            faithful=req.faithful,
         )
     except ValueError as exc:  # the engine's own range checks, should they be stricter than ours
         raise RequestError(422, str(exc).splitlines()[0]) from None

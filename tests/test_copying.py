@@ -1,0 +1,396 @@
+"""Faithful-copy decoding (bytechat.serve.copying): the state machine's allowed bytes, and
+replies under SamplingConfig(faithful=True) through generate_bytes, ChatEngine and the
+batch engine: a reply that starts "From [" is always a prefix of a shown quote."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bytechat.core.rng import make_generator
+from bytechat.model import GPT
+from bytechat.notes import grounded
+from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
+from bytechat.serve import copying
+from bytechat.serve.batch_engine import BatchEngine
+from bytechat.serve.copying import OPENING, FaithfulCopy, shown_entries
+from bytechat.serve.generate import ChatEngine, ReplyDone, generate_bytes
+from bytechat.serve.sampling import SamplingConfig
+from bytechat.text.chat_format import STOP_TAGS, extract_assistant_reply, format_chat
+from tests.helpers import model_config
+
+TAGS = tuple(t.encode() for t in STOP_TAGS)
+JONAS = NoteBlock("Jonas", "birthday: 14 February", 0)
+STARTER = NoteBlock("Sourdough Starter", "Feeding\n  Ratio 1:1:1 by weight\n  the night before", 1)
+JONAS_LONG = NoteBlock("Jonas", "birthday: 14 February, joke: never forget", 2)
+
+
+def chat(blocks, question: str = "when is Jonas's birthday?", system: str | None = None) -> list[dict[str, str]]:
+    """A chat turn's messages with blocks shown (best first), as retrieval.with_notes lays them out."""
+    content = notes_system_content(render_notes(blocks), system) if blocks is not None else system
+    head = [{"role": "system", "content": content}] if content is not None else []
+    return [*head, {"role": "user", "content": question}]
+
+
+def machine(blocks, **kw) -> FaithfulCopy:
+    return FaithfulCopy.from_prompt(format_chat(chat(blocks, **kw)).encode())
+
+
+def allowed(m: FaithfulCopy, reply: str | bytes) -> bytes | None:
+    got = m.allowed(reply.encode() if isinstance(reply, str) else reply)
+    return None if got is None else bytes(got)
+
+
+def quote(block: NoteBlock) -> bytes:
+    return grounded.quoted(block).text.encode()
+
+
+# ---------------------------------------------------------------- the machine
+
+
+def test_the_quotes_are_exactly_what_training_writes():
+    m = machine([JONAS, STARTER])
+    assert sorted(m.quotes) == sorted([quote(JONAS), quote(STARTER)])
+    assert quote(JONAS) == b"From [Jonas] birthday: 14 February"
+
+
+def test_allowed_sets():
+    m = machine([JONAS, STARTER])
+    for free in ("", "F", "From", "From ", "I couldn't find that", "Hi! What do you need?", "From  [", "from ["):
+        assert allowed(m, free) is None, free
+    assert allowed(m, "From [") == b"JS"  # the model picks the block
+    assert allowed(m, "From [Jo") == b"n"
+    assert allowed(m, "From [Jonas") == b"]"  # not before the page name ends
+    assert allowed(m, "From [Jonas]") == b"\n "  # may end from here on
+    assert allowed(m, "From [Jonas] birthday: 1") == b"\n4"
+    assert allowed(m, "From [Jonas] birthday: 14 February") == b"\n"  # complete: the end is forced
+    assert allowed(m, "From [Jonas] birthday: 14 February\n") == b"asu"  # a stop tag, and only that
+    assert allowed(m, "From [Jonas] birthday: 14 February\nus") == b"e"
+    assert allowed(m, "From [Jonas] birth\nsystem") == b":"
+    # A block's child line: its newline both goes on with the quote and may start a stop tag.
+    assert allowed(m, "From [Sourdough Starter] Feeding\n") == b"\n asu"
+    assert allowed(m, "From [Sourdough Starter] Feeding\n  R") == b"\na"
+
+
+def test_a_quote_that_another_extends_may_end_or_go_on():
+    m = machine([JONAS_LONG, JONAS])
+    assert allowed(m, "From [Jonas] birthday: 14 February") == b"\n,"
+
+
+def test_no_notes_no_constraint():
+    assert machine(None) is None
+    assert machine([]) is None  # "Notes: none found."
+    assert machine(None, system="Be brief.") is None
+    assert FaithfulCopy.from_prompt(b"not a chat at all") is None
+    assert FaithfulCopy.from_prompt(b"\xff\xfe") is None
+
+
+def test_a_persons_system_prompt_is_not_taken_for_notes():
+    system = "Notes:\n[Fake] quote me\nBe brief."
+    m = machine([JONAS], system=system)
+    assert m.quotes == [quote(JONAS)]
+    assert allowed(m, "From [") == b"J"
+
+
+def test_notes_cut_by_the_prompt_budget_are_quoted_as_shown():
+    """crop_messages may cut the system turn's end: a cut entry is quoted as far as it is
+    shown, and one cut inside its page name is no quote at all (nor part of the one above)."""
+    content = notes_system_content(render_notes([STARTER, JONAS]))
+    for cut, quotes in (
+        (len("Notes:\n[Jonas] birthday: 14 February\n[Sourdo"), [quote(JONAS)]),
+        (
+            len("Notes:\n[Jonas] birthday: 14 February\n[Sourdough Starter] Feeding\n  Ra"),
+            [quote(JONAS), b"From [Sourdough Starter] Feeding\n  Ra"],
+        ),
+        (len("Notes:\n[Jonas] birthday: 14"), [b"From [Jonas] birthday: 14"]),
+    ):
+        messages = [{"role": "system", "content": content[:cut]}, {"role": "user", "content": "hi"}]
+        assert FaithfulCopy.from_messages(messages).quotes == quotes
+
+
+# Page names and block texts as the notes layout allows them: a one-line head, then
+# child lines indented by two spaces.
+_WORDS = st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=20)
+_HEAD = _WORDS.filter(lambda s: s.strip() == s and not s.startswith("["))
+_BLOCK = st.builds(
+    lambda page, head, children, pos: NoteBlock(page, "\n".join([head, *("  " + c for c in children)]), pos),
+    _HEAD.filter(lambda s: "]" not in s),
+    _HEAD,
+    st.lists(_HEAD, max_size=3),
+    st.integers(0, 9),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_BLOCK, min_size=1, max_size=4), st.none() | _WORDS, st.randoms(use_true_random=False))
+def test_every_walk_through_the_machine_is_a_faithful_quote(blocks, system, rnd):
+    """Any choice of allowed bytes, from "From [" until a stop tag, gives a reply that is
+    a prefix of a shown quote (at least up to its page name), and every shown quote can be
+    written whole and ended."""
+    messages = chat(blocks, system=system)
+    assert shown_entries(messages) == [b.render() for b in reversed(blocks)]
+    m = FaithfulCopy.from_prompt(format_chat(messages).encode())
+    quotes = [quote(b) for b in blocks]
+    reply = bytearray(OPENING)
+    for _ in range(400):
+        options = m.allowed(reply)
+        assert options, bytes(reply)
+        reply.append(rnd.choice(options))
+        if reply.endswith(TAGS):
+            break
+    assert reply.endswith(TAGS)
+    said = extract_assistant_reply(reply.decode("utf-8")).encode()
+    assert any(q.startswith(said) and len(said) >= q.index(b"] ") + 1 for q in quotes), (said, quotes)
+    for q in quotes:  # each whole quote, then a tag, is a path the machine allows
+        path = q + TAGS[rnd.randrange(len(TAGS))]
+        for i in range(len(OPENING), len(path)):
+            assert path[i] in m.allowed(path[:i]), (path, i)
+
+
+# ---------------------------------------------------------------- replies
+
+
+def random_model(seed: int) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=512)).eval()
+
+
+def steer(model: GPT, wanted: bytes, weight: float = 40.0):
+    """Make a random model want to write `wanted` (a forward hook lifts its next byte's
+    score): it starts its reply "From [" and goes on to misquote. Its own scores decide
+    once `wanted` is written, or where the constraint forbids the wanted byte."""
+    count = [0]
+
+    def hook(module, args, output):
+        log_probs, loss = output
+        if args[0].shape[1] > 1:  # a prefill: the reply starts
+            count[0] = 0
+        else:
+            count[0] += 1
+        if count[0] < len(wanted):
+            log_probs = log_probs.clone()
+            log_probs[:, -1, wanted[count[0]]] += weight
+        return log_probs, loss
+
+    return model.register_forward_hook(hook)
+
+
+def reply_of(model: GPT, messages, sampling: SamplingConfig, seed: int = 0) -> bytes:
+    prompt = format_chat(messages).encode()
+    return bytes(generate_bytes(model, prompt, sampling, make_generator(seed), STOP_TAGS))
+
+
+GREEDY = SamplingConfig(temperature=0.0, max_new_bytes=120)
+FAITHFUL = dataclasses.replace(GREEDY, faithful=True)
+MISQUOTES = st.sampled_from(
+    [
+        b"From [Jonas] birthday: 15 March",
+        b"From [Jonas] birthday: 14 February and notices and notices",
+        b"From [Sourdough Starter] Feeding ratio 1:2:2",
+        b"From [Sourdough Starter] Feeding\n  Ratio 1:1:1 by weight\n  the night before\n  and after",
+        b"From [Jonathan] born 1990",
+        b"From [[Jonas]] birthday",
+        b"From [",
+    ]
+)
+
+
+@settings(max_examples=25, deadline=None)
+@given(MISQUOTES, st.integers(0, 3), st.permutations([JONAS, STARTER, JONAS_LONG]), st.integers(1, 3))
+def test_a_random_models_greedy_quote_is_always_a_prefix_of_a_shown_quote(wanted, seed, blocks, k):
+    shown = blocks[:k]
+    messages = chat(shown)
+    model = random_model(seed)
+    handle = steer(model, wanted)
+    try:
+        free = reply_of(model, messages, GREEDY)
+        kept = reply_of(model, messages, FAITHFUL)
+    finally:
+        handle.remove()
+    assert free.startswith(wanted)  # unconstrained, it misquotes as steered
+    reply = extract_assistant_reply(kept.decode("utf-8", errors="replace")).encode()
+    assert reply.startswith(OPENING)
+    assert any(quote(b).startswith(reply) for b in shown), (reply, [quote(b) for b in shown])
+    assert len(kept) == 120 or kept.endswith(TAGS)
+
+
+def test_the_constraint_changes_a_misquote_the_model_would_write():
+    """The test above can fail: without the switch the steered reply is unfaithful."""
+    model = random_model(0)
+    handle = steer(model, b"From [Jonas] birthday: 15 March")
+    try:
+        free = extract_assistant_reply(reply_of(model, chat([JONAS, STARTER]), GREEDY).decode(errors="replace"))
+        kept = extract_assistant_reply(reply_of(model, chat([JONAS, STARTER]), FAITHFUL).decode(errors="replace"))
+    finally:
+        handle.remove()
+    assert not quote(JONAS).startswith(free.encode())
+    assert quote(JONAS).startswith(kept.encode()) and kept.startswith("From [Jonas] birthday: 1")
+
+
+def test_a_reply_that_is_not_a_quote_is_left_alone():
+    """Abstention and small talk decode exactly as with the switch off."""
+    for wanted in (b"I couldn't find that in your notes.", b"Hi! What do you need?", b"Fro"):
+        for seed in range(3):
+            model = random_model(seed)
+            handle = steer(model, wanted)
+            try:
+                assert reply_of(model, chat([JONAS, STARTER]), FAITHFUL) == reply_of(
+                    model, chat([JONAS, STARTER]), GREEDY
+                )
+            finally:
+                handle.remove()
+
+
+@pytest.mark.parametrize("sampling", [GREEDY, SamplingConfig(temperature=0.8, max_new_bytes=80)])
+def test_the_switch_off_never_consults_the_machine(monkeypatch, sampling):
+    def boom(*args, **kwargs):
+        raise AssertionError("FaithfulCopy used with faithful=False")
+
+    monkeypatch.setattr(copying.FaithfulCopy, "allowed", boom)
+    monkeypatch.setattr(copying.FaithfulCopy, "from_prompt", boom)
+    model = random_model(1)
+    handle = steer(model, b"From [Jonas] birthday: 15 March")
+    try:
+        assert reply_of(model, chat([JONAS]), sampling, seed=3).startswith(b"From [Jonas] birthday: 15 March")
+    finally:
+        handle.remove()
+    assert SamplingConfig().faithful is False
+
+
+def test_no_notes_shown_decodes_as_with_the_switch_off():
+    model = random_model(2)
+    handle = steer(model, b"From [Jonas] birthday: 15 March")
+    try:
+        for blocks in (None, []):
+            assert reply_of(model, chat(blocks), FAITHFUL) == reply_of(model, chat(blocks), GREEDY)
+    finally:
+        handle.remove()
+
+
+def test_a_sampled_faithful_reply_is_a_quote_too():
+    model = random_model(3)
+    shown = [JONAS, STARTER, JONAS_LONG]
+    handle = steer(model, b"From [", weight=60.0)
+    try:
+        for seed in range(8):
+            sampled = SamplingConfig(temperature=1.5, top_k=None, top_p=None, max_new_bytes=150, faithful=True)
+            raw = reply_of(model, chat(shown), sampled, seed=seed)
+            reply = extract_assistant_reply(raw.decode("utf-8", errors="replace")).encode()
+            assert any(quote(b).startswith(reply) for b in shown), reply
+    finally:
+        handle.remove()
+
+
+def test_the_faithful_setting_is_checked():
+    with pytest.raises(ValueError, match="sampling.faithful"):
+        SamplingConfig(faithful="yes")
+
+
+# ---------------------------------------------------------------- through the engines
+
+
+def misquoting_model() -> GPT:
+    """A tiny model trained (~2 s) to answer a question about Jonas with a wrong quote."""
+    torch.manual_seed(0)
+    cfg = model_config(block_size=128)
+    model = GPT(cfg)
+    lines = format_chat(chat([STARTER, JONAS])) + "From [Jonas] birthday: 15 March\nuser: thanks\nassistant: ok\n\n"
+    data = torch.tensor(list((lines * 30).encode("utf-8")))
+    rng = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for _ in range(200):
+        starts = torch.randint(0, len(data) - cfg.block_size - 1, (16,), generator=rng).tolist()
+        x = torch.stack([data[i : i + cfg.block_size] for i in starts])
+        y = torch.stack([data[i + 1 : i + cfg.block_size + 1] for i in starts])
+        _, loss = model(x, targets=y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def engine() -> ChatEngine:
+    return ChatEngine(misquoting_model(), info={"path": "test"})
+
+
+def test_chat_engine_quotes_faithfully_only_with_the_switch(engine):
+    messages = chat([STARTER, JONAS])
+    free = engine.reply(messages, GREEDY, seed=0).reply
+    assert free.startswith("From [Jonas] birthday: 1") and not quote(JONAS).startswith(free.encode())
+    kept = engine.reply(messages, FAITHFUL, seed=0)
+    assert kept.finish_reason == "stop"
+    assert kept.reply.startswith("From [Jonas] birthday: 1") and quote(JONAS).startswith(kept.reply.encode())
+
+
+def test_the_batch_engine_decodes_faithful_replies_as_decoding_alone(engine):
+    rnd = random.Random(0)
+    requests = []
+    for i in range(6):
+        shown = rnd.sample([JONAS, STARTER, JONAS_LONG], rnd.randint(1, 3))
+        sampling = FAITHFUL if i % 3 else SamplingConfig(temperature=0.9, max_new_bytes=90, faithful=i % 2 == 0)
+        requests.append((chat(shown), sampling, i))
+    batch = BatchEngine(engine, max_batch_size=4)
+    sinks = [[] for _ in requests]
+    for (messages, sampling, seed), sink in zip(requests, sinks):
+        batch.submit(messages, sampling, seed, sink.append)
+    steps = 0
+    while batch.step():
+        steps += 1
+        assert steps < 2000
+    for (messages, sampling, seed), sink in zip(requests, sinks):
+        done = sink[-1]
+        assert isinstance(done, ReplyDone)
+        assert done.reply == engine.reply(messages, sampling, seed).reply
+        if sampling.faithful and done.reply.startswith("From ["):
+            shown = [b for b in (JONAS, STARTER, JONAS_LONG) if b.render() in messages[0]["content"]]
+            assert any(quote(b).startswith(done.reply.encode()) for b in shown), done.reply
+
+
+def test_the_chat_cli_and_the_web_api_carry_the_switch(engine):
+    from bytechat.serve.chat_cli import ChatSession, parse_args
+    from bytechat.serve.web.chat_request import checked_job, parse_body
+    from bytechat.serve.web.settings import ServerSettings
+
+    assert parse_args([]).faithful is False and parse_args(["--faithful"]).faithful is True
+    session = ChatSession(engine, SamplingConfig())
+    assert session.command("/faithful on") == ("info", "(faithful = True)") and session.sampling.faithful
+    assert session.command("/faithful maybe")[0] == "error" and session.sampling.faithful
+    assert session.command("/faithful off") == ("info", "(faithful = False)")
+    body = b'{"messages": [{"role": "user", "content": "hi"}], "faithful": true}'
+    assert checked_job(parse_body(body), ServerSettings()).sampling.faithful
+    assert not checked_job(parse_body(body.replace(b"true", b"false")), ServerSettings()).sampling.faithful
+
+
+def test_the_eval_asks_with_the_params_switch():
+    import yaml
+
+    from bytechat.core.config import ConfigError, parse_params
+    from bytechat.eval import grounded as ge
+    from bytechat.notes.index import NotesIndex
+    from tests.helpers import REPO
+
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert parse_params({**raw, "eval": {"faithful": True}}).eval.faithful is True
+    assert parse_params({k: v for k, v in raw.items() if k != "eval"}).eval.faithful is False
+    with pytest.raises(ConfigError, match="faithful"):
+        parse_params({**raw, "eval": {"faithful": "yes"}})
+
+    seen = []
+
+    class Recorder:
+        block_size = 512
+
+        def reply(self, messages, sampling, seed):
+            seen.append(sampling)
+            return type("Done", (), {"reply": "ok", "finish_reason": "stop"})()
+
+    with NotesIndex.build([JONAS, STARTER]) as index:
+        ge.ask(Recorder(), index, "when is Jonas's birthday?")
+        ge.ask(Recorder(), index, "when is Jonas's birthday?", faithful=True)
+    assert [s.faithful for s in seen] == [False, True] and all(s.greedy for s in seen)

@@ -41,6 +41,11 @@ def write_graph(folder: Path, pages: dict[str, str | bytes] = TINY_GRAPH) -> Pat
     return write_tree(folder, pages)
 
 
+def indexed(tmp_path: Path, pages: dict[str, str]) -> NotesIndex:
+    """The index of a graph of its own, written under tmp_path."""
+    return index_folder(write_graph(tmp_path / "n", pages), tmp_path / "i.sqlite", progress=False)
+
+
 @pytest.fixture
 def graph(tmp_path) -> Path:
     return write_graph(tmp_path / "notes")
@@ -543,8 +548,7 @@ def test_a_misspelt_way_of_asking_is_not_a_topic(index):
 
 
 def test_a_word_form_or_compound_the_notes_write_differently(tmp_path):
-    graph = write_graph(tmp_path / "n", {"Study.md": "- Bookshelves from the flea market, oak.\n- Desk lamp: brass.\n"})
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    with indexed(tmp_path, {"Study.md": "- Bookshelves from the flea market, oak.\n- Desk lamp: brass.\n"}) as idx:
         assert idx.search("where did the shelf come from?")[0].text.startswith("Bookshelves")
 
 
@@ -577,15 +581,14 @@ def test_a_pronoun_follow_up_keeps_the_topic_and_a_new_topic_does_not(index):
 def test_a_pronoun_follow_up_puts_the_person_asked_about_first(tmp_path):
     """After "who is Ines?", "when did she start?" gets Ines's dated block, not the pages
     whose blocks say "started" (they match the follow-up's own word better)."""
-    graph = write_graph(
-        tmp_path / "n",
+    with indexed(
+        tmp_path,
         {
             "Ines.md": "- relation: my landlady since June 2024\n- Lives downstairs with two cats\n",
             "Pottery.md": "- started: January 2026, Tuesday evenings\n",
             "Choir.md": "- started: autumn 2025 with the altos\n",
         },
-    )
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    ) as idx:
         first = [{"role": "user", "content": "who is Ines?"}, {"role": "assistant", "content": "Your landlady."}]
         hits = retrieve_for_chat(idx, [*first, {"role": "user", "content": "when did she start?"}])
         assert hits and hits[0].page == "Ines" and "June 2024" in hits[0].text, [(h.page, h.text) for h in hits]
@@ -594,11 +597,9 @@ def test_a_pronoun_follow_up_puts_the_person_asked_about_first(tmp_path):
 
 
 def test_a_when_question_prefers_the_block_with_a_date(tmp_path):
-    graph = write_graph(
-        tmp_path / "n",
-        {"Dentist.md": "- Okafor: very gentle\n- Okafor check-up on 14 March at 09:30, bring the form\n"},
-    )
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    with indexed(
+        tmp_path, {"Dentist.md": "- Okafor: very gentle\n- Okafor check-up on 14 March at 09:30, bring the form\n"}
+    ) as idx:
         assert "14 March" in idx.search("when do I see Okafor?", k=1)[0].text
         assert "gentle" in idx.search("what is Okafor like?", k=1)[0].text
 
@@ -609,10 +610,9 @@ def test_a_whole_page_question_gets_the_page_from_the_top(index):
 
 
 def test_an_inflected_way_of_asking_is_not_a_topic(tmp_path):
-    graph = write_graph(
-        tmp_path / "n", {"Study.md": "- Desk lamp: brass\n", "Log.md": "- Jonas kept mentioning his new bike\n"}
-    )
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    with indexed(
+        tmp_path, {"Study.md": "- Desk lamp: brass\n", "Log.md": "- Jonas kept mentioning his new bike\n"}
+    ) as idx:
         assert idx.topic_words("any note mentioning the lamp?") == ["lamp"]
         assert [h.page for h in idx.search("any note mentioning the lamp?")] == ["Study"]
     assert query_terms("how old is Ines's son?") == ["ines", "son"]  # "how old" asks for a number
@@ -621,29 +621,26 @@ def test_an_inflected_way_of_asking_is_not_a_topic(tmp_path):
 
 def test_a_common_word_is_meant_as_typed(tmp_path):
     """A common word ("key") is not a misspelt "hey", and "pension" is not a typo of "tension"."""
-    graph = write_graph(tmp_path / "n", {"Le Guin.md": "- Quiet books, a lot of tension.\n"})
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    with indexed(tmp_path, {"Le Guin.md": "- Quiet books, a lot of tension.\n"}) as idx:
         assert idx.topic_words("where's the spare key?") == ["spare", "key"]
         assert idx.search("have I got anything on my pension number?") == []
         assert idx.search("any quiet books with tenson?")[0].page == "Le Guin"  # a real typo still is one
 
 
 def test_a_compound_finds_the_two_words_the_notes_write(tmp_path):
-    graph = write_graph(tmp_path / "n", {"Book Club.md": "- host: Ana\n- meets: first Thursday, 19:30\n"})
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    with indexed(tmp_path, {"Book Club.md": "- host: Ana\n- meets: first Thursday, 19:30\n"}) as idx:
         assert idx.search("wen does bookclub meet")[0].text.startswith("meets")
 
 
 def test_a_fact_question_naming_a_page_gets_the_block_that_answers_first(tmp_path):
-    graph = write_graph(
-        tmp_path / "n",
+    with indexed(
+        tmp_path,
         {
             "Honey Granola.md": "- makes: one big jar\n- oven: 160 °C\n- Wet\n  - 4 tbsp honey, warmed\n",
             "Move.md": "- date: 3 May\n- van: the big one\n- TODO book the van\n",
             "Balcony.md": "- pots: 4, on the left\n- sun: from 14:00\n- watering: every second day\n",
         },
-    )
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    ) as idx:
         assert "4 tbsp honey" in idx.search("how much honny in the granola?")[0].text
         assert idx.search("what do I still have to do for the move?")[0].text.startswith("TODO")
         assert idx.search("how often for the balcony?")[0].text.startswith("watering")
@@ -651,11 +648,10 @@ def test_a_fact_question_naming_a_page_gets_the_block_that_answers_first(tmp_pat
 
 
 def test_a_pronoun_follow_up_is_not_sent_to_a_page_its_own_word_names(tmp_path):
-    graph = write_graph(
-        tmp_path / "n",
+    with indexed(
+        tmp_path,
         {"Tomasz.md": "- birthday: 23 August\n- job: engineer at Vermeer & Kok\n", "Work.md": "- moving day: Monday\n"},
-    )
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    ) as idx:
         first = [
             {"role": "user", "content": "when is Tomasz's birthday?"},
             {"role": "assistant", "content": "23 August."},
@@ -668,15 +664,14 @@ def test_a_pronoun_follow_up_is_not_sent_to_a_page_its_own_word_names(tmp_path):
 def test_a_follow_up_about_the_reply_finds_what_the_reply_named(tmp_path):
     """After a reply naming the Fauré, "how long did I practise it?" gets the journal
     block about the Fauré, not the choir page the question named."""
-    graph = write_graph(
-        tmp_path / "n",
+    with indexed(
+        tmp_path,
         {
             "Choir.md": "- learning: the Fauré, second verse\n- fee: €18 a month\n",
             "December 6th, 2026.md": "- Practised the Fauré for 40 minutes\n",
             "Piano.md": "- practise: scales, 10 minutes\n",
         },
-    )
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    ) as idx:
         first = [
             {"role": "user", "content": "what am I learning for choir?"},
             {"role": "assistant", "content": "The Fauré, the second verse."},
@@ -688,14 +683,13 @@ def test_a_follow_up_about_the_reply_finds_what_the_reply_named(tmp_path):
 def test_a_question_word_prefers_the_block_holding_what_it_asks_for(tmp_path):
     """ "how long" wants a duration, "what time" a time of day, "what temperature"
     degrees: not just any number on the page."""
-    graph = write_graph(
-        tmp_path / "n",
+    with indexed(
+        tmp_path,
         {
             "Stew.md": "- Ingredients\n  - 500 g beef\n  - 2 onions\n- time: 90 minutes\n- oven: 160 °C\n",
             "Ferry.md": "- cabin 12 on deck 4\n- leaves Hull at 20:30\n",
         },
-    )
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    ) as idx:
         assert idx.search("how long for the stew?")[0].text == "time: 90 minutes"
         assert idx.search("how hot for the stew?")[0].text == "oven: 160 °C"
         assert idx.search("what time does the ferry go?")[0].text == "leaves Hull at 20:30"
@@ -717,15 +711,14 @@ def test_a_question_s_days_are_read_in_any_order(text, found):
 
 
 def test_a_day_named_in_a_question_finds_that_day_s_page(tmp_path):
-    graph = write_graph(
-        tmp_path / "n",
+    with indexed(
+        tmp_path,
         {
             "December 3rd, 2026.md": "- Made soup for Tomasz\n- cello exam went well\n",
             "December 3rd, 2025.md": "- First snow\n",
             "December 1st, 2026.md": "- DONE pay the choir fee for December\n",
         },
-    )
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    ) as idx:
         hits = idx.search("what happened on 3 December?")
         assert {h.page for h in hits} == {"December 3rd, 2026"}, [(h.page, h.text) for h in hits]
         assert idx.search("what did I write on Dec 3rd 2025?")[0].text == "First snow"
@@ -734,11 +727,10 @@ def test_a_day_named_in_a_question_finds_that_day_s_page(tmp_path):
 
 def test_whose_fact_is_asked_must_be_named(tmp_path):
     """ "when is my mum's birthday?" is not answered by a friend's birthday."""
-    graph = write_graph(
-        tmp_path / "n",
+    with indexed(
+        tmp_path,
         {"Femke.md": "- birthday: 2 February\n- job: midwife\n", "Rust.md": "- Deriving Debug saves boilerplate.\n"},
-    )
-    with index_folder(graph, tmp_path / "i.sqlite", progress=False) as idx:
+    ) as idx:
         assert idx.search("when is my mum's birthday?") == []
         assert idx.search("when is Femke’s birthday?")[0].text == "birthday: 2 February"
         assert idx.search("when is the birthday?")[0].page == "Femke"  # no owner named: any birthday

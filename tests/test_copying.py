@@ -357,14 +357,16 @@ def test_the_chat_cli_and_the_web_api_carry_the_switch(engine):
     from bytechat.serve.web.chat_request import checked_job, parse_body
     from bytechat.serve.web.settings import ServerSettings
 
-    assert parse_args([]).faithful is False and parse_args(["--faithful"]).faithful is True
+    assert parse_args([]).faithful is copying.SHIPPED is True  # shipped on (docs/chat.md)
+    assert parse_args(["--no-faithful"]).faithful is False and parse_args(["--faithful"]).faithful is True
     session = ChatSession(engine, SamplingConfig())
     assert session.command("/faithful on") == ("info", "(faithful = True)") and session.sampling.faithful
     assert session.command("/faithful maybe")[0] == "error" and session.sampling.faithful
     assert session.command("/faithful off") == ("info", "(faithful = False)")
-    body = b'{"messages": [{"role": "user", "content": "hi"}], "faithful": true}'
-    assert checked_job(parse_body(body), ServerSettings()).sampling.faithful
-    assert not checked_job(parse_body(body.replace(b"true", b"false")), ServerSettings()).sampling.faithful
+    body = b'{"messages": [{"role": "user", "content": "hi"}]}'
+    assert checked_job(parse_body(body), ServerSettings()).sampling.faithful  # shipped on
+    off = body.replace(b"]}", b'], "faithful": false}')
+    assert not checked_job(parse_body(off), ServerSettings()).sampling.faithful
 
 
 def test_the_eval_asks_with_the_params_switch():

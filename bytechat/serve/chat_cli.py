@@ -30,6 +30,7 @@ from typing import Callable
 from bytechat.core import paths
 from bytechat.model.export import CONFIG_FILE, WEIGHTS_FILE, ModelLoadError, display_path, load_model, newest_export
 from bytechat.model.export import read_export_config
+from bytechat.serve import copying
 from bytechat.serve.generate import (
     ChatEngine,
     NonFiniteLogits,
@@ -169,8 +170,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--faithful",
         action=argparse.BooleanOptionalAction,
-        default=defaults.faithful,
-        help="a reply that starts quoting a note quotes a shown note verbatim (docs/chat.md, faithful-copy decoding)",
+        default=copying.SHIPPED,
+        help="a reply that starts quoting a note quotes a shown note verbatim (default: on; docs/chat.md)",
     )
     parser.add_argument("--seed", type=int, default=None, help="make the whole session reproducible")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")

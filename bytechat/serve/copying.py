@@ -10,9 +10,10 @@ search box"). With `SamplingConfig(faithful=True)` the sampler keeps the reply o
 - once it starts with `From [`, every next byte must keep it a prefix of some shown quote
   `From [Page] <block text>` (exactly the bytes training writes: grounded.quoted, the
   chat format's escaping), so the MODEL still chooses which shown block it quotes;
-- the reply may end (the first byte of a stop tag, "\\n", then the rest of a tag) at any
-  character boundary from the page name's "]" on, so the model also chooses where to stop; once the
-  reply is a whole quote that no longer shown quote extends, the end is forced.
+- the reply may end (the first byte of a stop tag, "\\n", then the rest of a tag) at
+  any character boundary from the page name's "]" on, so the model also chooses where
+  to stop; once the reply is a whole quote that no longer shown quote extends, the end
+  is forced. Inside a quote the repeat guard is off (restrict): a quote cannot loop.
 
 The quotes come from the prompt itself (its system turn's notes, laid out by
 bytechat.notes.blocks.render_notes), so generate_bytes and the batch engine need only the
@@ -30,6 +31,11 @@ from bytechat.notes.grounded import ANSWER_PREFIX
 from bytechat.serve.sampling import RepeatGuard
 from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat
 
+# Whether chat and the web API decode faithfully unless told otherwise (--no-faithful,
+# "faithful": false); the eval stage's own switch is params.yaml eval.faithful. On: better
+# answer_f1 on heldout_train, heldout_val and natural_dev, same abstentions (docs/chat.md).
+# SamplingConfig itself defaults to off, so library callers (the answer probe, tools) sample freely.
+SHIPPED = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 _TAGS = tuple(tag.encode("utf-8") for tag in STOP_TAGS)  # b"\nuser: ", ...
 _NEWLINE = b"\n"

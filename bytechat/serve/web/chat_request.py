@@ -24,6 +24,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import ClientDisconnect, Request
 
+from bytechat.serve.copying import SHIPPED
 from bytechat.serve.generate import SamplingConfig
 from bytechat.text.tokenizer import VOCAB_SIZE
 from bytechat.serve.web.settings import ServerSettings
@@ -70,7 +71,7 @@ class ChatRequest(BaseModel):
     max_new_tokens: int | None = Field(default=None, ge=1)  # null: the server's default
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # null: a fresh random reply
     notes: bool = True  # answer from the server's notes index (when it has one)
-    faithful: bool = _DEFAULTS.faithful  # a quote of a note can only be verbatim (bytechat/serve/copying.py)
+    faithful: bool = SHIPPED  # a quote of a note can only be verbatim (bytechat/serve/copying.py)
 
 
 @dataclass(frozen=True)

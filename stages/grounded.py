@@ -29,7 +29,7 @@ from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.synthetic import name as random_name
 from bytechat.notes.synthetic import synthetic_pages
-from bytechat.notes.dialogues import conversation
+from bytechat.notes.dialogues import conversation, near_miss
 
 # Beside the n single-turn dialogues of a part (params.yaml grounded.*_dialogues): this
 # many multi-turn conversations and small-talk dialogues per single-turn one (issue 29;
@@ -61,6 +61,7 @@ def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: 
         talks = conversation.Conversations(blocks, retrieve, cfg.k, cfg.context_bytes, random_name)
         found += conversation.make(talks, rng, round(n * CONVERSATIONS))
         found += conversation.make(talks, rng, round(n * SMALL_TALK), "smalltalk")
+        found += near_miss.make(blocks, retrieve, rng, round(n * cfg.near_miss), cfg.k, cfg.context_bytes)
     return [
         {"text": d.document(), "messages": d.messages, "gold": d.gold, "kind": d.kind, "page": d.page, "source": source}
         for d in found

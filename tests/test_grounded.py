@@ -259,8 +259,8 @@ def test_grounded_stage_never_uses_validation_pages(tmp_path):
     assert {r["page"] for r in train if r["source"] == "roam" and r["page"]} <= train_pages
     summary = json.loads((out / "summary.json").read_text())
     blocks = len(all_blocks(grounded.read_split_pages(work / "artifacts" / "splits" / "roam_train.jsonl")))
-    single = 2 * blocks  # then a quarter as many conversations and a tenth as much small talk
-    assert 0 < summary["roam_train"] <= round(single * 1.35) + 2 < 10000, (summary, blocks)
+    single = 2 * blocks  # then a quarter as many conversations, a tenth as much small talk and near misses
+    assert 0 < summary["roam_train"] <= round(single * 1.45) + 3 < 10000, (summary, blocks)
     first = (out / "train.jsonl").read_bytes()
     subprocess.run([sys.executable, "stages/grounded.py"], cwd=work, env=env, check=True, capture_output=True)
     assert (out / "train.jsonl").read_bytes() == first  # deterministic

@@ -208,6 +208,7 @@ class GroundedConfig:
     synthetic_dialogues: NonNegative  # about those
     val_dialogues: NonNegative  # about the roam validation pages (grounded_val, and eval)
     uncovered: Fraction  # share of questions the notes do not answer
+    near_miss: Fraction  # per question, a question for a key the page lacks (dialogues/near_miss.py)
     k: Annotated[StrictInt, Field(ge=1)]  # blocks retrieval puts in the prompt, at most (as chat does)
     context_bytes: Annotated[StrictInt, Field(ge=256)]  # the smallest block_size a profile uses: the notes must fit it
     answers: Literal["span", "quote", "clause"]  # how answers are taught (bytechat/notes/grounded.py ANSWERS)

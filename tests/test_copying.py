@@ -16,6 +16,7 @@ from bytechat.core.rng import make_generator
 from bytechat.model import GPT
 from bytechat.notes import grounded
 from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
+from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.serve import copying
 from bytechat.serve.batch_engine import BatchEngine
 from bytechat.serve.copying import OPENING, FaithfulCopy, shown_entries
@@ -50,13 +51,20 @@ def quote(block: NoteBlock) -> bytes:
     return grounded.quoted(block).text.encode()
 
 
+def quotes(block: NoteBlock) -> list[bytes]:
+    """A block's quote, and an attribute's without its key (grounded.answers: value)."""
+    head = KEY_VALUE.match(block.text.split("\n", 1)[0])
+    return [quote(block)] + ([grounded.value_quoted(block, head.group(2)).text.encode()] if head else [])
+
+
 # ---------------------------------------------------------------- the machine
 
 
 def test_the_quotes_are_exactly_what_training_writes():
     m = machine([JONAS, STARTER])
-    assert sorted(m.quotes) == sorted([quote(JONAS), quote(STARTER)])
+    assert sorted(m.quotes) == sorted([quote(JONAS), b"From [Jonas] 14 February", quote(STARTER)])
     assert quote(JONAS) == b"From [Jonas] birthday: 14 February"
+    assert grounded.value_quoted(JONAS, "14 February").text == "From [Jonas] 14 February"
 
 
 def test_allowed_sets():
@@ -67,6 +75,8 @@ def test_allowed_sets():
     assert allowed(m, "From [Jo") == b"n"
     assert allowed(m, "From [Jonas") == b"]"  # not before the page name ends
     assert allowed(m, "From [Jonas]") == b"\n "  # may end from here on
+    assert allowed(m, "From [Jonas] ") == b"\n1b"  # the key, or straight to the value
+    assert allowed(m, "From [Jonas] 14 February") == b"\n"
     assert allowed(m, "From [Jonas] birthday: 1") == b"\n4"
     assert allowed(m, "From [Jonas] birthday: 14 February") == b"\n"  # complete: the end is forced
     assert allowed(m, "From [Jonas] birthday: 14 February\n") == b"asu"  # a stop tag, and only that
@@ -93,7 +103,7 @@ def test_no_notes_no_constraint():
 def test_a_persons_system_prompt_is_not_taken_for_notes():
     system = "Notes:\n[Fake] quote me\nBe brief."
     m = machine([JONAS], system=system)
-    assert m.quotes == [quote(JONAS)]
+    assert m.quotes == quotes(JONAS)
     assert allowed(m, "From [") == b"J"
 
 
@@ -101,16 +111,16 @@ def test_notes_cut_by_the_prompt_budget_are_quoted_as_shown():
     """crop_messages may cut the system turn's end: a cut entry is quoted as far as it is
     shown, and one cut inside its page name is no quote at all (nor part of the one above)."""
     content = notes_system_content(render_notes([STARTER, JONAS]))
-    for cut, quotes in (
-        (len("Notes:\n[Jonas] birthday: 14 February\n[Sourdo"), [quote(JONAS)]),
+    for cut, shown in (
+        (len("Notes:\n[Jonas] birthday: 14 February\n[Sourdo"), quotes(JONAS)),
         (
             len("Notes:\n[Jonas] birthday: 14 February\n[Sourdough Starter] Feeding\n  Ra"),
-            [quote(JONAS), b"From [Sourdough Starter] Feeding\n  Ra"],
+            [*quotes(JONAS), b"From [Sourdough Starter] Feeding\n  Ra"],
         ),
-        (len("Notes:\n[Jonas] birthday: 14"), [b"From [Jonas] birthday: 14"]),
+        (len("Notes:\n[Jonas] birthday: 14"), [b"From [Jonas] birthday: 14", b"From [Jonas] 14"]),
     ):
         messages = [{"role": "system", "content": content[:cut]}, {"role": "user", "content": "hi"}]
-        assert FaithfulCopy.from_messages(messages).quotes == quotes
+        assert FaithfulCopy.from_messages(messages).quotes == shown
 
 
 # Page names and block texts as the notes layout allows them: a one-line head, then
@@ -135,7 +145,7 @@ def test_every_walk_through_the_machine_is_a_faithful_quote(blocks, system, rnd)
     messages = chat(blocks, system=system)
     assert shown_entries(messages) == [b.render() for b in reversed(blocks)]
     m = FaithfulCopy.from_prompt(format_chat(messages).encode())
-    quotes = [quote(b) for b in blocks]
+    shown = [q for b in blocks for q in quotes(b)]
     reply = bytearray(OPENING)
     for _ in range(400):
         options = m.allowed(reply)
@@ -145,8 +155,8 @@ def test_every_walk_through_the_machine_is_a_faithful_quote(blocks, system, rnd)
             break
     assert reply.endswith(TAGS)
     said = extract_assistant_reply(reply.decode("utf-8")).encode()
-    assert any(q.startswith(said) and len(said) >= q.index(b"] ") + 1 for q in quotes), (said, quotes)
-    for q in quotes:  # each whole quote, then a tag, is a path the machine allows
+    assert any(q.startswith(said) and len(said) >= q.index(b"] ") + 1 for q in shown), (said, shown)
+    for q in shown:  # each whole quote, then a tag, is a path the machine allows
         path = q + TAGS[rnd.randrange(len(TAGS))]
         for i in range(len(OPENING), len(path)):
             assert path[i] in m.allowed(path[:i]), (path, i)

@@ -75,6 +75,24 @@ def test_answers_say_spans_copied_from_the_block_placed_last():
     assert kinds == {"attribute", "todo", "keyword", "page", "uncovered"}
 
 
+def test_value_answers_quote_an_attribute_from_where_its_value_starts(monkeypatch):
+    """grounded.answers: value: an attribute question is answered by the page and the
+    block from its value on (no key); everything else is quoted whole."""
+    monkeypatch.setattr(grounded, "ANSWERS", "value")
+    seen = set()
+    for d in make(PAGES):
+        reply = d.messages[-1]["content"]
+        if d.kind == "attribute":
+            block = d.blocks[0]
+            key, _, value = block.text.partition(": ")
+            assert reply == f"From [{block.page}] {value}" and key not in reply, reply
+            assert d.spans == (value,) and value in block.text
+        elif d.kind in ("todo", "keyword", "page"):
+            assert reply == grounded.answer(d.blocks[0]) or reply.startswith("From ["), reply
+        seen.add(d.kind)
+    assert {"attribute", "todo", "uncovered"} <= seen
+
+
 def _words(text: str) -> set[str]:
     return set(re.findall(r"[^\W_]+", text.lower()))
 

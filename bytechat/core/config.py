@@ -211,7 +211,7 @@ class GroundedConfig:
     near_miss: Fraction  # per question, a question for a key the page lacks (dialogues/near_miss.py)
     k: Annotated[StrictInt, Field(ge=1)]  # blocks retrieval puts in the prompt, at most (as chat does)
     context_bytes: Annotated[StrictInt, Field(ge=256)]  # the smallest block_size a profile uses: the notes must fit it
-    answers: Literal["span", "quote", "clause"]  # how answers are taught (bytechat/notes/grounded.py ANSWERS)
+    answers: Literal["span", "quote", "clause", "value"]  # how answers are taught (bytechat/notes/grounded.py ANSWERS)
 
 
 @_config

@@ -237,7 +237,10 @@ def questions(
 # "clause" quotes an attribute block only up to the end of its value's first clause
 # (`From [Jonas] Birthday: 14 February`, not the joke after it): the quote's copy, its
 # end where the fact ends; other questions as "quote".
-ANSWER_STYLES = ("span", "quote", "clause")
+# "value" names the page and says an attribute's value as the block writes it, without
+# its key (`From [Jonas] 14 February. Yes, really.`): the quote's copy, started where the
+# fact starts; other questions as "quote".
+ANSWER_STYLES = ("span", "quote", "clause", "value")
 ANSWERS = "span"  # the stage sets it from params.yaml (the shipped value: quote, docs/notes.md)
 
 
@@ -257,10 +260,20 @@ def clause_quoted(block: NoteBlock, value: str) -> Said:
     return Said(f"{ANSWER_PREFIX}[{block.page}] {cut}", (cut,))
 
 
+def value_quoted(block: NoteBlock, value: str) -> Said:
+    """The page, then the block from where value starts (the whole block quoted when value
+    is not in it)."""
+    at = block.text.find(value) if value else -1
+    if at <= 0:
+        return quoted(block)
+    said = block.text[at:]
+    return Said(f"{ANSWER_PREFIX}[{block.page}] {said}", (said,))
+
+
 def page_reply(name: str, picked: Sequence[NoteBlock], block: NoteBlock, rng: random.Random, room: int | None) -> Said:
     """The reply to "tell me about X": a summary of the picked blocks, or (quote) the
     first of them quoted."""
-    if ANSWERS in ("quote", "clause"):
+    if ANSWERS in ("quote", "clause", "value"):
         return quoted(picked[0] if picked else block)
     return summary.summary_reply(name, picked, rng, room)
 
@@ -296,7 +309,9 @@ def ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool = True) -
     asked = _ask(slot, block, rng, yes_no, name)
     if asked is not None and ANSWERS == "clause" and asked.kind == "attribute":
         return Asked(asked.text, asked.kind, lambda room: clause_quoted(block, slot.answer))
-    if asked is not None and ANSWERS in ("quote", "clause"):
+    if asked is not None and ANSWERS == "value" and asked.kind == "attribute":
+        return Asked(asked.text, asked.kind, lambda room: value_quoted(block, slot.answer))
+    if asked is not None and ANSWERS in ("quote", "clause", "value"):
         return Asked(asked.text, asked.kind, lambda room: quoted(block))
     return asked
 

@@ -9,7 +9,9 @@ search box"). With `SamplingConfig(faithful=True)` the sampler keeps the reply o
   that does not start with `From [` (an abstention, small talk) is never constrained;
 - once it starts with `From [`, every next byte must keep it a prefix of some shown quote
   `From [Page] <block text>` (exactly the bytes training writes: grounded.quoted, the
-  chat format's escaping), so the MODEL still chooses which shown block it quotes;
+  chat format's escaping), or of an attribute's quote without its key (`From [Jonas] 14
+  February`, as `grounded.answers: value` teaches), so the MODEL still chooses which
+  shown block it quotes;
 - the reply may end (the first byte of a stop tag, "\\n", then the rest of a tag) at
   any character boundary from the page name's "]" on, so the model also chooses where
   to stop; once the reply is a whole quote that no longer shown quote extends, the end
@@ -27,6 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bytechat.notes.blocks import NOTES_HEADER
+from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.grounded import ANSWER_PREFIX
 from bytechat.serve.sampling import RepeatGuard
 from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat
@@ -82,10 +85,11 @@ class FaithfulCopy:
         self.quotes: list[bytes] = []
         self.first_stop: list[int] = []  # per quote: the reply may end once it is this long
         for entry in entries:
-            quote = escape_content(ANSWER_PREFIX + entry).encode("utf-8")
-            if quote not in self.quotes:
-                self.quotes.append(quote)
-                self.first_stop.append(len(OPENING) + quote[len(OPENING) :].index(b"] ") + 1)
+            for said in (entry, *_without_key(entry)):
+                quote = escape_content(ANSWER_PREFIX + said).encode("utf-8")
+                if quote not in self.quotes:
+                    self.quotes.append(quote)
+                    self.first_stop.append(len(OPENING) + quote[len(OPENING) :].index(b"] ") + 1)
 
     @classmethod
     def from_messages(cls, messages: Sequence[Mapping[str, str]]) -> FaithfulCopy | None:
@@ -115,6 +119,14 @@ class FaithfulCopy:
         # Empty only if the reply left the quotes before the constraint applied (a switch
         # turned on mid-reply): then nothing is constrained rather than nothing allowed.
         return sorted(nexts) if nexts else None
+
+
+def _without_key(entry: str) -> list[str]:
+    """An attribute's entry as `grounded.answers: value` quotes it, its key left out
+    ("[Jonas] Birthday: 14 February" -> "[Jonas] 14 February"); [] for other blocks."""
+    page, _, text = entry.partition("] ")
+    head = KEY_VALUE.match(text.split("\n", 1)[0])
+    return [f"{page}] {text[head.start(2) :]}"] if head else []
 
 
 def _boundary(quote: bytes, at: int) -> bool:

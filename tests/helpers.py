@@ -67,16 +67,14 @@ def train_config(**values) -> TrainConfig:
 TRANSCRIPT = "user: hi\nassistant: hello\nuser: 日本\nassistant: 日本語🙂\n"
 
 
-def train_chat_model(steps: int = 80) -> GPT:
-    """A 2x32 model trained ~1 s on TRANSCRIPT repeated, in eval mode (deterministic)."""
-    torch.manual_seed(0)
-    cfg = model_config(block_size=64)
-    model = GPT(cfg)
-    data = torch.tensor(list((TRANSCRIPT * 40).encode("utf-8")))
-    rng = torch.Generator().manual_seed(0)
+def overfit(model: GPT, text, steps: int, seed: int = 0) -> GPT:
+    """model trained steps AdamW steps (lr 1e-2, 16 windows a step) on the bytes of text,
+    or of text(generator) drawn anew each step; returned in eval mode (deterministic)."""
+    rng = torch.Generator().manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    T = cfg.block_size
+    T = model.config.block_size
     for _ in range(steps):
+        data = torch.tensor(list((text(rng) if callable(text) else text).encode("utf-8")))
         starts = torch.randint(0, len(data) - T - 1, (16,), generator=rng).tolist()
         x = torch.stack([data[i : i + T] for i in starts])
         y = torch.stack([data[i + 1 : i + T + 1] for i in starts])
@@ -85,6 +83,12 @@ def train_chat_model(steps: int = 80) -> GPT:
         loss.backward()
         opt.step()
     return model.eval()
+
+
+def train_chat_model(steps: int = 80) -> GPT:
+    """A 2x32 model trained ~1 s on TRANSCRIPT repeated, in eval mode (deterministic)."""
+    torch.manual_seed(0)
+    return overfit(GPT(model_config(block_size=64)), TRANSCRIPT * 40, steps)
 
 
 # ---------------------------------------------------------------- a whole tiny run

@@ -23,7 +23,7 @@ from bytechat.serve.copying import OPENING, FaithfulCopy, shown_entries
 from bytechat.serve.generate import ChatEngine, ReplyDone, generate_bytes
 from bytechat.serve.sampling import SamplingConfig
 from bytechat.text.chat_format import STOP_TAGS, extract_assistant_reply, format_chat
-from tests.helpers import model_config
+from tests.helpers import model_config, overfit
 
 TAGS = tuple(t.encode() for t in STOP_TAGS)
 JONAS = NoteBlock("Jonas", "birthday: 14 February", 0)
@@ -307,21 +307,9 @@ def test_the_faithful_setting_is_checked():
 def misquoting_model() -> GPT:
     """A tiny model trained (~2 s) to answer a question about Jonas with a wrong quote."""
     torch.manual_seed(0)
-    cfg = model_config(block_size=128)
-    model = GPT(cfg)
+    model = GPT(model_config(block_size=128))
     lines = format_chat(chat([STARTER, JONAS])) + "From [Jonas] birthday: 15 March\nuser: thanks\nassistant: ok\n\n"
-    data = torch.tensor(list((lines * 30).encode("utf-8")))
-    rng = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(200):
-        starts = torch.randint(0, len(data) - cfg.block_size - 1, (16,), generator=rng).tolist()
-        x = torch.stack([data[i : i + cfg.block_size] for i in starts])
-        y = torch.stack([data[i + 1 : i + cfg.block_size + 1] for i in starts])
-        _, loss = model(x, targets=y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    return model.eval()
+    return overfit(model, lines * 30, 200)
 
 
 @pytest.fixture(scope="module")

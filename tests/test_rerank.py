@@ -16,7 +16,7 @@ from bytechat.notes.index import Hit, index_folder
 from bytechat.notes.rerank import QueryLikelihood, candidates, rerank, retrieve_reranked
 from bytechat.notes.retrieval import notes_budget, retrieve_for_chat
 from bytechat.text.chat_format import render_transcript
-from tests.helpers import model_config, write_tree
+from tests.helpers import model_config, overfit, write_tree
 
 GRAPH = {
     "Choir.md": "- Rehearsal on Thursdays at 19:30 in the church hall.\n- conductor:: Ilse\n"
@@ -91,26 +91,14 @@ def test_a_model_that_learned_which_block_a_question_follows_scores_that_block_h
     """Trained a second on two notes each followed by its own question, the model finds
     each question more likely after its own block than after the other or none."""
     torch.manual_seed(0)
-    cfg = model_config(block_size=64)
-    model = GPT(cfg)
+    model = GPT(model_config(block_size=64))
     cat, van = NoteBlock("Pets", "cat: Miso", 0), NoteBlock("Car", "van: Rex", 0)
     dialogues = [
         render_transcript([{"role": "system", "content": render_notes([b])}, {"role": "user", "content": q}]) + "\n"
         for b, q in ((cat, "who is Miso?"), (van, "where is Rex?"))
     ]
-    rng = torch.Generator().manual_seed(0)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for _ in range(120):
-        order = torch.randperm(2, generator=rng).tolist() * 4
-        data = torch.tensor(list("".join(dialogues[i] for i in order).encode("utf-8")))
-        starts = torch.randint(0, len(data) - cfg.block_size - 1, (16,), generator=rng).tolist()
-        x = torch.stack([data[i : i + cfg.block_size] for i in starts])
-        y = torch.stack([data[i + 1 : i + cfg.block_size + 1] for i in starts])
-        _, loss = model(x, targets=y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    scorer = QueryLikelihood(model.eval())
+    overfit(model, lambda rng: "".join(dialogues[i] for i in torch.randperm(2, generator=rng).tolist() * 4), 120)
+    scorer = QueryLikelihood(model)
     miso = scorer.score("who is Miso?", [van, cat])
     rex = scorer.score("where is Rex?", [van, cat])
     assert miso[1] > miso[0] and miso[1] > 0

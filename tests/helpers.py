@@ -85,6 +85,20 @@ def overfit(model: GPT, text, steps: int, seed: int = 0) -> GPT:
     return model.eval()
 
 
+class RecordingEngine:
+    """A stand-in for ChatEngine that answers "ok" and records each (messages, sampling)
+    it was asked with, for tests of what the chat path sends the engine."""
+
+    block_size = 512
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[list, object]] = []
+
+    def reply(self, messages, sampling, seed=None):
+        self.calls.append((messages, sampling))
+        return type("Done", (), {"reply": "ok", "finish_reason": "stop"})()
+
+
 def train_chat_model(steps: int = 80) -> GPT:
     """A 2x32 model trained ~1 s on TRANSCRIPT repeated, in eval mode (deterministic)."""
     torch.manual_seed(0)

@@ -23,7 +23,7 @@ from bytechat.serve.copying import OPENING, FaithfulCopy, shown_entries
 from bytechat.serve.generate import ChatEngine, ReplyDone, generate_bytes
 from bytechat.serve.sampling import SamplingConfig
 from bytechat.text.chat_format import STOP_TAGS, extract_assistant_reply, format_chat
-from tests.helpers import model_config, overfit
+from tests.helpers import RecordingEngine, model_config, overfit
 
 TAGS = tuple(t.encode() for t in STOP_TAGS)
 JONAS = NoteBlock("Jonas", "birthday: 14 February", 0)
@@ -381,16 +381,9 @@ def test_the_eval_asks_with_the_params_switch():
     with pytest.raises(ConfigError, match="faithful"):
         parse_params({**raw, "eval": {"faithful": "yes"}})
 
-    seen = []
-
-    class Recorder:
-        block_size = 512
-
-        def reply(self, messages, sampling, seed):
-            seen.append(sampling)
-            return type("Done", (), {"reply": "ok", "finish_reason": "stop"})()
-
+    engine = RecordingEngine()
     with NotesIndex.build([JONAS, STARTER]) as index:
-        ge.ask(Recorder(), index, "when is Jonas's birthday?")
-        ge.ask(Recorder(), index, "when is Jonas's birthday?", faithful=True)
+        ge.ask(engine, index, "when is Jonas's birthday?")
+        ge.ask(engine, index, "when is Jonas's birthday?", faithful=True)
+    seen = [sampling for _, sampling in engine.calls]
     assert [s.faithful for s in seen] == [False, True] and all(s.greedy for s in seen)

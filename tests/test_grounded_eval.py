@@ -18,7 +18,7 @@ from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.roam import RoamPage, load_pages
 from bytechat.serve.generate import ChatEngine
-from tests.helpers import REPO, train_chat_model
+from tests.helpers import REPO, RecordingEngine, train_chat_model
 
 PAGES = [
     RoamPage("Bees", "- hives:: 3\n- location:: behind the shed\n- {{[[TODO]]}} order new frames\n"),
@@ -165,15 +165,7 @@ def test_ask_runs_the_chat_path_and_the_search_box_beside_it():
 
 
 def test_a_followup_is_asked_after_its_history(monkeypatch):
-    seen = []
-
-    class Recorder:
-        block_size = 512
-
-        def reply(self, messages, sampling, seed):
-            seen.append(messages)
-            return type("Done", (), {"reply": "ok", "finish_reason": "stop"})()
-
+    engine = RecordingEngine()
     case = ge.Case(
         "and her birthday?",
         ["9 April"],
@@ -183,7 +175,8 @@ def test_a_followup_is_asked_after_its_history(monkeypatch):
         blocks=[("Marta", 0)],
     )
     with NotesIndex.build(all_blocks(PAGES)) as index:
-        result = ge.ask(Recorder(), index, case.question, case=case)
+        result = ge.ask(engine, index, case.question, case=case)
+    seen = [messages for messages, _ in engine.calls]
     # the follow-up alone names no page; retrieval falls back on the conversation (its
     # previous user turn), and the prompt holds the notes and the newest turn
     assert seen[0][-1] == {"role": "user", "content": "and her birthday?"}

@@ -46,6 +46,12 @@ def indexed(tmp_path: Path, pages: dict[str, str]) -> NotesIndex:
     return index_folder(write_graph(tmp_path / "n", pages), tmp_path / "i.sqlite", progress=False)
 
 
+def after_one_exchange(idx: NotesIndex, question: str, reply: str, follow: str) -> list[Hit]:
+    """What chat retrieves for follow, after question was answered with reply."""
+    messages = [{"role": "user", "content": question}, {"role": "assistant", "content": reply}]
+    return retrieve_for_chat(idx, [*messages, {"role": "user", "content": follow}])
+
+
 @pytest.fixture
 def graph(tmp_path) -> Path:
     return write_graph(tmp_path / "notes")
@@ -589,8 +595,7 @@ def test_a_pronoun_follow_up_puts_the_person_asked_about_first(tmp_path):
             "Choir.md": "- started: autumn 2025 with the altos\n",
         },
     ) as idx:
-        first = [{"role": "user", "content": "who is Ines?"}, {"role": "assistant", "content": "Your landlady."}]
-        hits = retrieve_for_chat(idx, [*first, {"role": "user", "content": "when did she start?"}])
+        hits = after_one_exchange(idx, "who is Ines?", "Your landlady.", "when did she start?")
         assert hits and hits[0].page == "Ines" and "June 2024" in hits[0].text, [(h.page, h.text) for h in hits]
         alone = idx.search("when did the pottery course start?", k=1)  # no pronoun: the words decide
         assert alone and alone[0].page == "Pottery"
@@ -652,11 +657,7 @@ def test_a_pronoun_follow_up_is_not_sent_to_a_page_its_own_word_names(tmp_path):
         tmp_path,
         {"Tomasz.md": "- birthday: 23 August\n- job: engineer at Vermeer & Kok\n", "Work.md": "- moving day: Monday\n"},
     ) as idx:
-        first = [
-            {"role": "user", "content": "when is Tomasz's birthday?"},
-            {"role": "assistant", "content": "23 August."},
-        ]
-        hits = retrieve_for_chat(idx, [*first, {"role": "user", "content": "and where does he work?"}])
+        hits = after_one_exchange(idx, "when is Tomasz's birthday?", "23 August.", "and where does he work?")
         assert hits and hits[0].page == "Tomasz", [(h.page, h.text) for h in hits]
         assert idx.search("where do I work?")[0].page == "Work"  # no pronoun: the page it names
 
@@ -672,11 +673,9 @@ def test_a_follow_up_about_the_reply_finds_what_the_reply_named(tmp_path):
             "Piano.md": "- practise: scales, 10 minutes\n",
         },
     ) as idx:
-        first = [
-            {"role": "user", "content": "what am I learning for choir?"},
-            {"role": "assistant", "content": "The Fauré, the second verse."},
-        ]
-        hits = retrieve_for_chat(idx, [*first, {"role": "user", "content": "how long did I practise it?"}])
+        hits = after_one_exchange(
+            idx, "what am I learning for choir?", "The Fauré, the second verse.", "how long did I practise it?"
+        )
         assert hits and hits[0].page == "December 6th, 2026", [(h.page, h.text) for h in hits]
 
 

@@ -379,14 +379,18 @@ def uncovered_dialogue(
 ) -> Dialogue:
     """A question the notes do not answer; whatever retrieval finds, the answer abstains."""
     topic = rng.choice((*UNCOVERED_TOPICS, f"{unknown_name}'s birthday", unknown_name))
-    text = rng.choice(UNCOVERED_TEMPLATES).format(topic=topic)
+    return abstaining(rng.choice(UNCOVERED_TEMPLATES).format(topic=topic), retrieve, k, context_bytes)
+
+
+def abstaining(text: str, retrieve: Retriever, k: int, context_bytes: int, kind: str = "uncovered") -> Dialogue:
+    """text asked as chat lays it out (retrieval's hits for it), answered ABSTAIN."""
     notes = render_notes(fit_notes(retrieve(text, k), text, context_bytes, k))
     messages = [
         {"role": "system", "content": notes},
         {"role": "user", "content": text},
         {"role": "assistant", "content": ABSTAIN},
     ]
-    return Dialogue(messages, "", "uncovered", "")
+    return Dialogue(messages, "", kind, "")
 
 
 def word_counts(blocks: Sequence[NoteBlock]) -> dict[str, int]:

@@ -105,12 +105,13 @@ class Search:
         limit = int(k) * CANDIDATES
         with self._lock:
             near = {t: self._vocab.neighbours(t) for t in [*own, *context] if not self._matches_any(t)}
-            # "and where does he work?": the pronoun names the subject, so a page its
-            # own words name ("Work/Office Move") is not what it is about.
+            follows = bool(own and topic and refers_back(query))  # "where does he work?"
             routed = base
             if day_named:  # "what happened on 3 December?": the day's page, whatever the notes never say
-                routed = [t for t in base if self._matches_any(t) or near.get(t)]
-            page = [] if own and topic and refers_back(query) else self._page_route(routed, near, k, query)
+                routed = [t for t in base if near.get(t, True)]  # near: the words no block matches
+            # A pronoun names the subject, so a page the follow-up's own words name
+            # ("Work/Office Move") is not what it is about.
+            page = [] if follows else self._page_route(routed, near, k, query)
             if page:
                 return page
             close = [w for t in base for w in near.get(t, [])]
@@ -129,7 +130,7 @@ class Search:
             ids = [row[0] for row in fused]
             evidence = self._evidence(base if own else self.topic_words(topic[0]) or base, near, ids)
             about = set()  # blocks about what the pronoun points back at
-            if own and topic and refers_back(query):  # "where does he work?": the topic's blocks count
+            if follows:  # the topic's blocks count
                 for said in topic:  # the previous question, then the replies to it
                     asked = [t for t in self.topic_words(said) if t not in own]
                     for rowid, value in self._evidence(asked, near, ids).items():

@@ -22,7 +22,7 @@ import random
 from collections.abc import Sequence
 
 from bytechat.notes import grounded
-from bytechat.notes.blocks import NoteBlock, render_notes
+from bytechat.notes.blocks import NoteBlock
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.query import query_terms
 
@@ -58,17 +58,6 @@ class NearMisses:
         return template.format(key=rng.choice(absent), title=grounded.title(page)), page
 
 
-def dialogue(text: str, retrieve: grounded.Retriever, k: int, context_bytes: int) -> grounded.Dialogue:
-    """The near miss as chat lays it out: retrieval's hits for it, the answer ABSTAIN."""
-    notes = render_notes(grounded.fit_notes(retrieve(text, k), text, context_bytes, k))
-    messages = [
-        {"role": "system", "content": notes},
-        {"role": "user", "content": text},
-        {"role": "assistant", "content": grounded.ABSTAIN},
-    ]
-    return grounded.Dialogue(messages, "", "near_miss", "")
-
-
 def make(
     blocks: Sequence[NoteBlock], retrieve: grounded.Retriever, rng: random.Random, n: int, k: int, context_bytes: int
 ) -> list[grounded.Dialogue]:
@@ -80,5 +69,5 @@ def make(
             break
         asked = misses.question(rng)
         if asked is not None:
-            out.append(dialogue(asked[0], retrieve, k, context_bytes))
+            out.append(grounded.abstaining(asked[0], retrieve, k, context_bytes, "near_miss"))
     return out

@@ -25,7 +25,7 @@ from bytechat.core.config import ConfigError, GroundedConfig, load_params
 from bytechat.core.rng import SeedOffset
 from bytechat.notes.roam import RoamPage
 from bytechat.notes.grounded import read_split_pages
-from bytechat.notes.blocks import all_blocks
+from bytechat.notes.blocks import all_blocks, lead_blocks
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.synthetic import name as random_name
 from bytechat.notes.synthetic import synthetic_pages
@@ -62,6 +62,10 @@ def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: 
         found += conversation.make(talks, rng, round(n * CONVERSATIONS))
         found += conversation.make(talks, rng, round(n * SMALL_TALK), "smalltalk")
         found += near_miss.make(blocks, retrieve, rng, round(n * cfg.near_miss), cfg.k, cfg.context_bytes)
+        leads = lead_blocks(blocks)
+        firsts = [b for b in blocks if (b.page, b.position) in leads]
+        for block in rng.choices(firsts, k=round(n * cfg.pages)) if firsts else []:
+            found.append(grounded.page_dialogue(block, retrieve, rng, cfg.k, cfg.context_bytes))
     return [
         {"text": d.document(), "messages": d.messages, "gold": d.gold, "kind": d.kind, "page": d.page, "source": source}
         for d in found

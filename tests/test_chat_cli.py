@@ -61,9 +61,11 @@ def no_repo_notes_index(tmp_path_factory, monkeypatch):
 
 
 def chat(stdin: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """The chat CLI on stdin. Decoding is free (--no-faithful first; a test may turn it on):
+    the toy models here say "hello", which is none of the bot's own sentences."""
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONIOENCODING": "utf-8", **(env or {})}
     return subprocess.run(
-        [sys.executable, "-m", "bytechat.serve.chat_cli", *args],
+        [sys.executable, "-m", "bytechat.serve.chat_cli", "--no-faithful", *args],
         input=stdin,
         capture_output=True,
         text=True,

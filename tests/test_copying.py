@@ -12,17 +12,21 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bytechat.core import paths
 from bytechat.core.rng import make_generator
+from bytechat.data.primer import load_primer
 from bytechat.model import GPT
 from bytechat.notes import grounded
-from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
+from bytechat.notes.blocks import NoteBlock, all_blocks, notes_system_content, render_notes
+from bytechat.notes.dialogues import everyday
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.serve import copying
 from bytechat.serve.batch_engine import BatchEngine
 from bytechat.serve.copying import OPENING, FaithfulCopy, shown_entries
 from bytechat.serve.generate import ChatEngine, ReplyDone, generate_bytes
 from bytechat.serve.sampling import SamplingConfig
-from bytechat.text.chat_format import STOP_TAGS, extract_assistant_reply, format_chat
+from bytechat.notes.index import NotesIndex
+from bytechat.text.chat_format import STOP_TAGS, escape_content, extract_assistant_reply, format_chat
 from tests.helpers import RecordingEngine, model_config, overfit
 
 TAGS = tuple(t.encode() for t in STOP_TAGS)
@@ -79,12 +83,26 @@ def test_allowed_sets():
     assert allowed(m, "From [Jonas] 14 February") == b"\n"
     assert allowed(m, "From [Jonas] birthday: 1") == b"\n4"
     assert allowed(m, "From [Jonas] birthday: 14 February") == b"\n"  # complete: the end is forced
-    assert allowed(m, "From [Jonas] birthday: 14 February\n") == b"asu"  # a stop tag, and only that
+    assert allowed(m, "From [Jonas] birthday: 14 February\n") == b"Fasu"  # a stop tag, or another block's quote
     assert allowed(m, "From [Jonas] birthday: 14 February\nus") == b"e"
     assert allowed(m, "From [Jonas] birth\nsystem") == b":"
     # A block's child line: its newline both goes on with the quote and may start a stop tag.
     assert allowed(m, "From [Sourdough Starter] Feeding\n") == b"\n asu"
     assert allowed(m, "From [Sourdough Starter] Feeding\n  R") == b"\na"
+
+
+def test_a_page_question_may_quote_several_blocks_each_once():
+    """summary.quotes: "tell me about X" answers with the page's blocks quoted one per line;
+    each quote is as exact as a single one, and a block is not quoted twice."""
+    m = machine([JONAS, STARTER])
+    first = "From [Jonas] birthday: 14 February\n"
+    assert allowed(m, first + "Fr") == b"o"
+    assert allowed(m, first + "From [") == b"S"  # Jonas is quoted already
+    assert allowed(m, first + "From [Sourdough Starter] Feeding\n") == b"\n asu"  # nothing left to quote
+    assert allowed(m, "From [Jonas] 14 February\nFrom [") == b"S"  # the value's quote is the same block
+    assert allowed(machine([JONAS]), "From [Jonas] birthday: 14 February\n") == b"asu"
+    assert allowed(m, "From [Jonas] birth\n") == b"asu"  # another quote only after a whole one
+    assert allowed(m, "From [Jonas] bday\nFrom [") is None  # the first was no quote: unconstrained
 
 
 def test_a_quote_that_another_extends_may_end_or_go_on():
@@ -155,7 +173,9 @@ def test_every_walk_through_the_machine_is_a_faithful_quote(blocks, system, rnd)
             break
     assert reply.endswith(TAGS)
     said = extract_assistant_reply(reply.decode("utf-8")).encode()
-    assert any(q.startswith(said) and len(said) >= q.index(b"] ") + 1 for q in shown), (said, shown)
+    parts = said.split(b"\n" + OPENING)  # one quote, or a page's several, one per line
+    for part in [parts[0], *(OPENING + p for p in parts[1:])]:
+        assert any(q.startswith(part) and len(part) >= q.index(b"] ") + 1 for q in shown), (part, shown)
     for q in shown:  # each whole quote, then a tag, is a path the machine allows
         path = q + TAGS[rnd.randrange(len(TAGS))]
         for i in range(len(OPENING), len(path)):
@@ -225,7 +245,12 @@ def test_a_random_models_greedy_quote_is_always_a_prefix_of_a_shown_quote(wanted
     assert free.startswith(wanted)  # unconstrained, it misquotes as steered
     reply = extract_assistant_reply(kept.decode("utf-8", errors="replace")).encode()
     assert reply.startswith(OPENING)
-    assert any(quote(b).startswith(reply) for b in shown), (reply, [quote(b) for b in shown])
+    *whole, last = reply.split(b"\n" + OPENING)  # a page's blocks may follow, each quoted whole
+    assert all(any((OPENING if i else b"") + part == quote(b) for b in shown) for i, part in enumerate(whole)), reply
+    assert any(quote(b).startswith(OPENING + last if whole else last) for b in shown), (
+        reply,
+        [quote(b) for b in shown],
+    )
     assert len(kept) == 120 or kept.endswith(TAGS)
 
 
@@ -242,8 +267,11 @@ def test_the_constraint_changes_a_misquote_the_model_would_write():
     assert quote(JONAS).startswith(kept.encode()) and kept.startswith("From [Jonas] birthday: 1")
 
 
-def test_a_reply_that_is_not_a_quote_is_left_alone():
-    """Abstention and small talk decode exactly as with the switch off."""
+@pytest.mark.parametrize("own_words", [True, False])
+def test_with_notes_shown_a_reply_that_is_not_a_quote_is_left_alone(monkeypatch, own_words):
+    """Where notes are shown, abstention, small talk and answers in other words decode
+    exactly as with the switch off (own words or not)."""
+    monkeypatch.setattr(copying, "OWN_WORDS", own_words)
     for wanted in (b"I couldn't find that in your notes.", b"Hi! What do you need?", b"Fro"):
         for seed in range(3):
             model = random_model(seed)
@@ -254,6 +282,56 @@ def test_a_reply_that_is_not_a_quote_is_left_alone():
                 )
             finally:
                 handle.remove()
+
+
+@pytest.mark.parametrize("notes", [None, []])
+@pytest.mark.parametrize(
+    "wanted, starts",
+    [
+        (b"Hi! What can I tomato page them.", b"Hi! What can I "),  # word salad: kept to a sentence of its own
+        (b"I couldn't find that in your notes.", b"I couldn't find that in your notes."),  # and then it stops
+        (b"Good night! See you tomorrow.", b"Good night! See you tomorrow."),
+    ],
+)
+def test_own_words_keep_a_reply_that_is_not_a_quote_to_the_bots_sentences(notes, wanted, starts):
+    """Faithful decoding (OWN_WORDS, shipped): where no notes are shown, a reply is one of
+    the sentences training teaches (own_sentences), whole; the model picks which."""
+    assert copying.OWN_WORDS
+    sentences = set(copying.own_sentences())
+    for seed in range(2):
+        model = random_model(seed)
+        handle = steer(model, wanted)
+        try:
+            free = reply_of(model, chat(notes), GREEDY)
+            kept = extract_assistant_reply(reply_of(model, chat(notes), FAITHFUL).decode()).encode()
+        finally:
+            handle.remove()
+        assert free.startswith(wanted) and free != wanted  # unconstrained it says the salad, or runs on
+        assert kept.startswith(starts) and kept in sentences, kept
+
+
+def test_own_sentences_hold_every_reply_training_teaches_that_is_not_a_quote(monkeypatch):
+    """So faithful decoding never forbids what the model was taught (with the shipped
+    quote answers: span answers' sentence frames are not among them, docs/chat.md): the
+    grounded stage's abstentions, small talk and conversations' closers, and the primer's
+    replies without notes."""
+    from bytechat.notes.dialogues import conversation
+    from tests.test_grounded import PAGES, make
+
+    monkeypatch.setattr(grounded, "ANSWERS", "quote")
+    sentences = set(copying.own_sentences())
+    blocks = all_blocks(PAGES)
+    index = NotesIndex.build(blocks)
+    talks = conversation.Conversations(blocks, lambda q, k: [h.block for h in index.search(q, k)], 3, 512)
+    dialogues = [*make(PAGES, seed=3, n=300), *conversation.make(talks, random.Random(2), 200)]
+    said = {d.messages[-1]["content"] for d in dialogues}
+    said |= {t.reply for t in (everyday.talk(random.Random(i)) for i in range(300))}
+    others = {r for r in said if not r.startswith(grounded.ANSWER_PREFIX + "[")}
+    assert len(others) > 30 and {grounded.ABSTAIN} < others
+    assert {r for r in others if r.encode() not in sentences} == set()
+    primer = [m["content"] for d in load_primer(paths.primer_file()) for m in d if m["role"] == "assistant"]
+    assert sentences >= {escape_content(primer[2]).encode()}  # "Hi! I can search your notes, ..." (no notes)
+    assert escape_content(primer[0]).encode() not in sentences  # a summary of the primer's own notes
 
 
 @pytest.mark.parametrize("sampling", [GREEDY, SamplingConfig(temperature=0.8, max_new_bytes=80)])
@@ -272,10 +350,16 @@ def test_the_switch_off_never_consults_the_machine(monkeypatch, sampling):
     assert SamplingConfig().faithful is False
 
 
-def test_no_notes_shown_decodes_as_with_the_switch_off():
+def test_no_notes_shown_nothing_is_quoted(monkeypatch):
+    """Without notes a reply cannot start a quote: it is one of the bot's own sentences
+    (with OWN_WORDS off, decoding is as with the switch off)."""
     model = random_model(2)
     handle = steer(model, b"From [Jonas] birthday: 15 March")
     try:
+        for blocks in (None, []):
+            kept = extract_assistant_reply(reply_of(model, chat(blocks), FAITHFUL).decode()).encode()
+            assert kept in copying.own_sentences() and not kept.startswith(OPENING), kept
+        monkeypatch.setattr(copying, "OWN_WORDS", False)
         for blocks in (None, []):
             assert reply_of(model, chat(blocks), FAITHFUL) == reply_of(model, chat(blocks), GREEDY)
     finally:

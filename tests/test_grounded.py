@@ -3,6 +3,7 @@ chat format and notes layout chat uses; synthetic notes; document-aligned batche
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
@@ -17,7 +18,7 @@ import torch
 from bytechat.notes import grounded
 from bytechat.notes.dialogues import frames, spans, summary
 from bytechat.data.batching import document_starts, get_batch
-from bytechat.text.chat_format import parse_chat, render_transcript
+from bytechat.text.chat_format import format_chat, parse_chat, render_transcript
 from bytechat.notes.roam import RoamPage
 from bytechat.notes.blocks import all_blocks, lead_blocks, notes_system_content, render_notes
 from bytechat.notes.index import NotesIndex
@@ -277,8 +278,9 @@ def test_grounded_stage_never_uses_validation_pages(tmp_path):
     assert {r["page"] for r in train if r["source"] == "roam" and r["page"]} <= train_pages
     summary = json.loads((out / "summary.json").read_text())
     blocks = len(all_blocks(grounded.read_split_pages(work / "artifacts" / "splits" / "roam_train.jsonl")))
-    single = 2 * blocks  # then a quarter as many conversations, a tenth as much small talk and near misses
-    assert 0 < summary["roam_train"] <= round(single * 1.45) + 3 < 10000, (summary, blocks)
+    single = 2 * blocks  # then a quarter as many conversations, a tenth as much small talk and near misses,
+    pages = float(re.search(r"\n  pages: ([\d.]+)", params).group(1))  # and grounded.pages' page questions
+    assert 0 < summary["roam_train"] <= round(single * (1.45 + pages)) + 3 < 10000, (summary, blocks)
     first = (out / "train.jsonl").read_bytes()
     subprocess.run([sys.executable, "stages/grounded.py"], cwd=work, env=env, check=True, capture_output=True)
     assert (out / "train.jsonl").read_bytes() == first  # deterministic
@@ -461,7 +463,8 @@ def test_no_follow_up_template_makes_an_eval_question():
 
 def test_quote_answers_are_the_block_whole_for_comparison(monkeypatch):
     """grounded.answers: quote teaches the block quoted whole (page and all), in single
-    questions, page questions and conversations alike; span (the default) never does."""
+    questions and conversations alike, and a page question the page's shown blocks
+    quoted whole, one per line; span (the default) never quotes."""
     from bytechat.notes.dialogues import conversation
 
     spoken = [d for d in make(PAGES, seed=5) if d.kind != "uncovered"]
@@ -469,10 +472,20 @@ def test_quote_answers_are_the_block_whole_for_comparison(monkeypatch):
     monkeypatch.setattr(grounded, "ANSWERS", "quote")
     quoted = [d for d in make(PAGES, seed=5) if d.kind != "uncovered"]
     assert {d.kind for d in quoted} >= {"attribute", "page"}
+    whole = {grounded.answer(b) for b in all_blocks(PAGES)}
     for d in quoted:
         reply = d.messages[-1]["content"]
-        assert reply in {grounded.answer(b) for b in all_blocks(PAGES)}, reply
+        assert reply in whole or d.kind == "page", reply
         assert reply.startswith(f"{grounded.ANSWER_PREFIX}[{d.page}] "), (reply, d.page)
+    pages = [d for d in quoted if d.kind == "page"]
+    several = [d for d in pages if "\n" + grounded.ANSWER_PREFIX in d.messages[-1]["content"]]
+    assert several, "a page question quotes the page's blocks shown, not only the first"
+    for d in pages:  # each of them whole, in page order, every one shown and of the page
+        said = [grounded.answer(b) for b in d.blocks]
+        assert d.messages[-1]["content"] in {"\n".join(said[:n]) for n in range(1, len(said) + 1)}
+        assert all(b.page == d.page and b.render() in d.messages[0]["content"] for b in d.blocks)
+        assert [b.position for b in d.blocks] == sorted(b.position for b in d.blocks)
+        assert len(format_chat(d.messages).encode()) <= 512  # it fits the context it trains in
     blocks = all_blocks(PAGES)
     index = NotesIndex.build(blocks)
     talks = conversation.Conversations(blocks, lambda q, k: [h.block for h in index.search(q, k)], 3, 512)
@@ -492,3 +505,21 @@ def test_clause_answers_quote_an_attribute_block_to_the_end_of_its_fact(monkeypa
     whole = {grounded.answer(b) for b in all_blocks(pages)}
     others = [d.messages[-1]["content"] for d in made if d.page != "Jonas"]
     assert others and all(reply in whole for reply in others), others  # "hives: 3" is all fact
+
+
+def test_the_pages_share_adds_whole_page_questions(monkeypatch):
+    """params.yaml grounded.pages: per question, one more "tell me about X" about a random
+    page, answered as the page questions are (quote answers: its blocks shown, quoted)."""
+    from bytechat.core.config import load_params
+    from stages.grounded import part
+
+    cfg = dataclasses.replace(load_params().grounded, answers="quote", near_miss=0.0)
+    counts = {}
+    for share in (0.0, 0.5):
+        rows = part(PAGES, 40, dataclasses.replace(cfg, pages=share), seed=3, source="roam")
+        counts[share] = [r for r in rows if r["kind"] == "page"]
+    assert len(counts[0.5]) >= len(counts[0.0]) + 20  # 40 x 0.5 more
+    titles = {p.title for p in PAGES}
+    for row in counts[0.5]:
+        assert row["page"] in titles
+        assert row["messages"][-1]["content"].startswith(f"{grounded.ANSWER_PREFIX}[{row['page']}] ")

@@ -1017,7 +1017,12 @@ def test_floods_and_stalls_get_answers_on_a_real_server_idle_and_while_decoding(
     with httpx.Client(base_url=url, timeout=30) as http, contextlib.ExitStack() as stack:
         readers = []  # kept: a line iterator that is dropped closes its stream
         for seed in (1, 2):
-            long = {**HI, "max_new_tokens": 1_000_000, "seed": seed}  # a minute of decoding
+            long = {
+                **HI,
+                "max_new_tokens": 1_000_000,
+                "seed": seed,
+                "faithful": False,
+            }  # a minute of decoding (free: a sentence of its own would end it)
             response = stack.enter_context(http.stream("POST", "/chat/stream", json=long))
             assert response.status_code == 200
             readers.append(response.iter_lines())

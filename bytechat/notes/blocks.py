@@ -33,6 +33,7 @@ from bytechat.notes.roam import RoamPage
 
 MAX_BLOCK_BYTES = 150  # one block's text; longer blocks are cut (see above)
 NOTES_HEADER = "Notes:"
+ANSWER_PREFIX = "From "  # a quote of a note: `From [Page] block text` (grounded.answer)
 NO_NOTES = "Notes: none found."
 
 _TODO = re.compile(r"\{\{\[\[(TODO|DONE)\]\]\}\}\s*")

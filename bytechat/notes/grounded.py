@@ -34,7 +34,7 @@ from typing import Callable, Sequence
 
 from bytechat.text.chat_format import format_chat, render_transcript
 from bytechat.notes.roam import RoamPage
-from bytechat.notes.blocks import TODO_LINE, NoteBlock, lead_blocks, notes_system_content, render_notes
+from bytechat.notes.blocks import ANSWER_PREFIX, TODO_LINE, NoteBlock, lead_blocks, notes_system_content, render_notes
 from bytechat.notes.dialogues import frames, spans, summary
 from bytechat.notes.dialogues.frames import Said
 from bytechat.notes.dialogues.spans import KEY_VALUE
@@ -42,7 +42,6 @@ from bytechat.notes.query import query_terms
 from bytechat.notes.retrieval import fitting, notes_budget
 
 ABSTAIN = "I couldn't find that in your notes."
-ANSWER_PREFIX = "From "
 _WORD = re.compile(r"[^\W\d_]{4,}", re.UNICODE)
 RARE_WORD_BLOCKS = 3  # a keyword question's word occurs in at most this many blocks
 
@@ -271,10 +270,10 @@ def value_quoted(block: NoteBlock, value: str) -> Said:
 
 
 def page_reply(name: str, picked: Sequence[NoteBlock], block: NoteBlock, rng: random.Random, room: int | None) -> Said:
-    """The reply to "tell me about X": a summary of the picked blocks, or (quote) the
-    first of them quoted."""
+    """The reply to "tell me about X": a summary of the picked blocks, or (quote) each
+    of them quoted."""
     if ANSWERS in ("quote", "clause", "value"):
-        return quoted(picked[0] if picked else block)
+        return summary.quotes(picked or [block], room)
     return summary.summary_reply(name, picked, rng, room)
 
 

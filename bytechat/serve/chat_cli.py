@@ -50,7 +50,7 @@ COMMANDS_HELP = """commands:
   /topk K       sample among the K most likely bytes, 0 = off
   /topp P       ... and among those, the fewest covering probability P, 1 = off
   /notes on|off answer from your notes (on when a notes index was loaded), or not
-  /faithful on|off  a reply that quotes a note quotes it verbatim (--faithful), or not
+  /faithful on|off  quotes verbatim, other replies the bot's own sentences (--faithful), or free
   /help         this list
   /quit         leave (so do Ctrl-D, and Ctrl-C at the prompt; Ctrl-C in a reply stops it)"""
 
@@ -171,7 +171,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--faithful",
         action=argparse.BooleanOptionalAction,
         default=copying.SHIPPED,
-        help="a reply that starts quoting a note quotes a shown note verbatim (default: on; docs/chat.md)",
+        help="a quote of the notes is verbatim, any other reply one of the bot's own sentences (default: on; docs/chat.md)",
     )
     parser.add_argument("--seed", type=int, default=None, help="make the whole session reproducible")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             stream.reconfigure(errors="replace")
     print(
         f"bytechat: {info['path']} ({info['params']:,} params, {info['device']}); temperature {sampling.temperature},"
-        f" top-k {sampling.top_k}, top-p {sampling.top_p}{', faithful quotes' * sampling.faithful}. /help lists commands.",
+        f" top-k {sampling.top_k}, top-p {sampling.top_p}{', faithful decoding' * sampling.faithful}. /help lists commands.",
         file=sys.stderr,
     )
     try:

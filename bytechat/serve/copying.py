@@ -1,36 +1,52 @@
-"""Faithful-copy decoding: a reply that starts quoting a note can only quote it verbatim.
+"""Faithful decoding: a quote of the notes is verbatim, and any other reply is one of the
+bot's own sentences.
 
 Trained with `grounded.answers: quote`, the model answers `From [Page] <block text>`, a
-quote of one block the prompt shows. Decoding freely, it often picks the right block and
-then copies it badly (a loop, a skipped line: docs/notes.md, "Where the model loses to the
-search box"). With `SamplingConfig(faithful=True)` the sampler keeps the reply on the page:
+quote of one block the prompt shows (a page question: several of the page's blocks, one
+per line); everything else it says (abstentions, small talk) is a sentence of its
+training data. Decoding freely, it often picks the right block and then copies it badly
+(a loop, a skipped line: docs/notes.md, "Where the model loses to the search box"), and
+its small talk drifts into word salad on notes it never saw. With
+`SamplingConfig(faithful=True)` the sampler keeps the reply to what it was taught:
 
-- while the reply is a prefix of `From [` (or is empty), nothing is constrained; a reply
-  that does not start with `From [` (an abstention, small talk) is never constrained;
-- once it starts with `From [`, every next byte must keep it a prefix of some shown quote
-  `From [Page] <block text>` (exactly the bytes training writes: grounded.quoted, the
-  chat format's escaping), or of an attribute's quote without its key (`From [Jonas] 14
-  February`, as `grounded.answers: value` teaches), so the MODEL still chooses which
+- once a reply starts with `From [`, every next byte must keep it a prefix of some shown
+  quote `From [Page] <block text>` (exactly the bytes training writes: grounded.quoted,
+  the chat format's escaping), or of an attribute's quote without its key (`From [Jonas]
+  14 February`, as `grounded.answers: value` teaches), so the MODEL still chooses which
   shown block it quotes;
-- the reply may end (the first byte of a stop tag, "\\n", then the rest of a tag) at
+- the reply may end (the first byte of a stop tag, "\n", then the rest of a tag) at
   any character boundary from the page name's "]" on, so the model also chooses where
   to stop; once the reply is a whole quote that no longer shown quote extends, the end
-  is forced. Inside a quote the repeat guard is off (restrict): a quote cannot loop.
+  is forced. After a whole quote, "\nFrom [" may start the quote of another shown block
+  (each block once). Inside a quote the repeat guard is off (restrict): a quote cannot loop;
+- a reply that does not start with `From [` is not constrained where notes are shown
+  (the primer also teaches answers in its own words: "Your Bagels notes say: ...");
+- with OWN_WORDS (shipped), where the prompt shows no notes (small talk, "Notes: none
+  found.") there is nothing to quote or answer from, so the reply must stay a prefix of
+  one of own_sentences (the small talk of dialogues.everyday with every filler, the
+  abstention, the primer's replies in its dialogues without notes) and ends where that
+  sentence ends: the model picks the sentence byte by byte, so small talk stays
+  grammatical on notes it never saw. Without OWN_WORDS such replies are never constrained.
 
 The quotes come from the prompt itself (its system turn's notes, laid out by
 bytechat.notes.blocks.render_notes), so generate_bytes and the batch engine need only the
-prompt bytes and the switch. A prompt without notes constrains nothing. The constraint is
-applied as an allowed set: sample_rows sets every other byte's score to -inf before
-top-k, temperature and top-p (greedy takes the best allowed byte).
+prompt bytes and the switch. The constraint is applied as an allowed set: sample_rows
+sets every other byte's score to -inf before top-k, temperature and top-p (greedy takes
+the best allowed byte).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 
+from bytechat.core import paths
+from bytechat.data.primer import load_primer
 from bytechat.notes.blocks import NOTES_HEADER
+from bytechat.notes.dialogues import everyday
 from bytechat.notes.dialogues.spans import KEY_VALUE
-from bytechat.notes.grounded import ANSWER_PREFIX
+from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
 from bytechat.serve.sampling import RepeatGuard
 from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat
 
@@ -39,9 +55,13 @@ from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content
 # answer_f1 on heldout_train, heldout_val and natural_dev, same abstentions (docs/chat.md).
 # SamplingConfig itself defaults to off, so library callers (the answer probe, tools) sample freely.
 SHIPPED = True
+# Whether faithful decoding also keeps a reply that is not a quote to the bot's own
+# sentences (own_sentences): measured in docs/chat.md.
+OWN_WORDS = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 _TAGS = tuple(tag.encode("utf-8") for tag in STOP_TAGS)  # b"\nuser: ", ...
 _NEWLINE = b"\n"
+_NEXT = _NEWLINE + OPENING  # a page question's reply may quote several of the page's blocks, one per line
 
 
 def shown_entries(messages: Sequence[Mapping[str, str]]) -> list[str]:
@@ -81,44 +101,95 @@ class FaithfulCopy:
     block), so it holds no state and a batch row or a refilled window cannot desync it.
     """
 
-    def __init__(self, entries: Sequence[str]) -> None:
+    def __init__(self, entries: Sequence[str], sentences: Sequence[bytes] = ()) -> None:
+        self.sentences = sorted(set(sentences))  # the bot's own replies; () leaves other replies free
         self.quotes: list[bytes] = []
         self.first_stop: list[int] = []  # per quote: the reply may end once it is this long
-        for entry in entries:
+        self.entry: list[int] = []  # per quote: which shown entry it quotes
+        for e, entry in enumerate(entries):
             for said in (entry, *_without_key(entry)):
                 quote = escape_content(ANSWER_PREFIX + said).encode("utf-8")
                 if quote not in self.quotes:
                     self.quotes.append(quote)
                     self.first_stop.append(len(OPENING) + quote[len(OPENING) :].index(b"] ") + 1)
+                    self.entry.append(e)
 
     @classmethod
-    def from_messages(cls, messages: Sequence[Mapping[str, str]]) -> FaithfulCopy | None:
+    def from_messages(cls, messages: Sequence[Mapping[str, str]], own_words: bool = False) -> FaithfulCopy | None:
         entries = shown_entries(messages)
-        return cls(entries) if entries else None
+        if entries:
+            return cls(entries)
+        return cls([], own_sentences()) if own_words else None
 
     @classmethod
-    def from_prompt(cls, prompt: bytes) -> FaithfulCopy | None:
-        """The machine for the notes a chat prompt shows; None when it shows none."""
-        return cls.from_messages(prompt_messages(prompt))
+    def from_prompt(cls, prompt: bytes, own_words: bool = False) -> FaithfulCopy | None:
+        """The machine for the notes a chat prompt shows, or (own_words) for a prompt that
+        shows none, the bot's own sentences; None when it would constrain nothing."""
+        return cls.from_messages(prompt_messages(prompt), own_words)
 
     def allowed(self, produced: bytes | bytearray) -> list[int] | None:
         reply = bytes(produced)
         if not reply.startswith(OPENING):
-            return None  # still (a prefix of) "From [", or not a quote at all
+            return self._own(reply)  # still (a prefix of) "From [", or not a quote at all
+        *earlier, current = reply.split(_NEXT)
+        used: set[int] = set()
+        for i, part in enumerate(earlier):
+            ends = self._ends(part if i == 0 else OPENING + part, whole=True)
+            if not ends:
+                return None  # an earlier quote left the notes (a switch turned on mid-reply)
+            used.update(ends)
+        current = current if not earlier else OPENING + current
         nexts: set[int] = set()
-        cut = reply.rfind(_NEWLINE)
-        tail = reply[cut:] if cut >= 0 else b""  # a stop tag being written: "\n", "\nus", ...
-        for quote, first_stop in zip(self.quotes, self.first_stop):
-            if quote.startswith(reply):
-                if len(reply) < len(quote):
-                    nexts.add(quote[len(reply)])
-                if len(reply) >= first_stop and _boundary(quote, len(reply)):
+        cut = current.rfind(_NEWLINE)
+        tail = current[cut:] if cut >= 0 else b""  # a stop tag or the next quote being written: "\n", "\nus", "\nFr"
+        ended_at_cut = bool(tail) and bool(self._ends(current[:cut], used))
+        whole_at_cut = self._ends(current[:cut], used, whole=True) if tail else set()
+        for n, (quote, first_stop) in enumerate(zip(self.quotes, self.first_stop)):
+            if self.entry[n] in used:
+                continue  # a page's block is quoted once per reply
+            if quote.startswith(current):
+                if len(current) < len(quote):
+                    nexts.add(quote[len(current)])
+                if len(current) >= first_stop and _boundary(quote, len(current)):
                     nexts.add(_NEWLINE[0])
-            if tail and cut >= first_stop and _boundary(quote, cut) and quote.startswith(reply[:cut]):
-                nexts.update(tag[len(tail)] for tag in _TAGS if len(tag) > len(tail) and tag.startswith(tail))
+        if ended_at_cut:
+            nexts.update(tag[len(tail)] for tag in _TAGS if len(tag) > len(tail) and tag.startswith(tail))
+            others = set(self.entry) - used - whole_at_cut
+            if whole_at_cut and others and len(tail) < len(_NEXT) and _NEXT.startswith(tail):
+                nexts.add(_NEXT[len(tail)])
         # Empty only if the reply left the quotes before the constraint applied (a switch
         # turned on mid-reply): then nothing is constrained rather than nothing allowed.
         return sorted(nexts) if nexts else None
+
+    def _own(self, reply: bytes) -> list[int] | None:
+        """Before a quote starts: "From [" (when notes are shown) or one of the bot's own
+        sentences, whole, then a stop tag. None without sentences (no constraint), or once
+        the reply has left them (a switch turned on mid-reply)."""
+        if not self.sentences:
+            return None
+        nexts = _continuations(self.sentences, reply)
+        if self.quotes and len(reply) < len(OPENING) and OPENING.startswith(reply):
+            nexts.add(OPENING[len(reply)])
+        if _holds(self.sentences, reply):
+            nexts.add(_NEWLINE[0])
+        cut = reply.rfind(_NEWLINE)
+        if cut >= 0 and _holds(self.sentences, reply[:cut]):
+            tail = reply[cut:]
+            nexts.update(tag[len(tail)] for tag in _TAGS if len(tag) > len(tail) and tag.startswith(tail))
+        return sorted(nexts) if nexts else None
+
+    def _ends(self, said: bytes, used: set[int] = frozenset(), whole: bool = False) -> set[int]:
+        """The entries (not in used) that said quotes up to where a reply may end; whole:
+        quotes whole (another block's quote may only follow a whole one)."""
+        ends = set()
+        for n, (quote, first_stop) in enumerate(zip(self.quotes, self.first_stop)):
+            if whole:
+                fits = said == quote
+            else:
+                fits = len(said) >= first_stop and quote.startswith(said) and _boundary(quote, len(said))
+            if fits and self.entry[n] not in used:
+                ends.add(self.entry[n])
+        return ends
 
 
 def _without_key(entry: str) -> list[str]:
@@ -129,6 +200,41 @@ def _without_key(entry: str) -> list[str]:
     return [f"{page}] {text[head.start(2) :]}"] if head else []
 
 
+@lru_cache(maxsize=1)
+def own_sentences() -> tuple[bytes, ...]:
+    """Every reply training teaches that quotes no note: the small talk of
+    dialogues.everyday (every filler), the abstention, and the primer's replies in its
+    dialogues without notes (data/primer.txt). With own_words, a reply that is not a
+    quote is one of these, chosen by the model: small talk stays grammatical."""
+    said = [*everyday.all_replies(), ABSTAIN]
+    if paths.primer_file().is_file():
+        for dialogue in load_primer(paths.primer_file()):
+            if not any(NOTES_HEADER in m["content"] for m in dialogue if m["role"] == "system"):
+                said += [m["content"] for m in dialogue if m["role"] == "assistant"]
+    return tuple(escape_content(s).encode("utf-8") for s in said)
+
+
+def _continuations(sentences: Sequence[bytes], prefix: bytes) -> set[int]:
+    """The bytes that follow prefix in the sorted sentences (one bisect per distinct byte)."""
+    out: set[int] = set()
+    at = bisect_left(sentences, prefix)
+    while at < len(sentences) and sentences[at].startswith(prefix):
+        if len(sentences[at]) == len(prefix):
+            at += 1
+            continue
+        byte = sentences[at][len(prefix)]
+        out.add(byte)
+        if byte == 0xFF:
+            break
+        at = bisect_left(sentences, prefix + bytes([byte + 1]), at)
+    return out
+
+
+def _holds(sentences: Sequence[bytes], said: bytes) -> bool:
+    at = bisect_left(sentences, said)
+    return at < len(sentences) and sentences[at] == said
+
+
 def _boundary(quote: bytes, at: int) -> bool:
     """Whether a reply may end after quote[:at]: not inside a UTF-8 character."""
     return at >= len(quote) or not 0x80 <= quote[at] < 0xC0
@@ -136,8 +242,8 @@ def _boundary(quote: bytes, at: int) -> bool:
 
 def copy_guard(prompt: bytes, faithful: bool) -> FaithfulCopy | None:
     """The machine generate_bytes and the batch engine decode a prompt's reply with:
-    None when the switch is off or the prompt shows no notes."""
-    return FaithfulCopy.from_prompt(prompt) if faithful else None
+    None when the switch is off (or there is nothing to constrain)."""
+    return FaithfulCopy.from_prompt(prompt, OWN_WORDS) if faithful else None
 
 
 def restrict(copy: FaithfulCopy | None, guard: RepeatGuard, produced: bytearray) -> tuple[list[int], list[int] | None]:

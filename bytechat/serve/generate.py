@@ -96,8 +96,8 @@ def generate_bytes(
     full, the last block_size // 2 bytes are prefilled again and decoding goes on.
     use_cache=False recomputes the whole window for every byte (for tests/benchmarks);
     step decodes each byte with that DecodeStep (compiled) on its static cache.
-    sampling.faithful: a reply that starts "From [" quotes a note the prompt shows,
-    verbatim (bytechat/serve/copying.py).
+    sampling.faithful: a reply that starts "From [" quotes notes the prompt shows,
+    verbatim; any other reply is one of the bot's own sentences (bytechat/serve/copying.py).
     """
     if not prompt:
         raise ValueError("generate_bytes: prompt must not be empty (the model needs a byte to condition on)")

@@ -367,3 +367,17 @@ def all_prompts() -> list[str]:
                 combos = [{**c, n: v} for c in combos for v in FILLERS[n]]
             out += [template.format(**c) for c in combos]
     return out + list(ANOTHER)
+
+
+def all_replies() -> list[str]:
+    """Every reply the templates can make (each filler choice), another joke's included:
+    the sentences faithful decoding lets the bot say (bytechat.serve.copying)."""
+    out = []
+    for t in TOPICS:
+        for template in t.replies:
+            names = [n for n in FILLERS if "{" + n + "}" in template] + ["joke"] * ("{joke}" in template)
+            combos = [{}]
+            for n in names:
+                combos = [{**c, n: v} for c in combos for v in (JOKES if n == "joke" else FILLERS[n])]
+            out += [template.format(**c) for c in combos]
+    return out + [opening + joke for opening in ("", "Okay: ", "Here's another: ") for joke in JOKES]

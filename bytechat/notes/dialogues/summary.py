@@ -17,7 +17,7 @@ from __future__ import annotations
 import random
 from typing import Sequence
 
-from bytechat.notes.blocks import NoteBlock, is_tags_only
+from bytechat.notes.blocks import ANSWER_PREFIX, NoteBlock, is_tags_only
 from bytechat.notes.dialogues.frames import Said, _pick, key_words, title_fields
 from bytechat.notes.dialogues.spans import attribute, clause, ended
 
@@ -93,6 +93,17 @@ def summary_reply(title: str, blocks: Sequence[NoteBlock], rng: random.Random, r
     if frames is SENTENCES:  # a sentence starts with a capital: the copied piece is the rest
         spans = tuple(p[1:] if p[:1].islower() else p for p in spans)
     return Said(text, spans)
+
+
+def quotes(blocks: Sequence[NoteBlock], room: int | None = None) -> Said:
+    """A page's blocks quoted whole, one `From [Page] ...` after another (page order), as
+    `grounded.answers: quote` answers "tell me about X": the page's facts, each copied
+    verbatim (faithful decoding keeps every quote exact). Quotes are dropped from the end
+    while the reply is longer than room bytes (one stays)."""
+    said = [f"{ANSWER_PREFIX}{b.render()}" for b in blocks]
+    while len(said) > 1 and room is not None and len("\n".join(said).encode("utf-8")) > room:
+        said.pop()
+    return Said("\n".join(said), tuple(b.text for b in blocks[: len(said)]))
 
 
 def _render(template: str, title: str, items: list[tuple[str, tuple[str, ...]]], as_list: bool) -> str:

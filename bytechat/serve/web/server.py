@@ -19,7 +19,7 @@ Request body (application/json):
     {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...],
      "temperature"?: 0..10, "top_k"?: 0..256|null, "top_p"?: (0,1]|null,
      "max_new_tokens"?: 1..cap|null, "seed"?: 0..2**32-1|null, "notes"?: bool (default true),
-     "faithful"?: bool (default true: faithful-copy decoding, docs/chat.md)}
+     "faithful"?: bool (default true: faithful decoding, docs/chat.md)}
 
 The last message must be from the user. Errors are {"detail": "<field>: <problem>"} with
 400 (not JSON), 408 (body too slow), 413 (body too large), 415 (not application/json),

@@ -32,6 +32,7 @@ from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingC
 from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock, render_notes
 from bytechat.notes.index import NotesIndex
+from bytechat.serve import copying
 from bytechat.serve.web import server
 from bytechat.serve.web.chat_request import ChatJob, Role
 from bytechat.serve.web.guard import ConnectionCap, uvicorn_options
@@ -52,6 +53,13 @@ def engine() -> ChatEngine:
     torch.manual_seed(0)
     model = GPT(model_config(n_layer=1, n_head=2, n_embd=32, block_size=64))
     return ChatEngine(model, device="cpu", info={"name": "tiny-test"})
+
+
+@pytest.fixture(autouse=True)
+def free_small_talk(monkeypatch):
+    """These tests are about serving: the random model's replies to "hi" (no notes) run
+    their length, not one of the bot's own sentences (copying.OWN_WORDS, tests/test_copying.py)."""
+    monkeypatch.setattr(copying, "OWN_WORDS", False)
 
 
 @pytest.fixture(scope="module")
@@ -1209,3 +1217,25 @@ def test_a_page_edited_while_serving_changes_the_next_answer(tmp_path):
             )
     finally:
         watcher.stop()
+
+
+def test_a_request_that_does_not_say_decodes_as_the_server_is_told(engine, monkeypatch):
+    """faithful left out: the server's setting (on, or off with --no-faithful); a request
+    that says overrides it. With no notes shown, on keeps the reply to the bot's own sentences."""
+    monkeypatch.setattr(copying, "OWN_WORDS", True)
+    assert server.settings_from_args(server.parse_args([])).faithful is copying.SHIPPED is True
+    assert server.settings_from_args(server.parse_args(["--no-faithful"])).faithful is False
+    body = {**HI, "temperature": 0, "max_new_tokens": 64}
+    replies, overridden = {}, {}
+    for faithful in (True, False):
+        settings = dataclasses.replace(SETTINGS, faithful=faithful)
+        with TestClient(create_app(engine, settings)) as test_client:
+            replies[faithful] = test_client.post("/chat", json=body).json()["reply"]
+            overridden[not faithful] = test_client.post("/chat", json={**body, "faithful": not faithful}).json()[
+                "reply"
+            ]
+    assert overridden == replies
+    assert replies[True].encode() in copying.own_sentences()
+    assert replies[False].encode() not in copying.own_sentences()  # the random model, free
+    free = engine.reply(HI["messages"], SamplingConfig(temperature=0, max_new_tokens=64), seed=0).reply
+    assert replies[False] == free

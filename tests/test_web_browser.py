@@ -46,7 +46,9 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python
 @pytest.fixture(scope="module")
 def server_url(tmp_path_factory):
     ckpt = save_tiny_model(tmp_path_factory.mktemp("model"))
-    with running_server(ckpt, "--max-new-tokens", str(LONG_REPLY), "--timeout-s", "30") as url:
+    # --no-faithful: the random model's reply to "Tell me everything." runs on to be stopped
+    # (faithful, with no notes shown, it would be one short sentence of the bot's own).
+    with running_server(ckpt, "--max-new-tokens", str(LONG_REPLY), "--timeout-s", "30", "--no-faithful") as url:
         yield url
 
 

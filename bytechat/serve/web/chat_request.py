@@ -24,7 +24,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import ClientDisconnect, Request
 
-from bytechat.serve.copying import SHIPPED
 from bytechat.serve.generate import SamplingConfig
 from bytechat.text.tokenizer import VOCAB_SIZE
 from bytechat.serve.web.settings import ServerSettings
@@ -71,7 +70,7 @@ class ChatRequest(BaseModel):
     max_new_tokens: int | None = Field(default=None, ge=1)  # null: the server's default
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # null: a fresh random reply
     notes: bool = True  # answer from the server's notes index (when it has one)
-    faithful: bool = SHIPPED  # quotes verbatim; without notes, the bot's own sentences (bytechat/serve/copying.py)
+    faithful: bool | None = None  # null: the server's (quotes verbatim, ... : bytechat/serve/copying.py)
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,7 @@ def checked_job(req: ChatRequest, settings: ServerSettings) -> ChatJob:
             top_k=req.top_k,
             top_p=req.top_p,
             max_new_tokens=max_new_tokens,
-            faithful=req.faithful,
+            faithful=settings.faithful if req.faithful is None else req.faithful,
         )
     except ValueError as exc:  # the engine's own range checks, should they be stricter than ours
         raise RequestError(422, str(exc).splitlines()[0]) from None

@@ -19,7 +19,7 @@ Request body (application/json):
     {"messages": [{"role": "system"|"user"|"assistant", "content": str}, ...],
      "temperature"?: 0..10, "top_k"?: 0..256|null, "top_p"?: (0,1]|null,
      "max_new_tokens"?: 1..cap|null, "seed"?: 0..2**32-1|null, "notes"?: bool (default true),
-     "faithful"?: bool (default true: faithful decoding, docs/chat.md)}
+     "faithful"?: bool (default the server's: true unless --no-faithful; docs/chat.md)}
 
 The last message must be from the user. Errors are {"detail": "<field>: <problem>"} with
 400 (not JSON), 408 (body too slow), 413 (body too large), 415 (not application/json),
@@ -352,6 +352,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--no-watch", action="store_true", help="do not re-index the notes when a page changes")
     p.add_argument("--no-compile", action="store_true", help="decode eager (no compile at start)")
+    p.add_argument("--no-faithful", action="store_true", help="decode freely unless a request asks (docs/chat.md)")
     return p.parse_args(argv)
 
 
@@ -385,6 +386,7 @@ def settings_from_args(args: argparse.Namespace) -> ServerSettings:
         body_timeout_s=args.body_timeout_s,
         allowed_hosts=allowed_hosts,
         show_model_path=args.health_shows_path,
+        faithful=not args.no_faithful,
     )
 
 

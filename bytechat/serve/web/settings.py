@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bytechat.serve.copying import SHIPPED
+
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -37,6 +39,8 @@ class ServerSettings:
     # /health shows where the model was loaded from only when asked (never off loopback:
     # settings_from_args refuses it there).
     show_model_path: bool = False
+    # Faithful decoding for a request that does not say (docs/chat.md); --no-faithful: free.
+    faithful: bool = SHIPPED
 
     def __post_init__(self) -> None:
         positive = (

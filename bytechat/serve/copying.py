@@ -94,7 +94,8 @@ def prompt_messages(prompt: bytes) -> list[dict[str, str]]:
 
 
 class FaithfulCopy:
-    """Which next bytes keep a reply a faithful quote of one of `entries` (see above).
+    """Which next bytes keep a reply a faithful quote of one of `entries`, or (a prompt
+    without notes) one of `sentences` (see above).
 
     `allowed(produced)` is None (unconstrained) or the sorted byte values the reply may
     go on with. It reads the whole reply each time (a few bytes.startswith per shown
@@ -162,14 +163,12 @@ class FaithfulCopy:
         return sorted(nexts) if nexts else None
 
     def _own(self, reply: bytes) -> list[int] | None:
-        """Before a quote starts: "From [" (when notes are shown) or one of the bot's own
-        sentences, whole, then a stop tag. None without sentences (no constraint), or once
-        the reply has left them (a switch turned on mid-reply)."""
+        """A reply that is no quote: one of the bot's own sentences, whole, then a stop tag.
+        None without sentences (no constraint), or once the reply has left them (a switch
+        turned on mid-reply)."""
         if not self.sentences:
             return None
         nexts = _continuations(self.sentences, reply)
-        if self.quotes and len(reply) < len(OPENING) and OPENING.startswith(reply):
-            nexts.add(OPENING[len(reply)])
         if _holds(self.sentences, reply):
             nexts.add(_NEWLINE[0])
         cut = reply.rfind(_NEWLINE)

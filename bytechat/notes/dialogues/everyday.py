@@ -303,6 +303,7 @@ JOKES = (
     "What do you call a sleeping dinosaur? A dino-snore.",
 )
 ANOTHER = ("another one", "another!", "one more", "tell me another", "more jokes please")
+ANOTHER_OPENINGS = ("", "Okay: ", "Here's another: ")  # how another joke is told
 BY_NAME = {t.name: t for t in TOPICS}
 
 
@@ -353,31 +354,25 @@ def talk(rng: random.Random, topic: str | None = None) -> Talk:
 def another_joke(first: str, rng: random.Random) -> Talk:
     """ "another one" after a joke: a different joke."""
     joke = rng.choice([j for j in JOKES if j not in first])
-    return Talk("joke", typed(rng.choice(ANOTHER), rng), rng.choice(("", "Okay: ", "Here's another: ")) + joke, False)
+    return Talk("joke", typed(rng.choice(ANOTHER), rng), rng.choice(ANOTHER_OPENINGS) + joke, False)
+
+
+def every_fill(template: str) -> list[str]:
+    """template with each choice of its slots' fillers (FILLERS, and {joke} from JOKES)."""
+    combos: list[dict[str, str]] = [{}]
+    for name, options in (*FILLERS.items(), ("joke", JOKES)):
+        if "{" + name + "}" in template:
+            combos = [{**c, name: v} for c in combos for v in options]
+    return [template.format(**c) for c in combos]
 
 
 def all_prompts() -> list[str]:
     """Every prompt the templates can make, untyped (what a test checks against the eval)."""
-    out = []
-    for t in TOPICS:
-        for template in t.prompts:
-            names = [n for n in FILLERS if "{" + n + "}" in template]
-            combos = [{}]
-            for n in names:
-                combos = [{**c, n: v} for c in combos for v in FILLERS[n]]
-            out += [template.format(**c) for c in combos]
-    return out + list(ANOTHER)
+    return [p for t in TOPICS for template in t.prompts for p in every_fill(template)] + list(ANOTHER)
 
 
 def all_replies() -> list[str]:
     """Every reply the templates can make (each filler choice), another joke's included:
     the sentences faithful decoding lets the bot say (bytechat.serve.copying)."""
-    out = []
-    for t in TOPICS:
-        for template in t.replies:
-            names = [n for n in FILLERS if "{" + n + "}" in template] + ["joke"] * ("{joke}" in template)
-            combos = [{}]
-            for n in names:
-                combos = [{**c, n: v} for c in combos for v in (JOKES if n == "joke" else FILLERS[n])]
-            out += [template.format(**c) for c in combos]
-    return out + [opening + joke for opening in ("", "Okay: ", "Here's another: ") for joke in JOKES]
+    said = [r for t in TOPICS for template in t.replies for r in every_fill(template)]
+    return said + [opening + joke for opening in ANOTHER_OPENINGS for joke in JOKES]

@@ -70,7 +70,7 @@ class ChatRequest(BaseModel):
     max_new_tokens: int | None = Field(default=None, ge=1)  # null: the server's default
     seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # null: a fresh random reply
     notes: bool = True  # answer from the server's notes index (when it has one)
-    faithful: bool | None = None  # null: the server's (quotes verbatim, ... : bytechat/serve/copying.py)
+    faithful: bool | None = None  # null: the server's setting (faithful decoding: bytechat/serve/copying.py)
 
 
 @dataclass(frozen=True)

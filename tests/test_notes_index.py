@@ -20,9 +20,18 @@ from bytechat.notes import roam
 from bytechat.notes.blocks import NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
-from bytechat.notes.query import day_mentions, possessors, query_terms
+from bytechat.eval.grounded import EVERYDAY_PROMPTS
+from bytechat.notes.query import day_mentions, possessors, query_terms, words
 from tests.helpers import write_tree
-from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
+from bytechat.notes.dialogues import everyday
+from bytechat.notes.retrieval import (
+    is_small_talk,
+    notes_budget,
+    open_for_chat,
+    retrieve_for_chat,
+    sources_payload,
+    with_notes,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -482,6 +491,36 @@ def test_retrieval_uses_the_newest_message_then_the_previous_one(index):
     assert with_notes(small_talk, []) == small_talk, "no terms: no notes section, the conversation as it is"
     uncovered = [*ask, {"role": "assistant", "content": "Three."}, {"role": "user", "content": "my shoe size?"}]
     assert retrieve_for_chat(index, uncovered) == [], "nothing found: not the previous topic's notes"
+
+
+def test_small_talk_gets_no_notes_even_where_the_notes_say_its_words(tmp_path):
+    pages = {
+        "Routine.md": "- Morning: a run at 7, then coffee.\n- Afternoon: a walk after lunch.\n- Tired by 22:00 today.\n"
+    }
+    with indexed(tmp_path, pages) as idx:
+        for said in ("good afternoon!", "Good morning to you", "hey, how are you today?", "I'm so tired today"):
+            talk = [{"role": "user", "content": said}]
+            assert idx.search(said), f"the notes hold {said!r}'s words: only the small-talk rule keeps them out"
+            assert retrieve_for_chat(idx, talk) == [] and with_notes(talk, []) == talk, said
+        for asked in ("what do I do in the morning?", "good morning, what do I do in the afternoon?"):
+            assert retrieve_for_chat(idx, [{"role": "user", "content": asked}])[0].page == "Routine", asked
+
+
+def test_the_small_talk_the_model_is_taught_is_small_talk_and_no_dev_question_is():
+    taught = [prompt for prompt in everyday.chat_prompts() if query_terms(prompt)]  # "hi" has none: no search
+    assert taught and all(is_small_talk(prompt) for prompt in taught)
+    assert not any(is_small_talk(p) for p in everyday.all_prompts() if "capital" in p or "weather" in p), (
+        "a refusal's question is searched: the notes may answer it"
+    )
+    probe = (REPO / "data" / "small-talk-probe.txt").read_text(encoding="utf-8").splitlines()
+    eval_prompts = {" ".join(words(p)) for p in EVERYDAY_PROMPTS}
+    assert probe and not [line for line in probe if " ".join(words(line)) in eval_prompts], (
+        "the probe that chose SMALL_TALK_MATCH shares no line with the eval's small talk"
+    )
+    for folder in (REPO / "data" / "unseen-notes", REPO / "data" / "new-user-notes"):
+        rows = [json.loads(line) for line in (folder / "questions.jsonl").read_text(encoding="utf-8").splitlines()]
+        asked = [r["question"] for r in rows if r["split"] == "dev"]
+        assert asked and not [q for q in asked if is_small_talk(q)], folder.name
 
 
 def test_a_turn_answered_from_notes_sees_the_notes_then_the_turns_that_fit(index):

@@ -12,6 +12,9 @@ notes budget, the conversation for follow-ups):
                                  for the end of a piece of work: never choose by it)
     --notes DIR                  any folder with a questions.jsonl beside its pages (the
                                  new user's graph: data/new-user-notes)
+    small_talk_dev / _test       data/small-talk-probe.txt, small talk written for the
+                                 small-talk rule (retrieval.is_small_talk): its odd lines
+                                 are dev, its even lines test (with --split test or all)
 Per set:
     recall_at_1     the first block answers (the gold block, another block holding a gold
                     span); over answerable questions
@@ -21,6 +24,8 @@ Per set:
     none_uncovered  uncovered questions (no page on the topic) given no block
     none_near_miss  near misses (the page exists, the fact does not) given no block
     page_coverage   whole-page questions: the share of the page's key facts shown
+    no_notes        small talk: the share of lines with topic words that chat sends no
+                    notes (is_small_talk; a line with none never gets notes)
 
 With --ckpt MODEL (an export folder or a checkpoint) the trained model reranks the
 lexical search's candidates by query likelihood (bytechat.notes.rerank), and each set
@@ -46,10 +51,12 @@ from bytechat.eval.scoring import contains, coverage
 from bytechat.notes import grounded
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import Hit, NotesIndex
-from bytechat.notes.retrieval import notes_budget, retrieve_for_chat
+from bytechat.notes.query import query_terms
+from bytechat.notes.retrieval import is_small_talk, notes_budget, retrieve_for_chat
 from bytechat.notes.roam import load_pages
 
 CONTEXT_BYTES = 512
+REPO = Path(__file__).resolve().parent.parent
 
 
 def shown(index: NotesIndex, case: Case, scorer=None) -> list[Hit]:
@@ -121,6 +128,17 @@ def natural(folder: Path, split: str, show: bool, scorer=None) -> dict:
         return {part: measure(index, [c for c in cases if c.split == part], show, scorer) for part in parts}
 
 
+def small_talk(split: str) -> dict:
+    """For the probe's lines that have topic words, the share chat sends no notes."""
+    lines = (REPO / "data" / "small-talk-probe.txt").read_text(encoding="utf-8").splitlines()
+    parts = {"dev": lines[0::2], "test": lines[1::2]}
+    out = {}
+    for part in ("dev", "test") if split == "all" else (split,):
+        topical = [line for line in parts[part] if query_terms(line)]
+        out[f"small_talk_{part}"] = {"lines": len(topical), "no_notes": _share([is_small_talk(t) for t in topical])}
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.retrieval_quality", description=__doc__.splitlines()[0])
     parser.add_argument("--splits", type=Path, default=paths.splits_dir(), help="the split stage's output folder")
@@ -152,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report[name] = measure(index, cases, args.show, scorer)
     for part, figures in natural(unseen_notes(), args.split, args.show, scorer).items():
         report[f"natural_{part}"] = figures
+    report.update(small_talk(args.split))
     if args.notes:
         for part, figures in natural(args.notes, args.split, args.show, scorer).items():
             report[f"{args.notes.name}_{part}"] = figures

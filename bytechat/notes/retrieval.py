@@ -8,7 +8,8 @@ Per user turn, the terminal and the web chat do
 
 Rules:
 - The newest user message decides: if it has no query terms ("hi", "thanks", "who are
-  you?") and is not a follow-up, no notes section is added at all.
+  you?") and is not a follow-up, or it is small talk the model is taught ("good
+  afternoon!", "I'm happy today": is_small_talk), no notes section is added at all.
 - A follow-up (an anaphor, or "and ..."/"what about ...": bytechat.notes.query) is
   searched with the conversation's topic: the latest earlier question that named one and
   the replies to it, below the new message's own words (NotesIndex.search). A message
@@ -21,19 +22,32 @@ Rules:
 
 from __future__ import annotations
 
+import functools
+import re
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from rapidfuzz import fuzz, process
 
 from bytechat.core import paths
 from bytechat.text.chat_format import format_chat, prompt_budget
 from bytechat.notes import roam
 from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, source_name, source_path
-from bytechat.notes.query import is_follow_up, query_terms
+from bytechat.notes.dialogues import everyday
+from bytechat.notes.query import is_follow_up, query_terms, words
 from bytechat.notes.readers import NotesError
 
 DEFAULT_K = 3
+# How close (rapidfuzz's ratio, 0-100, over lower-cased words) each clause of a message
+# must be to a small-talk prompt the model is taught for it to be small talk. Chosen on
+# data this project wrote for it: at 70, 12 of 20 small-talk lines (the dev half of a
+# probe set, docs/notes.md) and none of 682 dev questions about notes (natural_dev, the
+# new user's dev questions, the held-out phrasings) are; at 65, three questions are
+# ("tell me about my bees" ~ "tell me another").
+SMALL_TALK_MATCH = 70
+_CLAUSE = re.compile(r"[,;:.!?]+")
 
 
 def _user_texts(messages: Sequence[Mapping[str, str]]) -> list[str]:
@@ -52,11 +66,43 @@ def conversation_topic(messages: Sequence[Mapping[str, str]]) -> list[str]:
     return []
 
 
-def wants_notes(messages: Sequence[Mapping[str, str]]) -> bool:
-    """Whether the newest user message asks about anything: it has query terms, or it
-    is a follow-up of a topic ("who wrote it?")."""
+@functools.lru_cache(maxsize=1)
+def _small_talk() -> tuple[str, ...]:
+    taught = everyday.chat_prompts()
+    clauses = [c for p in taught for c in _CLAUSE.split(p)]  # "long day, I'm tired": "long day" is small talk
+    return tuple(sorted({" ".join(words(text)) for text in [*taught, *clauses]} - {""}))
+
+
+def is_small_talk(text: str) -> bool:
+    """Whether a message is small talk the model is taught (everyday.chat_prompts), typed
+    its own way: each clause that has topic words is within SMALL_TALK_MATCH of one of
+    those prompts ("good afternoon!", "hey, how are you today?"), and one clause is."""
+    matched = False
+    for clause in _CLAUSE.split(text):
+        if not query_terms(clause):
+            continue
+        if (
+            process.extractOne(" ".join(words(clause)), _small_talk(), scorer=fuzz.ratio, score_cutoff=SMALL_TALK_MATCH)
+            is None
+        ):
+            return False
+        matched = True
+    return matched
+
+
+def searches(messages: Sequence[Mapping[str, str]]) -> bool:
+    """Whether the newest user message names anything to search for: it has query terms,
+    or it is a follow-up of a topic ("who wrote it?")."""
     users = _user_texts(messages)
     return bool(users and (query_terms(users[-1]) or conversation_topic(messages)))
+
+
+def wants_notes(messages: Sequence[Mapping[str, str]]) -> bool:
+    """Whether the newest user message asks about anything: it searches (above) and is
+    not small talk (is_small_talk): "good morning" is a greeting, not a question about
+    the notes that say "morning"."""
+    users = _user_texts(messages)
+    return searches(messages) and not is_small_talk(users[-1])
 
 
 def notes_budget(block_size: int, messages: Sequence[Mapping[str, str]]) -> int:

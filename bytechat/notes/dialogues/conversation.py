@@ -36,7 +36,7 @@ from bytechat.notes.dialogues import everyday, frames, summary
 from bytechat.notes.dialogues.frames import Said
 from bytechat.notes.dialogues.spans import value_span
 from bytechat.notes.index import Hit
-from bytechat.notes.retrieval import wants_notes, with_notes
+from bytechat.notes.retrieval import searches, wants_notes, with_notes
 
 Retriever = Callable[[str, int], Sequence[NoteBlock]]
 
@@ -290,12 +290,15 @@ class Conversations:
         return Turn(text, reply=grounded.ABSTAIN, kind="uncovered")
 
     def smalltalk(self, rng: random.Random) -> grounded.Dialogue | None:
-        """One small-talk exchange as chat lays it out; a refusal only where retrieval
-        found nothing (else the notes may well answer it)."""
+        """One small-talk exchange, searched as chat searches a phrasing it does not know
+        for small talk (retrieval.searches; what it knows gets no notes at all:
+        retrieval.is_small_talk), so the reply is taught to ignore notes that do not
+        answer it; a refusal only where retrieval found nothing (else the notes may well
+        answer it)."""
         t = everyday.talk(rng)
         messages = [{"role": "user", "content": t.prompt}]
         shown = []
-        if wants_notes(messages):
+        if searches(messages):
             shown = grounded.fit_notes(self.retrieve(t.prompt, self.k), t.prompt, self.context_bytes, self.k)
             if shown and t.refusal:
                 return None

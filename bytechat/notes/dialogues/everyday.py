@@ -7,10 +7,11 @@ answers from the person's notes. Every reply is a template of this module with i
 filled from fixed lists, so replies are grammatical, and varied by the choice of
 template and filler. The voice is the primer's (data/primer.txt).
 
-A small-talk message is laid out as chat lays it out (bytechat.notes.retrieval): with no
-topic words ("hi", "thanks!") there is no notes section at all; with some ("tell me a
-joke") retrieval runs and its hits, or "Notes: none found.", are in the system turn and
-the reply ignores them. A refusal is only taught where retrieval found nothing: when the
+Chat sends small talk no notes (bytechat.notes.retrieval): a message with no topic
+words ("hi", "thanks!"), or one within a few typed characters of a prompt here
+(is_small_talk: "good afternoon!"). A training exchange with topic words ("tell me a
+joke") is searched all the same, as chat searches small talk typed a way it does not
+know, and the hits found are in the system turn; the reply ignores them. A refusal is only taught where retrieval found nothing: when the
 notes hold something on the question, answering from them is right.
 
 Deterministic given the rng; never names a page of any notes (the replies are the
@@ -369,6 +370,13 @@ def every_fill(template: str) -> list[str]:
 def all_prompts() -> list[str]:
     """Every prompt the templates can make, untyped (what a test checks against the eval)."""
     return [p for t in TOPICS for template in t.prompts for p in every_fill(template)] + list(ANOTHER)
+
+
+def chat_prompts() -> list[str]:
+    """Every prompt of the topics that look nothing up (not the refusals, whose question
+    the notes may answer), another joke's included: chat sends a message like one of
+    these no notes (bytechat.notes.retrieval.is_small_talk)."""
+    return [p for t in TOPICS if not t.refusal for template in t.prompts for p in every_fill(template)] + list(ANOTHER)
 
 
 def all_replies() -> list[str]:

@@ -21,6 +21,7 @@ from bytechat.notes.blocks import NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
+from bytechat.notes.grounded import KEYWORD_TEMPLATES, PAGE_TEMPLATES
 from bytechat.notes.query import day_mentions, possessors, query_terms, words
 from tests.helpers import write_tree
 from bytechat.notes.dialogues import everyday
@@ -517,6 +518,9 @@ def test_the_small_talk_the_model_is_taught_is_small_talk_and_no_dev_question_is
     assert probe and not [line for line in probe if " ".join(words(line)) in eval_prompts], (
         "the probe that chose SMALL_TALK_MATCH shares no line with the eval's small talk"
     )
+    names = ("Jonas", "the bees", "Car", "Marta", "sourdough")  # short names: "tell me about Jonas" ~ "tell me a joke"
+    page_questions = [t.format(title=n, word=n) for t in (*PAGE_TEMPLATES, *KEYWORD_TEMPLATES) for n in names]
+    assert not [q for q in page_questions if is_small_talk(q)]
     for folder in (REPO / "data" / "unseen-notes", REPO / "data" / "new-user-notes"):
         rows = [json.loads(line) for line in (folder / "questions.jsonl").read_text(encoding="utf-8").splitlines()]
         asked = [r["question"] for r in rows if r["split"] == "dev"]

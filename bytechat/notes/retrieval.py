@@ -41,11 +41,11 @@ from bytechat.notes.readers import NotesError
 
 DEFAULT_K = 3
 # How close (rapidfuzz's ratio, 0-100, over lower-cased words) each clause of a message
-# must be to a small-talk prompt the model is taught for it to be small talk. Chosen on
-# data this project wrote for it: at 70, 12 of 20 small-talk lines (the dev half of a
-# probe set, docs/notes.md) and none of 682 dev questions about notes (natural_dev, the
-# new user's dev questions, the held-out phrasings) are; at 65, three questions are
-# ("tell me about my bees" ~ "tell me another").
+# must be to a small-talk prompt the model is taught for it to be small talk; its topic
+# words must also all be words of that small talk ("tell me about Jonas" is 73 from "tell
+# me a joke"). Chosen on data this project wrote for it (docs/notes.md): at 70, 8 of 17
+# dev small-talk lines with topic words, and none of 682 dev questions about notes nor
+# of 2,754 page-question templates filled with page titles, are small talk.
 SMALL_TALK_MATCH = 70
 _CLAUSE = re.compile(r"[,;:.!?]+")
 
@@ -73,14 +73,23 @@ def _small_talk() -> tuple[str, ...]:
     return tuple(sorted({" ".join(words(text)) for text in [*taught, *clauses]} - {""}))
 
 
+@functools.lru_cache(maxsize=1)
+def _small_talk_words() -> frozenset[str]:
+    return frozenset(w for prompt in _small_talk() for w in query_terms(prompt))
+
+
 def is_small_talk(text: str) -> bool:
     """Whether a message is small talk the model is taught (everyday.chat_prompts), typed
     its own way: each clause that has topic words is within SMALL_TALK_MATCH of one of
-    those prompts ("good afternoon!", "hey, how are you today?"), and one clause is."""
+    those prompts and has only their topic words ("good afternoon!", "hey, how are you
+    today?"; not "tell me about Jonas"), and one clause is."""
     matched = False
     for clause in _CLAUSE.split(text):
-        if not query_terms(clause):
+        topic = query_terms(clause)
+        if not topic:
             continue
+        if not set(topic) <= _small_talk_words():
+            return False
         if (
             process.extractOne(" ".join(words(clause)), _small_talk(), scorer=fuzz.ratio, score_cutoff=SMALL_TALK_MATCH)
             is None

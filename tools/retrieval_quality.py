@@ -56,7 +56,6 @@ from bytechat.notes.retrieval import is_small_talk, notes_budget, retrieve_for_c
 from bytechat.notes.roam import load_pages
 
 CONTEXT_BYTES = 512
-REPO = Path(__file__).resolve().parent.parent
 
 
 def shown(index: NotesIndex, case: Case, scorer=None) -> list[Hit]:
@@ -130,7 +129,7 @@ def natural(folder: Path, split: str, show: bool, scorer=None) -> dict:
 
 def small_talk(split: str) -> dict:
     """For the probe's lines that have topic words, the share chat sends no notes."""
-    lines = (REPO / "data" / "small-talk-probe.txt").read_text(encoding="utf-8").splitlines()
+    lines = (paths.root() / "data" / "small-talk-probe.txt").read_text(encoding="utf-8").splitlines()
     parts = {"dev": lines[0::2], "test": lines[1::2]}
     out = {}
     for part in ("dev", "test") if split == "all" else (split,):

@@ -8,11 +8,12 @@ filled from fixed lists, so replies are grammatical, and varied by the choice of
 template and filler. The voice is the primer's (data/primer.txt).
 
 Chat sends small talk no notes (bytechat.notes.retrieval): a message with no topic
-words ("hi", "thanks!"), or one within a few typed characters of a prompt here
+words ("hi", "thanks!"), or one typed close to a prompt here with only its words
 (is_small_talk: "good afternoon!"). A training exchange with topic words ("tell me a
 joke") is searched all the same, as chat searches small talk typed a way it does not
-know, and the hits found are in the system turn; the reply ignores them. A refusal is only taught where retrieval found nothing: when the
-notes hold something on the question, answering from them is right.
+know, and the hits found are in the system turn; the reply ignores them. A refusal is
+only taught where retrieval found nothing: when the notes hold something on the
+question, answering from them is right.
 
 Deterministic given the rng; never names a page of any notes (the replies are the
 module's own words). The prompts are written for training: a test checks that none is
@@ -367,16 +368,21 @@ def every_fill(template: str) -> list[str]:
     return [template.format(**c) for c in combos]
 
 
+def _prompts(topics) -> list[str]:
+    """Every prompt the topics' templates can make, untyped, and another joke's."""
+    return [p for t in topics for template in t.prompts for p in every_fill(template)] + list(ANOTHER)
+
+
 def all_prompts() -> list[str]:
     """Every prompt the templates can make, untyped (what a test checks against the eval)."""
-    return [p for t in TOPICS for template in t.prompts for p in every_fill(template)] + list(ANOTHER)
+    return _prompts(TOPICS)
 
 
 def chat_prompts() -> list[str]:
     """Every prompt of the topics that look nothing up (not the refusals, whose question
-    the notes may answer), another joke's included: chat sends a message like one of
-    these no notes (bytechat.notes.retrieval.is_small_talk)."""
-    return [p for t in TOPICS if not t.refusal for template in t.prompts for p in every_fill(template)] + list(ANOTHER)
+    the notes may answer): chat sends a message like one of these no notes
+    (bytechat.notes.retrieval.is_small_talk)."""
+    return _prompts(t for t in TOPICS if not t.refusal)
 
 
 def all_replies() -> list[str]:

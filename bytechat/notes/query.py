@@ -33,8 +33,9 @@ from bytechat.notes.blocks import TODO_LINE
 # of "how many / how long / how often"), the verbs of asking about notes ("remind me",
 # "tell me", "find", "look up", "what did I write", "notes", "page", "summarise"),
 # with those verbs' inflections ("mentioning"), interjections (greetings, thanks, yes/no:
-# they name no topic) and contraction tails
-# ("what's" -> "what", "s"). "todo" is NOT here: TODO blocks are asked for ("what's on my
+# they name no topic), contraction tails ("what's" -> "what", "s") and the
+# contractions of these words typed without their apostrophe ("whats", "dont": FTS5's
+# stemmer reads "whats" as "what", which every note that asks a question holds). "todo" is NOT here: TODO blocks are asked for ("what's on my
 # todo list?"). Content words ("today", "morning", "tired", "joke") are topics, even in
 # small talk: whether notes are found for them is retrieval's job, measured by the eval.
 STOPWORDS = frozenset(
@@ -55,6 +56,8 @@ STOPWORDS = frozenset(
     summarized summarizing
     hi hello hey hiya yo thanks thank thx cheers ok okay yes yeah yep nope bye goodbye sorry
     s t m d ll re ve
+    whats wheres whens whos hows whys thats theres heres dont doesnt didnt isnt arent wasnt werent
+    hasnt havent hadnt cant couldnt wouldnt shouldnt wont im ive youre youve youll theyre theyve hes shes
     """.split()
 )
 # Words that point back to something said before (a follow-up: "who teaches it?", "and

@@ -71,6 +71,11 @@ def test_set_metrics_put_the_search_box_beside_every_figure():
     assert m["abstention_near_miss"] == 0.0
     assert m["page_coverage"] == 1.0 and m["baseline_page_coverage"] == 0.5
     assert m["stop_rate"] == pytest.approx(4 / 5), "a reply cut at the byte limit did not stop"
+    assert "followup_answer_contains" not in m, "no follow-up asked"
+    follow = [*results, _result("followup", "From [Bees] hives: 3", ["3"], baseline="From [Marta] birthday: 9 April")]
+    m = ge.set_metrics(follow)
+    assert m["followup_answer_contains"] == 1.0 and m["baseline_followup_answer_contains"] == 0.0
+    assert m["answer_contains"] == pytest.approx(2 / 3), "a follow-up is an answerable question too"
 
 
 def test_a_correct_result_is_the_fact_said_or_the_notes_said_to_lack_it():

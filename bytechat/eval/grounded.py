@@ -13,6 +13,8 @@ Question sets (none of their questions is ever trained on; tests check it):
 Metrics per set (docs/notes.md, "Measuring chat"); each has its baseline_* beside it:
     answer_f1         token F1 of the reply against the gold answer span (scoring.answer_f1)
     answer_contains   the reply holds a gold span
+    followup_answer_contains  the same over follow-up turns only (a question after an
+                      earlier exchange; the natural sets have them)
     false_abstention  answerable questions answered "not in your notes"
     abstention        near misses (the page exists, the fact does not) and uncovered
                       questions answered "not in your notes"
@@ -302,6 +304,7 @@ def set_metrics(results: Sequence[Result]) -> dict[str, float]:
     whole_page = [r for r in results if r.case.kind == "page"]
     refusing = [r for r in results if r.case.kind in ABSTAINING]
     near = [r for r in refusing if r.case.kind == "near_miss"]
+    follow_ups = [r for r in answering if r.case.kind == "followup"]  # a turn after an earlier one
     out: dict[str, float] = {"questions": len(results)}
     for prefix, reply in (
         ("", lambda r: r.reply),
@@ -312,6 +315,8 @@ def set_metrics(results: Sequence[Result]) -> dict[str, float]:
             out[prefix + "answer_f1"] = _mean(answer_f1(reply(r), r.case.answers) for r in answering)
             out[prefix + "answer_contains"] = _mean(contains(reply(r), r.case.answers) for r in answering)
             out[prefix + "false_abstention"] = _mean(abstained(reply(r)) for r in answering)
+        if follow_ups:
+            out[prefix + "followup_answer_contains"] = _mean(contains(reply(r), r.case.answers) for r in follow_ups)
         if whole_page:
             out[prefix + "page_coverage"] = _mean(coverage(reply(r), r.case.facts) for r in whole_page)
         if refusing:

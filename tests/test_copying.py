@@ -91,6 +91,18 @@ def test_allowed_sets():
     assert allowed(m, "From [Sourdough Starter] Feeding\n  R") == b"\na"
 
 
+def test_whole_quotes_end_only_where_the_block_or_its_value_ends():
+    """WHOLE_QUOTES: as training quotes, never a block's first line alone."""
+    m = FaithfulCopy.from_prompt(format_chat(chat([JONAS, STARTER])).encode(), whole=True)
+    assert allowed(m, "From [Jonas]") == b" "
+    assert allowed(m, "From [Jonas] 14 February") == b"\n"  # the value's quote is whole
+    assert allowed(m, "From [Jonas] birthday: 1") == b"4"
+    assert allowed(m, "From [Sourdough Starter] Feeding") == b"\n"
+    assert allowed(m, "From [Sourdough Starter] Feeding\n") == b" ", "no stop tag inside the block"
+    assert allowed(m, "From [Sourdough Starter] Feeding\n  Ratio 1:1:1 by weight\n  the night before\n") == b"Fasu"
+    assert allowed(m, "From [Jonas] birthday: 14 February\nFrom [Sourdough Starter] Feeding\n") == b" "
+
+
 def test_a_page_question_may_quote_several_blocks_each_once():
     """summary.quotes: "tell me about X" answers with the page's blocks quoted one per line;
     each quote is as exact as a single one, and a block is not quoted twice."""
@@ -246,12 +258,13 @@ def test_a_random_models_greedy_quote_is_always_a_prefix_of_a_shown_quote(wanted
     reply = extract_assistant_reply(kept.decode("utf-8", errors="replace")).encode()
     assert reply.startswith(OPENING)
     *whole, last = reply.split(b"\n" + OPENING)  # a page's blocks may follow, each quoted whole
-    assert all(any((OPENING if i else b"") + part == quote(b) for b in shown) for i, part in enumerate(whole)), reply
-    assert any(quote(b).startswith(OPENING + last if whole else last) for b in shown), (
-        reply,
-        [quote(b) for b in shown],
-    )
+    said = [q for b in shown for q in quotes(b)]  # a block's quote, or an attribute's value quoted
+    assert all((OPENING if i else b"") + part in said for i, part in enumerate(whole)), reply
+    last = OPENING + last if whole else last
+    assert any(q.startswith(last) for q in said), (reply, said)
     assert len(kept) == 120 or kept.endswith(TAGS)
+    if kept.endswith(TAGS) and copying.WHOLE_QUOTES:  # it ended where a quote is whole
+        assert last in said, (reply, said)
 
 
 def test_the_constraint_changes_a_misquote_the_model_would_write():
@@ -375,7 +388,11 @@ def test_a_sampled_faithful_reply_is_a_quote_too():
             sampled = SamplingConfig(temperature=1.5, top_k=None, top_p=None, max_new_bytes=150, faithful=True)
             raw = reply_of(model, chat(shown), sampled, seed=seed)
             reply = extract_assistant_reply(raw.decode("utf-8", errors="replace")).encode()
-            assert any(quote(b).startswith(reply) for b in shown), reply
+            said = [q for b in shown for q in quotes(b)]
+            first, *more = reply.split(b"\n" + OPENING)  # a page's blocks may follow, one per line
+            parts = [first, *(OPENING + part for part in more)]
+            assert all(part in said for part in parts[:-1]), reply
+            assert any(q.startswith(parts[-1]) for q in said), reply
     finally:
         handle.remove()
 

@@ -14,10 +14,12 @@ its small talk drifts into word salad on notes it never saw. With
   the chat format's escaping), or of an attribute's quote without its key (`From [Jonas]
   14 February`, as `grounded.answers: value` teaches), so the MODEL still chooses which
   shown block it quotes;
-- the reply may end (the first byte of a stop tag, "\n", then the rest of a tag) at
-  any character boundary from the page name's "]" on, so the model also chooses where
-  to stop; once the reply is a whole quote that no longer shown quote extends, the end
-  is forced. After a whole quote, "\nFrom [" may start the quote of another shown block
+- with WHOLE_QUOTES (shipped) the reply may end (the first byte of a stop tag, "\n",
+  then the rest of a tag) only where a quote is whole, as every quote training writes
+  is: a block's first line is no answer when its next line holds the fact. Without it,
+  the reply may end at any character boundary from the page name's "]" on, so the
+  model also chooses where to stop. Once the reply is a whole quote that no longer
+  shown quote extends, the end is forced. After a whole quote, "\nFrom [" may start the quote of another shown block
   (each block once). Inside a quote the repeat guard is off (restrict): a quote cannot loop;
 - a reply that does not start with `From [` is not constrained where notes are shown
   (the primer also teaches answers in its own words: "Your Bagels notes say: ...");
@@ -58,6 +60,10 @@ SHIPPED = True
 # Whether faithful decoding also keeps a reply that is not a quote to the bot's own
 # sentences (own_sentences): measured in docs/chat.md.
 OWN_WORDS = True
+# Whether a quote may end only where it is whole (the end of the shown block, or of its
+# value), as every quote training writes does; off, it may end at any character from the
+# page name's "]" on. On: answer_contains +0.03-0.05 on every eval set (docs/chat.md).
+WHOLE_QUOTES = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 _TAGS = tuple(tag.encode("utf-8") for tag in STOP_TAGS)  # b"\nuser: ", ...
 _NEWLINE = b"\n"
@@ -102,7 +108,7 @@ class FaithfulCopy:
     block), so it holds no state and a batch row or a refilled window cannot desync it.
     """
 
-    def __init__(self, entries: Sequence[str], sentences: Sequence[bytes] = ()) -> None:
+    def __init__(self, entries: Sequence[str], sentences: Sequence[bytes] = (), whole: bool = False) -> None:
         self.sentences = sorted(set(sentences))  # the bot's own replies; () leaves other replies free
         self.quotes: list[bytes] = []
         self.first_stop: list[int] = []  # per quote: the reply may end once it is this long
@@ -112,21 +118,24 @@ class FaithfulCopy:
                 quote = escape_content(ANSWER_PREFIX + said).encode("utf-8")
                 if quote not in self.quotes:
                     self.quotes.append(quote)
-                    self.first_stop.append(len(OPENING) + quote[len(OPENING) :].index(b"] ") + 1)
+                    named = len(OPENING) + quote[len(OPENING) :].index(b"] ") + 1
+                    self.first_stop.append(len(quote) if whole else named)
                     self.entry.append(e)
 
     @classmethod
-    def from_messages(cls, messages: Sequence[Mapping[str, str]], own_words: bool = False) -> FaithfulCopy | None:
+    def from_messages(
+        cls, messages: Sequence[Mapping[str, str]], own_words: bool = False, whole: bool = False
+    ) -> FaithfulCopy | None:
         entries = shown_entries(messages)
         if entries:
-            return cls(entries)
+            return cls(entries, whole=whole)
         return cls([], own_sentences()) if own_words else None
 
     @classmethod
-    def from_prompt(cls, prompt: bytes, own_words: bool = False) -> FaithfulCopy | None:
+    def from_prompt(cls, prompt: bytes, own_words: bool = False, whole: bool = False) -> FaithfulCopy | None:
         """The machine for the notes a chat prompt shows, or (own_words) for a prompt that
         shows none, the bot's own sentences; None when it would constrain nothing."""
-        return cls.from_messages(prompt_messages(prompt), own_words)
+        return cls.from_messages(prompt_messages(prompt), own_words, whole)
 
     def allowed(self, produced: bytes | bytearray) -> list[int] | None:
         reply = bytes(produced)
@@ -242,7 +251,7 @@ def _boundary(quote: bytes, at: int) -> bool:
 def copy_guard(prompt: bytes, faithful: bool) -> FaithfulCopy | None:
     """The machine generate_bytes and the batch engine decode a prompt's reply with:
     None when the switch is off (or there is nothing to constrain)."""
-    return FaithfulCopy.from_prompt(prompt, OWN_WORDS) if faithful else None
+    return FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES) if faithful else None
 
 
 def restrict(copy: FaithfulCopy | None, guard: RepeatGuard, produced: bytearray) -> tuple[list[int], list[int] | None]:

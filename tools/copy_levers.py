@@ -60,6 +60,7 @@ ap.add_argument("--questions", type=int, default=80)
 ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--conversations", type=float, default=0.0, help="multi-turn dialogues per single one (train and eval)")
 ap.add_argument("--small-talk", type=float, default=0.0, help="small-talk dialogues per single one (train)")
+ap.add_argument("--span-weight", type=float, default=1.0, help="loss weight on the reply's bytes copied from the notes")
 a = ap.parse_args()
 os.nice(10)  # a shared machine
 torch.manual_seed(0)
@@ -115,10 +116,15 @@ for d in docs:
     pos += len(d.encode()) + 2
 starts = np.array(starts)
 M = np.zeros(len(gstream), np.bool_)
-for st, d in zip(starts, docs):
+SW = np.ones(len(gstream), np.float32)  # per byte: its loss weight as a target (--span-weight)
+for st, d, dd in zip(starts, docs, dl):
     b = d.encode()
     i = b.rfind(b"\nassistant: ") + len(b"\nassistant: ")
     M[st + i : min(len(M), st + len(b) + 3)] = True
+    for piece in dd.spans:  # the pieces the reply copies, where the reply says them
+        at = b.find(piece.encode(), i)
+        if at >= 0:
+            SW[st + at : st + at + len(piece.encode())] = a.span_weight
 print("grounded bytes", len(gstream), "mean doc", len(gstream) / len(docs), file=sys.stderr)
 wiki = "".join(pq.read_table(a.wiki).column("text").to_pylist()).encode()
 W = np.frombuffer(wiki, np.uint8)
@@ -158,7 +164,7 @@ g = torch.Generator().manual_seed(0)
 
 
 def batch():
-    xs, ms = [], []
+    xs, ms, ws = [], [], []
     for _ in range(a.B):
         if torch.rand(1, generator=g).item() < a.pg:
             if a.align:
@@ -168,15 +174,17 @@ def batch():
                 s = int(torch.randint(len(G) - a.T - 2, (1,), generator=g))
             xs.append(G[s : s + a.T + 1])
             ms.append(M[s : s + a.T + 1] if a.mask else np.ones(a.T + 1, np.bool_))
+            ws.append(SW[s : s + a.T + 1])
         else:
             s = int(torch.randint(len(W) - a.T - 2, (1,), generator=g))
             xs.append(W[s : s + a.T + 1])
             ms.append(np.ones(a.T + 1, np.bool_))
+            ws.append(np.ones(a.T + 1, np.float32))
     d = torch.from_numpy(np.stack(xs).astype(np.int64))
     m = torch.from_numpy(np.stack(ms))
     y = d[:, 1:].clone()
     y[~m[:, 1:]] = -1
-    return d[:, :-1], y
+    return d[:, :-1], y, torch.from_numpy(np.stack(ws))[:, 1:]
 
 
 t0 = time.time()
@@ -184,9 +192,15 @@ for step in range(a.steps):
     lr = a.lr * min(1, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
     for gr in opt.param_groups:
         gr["lr"] = lr
-    x, y = batch()
+    x, y, w = batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        _, loss = model(x, targets=y)
+        if a.span_weight == 1.0:
+            _, loss = model(x, targets=y)
+        else:  # the mean cross-entropy with the copied bytes weighted
+            logp, _ = model(x)
+            nll = -logp.float().gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+            w = w * (y >= 0)
+            loss = (nll * w).sum() / w.sum()
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -35,9 +35,10 @@ from bytechat.notes.blocks import TODO_LINE
 # with those verbs' inflections ("mentioning"), interjections (greetings, thanks, yes/no:
 # they name no topic), contraction tails ("what's" -> "what", "s") and the
 # contractions of these words typed without their apostrophe ("whats", "dont": FTS5's
-# stemmer reads "whats" as "what", which every note that asks a question holds). "todo" is NOT here: TODO blocks are asked for ("what's on my
-# todo list?"). Content words ("today", "morning", "tired", "joke") are topics, even in
-# small talk: whether notes are found for them is retrieval's job, measured by the eval.
+# stemmer reads "whats" as "what", which every note that asks a question holds).
+# "todo" is NOT here: TODO blocks are asked for ("what's on my todo list?"). Content
+# words ("today", "morning", "tired", "joke") are topics, even in small talk: whether
+# notes are found for them is retrieval's job, measured by the eval.
 STOPWORDS = frozenset(
     """
     a about above after again against all also am an and any anybody anyone anything are aren as at

@@ -19,8 +19,9 @@ its small talk drifts into word salad on notes it never saw. With
   is: a block's first line is no answer when its next line holds the fact. Without it,
   the reply may end at any character boundary from the page name's "]" on, so the
   model also chooses where to stop. Once the reply is a whole quote that no longer
-  shown quote extends, the end is forced. After a whole quote, "\nFrom [" may start the quote of another shown block
-  (each block once). Inside a quote the repeat guard is off (restrict): a quote cannot loop;
+  shown quote extends, the end is forced. After a whole quote, "\nFrom [" may start
+  the quote of another shown block (each block once). Inside a quote the repeat guard
+  is off (restrict): a quote cannot loop;
 - a reply that does not start with `From [` is not constrained where notes are shown
   (the primer also teaches answers in its own words: "Your Bagels notes say: ...");
 - with OWN_WORDS (shipped), where the prompt shows no notes (small talk, "Notes: none

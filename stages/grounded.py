@@ -57,6 +57,7 @@ def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: 
             uncovered=cfg.uncovered,
             unknown_name=random_name,
             context_bytes=cfg.context_bytes,
+            anywhere=cfg.anywhere,
         )
         talks = conversation.Conversations(blocks, retrieve, cfg.k, cfg.context_bytes, random_name)
         found += conversation.make(talks, rng, round(n * CONVERSATIONS))

@@ -76,6 +76,35 @@ def test_answers_say_spans_copied_from_the_block_placed_last():
     assert kinds == {"attribute", "todo", "keyword", "page", "uncovered"}
 
 
+def test_anywhere_places_the_answering_block_among_the_shown_not_only_last():
+    """grounded.anywhere: the answering block goes to a random place among the shown
+    blocks (first, middle or last), the same question and answer; 0 is the stream as before."""
+    blocks = all_blocks(PAGES)
+    index = NotesIndex.build(blocks)
+
+    def made(anywhere):
+        return grounded.dialogues(
+            blocks,
+            lambda q, k: [h.block for h in index.search(q, k)],
+            random.Random(2),
+            300,
+            unknown_name=lambda rng: "Zorblat",
+            anywhere=anywhere,
+        )
+
+    assert [d.document() for d in made(0.0)] == [d.document() for d in make(PAGES, seed=2, n=300)]
+    places = set()
+    for d in made(1.0):
+        if d.kind in ("uncovered", "page"):
+            continue
+        shown = d.messages[0]["content"].split("\n")[1:]
+        gold = d.blocks[0].render().split("\n")[0]
+        places.add((shown.index(gold), len(shown)) if len(shown) > 1 else None)
+        assert any(b.page == d.page for b in d.blocks) and d.spans[0] in d.messages[-1]["content"]
+    several = {p for p in places if p}
+    assert {i for i, n in several if i == 0} and {i for i, n in several if i == n - 1}, several
+
+
 def test_value_answers_quote_an_attribute_from_where_its_value_starts(monkeypatch):
     """grounded.answers: value: an attribute question is answered by the page and the
     block from its value on (no key); everything else is quoted whole."""

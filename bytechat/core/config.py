@@ -210,6 +210,7 @@ class GroundedConfig:
     uncovered: Fraction  # share of questions the notes do not answer
     near_miss: Fraction  # per question, a question for a key the page lacks (dialogues/near_miss.py)
     pages: Fraction  # per question, one more about a random page as a whole ("tell me about X")
+    anywhere: Fraction  # share of single questions whose answering block is not placed last but anywhere
     k: Annotated[StrictInt, Field(ge=1)]  # blocks retrieval puts in the prompt, at most (as chat does)
     context_bytes: Annotated[StrictInt, Field(ge=256)]  # the smallest block_size a profile uses: the notes must fit it
     answers: Literal["span", "quote", "clause", "value"]  # how answers are taught (bytechat/notes/grounded.py ANSWERS)

@@ -341,11 +341,23 @@ def room(messages: Sequence[dict[str, str]], context_bytes: int) -> int:
 
 
 def grounded_dialogue(
-    block: NoteBlock, asked: Asked, retrieve: Retriever, k: int, context_bytes: int, system: str | None = None
+    block: NoteBlock,
+    asked: Asked,
+    retrieve: Retriever,
+    k: int,
+    context_bytes: int,
+    system: str | None = None,
+    place: float | None = None,
 ) -> Dialogue:
-    """The dialogue for one question: retrieval's other hits as distractors, the block last."""
+    """The dialogue for one question: retrieval's other hits as distractors, the block last
+    (where chat puts retrieval's best), or, given place in [0, 1), at that fraction of the
+    shown blocks from the top, so the question, not the place, says which block answers."""
     others = [hit for hit in retrieve(asked.text, k + 1) if hit != block]
-    notes = render_notes(fit_notes([block, *others], asked.text, context_bytes, k))
+    shown = fit_notes([block, *others], asked.text, context_bytes, k)
+    if place is not None and block in shown:
+        shown.remove(block)
+        shown.insert(len(shown) - int(place * (len(shown) + 1)), block)
+    notes = render_notes(shown)
     prompt = [
         {"role": "system", "content": notes_system_content(notes, system)},
         {"role": "user", "content": asked.text},
@@ -409,8 +421,10 @@ def dialogues(
     uncovered: float = 0.1,
     unknown_name: Callable[[random.Random], str] | None = None,
     context_bytes: int = 512,
+    anywhere: float = 0.0,
 ) -> list[Dialogue]:
-    """n dialogues about random blocks (a share `uncovered` about what the notes lack)."""
+    """n dialogues about random blocks (a share `uncovered` about what the notes lack; a
+    share `anywhere` of the answered ones with the answering block at a random place)."""
     if not blocks:
         return []
     counts = word_counts(blocks)
@@ -431,7 +445,9 @@ def dialogues(
             continue
         asked = ask(slot, block, rng)
         if asked:
-            out.append(grounded_dialogue(block, asked, retrieve, k, context_bytes))
+            # drawn only when asked for, so anywhere 0 leaves the random stream as it was
+            place = rng.random() if anywhere and rng.random() < anywhere else None
+            out.append(grounded_dialogue(block, asked, retrieve, k, context_bytes, place=place))
     return out
 
 

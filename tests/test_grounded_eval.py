@@ -76,6 +76,8 @@ def test_set_metrics_put_the_search_box_beside_every_figure():
     m = ge.set_metrics(follow)
     assert m["followup_answer_contains"] == 1.0 and m["baseline_followup_answer_contains"] == 0.0
     assert m["answer_contains"] == pytest.approx(2 / 3), "a follow-up is an answerable question too"
+    # the model said "3" where the box pasted Marta: a gain; the abstention lost the box's "3"
+    assert m["gained_on_baseline"] == pytest.approx(1 / 3) and m["lost_to_baseline"] == pytest.approx(1 / 3)
 
 
 def test_a_correct_result_is_the_fact_said_or_the_notes_said_to_lack_it():

@@ -323,6 +323,10 @@ def set_metrics(results: Sequence[Result]) -> dict[str, float]:
             out[prefix + "abstention"] = _mean(abstained(reply(r)) for r in refusing)
         if near:
             out[prefix + "abstention_near_miss"] = _mean(abstained(reply(r)) for r in near)
+    if answering:  # where the model says a fact its search box missed, and the reverse
+        said = [(contains(r.reply, r.case.answers), contains(r.baseline, r.case.answers)) for r in answering]
+        out["gained_on_baseline"] = _mean(m > b for m, b in said)
+        out["lost_to_baseline"] = _mean(b > m for m, b in said)
     with_blocks = [r for r in answering if r.case.blocks]
     if with_blocks:
         out["recall_at_3"] = _mean(r.recalled for r in with_blocks)

@@ -117,6 +117,18 @@ def test_a_page_question_may_quote_several_blocks_each_once():
     assert allowed(m, "From [Jonas] bday\nFrom [") is None  # the first was no quote: unconstrained
 
 
+def test_best_first_the_first_quote_is_retrievals_best_then_any_other(monkeypatch):
+    """BEST_FIRST: a reply's first quote is of the block placed last (retrieval's best,
+    where training puts the answering block); after it another shown block may follow."""
+    prompt = format_chat(chat([JONAS, STARTER])).encode()
+    assert allowed(machine([JONAS, STARTER]), "From [") == b"JS"  # off: the model chooses
+    m = FaithfulCopy.from_prompt(prompt, best_first=True)
+    assert allowed(m, "From [") == b"J"  # not the Sourdough Starter, shown above Jonas
+    assert allowed(m, "From [Jonas] birthday: 14 February\nFrom [") == b"S"
+    monkeypatch.setattr(copying, "BEST_FIRST", True)
+    assert allowed(copying.copy_guard(prompt, True), "From [") == b"J"  # chat's and the eval's machine
+
+
 def test_a_quote_that_another_extends_may_end_or_go_on():
     m = machine([JONAS_LONG, JONAS])
     assert allowed(m, "From [Jonas] birthday: 14 February") == b"\n,"

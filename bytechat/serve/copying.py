@@ -12,8 +12,9 @@ its small talk drifts into word salad on notes it never saw. With
 - once a reply starts with `From [`, every next byte must keep it a prefix of some shown
   quote `From [Page] <block text>` (exactly the bytes training writes: grounded.quoted,
   the chat format's escaping), or of an attribute's quote without its key (`From [Jonas]
-  14 February`, as `grounded.answers: value` teaches), so the MODEL still chooses which
-  shown block it quotes;
+  14 February`, as `grounded.answers: value` teaches). With BEST_FIRST (shipped) a
+  reply's first quote is of the block placed last (retrieval's best); without it the
+  model chooses which shown block it quotes;
 - with WHOLE_QUOTES (shipped) the reply may end (the first byte of a stop tag, "\n",
   then the rest of a tag) only where a quote is whole, as every quote training writes
   is: a block's first line is no answer when its next line holds the fact. Without it,
@@ -65,6 +66,11 @@ OWN_WORDS = True
 # value), as every quote training writes does; off, it may end at any character from the
 # page name's "]" on. On: answer_contains +0.03-0.05 on every eval set (docs/chat.md).
 WHOLE_QUOTES = True
+# Whether the first quote of a reply must be of the block placed last (retrieval's best,
+# where training puts the answering block), so retrieval chooses the block and the model
+# whether to quote, how much and what follows. On: the smoke model's own choice lost more
+# facts than it found (natural_dev answer_contains 0.63 -> 0.66; docs/chat.md).
+BEST_FIRST = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 _TAGS = tuple(tag.encode("utf-8") for tag in STOP_TAGS)  # b"\nuser: ", ...
 _NEWLINE = b"\n"
@@ -109,8 +115,11 @@ class FaithfulCopy:
     block), so it holds no state and a batch row or a refilled window cannot desync it.
     """
 
-    def __init__(self, entries: Sequence[str], sentences: Sequence[bytes] = (), whole: bool = False) -> None:
+    def __init__(
+        self, entries: Sequence[str], sentences: Sequence[bytes] = (), whole: bool = False, best_first: bool = False
+    ) -> None:
         self.sentences = sorted(set(sentences))  # the bot's own replies; () leaves other replies free
+        self.best = len(entries) - 1 if best_first else None  # the entry a reply's first quote must be of
         self.quotes: list[bytes] = []
         self.first_stop: list[int] = []  # per quote: the reply may end once it is this long
         self.entry: list[int] = []  # per quote: which shown entry it quotes
@@ -125,18 +134,24 @@ class FaithfulCopy:
 
     @classmethod
     def from_messages(
-        cls, messages: Sequence[Mapping[str, str]], own_words: bool = False, whole: bool = False
+        cls,
+        messages: Sequence[Mapping[str, str]],
+        own_words: bool = False,
+        whole: bool = False,
+        best_first: bool = False,
     ) -> FaithfulCopy | None:
         entries = shown_entries(messages)
         if entries:
-            return cls(entries, whole=whole)
+            return cls(entries, whole=whole, best_first=best_first)
         return cls([], own_sentences()) if own_words else None
 
     @classmethod
-    def from_prompt(cls, prompt: bytes, own_words: bool = False, whole: bool = False) -> FaithfulCopy | None:
+    def from_prompt(
+        cls, prompt: bytes, own_words: bool = False, whole: bool = False, best_first: bool = False
+    ) -> FaithfulCopy | None:
         """The machine for the notes a chat prompt shows, or (own_words) for a prompt that
         shows none, the bot's own sentences; None when it would constrain nothing."""
-        return cls.from_messages(prompt_messages(prompt), own_words, whole)
+        return cls.from_messages(prompt_messages(prompt), own_words, whole, best_first)
 
     def allowed(self, produced: bytes | bytearray) -> list[int] | None:
         reply = bytes(produced)
@@ -156,8 +171,8 @@ class FaithfulCopy:
         ended_at_cut = bool(tail) and bool(self._ends(current[:cut], used))
         whole_at_cut = self._ends(current[:cut], used, whole=True) if tail else set()
         for n, (quote, first_stop) in enumerate(zip(self.quotes, self.first_stop)):
-            if self.entry[n] in used:
-                continue  # a page's block is quoted once per reply
+            if self.entry[n] in used or (not earlier and self.best not in (None, self.entry[n])):
+                continue  # a page's block is quoted once per reply; the first, with best_first, is the best
             if quote.startswith(current):
                 if len(current) < len(quote):
                     nexts.add(quote[len(current)])
@@ -252,7 +267,7 @@ def _boundary(quote: bytes, at: int) -> bool:
 def copy_guard(prompt: bytes, faithful: bool) -> FaithfulCopy | None:
     """The machine generate_bytes and the batch engine decode a prompt's reply with:
     None when the switch is off (or there is nothing to constrain)."""
-    return FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES) if faithful else None
+    return FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST) if faithful else None
 
 
 def restrict(copy: FaithfulCopy | None, guard: RepeatGuard, produced: bytearray) -> tuple[list[int], list[int] | None]:

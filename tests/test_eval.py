@@ -102,6 +102,7 @@ def write_tiny_notes() -> None:
     rows = (unseen / "questions.jsonl").read_text().splitlines()
     picked = [r for split in ("dev", "test") for r in [r for r in rows if f'"split": "{split}"' in r][:4]]
     (unseen / "questions.jsonl").write_text("\n".join(picked) + "\n")
+    (paths.root() / "data" / "small-talk-probe.txt").write_text("thanks a lot, see you\nhello there\n")
 
 
 def test_eval_stage_writes_metrics_and_samples(tiny_root):
@@ -109,8 +110,10 @@ def test_eval_stage_writes_metrics_and_samples(tiny_root):
     write_tiny_notes()
     metrics = evaluate_profile("tiny", device=torch.device("cpu"), progress=False)
     chat = metrics["chat"]
-    assert set(chat) == {"heldout_train", "heldout_val", "natural_dev", "natural_test", "everyday"}
+    small_talk = {"everyday", "small_talk_dev", "small_talk_test"}
+    assert set(chat) == {"heldout_train", "heldout_val", "natural_dev", "natural_test", *small_talk}
     assert chat["natural_dev"]["questions"] == 4 and chat["everyday"]["prompts"] == len(EVERYDAY_PROMPTS)
+    assert chat["small_talk_dev"]["prompts"] == 1 and all("quoted" in chat[name] for name in small_talk)
     for name, m in chat.items():
         assert all(0.0 <= v <= 1.0 for k, v in m.items() if k not in ("questions", "prompts", "mean_reply_bytes")), m
         for key in [k for k in m if k in ("answer_f1", "abstention", "false_abstention", "page_coverage")]:

@@ -12,6 +12,7 @@ import pytest
 from bytechat.core import paths
 from bytechat.eval import grounded as ge
 from bytechat.eval import phrasings
+from bytechat.eval.small_talk import small_talk_metrics
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, token_f1
 from bytechat.notes import grounded
 from bytechat.notes.blocks import all_blocks
@@ -47,6 +48,10 @@ def test_abstention_coverage_and_small_talk_measures():
     assert coverage("You have 3 hives behind the shed.", ["3", "behind the shed", "new frames"]) == pytest.approx(2 / 3)
     assert distinct_2(["x y z", "x y z"]) == 0.5 and distinct_2(["w x y z"]) == 1.0
     assert real_word_rate(["big cat xqzv"], {"big", "cat"}) == pytest.approx(2 / 3)
+    said = [_result("everyday", "From [Rust] saves a lot of boilerplate"), _result("everyday", "You're welcome!")]
+    m = small_talk_metrics(said, {"you're", "welcome", "a", "lot", "of"})
+    assert m["quoted"] == 0.5, "small talk answered with a note's quote is counted"
+    assert m["prompts"] == 2 and m["stop_rate"] == 1.0
 
 
 def _result(kind, reply, answers=(), baseline="", finish="stop", facts=()):
@@ -270,3 +275,16 @@ def test_unseen_notes_path_follows_the_root(tmp_path, monkeypatch):
     monkeypatch.setenv("BYTECHAT_ROOT", str(tmp_path))
     assert ge.unseen_notes() == tmp_path / "data" / "unseen-notes"
     assert paths.root() == tmp_path
+
+
+def test_the_small_talk_probe_splits_by_line_and_asks_nothing_training_teaches(tmp_path):
+    from bytechat.eval.small_talk import PROBE_FILE, probe
+
+    (tmp_path / PROBE_FILE).parent.mkdir(parents=True)
+    (tmp_path / PROBE_FILE).write_text("good afternoon!\nthanks heaps, mate\n\nwhat's cooking, bot?\n")
+    assert probe(tmp_path) == {
+        "small_talk_dev": ["good afternoon!", "what's cooking, bot?"],
+        "small_talk_test": ["thanks heaps, mate"],
+    }
+    assert probe(tmp_path, untaught=True)["small_talk_dev"] == ["what's cooking, bot?"], "a taught prompt is not asked"
+    assert probe(tmp_path / "elsewhere") == {}

@@ -256,6 +256,7 @@ def test_no_eval_question_or_template_is_in_any_training_dialogue(offline_repo, 
     sets, the everyday prompts) is a user turn of any training stream, and no held-out
     template (its slots filled with anything) is a user turn of a training dialogue."""
     from bytechat.eval import grounded as ge
+    from bytechat.eval import small_talk
     from bytechat.notes.roam import load_pages
     from bytechat.eval import phrasings
 
@@ -268,6 +269,9 @@ def test_no_eval_question_or_template_is_in_any_training_dialogue(offline_repo, 
         graph = REPO / "data" / folder
         questions += [c.question for c in ge.load_questions(graph / ge.QUESTIONS_FILE, load_pages(graph))]
     questions += list(ge.EVERYDAY_PROMPTS)
+    questions += [
+        line for lines in small_talk.probe(REPO, untaught=True).values() for line in lines
+    ]  # the eval asks them too
     assert len(questions) > 400
     trained = [q for q in questions if f"user: {q.lower()}\n" in train or (len(q) >= 20 and q.lower() in train)]
     assert not trained, trained

@@ -48,6 +48,7 @@ from typing import Sequence
 from bytechat.core import paths
 from bytechat.eval.grounded import ABSTAINING, ANSWERING, Case, heldout_cases, load_questions, unseen_notes
 from bytechat.eval.scoring import contains, coverage
+from bytechat.eval.small_talk import probe
 from bytechat.notes import grounded
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import Hit, NotesIndex
@@ -129,11 +130,10 @@ def natural(folder: Path, split: str, show: bool, scorer=None) -> dict:
 
 def small_talk(split: str) -> dict:
     """For the probe's lines that have topic words, the share chat sends no notes."""
-    lines = (paths.root() / "data" / "small-talk-probe.txt").read_text(encoding="utf-8").splitlines()
-    parts = {"dev": lines[0::2], "test": lines[1::2]}
+    parts = probe()
     out = {}
     for part in ("dev", "test") if split == "all" else (split,):
-        topical = [line for line in parts[part] if query_terms(line)]
+        topical = [line for line in parts[f"small_talk_{part}"] if query_terms(line)]
         out[f"small_talk_{part}"] = {"lines": len(topical), "no_notes": _share([is_small_talk(t) for t in topical])}
     return out
 

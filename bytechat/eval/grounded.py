@@ -8,7 +8,7 @@ Question sets (none of their questions is ever trained on; tests check it):
     natural_dev     hand-written questions on data/unseen-notes/ (a graph no model trains on,
     natural_test      with its own index); the test part is kept for the end of a piece of work
     your_notes      questions.jsonl beside your notes, if there is one (the new-user check ships one)
-    everyday        small talk, replies judged by stop rate, real-word rate and distinct-2
+    everyday        small talk (and small_talk_dev / _test, the probe): bytechat.eval.small_talk
 
 Metrics per set (docs/notes.md, "Measuring chat"); each has its baseline_* beside it:
     answer_f1         token F1 of the reply against the gold answer span (scoring.answer_f1)
@@ -29,7 +29,6 @@ import json
 import random
 import re
 import sqlite3
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -38,8 +37,9 @@ from tqdm.auto import tqdm
 
 from bytechat.core import paths
 from bytechat.core.rng import SeedOffset
-from bytechat.eval import phrasings
-from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, tokens
+from bytechat.eval import phrasings, small_talk
+from bytechat.eval.scoring import abstained, answer_f1, contains, coverage
+from bytechat.eval.small_talk import EVERYDAY_PROMPTS, probe, small_talk_metrics, wiki_vocabulary
 from bytechat.notes import grounded
 from bytechat.notes.blocks import NoteBlock, all_blocks, lead_blocks, page_blocks, plain
 from bytechat.notes.index import TOKENIZER, NotesIndex
@@ -57,34 +57,6 @@ QUESTIONS_FILE = "questions.jsonl"
 ANSWERING = ("fact", "followup", "paraphrase", "typo", "inflection", "attribute", "todo", "keyword")
 ABSTAINING = ("near_miss", "uncovered")
 KINDS = (*ANSWERING, "page", *ABSTAINING)
-# Small talk a person opens with; written for the eval, never a line of the primer (a test checks).
-EVERYDAY_PROMPTS = (
-    "hey there",
-    "morning! how's it going?",
-    "thanks a lot",
-    "cheers, that's all for now",
-    "see you tomorrow",
-    "so what do people call you?",
-    "what are you good at?",
-    "I'm exhausted",
-    "I had a rough day at work",
-    "tell me something funny",
-    "what's the weather like?",
-    "how old are you?",
-    "can you recommend a film?",
-    "what should I cook tonight?",
-    "I can't sleep",
-    "do you like music?",
-    "who built you, anyway?",
-    "what day is it?",
-    "nice one",
-    "you're not very helpful",
-    "are you a robot?",
-    "what's 7 times 8?",
-    "I'm so bored right now",
-    "how do I get started?",
-    "talk to you later",
-)
 
 
 class QuestionsError(ValueError):
@@ -335,29 +307,6 @@ def set_metrics(results: Sequence[Result]) -> dict[str, float]:
     return out
 
 
-def everyday_metrics(results: Sequence[Result], vocabulary: set[str]) -> dict[str, float]:
-    replies = [r.reply for r in results]
-    return {
-        "prompts": len(results),
-        "stop_rate": _mean(r.finish == "stop" for r in results),
-        "mean_reply_bytes": _mean(len(r.encode("utf-8")) for r in replies),
-        "real_word_rate": real_word_rate(replies, vocabulary),
-        "distinct_2": distinct_2(replies),
-    }
-
-
-def vocabulary(text: str, min_count: int = 3) -> set[str]:
-    """Words that occur at least min_count times in text (a "real word" for real_word_rate)."""
-    counts = Counter(tokens(text))
-    return {w for w, c in counts.items() if c >= min_count}
-
-
-def wiki_vocabulary() -> set[str]:
-    """The real words: those of the WikiText training stream (the pipeline's English)."""
-    path = paths.streams_dir() / "wiki_train.bin"
-    return vocabulary(path.read_bytes().decode("utf-8", errors="replace")) if path.exists() else set()
-
-
 def split_pages() -> tuple[list[RoamPage], list[RoamPage]]:
     """The notes' (train, validation) pages as the split stage wrote them."""
     return tuple(grounded.read_split_pages(paths.splits_dir() / f"roam_{s}.jsonl") for s in ("train", "val"))
@@ -391,8 +340,8 @@ def evaluate_grounded(
         own = notes_in_use() / QUESTIONS_FILE
         if own.is_file():
             results["your_notes"] = run_cases(engine, index, load_questions(own, everything), "your notes", faithful)
-        everyday = [Case(p, [], "everyday") for p in EVERYDAY_PROMPTS]
-        results["everyday"] = run_cases(engine, index, everyday, "everyday", faithful)
+        for name, prompts in {"everyday": list(EVERYDAY_PROMPTS), **probe(untaught=True)}.items():  # small talk
+            results[name] = run_cases(engine, index, [Case(p, [], "everyday") for p in prompts], name, faithful)
     unseen = unseen or unseen_notes()
     unseen_pages = load_pages(unseen)
     natural = load_questions(unseen / QUESTIONS_FILE, unseen_pages)
@@ -400,8 +349,9 @@ def evaluate_grounded(
         for split in ("dev", "test"):
             cases = [c for c in natural if c.split == split]
             results[f"natural_{split}"] = run_cases(engine, unseen_index, cases, f"natural, {split}", faithful)
-    metrics = {name: set_metrics(rs) for name, rs in results.items() if name != "everyday"}
-    metrics["everyday"] = everyday_metrics(results["everyday"], wiki_vocabulary())
+    metrics = {name: set_metrics(rs) for name, rs in results.items() if name not in small_talk.SETS}
+    words = wiki_vocabulary()
+    metrics.update({name: small_talk_metrics(rs, words) for name, rs in results.items() if name in small_talk.SETS})
     return metrics, transcripts(results)
 
 
@@ -411,17 +361,17 @@ def chat_table(metrics: dict[str, dict[str, float]]) -> str:
     columns = ("answer_f1", "answer_contains", "false_abstention", "abstention", "page_coverage")
     lines = [f"{'chat (model / search box)':<16}" + "".join(f"{c:>20}" for c in columns) + f"{'stop':>7}{'bytes':>7}"]
     for name, m in metrics.items():
-        if name == "everyday":
+        if name in small_talk.SETS:
             continue
         cells = [f"{m[c]:.2f} / {m['baseline_' + c]:.2f}" if c in m else "-" for c in columns]
         lines.append(
             f"{name:<16}" + "".join(f"{x:>20}" for x in cells) + f"{m['stop_rate']:>7.2f}{m['mean_reply_bytes']:>7.0f}"
         )
-    e = metrics.get("everyday")
-    if e:
+    for name in (n for n in small_talk.SETS if n in metrics):
+        e = metrics[name]
         lines.append(
-            f"everyday: stop rate {e['stop_rate']:.2f}, {e['mean_reply_bytes']:.0f} bytes, "
-            f"real words {e['real_word_rate']:.2f}, distinct-2 {e['distinct_2']:.2f}"
+            f"{name}: stop rate {e['stop_rate']:.2f}, {e['mean_reply_bytes']:.0f} bytes, real words "
+            f"{e['real_word_rate']:.2f}, distinct-2 {e['distinct_2']:.2f}, quoting a note {e['quoted']:.2f}"
         )
     return "\n".join(lines)
 
@@ -435,7 +385,7 @@ def transcripts(results: dict[str, list[Result]]) -> str:
             c = r.case
             lines = [f"{m['role']}: {m['content']}" for m in c.messages]
             lines.append(f"assistant: {r.reply}\n  ({r.finish}, {len(r.reply.encode('utf-8'))} bytes)")
-            if name != "everyday":
+            if name not in small_talk.SETS:
                 lines.append(f"  search box: {r.baseline}")
                 if c.kind in ANSWERING:
                     f1, base = answer_f1(r.reply, c.answers), answer_f1(r.baseline, c.answers)

@@ -17,7 +17,7 @@ question, answering from them is right.
 
 Deterministic given the rng; never names a page of any notes (the replies are the
 module's own words). The prompts are written for training: a test checks that none is
-one of the eval's everyday prompts (bytechat.eval.grounded.EVERYDAY_PROMPTS), and the
+one of the eval's everyday prompts (bytechat.eval.small_talk.EVERYDAY_PROMPTS), and the
 pipeline test that no eval question is a training line.
 """
 

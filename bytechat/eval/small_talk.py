@@ -1,0 +1,96 @@
+"""Small talk, measured: the eval's everyday prompts and the small-talk probe, each reply
+judged by whether it ends on its own, is made of real words, varies, and leaves the notes
+alone (small talk answered with a quote of a note is the wrong reply, however exact).
+
+Sets (bytechat.eval.grounded asks them through the chat path, as it asks questions):
+    everyday          EVERYDAY_PROMPTS, small talk written for the eval
+    small_talk_dev    data/small-talk-probe.txt, its odd lines: small talk as people type
+    small_talk_test     it, written for the small-talk rule (retrieval.is_small_talk); dev
+                      chooses, test is kept for the end of a piece of work
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from bytechat.core import paths
+from bytechat.eval.scoring import distinct_2, real_word_rate, tokens
+from bytechat.notes.dialogues import everyday
+from bytechat.notes.grounded import ANSWER_PREFIX
+
+# Small talk a person opens with; written for the eval, never a line of the primer (a test checks).
+EVERYDAY_PROMPTS = (
+    "hey there",
+    "morning! how's it going?",
+    "thanks a lot",
+    "cheers, that's all for now",
+    "see you tomorrow",
+    "so what do people call you?",
+    "what are you good at?",
+    "I'm exhausted",
+    "I had a rough day at work",
+    "tell me something funny",
+    "what's the weather like?",
+    "how old are you?",
+    "can you recommend a film?",
+    "what should I cook tonight?",
+    "I can't sleep",
+    "do you like music?",
+    "who built you, anyway?",
+    "what day is it?",
+    "nice one",
+    "you're not very helpful",
+    "are you a robot?",
+    "what's 7 times 8?",
+    "I'm so bored right now",
+    "how do I get started?",
+    "talk to you later",
+)
+PROBE_FILE = Path("data") / "small-talk-probe.txt"
+SETS = ("everyday", "small_talk_dev", "small_talk_test")
+
+
+def probe(root: Path | None = None, untaught: bool = False) -> dict[str, list[str]]:
+    """The probe's lines by split (odd lines dev, even test); {} without the file.
+    untaught: less the lines training teaches word for word ("good afternoon!" is one of
+    dialogues.everyday's prompts), as the eval asks only what no model trains on."""
+    path = (root or paths.root()) / PROBE_FILE
+    if not path.is_file():
+        return {}
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    taught = {p.lower() for p in everyday.all_prompts()} if untaught else set()
+    parts = {"small_talk_dev": lines[0::2], "small_talk_test": lines[1::2]}
+    return {name: [line for line in part if line.lower() not in taught] for name, part in parts.items()}
+
+
+def small_talk_metrics(results: Sequence, vocabulary: set[str]) -> dict[str, float]:
+    """Per set: stop rate, reply length, real-word rate, distinct-2, and `quoted`, the
+    share of replies that quote a note ("thanks a lot" answered `From [Rust] ...`)."""
+    replies = [r.reply for r in results]
+    return {
+        "prompts": len(results),
+        "stop_rate": _mean(r.finish == "stop" for r in results),
+        "mean_reply_bytes": _mean(len(r.encode("utf-8")) for r in replies),
+        "real_word_rate": real_word_rate(replies, vocabulary),
+        "distinct_2": distinct_2(replies),
+        "quoted": _mean(r.startswith(ANSWER_PREFIX + "[") for r in replies),
+    }
+
+
+def vocabulary(text: str, min_count: int = 3) -> set[str]:
+    """Words that occur at least min_count times in text (a "real word" for real_word_rate)."""
+    counts = Counter(tokens(text))
+    return {w for w, c in counts.items() if c >= min_count}
+
+
+def wiki_vocabulary() -> set[str]:
+    """The real words: those of the WikiText training stream (the pipeline's English)."""
+    path = paths.streams_dir() / "wiki_train.bin"
+    return vocabulary(path.read_bytes().decode("utf-8", errors="replace")) if path.exists() else set()
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0

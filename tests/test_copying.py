@@ -129,6 +129,19 @@ def test_best_first_the_first_quote_is_retrievals_best_then_any_other(monkeypatc
     assert allowed(copying.copy_guard(prompt, True), "From [") == b"J"  # chat's and the eval's machine
 
 
+def test_framed_quotes_keep_the_primers_opening_to_a_shown_block():
+    """FRAMED_QUOTES: a reply opened as the primer opens its answers ("On your X page: ")
+    goes on as a whole quote of a shown block in that frame; off, it is left free."""
+    prompt = format_chat(chat([JONAS, STARTER])).encode()
+    m = FaithfulCopy.from_prompt(prompt, whole=True, framed=True)
+    assert allowed(m, "On your ") == b"JSp"  # "Jonas page: ", "Sourdough Starter page: ", "page on ..."
+    assert allowed(m, "On your page on Jonas: birthday: 14 Februar") == b"y"
+    assert allowed(m, "On your Jonas page: birthday: 14 February") == b"\n"  # whole: it may end, a tag follows
+    assert allowed(m, "On your Jonas page: birthday: 14 February\nFrom [") == b"S"  # then another block
+    assert allowed(m, "Your notes") is None  # another opening stays free
+    assert allowed(FaithfulCopy.from_prompt(prompt, whole=True), "On your ") is None
+
+
 def test_a_quote_that_another_extends_may_end_or_go_on():
     m = machine([JONAS_LONG, JONAS])
     assert allowed(m, "From [Jonas] birthday: 14 February") == b"\n,"

@@ -71,7 +71,11 @@ WHOLE_QUOTES = True
 # whether to quote, how much and what follows. On: the smoke model's own choice lost more
 # facts than it found (natural_dev answer_contains 0.63 -> 0.66; docs/chat.md).
 BEST_FIRST = True
+# Whether a reply opened the primer's way ("On your Bagels page: ...") must go on as a
+# quote of a shown block in that frame, as a `From [` reply must: measured in docs/chat.md.
+FRAMED_QUOTES = False
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
+FRAMED = b"On your "  # the primer's answers from notes open so: "On your page on X: ...", "On your X page: ..."
 _TAGS = tuple(tag.encode("utf-8") for tag in STOP_TAGS)  # b"\nuser: ", ...
 _NEWLINE = b"\n"
 _NEXT = _NEWLINE + OPENING  # a page question's reply may quote several of the page's blocks, one per line
@@ -116,20 +120,26 @@ class FaithfulCopy:
     """
 
     def __init__(
-        self, entries: Sequence[str], sentences: Sequence[bytes] = (), whole: bool = False, best_first: bool = False
+        self,
+        entries: Sequence[str],
+        sentences: Sequence[bytes] = (),
+        whole: bool = False,
+        best_first: bool = False,
+        framed: bool = False,
     ) -> None:
         self.sentences = sorted(set(sentences))  # the bot's own replies; () leaves other replies free
         self.best = len(entries) - 1 if best_first else None  # the entry a reply's first quote must be of
         self.quotes: list[bytes] = []
         self.first_stop: list[int] = []  # per quote: the reply may end once it is this long
         self.entry: list[int] = []  # per quote: which shown entry it quotes
+        self.framed = framed
         for e, entry in enumerate(entries):
-            for said in (entry, *_without_key(entry)):
-                quote = escape_content(ANSWER_PREFIX + said).encode("utf-8")
+            said = [(ANSWER_PREFIX + x, len(ANSWER_PREFIX) + x.index("] ") + 1) for x in (entry, *_without_key(entry))]
+            for text, named in said + (_in_frames(entry) if framed else []):
+                quote = escape_content(text).encode("utf-8")
                 if quote not in self.quotes:
                     self.quotes.append(quote)
-                    named = len(OPENING) + quote[len(OPENING) :].index(b"] ") + 1
-                    self.first_stop.append(len(quote) if whole else named)
+                    self.first_stop.append(len(quote) if whole else len(escape_content(text[:named]).encode("utf-8")))
                     self.entry.append(e)
 
     @classmethod
@@ -139,23 +149,24 @@ class FaithfulCopy:
         own_words: bool = False,
         whole: bool = False,
         best_first: bool = False,
+        framed: bool = False,
     ) -> FaithfulCopy | None:
         entries = shown_entries(messages)
         if entries:
-            return cls(entries, whole=whole, best_first=best_first)
+            return cls(entries, whole=whole, best_first=best_first, framed=framed)
         return cls([], own_sentences()) if own_words else None
 
     @classmethod
     def from_prompt(
-        cls, prompt: bytes, own_words: bool = False, whole: bool = False, best_first: bool = False
+        cls, prompt: bytes, own_words: bool = False, whole: bool = False, best_first: bool = False, framed: bool = False
     ) -> FaithfulCopy | None:
         """The machine for the notes a chat prompt shows, or (own_words) for a prompt that
         shows none, the bot's own sentences; None when it would constrain nothing."""
-        return cls.from_messages(prompt_messages(prompt), own_words, whole, best_first)
+        return cls.from_messages(prompt_messages(prompt), own_words, whole, best_first, framed)
 
     def allowed(self, produced: bytes | bytearray) -> list[int] | None:
         reply = bytes(produced)
-        if not reply.startswith(OPENING):
+        if not (reply.startswith(OPENING) or (self.framed and reply.startswith(FRAMED))):
             return self._own(reply)  # still (a prefix of) "From [", or not a quote at all
         *earlier, current = reply.split(_NEXT)
         used: set[int] = set()
@@ -216,6 +227,13 @@ class FaithfulCopy:
         return ends
 
 
+def _in_frames(entry: str) -> list[tuple[str, int]]:
+    """An entry said in the primer's frames, each with where its page name ends."""
+    page, _, text = entry[1:].partition("] ")
+    frames = [("On your page on ", ": "), ("On your ", " page: ")]
+    return [(f"{head}{page}{tail}{text}", len(head) + len(page)) for head, tail in frames]
+
+
 def _without_key(entry: str) -> list[str]:
     """An attribute's entry as `grounded.answers: value` quotes it, its key left out
     ("[Jonas] Birthday: 14 February" -> "[Jonas] 14 February"); [] for other blocks."""
@@ -267,7 +285,7 @@ def _boundary(quote: bytes, at: int) -> bool:
 def copy_guard(prompt: bytes, faithful: bool) -> FaithfulCopy | None:
     """The machine generate_bytes and the batch engine decode a prompt's reply with:
     None when the switch is off (or there is nothing to constrain)."""
-    return FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST) if faithful else None
+    return FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES) if faithful else None
 
 
 def restrict(copy: FaithfulCopy | None, guard: RepeatGuard, produced: bytearray) -> tuple[list[int], list[int] | None]:

@@ -48,10 +48,10 @@ def test_abstention_coverage_and_small_talk_measures():
     assert coverage("You have 3 hives behind the shed.", ["3", "behind the shed", "new frames"]) == pytest.approx(2 / 3)
     assert distinct_2(["x y z", "x y z"]) == 0.5 and distinct_2(["w x y z"]) == 1.0
     assert real_word_rate(["big cat xqzv"], {"big", "cat"}) == pytest.approx(2 / 3)
-    said = [_result("everyday", "From [Rust] saves a lot of boilerplate"), _result("everyday", "You're welcome!")]
+    said = [_result("everyday", r) for r in ("From [Rust] saves a lot", "On your Rust page: saves a lot", "Cheers!")]
     m = small_talk_metrics(said, {"you're", "welcome", "a", "lot", "of"})
-    assert m["quoted"] == 0.5, "small talk answered with a note's quote is counted"
-    assert m["prompts"] == 2 and m["stop_rate"] == 1.0
+    assert m["quoted"] == pytest.approx(2 / 3), "small talk answered with a note's quote, in either frame"
+    assert m["prompts"] == 3 and m["stop_rate"] == 1.0
 
 
 def _result(kind, reply, answers=(), baseline="", finish="stop", facts=()):

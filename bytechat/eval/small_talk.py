@@ -50,6 +50,8 @@ EVERYDAY_PROMPTS = (
 )
 PROBE_FILE = Path("data") / "small-talk-probe.txt"
 SETS = ("everyday", "small_talk_dev", "small_talk_test")
+# How a reply that quotes a note opens: `From [Page] ...`, or the primer's "On your X page: ..."
+QUOTE_OPENINGS = (ANSWER_PREFIX + "[", "On your ")
 
 
 def probe(root: Path | None = None, untaught: bool = False) -> dict[str, list[str]]:
@@ -75,7 +77,7 @@ def small_talk_metrics(results: Sequence, vocabulary: set[str]) -> dict[str, flo
         "mean_reply_bytes": _mean(len(r.encode("utf-8")) for r in replies),
         "real_word_rate": real_word_rate(replies, vocabulary),
         "distinct_2": distinct_2(replies),
-        "quoted": _mean(r.startswith(ANSWER_PREFIX + "[") for r in replies),
+        "quoted": _mean(r.startswith(QUOTE_OPENINGS) for r in replies),
     }
 
 

@@ -278,7 +278,7 @@ def test_unseen_notes_path_follows_the_root(tmp_path, monkeypatch):
 
 
 def test_the_small_talk_probe_splits_by_line_and_asks_nothing_training_teaches(tmp_path):
-    from bytechat.eval.small_talk import PROBE_FILE, probe
+    from bytechat.eval.small_talk import PROBE_FILE, is_taught, probe, taught_texts
 
     (tmp_path / PROBE_FILE).parent.mkdir(parents=True)
     (tmp_path / PROBE_FILE).write_text("good afternoon!\nthanks heaps, mate\n\nwhat's cooking, bot?\n")
@@ -287,4 +287,7 @@ def test_the_small_talk_probe_splits_by_line_and_asks_nothing_training_teaches(t
         "small_talk_test": ["thanks heaps, mate"],
     }
     assert probe(tmp_path, untaught=True)["small_talk_dev"] == ["what's cooking, bot?"], "a taught prompt is not asked"
+    assert is_taught("Who made you?", taught_texts()), "a primer turn is taught too"
+    assert is_taught("good night, sleep well", ["good night, sleep well! see you tomorrow."])  # 20+ chars, inside
+    assert not is_taught("lol", ["lol, that's funny"]), "a short line counts only as a whole message"
     assert probe(tmp_path / "elsewhere") == {}

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bytechat.core import paths
+from bytechat.data.primer import load_primer
 from bytechat.eval.scoring import distinct_2, real_word_rate, tokens
 from bytechat.notes.dialogues import everyday
 from bytechat.notes.grounded import ANSWER_PREFIX
@@ -56,15 +57,31 @@ QUOTE_OPENINGS = (ANSWER_PREFIX + "[", "On your ")
 
 def probe(root: Path | None = None, untaught: bool = False) -> dict[str, list[str]]:
     """The probe's lines by split (odd lines dev, even test); {} without the file.
-    untaught: less the lines training teaches word for word ("good afternoon!" is one of
-    dialogues.everyday's prompts), as the eval asks only what no model trains on."""
+    untaught: less the lines training writes (taught_texts: "good afternoon!" is a prompt
+    of dialogues.everyday, "who made you?" a primer turn), as the eval asks only what no
+    model trains on."""
     path = (root or paths.root()) / PROBE_FILE
     if not path.is_file():
         return {}
     lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    taught = {p.lower() for p in everyday.all_prompts()} if untaught else set()
+    texts = taught_texts() if untaught else []
     parts = {"small_talk_dev": lines[0::2], "small_talk_test": lines[1::2]}
-    return {name: [line for line in part if line.lower() not in taught] for name, part in parts.items()}
+    return {name: [line for line in part if not is_taught(line, texts)] for name, part in parts.items()}
+
+
+def taught_texts() -> list[str]:
+    """Every message training writes word for word, lower-cased: the small talk of
+    dialogues.everyday (prompts and replies) and the primer's turns."""
+    said = [*everyday.all_prompts(), *everyday.all_replies()]
+    if paths.primer_file().is_file():
+        said += [m["content"] for d in load_primer(paths.primer_file()) for m in d]
+    return [text.lower() for text in said]
+
+
+def is_taught(line: str, texts: Sequence[str]) -> bool:
+    """Whether training holds line: as a whole message, or (20 characters or more) inside one."""
+    line = line.lower()
+    return any(line == t or (len(line) >= 20 and line in t) for t in texts)
 
 
 def small_talk_metrics(results: Sequence, vocabulary: set[str]) -> dict[str, float]:

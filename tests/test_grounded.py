@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from bytechat.notes import grounded
-from bytechat.notes.dialogues import frames, spans, summary
+from bytechat.notes.dialogues import asking, frames, spans, summary
 from bytechat.data.batching import document_starts, get_batch
 from bytechat.text.chat_format import format_chat, parse_chat, render_transcript
 from bytechat.notes.roam import RoamPage
@@ -240,11 +240,11 @@ def test_notes_follow_the_chat_layout_and_fit_the_budget():
 def test_questions_cover_attributes_todos_and_pages():
     rng = random.Random(0)
     bees = all_blocks(PAGES[:1])
-    hives = grounded.questions(bees[0], rng)
+    hives = asking.questions(bees[0], rng)
     assert [(q.kind, q.gold) for q in hives] == [("attribute", "3"), ("page", "hives: 3")]
-    todo = grounded.questions(bees[2], rng)
+    todo = asking.questions(bees[2], rng)
     assert ("todo", "order new frames") in [(q.kind, q.gold) for q in todo]
-    assert all("todo" in t.lower() for t in grounded.TODO_TEMPLATES), "a todo question names what it searches for"
+    assert all("todo" in t.lower() for t in asking.TODO_TEMPLATES), "a todo question names what it searches for"
 
 
 def test_a_page_question_is_answered_by_the_page_s_lead_block():
@@ -256,7 +256,7 @@ def test_a_page_question_is_answered_by_the_page_s_lead_block():
         (b.position, q.gold)
         for seed in range(20)
         for b in blocks
-        for q in grounded.questions(b, random.Random(seed), lead=(b.page, b.position) in lead_blocks(blocks))
+        for q in asking.questions(b, random.Random(seed), lead=(b.page, b.position) in lead_blocks(blocks))
         if q.kind == "page"
     ]
     assert page_questions and {pos for pos, _ in page_questions} == {1}
@@ -267,7 +267,7 @@ def test_a_page_question_is_answered_by_the_page_s_lead_block():
 def test_no_attribute_question_that_only_names_the_page():
     """ "what's the plan for Half Marathon Plan?" has no word beyond the title to find the block by."""
     plan = all_blocks([RoamPage("Running/Half Marathon Plan", "- plan:: 12 weeks\n- who:: Jonas\n- goal:: sub 2h\n")])
-    kinds = [[q.kind for q in grounded.questions(b, random.Random(0))] for b in plan]
+    kinds = [[q.kind for q in asking.questions(b, random.Random(0))] for b in plan]
     assert kinds == [["page"], [], ["attribute"]]
 
 
@@ -384,7 +384,7 @@ def test_a_follow_up_is_answered_from_the_earlier_turn_s_page():
     assert len(follow_ups) >= 30
     with_history = 0
     for d in follow_ups:
-        name = grounded.title(d.page)
+        name = asking.title(d.page)
         assert all(b.page == d.page for b in d.blocks)
         question = d.messages[-2]["content"]
         assert is_follow_up(question), question
@@ -432,7 +432,7 @@ def test_small_talk_is_seeded_plain_and_names_no_page():
     a, b = _conversations(pages, n=120, builder="smalltalk"), _conversations(pages, n=120, builder="smalltalk")
     assert [d.document() for d in a] == [d.document() for d in b]
     assert [d.document() for d in a] != [d.document() for d in _conversations(pages, 1, 120, "smalltalk")]
-    titles = {grounded.title(p.name) for p in pages} | {p.name for p in pages}
+    titles = {asking.title(p.name) for p in pages} | {p.name for p in pages}
     topics = {d.kind for d in a}
     assert len(topics) >= 10, topics
     for d in a:
@@ -474,9 +474,9 @@ def test_no_follow_up_template_makes_an_eval_question():
     pages = load_pages(REPO / "examples" / "roam") + synthetic_pages(random.Random(0), 50)
     rng, keys, words = random.Random(0), set(), set()
     blocks = all_blocks(pages)
-    counts = grounded.word_counts(blocks)
+    counts = asking.word_counts(blocks)
     for b in blocks:
-        for s in grounded.slots(b, rng, counts):
+        for s in asking.slots(b, rng, counts):
             keys.add(frames.key_words(s.fields.get("key", "x")))
             words.add(s.word or "x")
     refer = [conversation.PRONOUNS[p] for p in conversation.PRONOUNS] + [("it", "it", "its")]

@@ -15,6 +15,7 @@ from bytechat.eval import phrasings
 from bytechat.eval.small_talk import small_talk_metrics
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, token_f1
 from bytechat.notes import grounded
+from bytechat.notes.dialogues import asking
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.roam import RoamPage, load_pages
@@ -111,11 +112,11 @@ def test_heldout_cases_are_seeded_and_from_the_pages_given():
 def test_heldout_questions_never_use_a_training_template():
     """No fixed piece of a held-out template (10 characters or more: "how many" is how
     anyone asks) is part of a training template, and the uncovered topics differ."""
-    train_pieces = " | ".join(t.lower() for ts in grounded.TEMPLATES.values() for t in ts)
-    train_pieces += " | " + " | ".join((*grounded.UNCOVERED_TEMPLATES, *grounded.UNCOVERED_TOPICS)).lower()
+    train_pieces = " | ".join(t.lower() for ts in asking.TEMPLATES.values() for t in ts)
+    train_pieces += " | " + " | ".join((*asking.UNCOVERED_TEMPLATES, *asking.UNCOVERED_TOPICS)).lower()
     for piece in heldout_pieces():
         assert piece not in train_pieces, piece
-    assert not set(phrasings.UNCOVERED_TOPICS) & set(grounded.UNCOVERED_TOPICS)
+    assert not set(phrasings.UNCOVERED_TOPICS) & set(asking.UNCOVERED_TOPICS)
 
 
 def test_no_training_code_imports_the_eval_phrasings():

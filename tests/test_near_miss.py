@@ -8,7 +8,7 @@ import random
 from bytechat.eval import phrasings
 from bytechat.notes import grounded
 from bytechat.notes.blocks import all_blocks
-from bytechat.notes.dialogues import near_miss
+from bytechat.notes.dialogues import asking, near_miss
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.query import query_terms
 from bytechat.notes.roam import RoamPage, load_pages
@@ -38,8 +38,8 @@ def test_a_near_miss_asks_a_page_for_a_key_it_does_not_hold_and_abstains():
         question = d.messages[-2]["content"]
         asked = [k for k in misses.keys if f" {k} " in f" {question.lower()} " or f"{k}?" in question.lower()]
         assert asked, question
-        page = next(p for p in misses.pages if grounded.title(p) in question)
-        held = {w for text in page_text[page] for w in query_terms(text)} | set(query_terms(grounded.title(page)))
+        page = next(p for p in misses.pages if asking.title(p) in question)
+        held = {w for text in page_text[page] for w in query_terms(text)} | set(query_terms(asking.title(page)))
         # some key the question names shares no word with the page: the page cannot answer it
         assert any(not set(query_terms(k)) & held for k in asked), (question, page)
 

@@ -21,7 +21,7 @@ from bytechat.notes.blocks import NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
-from bytechat.notes.grounded import KEYWORD_TEMPLATES, PAGE_TEMPLATES
+from bytechat.notes.dialogues.asking import KEYWORD_TEMPLATES, PAGE_TEMPLATES
 from bytechat.notes.query import day_mentions, possessors, query_terms, words
 from tests.helpers import write_tree
 from bytechat.notes.dialogues import everyday

@@ -30,7 +30,7 @@ from bytechat.model import GPT
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes import synthetic as sn
 from bytechat.notes import grounded
-from bytechat.notes.dialogues import conversation, frames
+from bytechat.notes.dialogues import asking, conversation, frames
 from bytechat.eval.scoring import answer_f1, abstained
 from bytechat.serve.generate import ChatEngine, SamplingConfig
 
@@ -229,7 +229,7 @@ for d in edl:
         hit = d.gold in r
         res["cov"] += hit
         res["f1"] += answer_f1(r, [d.gold])
-        res["page"] += grounded.title(d.page) in r
+        res["page"] += asking.title(d.page) in r
         k = by_kind.setdefault(d.kind, [0, 0])
         k[0] += hit
         k[1] += 1

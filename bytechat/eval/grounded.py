@@ -41,6 +41,7 @@ from bytechat.eval import phrasings, small_talk
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage
 from bytechat.eval.small_talk import EVERYDAY_PROMPTS, probe, small_talk_metrics, wiki_vocabulary
 from bytechat.notes import grounded
+from bytechat.notes.dialogues import asking
 from bytechat.notes.blocks import NoteBlock, all_blocks, lead_blocks, page_blocks, plain
 from bytechat.notes.index import TOKENIZER, NotesIndex
 from bytechat.notes.query import match_expression
@@ -134,7 +135,7 @@ def heldout_cases(
     if not blocks:
         return []
     everything = all_blocks(all_pages)
-    counts = grounded.word_counts(everything)
+    counts = asking.word_counts(everything)
     lines = WordLines(everything)
     leads = lead_blocks(blocks)
     rng = random.Random(seed)
@@ -143,7 +144,7 @@ def heldout_cases(
     for block in rng.sample(blocks, len(blocks)):
         if len(cases) == n - n_near:
             break
-        options = grounded.questions(
+        options = asking.questions(
             block, rng, counts, (block.page, block.position) in leads, phrasings.HELDOUT_TEMPLATES
         )
         if not options:
@@ -161,7 +162,7 @@ def heldout_cases(
     for page in rng.sample(list(pages), len(pages)):
         if len(cases) >= n:
             break
-        text = phrasings.near_miss(grounded.title(page.name), page.text, rng)
+        text = phrasings.near_miss(asking.title(page.name), page.text, rng)
         if text:
             cases.append(Case(phrasings.typed(text, rng), [], "near_miss", page.name))
     cases += [Case(phrasings.uncovered(rng, topics), [], "uncovered") for _ in range(uncovered)]

@@ -1,7 +1,7 @@
 """Held-out phrasings: how the eval asks about the pipeline's notes, in words training never uses.
 
-The grounded dialogues the model trains on ask with bytechat.notes.grounded.TEMPLATES.
-The eval asks the same kinds of question (what a block can be asked: grounded.slots)
+The grounded dialogues the model trains on ask with bytechat.notes.dialogues.asking.TEMPLATES.
+The eval asks the same kinds of question (what a block can be asked: asking.slots)
 with this module's own family: other wording, word order, question words and
 politeness, and a seeded share of lower-case run-ons and one-letter typos, as people
 type. Nothing under bytechat/notes/ or stages/ imports this module, and a test checks

@@ -32,7 +32,7 @@ from typing import Callable, Sequence
 
 from bytechat.notes import grounded
 from bytechat.notes.blocks import NoteBlock, lead_blocks
-from bytechat.notes.dialogues import everyday, frames, summary
+from bytechat.notes.dialogues import asking, everyday, frames, summary
 from bytechat.notes.dialogues.frames import Said
 from bytechat.notes.dialogues.spans import value_span
 from bytechat.notes.index import Hit
@@ -112,7 +112,7 @@ def pronouns(page: Sequence[NoteBlock]) -> dict[str, str]:
     return {"subj": subj, "obj": obj, "pron": pron, "does": "do" if plural else "does", "is": "are" if plural else "is"}
 
 
-def follow_up_kind(slot: grounded.Slot, span: str) -> str:
+def follow_up_kind(slot: asking.Slot, span: str) -> str:
     """Which FOLLOW_UPS family asks slot."""
     if slot.kind in ("todo", "keyword", "page"):
         return slot.kind
@@ -145,15 +145,15 @@ class Conversations:
         self.k = k
         self.context_bytes = context_bytes
         self.unknown_name = unknown_name or (lambda rng: f"Person {rng.randint(100, 999)}")
-        self.counts = grounded.word_counts(self.blocks)
+        self.counts = asking.word_counts(self.blocks)
         self.leads = lead_blocks(self.blocks)
         self.by_page: dict[str, list[NoteBlock]] = {}
         for b in self.blocks:
             self.by_page.setdefault(b.page, []).append(b)
 
     # -------------------------------------------------------------- turns
-    def _slots(self, block: NoteBlock, rng: random.Random) -> list[grounded.Slot]:
-        return grounded.slots(block, rng, self.counts, (block.page, block.position) in self.leads)
+    def _slots(self, block: NoteBlock, rng: random.Random) -> list[asking.Slot]:
+        return asking.slots(block, rng, self.counts, (block.page, block.position) in self.leads)
 
     def fact(self, rng: random.Random, page: str | None = None, avoid: NoteBlock | None = None) -> Turn | None:
         """A question about a random block (of page, if given) and its answer."""
@@ -170,7 +170,7 @@ class Conversations:
     def follow(self, rng: random.Random, page: str, avoid: NoteBlock | None) -> Turn | None:
         """A follow-up about another block of page, asked with a pronoun or "and ..."."""
         refer = pronouns(self.by_page[page])
-        name = grounded.title(page)
+        name = asking.title(page)
         for _ in range(8):
             block = rng.choice(self.by_page[page])
             if block == avoid:
@@ -230,7 +230,7 @@ class Conversations:
         room = grounded.room(prompt, self.context_bytes)
         if last.kind == "page":
             picked = summary.chosen(last.block.page, shown)
-            said = grounded.page_reply(grounded.title(last.block.page), picked, last.block, rng, room)
+            said = grounded.page_reply(asking.title(last.block.page), picked, last.block, rng, room)
             spans, blocks, page = said.spans, tuple(picked), last.block.page
             reply = said.text
         elif last.asked is not None:
@@ -285,8 +285,8 @@ class Conversations:
         return Turn(t.prompt, reply=t.reply)
 
     def uncovered(self, rng: random.Random) -> Turn:
-        topic = rng.choice((*grounded.UNCOVERED_TOPICS, f"{self.unknown_name(rng)}'s birthday"))
-        text = rng.choice(grounded.UNCOVERED_TEMPLATES).format(topic=topic)
+        topic = rng.choice((*asking.UNCOVERED_TOPICS, f"{self.unknown_name(rng)}'s birthday"))
+        text = rng.choice(asking.UNCOVERED_TEMPLATES).format(topic=topic)
         return Turn(text, reply=grounded.ABSTAIN, kind="uncovered")
 
     def smalltalk(self, rng: random.Random) -> grounded.Dialogue | None:

@@ -1,6 +1,6 @@
 """Training questions and the sentences that answer them, by question type.
 
-A block's slot (bytechat.notes.grounded.slots: attribute, when, count, todo, keyword) is
+A block's slot (bytechat.notes.dialogues.asking.slots: attribute, when, count, todo, keyword) is
 asked with a question of a finer type, read off its key and value:
 
     when       birthday, deadline, dates; "bought", "started", "finished" with a date
@@ -269,7 +269,7 @@ def ask_attribute(
     kind: str, key: str, title: str, span: str, rng: random.Random, what: tuple[str, ...], yes_no: bool = True
 ) -> tuple[str, str, bool]:
     """(question, question type, whether it is a yes/no question) for an attribute slot;
-    `what` holds the plain attribute templates (grounded.TEMPLATES) it may use. yes_no
+    `what` holds the plain attribute templates (asking.TEMPLATES) it may use. yes_no
     False: never a yes/no question (a follow-up asks in its own words)."""
     qtype = question_type(kind, key, span)
     low = key.lower()

@@ -12,7 +12,7 @@ model has the notes in front of it and can do better: these dialogues teach it t
 that a shown block holds what is asked before it quotes one. The key asked is an
 attribute key (`key: value`) that at least two other pages of the same notes use
 (`budget`, `author`, `birthday`) and none of whose words occurs anywhere on the asked page, so the notes really do not hold the answer; the
-questions are the training attribute templates (grounded.ATTRIBUTE_TEMPLATES), never
+questions are the training attribute templates (asking.ATTRIBUTE_TEMPLATES), never
 the eval's near-miss wording or keys (a test checks the keys on the example graph).
 """
 
@@ -22,6 +22,7 @@ import random
 from collections.abc import Sequence
 
 from bytechat.notes import grounded
+from bytechat.notes.dialogues import asking
 from bytechat.notes.blocks import NoteBlock
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.query import query_terms
@@ -38,7 +39,7 @@ class NearMisses:
         self.page_words: dict[str, set[str]] = {}
         pages_with: dict[str, set[str]] = {}
         for block in blocks:
-            words = self.page_words.setdefault(block.page, set(query_terms(grounded.title(block.page))))
+            words = self.page_words.setdefault(block.page, set(query_terms(asking.title(block.page))))
             words.update(query_terms(block.text))
             head = KEY_VALUE.match(block.text)  # an attribute: one `key: value` line
             if head and "\n" not in block.text and query_terms(head.group(1)):
@@ -54,8 +55,8 @@ class NearMisses:
         absent = [key for key in self.keys if not set(query_terms(key)) & self.page_words[page]]
         if not absent:
             return None
-        template = rng.choice(grounded.ATTRIBUTE_TEMPLATES)
-        return template.format(key=rng.choice(absent), title=grounded.title(page)), page
+        template = rng.choice(asking.ATTRIBUTE_TEMPLATES)
+        return template.format(key=rng.choice(absent), title=asking.title(page)), page
 
 
 def make(

@@ -36,7 +36,7 @@ SENTENCES = (
     ("name", "In short, {notes} say: {items}"),
     ("value", "{items} That's from {page}."),
 )
-# Training questions about a page as a whole (beside grounded.PAGE_TEMPLATES).
+# Training questions about a page as a whole (beside asking.PAGE_TEMPLATES).
 SUMMARY_QUESTIONS = (
     "What do I know about {title}?",
     "Give me a summary of {title}.",

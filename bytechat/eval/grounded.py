@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from bytechat.core import paths
 from bytechat.core.rng import SeedOffset
 from bytechat.eval import phrasings, small_talk
-from bytechat.eval.scoring import abstained, answer_f1, contains, coverage
+from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, mean
 from bytechat.eval.small_talk import EVERYDAY_PROMPTS, probe, small_talk_metrics, wiki_vocabulary
 from bytechat.notes import grounded
 from bytechat.notes.dialogues import asking
@@ -265,11 +265,6 @@ def run_cases(
 # ---------------------------------------------------------------- metrics
 
 
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0
-
-
 def set_metrics(results: Sequence[Result]) -> dict[str, float]:
     """The metrics of one question set, each model figure beside its search-box baseline
     (baseline_*: retrieval's top hit pasted; baseline_all_*: every hit shown pasted)."""
@@ -285,26 +280,26 @@ def set_metrics(results: Sequence[Result]) -> dict[str, float]:
         ("baseline_all_", lambda r: r.baseline_all),
     ):
         if answering:
-            out[prefix + "answer_f1"] = _mean(answer_f1(reply(r), r.case.answers) for r in answering)
-            out[prefix + "answer_contains"] = _mean(contains(reply(r), r.case.answers) for r in answering)
-            out[prefix + "false_abstention"] = _mean(abstained(reply(r)) for r in answering)
+            out[prefix + "answer_f1"] = mean(answer_f1(reply(r), r.case.answers) for r in answering)
+            out[prefix + "answer_contains"] = mean(contains(reply(r), r.case.answers) for r in answering)
+            out[prefix + "false_abstention"] = mean(abstained(reply(r)) for r in answering)
         if follow_ups:
-            out[prefix + "followup_answer_contains"] = _mean(contains(reply(r), r.case.answers) for r in follow_ups)
+            out[prefix + "followup_answer_contains"] = mean(contains(reply(r), r.case.answers) for r in follow_ups)
         if whole_page:
-            out[prefix + "page_coverage"] = _mean(coverage(reply(r), r.case.facts) for r in whole_page)
+            out[prefix + "page_coverage"] = mean(coverage(reply(r), r.case.facts) for r in whole_page)
         if refusing:
-            out[prefix + "abstention"] = _mean(abstained(reply(r)) for r in refusing)
+            out[prefix + "abstention"] = mean(abstained(reply(r)) for r in refusing)
         if near:
-            out[prefix + "abstention_near_miss"] = _mean(abstained(reply(r)) for r in near)
+            out[prefix + "abstention_near_miss"] = mean(abstained(reply(r)) for r in near)
     if answering:  # where the model says a fact its search box missed, and the reverse
         said = [(contains(r.reply, r.case.answers), contains(r.baseline, r.case.answers)) for r in answering]
-        out["gained_on_baseline"] = _mean(m > b for m, b in said)
-        out["lost_to_baseline"] = _mean(b > m for m, b in said)
+        out["gained_on_baseline"] = mean(m > b for m, b in said)
+        out["lost_to_baseline"] = mean(b > m for m, b in said)
     with_blocks = [r for r in answering if r.case.blocks]
     if with_blocks:
-        out["recall_at_3"] = _mean(r.recalled for r in with_blocks)
-    out["stop_rate"] = _mean(r.finish == "stop" for r in results)
-    out["mean_reply_bytes"] = _mean(len(r.reply.encode("utf-8")) for r in results)
+        out["recall_at_3"] = mean(r.recalled for r in with_blocks)
+    out["stop_rate"] = mean(r.finish == "stop" for r in results)
+    out["mean_reply_bytes"] = mean(len(r.reply.encode("utf-8")) for r in results)
     return out
 
 

@@ -84,3 +84,9 @@ def real_word_rate(replies: Sequence[str], vocabulary: set[str]) -> float:
     """The share of the replies' words that are in vocabulary (word salad scores low)."""
     words = [w for r in replies for w in tokens(r) if not w.isdigit()]
     return sum(w in vocabulary for w in words) / len(words) if words else 0.0
+
+
+def mean(values) -> float:
+    """The mean of a share's values (booleans count 1 and 0); 0.0 for none."""
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from bytechat.core import paths
 from bytechat.data.primer import load_primer
-from bytechat.eval.scoring import distinct_2, real_word_rate, tokens
+from bytechat.eval.scoring import distinct_2, mean, real_word_rate, tokens
 from bytechat.notes.dialogues import everyday
 from bytechat.notes.grounded import ANSWER_PREFIX
 
@@ -90,11 +90,11 @@ def small_talk_metrics(results: Sequence, vocabulary: set[str]) -> dict[str, flo
     replies = [r.reply for r in results]
     return {
         "prompts": len(results),
-        "stop_rate": _mean(r.finish == "stop" for r in results),
-        "mean_reply_bytes": _mean(len(r.encode("utf-8")) for r in replies),
+        "stop_rate": mean(r.finish == "stop" for r in results),
+        "mean_reply_bytes": mean(len(r.encode("utf-8")) for r in replies),
         "real_word_rate": real_word_rate(replies, vocabulary),
         "distinct_2": distinct_2(replies),
-        "quoted": _mean(r.startswith(QUOTE_OPENINGS) for r in replies),
+        "quoted": mean(r.startswith(QUOTE_OPENINGS) for r in replies),
     }
 
 
@@ -108,8 +108,3 @@ def wiki_vocabulary() -> set[str]:
     """The real words: those of the WikiText training stream (the pipeline's English)."""
     path = paths.streams_dir() / "wiki_train.bin"
     return vocabulary(path.read_bytes().decode("utf-8", errors="replace")) if path.exists() else set()
-
-
-def _mean(values) -> float:
-    values = list(values)
-    return sum(values) / len(values) if values else 0.0

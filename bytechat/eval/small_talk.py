@@ -19,7 +19,7 @@ from bytechat.core import paths
 from bytechat.data.primer import load_primer
 from bytechat.eval.scoring import distinct_2, mean, real_word_rate, tokens
 from bytechat.notes.dialogues import everyday
-from bytechat.notes.grounded import ANSWER_PREFIX
+from bytechat.serve import copying
 
 # Small talk a person opens with; written for the eval, never a line of the primer (a test checks).
 EVERYDAY_PROMPTS = (
@@ -52,7 +52,8 @@ EVERYDAY_PROMPTS = (
 PROBE_FILE = Path("data") / "small-talk-probe.txt"
 SETS = ("everyday", "small_talk_dev", "small_talk_test")
 # How a reply that quotes a note opens: `From [Page] ...`, or the primer's "On your X page: ..."
-QUOTE_OPENINGS = (ANSWER_PREFIX + "[", "On your ")
+# (the openings faithful decoding keeps to a quote).
+QUOTE_OPENINGS = (copying.OPENING.decode("utf-8"), copying.FRAMED.decode("utf-8"))
 
 
 def probe(root: Path | None = None, untaught: bool = False) -> dict[str, list[str]]:

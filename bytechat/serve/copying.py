@@ -76,7 +76,10 @@ BEST_FIRST = True
 # no longer runs into salad (natural_dev answer_contains 0.66 -> 0.71; docs/chat.md).
 FRAMED_QUOTES = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
-FRAMED = b"On your "  # the primer's answers from notes open so: "On your page on X: ...", "On your X page: ..."
+# The primer's answers from notes name the page in a frame (head, page, tail, then the
+# block), and every frame opens with FRAMED.
+FRAMES = (("On your page on ", ": "), ("On your ", " page: "))
+FRAMED = b"On your "
 _TAGS = tuple(tag.encode("utf-8") for tag in STOP_TAGS)  # b"\nuser: ", ...
 _NEWLINE = b"\n"
 _NEXT = _NEWLINE + OPENING  # a page question's reply may quote several of the page's blocks, one per line
@@ -231,8 +234,7 @@ class FaithfulCopy:
 def _in_frames(entry: str) -> list[tuple[str, int]]:
     """An entry said in the primer's frames, each with where its page name ends."""
     page, _, text = entry[1:].partition("] ")
-    frames = [("On your page on ", ": "), ("On your ", " page: ")]
-    return [(f"{head}{page}{tail}{text}", len(head) + len(page)) for head, tail in frames]
+    return [(f"{head}{page}{tail}{text}", len(head) + len(page)) for head, tail in FRAMES]
 
 
 def _without_key(entry: str) -> list[str]:

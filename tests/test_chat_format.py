@@ -27,7 +27,8 @@ def test_extract_stops_only_on_role_tags():
     assert extract_assistant_reply("Hello there.\nuser: next") == "Hello there."
     assert extract_assistant_reply("a\nb\nsystem: x") == "a\nb"
     assert extract_assistant_reply("a\n\n\nsystem: x") == "a", "blank lines before a turn end the reply"
-    assert extract_assistant_reply("a\n\n") == "a\n\n", "no turn boundary: nothing is cut"
+    assert extract_assistant_reply("a\n\n") == "a", "cut by the length limit on its way to a turn"
+    assert extract_assistant_reply("a\nassist") == "a", "cut inside a tag: the tag is not the reply's"
     assert (
         extract_assistant_reply("Note: users: fine\nuser:no space\nassistants: no")
         == "Note: users: fine\nuser:no space\nassistants: no"

@@ -432,6 +432,19 @@ def test_crop_messages_drops_only_what_it_must(turns, with_system, budget):
         assert cropped[-1] == messages[-1]  # a last message that fits is never cut
 
 
+def test_a_reply_cut_inside_a_stop_tag_does_not_show_the_tag():
+    """The length limit can stop a reply that was ending ("...\\nassist"): the tag's first
+    letters are not part of the reply, as streamed or as extracted."""
+    for generated in (b"14 February\nassist", b"14 February\n\nus", b"14 February\n"):
+        assembler = ReplyAssembler()
+        pieces = [assembler.feed(b) for b in generated] + [assembler.finish()]
+        assert not assembler.stopped
+        assert "".join(pieces) == assembler.reply == extract_assistant_reply(generated.decode()) == "14 February"
+    escaped = ReplyAssembler()  # an escaped line ("\\user: " in content), cut, is content
+    pieces = [escaped.feed(b) for b in b"a\n\\us"] + [escaped.finish()]
+    assert "".join(pieces) == extract_assistant_reply("a\n\\us") == "a\n\\us"
+
+
 def test_reply_assembler_drops_blank_lines_before_a_turn():
     assembler = ReplyAssembler()
     pieces = [assembler.feed(b) for b in b"line one\n  two\n\nsystem: "]

@@ -197,8 +197,13 @@ class ReplyAssembler:
         return self._emit(self._decoder.feed(bytes(out)) if out else "")
 
     def finish(self) -> str:
-        """End of generation: release held bytes (an unfinished tag is just content)."""
+        """End of generation: release held bytes. Held without a backslash they were on
+        their way to a turn boundary when the length limit cut them ("...\\nassist"), or
+        were a line of content cut after its first few letters: either way they are
+        dropped, as extract_assistant_reply drops them (an escaped line, cut, is content)."""
         out, self._held = bytes(self._held), bytearray()
+        if _BACKSLASH not in out:
+            out = b""
         return self._emit(self._decoder.feed(out) + self._decoder.flush())
 
     def _emit(self, text: str) -> str:

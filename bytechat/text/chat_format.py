@@ -36,6 +36,11 @@ _ESCAPED = re.compile(rf"\n\\(\\*)(?=(?:{_ROLE_ALT}): )")
 # A real turn boundary: a newline directly followed by a role tag.
 _TURN = re.compile(rf"\n(?=(?:{_ROLE_ALT}): )")
 _TURN_START = re.compile(rf"^({_ROLE_ALT}): ", re.S)
+# Generated text that ends inside a turn tag ("...\nassist"): generation was cut by its
+# length limit while the model was ending its reply.
+_CUT_TAG = re.compile(
+    r"\n+(?:" + "|".join(re.escape(tag[1:i]) for tag in STOP_TAGS for i in range(2, len(tag))) + r")?\Z"
+)
 
 
 class ChatFormatError(ValueError):
@@ -101,7 +106,9 @@ def extract_assistant_reply(generated: str) -> str:
     """The reply in text generated after "assistant: ": everything up to the first
     "\\n(system|user|assistant): " tag (only those tags end it), unescaped. Newlines
     right before that tag are dropped (documents in the training streams are joined by
-    a blank line, so a model often ends its reply with one)."""
+    a blank line, so a model often ends its reply with one). Text cut where it could be
+    inside a tag (the length limit hit "...\\nassist") ends before it, newlines and all: a
+    reply that was cut loses at most the first letters of its last line, not shows a tag."""
     match = _TURN.search(generated)
-    reply = generated if match is None else generated[: match.start()].rstrip("\n")
+    reply = _CUT_TAG.sub("", generated) if match is None else generated[: match.start()].rstrip("\n")
     return unescape_content(reply)

@@ -309,11 +309,11 @@ def test_the_constraint_changes_a_misquote_the_model_would_write():
     assert quote(JONAS).startswith(kept.encode()) and kept.startswith("From [Jonas] birthday: 1")
 
 
-@pytest.mark.parametrize("own_words", [True, False])
-def test_with_notes_shown_a_reply_that_is_not_a_quote_is_left_alone(monkeypatch, own_words):
-    """Where notes are shown, abstention, small talk and answers in other words decode
-    exactly as with the switch off (own words or not)."""
-    monkeypatch.setattr(copying, "OWN_WORDS", own_words)
+@pytest.mark.parametrize("switch", ["OWN_WORDS", "NOTES_OWN_WORDS"])
+def test_without_own_words_where_notes_are_shown_a_reply_that_is_not_a_quote_is_left_alone(monkeypatch, switch):
+    """Where notes are shown and own words are off, abstention, small talk and answers in
+    other words decode exactly as with the switch off."""
+    monkeypatch.setattr(copying, switch, False)
     for wanted in (b"I couldn't find that in your notes.", b"Hi! What do you need?", b"Fro"):
         for seed in range(3):
             model = random_model(seed)
@@ -404,6 +404,25 @@ def test_no_notes_shown_nothing_is_quoted(monkeypatch):
         monkeypatch.setattr(copying, "OWN_WORDS", False)
         for blocks in (None, []):
             assert reply_of(model, chat(blocks), FAITHFUL) == reply_of(model, chat(blocks), GREEDY)
+    finally:
+        handle.remove()
+
+
+def test_notes_shown_a_reply_that_opens_no_quote_is_one_of_the_bots_sentences(monkeypatch):
+    """With notes in the prompt a reply is a quote or, as without notes, one of the bot's
+    own sentences: free, it ran into salad. NOTES_OWN_WORDS off, it is free again."""
+    m = FaithfulCopy.from_prompt(format_chat(chat([JONAS, STARTER])).encode(), own_words=True)
+    assert {ord("F"), ord("O"), ord("I")} <= set(allowed(m, "")), "a quote, framed or not, or its own sentence"
+    assert allowed(m, "Fr") == b"o" and allowed(m, "From [") == b"JS"
+    assert allowed(m, "Sure. Want to record") is None  # no sentence of its own, no quote: left
+    model = random_model(4)
+    handle = steer(model, b"Sure. Want to record in your notes.")
+    try:
+        kept = extract_assistant_reply(reply_of(model, chat([JONAS, STARTER]), FAITHFUL).decode()).encode()
+        assert kept in copying.own_sentences() or kept.startswith(OPENING), kept
+        monkeypatch.setattr(copying, "NOTES_OWN_WORDS", False)
+        free = reply_of(model, chat([JONAS, STARTER]), FAITHFUL)
+        assert free.startswith(b"Sure. Want to record in your notes."), free
     finally:
         handle.remove()
 

@@ -23,14 +23,14 @@ its small talk drifts into word salad on notes it never saw. With
   shown quote extends, the end is forced. After a whole quote, "\nFrom [" may start
   the quote of another shown block (each block once). Inside a quote the repeat guard
   is off (restrict): a quote cannot loop;
-- a reply that does not start with `From [` is not constrained where notes are shown
-  (the primer also teaches answers in its own words: "Your Bagels notes say: ...");
 - with OWN_WORDS (shipped), where the prompt shows no notes (small talk, "Notes: none
   found.") there is nothing to quote or answer from, so the reply must stay a prefix of
   one of own_sentences (the small talk of dialogues.everyday with every filler, the
   abstention, the primer's replies in its dialogues without notes) and ends where that
   sentence ends: the model picks the sentence byte by byte, so small talk stays
-  grammatical on notes it never saw. Without OWN_WORDS such replies are never constrained.
+  grammatical on notes it never saw. With NOTES_OWN_WORDS (shipped) the same holds where
+  notes are shown, for a reply that opens no quote. Without OWN_WORDS such replies are
+  never constrained.
 
 The quotes come from the prompt itself (its system turn's notes, laid out by
 bytechat.notes.blocks.render_notes), so generate_bytes and the batch engine need only the
@@ -75,6 +75,10 @@ BEST_FIRST = True
 # quote of a shown block in that frame, as a `From [` reply must. On: the primer's opening
 # no longer runs into salad (natural_dev answer_contains 0.66 -> 0.71; docs/chat.md).
 FRAMED_QUOTES = True
+# Whether OWN_WORDS holds where notes are shown too: a reply that opens no quote is one of
+# own_sentences. Off, such a reply is free (the primer's "Your Bagels notes say: ..."), and
+# free it ran into salad ("Sure. Want to record in your notes.").
+NOTES_OWN_WORDS = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 # The primer's answers from notes name the page in a frame (head, page, tail, then the
 # block), and every frame opens with FRAMED.
@@ -157,7 +161,8 @@ class FaithfulCopy:
     ) -> FaithfulCopy | None:
         entries = shown_entries(messages)
         if entries:
-            return cls(entries, whole=whole, best_first=best_first, framed=framed)
+            sentences = own_sentences() if own_words and NOTES_OWN_WORDS else ()
+            return cls(entries, sentences, whole=whole, best_first=best_first, framed=framed)
         return cls([], own_sentences()) if own_words else None
 
     @classmethod
@@ -171,7 +176,7 @@ class FaithfulCopy:
     def allowed(self, produced: bytes | bytearray) -> list[int] | None:
         reply = bytes(produced)
         if not (reply.startswith(OPENING) or (self.framed and reply.startswith(FRAMED))):
-            return self._own(reply)  # still (a prefix of) "From [", or not a quote at all
+            return self._own(reply)  # still (a prefix of) an opening, or not a quote at all
         *earlier, current = reply.split(_NEXT)
         used: set[int] = set()
         for i, part in enumerate(earlier):
@@ -209,6 +214,9 @@ class FaithfulCopy:
         if not self.sentences:
             return None
         nexts = _continuations(self.sentences, reply)
+        if self.quotes:  # notes are shown: the reply may still open a quote
+            openings = (OPENING, FRAMED) if self.framed else (OPENING,)
+            nexts.update(o[len(reply)] for o in openings if len(o) > len(reply) and o.startswith(reply))
         if _holds(self.sentences, reply):
             nexts.add(_NEWLINE[0])
         cut = reply.rfind(_NEWLINE)

@@ -247,9 +247,9 @@ def steer(model: GPT, wanted: bytes, weight: float = 40.0):
     return model.register_forward_hook(hook)
 
 
-def reply_of(model: GPT, messages, sampling: SamplingConfig, seed: int = 0) -> bytes:
+def reply_of(model: GPT, messages, sampling: SamplingConfig, seed: int = 0, answer_style: str | None = None) -> bytes:
     prompt = format_chat(messages).encode()
-    return bytes(generate_bytes(model, prompt, sampling, make_generator(seed), STOP_TAGS))
+    return bytes(generate_bytes(model, prompt, sampling, make_generator(seed), STOP_TAGS, answer_style=answer_style))
 
 
 GREEDY = SamplingConfig(temperature=0.0, max_new_bytes=120)
@@ -410,19 +410,23 @@ def test_no_notes_shown_nothing_is_quoted(monkeypatch):
 
 def test_notes_shown_a_reply_that_opens_no_quote_is_one_of_the_bots_sentences(monkeypatch):
     """With notes in the prompt a reply is a quote or, as without notes, one of the bot's
-    own sentences: free, it ran into salad. NOTES_OWN_WORDS off, it is free again."""
-    m = FaithfulCopy.from_prompt(format_chat(chat([JONAS, STARTER])).encode(), own_words=True)
+    own sentences: free, it ran into salad. Free again with NOTES_OWN_WORDS off, and for
+    a model taught span answers, whose answers are sentences of its own making."""
+    prompt = format_chat(chat([JONAS, STARTER])).encode()
+    m = FaithfulCopy.from_prompt(prompt, own_words=True, notes_own_words=True)
     assert {ord("F"), ord("O"), ord("I")} <= set(allowed(m, "")), "a quote, framed or not, or its own sentence"
     assert allowed(m, "Fr") == b"o" and allowed(m, "From [") == b"JS"
     assert allowed(m, "Sure. Want to record") is None  # no sentence of its own, no quote: left
+    assert copying.copy_guard(prompt, True).sentences and not copying.copy_guard(prompt, True, "span").sentences
     model = random_model(4)
     handle = steer(model, b"Sure. Want to record in your notes.")
     try:
         kept = extract_assistant_reply(reply_of(model, chat([JONAS, STARTER]), FAITHFUL).decode()).encode()
         assert kept in copying.own_sentences() or kept.startswith(OPENING), kept
+        span = reply_of(model, chat([JONAS, STARTER]), FAITHFUL, answer_style="span")
         monkeypatch.setattr(copying, "NOTES_OWN_WORDS", False)
         free = reply_of(model, chat([JONAS, STARTER]), FAITHFUL)
-        assert free.startswith(b"Sure. Want to record in your notes."), free
+        assert free.startswith(b"Sure. Want to record in your notes.") and span == free, (free, span)
     finally:
         handle.remove()
 
@@ -497,6 +501,25 @@ def test_the_batch_engine_decodes_faithful_replies_as_decoding_alone(engine):
         if sampling.faithful and done.reply.startswith("From ["):
             shown = [b for b in (JONAS, STARTER, JONAS_LONG) if b.render() in messages[0]["content"]]
             assert any(quote(b).startswith(done.reply.encode()) for b in shown), done.reply
+
+
+@pytest.mark.parametrize("style", [None, "quote", "span"])
+def test_both_engines_decode_as_the_model_was_taught(style):
+    """The engine reads the model's answer style (load_model's info): a span-taught model's
+    reply that opens no quote is its own sentence to make, where notes are shown."""
+    model = random_model(4)
+    handle = steer(model, b"Sure. Want to record in your notes.")
+    try:
+        alone = ChatEngine(model, info={"answer_style": style})
+        reply = alone.reply(chat([JONAS, STARTER]), FAITHFUL, seed=0).reply
+        batch, sink = BatchEngine(alone, max_batch_size=2), []
+        batch.submit(chat([JONAS, STARTER]), FAITHFUL, 0, sink.append)
+        while batch.step():
+            pass
+    finally:
+        handle.remove()
+    assert sink[-1].reply == reply
+    assert reply.startswith("Sure. Want to record") == (style == "span"), reply
 
 
 def test_the_chat_cli_and_the_web_api_carry_the_switch(engine):

@@ -44,6 +44,24 @@ def make_checkpoint(path, seed=0, step=100, prefix="", val_loss=1.25):
     return model.eval()
 
 
+def test_the_answer_style_a_model_was_taught_travels_to_the_chat_engine(tmp_path):
+    """A span-taught model's answers are no quotes: the engine's faithful decoding must
+    know (copying.copy_guard). Checkpoints from before it was recorded say nothing."""
+    from bytechat.serve.generate import ChatEngine
+
+    for style in ("span", None):
+        path = tmp_path / str(style) / "best.pt"
+        make_checkpoint(path)
+        if style is not None:
+            ckpt = torch.load(path, weights_only=False)
+            torch.save({**ckpt, "answer_style": style}, path)
+        out = export_checkpoint(path, tmp_path / str(style) / "export")
+        assert json.loads((out / "config.json").read_text())["answer_style"] == style
+        for target in (path, out):
+            model, info = load_model(target, device="cpu")
+            assert info["answer_style"] == style and ChatEngine(model, info=info).answer_style == style
+
+
 def logits_of(model):
     idx = torch.arange(20).view(1, 20) * 7 % 256
     return model(idx)[0]

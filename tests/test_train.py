@@ -13,7 +13,7 @@ import yaml
 
 from bytechat.model import checkpoint as ckpt_io
 from bytechat.core import paths
-from bytechat.core.config import SOURCES, ConfigError
+from bytechat.core.config import SOURCES, ConfigError, load_params
 from bytechat.data.streams import write_stream
 from tests.conftest import REPO
 from tests.helpers import TINY_MODEL, train_config, write_params
@@ -31,6 +31,7 @@ def test_train_writes_checkpoints_and_dvclive_metrics(tiny_root):
     assert last["step"] == 12 and ckpt_io.load_checkpoint(ckdir / "last.prev.pt")["step"] == 8
     assert last["best_val_loss"] == pytest.approx(min(last["val_loss"], last["best_val_loss"]))
     assert set(last["data"]["streams"]) == {f"{s}_{p}" for s in SOURCES for p in ("train", "val")}
+    assert last["answer_style"] == load_params().grounded.answers  # what its replies are decoded as
 
     live = paths.run_dir("tiny") / "live"
     metrics = json.loads((live / "metrics.json").read_text())

@@ -234,7 +234,10 @@ def evaluate_profile(
     samples = chat_samples(model, header)
     params = load_params()
     grounded_header = header + (", faithful-copy decoding (eval.faithful)" if params.eval.faithful else "")
-    grounded_metrics, transcripts = evaluate_grounded(ChatEngine(model), params.seed, faithful=params.eval.faithful)
+    # A checkpoint from before answer_style was recorded was taught by this pipeline's params.
+    style = {"answer_style": info.get("answer_style") or params.grounded.answers}
+    engine = ChatEngine(model, info=style)
+    grounded_metrics, transcripts = evaluate_grounded(engine, params.seed, faithful=params.eval.faithful)
     metrics["chat"] = grounded_metrics
     metrics["chat_faithful"] = params.eval.faithful  # the decoding the chat figures were taken with
     write_text(out / "grounded_samples.txt", f"{grounded_header}\n\n{transcripts}")

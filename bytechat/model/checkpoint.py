@@ -155,6 +155,7 @@ def build_checkpoint(
     sampler: torch.Generator,
     answers: float | None = None,
     best_answers: float | None = None,
+    answer_style: str | None = None,
     data: Mapping[str, Any],
     code: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
@@ -170,6 +171,7 @@ def build_checkpoint(
         "best_val_loss": None if best_val_loss is None else float(best_val_loss),
         "answers": None if answers is None else float(answers),
         "best_answers": None if best_answers is None else float(best_answers),
+        "answer_style": answer_style,  # params.yaml grounded.answers: how its replies quote (serve/copying.py)
         "optimizer": optimizer.state_dict(),
         "rng": capture_rng(),
         "sampler": sampler.get_state(),

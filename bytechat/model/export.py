@@ -123,14 +123,14 @@ def _load_export(folder: Path) -> tuple[GPT, dict[str, Any]]:
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise ModelLoadError(f"{weights_path}: unreadable safetensors file ({error_line(exc)})") from None
     model = _build(cfg, state, str(weights_path))
-    fields = ("profile", "step", "val_loss", "best_val_loss", "source_checkpoint")
+    fields = ("profile", "step", "val_loss", "best_val_loss", "answer_style", "source_checkpoint")
     return model, {"path": str(folder), "kind": "export", **{k: config.get(k) for k in fields}}
 
 
 def _load_checkpoint(path: Path) -> tuple[GPT, dict[str, Any]]:
     ckpt = read_checkpoint(path)
     model = _build(_model_config(ckpt["model_config"], str(path)), ckpt["model"], str(path))
-    fields = ("profile", "step", "val_loss", "best_val_loss")
+    fields = ("profile", "step", "val_loss", "best_val_loss", "answer_style")
     return model, {"path": str(path), "kind": "checkpoint", **{k: _plain(ckpt.get(k)) for k in fields}}
 
 
@@ -212,6 +212,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
         "step": _plain(ckpt.get("step")),
         "val_loss": _plain(ckpt.get("val_loss")),
         "best_val_loss": _plain(ckpt.get("best_val_loss")),
+        "answer_style": ckpt.get("answer_style"),
         "params": model.num_params(),
         "source_checkpoint": display_path(source),
     }

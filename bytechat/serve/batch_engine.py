@@ -68,6 +68,7 @@ class BatchRequest:
         emit: EventSink,
         should_stop: Callable[[], bool] | None = None,
         on_start: Callable[[], None] | None = None,
+        answer_style: str | None = None,
     ) -> None:
         if not prompt:
             raise ValueError("BatchRequest: prompt must not be empty (the model needs a byte to condition on)")
@@ -76,7 +77,7 @@ class BatchRequest:
         self.text = bytearray(prompt[-block_size:])  # what the model currently sees
         self.produced = bytearray()
         self.guard = RepeatGuard(sampling.repeat_guard)
-        self.copy = copy_guard(prompt, sampling.faithful)  # None unless faithful and the prompt shows notes
+        self.copy = copy_guard(prompt, sampling.faithful, answer_style)  # None unless faithful
         self.assembler = ReplyAssembler()
         self.row: int | None = None  # its row of the cache while in the batch (rows move as others leave)
         self.log_probs: torch.Tensor | None = None  # of its next byte, (256,)
@@ -216,7 +217,9 @@ class BatchEngine:
             raise TypeError("submit: sampling must be a SamplingConfig")
         prompt = prompt_bytes(self.engine, messages)
         generator = make_generator(seed if seed is not None else secrets.randbits(63))
-        request = BatchRequest(prompt, sampling, generator, self.block_size, emit, should_stop, on_start)
+        request = BatchRequest(
+            prompt, sampling, generator, self.block_size, emit, should_stop, on_start, self.engine.answer_style
+        )
         with self._lock:
             if self._closed:
                 raise RuntimeError("BatchEngine: closed")

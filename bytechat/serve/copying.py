@@ -76,9 +76,13 @@ BEST_FIRST = True
 # no longer runs into salad (natural_dev answer_contains 0.66 -> 0.71; docs/chat.md).
 FRAMED_QUOTES = True
 # Whether OWN_WORDS holds where notes are shown too: a reply that opens no quote is one of
-# own_sentences. Off, such a reply is free (the primer's "Your Bagels notes say: ..."), and
-# free it ran into salad ("Sure. Want to record in your notes.").
+# own_sentences. Off, such a reply is free, and free it ran into salad ("Sure. Want to
+# record in your notes."). Only for a model taught to answer by quoting: one taught
+# `grounded.answers: span` answers in sentences of its own making ("It's on 14 February,
+# according to your Jonas notes."), which this would bend into "I couldn't find that in
+# your notes." (SPAN_STYLE; measured in docs/chat.md).
 NOTES_OWN_WORDS = True
+SPAN_STYLE = "span"  # the answer style (params.yaml grounded.answers) whose answers are no quotes
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 # The primer's answers from notes name the page in a frame (head, page, tail, then the
 # block), and every frame opens with FRAMED.
@@ -158,20 +162,29 @@ class FaithfulCopy:
         whole: bool = False,
         best_first: bool = False,
         framed: bool = False,
+        notes_own_words: bool = False,
     ) -> FaithfulCopy | None:
         entries = shown_entries(messages)
         if entries:
-            sentences = own_sentences() if own_words and NOTES_OWN_WORDS else ()
+            sentences = own_sentences() if own_words and notes_own_words else ()
             return cls(entries, sentences, whole=whole, best_first=best_first, framed=framed)
         return cls([], own_sentences()) if own_words else None
 
     @classmethod
     def from_prompt(
-        cls, prompt: bytes, own_words: bool = False, whole: bool = False, best_first: bool = False, framed: bool = False
+        cls,
+        prompt: bytes,
+        own_words: bool = False,
+        whole: bool = False,
+        best_first: bool = False,
+        framed: bool = False,
+        notes_own_words: bool = False,
     ) -> FaithfulCopy | None:
         """The machine for the notes a chat prompt shows, or (own_words) for a prompt that
-        shows none, the bot's own sentences; None when it would constrain nothing."""
-        return cls.from_messages(prompt_messages(prompt), own_words, whole, best_first, framed)
+        shows none, the bot's own sentences; None when it would constrain nothing.
+        notes_own_words: with own_words, a reply that opens no quote where notes are shown
+        is one of the bot's own sentences too."""
+        return cls.from_messages(prompt_messages(prompt), own_words, whole, best_first, framed, notes_own_words)
 
     def allowed(self, produced: bytes | bytearray) -> list[int] | None:
         reply = bytes(produced)
@@ -293,10 +306,15 @@ def _boundary(quote: bytes, at: int) -> bool:
     return at >= len(quote) or not 0x80 <= quote[at] < 0xC0
 
 
-def copy_guard(prompt: bytes, faithful: bool) -> FaithfulCopy | None:
+def copy_guard(prompt: bytes, faithful: bool, answer_style: str | None = None) -> FaithfulCopy | None:
     """The machine generate_bytes and the batch engine decode a prompt's reply with:
-    None when the switch is off (or there is nothing to constrain)."""
-    return FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES) if faithful else None
+    None when the switch is off (or there is nothing to constrain). answer_style: how the
+    model was taught to answer (its checkpoint's `answer_style`; None: not recorded, a
+    quote, as every checkpoint before it was)."""
+    if not faithful:
+        return None
+    notes_own_words = NOTES_OWN_WORDS and answer_style != SPAN_STYLE
+    return FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words)
 
 
 def restrict(copy: FaithfulCopy | None, guard: RepeatGuard, produced: bytearray) -> tuple[list[int], list[int] | None]:

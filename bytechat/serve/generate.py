@@ -85,6 +85,7 @@ def generate_bytes(
     should_stop: Callable[[], bool] | None = None,
     use_cache: bool = True,
     step: DecodeStep | None = None,
+    answer_style: str | None = None,
 ) -> Iterator[int]:
     """Yield each new byte as it is produced.
 
@@ -97,7 +98,8 @@ def generate_bytes(
     use_cache=False recomputes the whole window for every byte (for tests/benchmarks);
     step decodes each byte with that DecodeStep (compiled) on its static cache.
     sampling.faithful: a reply that starts "From [" quotes notes the prompt shows,
-    verbatim; any other reply is one of the bot's own sentences (bytechat/serve/copying.py).
+    verbatim; any other reply is one of the bot's own sentences (bytechat/serve/copying.py;
+    answer_style: the model's, from its checkpoint, which copy_guard reads).
     """
     if not prompt:
         raise ValueError("generate_bytes: prompt must not be empty (the model needs a byte to condition on)")
@@ -110,7 +112,7 @@ def generate_bytes(
     log_probs = prefill(model, text, cache, device)
     produced = bytearray()
     guard = RepeatGuard(sampling.repeat_guard)
-    copy = copy_guard(prompt, sampling.faithful)
+    copy = copy_guard(prompt, sampling.faithful, answer_style)
     one = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
     for i in range(sampling.max_new_bytes):
         if should_stop is not None and should_stop():
@@ -351,6 +353,7 @@ class ChatEngine:
         self.model_info.setdefault("params", model.num_params())
         self.model_info.setdefault("model_config", to_dict(model.config))
         self.model_info["device"] = str(self.device)
+        self.answer_style = self.model_info.get("answer_style")  # how it was taught to answer: copy_guard
         if compile is None:
             compile = os.environ.get(COMPILE_ENV, "0") == "1"
         self.step = DecodeStep(model) if compile else None
@@ -383,7 +386,15 @@ class ChatEngine:
         start = time.perf_counter()
         assembler = ReplyAssembler()
         gen = generate_bytes(
-            self.model, prompt, sampling, generator, STOP_TAGS, self.device, should_stop, step=self.step
+            self.model,
+            prompt,
+            sampling,
+            generator,
+            STOP_TAGS,
+            self.device,
+            should_stop,
+            step=self.step,
+            answer_style=self.answer_style,
         )
         n_bytes = 0
         while True:

@@ -287,6 +287,7 @@ class Trainer:
             best_val_loss=self.state.best_val_loss,
             answers=self.state.answers,
             best_answers=self.state.best_answers,
+            answer_style=self.params.grounded.answers,
             sampler=self.sampler,
             data=self.data.fingerprint,
             code=self.code,

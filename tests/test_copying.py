@@ -411,13 +411,16 @@ def test_no_notes_shown_nothing_is_quoted(monkeypatch):
 def test_notes_shown_a_reply_that_opens_no_quote_is_one_of_the_bots_sentences(monkeypatch):
     """With notes in the prompt a reply is a quote or, as without notes, one of the bot's
     own sentences: free, it ran into salad. Free again with NOTES_OWN_WORDS off, and for
-    a model taught span answers, whose answers are sentences of its own making."""
+    a model taught span answers, whose answers are sentences of its own making (without
+    SPAN_FRAMES, which keeps those to its frames)."""
     prompt = format_chat(chat([JONAS, STARTER])).encode()
     m = FaithfulCopy.from_prompt(prompt, own_words=True, notes_own_words=True)
     assert {ord("F"), ord("O"), ord("I")} <= set(allowed(m, "")), "a quote, framed or not, or its own sentence"
     assert allowed(m, "Fr") == b"o" and allowed(m, "From [") == b"JS"
     assert allowed(m, "Sure. Want to record") is None  # no sentence of its own, no quote: left
-    assert copying.copy_guard(prompt, True).sentences and not copying.copy_guard(prompt, True, "span").sentences
+    assert copying.copy_guard(prompt, True).sentences
+    monkeypatch.setattr(copying, "SPAN_FRAMES", False)  # (with it: tests/test_span_frames.py)
+    assert not copying.copy_guard(prompt, True, "span").sentences
     model = random_model(4)
     handle = steer(model, b"Sure. Want to record in your notes.")
     try:
@@ -504,9 +507,11 @@ def test_the_batch_engine_decodes_faithful_replies_as_decoding_alone(engine):
 
 
 @pytest.mark.parametrize("style", [None, "quote", "span"])
-def test_both_engines_decode_as_the_model_was_taught(style):
+def test_both_engines_decode_as_the_model_was_taught(monkeypatch, style):
     """The engine reads the model's answer style (load_model's info): a span-taught model's
-    reply that opens no quote is its own sentence to make, where notes are shown."""
+    reply that opens no quote is its own sentence to make, where notes are shown (without
+    SPAN_FRAMES, which keeps it to its frames: tests/test_span_frames.py)."""
+    monkeypatch.setattr(copying, "SPAN_FRAMES", False)
     model = random_model(4)
     handle = steer(model, b"Sure. Want to record in your notes.")
     try:

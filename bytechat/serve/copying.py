@@ -52,6 +52,7 @@ from bytechat.notes.dialogues import everyday
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
 from bytechat.serve.sampling import RepeatGuard
+from bytechat.serve.span_frames import SpanFrames, sources_of
 from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat
 
 # Whether chat and the web API decode faithfully unless told otherwise (--no-faithful,
@@ -83,6 +84,10 @@ FRAMED_QUOTES = True
 # your notes." (SPAN_STYLE; measured in docs/chat.md).
 NOTES_OWN_WORDS = True
 SPAN_STYLE = "span"  # the answer style (params.yaml grounded.answers) whose answers are no quotes
+# Whether a span-taught model's answers are kept to its frames with copies of the notes in
+# their slots (bytechat.serve.span_frames), as a quote is kept to the notes; with notes
+# shown its other replies are then its own sentences (NOTES_OWN_WORDS). Measured: docs/chat.md.
+SPAN_FRAMES = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 # The primer's answers from notes name the page in a frame (head, page, tail, then the
 # block), and every frame opens with FRAMED.
@@ -186,9 +191,13 @@ class FaithfulCopy:
         is one of the bot's own sentences too."""
         return cls.from_messages(prompt_messages(prompt), own_words, whole, best_first, framed, notes_own_words)
 
+    def quoting(self, reply: bytes) -> bool:
+        """Whether reply opens as a quote (`From [`, or framed: "On your ")."""
+        return reply.startswith(OPENING) or (self.framed and reply.startswith(FRAMED))
+
     def allowed(self, produced: bytes | bytearray) -> list[int] | None:
         reply = bytes(produced)
-        if not (reply.startswith(OPENING) or (self.framed and reply.startswith(FRAMED))):
+        if not self.quoting(reply):
             return self._own(reply)  # still (a prefix of) an opening, or not a quote at all
         *earlier, current = reply.split(_NEXT)
         used: set[int] = set()
@@ -313,8 +322,32 @@ def copy_guard(prompt: bytes, faithful: bool, answer_style: str | None = None) -
     quote, as every checkpoint before it was)."""
     if not faithful:
         return None
-    notes_own_words = NOTES_OWN_WORDS and answer_style != SPAN_STYLE
-    return FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words)
+    span = answer_style == SPAN_STYLE
+    notes_own_words = NOTES_OWN_WORDS and (not span or SPAN_FRAMES)
+    quotes = FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words)
+    entries = shown_entries(prompt_messages(prompt)) if span and SPAN_FRAMES else []
+    return QuotesOrFrames(quotes, SpanFrames(*sources_of(entries))) if entries and quotes else quotes
+
+
+class QuotesOrFrames:
+    """A span-taught model's reply: a quote (once it opens as one, only that), one of its
+    own sentences, or one of its frames with the notes copied in (span_frames). A reply
+    opened as a quote stays one: offered the frames' looser copies there too ("On your X
+    page: " is also a frame's opening), the smoke model left the block's start for words
+    further on (docs/chat.md)."""
+
+    def __init__(self, quotes: FaithfulCopy, frames: SpanFrames) -> None:
+        self.quotes, self.frames = quotes, frames
+        self.may_loop = False  # whether the last reply read is only a frame's (the repeat guard's business)
+
+    def allowed(self, produced: bytes | bytearray) -> list[int] | None:
+        if self.quotes.quoting(bytes(produced)):
+            self.may_loop = False
+            return self.quotes.allowed(produced)
+        quotes, frames = self.quotes.allowed(produced), self.frames.allowed(produced)
+        self.may_loop = quotes is None and frames is not None
+        got = [a for a in (quotes, frames) if a is not None]
+        return sorted(set().union(*got)) if got else None
 
 
 def restrict(copy: FaithfulCopy | None, guard: RepeatGuard, produced: bytearray) -> tuple[list[int], list[int] | None]:
@@ -322,4 +355,9 @@ def restrict(copy: FaithfulCopy | None, guard: RepeatGuard, produced: bytearray)
     quote the repeat guard is off: a quote cannot loop (it only moves forward through a
     shown block), and a block that repeats a 16-byte run of itself must still be quoted."""
     allowed = copy.allowed(produced) if copy is not None else None
-    return ([], allowed) if allowed is not None else (guard.banned(produced), None)
+    if allowed is None:
+        return guard.banned(produced), None
+    if getattr(copy, "may_loop", False):  # a frame's copies can go round: the guard stays on
+        banned = set(guard.banned(produced))
+        allowed = [b for b in allowed if b not in banned] or allowed
+    return [], allowed

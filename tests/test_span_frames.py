@@ -78,10 +78,15 @@ def test_a_copy_is_whole_words_of_one_line_and_a_frame_is_a_templates():
     assert allowed(m, "It's 14 Febru") == b"a"  # inside a copy only the notes go on
     assert allowed(m, "It's 14 February, according to your Jon") == b"a"  # the page's name, exact
     assert allowed(m, "It's 14 February, according to your Dough") is None  # and whole
+    assert allowed(m, "It's 14 February. That's the ") == b"Bb"  # a key: "birthday", the only one shown
+    assert allowed(m, "It's 14 February. That's the birthday") == b" "  # whole: where its ": " was
+    keyless = machine([STARTER])  # no key shown: no frame that says one
+    assert allowed(keyless, "It's the night before") == b","  # not ". That's the {key} on ..."
     assert allowed(m, "It's 14 February, according to your Jonas notes.") == b"\n"  # the frame ends
     assert allowed(m, "It's 14 February, accord to") is None  # a frame's words, changed: none
     assert allowed(m, "It's 14 February by weight") is None  # two lines spliced: none
     assert allowed(m, "It's 14 Feb.") is None  # a copy ends where a word ends
+    assert allowed(m, "It's 14 February. Yes, really.") == b" "  # the line's own full stop, not ".,"
     assert allowed(m, "It's r") == allowed(m, "It's R") == b"ae"  # "Ratio", "really": the first letter either case
     assert allowed(m, "It's 14 February, according to your Jonas notes.\nus") == b"e"  # a stop tag
 
@@ -89,7 +94,7 @@ def test_a_copy_is_whole_words_of_one_line_and_a_frame_is_a_templates():
 def test_the_frames_are_the_templates_spelled_out():
     frames_ = skeletons()
     assert "It's \x01, according to your \x02 notes.".encode() in frames_  # a copy, a page's name
-    assert "Yes. \x01 is the \x01 of \x02.".encode() in frames_
+    assert "Yes. \x01 is the \x04 of \x02.".encode() in frames_  # a key
     assert spelled("{Pre}{span}, according to {notes}.") == [
         head + "\x01, according to " + notes + "."
         for head in ("", "On ", "In ")

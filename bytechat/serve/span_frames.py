@@ -14,8 +14,9 @@ smoke size, again"). SpanFrames keeps such a reply to what it was taught, byte b
   slot's fixed choices spelled out: "on "/"in " before a date, "is"/"are", "your X
   notes"/"your notes on X");
 - a page's slot holds a shown page's whole name (or its last part, as a person names
-  it: "Miso Soup" for "Recipes/Miso Soup"); any other slot a copy: a run of whole words
-  of one line of a shown block, its first letter in either case (frames capitalise a
+  it: "Miso Soup" for "Recipes/Miso Soup"), a key's a line's start up to its ": ", a
+  header's a whole line; any other slot a copy: a run of whole words of one line of a
+  shown block; a copy's or key's first letter in either case (frames capitalise a
   sentence's first word, and say a key in lower case);
 - the reply may end only where a frame ends.
 
@@ -38,6 +39,8 @@ from bytechat.notes.dialogues.asking import title
 COPY = 0x01  # a slot in a frame's bytes: a copy from the notes goes here
 NAME = 0x02  # a slot for a page's name: a shown page's whole name goes here
 SENTENCE = 0x03  # a copy that ends a sentence itself ("Lives in Porto with Rui.")
+KEY = 0x04  # an attribute's key: a line's start up to its ": " ("birthday" of "Birthday: 14 February")
+HEAD = 0x05  # a block's header: a whole line ("Feeding")
 _SENTENCE_ENDS = tuple(e.encode("utf-8") for e in (".", "!", "?", "…", '"', "”"))  # spans.ended
 _SLOT = re.compile(r"\{(\w+)\}")
 _TAGS_START = 0x0A  # "\n": a stop tag's first byte
@@ -47,10 +50,12 @@ MAX_COPY = 240  # bytes: no span, item or sentence the frames copy is longer
 
 # ------------------------------------------------------------------ the frames, spelled out
 
-_C, _N, _S = "\x01", "\x02", "\x03"
+_C, _N, _S, _K, _H = "\x01", "\x02", "\x03", "\x04", "\x05"
 # Each slot's choices: a copy, a page's name, or the fixed words it may be.
 _NAMED = {
     "title": (_N,),
+    "key": (_K,),
+    "head": (_H,),
     "notes": ("your " + _N + " notes", "your notes on " + _N),
     "Notes": ("Your " + _N + " notes", "Your notes on " + _N),
     "page": ("your " + _N + " page", "your page on " + _N),
@@ -83,7 +88,8 @@ def _todo_items() -> list[str]:
 
 def spelled(template: str, items: Sequence[str] = ()) -> list[str]:
     """Every way template can be written: a copy slot as "\\x01", a page's name as
-    "\\x02", a copy that ends its own sentence as "\\x03"."""
+    "\\x02", a copy that ends its own sentence as "\\x03", a key as "\\x04", a header as
+    "\\x05"."""
     parts = _SLOT.split(template)  # literal, slot, literal, slot, ...
     choices = []
     for i, part in enumerate(parts):
@@ -167,7 +173,14 @@ class SpanFrames:
         lines = [s for s in dict.fromkeys(lines) if s]
         # Where a copy may start (each line's word starts) and a name (a name's start).
         words = [(s, i) for s in lines for i in range(len(s)) if _starts_word(s, i)]
-        self.starts = {COPY: words, SENTENCE: words, NAME: [(s, 0) for s in dict.fromkeys(names) if s]}
+        heads = [(s, 0) for s in lines]
+        keys = [(s, 0) for s in lines if b": " in s]
+        self.starts = {COPY: words, SENTENCE: words, KEY: keys, HEAD: heads}
+        self.starts[NAME] = [(s, 0) for s in dict.fromkeys(names) if s]
+        # A frame with a slot nothing shown can fill (a key where no line has one) is no
+        # reply: left in, it is a dead end, and a dead end leaves the reply unconstrained.
+        empty = {kind for kind, at in self.starts.items() if not at}
+        self.frames = [f for f in self.frames if not empty.intersection(f)]
         self.openers = {kind: {b for s, i in at for b in _cases(s[i], kind)} for kind, at in self.starts.items()}
         self._memo: dict[tuple[int, bytes], tuple[bool, bool, frozenset[int]]] = {}
         self._whole_at: dict[bytes, bool] = {}
@@ -218,7 +231,7 @@ class SpanFrames:
             copied = reply[start:n]
             if len(copied) < MAX_COPY and self._copy(kind, copied + reply[n : n + 1])[0]:
                 out.add((f, pos, start))
-            if pos + 1 < len(frame) and frame[pos + 1] == b and self._copy(kind, copied)[1]:
+            if pos + 1 < len(frame) and frame[pos + 1] == b and self._copy(kind, copied)[1] and _joins(copied, b):
                 out.add((f, pos + 2, -1))
         return out
 
@@ -231,7 +244,7 @@ class SpanFrames:
             return self.openers[kind] if kind in self.starts else {kind}
         _, whole, nexts = self._copy(kind, reply[start:])
         out = set(nexts) if len(reply) - start < MAX_COPY else set()
-        if whole:
+        if whole and (pos + 1 == len(frame) or _joins(reply[start:], frame[pos + 1])):
             out.add(frame[pos + 1] if pos + 1 < len(frame) else _TAGS_START)
         return out
 
@@ -258,12 +271,17 @@ class SpanFrames:
         key = (kind, copied)
         if key not in self._memo:
             ends = [] if b"\n" in copied else list(self._occurrences(kind, copied))
-            if kind == NAME:
+            if kind == KEY:  # a key ends at its line's first ": "
+                ends = [(s, e) for s, e in ends if e <= s.find(b": ")]
+            if kind in (NAME, HEAD):
                 whole = any(e == len(s) for s, e in ends)
+            elif kind == KEY:
+                whole = any(s.startswith(b": ", e) for s, e in ends)
             else:
                 whole = not copied.endswith(b" ") and any(e == len(s) or not _word_byte(s[e]) for s, e in ends)
                 whole = whole and (kind != SENTENCE or copied.endswith(_SENTENCE_ENDS))
-            self._memo[key] = (bool(ends), whole, frozenset(s[e] for s, e in ends if e < len(s)))
+            room = [(s, e) for s, e in ends if e < (s.find(b": ") if kind == KEY else len(s))]
+            self._memo[key] = (bool(ends), whole, frozenset(s[e] for s, e in room))
         return self._memo[key]
 
     def _occurrences(self, kind: int, copied: bytes):
@@ -273,11 +291,17 @@ class SpanFrames:
                 yield s, i + len(copied)
 
 
+def _joins(copied: bytes, b: int) -> bool:
+    """Whether a frame's next byte b may follow copied: not a second mark after the copy's
+    own ("...my door., according to")."""
+    return not (copied[-1:] in (b".", b",", b";", b":") and b in b".,;:")
+
+
 def _cases(b: int, kind: int) -> tuple[int, ...]:
     """The bytes a slot of kind may open with where its source has b: a copy's first
     letter in either case (a sentence's first word, a key said in lower case), a name's as
     it is written."""
-    return (b,) if kind == NAME else (b, _other_case(b))
+    return (b,) if kind in (NAME, HEAD) else (b, _other_case(b))
 
 
 def _starts_word(s: bytes, i: int) -> bool:

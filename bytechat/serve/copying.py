@@ -30,7 +30,11 @@ its small talk drifts into word salad on notes it never saw. With
   sentence ends: the model picks the sentence byte by byte, so small talk stays
   grammatical on notes it never saw. With NOTES_OWN_WORDS (shipped) the same holds where
   notes are shown, for a reply that opens no quote. Without OWN_WORDS such replies are
-  never constrained.
+  never constrained;
+- a model taught `grounded.answers: span` (its checkpoint's answer_style) answers in
+  sentences of its own making: with SPAN_FRAMES (shipped) such a reply is one of the
+  frames its dialogues are written with, the notes copied into its slots
+  (bytechat.serve.span_frames); without, it is free.
 
 The quotes come from the prompt itself (its system turn's notes, laid out by
 bytechat.notes.blocks.render_notes), so generate_bytes and the batch engine need only the
@@ -315,7 +319,7 @@ def _boundary(quote: bytes, at: int) -> bool:
     return at >= len(quote) or not 0x80 <= quote[at] < 0xC0
 
 
-def copy_guard(prompt: bytes, faithful: bool, answer_style: str | None = None) -> FaithfulCopy | None:
+def copy_guard(prompt: bytes, faithful: bool, answer_style: str | None = None) -> FaithfulCopy | QuotesOrFrames | None:
     """The machine generate_bytes and the batch engine decode a prompt's reply with:
     None when the switch is off (or there is nothing to constrain). answer_style: how the
     model was taught to answer (its checkpoint's `answer_style`; None: not recorded, a
@@ -350,7 +354,9 @@ class QuotesOrFrames:
         return sorted(set().union(*got)) if got else None
 
 
-def restrict(copy: FaithfulCopy | None, guard: RepeatGuard, produced: bytearray) -> tuple[list[int], list[int] | None]:
+def restrict(
+    copy: FaithfulCopy | QuotesOrFrames | None, guard: RepeatGuard, produced: bytearray
+) -> tuple[list[int], list[int] | None]:
     """(banned, allowed) for the reply's next byte (a Draw's last two fields). Inside a
     quote the repeat guard is off: a quote cannot loop (it only moves forward through a
     shown block), and a block that repeats a 16-byte run of itself must still be quoted."""

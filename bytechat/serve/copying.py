@@ -57,7 +57,7 @@ from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
 from bytechat.serve.sampling import RepeatGuard
 from bytechat.serve.span_frames import SpanFrames, sources_of
-from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat
+from bytechat.text.chat_format import ChatFormatError, escape_content, parse_chat, tag_continuations
 
 # Whether chat and the web API decode faithfully unless told otherwise (--no-faithful,
 # "faithful": false); the eval stage's own switch is params.yaml eval.faithful. On: better
@@ -97,7 +97,6 @@ OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a re
 # block), and every frame opens with FRAMED.
 FRAMES = (("On your page on ", ": "), ("On your ", " page: "))
 FRAMED = b"On your "
-_TAGS = tuple(tag.encode("utf-8") for tag in STOP_TAGS)  # b"\nuser: ", ...
 _NEWLINE = b"\n"
 _NEXT = _NEWLINE + OPENING  # a page question's reply may quote several of the page's blocks, one per line
 
@@ -139,6 +138,8 @@ class FaithfulCopy:
     go on with. It reads the whole reply each time (a few bytes.startswith per shown
     block), so it holds no state and a batch row or a refilled window cannot desync it.
     """
+
+    may_loop = False  # a quote only moves forward through a shown block (restrict)
 
     def __init__(
         self,
@@ -225,7 +226,7 @@ class FaithfulCopy:
                 if len(current) >= first_stop and _boundary(quote, len(current)):
                     nexts.add(_NEWLINE[0])
         if ended_at_cut:
-            nexts.update(tag[len(tail)] for tag in _TAGS if len(tag) > len(tail) and tag.startswith(tail))
+            nexts.update(tag_continuations(tail))
             others = set(self.entry) - used - whole_at_cut
             if whole_at_cut and others and len(tail) < len(_NEXT) and _NEXT.startswith(tail):
                 nexts.add(_NEXT[len(tail)])
@@ -248,7 +249,7 @@ class FaithfulCopy:
         cut = reply.rfind(_NEWLINE)
         if cut >= 0 and _holds(self.sentences, reply[:cut]):
             tail = reply[cut:]
-            nexts.update(tag[len(tail)] for tag in _TAGS if len(tag) > len(tail) and tag.startswith(tail))
+            nexts.update(tag_continuations(tail))
         return sorted(nexts) if nexts else None
 
     def _ends(self, said: bytes, used: set[int] = frozenset(), whole: bool = False) -> set[int]:
@@ -328,8 +329,9 @@ def copy_guard(prompt: bytes, faithful: bool, answer_style: str | None = None) -
         return None
     span = answer_style == SPAN_STYLE
     notes_own_words = NOTES_OWN_WORDS and (not span or SPAN_FRAMES)
-    quotes = FaithfulCopy.from_prompt(prompt, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words)
-    entries = shown_entries(prompt_messages(prompt)) if span and SPAN_FRAMES else []
+    messages = prompt_messages(prompt)
+    quotes = FaithfulCopy.from_messages(messages, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words)
+    entries = shown_entries(messages) if span and SPAN_FRAMES else []
     return QuotesOrFrames(quotes, SpanFrames(*sources_of(entries))) if entries and quotes else quotes
 
 
@@ -363,7 +365,7 @@ def restrict(
     allowed = copy.allowed(produced) if copy is not None else None
     if allowed is None:
         return guard.banned(produced), None
-    if getattr(copy, "may_loop", False):  # a frame's copies can go round: the guard stays on
+    if copy.may_loop:  # a frame's copies can go round: the guard stays on
         banned = set(guard.banned(produced))
         allowed = [b for b in allowed if b not in banned] or allowed
     return [], allowed

@@ -35,6 +35,7 @@ from functools import lru_cache
 
 from bytechat.notes.dialogues import frames, summary
 from bytechat.notes.dialogues.asking import title
+from bytechat.text.chat_format import tag_continuations
 
 COPY = 0x01  # a slot in a frame's bytes: a copy from the notes goes here
 NAME = 0x02  # a slot for a page's name: a shown page's whole name goes here
@@ -168,8 +169,8 @@ class SpanFrames:
 
     may_loop = True  # a frame may copy the same words again: decoding keeps the repeat guard on
 
-    def __init__(self, lines: Sequence[bytes], names: Sequence[bytes], frames_: Sequence[bytes] | None = None):
-        self.frames = list(frames_ if frames_ is not None else skeletons())
+    def __init__(self, lines: Sequence[bytes], names: Sequence[bytes]):
+        self.frames = list(skeletons())
         lines = [s for s in dict.fromkeys(lines) if s]
         # Where a copy may start (each line's word starts) and a name (a name's start).
         words = [(s, i) for s in lines for i in range(len(s)) if _starts_word(s, i)]
@@ -194,7 +195,7 @@ class SpanFrames:
         cut = reply.rfind(b"\n")  # a stop tag being written after a whole frame: "...notes.\nus"
         if cut >= 0:
             tail = reply[cut:]
-            tags = {t[len(tail)] for t in _TAGS if len(t) > len(tail) and t.startswith(tail)}
+            tags = tag_continuations(tail)
             if tags and self._ends(reply[:cut]):
                 nexts |= tags
         return sorted(nexts) if nexts else None
@@ -310,9 +311,6 @@ def _starts_word(s: bytes, i: int) -> bool:
     if 0x80 <= s[i] < 0xC0 or s[i] in b" ,.;:!?)]}":
         return False
     return i == 0 or not _word_byte(s[i - 1])
-
-
-_TAGS = tuple(t.encode("utf-8") for t in ("\nsystem: ", "\nuser: ", "\nassistant: "))
 
 
 def sources_of(entries: Sequence[str]) -> tuple[list[bytes], list[bytes]]:

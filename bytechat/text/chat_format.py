@@ -43,6 +43,12 @@ _CUT_TAG = re.compile(
 )
 
 
+def tag_continuations(tail: bytes) -> set[int]:
+    """The bytes that go on writing a stop tag that tail ("\\n", "\\nus") has begun."""
+    tags = (tag.encode("utf-8") for tag in STOP_TAGS)
+    return {tag[len(tail)] for tag in tags if len(tag) > len(tail) and tag.startswith(tail)}
+
+
 class ChatFormatError(ValueError):
     """A transcript or message list that does not follow the chat format."""
 

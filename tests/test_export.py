@@ -62,6 +62,20 @@ def test_the_answer_style_a_model_was_taught_travels_to_the_chat_engine(tmp_path
             assert info["answer_style"] == style and ChatEngine(model, info=info).answer_style == style
 
 
+def test_an_unknown_answer_style_is_refused_in_one_line(tmp_path):
+    path = tmp_path / "best.pt"
+    make_checkpoint(path)
+    torch.save({**torch.load(path, weights_only=False), "answer_style": "poetry"}, path)
+    with pytest.raises(ModelLoadError, match=r"best\.pt: answer_style 'poetry' is not one of span, quote"):
+        load_model(path, device="cpu")
+    make_checkpoint(path)
+    out = export_checkpoint(path, tmp_path / "export")
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "answer_style": 3}))
+    with pytest.raises(ModelLoadError, match=r"config\.json: answer_style 3 is not one of"):
+        load_model(out, device="cpu")
+
+
 def logits_of(model):
     idx = torch.arange(20).view(1, 20) * 7 % 256
     return model(idx)[0]

@@ -196,6 +196,9 @@ class DataConfig(DataSection):
     p_chat: Mix
 
 
+AnswerStyle = Literal["span", "quote", "clause", "value"]  # also a checkpoint's answer_style
+
+
 @_config
 class GroundedConfig:
     """The grounded dialogues stage (bytechat/notes/grounded.py, stages/grounded.py)."""
@@ -213,7 +216,7 @@ class GroundedConfig:
     anywhere: Fraction  # share of single questions whose answering block is not placed last but anywhere
     k: Annotated[StrictInt, Field(ge=1)]  # blocks retrieval puts in the prompt, at most (as chat does)
     context_bytes: Annotated[StrictInt, Field(ge=256)]  # the smallest block_size a profile uses: the notes must fit it
-    answers: Literal["span", "quote", "clause", "value"]  # how answers are taught (bytechat/notes/grounded.py ANSWERS)
+    answers: AnswerStyle  # how answers are taught (bytechat/notes/grounded.py ANSWERS)
 
 
 @_config

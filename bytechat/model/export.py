@@ -25,7 +25,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import torch
 from safetensors.torch import load_file as load_safetensors
@@ -41,7 +41,7 @@ from bytechat.model.checkpoint import (
     load_checkpoint,
     model_config_of,
 )
-from bytechat.core.config import ModelConfig, to_dict
+from bytechat.core.config import AnswerStyle, ModelConfig, to_dict
 from bytechat.core.device import get_device
 from bytechat.model import GPT
 
@@ -108,6 +108,7 @@ def read_export_config(path: Path) -> tuple[dict[str, Any], ModelConfig]:
     if config.get("version") != FORMAT_VERSION:
         version = config.get("version")
         raise ModelLoadError(f"{path}: export version {version!r} is not supported (need {FORMAT_VERSION})")
+    _check_answer_style(config, path)
     return config, _model_config(config.get("model_config"), str(path))
 
 
@@ -129,9 +130,19 @@ def _load_export(folder: Path) -> tuple[GPT, dict[str, Any]]:
 
 def _load_checkpoint(path: Path) -> tuple[GPT, dict[str, Any]]:
     ckpt = read_checkpoint(path)
+    _check_answer_style(ckpt, path)
     model = _build(_model_config(ckpt["model_config"], str(path)), ckpt["model"], str(path))
     fields = ("profile", "step", "val_loss", "best_val_loss", "answer_style")
     return model, {"path": str(path), "kind": "checkpoint", **{k: _plain(ckpt.get(k)) for k in fields}}
+
+
+def _check_answer_style(saved: dict[str, Any], path: Path) -> None:
+    """A saved answer_style decides how replies are decoded (serve/copying.py): one this
+    code does not know is refused, not read as a quote model's."""
+    style = saved.get("answer_style")
+    if style is not None and style not in get_args(AnswerStyle):
+        known = ", ".join(get_args(AnswerStyle))
+        raise ModelLoadError(f"{path}: answer_style {style!r} is not one of {known} (or absent)")
 
 
 def _plain(value: Any) -> Any:

@@ -13,7 +13,7 @@ notes budget, the conversation for follow-ups):
     --notes DIR                  any folder with a questions.jsonl beside its pages (the
                                  new user's graph: data/new-user-notes)
     small_talk_dev / _test       data/small-talk-probe.txt, small talk written for the
-                                 small-talk rule (retrieval.is_small_talk): its odd lines
+                                 small-talk rules (retrieval.wants_notes): its odd lines
                                  are dev, its even lines test (with --split test or all)
 Per set:
     recall_at_1     the first block answers (the gold block, another block holding a gold
@@ -25,7 +25,7 @@ Per set:
     none_near_miss  near misses (the page exists, the fact does not) given no block
     page_coverage   whole-page questions: the share of the page's key facts shown
     no_notes        small talk: the share of lines with topic words that chat sends no
-                    notes (is_small_talk; a line with none never gets notes)
+                    notes (retrieval.wants_notes; a line with none never gets notes)
 
 With --ckpt MODEL (an export folder or a checkpoint) the trained model reranks the
 lexical search's candidates by query likelihood (bytechat.notes.rerank), and each set
@@ -53,7 +53,7 @@ from bytechat.notes import grounded
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import Hit, NotesIndex
 from bytechat.notes.query import query_terms
-from bytechat.notes.retrieval import is_small_talk, notes_budget, retrieve_for_chat
+from bytechat.notes.retrieval import notes_budget, retrieve_for_chat, wants_notes
 from bytechat.notes.roam import load_pages
 
 CONTEXT_BYTES = 512
@@ -134,7 +134,8 @@ def small_talk(split: str) -> dict:
     out = {}
     for part in ("dev", "test") if split == "all" else (split,):
         topical = [line for line in parts[f"small_talk_{part}"] if query_terms(line)]
-        out[f"small_talk_{part}"] = {"lines": len(topical), "no_notes": _share([is_small_talk(t) for t in topical])}
+        talks = [[{"role": "user", "content": line}] for line in topical]
+        out[f"small_talk_{part}"] = {"lines": len(topical), "no_notes": _share([not wants_notes(t) for t in talks])}
     return out
 
 

@@ -78,6 +78,7 @@ MAX_NEIGHBOURS = 3  # vocabulary neighbours kept per unknown word
 # forms (same first letters: "grow" -> "grew"), not other words; typos and the
 # misspellings people type score below it ("wat" 3.4, "ofice" 1.2, "sourdouhg" 0).
 COMMON_WORD = 4.0
+CLAUSE = re.compile(r"[,;:.!?]+")
 UNKNOWN_SPECIFICITY = 4.0  # a word unknown to English (a typo or a rare name)
 RRF_K = 60  # reciprocal-rank fusion: a row scores sum(weight / (RRF_K + rank)) over the lists
 
@@ -98,6 +99,12 @@ def fold_latin(word: str) -> str:
 def words(text: str) -> list[str]:
     """Every word of text as the index keys it: lower-cased, Latin accents folded."""
     return [fold_latin(w.lower()) for w in _WORD.findall(text)]
+
+
+def clauses(text: str) -> list[str]:
+    """text's clauses, split at punctuation: "good morning, what do I do today?" is a
+    greeting and a question, and the small-talk rules judge each."""
+    return CLAUSE.split(text)
 
 
 def query_terms(text: str) -> list[str]:

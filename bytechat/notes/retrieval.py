@@ -9,7 +9,9 @@ Per user turn, the terminal and the web chat do
 Rules:
 - The newest user message decides: if it has no query terms ("hi", "thanks", "who are
   you?") and is not a follow-up, or it is small talk the model is taught ("good
-  afternoon!", "I'm happy today": is_small_talk), no notes section is added at all.
+  afternoon!", "I'm happy today": is_small_talk), or, unless it follows up a topic, it
+  reads as small talk (intent.reads_as_small_talk: "many thanks, that helps"), no notes
+  section is added at all.
 - A follow-up (an anaphor, or "and ..."/"what about ...": bytechat.notes.query) is
   searched with the conversation's topic: the latest earlier question that named one and
   the replies to it, below the new message's own words (NotesIndex.search). A message
@@ -23,7 +25,6 @@ Rules:
 from __future__ import annotations
 
 import functools
-import re
 import time
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -32,11 +33,11 @@ from rapidfuzz import fuzz, process
 
 from bytechat.core import paths
 from bytechat.text.chat_format import format_chat, prompt_budget
-from bytechat.notes import roam
+from bytechat.notes import intent, roam
 from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, source_name, source_path
 from bytechat.notes.dialogues import everyday
-from bytechat.notes.query import is_follow_up, query_terms, words
+from bytechat.notes.query import clauses, is_follow_up, query_terms, words
 from bytechat.notes.readers import NotesError
 
 DEFAULT_K = 3
@@ -47,7 +48,6 @@ DEFAULT_K = 3
 # dev small-talk lines with topic words, and none of 682 dev questions about notes nor
 # of 2,754 page-question templates filled with page titles, are small talk.
 SMALL_TALK_MATCH = 70
-_CLAUSE = re.compile(r"[,;:.!?]+")
 
 
 def _user_texts(messages: Sequence[Mapping[str, str]]) -> list[str]:
@@ -69,8 +69,8 @@ def conversation_topic(messages: Sequence[Mapping[str, str]]) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _small_talk() -> tuple[str, ...]:
     taught = everyday.chat_prompts()
-    clauses = [c for p in taught for c in _CLAUSE.split(p)]  # "long day, I'm tired": "long day" is small talk
-    return tuple(sorted({" ".join(words(text)) for text in [*taught, *clauses]} - {""}))
+    parts = [c for p in taught for c in clauses(p)]  # "long day, I'm tired": "long day" is small talk
+    return tuple(sorted({" ".join(words(text)) for text in [*taught, *parts]} - {""}))
 
 
 @functools.lru_cache(maxsize=1)
@@ -84,7 +84,7 @@ def is_small_talk(text: str) -> bool:
     those prompts and has only their topic words ("good afternoon!", "hey, how are you
     today?"; not "tell me about Jonas"), and one clause is."""
     matched = False
-    for clause in _CLAUSE.split(text):
+    for clause in clauses(text):
         topic = query_terms(clause)
         if not topic:
             continue
@@ -108,10 +108,16 @@ def searches(messages: Sequence[Mapping[str, str]]) -> bool:
 
 def wants_notes(messages: Sequence[Mapping[str, str]]) -> bool:
     """Whether the newest user message asks about anything: it searches (above) and is
-    not small talk (is_small_talk): "good morning" is a greeting, not a question about
-    the notes that say "morning"."""
-    users = _user_texts(messages)
-    return searches(messages) and not is_small_talk(users[-1])
+    not small talk: not small talk the model is taught (is_small_talk: "good morning" is a
+    greeting, not a question about the notes that say "morning"), and, unless it follows
+    up a topic, not a message that reads as small talk (intent.reads_as_small_talk:
+    "thanks a lot" says nothing about the note that saves "a lot of boilerplate")."""
+    if not searches(messages):
+        return False
+    last = _user_texts(messages)[-1]
+    if is_small_talk(last):
+        return False
+    return bool(conversation_topic(messages)) or not intent.reads_as_small_talk(last)
 
 
 def notes_budget(block_size: int, messages: Sequence[Mapping[str, str]]) -> int:

@@ -564,3 +564,27 @@ def test_the_eval_asks_with_the_params_switch():
         ge.ask(engine, index, "when is Jonas's birthday?", faithful=True)
     seen = [sampling for _, sampling in engine.calls]
     assert [s.faithful for s in seen] == [False, True] and all(s.greedy for s in seen)
+
+
+def test_small_talk_gets_a_sentence_of_its_own_act(monkeypatch):
+    """SMALL_TALK_ACTS: a message chat sends no notes that reads as thanks
+    (bytechat.notes.intent) is answered with a thanks, however the model leans; where
+    notes were searched ("Notes: none found."), or with the switch off, any sentence."""
+    assert copying.SMALL_TALK_ACTS
+    thanks = {escape_content(s).encode() for s in everyday.topic_replies("thanks")}
+    wanted = everyday.topic_replies("feeling_low")[0].encode()  # another act's sentence
+    assert wanted not in thanks and wanted in copying.own_sentences()
+
+    def kept(messages) -> bytes:
+        model = random_model(0)
+        handle = steer(model, wanted)
+        try:
+            return extract_assistant_reply(reply_of(model, messages, FAITHFUL).decode()).encode()
+        finally:
+            handle.remove()
+
+    said = "many thanks, that helps"
+    assert kept(chat(None, said)) in thanks
+    assert kept(chat([], said)) == wanted, "notes were searched for it: not judged as small talk"
+    monkeypatch.setattr(copying, "SMALL_TALK_ACTS", False)
+    assert kept(chat(None, said)) == wanted

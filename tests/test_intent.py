@@ -65,3 +65,16 @@ def test_it_learns_only_from_what_training_writes_and_the_same_each_time():
     assert not measured & {intent._key(t) for t in (*small_talk, *questions)}, "never fitted on what measures it"
     refusals = [p for p in everyday.all_prompts() if "weather" in p or "capital" in p]
     assert refusals and all(p.lower() in questions for p in refusals), "a refusal's question is searched"
+
+
+def test_small_talk_typed_its_own_way_is_read_as_its_act():
+    for said, act in (
+        ("many thanks, that helps", "thanks"),
+        ("I feel a bit down", "feeling_low"),
+        ("ok cool, catch you soon", "goodbye"),
+    ):
+        assert said.lower() not in everyday.all_prompts()
+        assert intent.small_talk_act(said) == act, said
+    assert intent.small_talk_act("hi") == "greeting", "no topic words, and an act all the same"
+    assert intent.small_talk_act("what's Jonas's phone number?") is None, "a question is no act"
+    assert intent.small_talk_act("thanks, and Jonas's phone?") is None, "a name English rarely uses"

@@ -70,20 +70,30 @@ def training_texts() -> tuple[list[str], list[str]]:
     return small_talk, questions
 
 
-@functools.lru_cache(maxsize=1)
-def _classifier():
+def _fitted(texts: list[str], labels: list):
     # scikit-learn only when a message is first judged (it takes a moment to import)
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
 
-    small_talk, questions = training_texts()
     model = make_pipeline(
         TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 4), sublinear_tf=True),
         LogisticRegression(C=C, class_weight="balanced", max_iter=3000),
     )
-    model.fit(small_talk + questions, [1] * len(small_talk) + [0] * len(questions))
-    return model
+    return model.fit(texts, labels)
+
+
+@functools.lru_cache(maxsize=1)
+def _classifier():
+    small_talk, questions = training_texts()
+    return _fitted(small_talk + questions, [1] * len(small_talk) + [0] * len(questions))
+
+
+@functools.lru_cache(maxsize=1)
+def _act_classifier():
+    topics = everyday.chat_topics()
+    pairs = sorted({(p.lower(), name) for name, prompts in topics.items() for p in prompts})
+    return _fitted([p for p, _ in pairs], [name for _, name in pairs])
 
 
 def small_talk_probability(text: str) -> float:
@@ -104,3 +114,16 @@ def _reads_as_small_talk(clause: str) -> bool:
     if any(zipf_frequency(term, "en") < COMMON_WORD for term in query_terms(clause)):
         return False
     return small_talk_probability(clause) >= SMALL_TALK_PROBABILITY
+
+
+def small_talk_act(text: str) -> str | None:
+    """The kind of small talk text is (a topic of dialogues.everyday: "thanks",
+    "goodbye", "feeling_low", ...), or None when it does not read as small talk: the
+    whole message gets SMALL_TALK_PROBABILITY or more and has no rare word ("hi" and
+    "thanks!" have no topic words, and are judged all the same). The act's classifier
+    is fitted on the taught prompts, by topic, with the same features."""
+    if any(zipf_frequency(term, "en") < COMMON_WORD for term in query_terms(text)):
+        return None
+    if small_talk_probability(text) < SMALL_TALK_PROBABILITY:
+        return None
+    return str(_act_classifier().predict([text.lower()])[0])

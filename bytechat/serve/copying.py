@@ -28,7 +28,9 @@ its small talk drifts into word salad on notes it never saw. With
   one of own_sentences (the small talk of dialogues.everyday with every filler, the
   abstention, the primer's replies in its dialogues without notes) and ends where that
   sentence ends: the model picks the sentence byte by byte, so small talk stays
-  grammatical on notes it never saw. With NOTES_OWN_WORDS (shipped) the same holds where
+  grammatical on notes it never saw. With SMALL_TALK_ACTS (shipped), a message chat
+  sent no notes that reads as small talk of one kind (bytechat.notes.intent: thanks, a
+  goodbye, feeling low) gets one of that kind's sentences. With NOTES_OWN_WORDS (shipped) the same holds where
   notes are shown, for a reply that opens no quote. Without OWN_WORDS such replies are
   never constrained;
 - a model taught `grounded.answers: span` (its checkpoint's answer_style) answers in
@@ -51,6 +53,7 @@ from functools import lru_cache
 
 from bytechat.core import paths
 from bytechat.data.primer import load_primer
+from bytechat.notes import intent
 from bytechat.notes.blocks import NOTES_HEADER
 from bytechat.notes.dialogues import everyday
 from bytechat.notes.dialogues.spans import KEY_VALUE
@@ -92,6 +95,12 @@ SPAN_STYLE = "span"  # the answer style (params.yaml grounded.answers) whose ans
 # their slots (bytechat.serve.span_frames), as a quote is kept to the notes; with notes
 # shown its other replies are then its own sentences (NOTES_OWN_WORDS). Measured: docs/chat.md.
 SPAN_FRAMES = True
+# Whether a reply to small talk is one of the sentences of its act: a message that reads
+# as small talk (bytechat.notes.intent: "thanks", "goodbye", "feeling_low", ...) where no
+# notes are shown gets one of that topic's replies, the model choosing which. At the
+# smoke size the model knows its sentences but not which act a new phrasing is ("see you
+# tomorrow" -> "Sorry to hear that. ..."); measured in docs/chat.md.
+SMALL_TALK_ACTS = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 # The primer's answers from notes name the page in a frame (head, page, tail, then the
 # block), and every frame opens with FRAMED.
@@ -178,7 +187,9 @@ class FaithfulCopy:
         if entries:
             sentences = own_sentences() if own_words and notes_own_words else ()
             return cls(entries, sentences, whole=whole, best_first=best_first, framed=framed)
-        return cls([], own_sentences()) if own_words else None
+        if not own_words:
+            return None
+        return cls([], own_sentences(small_talk_act(messages) if SMALL_TALK_ACTS else None))
 
     @classmethod
     def from_prompt(
@@ -280,12 +291,24 @@ def _without_key(entry: str) -> list[str]:
     return [f"{page}] {text[head.start(2) :]}"] if head else []
 
 
-@lru_cache(maxsize=1)
-def own_sentences() -> tuple[bytes, ...]:
+def small_talk_act(messages: Sequence[Mapping[str, str]]) -> str | None:
+    """The act of the newest user message where the prompt has no notes section at all
+    (chat sent none: small talk), or None (intent.small_talk_act)."""
+    if any(m["role"] == "system" and NOTES_HEADER in m["content"] for m in messages):
+        return None  # notes were searched for it, even if none were found: a question
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    return intent.small_talk_act(users[-1]) if users else None
+
+
+@lru_cache(maxsize=32)
+def own_sentences(act: str | None = None) -> tuple[bytes, ...]:
     """Every reply training teaches that quotes no note: the small talk of
     dialogues.everyday (every filler), the abstention, and the primer's replies in its
     dialogues without notes (data/primer.txt). With own_words, a reply that is not a
-    quote is one of these, chosen by the model: small talk stays grammatical."""
+    quote is one of these, chosen by the model: small talk stays grammatical. act (a
+    small-talk topic): only that topic's replies."""
+    if act is not None:
+        return tuple(escape_content(s).encode("utf-8") for s in everyday.topic_replies(act))
     said = [*everyday.all_replies(), ABSTAIN]
     if paths.primer_file().is_file():
         for dialogue in load_primer(paths.primer_file()):

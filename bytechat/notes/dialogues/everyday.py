@@ -385,6 +385,24 @@ def chat_prompts() -> list[str]:
     return _prompts(t for t in TOPICS if not t.refusal)
 
 
+def chat_topics() -> dict[str, list[str]]:
+    """Each topic that looks nothing up, with every prompt it can make (another joke's
+    under "joke"): what bytechat.notes.intent learns a small talk's act from."""
+    topics = {t.name: _prompts([t]) for t in TOPICS if not t.refusal}
+    for name in topics:  # _prompts adds ANOTHER to every list; it belongs to the jokes
+        topics[name] = [p for p in topics[name] if p not in ANOTHER or name == "joke"]
+    return topics
+
+
+def topic_replies(name: str) -> list[str]:
+    """Every reply the topic's templates can make (each filler choice); a joke's
+    includes another joke's."""
+    said = [r for template in BY_NAME[name].replies for r in every_fill(template)]
+    if name == "joke":
+        said += [opening + joke for opening in ANOTHER_OPENINGS for joke in JOKES]
+    return said
+
+
 def all_replies() -> list[str]:
     """Every reply the templates can make (each filler choice), another joke's included:
     the sentences faithful decoding lets the bot say (bytechat.serve.copying)."""

@@ -39,7 +39,7 @@ from bytechat.core import paths
 from bytechat.core.rng import SeedOffset
 from bytechat.eval import phrasings, small_talk
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, mean
-from bytechat.eval.small_talk import EVERYDAY_PROMPTS, probe, small_talk_metrics, wiki_vocabulary
+from bytechat.eval.small_talk import EVERYDAY_PROMPTS, probe, small_talk_metrics
 from bytechat.notes import grounded
 from bytechat.notes.dialogues import asking
 from bytechat.notes.blocks import NoteBlock, all_blocks, lead_blocks, page_blocks, plain
@@ -346,8 +346,7 @@ def evaluate_grounded(
             cases = [c for c in natural if c.split == split]
             results[f"natural_{split}"] = run_cases(engine, unseen_index, cases, f"natural, {split}", faithful)
     metrics = {name: set_metrics(rs) for name, rs in results.items() if name not in small_talk.SETS}
-    words = wiki_vocabulary()
-    metrics.update({name: small_talk_metrics(rs, words) for name, rs in results.items() if name in small_talk.SETS})
+    metrics.update({name: small_talk_metrics(rs) for name, rs in results.items() if name in small_talk.SETS})
     return metrics, transcripts(results)
 
 

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
+
+from wordfreq import zipf_frequency
 
 # What the model and the search box say when the notes hold nothing on a question; a
 # reply that holds one of these abstained (the training answer is "I couldn't find
@@ -80,10 +82,16 @@ def distinct_2(replies: Sequence[str]) -> float:
     return len(set(grams)) / len(grams) if grams else 0.0
 
 
-def real_word_rate(replies: Sequence[str], vocabulary: set[str]) -> float:
-    """The share of the replies' words that are in vocabulary (word salad scores low)."""
+def is_english(word: str) -> bool:
+    """Whether wordfreq's English word list holds word ("hello", "todo": yes; "modifut",
+    a salad's made-up word, and "bytechat": no)."""
+    return zipf_frequency(word, "en") > 0
+
+
+def real_word_rate(replies: Sequence[str], known: Callable[[str], bool] = is_english) -> float:
+    """The share of the replies' words (digits aside) that are real words (known)."""
     words = [w for r in replies for w in tokens(r) if not w.isdigit()]
-    return sum(w in vocabulary for w in words) / len(words) if words else 0.0
+    return sum(map(known, words)) / len(words) if words else 0.0
 
 
 def mean(values) -> float:

@@ -11,13 +11,12 @@ Sets (bytechat.eval.grounded asks them through the chat path, as it asks questio
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from bytechat.core import paths
 from bytechat.data.primer import load_primer
-from bytechat.eval.scoring import distinct_2, mean, real_word_rate, tokens
+from bytechat.eval.scoring import distinct_2, mean, real_word_rate
 from bytechat.notes.dialogues import everyday
 from bytechat.serve import copying
 
@@ -85,27 +84,16 @@ def is_taught(line: str, texts: Sequence[str]) -> bool:
     return any(line == t or (len(line) >= 20 and line in t) for t in texts)
 
 
-def small_talk_metrics(results: Sequence, vocabulary: set[str]) -> dict[str, float]:
-    """Per set: stop rate, reply length, real-word rate, distinct-2, and `quoted`, the
-    share of replies that quote a note ("thanks a lot" answered `From [Rust] ...`)."""
+def small_talk_metrics(results: Sequence) -> dict[str, float]:
+    """Per set: stop rate, reply length, real-word rate (scoring.is_english), distinct-2,
+    and `quoted`, the share of replies that quote a note ("thanks a lot" answered
+    `From [Rust] ...`)."""
     replies = [r.reply for r in results]
     return {
         "prompts": len(results),
         "stop_rate": mean(r.finish == "stop" for r in results),
         "mean_reply_bytes": mean(len(r.encode("utf-8")) for r in replies),
-        "real_word_rate": real_word_rate(replies, vocabulary),
+        "real_word_rate": real_word_rate(replies),
         "distinct_2": distinct_2(replies),
         "quoted": mean(r.startswith(QUOTE_OPENINGS) for r in replies),
     }
-
-
-def vocabulary(text: str, min_count: int = 3) -> set[str]:
-    """Words that occur at least min_count times in text (a "real word" for real_word_rate)."""
-    counts = Counter(tokens(text))
-    return {w for w, c in counts.items() if c >= min_count}
-
-
-def wiki_vocabulary() -> set[str]:
-    """The real words: those of the WikiText training stream (the pipeline's English)."""
-    path = paths.streams_dir() / "wiki_train.bin"
-    return vocabulary(path.read_bytes().decode("utf-8", errors="replace")) if path.exists() else set()

@@ -127,3 +127,10 @@ def small_talk_act(text: str) -> str | None:
     if small_talk_probability(text) < SMALL_TALK_PROBABILITY:
         return None
     return str(_act_classifier().predict([text.lower()])[0])
+
+
+def warm() -> None:
+    """Fit both classifiers now: chat and serve call it at start, so that the first
+    message does not wait for them (a second or two)."""
+    _classifier()
+    _act_classifier()

@@ -41,6 +41,7 @@ from bytechat.serve.generate import (
     set_decode_threads,
 )
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError
+from bytechat.notes import intent
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, with_notes
 
 COMMANDS_HELP = """commands:
@@ -338,6 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     engine = ChatEngine(model, info=info, compile=compile_wanted(args.no_compile))
     print(f"bytechat: {engine.warm_up()}", file=sys.stderr)
+    intent.warm()  # the small-talk classifiers (bytechat.notes.intent), before the first message
     notes = None
     if not args.no_notes:
         notes, notes_line = open_for_chat(args.notes, reindex=not args.no_reindex)

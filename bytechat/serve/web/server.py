@@ -57,6 +57,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, compile_wanted
 from bytechat.notes.index import NotesIndex, NotesIndexError
 from bytechat.notes.watch import watch_index
+from bytechat.notes import intent
 from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, sources_payload, with_notes
 from bytechat.serve.web.chat_request import ChatJob, ClientGone, RequestError, read_chat_request
 from bytechat.serve.web.guard import ConnectionCap, uvicorn_options
@@ -432,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bytechat-serve: {notes_line}", file=sys.stderr)
     app = create_app(engine, settings, notes)
     print(f"bytechat-serve: {app.state.workers.warm_up()}", file=sys.stderr)
+    intent.warm()  # the small-talk classifiers (bytechat.notes.intent), before the first request
     if notes is not None and notes.path is not None and "source" in notes.meta and not args.no_watch:
         watch_index(notes, lambda index: setattr(app.state, "notes", index))  # new requests get the new index
         print(f"bytechat-serve: notes: watching {notes.meta['source']} (a changed page is re-indexed)", file=sys.stderr)

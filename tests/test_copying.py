@@ -588,3 +588,11 @@ def test_small_talk_gets_a_sentence_of_its_own_act(monkeypatch):
     assert kept(chat([], said)) == wanted, "notes were searched for it: not judged as small talk"
     monkeypatch.setattr(copying, "SMALL_TALK_ACTS", False)
     assert kept(chat(None, said)) == wanted
+
+
+def test_a_greeting_s_time_of_day_carries_into_its_reply():
+    """As training carries a filler from the prompt into the reply (everyday.talk): a
+    good morning is answered with a good morning, not a good evening."""
+    replies = copying.own_sentences("greeting_time", "morning!")
+    assert replies and all(r.startswith(b"Good morning") for r in replies)
+    assert {r[:12] for r in copying.own_sentences("greeting_time")} > {b"Good morning"}, "without the message, any time"

@@ -189,7 +189,8 @@ class FaithfulCopy:
             return cls(entries, sentences, whole=whole, best_first=best_first, framed=framed)
         if not own_words:
             return None
-        return cls([], own_sentences(small_talk_act(messages) if SMALL_TALK_ACTS else None))
+        act = small_talk_act(messages) if SMALL_TALK_ACTS else None
+        return cls([], own_sentences(act, _last_user(messages) if act else None))
 
     @classmethod
     def from_prompt(
@@ -296,19 +297,25 @@ def small_talk_act(messages: Sequence[Mapping[str, str]]) -> str | None:
     (chat sent none: small talk), or None (intent.small_talk_act)."""
     if any(m["role"] == "system" and NOTES_HEADER in m["content"] for m in messages):
         return None  # notes were searched for it, even if none were found: a question
+    said = _last_user(messages)
+    return intent.small_talk_act(said) if said is not None else None
+
+
+def _last_user(messages: Sequence[Mapping[str, str]]) -> str | None:
     users = [m["content"] for m in messages if m["role"] == "user"]
-    return intent.small_talk_act(users[-1]) if users else None
+    return users[-1] if users else None
 
 
 @lru_cache(maxsize=32)
-def own_sentences(act: str | None = None) -> tuple[bytes, ...]:
+def own_sentences(act: str | None = None, said: str | None = None) -> tuple[bytes, ...]:
     """Every reply training teaches that quotes no note: the small talk of
     dialogues.everyday (every filler), the abstention, and the primer's replies in its
     dialogues without notes (data/primer.txt). With own_words, a reply that is not a
     quote is one of these, chosen by the model: small talk stays grammatical. act (a
-    small-talk topic): only that topic's replies."""
+    small-talk topic): only that topic's replies to said, the message ("morning!" gets a
+    good morning, not a good evening: everyday.said_fillers)."""
     if act is not None:
-        return tuple(escape_content(s).encode("utf-8") for s in everyday.topic_replies(act))
+        return tuple(escape_content(s).encode("utf-8") for s in everyday.topic_replies(act, said))
     said = [*everyday.all_replies(), ABSTAIN]
     if paths.primer_file().is_file():
         for dialogue in load_primer(paths.primer_file()):

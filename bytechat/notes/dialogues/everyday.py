@@ -24,6 +24,7 @@ pipeline test that no eval question is a training line.
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass
 
 OFFERS = (
@@ -359,12 +360,14 @@ def another_joke(first: str, rng: random.Random) -> Talk:
     return Talk("joke", typed(rng.choice(ANOTHER), rng), rng.choice(ANOTHER_OPENINGS) + joke, False)
 
 
-def every_fill(template: str) -> list[str]:
-    """template with each choice of its slots' fillers (FILLERS, and {joke} from JOKES)."""
+def every_fill(template: str, fixed: dict[str, str] | None = None) -> list[str]:
+    """template with each choice of its slots' fillers (FILLERS, and {joke} from JOKES);
+    a slot in fixed has that filler only."""
     combos: list[dict[str, str]] = [{}]
     for name, options in (*FILLERS.items(), ("joke", JOKES)):
         if "{" + name + "}" in template:
-            combos = [{**c, name: v} for c in combos for v in options]
+            choices = [fixed[name]] if fixed and name in fixed else options
+            combos = [{**c, name: v} for c in combos for v in choices]
     return [template.format(**c) for c in combos]
 
 
@@ -394,10 +397,28 @@ def chat_topics() -> dict[str, list[str]]:
     return topics
 
 
-def topic_replies(name: str) -> list[str]:
+def said_fillers(name: str, prompt: str) -> dict[str, str]:
+    """The fillers a message of the topic says, for the slots the topic's prompts and
+    replies share ("morning!" says the time "morning"): talk() carries such a filler from
+    the prompt into the reply, and so must a reply chosen for a message."""
+    topic = BY_NAME[name]
+    words = set(re.findall(r"[a-z]+", prompt.lower()))
+    fixed = {}
+    for slot, options in FILLERS.items():
+        used = "{" + slot + "}"
+        if any(used in p for p in topic.prompts) and any(used in r for r in topic.replies):
+            said = [o for o in options if set(o.lower().split()) <= words]
+            if len(said) == 1:
+                fixed[slot] = said[0]
+    return fixed
+
+
+def topic_replies(name: str, prompt: str | None = None) -> list[str]:
     """Every reply the topic's templates can make (each filler choice); a joke's
-    includes another joke's."""
-    said = [r for template in BY_NAME[name].replies for r in every_fill(template)]
+    includes another joke's. prompt: the message replied to, whose fillers the reply
+    keeps (said_fillers)."""
+    fixed = said_fillers(name, prompt) if prompt else None
+    said = [r for template in BY_NAME[name].replies for r in every_fill(template, fixed)]
     if name == "joke":
         said += [opening + joke for opening in ANOTHER_OPENINGS for joke in JOKES]
     return said

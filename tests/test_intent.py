@@ -76,5 +76,3 @@ def test_small_talk_typed_its_own_way_is_read_as_its_act():
         assert said.lower() not in everyday.all_prompts()
         assert intent.small_talk_act(said) == act, said
     assert intent.small_talk_act("hi") == "greeting", "no topic words, and an act all the same"
-    assert intent.small_talk_act("what's Jonas's phone number?") is None, "a question is no act"
-    assert intent.small_talk_act("thanks, and Jonas's phone?") is None, "a name English rarely uses"

@@ -13,6 +13,7 @@ from bytechat.core import paths
 from bytechat.eval import grounded as ge
 from bytechat.eval import phrasings
 from bytechat.eval.small_talk import small_talk_metrics
+from bytechat.notes.dialogues import everyday
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, token_f1
 from bytechat.notes import grounded
 from bytechat.notes.dialogues import asking
@@ -57,6 +58,9 @@ def test_abstention_coverage_and_small_talk_measures():
     m = small_talk_metrics(said)
     assert m["quoted"] == pytest.approx(2 / 3), "small talk answered with a note's quote, in either frame"
     assert m["prompts"] == 3 and m["stop_rate"] == 1.0
+    taught = everyday.topic_replies("thanks")[0]
+    said = [_result("everyday", r) for r in (taught, taught + " Bye", "From [Rust] saves a lot")]
+    assert small_talk_metrics(said)["taught_sentence"] == pytest.approx(1 / 3), "whole taught sentences only"
 
 
 def _result(kind, reply, answers=(), baseline="", finish="stop", facts=()):

@@ -366,7 +366,8 @@ def chat_table(metrics: dict[str, dict[str, float]]) -> str:
         e = metrics[name]
         lines.append(
             f"{name}: stop rate {e['stop_rate']:.2f}, {e['mean_reply_bytes']:.0f} bytes, real words "
-            f"{e['real_word_rate']:.2f}, distinct-2 {e['distinct_2']:.2f}, quoting a note {e['quoted']:.2f}"
+            f"{e['real_word_rate']:.2f}, distinct-2 {e['distinct_2']:.2f}, quoting a note {e['quoted']:.2f}, "
+            f"a taught sentence {e['taught_sentence']:.2f}"
         )
     return "\n".join(lines)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from bytechat.eval.small_talk import EVERYDAY_PROMPTS, probe
 from bytechat.notes import intent
 from bytechat.notes.dialogues import everyday
-from bytechat.notes.retrieval import retrieve_for_chat, wants_notes
+from bytechat.notes.retrieval import conversation_topic, retrieve_for_chat, wants_notes
 from tests.test_notes_index import indexed
 
 REPO = Path(__file__).resolve().parent.parent
@@ -76,3 +76,14 @@ def test_small_talk_typed_its_own_way_is_read_as_its_act():
         assert said.lower() not in everyday.all_prompts()
         assert intent.small_talk_act(said) == act, said
     assert intent.small_talk_act("hi") == "greeting", "no topic words, and an act all the same"
+
+
+def test_small_talk_is_no_topic_to_follow_up(monkeypatch):
+    joke = [
+        {"role": "user", "content": "tell me a joke"},
+        {"role": "assistant", "content": everyday.JOKES[0]},
+        {"role": "user", "content": "and another thing about it?"},
+    ]
+    assert conversation_topic(joke) == [], "the joke was small talk: nothing to follow up"
+    asked = [{"role": "user", "content": "who is Priya?"}, *joke[1:]]
+    assert conversation_topic(asked)[0] == "who is Priya?", "a question is a topic"

@@ -56,13 +56,18 @@ def _user_texts(messages: Sequence[Mapping[str, str]]) -> list[str]:
 
 def conversation_topic(messages: Sequence[Mapping[str, str]]) -> list[str]:
     """What a follow-up points back at: the latest earlier user message that names a
-    topic, then the replies to it, or [] when the newest message is not a follow-up."""
+    topic, then the replies to it, or [] when the newest message is not a follow-up or
+    that message was small talk ("tell me a joke", then "that was funny": the joke is no
+    topic of the notes)."""
     if not messages or messages[-1]["role"] != "user" or not is_follow_up(messages[-1]["content"]):
         return []
     earlier = list(messages[:-1])
     for i in range(len(earlier) - 1, -1, -1):
-        if earlier[i]["role"] == "user" and query_terms(earlier[i]["content"]):
-            return [earlier[i]["content"], *(m["content"] for m in earlier[i + 1 :] if m["role"] == "assistant")]
+        said = earlier[i]["content"]
+        if earlier[i]["role"] == "user" and query_terms(said):
+            if is_small_talk(said) or intent.reads_as_small_talk(said):
+                return []
+            return [said, *(m["content"] for m in earlier[i + 1 :] if m["role"] == "assistant")]
     return []
 
 

@@ -76,6 +76,8 @@ def test_small_talk_typed_its_own_way_is_read_as_its_act():
         assert said.lower() not in everyday.all_prompts()
         assert intent.small_talk_act(said) == act, said
     assert intent.small_talk_act("hi") == "greeting", "no topic words, and an act all the same"
+    assert intent.small_talk_act("when is Jonas's birthday?") is None, "with the notes off, a question has none"
+    assert intent.small_talk_act("what did I write about the garden?") is None, "a question is no act"
 
 
 def test_small_talk_is_no_topic_to_follow_up(monkeypatch):

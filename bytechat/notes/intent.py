@@ -116,11 +116,17 @@ def _reads_as_small_talk(clause: str) -> bool:
     return small_talk_probability(clause) >= SMALL_TALK_PROBABILITY
 
 
-def small_talk_act(text: str) -> str:
-    """The kind of small talk text is, a topic of dialogues.everyday ("thanks",
-    "goodbye", "feeling_low", ...): a classifier fitted on the taught prompts by topic,
-    with the same features. Ask it only of small talk (chat asks it of a message it sent
-    no notes); it names an act for anything."""
+def small_talk_act(text: str) -> str | None:
+    """The kind of small talk text is (a topic of dialogues.everyday: "thanks",
+    "goodbye", "feeling_low", ...), or None when it does not read as small talk: the
+    whole message gets SMALL_TALK_PROBABILITY or more and has no rare word ("hi" and
+    "thanks!" have no topic words, and are judged all the same). A message chat sent no
+    notes is not always small talk: with the notes off, every question has none. The
+    act's classifier is fitted on the taught prompts, by topic, with the same features."""
+    if any(zipf_frequency(term, "en") < COMMON_WORD for term in query_terms(text)):
+        return None
+    if small_talk_probability(text) < SMALL_TALK_PROBABILITY:
+        return None
     return str(_act_classifier().predict([text.lower()])[0])
 
 

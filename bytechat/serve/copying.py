@@ -293,9 +293,9 @@ def _without_key(entry: str) -> list[str]:
 
 
 def small_talk_act(messages: Sequence[Mapping[str, str]]) -> str | None:
-    """The act of the newest user message (intent.small_talk_act) where the prompt has
-    no notes section at all: chat sent it none, so it is small talk (no topic words, or
-    read as small talk); None where notes were searched for it."""
+    """The act of the newest user message (intent.small_talk_act: None unless it reads
+    as small talk) where the prompt has no notes section at all; None where notes were
+    searched for it."""
     if any(m["role"] == "system" and NOTES_HEADER in m["content"] for m in messages):
         return None  # notes were searched for it, even if none were found: a question
     said = _last_user(messages)

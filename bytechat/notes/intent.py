@@ -17,7 +17,7 @@ the classifier gives it SMALL_TALK_PROBABILITY or more and every topic word of i
 English uses often (query.COMMON_WORD): a name or a typo ("piranesi", "lentls") is what
 a question about the notes holds. The threshold and the features were chosen on the small-
 talk probe's dev half and every dev question about notes (docs/notes.md, "How retrieval
-works", rule 8). Fitting takes well under a second; it happens once per process.
+works", rule 8). Fitting takes a second or two (warm); it happens once per process.
 """
 
 from __future__ import annotations
@@ -107,13 +107,14 @@ def reads_as_small_talk(text: str) -> bool:
     it a question about the notes), and one clause does. "good morning, what do I do in
     the afternoon?" asks something."""
     judged = [clause for clause in clauses(text) if query_terms(clause)]
-    return bool(judged) and all(_reads_as_small_talk(clause) for clause in judged)
+    return bool(judged) and all(_sure(clause) for clause in judged)
 
 
-def _reads_as_small_talk(clause: str) -> bool:
-    if any(zipf_frequency(term, "en") < COMMON_WORD for term in query_terms(clause)):
+def _sure(text: str) -> bool:
+    """No topic word of text is rare in English, and the classifier is sure it is small talk."""
+    if any(zipf_frequency(term, "en") < COMMON_WORD for term in query_terms(text)):
         return False
-    return small_talk_probability(clause) >= SMALL_TALK_PROBABILITY
+    return small_talk_probability(text) >= SMALL_TALK_PROBABILITY
 
 
 def small_talk_act(text: str) -> str | None:
@@ -123,11 +124,7 @@ def small_talk_act(text: str) -> str | None:
     "thanks!" have no topic words, and are judged all the same). A message chat sent no
     notes is not always small talk: with the notes off, every question has none. The
     act's classifier is fitted on the taught prompts, by topic, with the same features."""
-    if any(zipf_frequency(term, "en") < COMMON_WORD for term in query_terms(text)):
-        return None
-    if small_talk_probability(text) < SMALL_TALK_PROBABILITY:
-        return None
-    return str(_act_classifier().predict([text.lower()])[0])
+    return str(_act_classifier().predict([text.lower()])[0]) if _sure(text) else None
 
 
 def warm() -> None:

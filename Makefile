@@ -65,7 +65,7 @@ chat:
 	@$(BIN)/python -m bytechat.serve.chat_cli $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)
 
 serve:
-	$(BIN)/python -m bytechat.serve.web.server --host $(HOST) --port $(PORT) $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)
+	$(BIN)/python -m bytechat.serve.web.cli --host $(HOST) --port $(PORT) $(if $(CKPT),--ckpt "$(CKPT)") $(ARGS)
 
 # One profile on NPROC processes of this machine (DDP; gloo on CPU, nccl on GPUs). The data
 # stages come from dvc first (nothing to do when the streams are current); the checkpoints

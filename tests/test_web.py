@@ -33,7 +33,7 @@ from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock, render_notes
 from bytechat.notes.index import NotesIndex
 from bytechat.serve import copying
-from bytechat.serve.web import server
+from bytechat.serve.web import cli, server
 from bytechat.serve.web.chat_request import ChatJob, Role
 from bytechat.serve.web.guard import ConnectionCap, uvicorn_options
 from tools.local_server import free_port, running_server, save_tiny_model
@@ -482,13 +482,13 @@ def test_main_without_a_model_says_so_in_one_line(monkeypatch, capsys):
     import bytechat.model.export as export
 
     monkeypatch.setattr(export, "newest_export", lambda: None)
-    assert server.main([]) == 2
+    assert cli.main([]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no exported model found" in err
 
 
 def test_main_with_a_bad_checkpoint_fails_cleanly(tmp_path, capsys):
-    assert server.main(["--ckpt", str(tmp_path / "missing.pt")]) == 2
+    assert cli.main(["--ckpt", str(tmp_path / "missing.pt")]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("bytechat-serve: error:")
 
@@ -496,25 +496,25 @@ def test_main_with_a_bad_checkpoint_fails_cleanly(tmp_path, capsys):
 def test_main_warns_when_reachable_by_others(monkeypatch, capsys, engine):
     calls = {}
     monkeypatch.setattr(
-        server, "load_engine", lambda ckpt, device, threads, compile: calls.update(compile=compile) or engine
+        cli, "load_engine", lambda ckpt, device, threads, compile: calls.update(compile=compile) or engine
     )
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(kwargs))
-    assert server.main(["--host", "0.0.0.0", "--port", "8123"]) == 0
+    assert cli.main(["--host", "0.0.0.0", "--port", "8123"]) == 0
     err = capsys.readouterr().err
     assert "no authentication" in err
     # BYTECHAT_COMPILE=0 (conftest): no compiling, and the start-up line says so
     assert calls["compile"] is False and "bytechat-serve: decoding eager (not compiled)" in err
     assert calls["host"] == "0.0.0.0" and calls["port"] == 8123
-    assert server.main(["--port", "8123"]) == 0
+    assert cli.main(["--port", "8123"]) == 0
     assert "warning" not in capsys.readouterr().err
 
 
 def test_loopback_binding_checks_the_host_header():
-    settings = server.settings_from_args(server.parse_args(["--max-new-tokens", "100"]))
+    settings = cli.settings_from_args(cli.parse_args(["--max-new-tokens", "100"]))
     assert settings.allowed_hosts is not None and "localhost" in settings.allowed_hosts
     assert settings.max_new_tokens_cap == 100 and settings.default_new_tokens == 100
-    assert server.settings_from_args(server.parse_args(["--host", "0.0.0.0"])).allowed_hosts is None
-    assert server.is_loopback("::1") and server.is_loopback("127.0.0.2") and not server.is_loopback("0.0.0.0")
+    assert cli.settings_from_args(cli.parse_args(["--host", "0.0.0.0"])).allowed_hosts is None
+    assert cli.is_loopback("::1") and cli.is_loopback("127.0.0.2") and not cli.is_loopback("0.0.0.0")
 
 
 # ---------------------------------------------------------------- notes
@@ -613,15 +613,15 @@ def test_health_says_notes_are_loaded_without_paths(notes_app):
 
 def test_main_loads_the_notes_or_says_why_not(monkeypatch, capsys, engine, tmp_path):
     apps = []
-    monkeypatch.setattr(server, "load_engine", lambda ckpt, device, threads, compile: engine)
+    monkeypatch.setattr(cli, "load_engine", lambda ckpt, device, threads, compile: engine)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
-    assert server.main(["--notes", str(tmp_path / "missing.sqlite")]) == 0
+    assert cli.main(["--notes", str(tmp_path / "missing.sqlite")]) == 0
     err = capsys.readouterr().err
     assert f"notes: off: {tmp_path / 'missing.sqlite'}: no notes index there" in err and apps[-1].state.notes is None
     NotesIndex.build(NOTE_BLOCKS, tmp_path / "index.sqlite").close()
-    assert server.main(["--notes", str(tmp_path / "index.sqlite")]) == 0
+    assert cli.main(["--notes", str(tmp_path / "index.sqlite")]) == 0
     assert "notes: on (3 blocks" in capsys.readouterr().err and len(apps[-1].state.notes) == 3
-    assert server.main(["--no-notes"]) == 0
+    assert cli.main(["--no-notes"]) == 0
     assert "notes" not in capsys.readouterr().err and apps[-1].state.notes is None
 
 
@@ -879,23 +879,23 @@ def test_health_hides_the_model_path_unless_asked():
     assert model == {"profile": "p"}
     with TestClient(create_app(engine, ServerSettings(show_model_path=True))) as test_client:
         assert test_client.get("/health").json()["model"]["path"] == "/home/me/secret/best.pt"
-    args = server.parse_args(["--health-shows-path"])
-    assert server.settings_from_args(args).show_model_path
+    args = cli.parse_args(["--health-shows-path"])
+    assert cli.settings_from_args(args).show_model_path
     with pytest.raises(ValueError, match="--health-shows-path: refused"):
-        server.settings_from_args(server.parse_args(["--host", "0.0.0.0", "--health-shows-path"]))
+        cli.settings_from_args(cli.parse_args(["--host", "0.0.0.0", "--health-shows-path"]))
 
 
 def test_main_refuses_to_show_the_path_off_loopback(capsys):
-    assert server.main(["--host", "0.0.0.0", "--health-shows-path"]) == 2
+    assert cli.main(["--host", "0.0.0.0", "--health-shows-path"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--health-shows-path" in err
 
 
 def test_main_applies_the_connection_limits(monkeypatch, engine):
     calls = {}
-    monkeypatch.setattr(server, "load_engine", lambda ckpt, device, threads, compile: engine)
+    monkeypatch.setattr(cli, "load_engine", lambda ckpt, device, threads, compile: engine)
     monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.update(kwargs, app=app))
-    assert server.main(["--max-connections", "7", "--header-timeout-s", "3"]) == 0
+    assert cli.main(["--max-connections", "7", "--header-timeout-s", "3"]) == 0
     assert calls["app"].state.settings.max_connections == 7 and calls["h11_max_incomplete_event_size"] == 16 * 1024
     assert calls["timeout_keep_alive"] == 5 and calls["http"].header_timeout_s == 3
     # The cap is the app's ConnectionCap (503 + Retry-After), not uvicorn's bare 503.
@@ -924,7 +924,7 @@ REAL_BATCH, REAL_LINE, REAL_HEADER_TIMEOUT_S = 4, 4, 1.0
 
 @pytest.fixture(scope="module")
 def real_server(tmp_path_factory):
-    """(url, log path) of `python -m bytechat.serve.web.server` with the limits above."""
+    """(url, log path) of `python -m bytechat.serve.web.cli` with the limits above."""
     folder = tmp_path_factory.mktemp("real-server")
     args = ("--max-batch-size", str(REAL_BATCH), "--max-waiting", str(REAL_LINE), "--max-wait-s", "1")
     args += ("--header-timeout-s", str(REAL_HEADER_TIMEOUT_S), "--body-timeout-s", "1")
@@ -1074,7 +1074,7 @@ def test_a_real_engine_is_served_from_the_batch_and_batch_size_0_turns_it_off(en
     assert isinstance(create_app(engine, SETTINGS).state.workers, server.BatchedReplies)
     assert isinstance(create_app(engine, ServerSettings(max_batch_size=0)).state.workers, ReplyWorkers)
     assert isinstance(create_app(ScriptedEngine([])).state.workers, ReplyWorkers), "a fake engine cannot batch"
-    settings = server.settings_from_args(server.parse_args(["--max-batch-size", "4"]))
+    settings = cli.settings_from_args(cli.parse_args(["--max-batch-size", "4"]))
     assert settings.max_batch_size == 4 and ServerSettings().max_batch_size == 16
     with pytest.raises(ValueError, match="max_batch_size"):
         ServerSettings(max_batch_size=-1)
@@ -1223,8 +1223,8 @@ def test_a_request_that_does_not_say_decodes_as_the_server_is_told(engine, monke
     """faithful left out: the server's setting (on, or off with --no-faithful); a request
     that says overrides it. With no notes shown, on keeps the reply to the bot's own sentences."""
     monkeypatch.setattr(copying, "OWN_WORDS", True)
-    assert server.settings_from_args(server.parse_args([])).faithful is copying.SHIPPED is True
-    assert server.settings_from_args(server.parse_args(["--no-faithful"])).faithful is False
+    assert cli.settings_from_args(cli.parse_args([])).faithful is copying.SHIPPED is True
+    assert cli.settings_from_args(cli.parse_args(["--no-faithful"])).faithful is False
     body = {**HI, "temperature": 0, "max_new_tokens": 64}
     replies, overridden = {}, {}
     for faithful in (True, False):

@@ -1,6 +1,6 @@
 """End to end in a real browser: the real server process, Debian's Chromium, Playwright.
 
-Starts `python -m bytechat.serve.web.server --ckpt <tiny random model>` on a free loopback port,
+Starts `python -m bytechat.serve.web.cli --ckpt <tiny random model>` on a free loopback port,
 then types into the page like a person: a streamed reply appears, a long reply is
 stopped, a server error is shown. Screenshots (desktop and phone) go to the test's tmp
 folder, or to $BYTECHAT_SCREENSHOTS when set.

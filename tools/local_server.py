@@ -99,14 +99,14 @@ def running_server(
     log_path: str | Path | None = None,
     env: dict[str, str] | None = None,
 ) -> Iterator[str]:
-    """`python -m bytechat.serve.web.server --ckpt ckpt` on a free port; yields its base URL.
+    """`python -m bytechat.serve.web.cli --ckpt ckpt` on a free port; yields its base URL.
     The server's output goes to log_path if given (kept after it stops), else a temp file;
     env is added to this process's environment."""
     port = free_port()
     command = [
         sys.executable,
         "-m",
-        "bytechat.serve.web.server",
+        "bytechat.serve.web.cli",
         "--ckpt",
         str(ckpt),
         "--port",

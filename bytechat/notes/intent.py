@@ -96,6 +96,7 @@ def _act_classifier():
     return _fitted([p for p, _ in pairs], [name for _, name in pairs])
 
 
+@functools.lru_cache(maxsize=1024)  # a turn asks of the same message several times (notes, topic, act)
 def small_talk_probability(text: str) -> float:
     """The classifier's probability that text is small talk (0 to 1)."""
     return float(_classifier().predict_proba([text.lower()])[0, 1])

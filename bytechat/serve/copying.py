@@ -30,9 +30,9 @@ its small talk drifts into word salad on notes it never saw. With
   sentence ends: the model picks the sentence byte by byte, so small talk stays
   grammatical on notes it never saw. With SMALL_TALK_ACTS (shipped), a message chat
   sent no notes that reads as small talk of one kind (bytechat.notes.intent: thanks, a
-  goodbye, feeling low) gets one of that kind's sentences. With NOTES_OWN_WORDS (shipped) the same holds where
-  notes are shown, for a reply that opens no quote. Without OWN_WORDS such replies are
-  never constrained;
+  goodbye, feeling low) gets one of that kind's sentences. With NOTES_OWN_WORDS
+  (shipped) the same holds where notes are shown, for a reply that opens no quote.
+  Without OWN_WORDS such replies are never constrained;
 - a model taught `grounded.answers: span` (its checkpoint's answer_style) answers in
   sentences of its own making: with SPAN_FRAMES (shipped) such a reply is one of the
   frames its dialogues are written with, the notes copied into its slots
@@ -307,7 +307,6 @@ def _last_user(messages: Sequence[Mapping[str, str]]) -> str | None:
     return users[-1] if users else None
 
 
-@lru_cache(maxsize=32)
 def own_sentences(act: str | None = None, said: str | None = None) -> tuple[bytes, ...]:
     """Every reply training teaches that quotes no note: the small talk of
     dialogues.everyday (every filler), the abstention, and the primer's replies in its
@@ -316,13 +315,29 @@ def own_sentences(act: str | None = None, said: str | None = None) -> tuple[byte
     small-talk topic): only that topic's replies to said, the message ("morning!" gets a
     good morning, not a good evening: everyday.said_fillers)."""
     if act is not None:
-        return tuple(escape_content(s).encode("utf-8") for s in everyday.topic_replies(act, said))
+        return _act_sentences(act, tuple(sorted(everyday.said_fillers(act, said).items())) if said else ())
+    return _all_own_sentences()
+
+
+@lru_cache(maxsize=1)
+def _all_own_sentences() -> tuple[bytes, ...]:
     said = [*everyday.all_replies(), ABSTAIN]
     if paths.primer_file().is_file():
         for dialogue in load_primer(paths.primer_file()):
             if not any(NOTES_HEADER in m["content"] for m in dialogue if m["role"] == "system"):
                 said += [m["content"] for m in dialogue if m["role"] == "assistant"]
-    return tuple(escape_content(s).encode("utf-8") for s in said)
+    return _encoded(said)
+
+
+@lru_cache(maxsize=64)
+def _act_sentences(act: str, fillers: tuple[tuple[str, str], ...]) -> tuple[bytes, ...]:
+    """One act's replies with the fillers its message said (cached by act and fillers,
+    not by message)."""
+    return _encoded(everyday.topic_replies(act, fixed=dict(fillers)))
+
+
+def _encoded(sentences) -> tuple[bytes, ...]:
+    return tuple(escape_content(s).encode("utf-8") for s in sentences)
 
 
 def _continuations(sentences: Sequence[bytes], prefix: bytes) -> set[int]:

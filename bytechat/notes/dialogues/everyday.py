@@ -391,9 +391,8 @@ def chat_prompts() -> list[str]:
 def chat_topics() -> dict[str, list[str]]:
     """Each topic that looks nothing up, with every prompt it can make (another joke's
     under "joke"): what bytechat.notes.intent learns a small talk's act from."""
-    topics = {t.name: _prompts([t]) for t in TOPICS if not t.refusal}
-    for name in topics:  # _prompts adds ANOTHER to every list; it belongs to the jokes
-        topics[name] = [p for p in topics[name] if p not in ANOTHER or name == "joke"]
+    topics = {t.name: [p for template in t.prompts for p in every_fill(template)] for t in TOPICS if not t.refusal}
+    topics["joke"] += ANOTHER
     return topics
 
 
@@ -413,11 +412,12 @@ def said_fillers(name: str, prompt: str) -> dict[str, str]:
     return fixed
 
 
-def topic_replies(name: str, prompt: str | None = None) -> list[str]:
+def topic_replies(name: str, prompt: str | None = None, fixed: dict[str, str] | None = None) -> list[str]:
     """Every reply the topic's templates can make (each filler choice); a joke's
     includes another joke's. prompt: the message replied to, whose fillers the reply
-    keeps (said_fillers)."""
-    fixed = said_fillers(name, prompt) if prompt else None
+    keeps (said_fillers); or those fillers, fixed."""
+    if prompt:
+        fixed = said_fillers(name, prompt)
     said = [r for template in BY_NAME[name].replies for r in every_fill(template, fixed)]
     if name == "joke":
         said += [opening + joke for opening in ANOTHER_OPENINGS for joke in JOKES]

@@ -200,6 +200,19 @@ def notes_in_use() -> Path:
     return paths.roam_dir() if roam.find_pages(paths.roam_dir()) else paths.example_roam_dir()
 
 
+def add_notes_arguments(parser) -> None:
+    """The flags that choose the notes (--notes, --no-notes, --no-reindex) for the chat
+    and the web server alike; open_for_chat takes what they say."""
+    notes = parser.add_mutually_exclusive_group()
+    notes.add_argument(
+        "--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)"
+    )
+    notes.add_argument("--no-notes", action="store_true", help="answer without your notes")
+    parser.add_argument(
+        "--no-reindex", action="store_true", help="do not rebuild a stale notes index at start (notes go off instead)"
+    )
+
+
 def open_for_chat(path: str | Path | None = None, reindex: bool = True) -> tuple[NotesIndex | None, str]:
     """(index, one line to show) for chat start-up. path None: the pipeline's index,
     checked against the notes in use; a given path: checked against the folder it was

@@ -42,7 +42,7 @@ from bytechat.serve.generate import (
 )
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError
 from bytechat.notes import intent
-from bytechat.notes.retrieval import notes_budget, open_for_chat, retrieve_for_chat, with_notes
+from bytechat.notes.retrieval import add_notes_arguments, notes_budget, open_for_chat, retrieve_for_chat, with_notes
 
 COMMANDS_HELP = """commands:
   /reset        forget the conversation (the /system prompt stays)
@@ -176,14 +176,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=None, help="make the whole session reproducible")
     parser.add_argument("--device", default=None, help="cpu, cuda, mps (default: best available)")
-    notes = parser.add_mutually_exclusive_group()
-    notes.add_argument(
-        "--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)"
-    )
-    notes.add_argument("--no-notes", action="store_true", help="answer without your notes")
-    parser.add_argument(
-        "--no-reindex", action="store_true", help="do not rebuild a stale notes index at start (notes go off instead)"
-    )
+    add_notes_arguments(parser)
     parser.add_argument("--no-compile", action="store_true", help="decode eager (no ~30 s compile at the first start)")
     parser.add_argument(
         "--summary", metavar="PROFILE", help="describe PROFILE's export and how to chat with it, then exit"

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from bytechat.notes import intent
-from bytechat.notes.retrieval import open_for_chat
+from bytechat.notes.retrieval import add_notes_arguments, open_for_chat
 from bytechat.notes.watch import watch_index
 from bytechat.serve.generate import compile_wanted
 from bytechat.serve.web.guard import uvicorn_options
@@ -87,14 +87,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="/health shows the model's path (refused unless bound to loopback)",
     )
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
-    notes = p.add_mutually_exclusive_group()
-    notes.add_argument(
-        "--notes", metavar="PATH", help="notes index to answer from (default: artifacts/notes/index.sqlite)"
-    )
-    notes.add_argument("--no-notes", action="store_true", help="answer without the notes")
-    p.add_argument(
-        "--no-reindex", action="store_true", help="do not rebuild a stale notes index at start (notes go off instead)"
-    )
+    add_notes_arguments(p)
     p.add_argument("--no-watch", action="store_true", help="do not re-index the notes when a page changes")
     p.add_argument("--no-compile", action="store_true", help="decode eager (no compile at start)")
     p.add_argument("--no-faithful", action="store_true", help="decode freely unless a request asks (docs/chat.md)")

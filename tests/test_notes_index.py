@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from bytechat.core import paths
 from bytechat.notes import roam
-from bytechat.notes.blocks import NO_NOTES, NoteBlock, page_blocks, render_notes
+from bytechat.notes.blocks import GROUP_BYTES, NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
@@ -309,6 +309,22 @@ def test_long_blocks_are_cut_without_losing_a_word(outline, max_bytes):
     written = " ".join(b.text for b in blocks)
     for word in " ".join(" ".join(w) for _, w in outline).split():
         assert word in written or all(part in written for part in _pieces(word, written)), word
+
+
+def test_a_long_block_is_cut_between_children_and_a_child_keeps_the_lines_under_it():
+    page = roam.RoamPage(
+        "Dad",
+        "- Health\n    - GP is Dr. Okafor at Westport Medical Centre\n"
+        "    - on warfarin, INR check every second Tuesday\n        - last result 2.6 on 2 February 2027\n"
+        "- Ring him on Sundays\n    - after the news",
+    )
+    texts = [b.text for b in page_blocks(page)]
+    assert texts == [
+        "Health\n  GP is Dr. Okafor at Westport Medical Centre",  # with the next child: past GROUP_BYTES
+        "Health\n  on warfarin, INR check every second Tuesday\n    last result 2.6 on 2 February 2027",
+        "Ring him on Sundays\n  after the news",  # short children stay with their parent
+    ]
+    assert len("\n".join(texts[:2]).encode()) > GROUP_BYTES
 
 
 def _pieces(word: str, written: str) -> list[str]:

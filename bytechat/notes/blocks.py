@@ -4,11 +4,13 @@ A Roam page is cut into blocks: a top-level bullet with its children (a page of 
 notes format comes as Roam markdown: bytechat/notes/readers/). Roam markup is
 turned into plain text (`{{[[TODO]]}}` -> `TODO`, `[[Page]]` -> `Page`, `**b**` -> `b`,
 `key:: value` -> `key: value`), bullet markers are dropped and each child level is
-indented by two spaces. A block longer than MAX_BLOCK_BYTES is cut into several blocks
-at child boundaries (a line longer than that at spaces), each child block starting with
-the parent's first line (shortened), so no word is lost to retrieval and every block
-still reads on its own. Short blocks matter: the model quotes the block it answers
-from, and its quotes go wrong more often the longer they are (docs/notes.md).
+indented by two spaces. Children share a block while it stays within GROUP_BYTES; past
+that the block is cut at child boundaries, each child block starting with the parent's
+first line (shortened), and a line too long for MAX_BLOCK_BYTES is cut at spaces, so no
+word is lost to retrieval and every block still reads on its own. Short blocks matter:
+the model quotes the block it answers from, its quotes go wrong more often the longer
+they are, and a quote of the one line that answers says the fact with fewer words
+around it (docs/notes.md).
 
 The notes go into the system turn, one block per entry, the best match last (closest
 to the question, so the model copies from nearby):
@@ -32,6 +34,7 @@ from bytechat.notes.readers.model import outline_lines
 from bytechat.notes.roam import RoamPage
 
 MAX_BLOCK_BYTES = 150  # one block's text; longer blocks are cut (see above)
+GROUP_BYTES = 100  # children share a block while it stays this short (docs/notes.md, "Blocks")
 NOTES_HEADER = "Notes:"
 ANSWER_PREFIX = "From "  # a quote of a note: `From [Page] block text` (grounded.answer)
 NO_NOTES = "Notes: none found."
@@ -134,6 +137,23 @@ def _wrap(line: str, limit: int) -> list[str]:
     return [indent + piece for piece in pieces]
 
 
+def _child_pieces(lines: list[str], room: int) -> list[str]:
+    """The lines under a block's first line, as the pieces a block is cut between: a child
+    with the lines under it where they fit in room bytes ("DONE book the ferry" keeps its
+    "nested detail"), else each of its lines, wrapped to fit."""
+    units: list[list[str]] = []
+    for line in lines:
+        if units and line.startswith("    "):  # deeper than a child: part of the last child
+            units[-1].append(line)
+        else:
+            units.append([line])
+    pieces = []
+    for unit in units:
+        whole = "\n".join(unit)
+        pieces += [whole] if _size(whole) <= room else [p for line in unit for p in _wrap(line, room)]
+    return pieces
+
+
 def _origin(page: RoamPage, top_lines: list[int]):
     """block number -> (uid, source, line, heading) of each top-level block of the page:
     from the reader's block tree (each of its top-level Blocks is one top-level outline
@@ -175,10 +195,10 @@ def page_blocks(page: RoamPage, max_bytes: int = MAX_BLOCK_BYTES) -> list[NoteBl
         first, *more = _wrap(lines[0], max_bytes)
         lead = _clip(lines[0], max_bytes // 3)
         current = first
-        pieces = [*more, *(p for line in lines[1:] for p in _wrap(line, max_bytes - _size(lead) - 1))]
+        pieces = [*more, *_child_pieces(lines[1:], max_bytes - _size(lead) - 1)]
         for i, piece in enumerate(pieces):
             candidate = f"{current}\n{piece}"
-            if _size(candidate) > max_bytes:
+            if _size(candidate) > min(GROUP_BYTES, max_bytes):
                 blocks.append(note(current))
                 candidate = piece if i < len(more) else f"{lead}\n{piece}"
             current = candidate

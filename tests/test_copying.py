@@ -117,6 +117,23 @@ def test_a_page_question_may_quote_several_blocks_each_once():
     assert allowed(m, "From [Jonas] bday\nFrom [") is None  # the first was no quote: unconstrained
 
 
+def test_a_further_quote_starts_only_where_it_fits_the_reply_whole(monkeypatch):
+    """A page question's reply is never cut inside a quote by the reply's byte limit: after
+    a whole quote another starts only if it and a stop tag fit in what is left."""
+    first = quote(JONAS) + b"\n"
+    need = len(first) + len(quote(STARTER)) + min(len(t) for t in TAGS)  # the second quote, whole, then a tag
+    prompt = format_chat(chat([JONAS, STARTER])).encode()
+    for room, nexts in ((need, b"Fasu"), (need - 1, b"asu"), (None, b"Fasu")):
+        m = FaithfulCopy.from_prompt(prompt, room=room)
+        assert allowed(m, first) == nexts, room
+    assert allowed(FaithfulCopy.from_prompt(prompt, room=10), b"From [") == b"JS", "the first quote is never held back"
+    # chat and the eval pass the reply's limit: a greedy reply of the batch engine and of
+    # generate_bytes alike keeps its quotes whole
+    monkeypatch.setattr(copying, "BEST_FIRST", True)
+    guard = copying.copy_guard(prompt, True, room=need - 1)
+    assert allowed(guard, first) == b"asu"
+
+
 def test_best_first_the_first_quote_is_retrievals_best_then_any_other(monkeypatch):
     """BEST_FIRST: a reply's first quote is of the block placed last (retrieval's best,
     where training puts the answering block); after it another shown block may follow."""

@@ -77,7 +77,7 @@ class BatchRequest:
         self.text = bytearray(prompt[-block_size:])  # what the model currently sees
         self.produced = bytearray()
         self.guard = RepeatGuard(sampling.repeat_guard)
-        self.copy = copy_guard(prompt, sampling.faithful, answer_style)  # None unless faithful
+        self.copy = copy_guard(prompt, sampling.faithful, answer_style, sampling.max_new_bytes)  # None unless faithful
         self.assembler = ReplyAssembler()
         self.row: int | None = None  # its row of the cache while in the batch (rows move as others leave)
         self.log_probs: torch.Tensor | None = None  # of its next byte, (256,)

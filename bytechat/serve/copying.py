@@ -21,8 +21,10 @@ its small talk drifts into word salad on notes it never saw. With
   the reply may end at any character boundary from the page name's "]" on, so the
   model also chooses where to stop. Once the reply is a whole quote that no longer
   shown quote extends, the end is forced. After a whole quote, "\nFrom [" may start
-  the quote of another shown block (each block once). Inside a quote the repeat guard
-  is off (restrict): a quote cannot loop;
+  the quote of another shown block (each block once), and only if it fits, stop tag and
+  all, in the bytes the reply has left (room: SamplingConfig.max_new_bytes), so a page
+  question's reply ends after its last whole quote instead of being cut inside one.
+  Inside a quote the repeat guard is off (restrict): a quote cannot loop;
 - with OWN_WORDS (shipped), where the prompt shows no notes (small talk, "Notes: none
   found.") there is nothing to quote or answer from, so the reply must stay a prefix of
   one of own_sentences (the small talk of dialogues.everyday with every filler, the
@@ -60,7 +62,7 @@ from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
 from bytechat.serve.sampling import RepeatGuard
 from bytechat.serve.span_frames import SpanFrames, sources_of
-from bytechat.text.chat_format import ChatFormatError, escape_content, parse_chat, tag_continuations
+from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat, tag_continuations
 
 # Whether chat and the web API decode faithfully unless told otherwise (--no-faithful,
 # "faithful": false); the eval stage's own switch is params.yaml eval.faithful. On: better
@@ -108,6 +110,7 @@ FRAMES = (("On your page on ", ": "), ("On your ", " page: "))
 FRAMED = b"On your "
 _NEWLINE = b"\n"
 _NEXT = _NEWLINE + OPENING  # a page question's reply may quote several of the page's blocks, one per line
+_TAG_BYTES = min(len(tag.encode("utf-8")) for tag in STOP_TAGS)  # the least a reply's end takes
 
 
 def shown_entries(messages: Sequence[Mapping[str, str]]) -> list[str]:
@@ -157,8 +160,10 @@ class FaithfulCopy:
         whole: bool = False,
         best_first: bool = False,
         framed: bool = False,
+        room: int | None = None,
     ) -> None:
-        self.sentences = sorted(set(sentences))  # the bot's own replies; () leaves other replies free
+        self.sentences = sorted(set(sentences))
+        self.room = room  # the reply's bytes in all (None: no limit); a further quote must fit  # the bot's own replies; () leaves other replies free
         self.best = len(entries) - 1 if best_first else None  # the entry a reply's first quote must be of
         self.quotes: list[bytes] = []
         self.first_stop: list[int] = []  # per quote: the reply may end once it is this long
@@ -182,11 +187,12 @@ class FaithfulCopy:
         best_first: bool = False,
         framed: bool = False,
         notes_own_words: bool = False,
+        room: int | None = None,
     ) -> FaithfulCopy | None:
         entries = shown_entries(messages)
         if entries:
             sentences = own_sentences() if own_words and notes_own_words else ()
-            return cls(entries, sentences, whole=whole, best_first=best_first, framed=framed)
+            return cls(entries, sentences, whole=whole, best_first=best_first, framed=framed, room=room)
         if not own_words:
             return None
         act = small_talk_act(messages) if SMALL_TALK_ACTS else None
@@ -201,12 +207,13 @@ class FaithfulCopy:
         best_first: bool = False,
         framed: bool = False,
         notes_own_words: bool = False,
+        room: int | None = None,
     ) -> FaithfulCopy | None:
         """The machine for the notes a chat prompt shows, or (own_words) for a prompt that
         shows none, the bot's own sentences; None when it would constrain nothing.
         notes_own_words: with own_words, a reply that opens no quote where notes are shown
-        is one of the bot's own sentences too."""
-        return cls.from_messages(prompt_messages(prompt), own_words, whole, best_first, framed, notes_own_words)
+        is one of the bot's own sentences too. room: the reply's byte limit."""
+        return cls.from_messages(prompt_messages(prompt), own_words, whole, best_first, framed, notes_own_words, room)
 
     def quoting(self, reply: bytes) -> bool:
         """Whether reply opens as a quote (`From [`, or framed: "On your ")."""
@@ -229,9 +236,12 @@ class FaithfulCopy:
         tail = current[cut:] if cut >= 0 else b""  # a stop tag or the next quote being written: "\n", "\nus", "\nFr"
         ended_at_cut = bool(tail) and bool(self._ends(current[:cut], used))
         whole_at_cut = self._ends(current[:cut], used, whole=True) if tail else set()
+        base = len(reply) - len(current)  # the reply's bytes before the quote being written
         for n, (quote, first_stop) in enumerate(zip(self.quotes, self.first_stop)):
             if self.entry[n] in used or (not earlier and self.best not in (None, self.entry[n])):
                 continue  # a page's block is quoted once per reply; the first, with best_first, is the best
+            if earlier and not self._fits(base, quote):
+                continue  # a further quote only where it fits whole
             if quote.startswith(current):
                 if len(current) < len(quote):
                     nexts.add(quote[len(current)])
@@ -239,12 +249,17 @@ class FaithfulCopy:
                     nexts.add(_NEWLINE[0])
         if ended_at_cut:
             nexts.update(tag_continuations(tail))
-            others = set(self.entry) - used - whole_at_cut
+            at = len(reply) - len(tail) + len(_NEWLINE)  # where another quote would start
+            others = {self.entry[n] for n, q in enumerate(self.quotes) if self._fits(at, q)} - used - whole_at_cut
             if whole_at_cut and others and len(tail) < len(_NEXT) and _NEXT.startswith(tail):
                 nexts.add(_NEXT[len(tail)])
         # Empty only if the reply left the quotes before the constraint applied (a switch
         # turned on mid-reply): then nothing is constrained rather than nothing allowed.
         return sorted(nexts) if nexts else None
+
+    def _fits(self, start: int, quote: bytes) -> bool:
+        """Whether quote, begun at byte start of the reply, ends with a stop tag in room."""
+        return self.room is None or start + len(quote) + _TAG_BYTES <= self.room
 
     def _own(self, reply: bytes) -> list[int] | None:
         """A reply that is no quote: one of the bot's own sentences, whole, then a stop tag.
@@ -366,17 +381,22 @@ def _boundary(quote: bytes, at: int) -> bool:
     return at >= len(quote) or not 0x80 <= quote[at] < 0xC0
 
 
-def copy_guard(prompt: bytes, faithful: bool, answer_style: str | None = None) -> FaithfulCopy | QuotesOrFrames | None:
+def copy_guard(
+    prompt: bytes, faithful: bool, answer_style: str | None = None, room: int | None = None
+) -> FaithfulCopy | QuotesOrFrames | None:
     """The machine generate_bytes and the batch engine decode a prompt's reply with:
     None when the switch is off (or there is nothing to constrain). answer_style: how the
     model was taught to answer (its checkpoint's `answer_style`; None: not recorded, a
-    quote, as every checkpoint before it was)."""
+    quote, as every checkpoint before it was). room: the reply's byte limit
+    (max_new_bytes), which a page question's further quotes must fit."""
     if not faithful:
         return None
     span = answer_style == SPAN_STYLE
     notes_own_words = NOTES_OWN_WORDS and (not span or SPAN_FRAMES)
     messages = prompt_messages(prompt)
-    quotes = FaithfulCopy.from_messages(messages, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words)
+    quotes = FaithfulCopy.from_messages(
+        messages, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words, room
+    )
     entries = shown_entries(messages) if span and SPAN_FRAMES else []
     return QuotesOrFrames(quotes, SpanFrames(*sources_of(entries))) if entries and quotes else quotes
 

@@ -112,7 +112,7 @@ def generate_bytes(
     log_probs = prefill(model, text, cache, device)
     produced = bytearray()
     guard = RepeatGuard(sampling.repeat_guard)
-    copy = copy_guard(prompt, sampling.faithful, answer_style)
+    copy = copy_guard(prompt, sampling.faithful, answer_style, sampling.max_new_bytes)
     one = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
     for i in range(sampling.max_new_bytes):
         if should_stop is not None and should_stop():

@@ -20,6 +20,7 @@ from bytechat.notes import roam
 from bytechat.notes.blocks import GROUP_BYTES, NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
+from bytechat.notes.search import PAGE_BLOCKS
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
 from bytechat.notes.dialogues.asking import KEYWORD_TEMPLATES, PAGE_TEMPLATES
 from bytechat.notes.query import day_mentions, possessors, query_terms, words
@@ -240,7 +241,24 @@ def test_a_page_s_tags_come_after_what_it_says():
     ]
     with NotesIndex.build(blocks) as idx:
         assert [h.position for h in idx.search("who is Priya?", k=3)] == [1, 2, 0]
-        assert [h.position for h in idx.search("who is Priya?", k=2)] == [1, 2]
+
+
+def test_a_whole_page_question_gets_more_of_the_page_than_a_fact_question():
+    """search.PAGE_BLOCKS: "tell me about X" is answered from several of the page's blocks
+    (chat shows as many as fit); a question for one fact on the page gets k."""
+    blocks = [NoteBlock("Gus", f"note {n}: fed on day {n} at 0{n}:00", n) for n in range(8)]
+    with NotesIndex.build(blocks) as idx:
+        page = idx.search("tell me about Gus", k=3)
+        assert [h.position for h in page] == list(range(PAGE_BLOCKS))
+        assert len(idx.search("what time is Gus fed?", k=3)) == 3  # a time asked: one fact
+        shown = retrieve_for_chat(idx, [{"role": "user", "content": "tell me about Gus"}], k=3)
+        assert len(shown) == PAGE_BLOCKS, "chat shows them all when no budget cuts"
+        tight = notes_budget(256, [{"role": "user", "content": "tell me about Gus"}])
+        assert (
+            0
+            < len(retrieve_for_chat(idx, [{"role": "user", "content": "tell me about Gus"}], budget_bytes=tight))
+            < PAGE_BLOCKS
+        )
 
 
 def test_a_block_s_key_and_todos_are_what_it_is_about():

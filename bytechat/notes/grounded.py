@@ -131,6 +131,12 @@ def fit_notes(blocks: Sequence[NoteBlock], question: str, context_bytes: int, k:
     return [blocks[i] for i in fitting(blocks, k, budget)]
 
 
+def shown_as_chat(found: Sequence[NoteBlock], question: str, context_bytes: int, k: int) -> list[NoteBlock]:
+    """What chat shows of retrieval's hits for question: all it returned (k, or a
+    whole-page question's more: search.PAGE_BLOCKS) that fit the budget."""
+    return fit_notes(found, question, context_bytes, max(k, len(found)))
+
+
 @dataclass(frozen=True)
 class Asked:
     """A training question about a block, and how to answer it in a given room (bytes)."""
@@ -215,7 +221,7 @@ def page_dialogue(block: NoteBlock, retrieve: Retriever, rng: random.Random, k: 
     hits = list(retrieve(text, k))
     if not any(b.page == block.page for b in hits):
         hits = [block, *(h for h in hits if h != block)]
-    shown = fit_notes(hits, text, context_bytes, k)
+    shown = shown_as_chat(hits, text, context_bytes, k)
     if not any(b.page == block.page for b in shown):
         shown = fit_notes([block, *shown], text, context_bytes, k)
     prompt = [{"role": "system", "content": render_notes(shown)}, {"role": "user", "content": text}]
@@ -235,7 +241,7 @@ def uncovered_dialogue(
 
 def abstaining(text: str, retrieve: Retriever, k: int, context_bytes: int, kind: str = "uncovered") -> Dialogue:
     """text asked as chat lays it out (retrieval's hits for it), answered ABSTAIN."""
-    notes = render_notes(fit_notes(retrieve(text, k), text, context_bytes, k))
+    notes = render_notes(shown_as_chat(retrieve(text, k), text, context_bytes, k))
     messages = [
         {"role": "system", "content": notes},
         {"role": "user", "content": text},

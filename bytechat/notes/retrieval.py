@@ -17,7 +17,8 @@ Rules:
   the replies to it, below the new message's own words (NotesIndex.search). A message
   that is not a follow-up is searched alone: a new topic ("what's my passport number?")
   gets "none found", not the previous topic's notes.
-- Blocks are kept best first while the rendered notes fit budget_bytes; with terms but
+- Blocks are kept best first while the rendered notes fit budget_bytes (k of them, or a
+  whole-page question's PAGE_BLOCKS: NotesIndex.search); with terms but
   nothing found (or nothing that fits), the notes are render_notes([]): "Notes: none found."
 - A person's own system prompt stays first; the notes follow it (notes_system_content).
 """
@@ -144,7 +145,7 @@ def retrieve_for_chat(
     if not wants_notes(messages):
         return []
     hits = index.search(_user_texts(messages)[-1], k, topic=conversation_topic(messages))
-    return [hits[i] for i in fitting([h.block for h in hits], k, budget_bytes)]
+    return [hits[i] for i in fitting([h.block for h in hits], len(hits), budget_bytes)]  # k, or a page's more
 
 
 def fitting(blocks: Sequence[NoteBlock], k: int, budget_bytes: int | None) -> list[int]:

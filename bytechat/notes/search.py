@@ -42,6 +42,7 @@ _EARLIEST_YEAR, _LATEST_YEAR = 1900, 2100  # the years a day named without one i
 TOPIC_WEIGHT = 0.5  # a follow-up's conversation topic, in fusion
 TEXT_LIST_WEIGHT = 0.5  # the ranking over blocks' own key and text (no title), in fusion
 ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks for, in fusion
+PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
 
 _SEARCH = """
 SELECT b.id, b.page, b.text, b.position, hits.rank
@@ -196,7 +197,9 @@ class Search:
         page's blocks from the top (people write what matters first), tags-only last. A
         question for one fact (answer_kind: a TODO, a date, a number) gets the blocks
         holding that kind first, and among them those that say a question word
-        themselves ("how much honey in the granola?": the line with the honey)."""
+        themselves ("how much honey in the granola?": the line with the honey). A
+        question for the whole page gets up to PAGE_BLOCKS blocks (k if k is more), as
+        many as the prompt then holds; one for a fact, k."""
         groups = [[t, *near.get(t, [])] for t in terms]
         best = self._conn.execute(_TITLE_SEARCH, (title_expression(groups),)).fetchone()
         if best is None:
@@ -208,7 +211,7 @@ class Search:
         if kind is not None:  # a question for one fact, not "tell me about X"
             own = {row[0] for row in self._ranked([w for g in groups for w in g], len(rows) + 1, own_text=True)}
         rows.sort(key=lambda r: (kind is not None and not kind.search(r[2]), r[0] not in own, is_tags_only(r[2]), r[3]))
-        return self._with_origin(rows[:k])
+        return self._with_origin(rows[: k if kind is not None else max(k, PAGE_BLOCKS)])
 
     def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:
         """For each block id, the rarity-weighted share of the searched words it holds

@@ -221,9 +221,9 @@ class Conversations:
             found = list(self.retrieve(search, self.k))
             if not any(b.page == last.block.page for b in found):
                 found = [last.block, *found]
-            shown = grounded.fit_notes(found, last.user, self.context_bytes, self.k)
+            shown = grounded.shown_as_chat(found, last.user, self.context_bytes, self.k)
         elif wants_notes(messages):
-            shown = grounded.fit_notes(self.retrieve(last.user, self.k), last.user, self.context_bytes, self.k)
+            shown = grounded.shown_as_chat(self.retrieve(last.user, self.k), last.user, self.context_bytes, self.k)
         else:
             shown = []
         prompt = with_notes(messages, self._hits(shown), budget_bytes=self.context_bytes * 3 // 4)
@@ -299,7 +299,7 @@ class Conversations:
         messages = [{"role": "user", "content": t.prompt}]
         shown = []
         if searches(messages):
-            shown = grounded.fit_notes(self.retrieve(t.prompt, self.k), t.prompt, self.context_bytes, self.k)
+            shown = grounded.shown_as_chat(self.retrieve(t.prompt, self.k), t.prompt, self.context_bytes, self.k)
             if shown and t.refusal:
                 return None
         prompt = with_notes(messages, self._hits(shown), budget_bytes=self.context_bytes * 3 // 4)

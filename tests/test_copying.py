@@ -33,6 +33,7 @@ TAGS = tuple(t.encode() for t in STOP_TAGS)
 JONAS = NoteBlock("Jonas", "birthday: 14 February", 0)
 STARTER = NoteBlock("Sourdough Starter", "Feeding\n  Ratio 1:1:1 by weight\n  the night before", 1)
 JONAS_LONG = NoteBlock("Jonas", "birthday: 14 February, joke: never forget", 2)
+PAGE_QUESTION = "tell me about Jonas"  # the whole page asked: a reply may quote several blocks
 
 
 def chat(blocks, question: str = "when is Jonas's birthday?", system: str | None = None) -> list[dict[str, str]]:
@@ -72,7 +73,7 @@ def test_the_quotes_are_exactly_what_training_writes():
 
 
 def test_allowed_sets():
-    m = machine([JONAS, STARTER])
+    m = machine([JONAS, STARTER], question=PAGE_QUESTION)
     for free in ("", "F", "From", "From ", "I couldn't find that", "Hi! What do you need?", "From  [", "from ["):
         assert allowed(m, free) is None, free
     assert allowed(m, "From [") == b"JS"  # the model picks the block
@@ -93,7 +94,7 @@ def test_allowed_sets():
 
 def test_whole_quotes_end_only_where_the_block_or_its_value_ends():
     """WHOLE_QUOTES: as training quotes, never a block's first line alone."""
-    m = FaithfulCopy.from_prompt(format_chat(chat([JONAS, STARTER])).encode(), whole=True)
+    m = FaithfulCopy.from_prompt(format_chat(chat([JONAS, STARTER], PAGE_QUESTION)).encode(), whole=True)
     assert allowed(m, "From [Jonas]") == b" "
     assert allowed(m, "From [Jonas] 14 February") == b"\n"  # the value's quote is whole
     assert allowed(m, "From [Jonas] birthday: 1") == b"4"
@@ -106,13 +107,13 @@ def test_whole_quotes_end_only_where_the_block_or_its_value_ends():
 def test_a_page_question_may_quote_several_blocks_each_once():
     """summary.quotes: "tell me about X" answers with the page's blocks quoted one per line;
     each quote is as exact as a single one, and a block is not quoted twice."""
-    m = machine([JONAS, STARTER])
+    m = machine([JONAS, STARTER], question=PAGE_QUESTION)
     first = "From [Jonas] birthday: 14 February\n"
     assert allowed(m, first + "Fr") == b"o"
     assert allowed(m, first + "From [") == b"S"  # Jonas is quoted already
     assert allowed(m, first + "From [Sourdough Starter] Feeding\n") == b"\n asu"  # nothing left to quote
     assert allowed(m, "From [Jonas] 14 February\nFrom [") == b"S"  # the value's quote is the same block
-    assert allowed(machine([JONAS]), "From [Jonas] birthday: 14 February\n") == b"asu"
+    assert allowed(machine([JONAS], question=PAGE_QUESTION), "From [Jonas] birthday: 14 February\n") == b"asu"
     assert allowed(m, "From [Jonas] birth\n") == b"asu"  # another quote only after a whole one
     assert allowed(m, "From [Jonas] bday\nFrom [") is None  # the first was no quote: unconstrained
 
@@ -122,7 +123,7 @@ def test_a_further_quote_starts_only_where_it_fits_the_reply_whole(monkeypatch):
     a whole quote another starts only if it and a stop tag fit in what is left."""
     first = quote(JONAS) + b"\n"
     need = len(first) + len(quote(STARTER)) + min(len(t) for t in TAGS)  # the second quote, whole, then a tag
-    prompt = format_chat(chat([JONAS, STARTER])).encode()
+    prompt = format_chat(chat([JONAS, STARTER], PAGE_QUESTION)).encode()
     for room, nexts in ((need, b"Fasu"), (need - 1, b"asu"), (None, b"Fasu")):
         m = FaithfulCopy.from_prompt(prompt, room=room)
         assert allowed(m, first) == nexts, room
@@ -132,6 +133,25 @@ def test_a_further_quote_starts_only_where_it_fits_the_reply_whole(monkeypatch):
     monkeypatch.setattr(copying, "BEST_FIRST", True)
     guard = copying.copy_guard(prompt, True, room=need - 1)
     assert allowed(guard, first) == b"asu"
+
+
+@pytest.mark.parametrize(
+    ("question", "several"),
+    [
+        ("tell me about Jonas", True),
+        ("What did I write about jonas?", True),
+        ("when is Jonas's birthday?", False),  # one fact: one quote
+        ("how do I feed the starter?", False),
+    ],
+)
+def test_only_a_question_about_the_whole_page_may_quote_several_blocks(monkeypatch, question, several):
+    """ONE_FACT_ONE_QUOTE: after a whole quote another block's may follow only where the
+    question names nothing but the page (query.names_page)."""
+    first = "From [Jonas] birthday: 14 February\n"
+    prompt = format_chat(chat([JONAS, STARTER], question)).encode()
+    assert allowed(FaithfulCopy.from_prompt(prompt), first) == (b"Fasu" if several else b"asu")
+    monkeypatch.setattr(copying, "ONE_FACT_ONE_QUOTE", False)
+    assert allowed(FaithfulCopy.from_prompt(prompt), first) == b"Fasu", "off: the model chooses"
 
 
 def test_best_first_the_first_quote_is_retrievals_best_then_any_other(monkeypatch):
@@ -432,8 +452,15 @@ def test_notes_shown_a_reply_that_opens_no_quote_is_one_of_the_bots_sentences(mo
     SPAN_FRAMES, which keeps those to its frames)."""
     prompt = format_chat(chat([JONAS, STARTER])).encode()
     m = FaithfulCopy.from_prompt(prompt, own_words=True, notes_own_words=True)
-    assert {ord("F"), ord("O"), ord("I")} <= set(allowed(m, "")), "a quote, framed or not, or its own sentence"
+    assert allowed(m, "") == b"FI", "a question shown notes: a quote, or the abstention"
+    assert allowed(m, "I couldn't find that in your notes.") == b"\n"
     assert allowed(m, "Fr") == b"o" and allowed(m, "From [") == b"JS"
+    talk = format_chat(chat([JONAS, STARTER], "many thanks, that helps")).encode()  # small talk shown notes
+    everything = FaithfulCopy.from_prompt(talk, own_words=True, notes_own_words=True)
+    assert {ord("F"), ord("O"), ord("I"), ord("G")} <= set(allowed(everything, "")), "any of its sentences"
+    monkeypatch.setattr(copying, "QUESTIONS_QUOTE_OR_ABSTAIN", False)
+    m = FaithfulCopy.from_prompt(prompt, own_words=True, notes_own_words=True)
+    assert {ord("F"), ord("O"), ord("I")} <= set(allowed(m, "")), "off: a quote, framed or not, or its own sentence"
     assert allowed(m, "Sure. Want to record") is None  # no sentence of its own, no quote: left
     assert copying.copy_guard(prompt, True).sentences
     monkeypatch.setattr(copying, "SPAN_FRAMES", False)  # (with it: tests/test_span_frames.py)
@@ -520,7 +547,7 @@ def test_the_batch_engine_decodes_faithful_replies_as_decoding_alone(engine):
         assert done.reply == engine.reply(messages, sampling, seed).reply
         if sampling.faithful and done.reply.startswith("From ["):
             shown = [b for b in (JONAS, STARTER, JONAS_LONG) if b.render() in messages[0]["content"]]
-            assert any(quote(b).startswith(done.reply.encode()) for b in shown), done.reply
+            assert any(q.startswith(done.reply.encode()) for b in shown for q in quotes(b)), done.reply
 
 
 @pytest.mark.parametrize("style", [None, "quote", "span"])

@@ -23,7 +23,7 @@ from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder,
 from bytechat.notes.search import PAGE_BLOCKS
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
 from bytechat.notes.dialogues.asking import KEYWORD_TEMPLATES, PAGE_TEMPLATES
-from bytechat.notes.query import day_mentions, possessors, query_terms, words
+from bytechat.notes.query import day_mentions, names_page, possessors, query_terms, words
 from tests.helpers import write_tree
 from bytechat.notes.dialogues import everyday
 from bytechat.notes.retrieval import (
@@ -75,6 +75,21 @@ def index(graph, tmp_path):
 
 
 # ---------------------------------------------------------------- query terms
+
+
+@pytest.mark.parametrize(
+    ("question", "page", "whole"),
+    [
+        ("what did I write about sourdough?", "Sourdough Starter", True),
+        ("Summarise my page on Zürich trip.", "Zürich trip", True),
+        ("tell me about my Miso Soup", "Recipes/Miso Soup", True),
+        ("how do I feed the sourdough starter?", "Sourdough Starter", False),  # "feed": one fact
+        ("booking reference for the Copenhagen hotel?", "Copenhagen Trip", False),
+        ("hi", "Sourdough Starter", False),  # no topic words: nothing asked of the page
+    ],
+)
+def test_names_page_is_a_question_about_the_whole_page(question, page, whole):
+    assert names_page(question, page) is whole
 
 
 def test_query_terms_drop_question_words_and_keep_topics():

@@ -83,6 +83,15 @@ UNKNOWN_SPECIFICITY = 4.0  # a word unknown to English (a typo or a rare name)
 RRF_K = 60  # reciprocal-rank fusion: a row scores sum(weight / (RRF_K + rank)) over the lists
 
 
+def names_page(question: str, page: str) -> bool:
+    """Whether question asks about page as a whole: it has topic words and every one is a
+    word of the page's title ("what did I write about sourdough?" of Sourdough Starter,
+    "tell me about Annika"), as search's page rule reads a question, less its typos and
+    word forms. A question with a word beyond the title asks for one fact."""
+    terms = query_terms(question)
+    return bool(terms) and set(terms) <= set(words(page))
+
+
 def fold_latin(word: str) -> str:
     """Accents off Latin letters, as remove_diacritics does ("zürich" -> "zurich");
     other scripts are left alone (FTS5 folds only Latin)."""

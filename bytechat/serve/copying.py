@@ -60,6 +60,7 @@ from bytechat.notes.blocks import NOTES_HEADER
 from bytechat.notes.dialogues import everyday
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
+from bytechat.notes.query import names_page
 from bytechat.serve.sampling import RepeatGuard
 from bytechat.serve.span_frames import SpanFrames, sources_of
 from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat, tag_continuations
@@ -103,6 +104,18 @@ SPAN_FRAMES = True
 # smoke size the model knows its sentences but not which act a new phrasing is ("see you
 # tomorrow" -> "Sorry to hear that. ..."); measured in docs/chat.md.
 SMALL_TALK_ACTS = True
+# Whether a reply may quote several blocks only when the question asks about a page as a
+# whole (query.names_page: "what did I write about sourdough?"); a question for one fact
+# ("how many almonds go into the granola?") gets its one quote. Off, the model chooses,
+# and with short blocks it went on after a fact's quote (docs/notes.md, "Blocks of one
+# child, and quotes that fit").
+ONE_FACT_ONE_QUOTE = True
+# Whether, with NOTES_OWN_WORDS, a question shown notes (a message that does not read as
+# small talk: bytechat.notes.intent) that opens no quote may only abstain ("I couldn't
+# find that in your notes."), not say any other of the bot's sentences: a smoke model
+# answered "wen do i treat the bees for varoa" with "You're welcome 🙂" (docs/notes.md,
+# "Blocks of one child, and quotes that fit").
+QUESTIONS_QUOTE_OR_ABSTAIN = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 # The primer's answers from notes name the page in a frame (head, page, tail, then the
 # block), and every frame opens with FRAMED.
@@ -161,8 +174,10 @@ class FaithfulCopy:
         best_first: bool = False,
         framed: bool = False,
         room: int | None = None,
+        several: bool = True,
     ) -> None:
         self.sentences = sorted(set(sentences))
+        self.several = several  # whether another shown block's quote may follow a whole one
         self.room = room  # the reply's bytes in all (None: no limit); a further quote must fit  # the bot's own replies; () leaves other replies free
         self.best = len(entries) - 1 if best_first else None  # the entry a reply's first quote must be of
         self.quotes: list[bytes] = []
@@ -191,8 +206,12 @@ class FaithfulCopy:
     ) -> FaithfulCopy | None:
         entries = shown_entries(messages)
         if entries:
+            asked, best = _last_user(messages) or "", entries[-1]
             sentences = own_sentences() if own_words and notes_own_words else ()
-            return cls(entries, sentences, whole=whole, best_first=best_first, framed=framed, room=room)
+            if sentences and QUESTIONS_QUOTE_OR_ABSTAIN and not intent.reads_as_small_talk(asked):
+                sentences = _encoded([ABSTAIN])
+            several = not ONE_FACT_ONE_QUOTE or names_page(asked, best[1 : best.index("] ")])
+            return cls(entries, sentences, whole, best_first, framed, room, several)
         if not own_words:
             return None
         act = small_talk_act(messages) if SMALL_TALK_ACTS else None
@@ -251,7 +270,7 @@ class FaithfulCopy:
             nexts.update(tag_continuations(tail))
             at = len(reply) - len(tail) + len(_NEWLINE)  # where another quote would start
             others = {self.entry[n] for n, q in enumerate(self.quotes) if self._fits(at, q)} - used - whole_at_cut
-            if whole_at_cut and others and len(tail) < len(_NEXT) and _NEXT.startswith(tail):
+            if self.several and whole_at_cut and others and len(tail) < len(_NEXT) and _NEXT.startswith(tail):
                 nexts.add(_NEXT[len(tail)])
         # Empty only if the reply left the quotes before the constraint applied (a switch
         # turned on mid-reply): then nothing is constrained rather than nothing allowed.

@@ -32,7 +32,7 @@ LISTS = (
     ("value", "{items}\nThat's the gist of {page}."),
 )
 SENTENCES = (
-    ("name", "On {page}: {items}"),
+    ("name", "From {page}: {items}"),  # not "On your X page:", a framed quote's opening (copying.FRAMES)
     ("name", "In short, {notes} say: {items}"),
     ("value", "{items} That's from {page}."),
 )

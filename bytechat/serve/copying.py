@@ -23,7 +23,8 @@ its small talk drifts into word salad on notes it never saw. With
   shown quote extends, the end is forced. After a whole quote, "\nFrom [" may start
   the quote of another shown block (each block once), and only if it fits, stop tag and
   all, in the bytes the reply has left (room: SamplingConfig.max_new_bytes), so a page
-  question's reply ends after its last whole quote instead of being cut inside one.
+  question's reply ends after its last whole quote instead of being cut inside one; with
+  ONE_FACT_ONE_QUOTE (shipped), only for a question about the whole page.
   Inside a quote the repeat guard is off (restrict): a quote cannot loop;
 - with OWN_WORDS (shipped), where the prompt shows no notes (small talk, "Notes: none
   found.") there is nothing to quote or answer from, so the reply must stay a prefix of
@@ -33,8 +34,9 @@ its small talk drifts into word salad on notes it never saw. With
   grammatical on notes it never saw. With SMALL_TALK_ACTS (shipped), a message chat
   sent no notes that reads as small talk of one kind (bytechat.notes.intent: thanks, a
   goodbye, feeling low) gets one of that kind's sentences. With NOTES_OWN_WORDS
-  (shipped) the same holds where notes are shown, for a reply that opens no quote.
-  Without OWN_WORDS such replies are never constrained;
+  (shipped) the same holds where notes are shown, for a reply that opens no quote, and
+  with QUESTIONS_QUOTE_OR_ABSTAIN (shipped) a question's only such reply is the
+  abstention. Without OWN_WORDS such replies are never constrained;
 - a model taught `grounded.answers: span` (its checkpoint's answer_style) answers in
   sentences of its own making: with SPAN_FRAMES (shipped) such a reply is one of the
   frames its dialogues are written with, the notes copied into its slots

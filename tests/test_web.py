@@ -31,6 +31,7 @@ from bytechat.text.chat_format import ROLES, parse_chat
 from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
 from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock, render_notes
+from bytechat.notes.grounded import ABSTAIN
 from bytechat.notes.index import NotesIndex
 from bytechat.serve import copying
 from bytechat.serve.web import cli, server
@@ -189,7 +190,7 @@ def test_chat_returns_a_complete_reply(client):
     response = client.post("/chat", json={**HI, "max_new_tokens": 32, "seed": 7})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) == {"reply", "finish_reason", "n_bytes", "seconds", "bytes_per_s", "sources"}
+    assert set(body) == {"reply", "finish_reason", "n_bytes", "seconds", "bytes_per_s", "abstained", "sources"}
     assert body["finish_reason"] in ("stop", "length")
     assert 0 < body["n_bytes"] <= 32 and body["seconds"] > 0 and body["bytes_per_s"] > 0
     again = client.post("/chat", json={**HI, "max_new_tokens": 32, "seed": 7}).json()
@@ -596,6 +597,23 @@ def test_stream_sends_the_sources_event_first(notes_app):
     assert events[0][0] == "sources" and [s["page"] for s in events[0][1]["sources"]] == ["Bees"]
     assert [name for name, _ in events[1:-1]] == ["message"] * 4 and events[-1][0] == "done"
     assert "sources" not in events[-1][1]
+
+
+def test_a_reply_that_says_the_notes_lack_it_names_no_sources():
+    """The blocks shown did not answer: "I couldn't find that in your notes." lists none of
+    them as sources (the JSON reply), and its done event says so (the page drops the chips)."""
+    engine = NotesRecordingEngine()
+    engine.pieces = ["I couldn't find ", "that in your notes."]
+    with TestClient(create_app(engine, SETTINGS, NotesIndex.build(NOTE_BLOCKS))) as client:
+        body = client.post("/chat", json=HIVES).json()
+        assert body["reply"] == ABSTAIN and body["abstained"] is True and body["sources"] == []
+        assert engine.prompts[-1][0]["content"] == "Notes:\n[Bees] hives: 3", "it was shown the notes"
+        events = sse_events(client.post("/chat/stream", json=HIVES).text)
+        assert [s["page"] for s in events[0][1]["sources"]] == ["Bees"] and events[-1][1]["abstained"] is True
+    answered = TestClient(create_app(NotesRecordingEngine(), SETTINGS, NotesIndex.build(NOTE_BLOCKS)))
+    with answered as client:
+        body = client.post("/chat", json=HIVES).json()
+        assert body["abstained"] is False and [s["page"] for s in body["sources"]] == ["Bees"]
 
 
 def test_without_notes_the_sources_are_empty(client):

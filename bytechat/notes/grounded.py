@@ -117,6 +117,12 @@ def page_reply(name: str, picked: Sequence[NoteBlock], block: NoteBlock, rng: ra
     return summary.summary_reply(name, picked, rng, room)
 
 
+def abstains(reply: str) -> bool:
+    """Whether reply is the bot's "not in your notes": chat then names no sources (the
+    blocks it was shown did not answer), in the terminal, the API and the page."""
+    return reply.strip() == ABSTAIN
+
+
 def answer(block: NoteBlock) -> str:
     """The search box's reply: the block quoted whole (what training answered before
     issue 29; the eval's baseline pastes retrieval's top hit this way)."""

@@ -42,6 +42,7 @@ from bytechat.serve.generate import (
 )
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError
 from bytechat.notes import intent
+from bytechat.notes.grounded import abstains
 from bytechat.notes.retrieval import add_notes_arguments, notes_budget, open_for_chat, retrieve_for_chat, with_notes
 
 COMMANDS_HELP = """commands:
@@ -259,7 +260,7 @@ def stream_reply(session: ChatSession, text: str, interactive: bool) -> None:
         print("(reply stopped)", file=sys.stderr)
     elif done.finish_reason == "length" and interactive:
         print(f"(reply cut at {session.sampling.max_new_tokens} bytes)", file=sys.stderr)
-    if session.last_sources:
+    if session.last_sources and not abstains(done.reply):
         print_sources(session.last_sources, interactive)
 
 

@@ -4,7 +4,7 @@
     GET  /health       {"status": "ok", "model": engine.model_info, "block_size",
                         "limits": {...}, "load": {"running", "waiting"}}
     POST /chat         {"reply", "finish_reason", "n_bytes", "seconds", "bytes_per_s",
-                        "sources": [{"page", "text", "score"}, ...]}
+                        "abstained", "sources": [{"page", "text", "score"}, ...]}
     POST /chat/stream  text/event-stream: first `event: sources` with {"sources": [...]},
                        then `data: {"text": piece}` per decoded piece (never half a UTF-8
                        character), then `event: done` with the /chat fields (no sources),
@@ -12,7 +12,8 @@
 
 With a notes index (default artifacts/notes/index.sqlite; --notes PATH, --no-notes), each
 request's newest user message retrieves note blocks into the system turn of the prompt
-(bytechat.notes.retrieval); `sources` lists them, best first. The reply is the model's own.
+(bytechat.notes.retrieval); `sources` lists them, best first (none when the reply is
+"I couldn't find that in your notes.": `abstained`). The reply is the model's own.
 
 Request body (application/json):
 
@@ -53,6 +54,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent
+from bytechat.notes.grounded import abstains
 from bytechat.notes.index import NotesIndex, NotesIndexError
 from bytechat.notes.retrieval import notes_budget, retrieve_for_chat, sources_payload, with_notes
 from bytechat.serve.web.chat_request import ChatJob, ClientGone, RequestError, read_chat_request
@@ -187,7 +189,8 @@ async def chat(request: Request) -> JSONResponse:
         job.cancel()  # no-op when done; stops generation if this handler was cancelled
     if isinstance(final, GenerationFailed):
         return JSONResponse({"detail": final.message}, status_code=500)
-    return JSONResponse({**done_payload(final), "sources": list(job.work.sources)})
+    sources = [] if abstains(final.reply) else list(job.work.sources)  # "not in your notes" cites none
+    return JSONResponse({**done_payload(final), "sources": sources})
 
 
 async def chat_stream(request: Request) -> EventStreamResponse:
@@ -265,4 +268,5 @@ def done_payload(done: ReplyDone) -> dict:
         "n_bytes": int(done.n_bytes),
         "seconds": round(seconds, 4),
         "bytes_per_s": round(done.n_bytes / seconds, 1) if seconds > 0 else 0.0,
+        "abstained": abstains(done.reply),  # the notes lack it: the page drops the reply's source chips
     }

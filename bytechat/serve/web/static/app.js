@@ -298,6 +298,7 @@ async function send(text) {
     }
     if (!done) throw new Error("the connection closed before the reply was complete");
     sink.flush();
+    if (done.abstained) reply.querySelector(".sources")?.remove(); // "not in your notes" cites none
     setMeta(reply, describeDone(done), done.finish_reason !== "stop" && done.finish_reason !== "length");
   } catch (err) {
     sink.flush();

@@ -19,6 +19,7 @@ from bytechat.data.primer import load_primer
 from bytechat.eval.scoring import distinct_2, mean, real_word_rate
 from bytechat.notes.dialogues import everyday
 from bytechat.serve import copying
+from bytechat.serve.own_words import own_sentences
 from bytechat.text.chat_format import escape_content
 
 # Small talk a person opens with; written for the eval, never a line of the primer (a test checks).
@@ -89,10 +90,10 @@ def small_talk_metrics(results: Sequence) -> dict[str, float]:
     """Per set: stop rate, reply length, real-word rate (scoring.is_english), distinct-2,
     `quoted`, the share of replies that quote a note ("thanks a lot" answered
     `From [Rust] ...`), and `taught_sentence`, the share that are a whole sentence
-    training teaches (copying.own_sentences: written by hand, so grammatical; the
+    training teaches (own_words.own_sentences: written by hand, so grammatical; the
     issue's grammar proxy)."""
     replies = [r.reply for r in results]
-    taught = set(copying.own_sentences())  # as the reply's bytes are written (escaped)
+    taught = set(own_sentences())  # as the reply's bytes are written (escaped)
     return {
         "prompts": len(results),
         "stop_rate": mean(r.finish == "stop" for r in results),

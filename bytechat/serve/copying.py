@@ -51,18 +51,14 @@ the best allowed byte).
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 
-from bytechat.core import paths
-from bytechat.data.primer import load_primer
 from bytechat.notes import intent
 from bytechat.notes.blocks import NOTES_HEADER
-from bytechat.notes.dialogues import everyday
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
 from bytechat.notes.query import names_page
+from bytechat.serve.own_words import continuations, encoded, holds, last_user, own_sentences, small_talk_act
 from bytechat.serve.sampling import RepeatGuard
 from bytechat.serve.span_frames import SpanFrames, sources_of
 from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat, tag_continuations
@@ -208,16 +204,16 @@ class FaithfulCopy:
     ) -> FaithfulCopy | None:
         entries = shown_entries(messages)
         if entries:
-            asked, best = _last_user(messages) or "", entries[-1]
+            asked, best = last_user(messages) or "", entries[-1]
             sentences = own_sentences() if own_words and notes_own_words else ()
             if sentences and QUESTIONS_QUOTE_OR_ABSTAIN and not intent.reads_as_small_talk(asked):
-                sentences = _encoded([ABSTAIN])
+                sentences = encoded([ABSTAIN])
             several = not ONE_FACT_ONE_QUOTE or names_page(asked, best[1 : best.index("] ")])
             return cls(entries, sentences, whole, best_first, framed, room, several)
         if not own_words:
             return None
         act = small_talk_act(messages) if SMALL_TALK_ACTS else None
-        return cls([], own_sentences(act, _last_user(messages) if act else None))
+        return cls([], own_sentences(act, last_user(messages) if act else None))
 
     @classmethod
     def from_prompt(
@@ -288,14 +284,14 @@ class FaithfulCopy:
         turned on mid-reply)."""
         if not self.sentences:
             return None
-        nexts = _continuations(self.sentences, reply)
+        nexts = continuations(self.sentences, reply)
         if self.quotes:  # notes are shown: the reply may still open a quote
             openings = (OPENING, FRAMED) if self.framed else (OPENING,)
             nexts.update(o[len(reply)] for o in openings if len(o) > len(reply) and o.startswith(reply))
-        if _holds(self.sentences, reply):
+        if holds(self.sentences, reply):
             nexts.add(_NEWLINE[0])
         cut = reply.rfind(_NEWLINE)
-        if cut >= 0 and _holds(self.sentences, reply[:cut]):
+        if cut >= 0 and holds(self.sentences, reply[:cut]):
             tail = reply[cut:]
             nexts.update(tag_continuations(tail))
         return sorted(nexts) if nexts else None
@@ -326,75 +322,6 @@ def _without_key(entry: str) -> list[str]:
     page, _, text = entry.partition("] ")
     head = KEY_VALUE.match(text.split("\n", 1)[0])
     return [f"{page}] {text[head.start(2) :]}"] if head else []
-
-
-def small_talk_act(messages: Sequence[Mapping[str, str]]) -> str | None:
-    """The act of the newest user message (intent.small_talk_act: None unless it reads
-    as small talk) where the prompt has no notes section at all; None where notes were
-    searched for it."""
-    if any(m["role"] == "system" and NOTES_HEADER in m["content"] for m in messages):
-        return None  # notes were searched for it, even if none were found: a question
-    said = _last_user(messages)
-    return intent.small_talk_act(said) if said is not None else None
-
-
-def _last_user(messages: Sequence[Mapping[str, str]]) -> str | None:
-    users = [m["content"] for m in messages if m["role"] == "user"]
-    return users[-1] if users else None
-
-
-def own_sentences(act: str | None = None, said: str | None = None) -> tuple[bytes, ...]:
-    """Every reply training teaches that quotes no note: the small talk of
-    dialogues.everyday (every filler), the abstention, and the primer's replies in its
-    dialogues without notes (data/primer.txt). With own_words, a reply that is not a
-    quote is one of these, chosen by the model: small talk stays grammatical. act (a
-    small-talk topic): only that topic's replies to said, the message ("morning!" gets a
-    good morning, not a good evening: everyday.said_fillers)."""
-    if act is not None:
-        return _act_sentences(act, tuple(sorted(everyday.said_fillers(act, said).items())) if said else ())
-    return _all_own_sentences()
-
-
-@lru_cache(maxsize=1)
-def _all_own_sentences() -> tuple[bytes, ...]:
-    said = [*everyday.all_replies(), ABSTAIN]
-    if paths.primer_file().is_file():
-        for dialogue in load_primer(paths.primer_file()):
-            if not any(NOTES_HEADER in m["content"] for m in dialogue if m["role"] == "system"):
-                said += [m["content"] for m in dialogue if m["role"] == "assistant"]
-    return _encoded(said)
-
-
-@lru_cache(maxsize=64)
-def _act_sentences(act: str, fillers: tuple[tuple[str, str], ...]) -> tuple[bytes, ...]:
-    """One act's replies with the fillers its message said (cached by act and fillers,
-    not by message)."""
-    return _encoded(everyday.topic_replies(act, fixed=dict(fillers)))
-
-
-def _encoded(sentences) -> tuple[bytes, ...]:
-    return tuple(escape_content(s).encode("utf-8") for s in sentences)
-
-
-def _continuations(sentences: Sequence[bytes], prefix: bytes) -> set[int]:
-    """The bytes that follow prefix in the sorted sentences (one bisect per distinct byte)."""
-    out: set[int] = set()
-    at = bisect_left(sentences, prefix)
-    while at < len(sentences) and sentences[at].startswith(prefix):
-        if len(sentences[at]) == len(prefix):
-            at += 1
-            continue
-        byte = sentences[at][len(prefix)]
-        out.add(byte)
-        if byte == 0xFF:
-            break
-        at = bisect_left(sentences, prefix + bytes([byte + 1]), at)
-    return out
-
-
-def _holds(sentences: Sequence[bytes], said: bytes) -> bool:
-    at = bisect_left(sentences, said)
-    return at < len(sentences) and sentences[at] == said
 
 
 def _boundary(quote: bytes, at: int) -> bool:

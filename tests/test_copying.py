@@ -377,12 +377,14 @@ def test_own_words_keep_a_reply_that_is_not_a_quote_to_the_bots_sentences(notes,
     the sentences training teaches (own_sentences), whole; the model picks which."""
     assert copying.OWN_WORDS
     sentences = set(copying.own_sentences())
+    # Small talk where retrieval found nothing (a question that found nothing: below).
+    messages = chat(notes) if notes is None else chat(notes, "many thanks, that helps")
     for seed in range(2):
         model = random_model(seed)
         handle = steer(model, wanted)
         try:
-            free = reply_of(model, chat(notes), GREEDY)
-            kept = extract_assistant_reply(reply_of(model, chat(notes), FAITHFUL).decode()).encode()
+            free = reply_of(model, messages, GREEDY)
+            kept = extract_assistant_reply(reply_of(model, messages, FAITHFUL).decode()).encode()
         finally:
             handle.remove()
         assert free.startswith(wanted) and free != wanted  # unconstrained it says the salad, or runs on
@@ -474,6 +476,34 @@ def test_notes_shown_a_reply_that_opens_no_quote_is_one_of_the_bots_sentences(mo
         monkeypatch.setattr(copying, "NOTES_OWN_WORDS", False)
         free = reply_of(model, chat([JONAS, STARTER]), FAITHFUL)
         assert free.startswith(b"Sure. Want to record in your notes.") and span == free, (free, span)
+    finally:
+        handle.remove()
+
+
+def test_a_question_retrieval_found_nothing_for_abstains_or_refuses(monkeypatch):
+    """ "Notes: none found." for a question: the reply is the abstention or a refusal, as
+    training answers such a question, not any other of the bot's sentences; small talk or
+    a message that asks nothing that found nothing, and a prompt that sent no notes at
+    all, keep every sentence."""
+    nothing = copying.none_found_sentences()
+    assert grounded.ABSTAIN.encode() in nothing and len(nothing) > 1
+    other = next(s for s in copying.own_sentences() if s not in nothing and not s.startswith(b"I"))
+    for blocks, question, kept in (
+        ([], "when is Jonas's birthday?", nothing),  # searched, found nothing
+        ([], "many thanks, that helps", copying.own_sentences()),  # small talk: any sentence
+        ([], "later, gotta run", copying.own_sentences()),  # asks nothing (intent.reads_as_question)
+        (None, "when is Jonas's birthday?", copying.own_sentences()),  # notes never searched
+    ):
+        m = FaithfulCopy.from_prompt(format_chat(chat(blocks, question)).encode(), own_words=True)
+        assert set(allowed(m, "")) == {s[0] for s in kept}, (blocks, question)
+    model = random_model(5)
+    handle = steer(model, other)
+    try:
+        reply = extract_assistant_reply(reply_of(model, chat([]), FAITHFUL).decode()).encode()
+        assert reply in nothing, reply
+        monkeypatch.setattr(copying, "NONE_FOUND_ABSTAINS", False)
+        free = extract_assistant_reply(reply_of(model, chat([]), FAITHFUL).decode()).encode()
+        assert free == other, free  # off: the model's own choice of sentence
     finally:
         handle.remove()
 

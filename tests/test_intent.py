@@ -89,3 +89,14 @@ def test_small_talk_is_no_topic_to_follow_up(monkeypatch):
     assert conversation_topic(joke) == [], "the joke was small talk: nothing to follow up"
     asked = [{"role": "user", "content": "who is Priya?"}, *joke[1:]]
     assert conversation_topic(asked)[0] == "who is Priya?", "a question is a topic"
+
+
+def test_a_question_is_read_by_its_shape():
+    """A question mark, or an opening question word or auxiliary verb, whatever the
+    words; what only says something ("later, gotta run", "tell me about Gus") asks nothing.
+    (Chat answers a question retrieval found nothing for with the abstention or a refusal:
+    bytechat/serve/copying.py, NONE_FOUND_ABSTAINS.)"""
+    for asked in ("and nuts?", "is my blood group written down anywhere", "Who\u2019s my GP", "  HOW long. "):
+        assert intent.reads_as_question(asked), asked
+    for said in ("later, gotta run", "hmm ok", "awesome, thanks", "tell me about Gus", "", "whatever you say"):
+        assert not intent.reads_as_question(said), said

@@ -118,6 +118,21 @@ def _sure(text: str) -> bool:
     return small_talk_probability(text) >= SMALL_TALK_PROBABILITY
 
 
+# The words an English question opens with ("is my blood group written down anywhere").
+_ASKING = frozenset(
+    "what whats what's who whos who's whose whom when whens when's where wheres where's which why how hows how's "
+    "is are am was were do does did have has had can could will would should shall may".split()
+)
+
+
+def reads_as_question(text: str) -> bool:
+    """Whether text asks something by its shape: it ends with "?", or opens with a
+    question word or an auxiliary verb. "later, gotta run" and "hmm ok" do not."""
+    said = text.strip()
+    first = said.split(maxsplit=1)[0].lower().strip(",.!;:\"'") if said else ""
+    return said.endswith("?") or first.replace("\u2019", "'") in _ASKING
+
+
 def small_talk_act(text: str) -> str | None:
     """The kind of small talk text is (a topic of dialogues.everyday: "thanks",
     "goodbye", "feeling_low", ...), or None when it does not read as small talk: the

@@ -36,7 +36,9 @@ its small talk drifts into word salad on notes it never saw. With
   goodbye, feeling low) gets one of that kind's sentences. With NOTES_OWN_WORDS
   (shipped) the same holds where notes are shown, for a reply that opens no quote, and
   with QUESTIONS_QUOTE_OR_ABSTAIN (shipped) a question's only such reply is the
-  abstention. Without OWN_WORDS such replies are never constrained;
+  abstention; with NONE_FOUND_ABSTAINS (shipped), a question retrieval found nothing
+  for gets the abstention or a refusal. Without OWN_WORDS such replies are never
+  constrained;
 - a model taught `grounded.answers: span` (its checkpoint's answer_style) answers in
   sentences of its own making: with SPAN_FRAMES (shipped) such a reply is one of the
   frames its dialogues are written with, the notes copied into its slots
@@ -58,7 +60,16 @@ from bytechat.notes.blocks import NOTES_HEADER
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
 from bytechat.notes.query import names_page
-from bytechat.serve.own_words import continuations, encoded, holds, last_user, own_sentences, small_talk_act
+from bytechat.serve.own_words import (
+    continuations,
+    encoded,
+    found_none,
+    holds,
+    last_user,
+    none_found_sentences,
+    own_sentences,
+    small_talk_act,
+)
 from bytechat.serve.sampling import RepeatGuard
 from bytechat.serve.span_frames import SpanFrames, sources_of
 from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat, tag_continuations
@@ -114,6 +125,14 @@ ONE_FACT_ONE_QUOTE = True
 # answered "wen do i treat the bees for varoa" with "You're welcome 🙂" (docs/notes.md,
 # "Blocks of one child, and quotes that fit").
 QUESTIONS_QUOTE_OR_ABSTAIN = True
+# Whether a question retrieval found nothing for ("Notes: none found.", a message shaped
+# as a question that does not read as small talk) is answered as training answers it: the
+# abstention, or a refusal that says the notes do not cover it; not any other of the bot's
+# sentences. The train profile's model answered "what did I decide about my pension
+# number" with "Finding things in your notes: pages, dates, tasks and summaries."; a
+# goodbye that found nothing ("later, gotta run") keeps every sentence (docs/chat.md,
+# "None found").
+NONE_FOUND_ABSTAINS = True
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 # The primer's answers from notes name the page in a frame (head, page, tail, then the
 # block), and every frame opens with FRAMED.
@@ -122,6 +141,12 @@ FRAMED = b"On your "
 _NEWLINE = b"\n"
 _NEXT = _NEWLINE + OPENING  # a page question's reply may quote several of the page's blocks, one per line
 _TAG_BYTES = min(len(tag.encode("utf-8")) for tag in STOP_TAGS)  # the least a reply's end takes
+
+
+def _a_question(text: str) -> bool:
+    """What NONE_FOUND_ABSTAINS answers as a question: it reads as one (intent.reads_as_question)
+    and not as small talk."""
+    return intent.reads_as_question(text) and not intent.reads_as_small_talk(text)
 
 
 def shown_entries(messages: Sequence[Mapping[str, str]]) -> list[str]:
@@ -212,6 +237,9 @@ class FaithfulCopy:
             return cls(entries, sentences, whole, best_first, framed, room, several)
         if not own_words:
             return None
+        asked = last_user(messages)
+        if NONE_FOUND_ABSTAINS and asked is not None and found_none(messages) and _a_question(asked):
+            return cls([], none_found_sentences())
         act = small_talk_act(messages) if SMALL_TALK_ACTS else None
         return cls([], own_sentences(act, last_user(messages) if act else None))
 

@@ -13,7 +13,7 @@ from functools import lru_cache
 from bytechat.core import paths
 from bytechat.data.primer import load_primer
 from bytechat.notes import intent
-from bytechat.notes.blocks import NOTES_HEADER
+from bytechat.notes.blocks import NO_NOTES, NOTES_HEADER
 from bytechat.notes.dialogues import everyday
 from bytechat.notes.grounded import ABSTAIN
 from bytechat.text.chat_format import escape_content
@@ -27,6 +27,20 @@ def small_talk_act(messages: Sequence[Mapping[str, str]]) -> str | None:
         return None  # notes were searched for it, even if none were found: a question
     said = last_user(messages)
     return intent.small_talk_act(said) if said is not None else None
+
+
+def found_none(messages: Sequence[Mapping[str, str]]) -> bool:
+    """Whether the prompt's notes are "Notes: none found.": retrieval searched for the
+    message and found nothing (not a prompt that sent no notes at all, as for small talk)."""
+    system = messages[0]["content"] if messages and messages[0].get("role") == "system" else ""
+    return system.split("\n")[-1] == NO_NOTES
+
+
+@lru_cache(maxsize=1)
+def none_found_sentences() -> tuple[bytes, ...]:
+    """What training answers a question with where retrieval found nothing: the
+    abstention, or a refusal that says the notes, not the world, are what it knows."""
+    return encoded([ABSTAIN, *everyday.refusal_replies()])
 
 
 def last_user(messages: Sequence[Mapping[str, str]]) -> str | None:

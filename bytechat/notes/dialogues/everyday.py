@@ -424,6 +424,12 @@ def topic_replies(name: str, prompt: str | None = None, fixed: dict[str, str] | 
     return said
 
 
+def refusal_replies() -> list[str]:
+    """Every reply of the refusals (each filler choice): what training answers a question
+    with where retrieval found nothing and the world, not the notes, would know."""
+    return [r for t in TOPICS if t.refusal for template in t.replies for r in every_fill(template)]
+
+
 def all_replies() -> list[str]:
     """Every reply the templates can make (each filler choice), another joke's included:
     the sentences faithful decoding lets the bot say (bytechat.serve.copying)."""

@@ -8,11 +8,13 @@ import json
 from collections import Counter
 
 import pytest
+import torch
 
 from bytechat.core import paths
 from bytechat.eval import grounded as ge
 from bytechat.eval import phrasings
 from bytechat.eval.small_talk import small_talk_metrics
+from bytechat.model import GPT
 from bytechat.notes.dialogues import everyday
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, token_f1
 from bytechat.notes import grounded
@@ -21,7 +23,7 @@ from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.roam import RoamPage, load_pages
 from bytechat.serve.generate import ChatEngine
-from tests.helpers import REPO, RecordingEngine, train_chat_model
+from tests.helpers import REPO, RecordingEngine, model_config, train_chat_model
 
 PAGES = [
     RoamPage("Bees", "- hives:: 3\n- location:: behind the shed\n- {{[[TODO]]}} order new frames\n"),
@@ -203,6 +205,28 @@ def test_a_followup_is_asked_after_its_history(monkeypatch):
     assert seen[0][-1] == {"role": "user", "content": "and her birthday?"}
     assert result.sources and result.sources[0] == "Marta"
     assert result.baseline.startswith("From [Marta]")
+
+
+@pytest.mark.parametrize("faithful", [False, True])
+def test_asking_in_a_batch_gives_what_asking_one_at_a_time_gives(faithful):
+    """The eval and the answer probe decode their questions together (ask_batched): each
+    result, reply and sources and search box, is the one ask() gives alone."""
+    torch.manual_seed(3)  # a random model with room for notes: its replies differ, some are quotes (faithful)
+    engine = ChatEngine(GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=512)).eval())
+    follow_up = ge.Case(
+        "and her birthday?",
+        ["9 April"],
+        "followup",
+        "Marta",
+        history=[{"role": "user", "content": "where does Marta live?"}, {"role": "assistant", "content": "Porto."}],
+        blocks=[("Marta", 0)],
+    )
+    cases = [*ge.heldout_cases(PAGES, 6, 0, PAGES, uncovered=2), follow_up, ge.Case("hi", [], "everyday")]
+    with NotesIndex.build(all_blocks(PAGES)) as index:
+        alone = [ge.ask(engine, index, c.question, max_bytes=40, case=c, faithful=faithful) for c in cases]
+        together = ge.ask_batched(engine, index, cases, max_bytes=40, faithful=faithful, max_batch=3)
+    assert together == alone
+    assert len({r.reply for r in alone}) > 2 and sum(bool(r.sources) for r in alone) > 4
 
 
 # ---------------------------------------------------------------- the hand-written sets

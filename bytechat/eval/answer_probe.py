@@ -26,7 +26,7 @@ import torch
 from bytechat.core import paths
 from bytechat.core.rng import SeedOffset
 from bytechat.eval import phrasings
-from bytechat.eval.grounded import Case, ask, heldout_cases, heldout_sets, split_pages
+from bytechat.eval.grounded import Case, ask_batched, heldout_cases, heldout_sets, split_pages
 from bytechat.notes.index import NotesIndex
 
 SEED_OFFSET = SeedOffset.ANSWER_PROBE  # the eval draws with seed + SeedOffset.HELDOUT_*: these questions are others
@@ -72,5 +72,5 @@ class AnswerProbe:
 
         with torch.random.fork_rng(devices=[]), NotesIndex.open(self.index_path) as index:
             engine = ChatEngine(copy.deepcopy(model))
-            right = sum(ask(engine, index, c.question, REPLY_BYTES, case=c).correct for c in self.cases)
+            right = sum(r.correct for r in ask_batched(engine, index, self.cases, REPLY_BYTES))
         return right / max(1, len(self.cases))

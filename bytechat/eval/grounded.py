@@ -47,7 +47,8 @@ from bytechat.notes.index import TOKENIZER, NotesIndex
 from bytechat.notes.query import match_expression
 from bytechat.notes.retrieval import notes_budget, notes_in_use, retrieve_for_chat, with_notes
 from bytechat.notes.roam import RoamPage, load_pages
-from bytechat.serve.generate import ChatEngine, SamplingConfig
+from bytechat.serve.batch_engine import DEFAULT_MAX_BATCH, BatchEngine
+from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
 
 HELDOUT_QUESTIONS = 80  # per page set: 70 about blocks, 10 near misses (one answer moves a share ~0.014)
 NEAR_MISS_SHARE = 0.125
@@ -240,12 +241,25 @@ def ask(
     """One question (after case's history, if any) through the chat path, greedy;
     faithful: a quote can only be a verbatim one (bytechat/serve/copying.py)."""
     case = case or Case(question, [], "uncovered")
-    messages = case.messages
-    hits = []
+    messages, hits = prompt_for(engine, index, case)
+    done = engine.reply(messages, greedy(max_bytes, faithful), seed=0)
+    return result_of(index, case, done, hits)
+
+
+def greedy(max_bytes: int, faithful: bool) -> SamplingConfig:
+    return SamplingConfig(temperature=0.0, max_new_bytes=max_bytes, faithful=faithful)
+
+
+def prompt_for(engine: ChatEngine, index: NotesIndex | None, case: Case) -> tuple[list[dict[str, str]], list]:
+    """The case's messages as chat sends them (the notes retrieval shows, as many as fit), and those hits."""
+    messages, hits = case.messages, []
     if index is not None:
         hits = retrieve_for_chat(index, messages, budget_bytes=notes_budget(engine.block_size, messages))
         messages = with_notes(messages, hits)
-    done = engine.reply(messages, SamplingConfig(temperature=0.0, max_new_bytes=max_bytes, faithful=faithful), seed=0)
+    return messages, hits
+
+
+def result_of(index: NotesIndex | None, case: Case, done: ReplyDone, hits) -> Result:
     top, every = search_box(hits)
     # recall is retrieval's alone: its top 3 for the conversation, before the prompt budget
     top3 = retrieve_for_chat(index, case.messages) if index is not None and case.blocks else []
@@ -253,13 +267,49 @@ def ask(
     return Result(case, done.reply, done.finish_reason, [h.page for h in hits], top, every, recalled)
 
 
+def ask_batched(
+    engine: ChatEngine,
+    index: NotesIndex | None,
+    cases: Sequence[Case],
+    max_bytes: int = REPLY_BYTES,
+    faithful: bool = False,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    desc: str | None = None,
+) -> list[Result]:
+    """ask() for every case, the replies decoded together in one batch (BatchEngine): each
+    is what ask() gives (the batch test pins batched rows to decoding alone), but the model
+    runs once per byte for all of them, which on a GPU, where one reply's step is a few
+    small kernels, is most of the time (docs/training.md, "Measured on a GPU"). desc: a
+    progress bar of that name counts the replies done."""
+    batch = BatchEngine(engine, max_batch)
+    bar = tqdm(total=len(cases), desc=desc, unit="q", leave=False, disable=desc is None)
+    asked = []
+    for case in cases:
+        messages, hits = prompt_for(engine, index, case)
+        done: list = []
+
+        def emit(event, done=done) -> None:
+            if not isinstance(event, ReplyEvent):
+                done.append(event)
+                bar.update(1)
+
+        batch.submit(messages, greedy(max_bytes, faithful), 0, emit)
+        asked.append((case, hits, done))
+    while batch.step():
+        pass
+    bar.close()
+    results = []
+    for case, hits, (event,) in asked:
+        if isinstance(event, Exception):
+            raise event
+        results.append(result_of(index, case, event, hits))
+    return results
+
+
 def run_cases(
     engine: ChatEngine, index: NotesIndex | None, cases: Sequence[Case], desc: str, faithful: bool = False
 ) -> list[Result]:
-    return [
-        ask(engine, index, case.question, case=case, faithful=faithful)
-        for case in tqdm(cases, desc=desc, unit="q", leave=False)
-    ]
+    return ask_batched(engine, index, cases, faithful=faithful, desc=desc)
 
 
 # ---------------------------------------------------------------- metrics

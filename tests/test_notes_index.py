@@ -767,6 +767,20 @@ def test_a_pronoun_follow_up_is_not_sent_to_a_page_its_own_word_names(tmp_path):
         assert idx.search("where do I work?")[0].page == "Work"  # no pronoun: the page it names
 
 
+def test_a_follow_up_on_the_page_asks_for_something_in_it(tmp_path):
+    """ "and which mushrooms?" after the risotto's rice names only the page's title words,
+    yet asks for the block that says mushrooms, not the page from the top again; asked
+    first, the same words are a whole-page question."""
+    risotto = "- serves: 4\n- time: 40 minutes\n- Ingredients\n  - 320 g arborio rice\n  - 400 g chestnut mushrooms\n"
+    with indexed(tmp_path, {"Mushroom Risotto.md": risotto + "- Method\n  - toast the rice first\n"}) as idx:
+        hits = after_one_exchange(
+            idx, "what rice do I use for the risotto?", "320 g arborio rice.", "and which mushrooms?"
+        )
+        assert "chestnut mushrooms" in hits[0].text and len(hits) == 3, [h.text for h in hits]
+        alone = idx.search("which mushrooms?", k=3)
+        assert alone[0].text.startswith("serves") and len(alone) > 3  # the whole page (4 blocks)
+
+
 def test_a_follow_up_about_the_reply_finds_what_the_reply_named(tmp_path):
     """After a reply naming the Fauré, "how long did I practise it?" gets the journal
     block about the Fauré, not the choir page the question named."""

@@ -112,7 +112,7 @@ class Search:
                 routed = [t for t in base if near.get(t, True)]  # near: the words no block matches
             # A pronoun names the subject, so a page the follow-up's own words name
             # ("Work/Office Move") is not what it is about.
-            page = [] if follows else self._page_route(routed, near, k, query)
+            page = [] if follows else self._page_route(routed, near, k, query, bool(topic))
             if page:
                 return page
             close = [w for t in base for w in near.get(t, [])]
@@ -192,14 +192,19 @@ class Search:
             expression = "{key text} : (" + expression + ")"
         return self._conn.execute(_SEARCH, (expression, limit)).fetchall()
 
-    def _page_route(self, terms: list[str], near: dict[str, list[str]], k: int, query: str = "") -> list[Hit]:
+    def _page_route(
+        self, terms: list[str], near: dict[str, list[str]], k: int, query: str = "", follow_up: bool = False
+    ) -> list[Hit]:
         """A question whose every word (or a neighbour of it) is in a page's title: that
         page's blocks from the top (people write what matters first), tags-only last. A
         question for one fact (answer_kind: a TODO, a date, a number) gets the blocks
         holding that kind first, and among them those that say a question word
         themselves ("how much honey in the granola?": the line with the honey). A
         question for the whole page gets up to PAGE_BLOCKS blocks (k if k is more), as
-        many as the prompt then holds; one for a fact, k."""
+        many as the prompt then holds; one for a fact, k. A follow-up on the page the
+        conversation is about ("and which mushrooms?" after the risotto's rice) asks for
+        something in it, not for the page again: the blocks that say its words come first,
+        and k of them."""
         groups = [[t, *near.get(t, [])] for t in terms]
         best = self._conn.execute(_TITLE_SEARCH, (title_expression(groups),)).fetchone()
         if best is None:
@@ -208,10 +213,11 @@ class Search:
         rows = [(*row, score) for row in self._conn.execute(_PAGE_BLOCKS, (title,))]
         kind = answer_kind(query)
         own = set()
-        if kind is not None:  # a question for one fact, not "tell me about X"
+        specific = kind is not None or follow_up  # a question for something in the page, not "tell me about X"
+        if specific:
             own = {row[0] for row in self._ranked([w for g in groups for w in g], len(rows) + 1, own_text=True)}
         rows.sort(key=lambda r: (kind is not None and not kind.search(r[2]), r[0] not in own, is_tags_only(r[2]), r[3]))
-        return self._with_origin(rows[: k if kind is not None else max(k, PAGE_BLOCKS)])
+        return self._with_origin(rows[: k if specific else max(k, PAGE_BLOCKS)])
 
     def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:
         """For each block id, the rarity-weighted share of the searched words it holds

@@ -187,9 +187,8 @@ def test_ask_runs_the_chat_path_and_the_search_box_beside_it():
         assert ge.ask(engine, index, "when is Marta's birthday?", max_bytes=8).sources == []
 
 
-def test_a_followup_is_asked_after_its_history(monkeypatch):
-    engine = RecordingEngine()
-    case = ge.Case(
+def marta_follow_up() -> ge.Case:
+    return ge.Case(
         "and her birthday?",
         ["9 April"],
         "followup",
@@ -197,6 +196,11 @@ def test_a_followup_is_asked_after_its_history(monkeypatch):
         history=[{"role": "user", "content": "where does Marta live?"}, {"role": "assistant", "content": "Porto."}],
         blocks=[("Marta", 0)],
     )
+
+
+def test_a_followup_is_asked_after_its_history(monkeypatch):
+    engine = RecordingEngine()
+    case = marta_follow_up()
     with NotesIndex.build(all_blocks(PAGES)) as index:
         result = ge.ask(engine, index, case.question, case=case)
     seen = [messages for messages, _ in engine.calls]
@@ -213,14 +217,7 @@ def test_asking_in_a_batch_gives_what_asking_one_at_a_time_gives(faithful):
     result, reply and sources and search box, is the one ask() gives alone."""
     torch.manual_seed(3)  # a random model with room for notes: its replies differ, some are quotes (faithful)
     engine = ChatEngine(GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=512)).eval())
-    follow_up = ge.Case(
-        "and her birthday?",
-        ["9 April"],
-        "followup",
-        "Marta",
-        history=[{"role": "user", "content": "where does Marta live?"}, {"role": "assistant", "content": "Porto."}],
-        blocks=[("Marta", 0)],
-    )
+    follow_up = marta_follow_up()
     cases = [*ge.heldout_cases(PAGES, 6, 0, PAGES, uncovered=2), follow_up, ge.Case("hi", [], "everyday")]
     with NotesIndex.build(all_blocks(PAGES)) as index:
         alone = [ge.ask(engine, index, c.question, max_bytes=40, case=c, faithful=faithful) for c in cases]

@@ -800,17 +800,19 @@ def test_a_follow_up_about_the_reply_finds_what_the_reply_named(tmp_path):
 
 def test_a_question_word_prefers_the_block_holding_what_it_asks_for(tmp_path):
     """ "how long" wants a duration, "what time" a time of day, "what temperature"
-    degrees: not just any number on the page."""
+    degrees, "how much" an amount: not just any number on the page."""
     with indexed(
         tmp_path,
         {
             "Stew.md": "- Ingredients\n  - 500 g beef\n  - 2 onions\n- time: 90 minutes\n- oven: 160 °C\n",
             "Ferry.md": "- cabin 12 on deck 4\n- leaves Hull at 20:30\n",
+            "Trip.md": "- Hotel\n  - Vesterbro Hus, Istedgade 38, four nights\n- budget: €950, of which €420 for the hotel\n",
         },
     ) as idx:
         assert idx.search("how long for the stew?")[0].text == "time: 90 minutes"
         assert idx.search("how hot for the stew?")[0].text == "oven: 160 °C"
         assert idx.search("what time does the ferry go?")[0].text == "leaves Hull at 20:30"
+        assert idx.search("how much is the hotel?")[0].text.startswith("budget"), "a house number is no amount"
 
 
 @pytest.mark.parametrize(

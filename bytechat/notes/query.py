@@ -203,6 +203,9 @@ _DURATION = re.compile(
     re.I,
 )
 _TEMPERATURE = re.compile(r"°|\b(?:degrees|gas mark)\b", re.I)
+# "how much" wants an amount: money, or a number and what it counts ("4 tbsp", "14 jars",
+# "200 ml"), not a bare number (a house number, a booking reference).
+_AMOUNT = re.compile(r"[€$£¥]\s?\d|\d(?:[.,]\d+)?\s?(?:%|€|[^\W\d_]+\b)|\b(?:half|a handful|a pinch)\b", re.I)
 _ASKS = (
     (re.compile(r"\b(?:todos?|to-dos?|tasks?|to do|get done|still have to)\b", re.I), TODO_LINE),
     (re.compile(r"\b(?:temperature|temp|how hot)\b", re.I), _TEMPERATURE),
@@ -210,7 +213,8 @@ _ASKS = (
     (re.compile(r"\b(?:what|which) (?:time|hours?)\b", re.I), _TIME),
     (re.compile(r"\bhow long\b", re.I), _DURATION),
     (re.compile(r"\b(?:when|what date|what day|which day|how soon)\b", re.I), _DATE),
-    (re.compile(r"\bhow (?:many|much|old|far|big|tall|heavy)\b", re.I), _NUMBER),
+    (re.compile(r"\bhow much\b", re.I), _AMOUNT),
+    (re.compile(r"\bhow (?:many|old|far|big|tall|heavy)\b", re.I), _NUMBER),
 )
 
 

@@ -199,9 +199,9 @@ class FaithfulCopy:
         room: int | None = None,
         several: bool = True,
     ) -> None:
-        self.sentences = sorted(set(sentences))
+        self.sentences = sorted(set(sentences))  # the bot's own replies; () leaves other replies free
         self.several = several  # whether another shown block's quote may follow a whole one
-        self.room = room  # the reply's bytes in all (None: no limit); a further quote must fit  # the bot's own replies; () leaves other replies free
+        self.room = room  # the reply's bytes in all (None: no limit); a further quote must fit
         self.best = len(entries) - 1 if best_first else None  # the entry a reply's first quote must be of
         self.quotes: list[bytes] = []
         self.first_stop: list[int] = []  # per quote: the reply may end once it is this long
@@ -241,7 +241,7 @@ class FaithfulCopy:
         if NONE_FOUND_ABSTAINS and asked is not None and found_none(messages) and _a_question(asked):
             return cls([], none_found_sentences())
         act = small_talk_act(messages) if SMALL_TALK_ACTS else None
-        return cls([], own_sentences(act, last_user(messages) if act else None))
+        return cls([], own_sentences(act, asked if act else None))
 
     @classmethod
     def from_prompt(

@@ -427,11 +427,15 @@ def topic_replies(name: str, prompt: str | None = None, fixed: dict[str, str] | 
 def refusal_replies() -> list[str]:
     """Every reply of the refusals (each filler choice): what training answers a question
     with where retrieval found nothing and the world, not the notes, would know."""
-    return [r for t in TOPICS if t.refusal for template in t.replies for r in every_fill(template)]
+    return _replies(t for t in TOPICS if t.refusal)
 
 
 def all_replies() -> list[str]:
     """Every reply the templates can make (each filler choice), another joke's included:
     the sentences faithful decoding lets the bot say (bytechat.serve.copying)."""
-    said = [r for t in TOPICS for template in t.replies for r in every_fill(template)]
-    return said + [opening + joke for opening in ANOTHER_OPENINGS for joke in JOKES]
+    return _replies(TOPICS) + [opening + joke for opening in ANOTHER_OPENINGS for joke in JOKES]
+
+
+def _replies(topics) -> list[str]:
+    """Every reply the topics' templates can make, each filler choice."""
+    return [r for t in topics for template in t.replies for r in every_fill(template)]

@@ -189,8 +189,9 @@ async def chat(request: Request) -> JSONResponse:
         job.cancel()  # no-op when done; stops generation if this handler was cancelled
     if isinstance(final, GenerationFailed):
         return JSONResponse({"detail": final.message}, status_code=500)
-    sources = [] if abstains(final.reply) else list(job.work.sources)  # "not in your notes" cites none
-    return JSONResponse({**done_payload(final), "sources": sources})
+    payload = done_payload(final)
+    sources = [] if payload["abstained"] else list(job.work.sources)  # "not in your notes" cites none
+    return JSONResponse({**payload, "sources": sources})
 
 
 async def chat_stream(request: Request) -> EventStreamResponse:

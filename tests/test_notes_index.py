@@ -689,6 +689,17 @@ def test_a_pronoun_follow_up_keeps_the_topic_and_a_new_topic_does_not(index):
     assert retrieve_for_chat(index, closed) == []
 
 
+def test_a_follow_up_in_words_no_note_uses_asks_about_the_topic(index):
+    """ "and the mites?" (or "what mites do they get?") matches no block, so it is searched
+    by the conversation's topic instead of finding nothing. A message that is not a
+    follow-up, or asks a question of its own after "and", still finds nothing."""
+    first = ("how many hives do I have?", "From [Bees] hives: 3")
+    assert {h.page for h in after_one_exchange(index, *first, "and the mites?")} == {"Bees"}
+    assert {h.page for h in after_one_exchange(index, *first, "what mites do they get?")} == {"Bees"}
+    assert after_one_exchange(index, *first, "what mites do I have?") == []
+    assert after_one_exchange(index, *first, "and what's my blood type?") == []  # "type": a word of no note either
+
+
 def test_a_pronoun_follow_up_puts_the_person_asked_about_first(tmp_path):
     """After "who is Ines?", "when did she start?" gets Ines's dated block, not the pages
     whose blocks say "started" (they match the follow-up's own word better)."""

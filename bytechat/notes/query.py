@@ -66,6 +66,7 @@ STOPWORDS = frozenset(
 ANAPHORS = frozenset("it its he him his she her hers they them their theirs that those these there one ones".split())
 CLOSERS = frozenset("thanks thank thx cheers bye goodbye ok okay great nice cool".split())
 CONTINUERS = ("and ", "also ", "what about ", "how about ")
+_ASKING = frozenset("what when where which who whom whose why how".split())
 
 _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's token characters
 # "how old / far / big / tall / heavy": the measure a question asks for (answer_kind
@@ -173,6 +174,15 @@ def refers_back(text: str) -> bool:
     does not close the topic ("thanks, that's all")."""
     said = set(words(text))
     return not (said & CLOSERS) and bool(said & ANAPHORS)
+
+
+def is_elliptical(text: str) -> bool:
+    """Whether a message is a bare continuation, "and nuts?" or "what about bikes?": it opens
+    with "and"/"what about" and asks no question of its own ("and what's my blood type?"
+    does), so it can only mean the conversation's topic."""
+    lowered = text.strip().lower()
+    opener = next((c for c in CONTINUERS if lowered.startswith(c)), None)
+    return opener is not None and not set(words(lowered[len(opener) :])) & (_ASKING | CLOSERS)
 
 
 def is_follow_up(text: str) -> bool:

@@ -27,6 +27,7 @@ from bytechat.notes.query import (
     answer_kind,
     day_mentions,
     fuse,
+    is_elliptical,
     match_expression,
     possessors,
     query_terms,
@@ -106,6 +107,12 @@ class Search:
         limit = int(k) * CANDIDATES
         with self._lock:
             near = {t: self._vocab.neighbours(t) for t in [*own, *context] if not self._matches_any(t)}
+            unheld = own and all(t in near and not near[t] for t in own)  # no block holds them, nor a neighbour
+            if topic and unheld and (refers_back(query) or is_elliptical(query)):
+                # "and nuts?" after the granola's oats, "what medication is he on?": about the
+                # topic, in words the notes never use, so the topic is what is searched.
+                own, context = [], [*own, *context]
+                base = [t for t in context if t not in near or near[t]] or context
             follows = bool(own and topic and refers_back(query))  # "where does he work?"
             routed = base
             if day_named:  # "what happened on 3 December?": the day's page, whatever the notes never say

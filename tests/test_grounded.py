@@ -421,6 +421,15 @@ def test_with_notes_keeps_the_last_turns_that_fit_as_the_engine_crops_them():
             assert crop_messages(full, budget) == with_notes(messages, shown, budget)
 
 
+def test_small_talk_says_an_before_a_vowel():
+    """ "I couldn't find an album there", not "a album": every template with every filler."""
+    from bytechat.notes.dialogues import everyday
+
+    said = [s for t in everyday.TOPICS for template in (*t.prompts, *t.replies) for s in everyday.every_fill(template)]
+    assert any(" an album" in s for s in said)
+    assert [s for s in said if re.search(r"\b[Aa] [aeiou]", s)] == []
+
+
 def test_small_talk_is_seeded_plain_and_names_no_page():
     """The everyday set: the same seed gives the same dialogues, replies are the
     module's own sentences (no page of the notes in them), refusals only where retrieval

@@ -47,6 +47,15 @@ def test_f1_is_against_the_answer_span_so_pasting_a_block_costs_precision():
     assert not contains("From [Bees] hives: 30", ["3"]) and contains("you have 3 hives.", ["3"])
 
 
+def test_every_sentence_the_bot_says_when_nothing_was_found_counts_as_abstaining():
+    """A refusal ("..., and your notes don't say.") is the bot abstaining too: the eval
+    must count it, or abstention reads lower and false abstention too."""
+    from bytechat.serve import own_words
+
+    said = [s.decode() if isinstance(s, bytes) else s for s in own_words.none_found_sentences()]
+    assert len(said) > 5 and [s for s in said if not abstained(s)] == []
+
+
 def test_abstention_coverage_and_small_talk_measures():
     assert abstained("I couldn’t find that in your notes.") and not abstained("From [Bees] hives: 3")
     assert coverage("You have 3 hives behind the shed.", ["3", "behind the shed", "new frames"]) == pytest.approx(2 / 3)

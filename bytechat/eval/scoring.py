@@ -18,7 +18,8 @@ from wordfreq import zipf_frequency
 
 # What the model and the search box say when the notes hold nothing on a question; a
 # reply that holds one of these abstained (the training answer is "I couldn't find
-# that in your notes.", the rest are what a person would read the same way).
+# that in your notes.", the rest are what a person would read the same way, and cover
+# every refusal the bot is taught: tests/test_grounded_eval.py).
 ABSTAIN_MARKERS = (
     "couldn't find",
     "could not find",
@@ -28,6 +29,8 @@ ABSTAIN_MARKERS = (
     "no notes",
     "nothing about",
     "not find",
+    "notes don't say",
+    "don't cover it",
 )
 _SOURCE = re.compile(r"^\s*from\s+\[[^\]\n]*\]\s*", re.IGNORECASE)
 _ARTICLES = frozenset(("a", "an", "the"))

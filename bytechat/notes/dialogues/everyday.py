@@ -320,6 +320,14 @@ class Talk:
     refusal: bool
 
 
+_A_BEFORE_VOWEL = re.compile(r"\b([Aa]) (?=[aeiou])")
+
+
+def _format(template: str, fields: dict[str, str]) -> str:
+    """template with its slots filled, "a" said "an" before a filler's vowel ("an album")."""
+    return _A_BEFORE_VOWEL.sub(r"\1n ", template.format(**fields))
+
+
 def _fill(template: str, rng: random.Random, fixed: dict[str, str] | None = None) -> str:
     fields = dict(fixed or {})
     for name, options in FILLERS.items():
@@ -327,7 +335,7 @@ def _fill(template: str, rng: random.Random, fixed: dict[str, str] | None = None
             fields[name] = rng.choice(options)
     if "{joke}" in template and "joke" not in fields:
         fields["joke"] = rng.choice(JOKES)
-    return template.format(**fields)
+    return _format(template, fields)
 
 
 def typed(prompt: str, rng: random.Random) -> str:
@@ -349,7 +357,7 @@ def talk(rng: random.Random, topic: str | None = None) -> Talk:
     for name, options in FILLERS.items():
         if "{" + name + "}" in template:
             shared[name] = rng.choice(options)
-    prompt = typed(template.format(**shared), rng)
+    prompt = typed(_format(template, shared), rng)
     reply = _fill(rng.choice(t.replies), rng, shared)
     return Talk(t.name, prompt, reply, t.refusal)
 
@@ -368,7 +376,7 @@ def every_fill(template: str, fixed: dict[str, str] | None = None) -> list[str]:
         if "{" + name + "}" in template:
             choices = [fixed[name]] if fixed and name in fixed else options
             combos = [{**c, name: v} for c in combos for v in choices]
-    return [template.format(**c) for c in combos]
+    return [_format(template, c) for c in combos]
 
 
 def _prompts(topics) -> list[str]:

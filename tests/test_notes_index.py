@@ -23,7 +23,7 @@ from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder,
 from bytechat.notes.search import PAGE_BLOCKS
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
 from bytechat.notes.dialogues.asking import KEYWORD_TEMPLATES, PAGE_TEMPLATES
-from bytechat.notes.query import day_mentions, names_page, possessors, query_terms, words
+from bytechat.notes.query import answer_kind, day_mentions, names_page, possessors, query_terms, words
 from tests.helpers import write_tree
 from bytechat.notes.dialogues import everyday
 from bytechat.notes.retrieval import (
@@ -723,6 +723,17 @@ def test_a_when_question_prefers_the_block_with_a_date(tmp_path):
     ) as idx:
         assert "14 March" in idx.search("when do I see Okafor?", k=1)[0].text
         assert "gentle" in idx.search("what is Okafor like?", k=1)[0].text
+
+
+def test_a_question_word_inside_a_clause_does_not_ask(tmp_path):
+    """ "who does the watering when I'm away?" asks who: "when" opens a clause, so the
+    block with a date is not what it wants. "who and when?" asks both."""
+    pages = {"Balcony.md": "- Watering: every evening in July and August\n- When I'm away, Femke does the watering.\n"}
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("who does the watering when I'm away?", k=1)[0].text.startswith("When I'm away")
+    assert answer_kind("who waters them when I'm away?") is None
+    assert answer_kind("when do I water them?") is not None
+    assert answer_kind("who is coming, and when?") is not None
 
 
 def test_a_whole_page_question_gets_the_page_from_the_top(index):

@@ -230,9 +230,15 @@ _ASKS = (
 
 def answer_kind(question: str) -> re.Pattern | None:
     """The pattern of text a question's words ask for, or None (see above)."""
+    first = re.search(r"\b(?:" + "|".join(_ASKING) + r")\b", question, re.IGNORECASE)
     for asks, kind in _ASKS:
-        if asks.search(question):
-            return kind
+        for found in asks.finditer(question):
+            # A question word asks only as the question's own: "who waters it when I'm
+            # away?" asks who, and "when" opens a clause of it ("who and when?" asks both).
+            said = found.group(0).split()[0].lower()
+            before = question[: found.start()].rstrip().lower()
+            if first is None or said not in _ASKING or found.start() == first.start() or before.endswith(("and", ",")):
+                return kind
     return None
 
 

@@ -659,8 +659,13 @@ def test_a_contraction_typed_without_its_apostrophe_is_a_way_of_asking(tmp_path)
 
 
 def test_a_word_form_or_compound_the_notes_write_differently(tmp_path):
-    with indexed(tmp_path, {"Study.md": "- Bookshelves from the flea market, oak.\n- Desk lamp: brass.\n"}) as idx:
+    pages = {
+        "Study.md": "- Bookshelves from the flea market, oak.\n- Desk lamp: brass.\n",
+        "Pilot.md": "- weight:: 27 kg at the vet's check\n- Walks: Barna Woods\n",
+    }
+    with indexed(tmp_path, pages) as idx:
         assert idx.search("where did the shelf come from?")[0].text.startswith("Bookshelves")
+        assert idx.search("when was Pilot last weighed?")[0].text.startswith("weight: 27 kg")
 
 
 def test_a_paraphrase_that_shares_the_topic_word_is_found(index):

@@ -280,6 +280,9 @@ def fuse(lists: list[tuple[float, list[tuple]]]) -> list[tuple]:
     return [(*rows[i][:4], round(scores[i] * RRF_K, 4)) for i in order]
 
 
+_INFLECTION = re.compile(r"(?:ed|ing)$")
+
+
 class Vocabulary:
     """The notes' own words with their block counts, for the two rules above."""
 
@@ -316,6 +319,11 @@ class Vocabulary:
                 for w in self._words
                 if len(w) > len(term) and (stem in w[1:] or (w.startswith(stem) and len(w) - len(stem) <= 3))
             )
+            # a past or -ing form the notes write as another form of the verb or its
+            # noun ("weighed" -> weight, weighs; "walking" -> walks)
+            base = _INFLECTION.sub("", term)
+            if base != term and len(base) >= 4:
+                near.update(w for w in self._words if w != term and w.startswith(base) and len(w) - len(base) <= 2)
         ranked = sorted(near, key=lambda w: (-self.df[w], w))[:MAX_NEIGHBOURS]
         # A compound the notes write as two words ("bookclub" -> the phrase "book club").
         split = [

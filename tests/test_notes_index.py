@@ -668,6 +668,19 @@ def test_a_word_form_or_compound_the_notes_write_differently(tmp_path):
         assert idx.search("when was Pilot last weighed?")[0].text.startswith("weight: 27 kg")
 
 
+def test_family_words_reach_the_ones_the_notes_use(tmp_path):
+    """People title a page "Dad" and ask about "my father"; write "married to" and ask
+    for a husband. A family word matches nothing else."""
+    pages = {
+        "Dad.md": "- birthday:: 30 October\n- Retired postman\n",
+        "Ines.md": "- Married to Tom, who restores bikes.\n- Lives downstairs with two cats\n",
+    }
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("when is my father's birthday?")[0].text == "birthday: 30 October"
+        assert idx.search("who is Ines's husband?")[0].text.startswith("Married to Tom")
+        assert idx.search("what does my uncle do?") == []
+
+
 def test_a_paraphrase_that_shares_the_topic_word_is_found(index):
     """No coverage rule: one word the notes do not use no longer throws the block away."""
     hits = index.search("what kind of tea does Marta drink?")

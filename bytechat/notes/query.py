@@ -281,6 +281,18 @@ def fuse(lists: list[tuple[float, list[tuple]]]) -> list[tuple]:
 
 
 _INFLECTION = re.compile(r"(?:ed|ing)$")
+# Family words: people title a page "Dad" or "Mam" and ask about "my father", write
+# "married to" and ask for a husband. Each group is one relation, as English says it.
+_KIN_GROUPS = (
+    "father dad daddy papa",
+    "mother mum mam mom mommy mummy mammy",
+    "grandmother grandma granny gran nan nana",
+    "grandfather grandad granddad grandpa gramps",
+    "sibling sister brother",
+    "spouse husband wife partner married",
+    "child children kid kids son daughter twins",
+)
+KIN = {w: tuple(o for o in g.split() if o != w) for g in _KIN_GROUPS for w in g.split()}
 
 
 class Vocabulary:
@@ -303,8 +315,11 @@ class Vocabulary:
 
     def neighbours(self, term: str) -> list[str]:
         """The notes' words a word they never use may mean, most frequent first."""
-        if term in self.df or len(term) < 4 or term.isdigit():
+        if term in self.df or term.isdigit():
             return []
+        kin = [w for w in KIN.get(term, ()) if w in self.df]
+        if len(term) < 4:
+            return kin
         cutoff = 1 if len(term) <= 7 else 2
         found = process.extract(term, self._words, scorer=OSA.distance, score_cutoff=cutoff, limit=20)
         near = {w for w, _, _ in found}
@@ -329,4 +344,4 @@ class Vocabulary:
         split = [
             f"{term[:i]} {term[i:]}" for i in range(3, len(term) - 2) if term[:i] in self.df and term[i:] in self.df
         ]
-        return split[:1] + ranked
+        return split[:1] + kin + [w for w in ranked if w not in kin]

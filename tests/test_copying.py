@@ -24,7 +24,7 @@ from bytechat.serve import copying
 from bytechat.serve.batch_engine import BatchEngine
 from bytechat.serve.copying import OPENING, FaithfulCopy, shown_entries
 from bytechat.serve.generate import ChatEngine, ReplyDone, generate_bytes
-from bytechat.serve.sampling import SamplingConfig
+from bytechat.serve.sampling import Draw, RepeatGuard, SamplingConfig, sample_rows
 from bytechat.notes.index import NotesIndex
 from bytechat.text.chat_format import STOP_TAGS, escape_content, extract_assistant_reply, format_chat
 from tests.helpers import RecordingEngine, model_config, overfit
@@ -476,6 +476,31 @@ def test_notes_shown_a_reply_that_opens_no_quote_is_one_of_the_bots_sentences(mo
         monkeypatch.setattr(copying, "NOTES_OWN_WORDS", False)
         free = reply_of(model, chat([JONAS, STARTER]), FAITHFUL)
         assert free.startswith(b"Sure. Want to record in your notes.") and span == free, (free, span)
+    finally:
+        handle.remove()
+
+
+def test_a_question_shown_notes_abstains_only_when_the_model_is_sure():
+    """Where a question is shown notes, the abstention's first byte loses ABSTAIN_MARGIN
+    nats against the quote's: a model that prefers "I couldn't find ..." by less quotes,
+    by more it abstains. Small talk shown notes keeps its sentences level, and nothing is
+    lowered once the reply has begun."""
+    m = FaithfulCopy.from_prompt(format_chat(chat([JONAS, STARTER])).encode(), own_words=True, notes_own_words=True)
+    assert m.lowered(b"") == [ord("I")] and m.lowered(b"F") == []
+    talk = format_chat(chat([JONAS, STARTER], "many thanks, that helps")).encode()
+    assert FaithfulCopy.from_prompt(talk, own_words=True, notes_own_words=True).lowered(b"") == []
+    banned, allowed_bytes, lowered, margin = copying.restrict(m, RepeatGuard(16), bytearray())
+    assert lowered == [ord("I")] and margin == copying.ABSTAIN_MARGIN > 0
+    for lead, expected in ((margin - 0.5, "F"), (margin + 0.5, "I")):
+        scores = torch.full((1, 256), -30.0)
+        scores[0, ord("F")], scores[0, ord("I")] = -1.0, -1.0 + lead
+        byte = sample_rows(scores, [Draw(GREEDY, make_generator(0), banned, allowed_bytes, lowered, margin)])[0]
+        assert chr(byte) == expected, lead
+    model = random_model(6)
+    handle = steer(model, grounded.ABSTAIN.encode())  # a model sure of abstaining still does
+    try:
+        reply = extract_assistant_reply(reply_of(model, chat([JONAS, STARTER]), FAITHFUL).decode())
+        assert reply == grounded.ABSTAIN, reply
     finally:
         handle.remove()
 

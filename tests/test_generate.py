@@ -191,7 +191,7 @@ def test_kv_cache_logits_equal_full_recomputation(monkeypatch):
     seen: dict[bool, list[torch.Tensor]] = {True: [], False: []}
     for use_cache in (True, False):
 
-        def greedy_recording(log_probs, sampling, generator, banned=(), allowed=None, store=seen[use_cache]):
+        def greedy_recording(log_probs, sampling, generator, *restricted, store=seen[use_cache]):
             store.append(log_probs.clone())
             return int(log_probs.argmax(-1))
 

@@ -65,10 +65,16 @@ def refill(model: GPT, window: bytearray, cache: KVCache, keep: int, device: tor
 
 
 def next_byte(
-    log_probs: torch.Tensor, sampling: SamplingConfig, generator: torch.Generator, banned=(), allowed=None
+    log_probs: torch.Tensor,
+    sampling: SamplingConfig,
+    generator: torch.Generator,
+    banned=(),
+    allowed=None,
+    lowered=(),
+    margin: float = 0.0,
 ) -> int:
     """sample_rows for one row; raises NonFiniteLogits."""
-    byte = sample_rows(log_probs.unsqueeze(0), [Draw(sampling, generator, banned, allowed)])[0]
+    byte = sample_rows(log_probs.unsqueeze(0), [Draw(sampling, generator, banned, allowed, lowered, margin)])[0]
     if isinstance(byte, NonFiniteLogits):
         raise byte
     return byte

@@ -133,12 +133,15 @@ class NonFiniteLogits(ValueError):
 
 class Draw(NamedTuple):
     """What one row is sampled with: its settings, its generator, the bytes it may not
-    emit, and (None: any) the only bytes it may emit (copying.FaithfulCopy.allowed)."""
+    emit, (None: any) the only bytes it may emit (copying.FaithfulCopy.allowed), and the
+    bytes whose score is lowered by a margin, in nats (copying.FaithfulCopy.lowered)."""
 
     sampling: SamplingConfig
     generator: torch.Generator
     banned: Sequence[int] = ()
     allowed: Sequence[int] | None = None
+    lowered: Sequence[int] = ()
+    margin: float = 0.0
 
 
 def candidates(scores: torch.Tensor, sampling: SamplingConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,7 +171,8 @@ def sample_rows(scores: torch.Tensor, draws: Sequence[Draw]) -> list[int | NonFi
     scores softmax turns into the distribution), row r sampled as draws[r] says.
 
     A row with a nan or inf score gets a NonFiniteLogits in place of its byte (one line,
-    instead of a crash inside torch.multinomial). Row r's banned bytes are pushed
+    instead of a crash inside torch.multinomial). Row r's lowered bytes lose its margin;
+    its banned bytes are pushed
     BAN_MARGIN below its lowest score; with an allowed set, every other byte's score is
     -inf (so an allowed byte is drawn even when the bans cover them all). Temperatures
     below GREEDY_BELOW are greedy; the most likely byte always survives top-k and top-p,
@@ -186,6 +190,8 @@ def sample_rows(scores: torch.Tensor, draws: Sequence[Draw]) -> list[int | NonFi
         rows = rows.to(device, torch.float32, copy=True)  # a copy: the bans must not reach the caller's tensor
         finite = torch.isfinite(rows).all(dim=-1)  # before the masks: an allowed set's -inf is not the model's
         for row, i in enumerate(members):
+            if draws[i].lowered:
+                rows[row, list(draws[i].lowered)] -= draws[i].margin
             if draws[i].banned:
                 rows[row, list(draws[i].banned)] = rows[row].min() - BAN_MARGIN
             if draws[i].allowed:  # (None or empty: every byte)

@@ -129,6 +129,14 @@ def test_eval_stage_writes_metrics_and_samples(tiny_root):
     out = paths.artifacts() / "eval" / "tiny"
     assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert metrics["step"] == 12
+    from bytechat.eval import refusals
+    from bytechat.model.export import load_model
+    from bytechat.serve.generate import ChatEngine
+
+    assert not metrics["chat_faithful"] and metrics["chat_abstain_margin"] is None  # free decoding: no margin
+    engine = ChatEngine(*load_model(paths.checkpoints_dir("tiny") / "best.pt", device="cpu")[:1])
+    margin = refusals.calibrated_margin(engine, 1337)  # what faithful decoding calibrates
+    assert margin in refusals.GRID and margin == refusals.calibrated_margin(engine, 1337)
     for name in ("wiki_val", "roam_val", "primer_val", "wiki_test"):
         m = metrics[name]
         assert set(m) == {"loss", "bpb", "gzip_bpb", "bz2_bpb", "xz_bpb", "bytes"}
@@ -177,6 +185,18 @@ def test_export_stage_exports_best_and_the_export_scores_like_the_checkpoint(tin
     export = paths.export_dir("tiny")
     assert {p.name for p in export.iterdir()} == {"model.safetensors", "config.json"}
     assert json.loads((export / "config.json").read_text())["source_checkpoint"].endswith("best.pt")
+    assert json.loads((export / "config.json").read_text())["abstain_margin"] is None  # no eval yet
+    metrics = paths.eval_dir("tiny") / "metrics.json"
+    metrics.parent.mkdir(parents=True, exist_ok=True)
+    metrics.write_text(json.dumps({"chat_abstain_margin": 2.5}))  # the eval's calibration ...
+    assert run_stage("stages/export.py", "--profile", "tiny") == 0
+    assert json.loads((export / "config.json").read_text())["abstain_margin"] == 2.5  # ... is carried
+    metrics.write_text("{not json")
+    capsys.readouterr()
+    assert run_stage("stages/export.py", "--profile", "tiny") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "metrics.json: unreadable eval metrics" in err[0], err
+    metrics.unlink()
     text = tmp_path / "notes.txt"
     text.write_text("the cat sat on the mat. " * 30)
     capsys.readouterr()

@@ -15,6 +15,8 @@ from bytechat.model.checkpoint import build_checkpoint, save_checkpoint
 from bytechat.core.config import LEGACY_MODEL_CONFIG, to_dict
 from bytechat.model.export import ModelLoadError, export_checkpoint, load_model, newest_export
 from bytechat.model import GPT
+from bytechat.notes.blocks import NoteBlock, notes_system_content, render_notes
+from bytechat.text.chat_format import format_chat
 from tests.helpers import model_config, train_config
 
 CFG = model_config()
@@ -73,6 +75,44 @@ def test_an_unknown_answer_style_is_refused_in_one_line(tmp_path):
     config = json.loads((out / "config.json").read_text())
     (out / "config.json").write_text(json.dumps({**config, "answer_style": 3}))
     with pytest.raises(ModelLoadError, match=r"config\.json: answer_style 3 is not one of"):
+        load_model(out, device="cpu")
+
+
+JONAS_ASKED = format_chat(
+    [
+        {
+            "role": "system",
+            "content": notes_system_content(render_notes([NoteBlock("Jonas", "birthday: 14 February", 0)])),
+        },
+        {"role": "user", "content": "when is Jonas's birthday?"},
+    ]
+).encode()
+
+
+def test_the_calibrated_abstain_margin_travels_to_the_chat_engine(tmp_path):
+    """The eval stage's margin (how sure the model must be to refuse where notes are shown)
+    goes into the export's config and from there into the engine's faithful decoding; a
+    checkpoint, or an export without one, decodes with copying.ABSTAIN_MARGIN."""
+    from bytechat.serve import copying
+    from bytechat.serve.generate import ChatEngine
+
+    path = tmp_path / "best.pt"
+    make_checkpoint(path)
+    for margin in (0.0, 2.5, None):
+        out = export_checkpoint(path, tmp_path / f"export-{margin}", abstain_margin=margin)
+        assert json.loads((out / "config.json").read_text())["abstain_margin"] == margin
+        model, info = load_model(out, device="cpu")
+        engine = ChatEngine(model, info=info)
+        assert engine.abstain_margin == margin
+        guard = copying.copy_guard(JONAS_ASKED, True, None, 100, engine.abstain_margin)
+        assert guard.lowered(b"") and guard.margin == (copying.ABSTAIN_MARGIN if margin is None else margin)
+    model, info = load_model(path, device="cpu")
+    assert ChatEngine(model, info=info).abstain_margin is None
+    with pytest.raises(ModelLoadError, match=r"abstain_margin -1 is not a number of nats >= 0"):
+        export_checkpoint(path, tmp_path / "bad", abstain_margin=-1)
+    config = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(json.dumps({**config, "abstain_margin": "sure"}))
+    with pytest.raises(ModelLoadError, match=r"config\.json: abstain_margin 'sure' is not a number"):
         load_model(out, device="cpu")
 
 

@@ -47,6 +47,19 @@ def test_f1_is_against_the_answer_span_so_pasting_a_block_costs_precision():
     assert not contains("From [Bees] hives: 30", ["3"]) and contains("you have 3 hives.", ["3"])
 
 
+def test_the_abstain_margin_is_the_one_with_the_fewest_wrong_refusals_less_right_ones():
+    """refusals.calibrate: (answerable, margin) pairs; a case is refused at margin m when
+    its margin is above m. Ties go to the smallest margin: a model that refuses well
+    keeps its refusals."""
+    from bytechat.eval.refusals import GRID, calibrate
+
+    assert calibrate([]) == 0.0
+    assert calibrate([(True, 1.2), (True, 2.9), (False, 0.4)]) == 3.0  # its refusals cost more than they gain
+    assert calibrate([(True, -1.0), (False, 2.1), (True, 0.7), (False, 0.9)]) == 0.0  # one wrong, two right
+    assert calibrate([(True, 0.3), (False, 2.1)]) == 0.5
+    assert calibrate([(True, 99.0)]) == GRID[-1] == 100.0  # never refuse
+
+
 def test_every_sentence_the_bot_says_when_nothing_was_found_counts_as_abstaining():
     """A refusal ("..., and your notes don't say.") is the bot abstaining too: the eval
     must count it, or abstention reads lower and false abstention too."""

@@ -43,6 +43,7 @@ from bytechat.model.checkpoint import find_checkpoint
 from bytechat.core.config import load_params
 from bytechat.core.device import autocast_dtype, get_device
 from bytechat.serve.generate import ChatEngine, SamplingConfig
+from bytechat.eval import refusals
 from bytechat.eval.grounded import evaluate_grounded
 from bytechat.data.streams import open_stream
 
@@ -237,9 +238,12 @@ def evaluate_profile(
     # A checkpoint from before answer_style was recorded was taught by this pipeline's params.
     style = {"answer_style": info.get("answer_style") or params.grounded.answers}
     engine = ChatEngine(model, info=style)
+    if params.eval.faithful:  # how sure this model must be to refuse where notes are shown
+        engine.abstain_margin = refusals.calibrated_margin(engine, params.seed)
     grounded_metrics, transcripts = evaluate_grounded(engine, params.seed, faithful=params.eval.faithful)
     metrics["chat"] = grounded_metrics
     metrics["chat_faithful"] = params.eval.faithful  # the decoding the chat figures were taken with
+    metrics["chat_abstain_margin"] = engine.abstain_margin  # the export carries it (stages/export.py)
     write_text(out / "grounded_samples.txt", f"{grounded_header}\n\n{transcripts}")
     write_text(out / "samples.txt", samples)
     write_json(out / "metrics.json", metrics)

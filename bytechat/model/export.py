@@ -109,6 +109,7 @@ def read_export_config(path: Path) -> tuple[dict[str, Any], ModelConfig]:
         version = config.get("version")
         raise ModelLoadError(f"{path}: export version {version!r} is not supported (need {FORMAT_VERSION})")
     _check_answer_style(config, path)
+    _check_abstain_margin(config.get("abstain_margin"), path)
     return config, _model_config(config.get("model_config"), str(path))
 
 
@@ -124,7 +125,7 @@ def _load_export(folder: Path) -> tuple[GPT, dict[str, Any]]:
     except Exception as exc:  # safetensors raises its own error types for corrupt headers
         raise ModelLoadError(f"{weights_path}: unreadable safetensors file ({error_line(exc)})") from None
     model = _build(cfg, state, str(weights_path))
-    fields = ("profile", "step", "val_loss", "best_val_loss", "answer_style", "source_checkpoint")
+    fields = ("profile", "step", "val_loss", "best_val_loss", "answer_style", "abstain_margin", "source_checkpoint")
     return model, {"path": str(folder), "kind": "export", **{k: config.get(k) for k in fields}}
 
 
@@ -143,6 +144,13 @@ def _check_answer_style(saved: dict[str, Any], path: Path) -> None:
     if style is not None and style not in get_args(AnswerStyle):
         known = ", ".join(get_args(AnswerStyle))
         raise ModelLoadError(f"{path}: answer_style {style!r} is not one of {known} (or absent)")
+
+
+def _check_abstain_margin(margin: Any, path: Path | str) -> None:
+    """An export's abstain_margin (bytechat/eval/refusals.py) is None or nats >= 0."""
+    ok = margin is None or (isinstance(margin, (int, float)) and not isinstance(margin, bool) and 0 <= margin < 1e9)
+    if not ok:
+        raise ModelLoadError(f"{path}: abstain_margin {margin!r} is not a number of nats >= 0 (or absent)")
 
 
 def _plain(value: Any) -> Any:
@@ -205,8 +213,10 @@ def newest_export(export_root: Path | None = None) -> Path | None:
 # ---------------------------------------------------------------- writing
 
 
-def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
-    """Write ckpt_path's model as an export folder at out_dir (replaced atomically)."""
+def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path, abstain_margin: float | None = None) -> Path:
+    """Write ckpt_path's model as an export folder at out_dir (replaced atomically), with
+    abstain_margin (how sure it must be to refuse where notes are shown) in its config."""
+    _check_abstain_margin(abstain_margin, out_dir)
     kind, source = resolve_model_path(ckpt_path)
     if kind != "checkpoint":
         raise ModelLoadError(f"{ckpt_path}: is an export already, not a training checkpoint")
@@ -224,6 +234,7 @@ def export_checkpoint(ckpt_path: str | Path, out_dir: str | Path) -> Path:
         "val_loss": _plain(ckpt.get("val_loss")),
         "best_val_loss": _plain(ckpt.get("best_val_loss")),
         "answer_style": ckpt.get("answer_style"),
+        "abstain_margin": abstain_margin,  # calibrated by the eval stage (bytechat/eval/refusals.py); None: the default
         "params": model.num_params(),
         "source_checkpoint": display_path(source),
     }

@@ -69,6 +69,7 @@ class BatchRequest:
         should_stop: Callable[[], bool] | None = None,
         on_start: Callable[[], None] | None = None,
         answer_style: str | None = None,
+        abstain_margin: float | None = None,
     ) -> None:
         if not prompt:
             raise ValueError("BatchRequest: prompt must not be empty (the model needs a byte to condition on)")
@@ -77,7 +78,8 @@ class BatchRequest:
         self.text = bytearray(prompt[-block_size:])  # what the model currently sees
         self.produced = bytearray()
         self.guard = RepeatGuard(sampling.repeat_guard)
-        self.copy = copy_guard(prompt, sampling.faithful, answer_style, sampling.max_new_bytes)  # None unless faithful
+        room = sampling.max_new_bytes
+        self.copy = copy_guard(prompt, sampling.faithful, answer_style, room, abstain_margin)  # None unless faithful
         self.assembler = ReplyAssembler()
         self.row: int | None = None  # its row of the cache while in the batch (rows move as others leave)
         self.log_probs: torch.Tensor | None = None  # of its next byte, (256,)
@@ -218,7 +220,15 @@ class BatchEngine:
         prompt = prompt_bytes(self.engine, messages)
         generator = make_generator(seed if seed is not None else secrets.randbits(63))
         request = BatchRequest(
-            prompt, sampling, generator, self.block_size, emit, should_stop, on_start, self.engine.answer_style
+            prompt,
+            sampling,
+            generator,
+            self.block_size,
+            emit,
+            should_stop,
+            on_start,
+            self.engine.answer_style,
+            self.engine.abstain_margin,
         )
         with self._lock:
             if self._closed:

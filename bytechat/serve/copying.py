@@ -134,11 +134,12 @@ QUESTIONS_QUOTE_OR_ABSTAIN = True
 # "None found").
 NONE_FOUND_ABSTAINS = True
 # With QUESTIONS_QUOTE_OR_ABSTAIN, a question shown notes abstains only where the model
-# prefers the abstention to a quote by this many nats (its first byte's log-probability,
-# "I" against "F"): 3 means 20 to 1. At 0 the smoke models' own "not in your notes" where
-# notes were shown was wrong 32 times of 36 on the dev sets (answerable questions), and
-# 3 is the smallest margin at which no dev question of either model (the example graph's,
-# a new user's) is refused that way; chosen on the dev sets, docs/chat.md.
+# prefers the abstention to a quote by a margin, in nats (its first byte's log-probability,
+# "I" against "F"). Each model's own is calibrated by the eval stage and carried by its
+# export (bytechat/eval/refusals.py); this is the margin of a model without one (a
+# checkpoint, an export from before): 3 (20 to 1), the smallest at which no dev question
+# of two smoke models was refused that way, where at 0 32 of their 36 such refusals were
+# of answerable questions (docs/chat.md).
 ABSTAIN_MARGIN = 3.0
 OPENING = (ANSWER_PREFIX + "[").encode("utf-8")  # b"From [": from here on, a reply is a quote
 # The primer's answers from notes name the page in a frame (head, page, tail, then the
@@ -206,6 +207,7 @@ class FaithfulCopy:
         room: int | None = None,
         several: bool = True,
         reluctant: bool = False,
+        margin: float | None = None,
     ) -> None:
         self.sentences = sorted(set(sentences))  # the bot's own replies; () leaves other replies free
         self.several = several  # whether another shown block's quote may follow a whole one
@@ -216,6 +218,7 @@ class FaithfulCopy:
         self.entry: list[int] = []  # per quote: which shown entry it quotes
         self.framed = framed
         self.reluctant = reluctant  # whether a reply's first byte lowers the abstention (ABSTAIN_MARGIN)
+        self.margin = ABSTAIN_MARGIN if margin is None else float(margin)  # by how much, in nats
         for e, entry in enumerate(entries):
             said = [(ANSWER_PREFIX + x, len(ANSWER_PREFIX) + x.index("] ") + 1) for x in (entry, *_without_key(entry))]
             for text, named in said + (_in_frames(entry) if framed else []):
@@ -235,6 +238,7 @@ class FaithfulCopy:
         framed: bool = False,
         notes_own_words: bool = False,
         room: int | None = None,
+        margin: float | None = None,
     ) -> FaithfulCopy | None:
         entries = shown_entries(messages)
         if entries:
@@ -244,7 +248,7 @@ class FaithfulCopy:
             if only_abstain:
                 sentences = encoded([ABSTAIN])
             several = not ONE_FACT_ONE_QUOTE or names_page(asked, best[1 : best.index("] ")])
-            return cls(entries, sentences, whole, best_first, framed, room, several, reluctant=only_abstain)
+            return cls(entries, sentences, whole, best_first, framed, room, several, only_abstain, margin)
         if not own_words:
             return None
         asked = last_user(messages)
@@ -376,20 +380,26 @@ def _boundary(quote: bytes, at: int) -> bool:
 
 
 def copy_guard(
-    prompt: bytes, faithful: bool, answer_style: str | None = None, room: int | None = None
+    prompt: bytes,
+    faithful: bool,
+    answer_style: str | None = None,
+    room: int | None = None,
+    abstain_margin: float | None = None,
 ) -> FaithfulCopy | QuotesOrFrames | None:
     """The machine generate_bytes and the batch engine decode a prompt's reply with:
     None when the switch is off (or there is nothing to constrain). answer_style: how the
     model was taught to answer (its checkpoint's `answer_style`; None: not recorded, a
     quote, as every checkpoint before it was). room: the reply's byte limit
-    (max_new_bytes), which a page question's further quotes must fit."""
+    (max_new_bytes), which a page question's further quotes must fit. abstain_margin: the
+    model's own (an export's, calibrated by the eval stage: bytechat.eval.refusals), or
+    None for ABSTAIN_MARGIN."""
     if not faithful:
         return None
     span = answer_style == SPAN_STYLE
     notes_own_words = NOTES_OWN_WORDS and (not span or SPAN_FRAMES)
     messages = prompt_messages(prompt)
     quotes = FaithfulCopy.from_messages(
-        messages, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words, room
+        messages, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words, room, abstain_margin
     )
     entries = shown_entries(messages) if span and SPAN_FRAMES else []
     return QuotesOrFrames(quotes, SpanFrames(*sources_of(entries))) if entries and quotes else quotes
@@ -430,4 +440,4 @@ def restrict(
     if copy.may_loop:  # a frame's copies can go round: the guard stays on
         banned = set(guard.banned(produced))
         allowed = [b for b in allowed if b not in banned] or allowed
-    return [], allowed, lowered, ABSTAIN_MARGIN if lowered else 0.0
+    return [], allowed, lowered, copy.margin if lowered else 0.0

@@ -92,6 +92,7 @@ def generate_bytes(
     use_cache: bool = True,
     step: DecodeStep | None = None,
     answer_style: str | None = None,
+    abstain_margin: float | None = None,
 ) -> Iterator[int]:
     """Yield each new byte as it is produced.
 
@@ -105,7 +106,8 @@ def generate_bytes(
     step decodes each byte with that DecodeStep (compiled) on its static cache.
     sampling.faithful: a reply that starts "From [" quotes notes the prompt shows,
     verbatim; any other reply is one of the bot's own sentences (bytechat/serve/copying.py;
-    answer_style: the model's, from its checkpoint, which copy_guard reads).
+    answer_style and abstain_margin: the model's, from its checkpoint or export, which
+    copy_guard reads).
     """
     if not prompt:
         raise ValueError("generate_bytes: prompt must not be empty (the model needs a byte to condition on)")
@@ -118,7 +120,7 @@ def generate_bytes(
     log_probs = prefill(model, text, cache, device)
     produced = bytearray()
     guard = RepeatGuard(sampling.repeat_guard)
-    copy = copy_guard(prompt, sampling.faithful, answer_style, sampling.max_new_bytes)
+    copy = copy_guard(prompt, sampling.faithful, answer_style, sampling.max_new_bytes, abstain_margin)
     one = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
     for i in range(sampling.max_new_bytes):
         if should_stop is not None and should_stop():
@@ -360,6 +362,7 @@ class ChatEngine:
         self.model_info.setdefault("model_config", to_dict(model.config))
         self.model_info["device"] = str(self.device)
         self.answer_style = self.model_info.get("answer_style")  # how it was taught to answer: copy_guard
+        self.abstain_margin = self.model_info.get("abstain_margin")  # how sure it must be to refuse: copy_guard
         if compile is None:
             compile = os.environ.get(COMPILE_ENV, "0") == "1"
         self.step = DecodeStep(model) if compile else None
@@ -401,6 +404,7 @@ class ChatEngine:
             should_stop,
             step=self.step,
             answer_style=self.answer_style,
+            abstain_margin=self.abstain_margin,
         )
         n_bytes = 0
         while True:

@@ -28,7 +28,7 @@ import random
 from wordfreq import zipf_frequency
 
 from bytechat.notes.dialogues import everyday
-from bytechat.notes.query import COMMON_WORD, clauses, query_terms
+from bytechat.notes.query import COMMON_WORD, QUESTION_WORDS, clauses, query_terms
 
 SMALL_TALK_PROBABILITY = 0.9
 # The questions it learns from: dialogues about PAGES synthetic pages, drawn with SEED
@@ -119,8 +119,8 @@ def _sure(text: str) -> bool:
 
 
 # The words an English question opens with ("is my blood group written down anywhere").
-_ASKING = frozenset(
-    "what whats what's who whos who's whose whom when whens when's where wheres where's which why how hows how's "
+_ASKING = QUESTION_WORDS | frozenset(
+    "whats what's whos who's whens when's wheres where's hows how's "
     "is are am was were do does did have has had can could will would should shall may".split()
 )
 

@@ -66,7 +66,8 @@ STOPWORDS = frozenset(
 ANAPHORS = frozenset("it its he him his she her hers they them their theirs that those these there one ones".split())
 CLOSERS = frozenset("thanks thank thx cheers bye goodbye ok okay great nice cool".split())
 CONTINUERS = ("and ", "also ", "what about ", "how about ")
-_ASKING = frozenset("what when where which who whom whose why how".split())
+QUESTION_WORDS = frozenset("what when where which who whom whose why how".split())
+_QUESTION_WORD = re.compile(r"\b(?:" + "|".join(sorted(QUESTION_WORDS)) + r")\b", re.IGNORECASE)
 
 _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's token characters
 # "how old / far / big / tall / heavy": the measure a question asks for (answer_kind
@@ -182,7 +183,7 @@ def is_elliptical(text: str) -> bool:
     does), so it can only mean the conversation's topic."""
     lowered = text.strip().lower()
     opener = next((c for c in CONTINUERS if lowered.startswith(c)), None)
-    return opener is not None and not set(words(lowered[len(opener) :])) & (_ASKING | CLOSERS)
+    return opener is not None and not set(words(lowered[len(opener) :])) & (QUESTION_WORDS | CLOSERS)
 
 
 def is_follow_up(text: str) -> bool:
@@ -230,14 +231,19 @@ _ASKS = (
 
 def answer_kind(question: str) -> re.Pattern | None:
     """The pattern of text a question's words ask for, or None (see above)."""
-    first = re.search(r"\b(?:" + "|".join(_ASKING) + r")\b", question, re.IGNORECASE)
+    first = _QUESTION_WORD.search(question)
     for asks, kind in _ASKS:
         for found in asks.finditer(question):
             # A question word asks only as the question's own: "who waters it when I'm
             # away?" asks who, and "when" opens a clause of it ("who and when?" asks both).
             said = found.group(0).split()[0].lower()
             before = question[: found.start()].rstrip().lower()
-            if first is None or said not in _ASKING or found.start() == first.start() or before.endswith(("and", ",")):
+            if (
+                first is None
+                or said not in QUESTION_WORDS
+                or found.start() == first.start()
+                or before.endswith(("and", ","))
+            ):
                 return kind
     return None
 

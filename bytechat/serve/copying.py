@@ -36,7 +36,8 @@ its small talk drifts into word salad on notes it never saw. With
   goodbye, feeling low) gets one of that kind's sentences. With NOTES_OWN_WORDS
   (shipped) the same holds where notes are shown, for a reply that opens no quote, and
   with QUESTIONS_QUOTE_OR_ABSTAIN (shipped) a question's only such reply is the
-  abstention, taken only where the model prefers it by ABSTAIN_MARGIN; with NONE_FOUND_ABSTAINS (shipped), a question retrieval found nothing
+  abstention, taken only where the model prefers it by a margin (ABSTAIN_MARGIN, or the
+  model's own); with NONE_FOUND_ABSTAINS (shipped), a question retrieval found nothing
   for gets the abstention or a refusal. Without OWN_WORDS such replies are never
   constrained;
 - a model taught `grounded.answers: span` (its checkpoint's answer_style) answers in

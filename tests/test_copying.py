@@ -72,7 +72,8 @@ def test_the_quotes_are_exactly_what_training_writes():
     assert grounded.value_quoted(JONAS, "14 February").text == "From [Jonas] 14 February"
 
 
-def test_allowed_sets():
+def test_allowed_sets(monkeypatch):
+    monkeypatch.setattr(copying, "PAGE_FILL", False)  # a page reply's further quotes: any shown block
     m = machine([JONAS, STARTER], question=PAGE_QUESTION)
     for free in ("", "F", "From", "From ", "I couldn't find that", "Hi! What do you need?", "From  [", "from ["):
         assert allowed(m, free) is None, free
@@ -92,8 +93,9 @@ def test_allowed_sets():
     assert allowed(m, "From [Sourdough Starter] Feeding\n  R") == b"\na"
 
 
-def test_whole_quotes_end_only_where_the_block_or_its_value_ends():
+def test_whole_quotes_end_only_where_the_block_or_its_value_ends(monkeypatch):
     """WHOLE_QUOTES: as training quotes, never a block's first line alone."""
+    monkeypatch.setattr(copying, "PAGE_FILL", False)
     m = FaithfulCopy.from_prompt(format_chat(chat([JONAS, STARTER], PAGE_QUESTION)).encode(), whole=True)
     assert allowed(m, "From [Jonas]") == b" "
     assert allowed(m, "From [Jonas] 14 February") == b"\n"  # the value's quote is whole
@@ -104,9 +106,10 @@ def test_whole_quotes_end_only_where_the_block_or_its_value_ends():
     assert allowed(m, "From [Jonas] birthday: 14 February\nFrom [Sourdough Starter] Feeding\n") == b" "
 
 
-def test_a_page_question_may_quote_several_blocks_each_once():
+def test_a_page_question_may_quote_several_blocks_each_once(monkeypatch):
     """summary.quotes: "tell me about X" answers with the page's blocks quoted one per line;
     each quote is as exact as a single one, and a block is not quoted twice."""
+    monkeypatch.setattr(copying, "PAGE_FILL", False)  # any shown block, the model choosing when to stop
     m = machine([JONAS, STARTER], question=PAGE_QUESTION)
     first = "From [Jonas] birthday: 14 February\n"
     assert allowed(m, first + "Fr") == b"o"
@@ -121,6 +124,7 @@ def test_a_page_question_may_quote_several_blocks_each_once():
 def test_a_further_quote_starts_only_where_it_fits_the_reply_whole(monkeypatch):
     """A page question's reply is never cut inside a quote by the reply's byte limit: after
     a whole quote another starts only if it and a stop tag fit in what is left."""
+    monkeypatch.setattr(copying, "PAGE_FILL", False)
     first = quote(JONAS) + b"\n"
     need = len(first) + len(quote(STARTER)) + min(len(t) for t in TAGS)  # the second quote, whole, then a tag
     prompt = format_chat(chat([JONAS, STARTER], PAGE_QUESTION)).encode()
@@ -135,6 +139,39 @@ def test_a_further_quote_starts_only_where_it_fits_the_reply_whole(monkeypatch):
     assert allowed(guard, first) == b"asu"
 
 
+JONAS_JOB = NoteBlock("Jonas", "job: baker at the corner bakery", 3)
+JONAS_TAGS = NoteBlock("Jonas", "type: #person #friend", 4)
+
+
+def test_a_page_reply_goes_on_with_the_pages_blocks_while_they_fit(monkeypatch):
+    """PAGE_FILL: "tell me about Jonas" is answered with Jonas's blocks shown, one quote
+    each, up to summary.MAX_ITEMS: the reply may not end while a telling one (not tags
+    only) is left and fits, and a further quote is of Jonas's page, not another shown."""
+    monkeypatch.setattr(copying, "PAGE_FILL", True)
+    shown = [JONAS_JOB, STARTER, JONAS_TAGS, JONAS]  # best (Jonas's birthday) last
+    prompt = format_chat(chat(shown, PAGE_QUESTION)).encode()
+    m = FaithfulCopy.from_prompt(prompt)
+    first = quote(JONAS) + b"\n"
+    assert allowed(m, first) == b"F", "the job is still to say: no stop tag"
+    assert allowed(m, first + OPENING) == b"J", "only Jonas's blocks follow"
+    two = first + quote(JONAS_JOB) + b"\n"
+    assert allowed(m, two) == b"Fasu", "only the tags are left: the model chooses"
+    assert allowed(m, two + OPENING) == b"J"
+    # the job's quote does not fit the reply's room (the tags' shorter one does): the reply may end
+    assert len(quote(JONAS_TAGS)) < len(quote(JONAS_JOB))
+    tight = FaithfulCopy.from_prompt(prompt, room=len(first) + len(quote(JONAS_JOB)) + 1)
+    assert allowed(tight, first) == b"Fasu"
+    # at MAX_ITEMS quotes the reply may end, whatever is left
+    monkeypatch.setattr(copying, "MAX_ITEMS", 1)
+    assert allowed(FaithfulCopy.from_prompt(prompt), first) == b"Fasu"
+    # a question for one fact gets its one quote
+    fact = format_chat(chat(shown, "when is Jonas's birthday?")).encode()
+    assert allowed(FaithfulCopy.from_prompt(fact), first) == b"asu"
+    monkeypatch.setattr(copying, "PAGE_FILL", False)
+    assert allowed(FaithfulCopy.from_prompt(prompt), first) == b"Fasu", "off: the model chooses"
+    assert allowed(FaithfulCopy.from_prompt(prompt), first + OPENING) == b"JS"
+
+
 @pytest.mark.parametrize(
     ("question", "several"),
     [
@@ -147,6 +184,7 @@ def test_a_further_quote_starts_only_where_it_fits_the_reply_whole(monkeypatch):
 def test_only_a_question_about_the_whole_page_may_quote_several_blocks(monkeypatch, question, several):
     """ONE_FACT_ONE_QUOTE: after a whole quote another block's may follow only where the
     question names nothing but the page (query.names_page)."""
+    monkeypatch.setattr(copying, "PAGE_FILL", False)
     first = "From [Jonas] birthday: 14 February\n"
     prompt = format_chat(chat([JONAS, STARTER], question)).encode()
     assert allowed(FaithfulCopy.from_prompt(prompt), first) == (b"Fasu" if several else b"asu")

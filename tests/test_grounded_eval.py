@@ -109,6 +109,9 @@ def test_set_metrics_put_the_search_box_beside_every_figure():
     assert m["abstention_near_miss"] == 0.0
     assert m["page_coverage"] == 1.0 and m["baseline_page_coverage"] == 0.5
     assert m["stop_rate"] == pytest.approx(4 / 5), "a reply cut at the byte limit did not stop"
+    # the length of a reply to a question the notes answer (the page's, the refusals' aside)
+    assert m["answer_bytes"] == (len("9 April.") + len("I couldn't find that in your notes.")) / 2
+    assert m["baseline_answer_bytes"] == (len("From [Marta] birthday: 9 April") + len("From [Bees] hives: 3")) / 2
     assert "followup_answer_contains" not in m, "no follow-up asked"
     follow = [*results, _result("followup", "From [Bees] hives: 3", ["3"], baseline="From [Marta] birthday: 9 April")]
     m = ge.set_metrics(follow)

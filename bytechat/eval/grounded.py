@@ -333,6 +333,7 @@ def set_metrics(results: Sequence[Result]) -> dict[str, float]:
             out[prefix + "answer_f1"] = mean(answer_f1(reply(r), r.case.answers) for r in answering)
             out[prefix + "answer_contains"] = mean(contains(reply(r), r.case.answers) for r in answering)
             out[prefix + "false_abstention"] = mean(abstained(reply(r)) for r in answering)
+            out[prefix + "answer_bytes"] = mean(len(reply(r).encode("utf-8")) for r in answering)
         if follow_ups:
             out[prefix + "followup_answer_contains"] = mean(contains(reply(r), r.case.answers) for r in follow_ups)
         if whole_page:
@@ -403,15 +404,14 @@ def evaluate_grounded(
 def chat_table(metrics: dict[str, dict[str, float]]) -> str:
     """The chat metrics as a table: a row per question set, each model figure beside its
     search-box baseline ("model / box")."""
-    columns = ("answer_f1", "answer_contains", "false_abstention", "abstention", "page_coverage")
-    lines = [f"{'chat (model / search box)':<16}" + "".join(f"{c:>20}" for c in columns) + f"{'stop':>7}{'bytes':>7}"]
+    columns = ("answer_f1", "answer_contains", "false_abstention", "abstention", "page_coverage", "answer_bytes")
+    lines = [f"{'chat (model / search box)':<16}" + "".join(f"{c:>20}" for c in columns) + f"{'stop':>7}"]
     for name, m in metrics.items():
         if name in small_talk.SETS:
             continue
-        cells = [f"{m[c]:.2f} / {m['baseline_' + c]:.2f}" if c in m else "-" for c in columns]
-        lines.append(
-            f"{name:<16}" + "".join(f"{x:>20}" for x in cells) + f"{m['stop_rate']:>7.2f}{m['mean_reply_bytes']:>7.0f}"
-        )
+        form = {c: ".0f" if c == "answer_bytes" else ".2f" for c in columns}
+        cells = [f"{m[c]:{form[c]}} / {m['baseline_' + c]:{form[c]}}" if c in m else "-" for c in columns]
+        lines.append(f"{name:<16}" + "".join(f"{x:>20}" for x in cells) + f"{m['stop_rate']:>7.2f}")
     for name in (n for n in small_talk.SETS if n in metrics):
         e = metrics[name]
         lines.append(

@@ -57,8 +57,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bytechat.notes import intent
-from bytechat.notes.blocks import NOTES_HEADER
+from bytechat.notes.blocks import NOTES_HEADER, is_tags_only
 from bytechat.notes.dialogues.spans import KEY_VALUE
+from bytechat.notes.dialogues.summary import MAX_ITEMS
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
 from bytechat.notes.query import names_page
 from bytechat.serve.own_words import (
@@ -72,7 +73,7 @@ from bytechat.serve.own_words import (
     small_talk_act,
 )
 from bytechat.serve.sampling import RepeatGuard
-from bytechat.serve.span_frames import SpanFrames, sources_of
+from bytechat.serve.span_frames import QuotesOrFrames, SpanFrames, sources_of
 from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat, tag_continuations
 
 # Whether chat and the web API decode faithfully unless told otherwise (--no-faithful,
@@ -120,6 +121,11 @@ SMALL_TALK_ACTS = True
 # and with short blocks it went on after a fact's quote (docs/notes.md, "Blocks of one
 # child, and quotes that fit").
 ONE_FACT_ONE_QUOTE = True
+# Whether a whole-page question's reply goes on quoting the page's shown blocks (tags-only
+# ones aside) until it holds summary.MAX_ITEMS quotes or the next does not fit, each a block
+# of that page, as training's page replies are. Off, the model stops where it likes: 35% of
+# its training page replies held one quote, cut to fit a 512-byte row (docs/chat.md).
+PAGE_FILL = True
 # Whether, with NOTES_OWN_WORDS, a question shown notes (a message that does not read as
 # small talk: bytechat.notes.intent) that opens no quote may only abstain ("I couldn't
 # find that in your notes."), not say any other of the bot's sentences: a smoke model
@@ -209,9 +215,14 @@ class FaithfulCopy:
         several: bool = True,
         reluctant: bool = False,
         margin: float | None = None,
+        fill: bool = False,
     ) -> None:
         self.sentences = sorted(set(sentences))  # the bot's own replies; () leaves other replies free
         self.several = several  # whether another shown block's quote may follow a whole one
+        page = [e[1 : e.index("] ")] for e in entries]
+        # fill: a further quote is of the best block's page, and the reply goes on while one of its telling blocks fits
+        self.page = {e for e in range(len(entries)) if page[e] == page[-1]} if fill and entries else None
+        self.fill = {e for e in self.page or () if not is_tags_only(entries[e].partition("] ")[2])}
         self.room = room  # the reply's bytes in all (None: no limit); a further quote must fit
         self.best = len(entries) - 1 if best_first else None  # the entry a reply's first quote must be of
         self.quotes: list[bytes] = []
@@ -248,8 +259,10 @@ class FaithfulCopy:
             only_abstain = bool(sentences) and QUESTIONS_QUOTE_OR_ABSTAIN and not intent.reads_as_small_talk(asked)
             if only_abstain:
                 sentences = encoded([ABSTAIN])
-            several = not ONE_FACT_ONE_QUOTE or names_page(asked, best[1 : best.index("] ")])
-            return cls(entries, sentences, whole, best_first, framed, room, several, only_abstain, margin)
+            whole_page = names_page(asked, best[1 : best.index("] ")])
+            several = not ONE_FACT_ONE_QUOTE or whole_page
+            fill = PAGE_FILL and whole_page
+            return cls(entries, sentences, whole, best_first, framed, room, several, only_abstain, margin, fill)
         if not own_words:
             return None
         asked = last_user(messages)
@@ -300,18 +313,21 @@ class FaithfulCopy:
         for n, (quote, first_stop) in enumerate(zip(self.quotes, self.first_stop)):
             if self.entry[n] in used or (not earlier and self.best not in (None, self.entry[n])):
                 continue  # a page's block is quoted once per reply; the first, with best_first, is the best
-            if earlier and not self._fits(base, quote):
-                continue  # a further quote only where it fits whole
+            if earlier and (not self._fits(base, quote) or self.entry[n] not in (self.page or self.entry)):
+                continue  # a further quote only where it fits whole (and, filling, of the page)
             if quote.startswith(current):
                 if len(current) < len(quote):
                     nexts.add(quote[len(current)])
                 if len(current) >= first_stop and _boundary(quote, len(current)):
                     nexts.add(_NEWLINE[0])
         if ended_at_cut:
-            nexts.update(tag_continuations(tail))
             at = len(reply) - len(tail) + len(_NEWLINE)  # where another quote would start
             others = {self.entry[n] for n, q in enumerate(self.quotes) if self._fits(at, q)} - used - whole_at_cut
-            if self.several and whole_at_cut and others and len(tail) < len(_NEXT) and _NEXT.startswith(tail):
+            others &= self.page if self.page is not None else others
+            go_on = self.several and whole_at_cut and others and len(tail) < len(_NEXT) and _NEXT.startswith(tail)
+            if not (go_on and others & self.fill and len(earlier) + 1 < MAX_ITEMS):
+                nexts.update(tag_continuations(tail))  # filling a page's reply, it may not end yet
+            if go_on:
                 nexts.add(_NEXT[len(tail)])
         # Empty only if the reply left the quotes before the constraint applied (a switch
         # turned on mid-reply): then nothing is constrained rather than nothing allowed.
@@ -404,27 +420,6 @@ def copy_guard(
     )
     entries = shown_entries(messages) if span and SPAN_FRAMES else []
     return QuotesOrFrames(quotes, SpanFrames(*sources_of(entries))) if entries and quotes else quotes
-
-
-class QuotesOrFrames:
-    """A span-taught model's reply: a quote (once it opens as one, only that), one of its
-    own sentences, or one of its frames with the notes copied in (span_frames). A reply
-    opened as a quote stays one: offered the frames' looser copies there too ("On your X
-    page: " is also a frame's opening), the smoke model left the block's start for words
-    further on (docs/chat.md)."""
-
-    def __init__(self, quotes: FaithfulCopy, frames: SpanFrames) -> None:
-        self.quotes, self.frames = quotes, frames
-        self.may_loop = False  # whether the last reply read is only a frame's (the repeat guard's business)
-
-    def allowed(self, produced: bytes | bytearray) -> list[int] | None:
-        if self.quotes.quoting(bytes(produced)):
-            self.may_loop = False
-            return self.quotes.allowed(produced)
-        quotes, frames = self.quotes.allowed(produced), self.frames.allowed(produced)
-        self.may_loop = quotes is None and frames is not None
-        got = [a for a in (quotes, frames) if a is not None]
-        return sorted(set().union(*got)) if got else None
 
 
 def restrict(

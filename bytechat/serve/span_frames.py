@@ -32,10 +32,14 @@ import itertools
 import re
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from bytechat.notes.dialogues import frames, summary
 from bytechat.notes.dialogues.asking import title
 from bytechat.text.chat_format import tag_continuations
+
+if TYPE_CHECKING:
+    from bytechat.serve.copying import FaithfulCopy
 
 COPY = 0x01  # a slot in a frame's bytes: a copy from the notes goes here
 NAME = 0x02  # a slot for a page's name: a shown page's whole name goes here
@@ -323,3 +327,24 @@ def sources_of(entries: Sequence[str]) -> tuple[list[bytes], list[bytes]]:
         names += [page.encode("utf-8"), title(page).encode("utf-8")]  # "Recipes/Miso Soup", "Miso Soup"
         lines += [line.strip().encode("utf-8") for line in text.split("\n") if line.strip()]
     return lines, names
+
+
+class QuotesOrFrames:
+    """A span-taught model's reply: a quote (once it opens as one, only that), one of its
+    own sentences, or one of its frames with the notes copied in (SpanFrames). A reply
+    opened as a quote stays one: offered the frames' looser copies there too ("On your X
+    page: " is also a frame's opening), the smoke model left the block's start for words
+    further on (docs/chat.md)."""
+
+    def __init__(self, quotes: FaithfulCopy, span: SpanFrames) -> None:
+        self.quotes, self.frames = quotes, span
+        self.may_loop = False  # whether the last reply read is only a frame's (the repeat guard's business)
+
+    def allowed(self, produced: bytes | bytearray) -> list[int] | None:
+        if self.quotes.quoting(bytes(produced)):
+            self.may_loop = False
+            return self.quotes.allowed(produced)
+        quotes, frames = self.quotes.allowed(produced), self.frames.allowed(produced)
+        self.may_loop = quotes is None and frames is not None
+        got = [a for a in (quotes, frames) if a is not None]
+        return sorted(set().union(*got)) if got else None

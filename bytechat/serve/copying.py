@@ -61,7 +61,7 @@ from bytechat.notes.blocks import NOTES_HEADER, is_tags_only
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.dialogues.summary import MAX_ITEMS
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
-from bytechat.notes.query import names_page
+from bytechat.notes.query import answer_kind, names_page
 from bytechat.serve.own_words import (
     continuations,
     encoded,
@@ -259,7 +259,8 @@ class FaithfulCopy:
             only_abstain = bool(sentences) and QUESTIONS_QUOTE_OR_ABSTAIN and not intent.reads_as_small_talk(asked)
             if only_abstain:
                 sentences = encoded([ABSTAIN])
-            whole_page = names_page(asked, best[1 : best.index("] ")])
+            # "tell me about Jonas", not "when is the Copenhagen trip?" (a fact, as search reads it)
+            whole_page = names_page(asked, best[1 : best.index("] ")]) and answer_kind(asked) is None
             several = not ONE_FACT_ONE_QUOTE or whole_page
             fill = PAGE_FILL and whole_page
             return cls(entries, sentences, whole, best_first, framed, room, several, only_abstain, margin, fill)

@@ -141,26 +141,30 @@ def test_a_further_quote_starts_only_where_it_fits_the_reply_whole(monkeypatch):
 
 JONAS_JOB = NoteBlock("Jonas", "job: baker at the corner bakery", 3)
 JONAS_TAGS = NoteBlock("Jonas", "type: #person #friend", 4)
+JONAS_HEAD = NoteBlock("Jonas", "Gifts", 5)  # a header alone, beside its child's group
+JONAS_GIFT = NoteBlock("Jonas", "Gifts\n  a good pen", 6)
 
 
 def test_a_page_reply_goes_on_with_the_pages_blocks_while_they_fit(monkeypatch):
-    """PAGE_FILL: "tell me about Jonas" is answered with Jonas's blocks shown, one quote
-    each, up to summary.MAX_ITEMS: the reply may not end while a telling one (not tags
-    only) is left and fits, and a further quote is of Jonas's page, not another shown."""
+    """PAGE_FILL: "tell me about Jonas" is answered with Jonas's telling blocks shown, one
+    quote each, up to summary.MAX_ITEMS: the reply may not end while one is left that fits,
+    and a further quote is one of them: not another page's, not tags only, not a header
+    alone whose group is shown."""
     monkeypatch.setattr(copying, "PAGE_FILL", True)
-    shown = [JONAS_JOB, STARTER, JONAS_TAGS, JONAS]  # best (Jonas's birthday) last
+    shown = [JONAS_HEAD, JONAS_JOB, STARTER, JONAS_TAGS, JONAS_GIFT, JONAS]  # best (Jonas's birthday) last
     prompt = format_chat(chat(shown, PAGE_QUESTION)).encode()
-    m = FaithfulCopy.from_prompt(prompt)
+    m = FaithfulCopy.from_prompt(prompt, whole=True)
     first = quote(JONAS) + b"\n"
-    assert allowed(m, first) == b"F", "the job is still to say: no stop tag"
-    assert allowed(m, first + OPENING) == b"J", "only Jonas's blocks follow"
+    assert allowed(m, first) == b"F", "the job and the gift are still to say: no stop tag"
+    assert allowed(m, first + OPENING + b"Jonas] ") == b"Gbj", "only Jonas's telling blocks (or the job's value)"
+    assert allowed(m, first + OPENING + b"Jonas] Gifts") == b"\n", "the gift's group, not its header alone"
     two = first + quote(JONAS_JOB) + b"\n"
-    assert allowed(m, two) == b"Fasu", "only the tags are left: the model chooses"
-    assert allowed(m, two + OPENING) == b"J"
-    # the job's quote does not fit the reply's room (the tags' shorter one does): the reply may end
-    assert len(quote(JONAS_TAGS)) < len(quote(JONAS_JOB))
-    tight = FaithfulCopy.from_prompt(prompt, room=len(first) + len(quote(JONAS_JOB)) + 1)
-    assert allowed(tight, first) == b"Fasu"
+    assert allowed(m, two) == b"F"
+    three = two + quote(JONAS_GIFT) + b"\n"
+    assert allowed(m, three) == b"asu", "only the tags and the header are left: the reply ends"
+    # the job's and the gift's quotes do not fit the reply's room: the reply may end
+    tight = FaithfulCopy.from_prompt(prompt, room=len(first) + len(quote(JONAS_GIFT)))
+    assert allowed(tight, first) == b"asu"
     # at MAX_ITEMS quotes the reply may end, whatever is left
     monkeypatch.setattr(copying, "MAX_ITEMS", 1)
     assert allowed(FaithfulCopy.from_prompt(prompt), first) == b"Fasu"

@@ -121,10 +121,9 @@ SMALL_TALK_ACTS = True
 # and with short blocks it went on after a fact's quote (docs/notes.md, "Blocks of one
 # child, and quotes that fit").
 ONE_FACT_ONE_QUOTE = True
-# Whether a whole-page question's reply goes on quoting the page's shown blocks (tags-only
-# ones aside) until it holds summary.MAX_ITEMS quotes or the next does not fit, each a block
-# of that page, as training's page replies are. Off, the model stops where it likes: 35% of
-# its training page replies held one quote, cut to fit a 512-byte row (docs/chat.md).
+# Whether a whole-page question's reply goes on quoting the page's telling blocks shown
+# (_telling) until it holds summary.MAX_ITEMS quotes or none fits; off, the model stops
+# where it likes, and 35% of its training page replies were cut to one quote (docs/chat.md).
 PAGE_FILL = True
 # Whether, with NOTES_OWN_WORDS, a question shown notes (a message that does not read as
 # small talk: bytechat.notes.intent) that opens no quote may only abstain ("I couldn't
@@ -219,10 +218,8 @@ class FaithfulCopy:
     ) -> None:
         self.sentences = sorted(set(sentences))  # the bot's own replies; () leaves other replies free
         self.several = several  # whether another shown block's quote may follow a whole one
-        page = [e[1 : e.index("] ")] for e in entries]
-        # fill: a further quote is of the best block's page, and the reply goes on while one of its telling blocks fits
-        self.page = {e for e in range(len(entries)) if page[e] == page[-1]} if fill and entries else None
-        self.fill = {e for e in self.page or () if not is_tags_only(entries[e].partition("] ")[2])}
+        # fill: the further quotes are of the best block's page, and the reply goes on while one fits
+        self.fill = _telling(entries) if fill and entries else None
         self.room = room  # the reply's bytes in all (None: no limit); a further quote must fit
         self.best = len(entries) - 1 if best_first else None  # the entry a reply's first quote must be of
         self.quotes: list[bytes] = []
@@ -314,7 +311,7 @@ class FaithfulCopy:
         for n, (quote, first_stop) in enumerate(zip(self.quotes, self.first_stop)):
             if self.entry[n] in used or (not earlier and self.best not in (None, self.entry[n])):
                 continue  # a page's block is quoted once per reply; the first, with best_first, is the best
-            if earlier and (not self._fits(base, quote) or self.entry[n] not in (self.page or self.entry)):
+            if earlier and (not self._fits(base, quote) or self.entry[n] not in (self.fill or self.entry)):
                 continue  # a further quote only where it fits whole (and, filling, of the page)
             if quote.startswith(current):
                 if len(current) < len(quote):
@@ -324,9 +321,9 @@ class FaithfulCopy:
         if ended_at_cut:
             at = len(reply) - len(tail) + len(_NEWLINE)  # where another quote would start
             others = {self.entry[n] for n, q in enumerate(self.quotes) if self._fits(at, q)} - used - whole_at_cut
-            others &= self.page if self.page is not None else others
+            others &= self.fill if self.fill is not None else others
             go_on = self.several and whole_at_cut and others and len(tail) < len(_NEXT) and _NEXT.startswith(tail)
-            if not (go_on and others & self.fill and len(earlier) + 1 < MAX_ITEMS):
+            if not (go_on and self.fill is not None and len(earlier) + 1 < MAX_ITEMS):
                 nexts.update(tag_continuations(tail))  # filling a page's reply, it may not end yet
             if go_on:
                 nexts.add(_NEXT[len(tail)])
@@ -376,6 +373,19 @@ class FaithfulCopy:
             if fits and self.entry[n] not in used:
                 ends.add(self.entry[n])
         return ends
+
+
+def _telling(entries: Sequence[str]) -> set[int]:
+    """The shown entries of the best's (the last's) page that say something: not tags only
+    (summary.chosen leaves those out), nor a header alone that another entry opens with
+    (its children's group: `Working with her` beside `Working with her\n  Prefers ...`)."""
+    page = entries[-1][: entries[-1].index("] ") + 2]
+    own = [e for e in entries if e.startswith(page)]
+    return {
+        n
+        for n, e in enumerate(entries)
+        if e in own and not is_tags_only(e[len(page) :]) and not any(o.startswith(e + "\n") for o in own)
+    }
 
 
 def _in_frames(entry: str) -> list[tuple[str, int]]:

@@ -176,6 +176,20 @@ def test_a_page_reply_goes_on_with_the_pages_blocks_while_they_fit(monkeypatch):
     assert allowed(FaithfulCopy.from_prompt(prompt), first + OPENING) == b"JS"
 
 
+def test_a_page_reply_skips_a_long_header_whose_group_says_it_clipped(monkeypatch):
+    """A long header's children are grouped under it clipped with an ellipsis (blocks._clip);
+    the header alone beside such a group is no further fact to fill with, the group is."""
+    monkeypatch.setattr(copying, "PAGE_FILL", True)
+    head = NoteBlock("Jonas", "Runs with me. Sundays at nine, rain or shine", 7)
+    group = NoteBlock("Jonas", "Runs with me. Sunda…\n  long runs from the park", 8)
+    prompt = format_chat(chat([head, group, JONAS], PAGE_QUESTION)).encode()
+    m = FaithfulCopy.from_prompt(prompt, whole=True)
+    first = quote(JONAS) + b"\n"
+    assert allowed(m, first) == b"F", "the group is still to say"
+    assert allowed(m, first + OPENING + b"Jonas] Runs with me. Sunda") == b"\xe2", "only the group's clipped head"
+    assert allowed(m, first + quote(group) + b"\n") == b"asu", "the header alone is not filled with"
+
+
 @pytest.mark.parametrize(
     ("question", "several"),
     [

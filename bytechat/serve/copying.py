@@ -376,16 +376,16 @@ class FaithfulCopy:
 
 
 def _telling(entries: Sequence[str]) -> set[int]:
-    """The shown entries of the best's (the last's) page that say something: not tags only
-    (summary.chosen leaves those out), nor a header alone that another entry opens with
-    (its children's group: `Working with her` beside `Working with her\n  Prefers ...`)."""
+    """The shown entries of the best's (last's) page that say something: not tags only (as
+    summary.chosen), nor a header alone that a shown group of its children opens with,
+    whole or clipped (`Working with her`, `Reads more than anyone I know. Her recommendati…`)."""
     page = entries[-1][: entries[-1].index("] ") + 2]
-    own = [e for e in entries if e.startswith(page)]
-    return {
-        n
-        for n, e in enumerate(entries)
-        if e in own and not is_tags_only(e[len(page) :]) and not any(o.startswith(e + "\n") for o in own)
-    }
+    heads = {o.split("\n", 1)[0] for o in entries if o.startswith(page) and "\n" in o}
+
+    def said(e: str) -> bool:  # a header alone that a group says
+        return "\n" not in e and any(e == h or (h.endswith("…") and e.startswith(h[:-1])) for h in heads)
+
+    return {n for n, e in enumerate(entries) if e.startswith(page) and not is_tags_only(e[len(page) :]) and not said(e)}
 
 
 def _in_frames(entry: str) -> list[tuple[str, int]]:

@@ -19,6 +19,19 @@ The answers taught (issue 29, docs/notes.md "Answers, not echoes"): --answer quo
 reply holds the gold span (the fact), its token F1 against the span, the page named,
 abstentions, replies that end on their own, bytes per reply, and echoes (a reply that
 starts "From [").
+
+--extract W adds an extractive answer head (issue 29's "pointer/copy head is exactly the
+architecture extractive QA systems use"): from the hidden state at the reply's start, a
+start and an end pointer over the prompt's positions, trained (loss weight W, beside the
+language model's) on where the gold span sits in the answering block shown. Scored on the
+fresh pages as a reply of its own: the best span (start <= end, one line, at most 96
+bytes; --words 1: at word edges) in the notes shown, against the gold, beside the
+generated reply; with --natural dev, also on data/unseen-notes' answerable questions as
+the eval asks them, beside the search box. --roam-dialogues N adds dialogues about the
+example graph to training (docs/notes.md, "Measured: an extractive answer head"):
+
+    .venv/bin/python tools/copy_levers.py --conv 4 --copy 64 --cont 1 --answer quote \
+        --extract 0.03 --words 1 --roam-dialogues 4000 --natural dev
 """
 
 import argparse, math, os, random, re, sys, time, json, pathlib
@@ -61,6 +74,15 @@ ap.add_argument("--threads", type=int, default=2)
 ap.add_argument("--conversations", type=float, default=0.0, help="multi-turn dialogues per single one (train and eval)")
 ap.add_argument("--small-talk", type=float, default=0.0, help="small-talk dialogues per single one (train)")
 ap.add_argument("--span-weight", type=float, default=1.0, help="loss weight on the reply's bytes copied from the notes")
+ap.add_argument("--extract", type=float, default=0.0, help="loss weight of an extractive start/end head (0: none)")
+ap.add_argument(
+    "--detach", type=int, default=0, help="train the extractive head on the trunk's states without moving them"
+)
+ap.add_argument("--roam-dialogues", type=int, default=0, help="grounded dialogues about examples/roam besides")
+ap.add_argument("--words", type=int, default=0, help="the head's span starts and ends at word edges")
+ap.add_argument(
+    "--natural", default="", help="also score the head on data/unseen-notes questions of this split (dev|test)"
+)
 a = ap.parse_args()
 os.nice(10)  # a shared machine
 torch.manual_seed(0)
@@ -90,6 +112,12 @@ rng = random.Random(1)
 pages = sn.synthetic_pages(rng, 3000)
 blocks = all_blocks(pages)
 dl = grounded.dialogues(blocks, simple_retriever(blocks), rng, a.dialogues, unknown_name=sn.name)
+if a.roam_dialogues:  # and about the example graph, as the pipeline trains on a person's own notes
+    from bytechat.notes.roam import load_pages as roam_pages
+
+    rblocks = all_blocks(roam_pages(pathlib.Path(__file__).resolve().parent.parent / "examples" / "roam"))
+    dl += grounded.dialogues(rblocks, simple_retriever(rblocks), rng, a.roam_dialogues, unknown_name=sn.name)
+    rng.shuffle(dl)
 
 
 def quoted(d):
@@ -125,6 +153,24 @@ for st, d, dd in zip(starts, docs, dl):
         at = b.find(piece.encode(), i)
         if at >= 0:
             SW[st + at : st + at + len(piece.encode())] = a.span_weight
+
+
+def span_label(doc: bytes, d) -> tuple[int, int, int] | None:
+    """(the position whose next byte is the reply's first, the gold span's first and last
+    byte) in doc, the span found inside the answering block as the notes show it."""
+    at = doc.rfind(b"\nassistant: ")
+    if not d.blocks or not d.gold or at < 0:
+        return None
+    shown = doc.find(d.blocks[0].render().encode(), 0, at)
+    if shown < 0:
+        return None
+    start = doc.find(d.gold.encode(), shown, shown + len(d.blocks[0].render().encode()))
+    if start < 0:
+        return None
+    return at + len(b"\nassistant: ") - 1, start, start + len(d.gold.encode()) - 1
+
+
+labels = {int(st): span_label(d.encode(), dd) for st, d, dd in zip(starts, docs, dl)} if a.extract else {}
 print("grounded bytes", len(gstream), "mean doc", len(gstream) / len(docs), file=sys.stderr)
 wiki = "".join(pq.read_table(a.wiki).column("text").to_pylist()).encode()
 W = np.frombuffer(wiki, np.uint8)
@@ -139,6 +185,26 @@ if a.conversations:
     edl += [
         d for d in conversation.make(etalks, erng, round(a.questions * a.conversations)) if d.kind == "conv_followup"
     ]
+
+
+class SpanHead(torch.nn.Module):
+    """Start and end pointers from the reply's first position over the positions before it."""
+
+    def __init__(self, width: int, dim: int = 64) -> None:
+        super().__init__()
+        self.q = torch.nn.Linear(width, 2 * dim, bias=False)
+        self.k = torch.nn.Linear(width, 2 * dim, bias=False)
+        self.dim = dim
+
+    def forward(self, h: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h (B, T, C), at (B,) -> start and end scores (B, T), -inf from at on."""
+        q = self.q(h[torch.arange(len(at)), at]).view(len(at), 2, self.dim)
+        k = self.k(h).view(h.shape[0], h.shape[1], 2, self.dim)
+        scores = torch.einsum("bjd,btjd->bjt", q.float(), k.float()) / math.sqrt(self.dim)
+        after = torch.arange(h.shape[1])[None, :] >= at[:, None]
+        scores = scores.masked_fill(after[:, None, :], float("-inf"))
+        return scores[:, 0], scores[:, 1]
+
 
 cfg = ModelConfig(
     n_layer=a.layers,
@@ -155,8 +221,12 @@ cfg = ModelConfig(
     activation="gelu",
 )
 model = GPT(cfg)
-decay = [p for p in model.parameters() if p.dim() >= 2]
-nodecay = [p for p in model.parameters() if p.dim() < 2]
+head = SpanHead(a.emb)
+hidden = {}
+model.ln_f.register_forward_hook(lambda mod, inp, out: hidden.__setitem__("h", out))
+params = [*model.parameters(), *(head.parameters() if a.extract else ())]
+decay = [p for p in params if p.dim() >= 2]
+nodecay = [p for p in params if p.dim() < 2]
 opt = torch.optim.AdamW(
     [{"params": decay, "weight_decay": 0.1}, {"params": nodecay, "weight_decay": 0}], lr=a.lr, betas=(0.9, 0.95)
 )
@@ -164,12 +234,15 @@ g = torch.Generator().manual_seed(0)
 
 
 def batch():
-    xs, ms, ws = [], [], []
+    xs, ms, ws, ls = [], [], [], []
     for _ in range(a.B):
         if torch.rand(1, generator=g).item() < a.pg:
             if a.align:
-                s = int(starts[torch.randint(len(starts), (1,), generator=g)])
-                s = min(s, len(G) - a.T - 2)
+                first = int(starts[torch.randint(len(starts), (1,), generator=g)])
+                s = min(first, len(G) - a.T - 2)
+                label = labels.get(first)
+                if label and s == first and label[0] < a.T:  # the doc's positions are the window's
+                    ls.append((len(xs), *label))
             else:
                 s = int(torch.randint(len(G) - a.T - 2, (1,), generator=g))
             xs.append(G[s : s + a.T + 1])
@@ -184,7 +257,7 @@ def batch():
     m = torch.from_numpy(np.stack(ms))
     y = d[:, 1:].clone()
     y[~m[:, 1:]] = -1
-    return d[:, :-1], y, torch.from_numpy(np.stack(ws))[:, 1:]
+    return d[:, :-1], y, torch.from_numpy(np.stack(ws))[:, 1:], ls
 
 
 t0 = time.time()
@@ -192,7 +265,7 @@ for step in range(a.steps):
     lr = a.lr * min(1, (step + 1) / 100) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / a.steps)))
     for gr in opt.param_groups:
         gr["lr"] = lr
-    x, y, w = batch()
+    x, y, w, ls = batch()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         if a.span_weight == 1.0:
             _, loss = model(x, targets=y)
@@ -201,6 +274,12 @@ for step in range(a.steps):
             nll = -logp.float().gather(-1, y.clamp_min(0).unsqueeze(-1)).squeeze(-1)
             w = w * (y >= 0)
             loss = (nll * w).sum() / w.sum()
+        if a.extract and ls:
+            rows, at, first, last = (torch.tensor(c) for c in zip(*ls))
+            states = hidden["h"][rows]
+            begin, end = head(states.detach() if a.detach else states, at)
+            pointer = torch.nn.functional.cross_entropy(begin, first) + torch.nn.functional.cross_entropy(end, last)
+            loss = loss + a.extract * pointer
     opt.zero_grad()
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -235,6 +314,95 @@ for d in edl:
         k[1] += 1
     if len(ex) < 8 or (d.kind.startswith("conv") and len(ex) < 12):
         ex.append((d.messages[-2]["content"], d.gold, r[:200]))
+
+
+def best_span(window: bytes, notes_end: int, lo: int = 0) -> str:
+    """The head's best span (start <= end, one line, at most 96 bytes) in window[lo:notes_end]."""
+    model(torch.tensor([list(window)]))
+    begin, end = head(hidden["h"], torch.tensor([len(window) - 1]))
+    begin, end = begin[0].tolist(), end[0].tolist()
+    best, span = float("-inf"), b""
+
+    def inside_word(at: int) -> bool:  # a letter, digit or UTF-8 byte on both sides of at
+        return 0 < at < len(window) and all(chr(c).isalnum() or c >= 0x80 for c in window[at - 1 : at + 1])
+
+    for i in range(max(0, lo), max(0, notes_end)):
+        if begin[i] == float("-inf") or window[i : i + 1] == b"\n" or (a.words and inside_word(i)):
+            continue
+        for j in range(i, min(i + 96, notes_end)):
+            if window[j : j + 1] == b"\n":
+                break
+            if a.words and inside_word(j + 1):
+                continue  # a span starts and ends at a word's edge
+            if begin[i] + end[j] > best:
+                best, span = begin[i] + end[j], window[i : j + 1]
+    return span.decode("utf-8", errors="ignore")
+
+
+if a.extract:  # the head's best span in the notes shown, as a reply of its own
+    ext = {"cov": 0, "f1": 0.0, "exact": 0, "bytes": 0, "n": 0, "box_f1": 0.0}
+    with torch.no_grad():
+        for d in edl:
+            if d.kind in ("uncovered", "conv_uncovered"):
+                continue
+            doc = d.document().encode()
+            cut = doc.rfind(b"\nassistant: ") + len(b"\nassistant: ")
+            window = doc[:cut][-a.T :]
+            said = best_span(window, window.rfind(b"\nuser: "))
+            span = said.encode()
+            ext["n"] += 1
+            ext["cov"] += d.gold in said
+            ext["exact"] += said.strip() == d.gold.strip()
+            ext["f1"] += answer_f1(said, [d.gold])
+            ext["bytes"] += len(span)
+            ext["box_f1"] += answer_f1(grounded.answer(d.blocks[0]), [d.gold]) if d.blocks else 0.0
+            if ext["n"] <= 8:
+                print(
+                    "  extract Q:", d.messages[-2]["content"], "| gold:", d.gold, "| span:", repr(said), file=sys.stderr
+                )
+    res["extract"] = {
+        "cov": ext["cov"],
+        "exact": ext["exact"],
+        "of": ext["n"],
+        "f1": round(ext["f1"] / max(1, ext["n"]), 3),
+        "bytes": round(ext["bytes"] / max(1, ext["n"])),
+        "box_f1": round(ext["box_f1"] / max(1, ext["n"]), 3),  # the answering block quoted whole
+    }
+if a.extract and a.natural:  # questions a person wrote, about notes no run trains on, as chat shows them
+    from bytechat.eval import grounded as ge
+    from bytechat.notes.index import NotesIndex
+    from bytechat.notes.roam import load_pages
+    from bytechat.text.chat_format import format_chat
+
+    folder = pathlib.Path(__file__).resolve().parent.parent / "data" / "unseen-notes"
+    upages = load_pages(folder)
+    cases = [c for c in ge.load_questions(folder / ge.QUESTIONS_FILE, upages) if c.split == a.natural]
+    nat = {"n": 0, "f1": 0.0, "box_f1": 0.0, "cov": 0, "box_cov": 0, "bytes": 0, "f1_best": 0.0, "cov_best": 0}
+    shown = []
+    with NotesIndex.build(all_blocks(upages)) as index, torch.no_grad():
+        for c in cases:
+            if c.kind not in ge.ANSWERING:
+                continue
+            messages, hits = ge.prompt_for(eng, index, c)
+            box = ge.search_box(hits)[0]
+            prompt = format_chat(messages).encode()[-a.T :]
+            notes_end = prompt.find(b"\nuser: ")
+            said = best_span(prompt, notes_end) if hits else grounded.ABSTAIN
+            # in retrieval's best block alone (placed last), as BEST_FIRST has the quote start there
+            inside = best_span(prompt, notes_end, prompt.rfind(b"\n[", 0, notes_end) + 1) if hits else said
+            nat["f1_best"] += answer_f1(inside, c.answers)
+            nat["cov_best"] += any(g in inside for g in c.answers)
+            nat["n"] += 1
+            nat["f1"] += answer_f1(said, c.answers)
+            nat["box_f1"] += answer_f1(box, c.answers)
+            nat["cov"] += any(g in said for g in c.answers)
+            nat["box_cov"] += any(g in box for g in c.answers)
+            nat["bytes"] += len(said.encode())
+            if len(shown) < 12:
+                shown.append((c.question, c.answers[0], said, box[:80]))
+    res["natural"] = {k: round(v / max(1, nat["n"]), 3) if k != "n" else v for k, v in nat.items()}
+    for q, gold, said, box in shown:
+        print("  natural Q:", q, "| gold:", gold, "| span:", repr(said), "| box:", repr(box), file=sys.stderr)
 res["f1"] = round(res["f1"] / max(1, res["cov_n"]), 3)
 res["bytes"] = round(res["bytes"] / max(1, len(edl)))
 print(

@@ -405,11 +405,11 @@ def chat_table(metrics: dict[str, dict[str, float]]) -> str:
     """The chat metrics as a table: a row per question set, each model figure beside its
     search-box baseline ("model / box")."""
     columns = ("answer_f1", "answer_contains", "false_abstention", "abstention", "page_coverage", "answer_bytes")
+    form = {c: ".0f" if c == "answer_bytes" else ".2f" for c in columns}
     lines = [f"{'chat (model / search box)':<16}" + "".join(f"{c:>20}" for c in columns) + f"{'stop':>7}"]
     for name, m in metrics.items():
         if name in small_talk.SETS:
             continue
-        form = {c: ".0f" if c == "answer_bytes" else ".2f" for c in columns}
         cells = [f"{m[c]:{form[c]}} / {m['baseline_' + c]:{form[c]}}" if c in m else "-" for c in columns]
         lines.append(f"{name:<16}" + "".join(f"{x:>20}" for x in cells) + f"{m['stop_rate']:>7.2f}")
     for name in (n for n in small_talk.SETS if n in metrics):

@@ -89,9 +89,11 @@ def names_page(question: str, page: str) -> bool:
     """Whether question asks about page as a whole: it has topic words and every one is a
     word of the page's title ("what did I write about sourdough?" of Sourdough Starter,
     "tell me about Annika"), as search's page rule reads a question, less its typos and
-    word forms. A question with a word beyond the title asks for one fact."""
+    word forms. A question with a word beyond the title asks for one fact, and so does one
+    whose question word asks for a kind of answer ("when is the Copenhagen trip?" is a
+    date: answer_kind), as search's page route reads it."""
     terms = query_terms(question)
-    return bool(terms) and set(terms) <= set(words(page))
+    return bool(terms) and set(terms) <= set(words(page)) and answer_kind(question) is None
 
 
 def fold_latin(word: str) -> str:

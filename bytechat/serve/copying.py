@@ -61,7 +61,7 @@ from bytechat.notes.blocks import NOTES_HEADER, is_tags_only
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.dialogues.summary import MAX_ITEMS
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
-from bytechat.notes.query import answer_kind, names_page
+from bytechat.notes.query import names_page
 from bytechat.serve.own_words import (
     continuations,
     encoded,
@@ -256,8 +256,7 @@ class FaithfulCopy:
             only_abstain = bool(sentences) and QUESTIONS_QUOTE_OR_ABSTAIN and not intent.reads_as_small_talk(asked)
             if only_abstain:
                 sentences = encoded([ABSTAIN])
-            # "tell me about Jonas", not "when is the Copenhagen trip?" (a fact, as search reads it)
-            whole_page = names_page(asked, best[1 : best.index("] ")]) and answer_kind(asked) is None
+            whole_page = names_page(asked, best[1 : best.index("] ")])  # "tell me about Jonas"
             several = not ONE_FACT_ONE_QUOTE or whole_page
             fill = PAGE_FILL and whole_page
             return cls(entries, sentences, whole, best_first, framed, room, several, only_abstain, margin, fill)
@@ -311,7 +310,7 @@ class FaithfulCopy:
         for n, (quote, first_stop) in enumerate(zip(self.quotes, self.first_stop)):
             if self.entry[n] in used or (not earlier and self.best not in (None, self.entry[n])):
                 continue  # a page's block is quoted once per reply; the first, with best_first, is the best
-            if earlier and (not self._fits(base, quote) or self.entry[n] not in (self.fill or self.entry)):
+            if earlier and (not self._fits(base, quote) or (self.fill is not None and self.entry[n] not in self.fill)):
                 continue  # a further quote only where it fits whole (and, filling, of the page)
             if quote.startswith(current):
                 if len(current) < len(quote):
@@ -321,7 +320,8 @@ class FaithfulCopy:
         if ended_at_cut:
             at = len(reply) - len(tail) + len(_NEWLINE)  # where another quote would start
             others = {self.entry[n] for n, q in enumerate(self.quotes) if self._fits(at, q)} - used - whole_at_cut
-            others &= self.fill if self.fill is not None else others
+            if self.fill is not None:  # filling a page's reply: only its telling blocks follow
+                others &= self.fill
             go_on = self.several and whole_at_cut and others and len(tail) < len(_NEXT) and _NEXT.startswith(tail)
             if not (go_on and self.fill is not None and len(earlier) + 1 < MAX_ITEMS):
                 nexts.update(tag_continuations(tail))  # filling a page's reply, it may not end yet

@@ -8,7 +8,8 @@
 
 Validation pages never reach train.jsonl: not as the answer, not as a distractor (the
 train-side index holds train blocks only). Each line: {"text": the transcript, "messages",
-"gold", "kind", "page", "source"}. Seeded: the same params and notes give the same files.
+"gold", "kind", "page", "source", "span"}; span: where the answer head should point in
+text's bytes (Dialogue.answer_span), or null. Seeded: the same params and notes give the same files.
 """
 
 from __future__ import annotations
@@ -68,7 +69,15 @@ def part(pages: list[RoamPage], n: int, cfg: GroundedConfig, seed: int, source: 
         for block in rng.choices(firsts, k=round(n * cfg.pages)) if firsts else []:
             found.append(grounded.page_dialogue(block, retrieve, rng, cfg.k, cfg.context_bytes))
     return [
-        {"text": d.document(), "messages": d.messages, "gold": d.gold, "kind": d.kind, "page": d.page, "source": source}
+        {
+            "text": d.document(),
+            "messages": d.messages,
+            "gold": d.gold,
+            "kind": d.kind,
+            "page": d.page,
+            "source": source,
+            "span": d.answer_span(),
+        }
         for d in found
     ]
 

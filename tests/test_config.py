@@ -142,6 +142,8 @@ MODEL_AND_OPTIMIZER = {
         "conv_kernel",
         "copy_dim",
         "copy_continue",
+        "span_dim",
+        "span_weight",
         "qk_norm",
         "activation",
     ),

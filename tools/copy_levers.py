@@ -40,6 +40,7 @@ import numpy as np, torch, pyarrow.parquet as pq
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 from bytechat.core.config import ModelConfig
 from bytechat.model import GPT
+from bytechat.model.span_head import SpanHead
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes import synthetic as sn
 from bytechat.notes import grounded
@@ -187,25 +188,6 @@ if a.conversations:
     ]
 
 
-class SpanHead(torch.nn.Module):
-    """Start and end pointers from the reply's first position over the positions before it."""
-
-    def __init__(self, width: int, dim: int = 64) -> None:
-        super().__init__()
-        self.q = torch.nn.Linear(width, 2 * dim, bias=False)
-        self.k = torch.nn.Linear(width, 2 * dim, bias=False)
-        self.dim = dim
-
-    def forward(self, h: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """h (B, T, C), at (B,) -> start and end scores (B, T), -inf from at on."""
-        q = self.q(h[torch.arange(len(at)), at]).view(len(at), 2, self.dim)
-        k = self.k(h).view(h.shape[0], h.shape[1], 2, self.dim)
-        scores = torch.einsum("bjd,btjd->bjt", q.float(), k.float()) / math.sqrt(self.dim)
-        after = torch.arange(h.shape[1])[None, :] >= at[:, None]
-        scores = scores.masked_fill(after[:, None, :], float("-inf"))
-        return scores[:, 0], scores[:, 1]
-
-
 cfg = ModelConfig(
     n_layer=a.layers,
     n_head=4,
@@ -217,11 +199,13 @@ cfg = ModelConfig(
     conv_kernel=a.conv,
     copy_dim=a.copy,
     copy_continue=bool(a.cont),
+    span_dim=0,  # the head below is kept apart, so that --detach can train it on detached states
+    span_weight=0.0,
     qk_norm=False,
     activation="gelu",
 )
 model = GPT(cfg)
-head = SpanHead(a.emb)
+head = SpanHead(a.emb, 64)
 hidden = {}
 model.ln_f.register_forward_hook(lambda mod, inp, out: hidden.__setitem__("h", out))
 params = [*model.parameters(), *(head.parameters() if a.extract else ())]
@@ -316,11 +300,12 @@ for d in edl:
         ex.append((d.messages[-2]["content"], d.gold, r[:200]))
 
 
-def best_span(window: bytes, notes_end: int, lo: int = 0) -> str:
-    """The head's best span (start <= end, one line, at most 96 bytes) in window[lo:notes_end]."""
+def best_span(window: bytes, notes_end: int, lo: int = 0, sure: list | None = None) -> str:
+    """The head's best span (start <= end, one line, at most 96 bytes) in window[lo:notes_end];
+    its probability (start's times end's, over every position) is appended to sure."""
     model(torch.tensor([list(window)]))
     begin, end = head(hidden["h"], torch.tensor([len(window) - 1]))
-    begin, end = begin[0].tolist(), end[0].tolist()
+    begin, end = begin[0].log_softmax(-1).tolist(), end[0].log_softmax(-1).tolist()
     best, span = float("-inf"), b""
 
     def inside_word(at: int) -> bool:  # a letter, digit or UTF-8 byte on both sides of at
@@ -336,6 +321,8 @@ def best_span(window: bytes, notes_end: int, lo: int = 0) -> str:
                 continue  # a span starts and ends at a word's edge
             if begin[i] + end[j] > best:
                 best, span = begin[i] + end[j], window[i : j + 1]
+    if sure is not None:
+        sure.append(math.exp(best) if span else 0.0)
     return span.decode("utf-8", errors="ignore")
 
 
@@ -378,7 +365,7 @@ if a.extract and a.natural:  # questions a person wrote, about notes no run trai
     upages = load_pages(folder)
     cases = [c for c in ge.load_questions(folder / ge.QUESTIONS_FILE, upages) if c.split == a.natural]
     nat = {"n": 0, "f1": 0.0, "box_f1": 0.0, "cov": 0, "box_cov": 0, "bytes": 0, "f1_best": 0.0, "cov_best": 0}
-    shown = []
+    shown, rows = [], []  # rows: (head's sureness, its F1, holds gold, bytes) for the span, in the best block, box
     with NotesIndex.build(all_blocks(upages)) as index, torch.no_grad():
         for c in cases:
             if c.kind not in ge.ANSWERING:
@@ -387,9 +374,17 @@ if a.extract and a.natural:  # questions a person wrote, about notes no run trai
             box = ge.search_box(hits)[0]
             prompt = format_chat(messages).encode()[-a.T :]
             notes_end = prompt.find(b"\nuser: ")
-            said = best_span(prompt, notes_end) if hits else grounded.ABSTAIN
+            sure: list[float] = []
+            said = best_span(prompt, notes_end, sure=sure) if hits else grounded.ABSTAIN
             # in retrieval's best block alone (placed last), as BEST_FIRST has the quote start there
-            inside = best_span(prompt, notes_end, prompt.rfind(b"\n[", 0, notes_end) + 1) if hits else said
+            inside = best_span(prompt, notes_end, prompt.rfind(b"\n[", 0, notes_end) + 1, sure) if hits else said
+            rows.append(
+                [
+                    (p, answer_f1(x, c.answers), any(g in x for g in c.answers), len(x.encode()))
+                    for p, x in zip(sure or [0.0, 0.0], (said, inside))
+                ]
+                + [(0.0, answer_f1(box, c.answers), any(g in box for g in c.answers), len(box.encode()))]
+            )
             nat["f1_best"] += answer_f1(inside, c.answers)
             nat["cov_best"] += any(g in inside for g in c.answers)
             nat["n"] += 1
@@ -401,6 +396,15 @@ if a.extract and a.natural:  # questions a person wrote, about notes no run trai
             if len(shown) < 12:
                 shown.append((c.question, c.answers[0], said, box[:80]))
     res["natural"] = {k: round(v / max(1, nat["n"]), 3) if k != "n" else v for k, v in nat.items()}
+    # the head's span where it is at least this sure, else the box: F1 / gold held / bytes
+    for name, which in (("hybrid", 0), ("hybrid_best", 1)):
+        res[name] = {
+            f"{t:.2f}": [
+                round(sum(r[which if r[which][0] >= t else 2][k] for r in rows) / max(1, len(rows)), 3)
+                for k in (1, 2, 3)
+            ]
+            for t in (0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.01)
+        }
     for q, gold, said, box in shown:
         print("  natural Q:", q, "| gold:", gold, "| span:", repr(said), "| box:", repr(box), file=sys.stderr)
 res["f1"] = round(res["f1"] / max(1, res["cov_n"]), 3)

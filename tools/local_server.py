@@ -27,6 +27,8 @@ TINY = dict(
     conv_kernel=0,
     copy_dim=0,
     copy_continue=False,
+    span_dim=0,
+    span_weight=0.0,
     qk_norm=False,
     activation="gelu",
 )

@@ -118,6 +118,11 @@ class ModelConfig:
     # Whether the copy head prefers to go on where it copied from the byte before
     # (model/copy_head.py): a pointer that loses its place mid-quote is its main error.
     copy_continue: StrictBool
+    # Width of the extractive answer head's queries and keys (model/span_head.py); 0 = none.
+    span_dim: Annotated[StrictInt, Field(ge=0, description="0 = no span head")]
+    # The head's pointer loss beside the language model's: 0.03 leaves the quotes as they
+    # were, 0.1 and more wreck generation (docs/notes.md, "Measured: an extractive answer head").
+    span_weight: Annotated[StrictFloat, Field(ge=0)]
     # RMS-normalise queries and keys per head before RoPE (blocks.CausalSelfAttention).
     qk_norm: StrictBool
     # The MLP's nonlinearity: gelu (tanh form) or relu2 (relu squared); blocks.MLP.
@@ -320,6 +325,8 @@ LEGACY_MODEL_CONFIG: dict[str, Any] = {
     "conv_kernel": 0,
     "copy_dim": 0,
     "copy_continue": False,
+    "span_dim": 0,
+    "span_weight": 0.0,
     "qk_norm": False,
     "activation": "gelu",
 }

@@ -117,6 +117,11 @@ def stream_path(source: str, split: str) -> Path:
     return streams_dir() / f"{source}_{split}.bin"
 
 
+def spans_path(source: str, split: str) -> Path:
+    """The answer spans of a dialogue stream: (reply, first, last) byte offsets, int64 (N, 3)."""
+    return streams_dir() / f"{source}_{split}.spans.npy"
+
+
 # The former module constants (paths.ROOT, paths.SPLITS_DIR, ...), for code not moved to the
 # functions yet: each is computed when read, like the function it names.
 _CONSTANTS = {

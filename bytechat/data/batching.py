@@ -8,6 +8,10 @@ Dialogue sources (DIALOGUE_SOURCES) are drawn at a document start instead: a win
 starts mid-dialogue would show an answer without the notes or question it answers, which
 teaches the model to make answers up. `document_starts` finds the starts once per run.
 
+A source with answer spans (`spans`: the grounded dialogues' (reply, first, last) byte
+offsets, written by the streams stage) also gives each row the first span whose reply
+starts inside it, as the extractive answer head's target (bytechat/model/span_head.py).
+
 Under DDP every rank draws the *global* batch's sources and offsets from the same
 generator and gathers only its own slice of rows: the data a step sees is the same
 whatever the world size.
@@ -21,6 +25,7 @@ import numpy as np
 import torch
 
 from bytechat.core.config import ConfigError, check_probabilities
+from bytechat.model.span_head import IGNORE
 
 
 DIALOGUE_SOURCES = ("primer", "grounded")  # rows start at a dialogue's first byte
@@ -52,12 +57,16 @@ def get_batch(
     rank: int = 0,
     world_size: int = 1,
     starts: Mapping[str, np.ndarray] | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    spans: Mapping[str, np.ndarray] | None = None,
+) -> tuple[torch.Tensor, ...]:
     """x, y of shape (B // world_size, T), int64, y shifted by one byte; ids in 0..255.
 
     starts: per source, the offsets rows of that source begin at (document_starts);
     other sources start anywhere. Either way one uniform draw per row, so the generator
-    advances the same."""
+    advances the same.
+    spans: per source, its answer spans (N, 3) sorted by reply offset; given (even
+    empty), a third tensor (B // world_size, 3) follows: each row's span_in_window, or
+    IGNORE."""
     names = [name for name in p if p[name] > 0]
     try:
         check_probabilities(dict(p), "p", sources=None)
@@ -80,6 +89,7 @@ def get_batch(
     local = B // world_size
     rows = range(rank * local, (rank + 1) * local)
     buf = np.empty((local, T + 1), dtype=np.int64)
+    targets = np.full((local, 3), IGNORE, dtype=np.int64)
     for out_row, row in enumerate(rows):
         name = names[int(which[row])]
         stream = streams[name]
@@ -88,9 +98,23 @@ def get_batch(
         else:
             start = int(u[row] * (len(stream) - T))  # 0 .. len - T - 1
         buf[out_row] = stream[start : start + T + 1]
+        if spans is not None and name in spans:
+            targets[out_row] = span_in_window(spans[name], start, T)
     data = torch.from_numpy(buf)
-    x, y = data[:, :-1], data[:, 1:]
+    out = (data[:, :-1], data[:, 1:]) + ((torch.from_numpy(targets),) if spans is not None else ())
     device = torch.device(device)
     if device.type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
-    return x.contiguous().to(device), y.contiguous().to(device)
+        return tuple(t.pin_memory().to(device, non_blocking=True) for t in out)
+    return tuple(t.contiguous().to(device) for t in out)
+
+
+def span_in_window(spans: np.ndarray, start: int, T: int) -> tuple[int, int, int]:
+    """The first of spans (N, 3: reply, first, last, absolute and sorted by reply) that lies
+    wholly in the window of T positions from start, as positions in it; else IGNORE."""
+    i = int(np.searchsorted(spans[:, 0], start)) if len(spans) else 0
+    while i < len(spans) and spans[i, 0] < start + T:
+        at, first, last = (int(v) - start for v in spans[i])
+        if 0 <= first <= last < at:
+            return at, first, last
+        i += 1
+    return IGNORE, IGNORE, IGNORE

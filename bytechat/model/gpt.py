@@ -1,11 +1,12 @@
 """The byte-level GPT: byte embedding -> n_layer pre-norm blocks -> final norm -> the
 log-probabilities of the next byte (256 values), the output layer tied to the input
-embedding, optionally mixed with a copy head's pointer distribution (copy_head.py).
+embedding, optionally mixed with a copy head's pointer distribution (copy_head.py); optionally an
+extractive answer head (span_head.py) that points at an answer's span in the notes.
 
 GPT.forward is the only forward pass: training, eval, batch-1 decoding and the batched
 server all run it (with a KVCache of one row or many, cache.py). Positions come from
 RoPE inside attention, so there is no position-embedding table and the state_dict is
-just `wte.weight` plus the blocks', the final norm's and the copy head's weights.
+just `wte.weight` plus the blocks', the final norm's and the two heads' weights.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from bytechat.model.blocks import Block, dropout, norm
 from bytechat.model.cache import KVCache, Span
 from bytechat.model.copy_head import CopyHead
 from bytechat.model.rope import full_width, rope_cache
+from bytechat.model.span_head import SpanHead
 
 
 class GPT(nn.Module):
@@ -31,6 +33,7 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = norm(cfg.n_embd)
         self.copy = CopyHead(cfg.n_embd, cfg.copy_dim, cfg.vocab_size, cfg.copy_continue) if cfg.copy_dim > 0 else None
+        self.span = SpanHead(cfg.n_embd, cfg.span_dim) if cfg.span_dim > 0 else None
         # Not persistent: derived from the config, so they stay out of checkpoints.
         sin, cos = full_width(*rope_cache(cfg.block_size, cfg.head_dim, cfg.rope_theta, dtype=torch.float32))
         self.register_buffer("rope_sin", sin, persistent=False)
@@ -47,7 +50,11 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=std)
 
     def forward(
-        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        spans: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """idx (B, T) byte ids -> (log-probabilities of the next byte (B, T, 256), mean
         cross-entropy against targets or None). targets == -1 are ignored.
@@ -56,7 +63,41 @@ class GPT(nn.Module):
         positions cache.lengths[b] .. + T - 1 and see that row's earlier positions;
         every row's length then grows by T. Rows may be at different lengths (continuous
         batching): each is padded to the longest and masked.
+
+        spans (B, 3), with targets and a span head: each row's answer span
+        (SpanHead.loss), whose pointer loss joins the loss at config.span_weight.
         """
+        h, span = self._states(idx, cache)
+        logits = F.linear(h, self.wte.weight)  # tied output layer
+        if self.copy is not None:  # log-probabilities that may also copy from the context
+            copy_cache = (cache.copy_keys, cache.copy_ids, cache.copy_prev) if cache is not None else ()
+            log_probs = self.copy(h, logits, idx, span, *copy_cache)
+        else:
+            log_probs = F.log_softmax(logits.float(), dim=-1)
+        if cache is not None:
+            cache.lengths += idx.shape[1]
+        loss = None
+        if targets is not None:
+            # fp32 even under bf16 autocast: log-softmax over 256 classes loses bits in bf16.
+            # (Its log-softmax of log-probabilities is the identity up to rounding; the loss
+            # is computed as it always was, so training runs give the same figures.)
+            loss = F.cross_entropy(log_probs.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
+            if spans is not None and self.span is not None:
+                loss = loss + self.config.span_weight * self.span.loss(h, spans)
+        return log_probs, loss
+
+    @torch.no_grad()
+    def span_scores(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The span head's log-probabilities (T,) of each position of idx (1, T) being the
+        start and the end of the answer a reply starting after idx's last byte gives."""
+        if self.span is None:
+            raise ValueError("GPT.span_scores: this model has no span head (span_dim 0)")
+        h, _ = self._states(idx, None)
+        begin, end = self.span(h, torch.tensor([idx.shape[1] - 1], device=idx.device))
+        return begin[0].log_softmax(-1), end[0].log_softmax(-1)
+
+    def _states(self, idx: torch.Tensor, cache: KVCache | None) -> tuple[torch.Tensor, Span]:
+        """The final norm's output (B, T, C) for idx, and the positions it sits at."""
         T = idx.shape[1]
         if cache is None:
             if T > self.config.block_size:
@@ -74,22 +115,7 @@ class GPT(nn.Module):
                 x = block(x, sin, cos)
             else:
                 x = block(x, sin, cos, cache.layers[i], span, cache.conv[i])
-        h = self.ln_f(x)
-        logits = F.linear(h, self.wte.weight)  # tied output layer
-        if self.copy is not None:  # log-probabilities that may also copy from the context
-            copy_cache = (cache.copy_keys, cache.copy_ids, cache.copy_prev) if cache is not None else ()
-            log_probs = self.copy(h, logits, idx, span, *copy_cache)
-        else:
-            log_probs = F.log_softmax(logits.float(), dim=-1)
-        if cache is not None:
-            cache.lengths += T
-        loss = None
-        if targets is not None:
-            # fp32 even under bf16 autocast: log-softmax over 256 classes loses bits in bf16.
-            # (Its log-softmax of log-probabilities is the identity up to rounding; the loss
-            # is computed as it always was, so training runs give the same figures.)
-            loss = F.cross_entropy(log_probs.float().flatten(0, 1), targets.flatten(), ignore_index=-1)
-        return log_probs, loss
+        return self.ln_f(x), span
 
     @torch.no_grad()
     def use_decode_layout(self) -> GPT:

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from bytechat.text.chat_format import format_chat, render_transcript
+from bytechat.text.chat_format import escape_content, format_chat, render_transcript
 from bytechat.notes.roam import RoamPage
 from bytechat.notes.blocks import ANSWER_PREFIX, NoteBlock, lead_blocks, notes_system_content, render_notes
 from bytechat.notes.dialogues import frames, spans, summary
@@ -66,6 +66,23 @@ class Dialogue:
 
     def document(self) -> str:
         return render_transcript(self.messages)
+
+    def answer_span(self) -> tuple[int, int, int] | None:
+        """Where the extractive answer head (bytechat/model/span_head.py) should point, in
+        document()'s bytes: (the reply's position, the byte before its first; the gold
+        span's first and last byte, inside the answering block as the notes show it).
+        None where no one span answers (a page question, an abstention, a small-talk
+        turn) or the block is not shown whole."""
+        if not self.gold or not self.blocks or self.kind in ("page", "conv_page"):
+            return None
+        doc = self.document().encode("utf-8")
+        reply = doc.rfind(b"\nassistant: ")
+        shown = escape_content(self.blocks[0].render()).encode("utf-8")
+        block = doc.find(shown, 0, max(0, reply))
+        first = doc.find(escape_content(self.gold).encode("utf-8"), block, block + len(shown)) if block >= 0 else -1
+        if reply < 0 or first < 0:
+            return None
+        return reply + len(b"\nassistant:"), first, first + len(escape_content(self.gold).encode("utf-8")) - 1
 
 
 # How the training dialogues answer (params.yaml grounded.answers; the stage sets it):

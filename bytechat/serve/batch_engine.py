@@ -36,6 +36,7 @@ from bytechat.core.rng import make_generator
 from bytechat.model import GPT
 from bytechat.model.compiled import DecodeStep, batch_sizes, bucket, start_line
 from bytechat.serve.copying import copy_guard, restrict
+from bytechat.serve.span_answer import answer_span
 from bytechat.serve.generate import (
     ChatEngine,
     ReplyAssembler,
@@ -70,6 +71,7 @@ class BatchRequest:
         on_start: Callable[[], None] | None = None,
         answer_style: str | None = None,
         abstain_margin: float | None = None,
+        span: str | None = None,
     ) -> None:
         if not prompt:
             raise ValueError("BatchRequest: prompt must not be empty (the model needs a byte to condition on)")
@@ -79,7 +81,8 @@ class BatchRequest:
         self.produced = bytearray()
         self.guard = RepeatGuard(sampling.repeat_guard)
         room = sampling.max_new_bytes
-        self.copy = copy_guard(prompt, sampling.faithful, answer_style, room, abstain_margin)  # None unless faithful
+        # None unless faithful; span: a fact question's answer, pointed at (span_answer.py)
+        self.copy = copy_guard(prompt, sampling.faithful, answer_style, room, abstain_margin, span)
         self.assembler = ReplyAssembler()
         self.row: int | None = None  # its row of the cache while in the batch (rows move as others leave)
         self.log_probs: torch.Tensor | None = None  # of its next byte, (256,)
@@ -229,6 +232,7 @@ class BatchEngine:
             on_start,
             self.engine.answer_style,
             self.engine.abstain_margin,
+            answer_span(self.engine.model, prompt) if sampling.faithful else None,
         )
         with self._lock:
             if self._closed:

@@ -13,33 +13,28 @@ its small talk drifts into word salad on notes it never saw. With
   quote `From [Page] <block text>` (exactly the bytes training writes: grounded.quoted,
   the chat format's escaping), or of an attribute's quote without its key (`From [Jonas]
   14 February`, as `grounded.answers: value` teaches). With BEST_FIRST (shipped) a
-  reply's first quote is of the block placed last (retrieval's best); without it the
-  model chooses which shown block it quotes;
-- with WHOLE_QUOTES (shipped) the reply may end (the first byte of a stop tag, "\n",
-  then the rest of a tag) only where a quote is whole, as every quote training writes
-  is: a block's first line is no answer when its next line holds the fact. Without it,
-  the reply may end at any character boundary from the page name's "]" on, so the
-  model also chooses where to stop. Once the reply is a whole quote that no longer
-  shown quote extends, the end is forced. After a whole quote, "\nFrom [" may start
-  the quote of another shown block (each block once), and only if it fits, stop tag and
-  all, in the bytes the reply has left (room: SamplingConfig.max_new_bytes), so a page
-  question's reply ends after its last whole quote instead of being cut inside one; with
-  ONE_FACT_ONE_QUOTE (shipped), only for a question about the whole page.
-  Inside a quote the repeat guard is off (restrict): a quote cannot loop;
+  reply's first quote is of the block placed last (retrieval's best). A fact question
+  the model's span head answers may quote only that span (bytechat.serve.span_answer);
+- with WHOLE_QUOTES (shipped) the reply may end only where a quote is whole, as every
+  quote training writes is (a block's first line is no answer when its next line holds
+  the fact); without it, anywhere from the page name's "]" on. Once no shown quote
+  extends the reply, the end is forced. After a whole quote, "\nFrom [" may start the
+  quote of another shown block (each once), only if it fits, stop tag and all, in the
+  reply's room (SamplingConfig.max_new_bytes); with ONE_FACT_ONE_QUOTE (shipped), only
+  for a question about the whole page, and with PAGE_FILL (shipped) that reply goes on
+  while the page's telling blocks fit. Inside a quote the repeat guard is off (restrict);
 - with OWN_WORDS (shipped), where the prompt shows no notes (small talk, "Notes: none
-  found.") there is nothing to quote or answer from, so the reply must stay a prefix of
-  one of own_sentences (the small talk of dialogues.everyday with every filler, the
-  abstention, the primer's replies in its dialogues without notes) and ends where that
-  sentence ends: the model picks the sentence byte by byte, so small talk stays
-  grammatical on notes it never saw. With SMALL_TALK_ACTS (shipped), a message chat
-  sent no notes that reads as small talk of one kind (bytechat.notes.intent: thanks, a
-  goodbye, feeling low) gets one of that kind's sentences. With NOTES_OWN_WORDS
-  (shipped) the same holds where notes are shown, for a reply that opens no quote, and
-  with QUESTIONS_QUOTE_OR_ABSTAIN (shipped) a question's only such reply is the
-  abstention, taken only where the model prefers it by a margin (ABSTAIN_MARGIN, or the
-  model's own); with NONE_FOUND_ABSTAINS (shipped), a question retrieval found nothing
-  for gets the abstention or a refusal. Without OWN_WORDS such replies are never
-  constrained;
+  found.") the reply must stay a prefix of one of own_sentences (the small talk of
+  dialogues.everyday with every filler, the abstention, the primer's replies in its
+  dialogues without notes) and ends where that sentence ends, so small talk stays
+  grammatical on notes it never saw. With SMALL_TALK_ACTS (shipped), a message that
+  reads as small talk of one kind (bytechat.notes.intent: thanks, a goodbye, feeling
+  low) gets one of that kind's sentences. With NOTES_OWN_WORDS (shipped) the same holds
+  where notes are shown, for a reply that opens no quote, and with
+  QUESTIONS_QUOTE_OR_ABSTAIN (shipped) a question's only such reply is the abstention,
+  taken only where the model prefers it by a margin (ABSTAIN_MARGIN, or the model's
+  own); with NONE_FOUND_ABSTAINS (shipped), a question retrieval found nothing for gets
+  the abstention or a refusal;
 - a model taught `grounded.answers: span` (its checkpoint's answer_style) answers in
   sentences of its own making: with SPAN_FRAMES (shipped) such a reply is one of the
   frames its dialogues are written with, the notes copied into its slots
@@ -98,22 +93,18 @@ BEST_FIRST = True
 # no longer runs into salad (natural_dev answer_contains 0.66 -> 0.71; docs/chat.md).
 FRAMED_QUOTES = True
 # Whether OWN_WORDS holds where notes are shown too: a reply that opens no quote is one of
-# own_sentences. Off, such a reply is free, and free it ran into salad ("Sure. Want to
-# record in your notes."). Only for a model taught to answer by quoting: one taught
-# `grounded.answers: span` answers in sentences of its own making ("It's on 14 February,
-# according to your Jonas notes."), which this would bend into "I couldn't find that in
-# your notes." (SPAN_STYLE; measured in docs/chat.md).
+# own_sentences (off, it ran into salad: "Sure. Want to record in your notes."). Only for
+# a quoting model: a `grounded.answers: span` one's own sentences would be bent into the
+# abstention (SPAN_STYLE; measured in docs/chat.md).
 NOTES_OWN_WORDS = True
 SPAN_STYLE = "span"  # the answer style (params.yaml grounded.answers) whose answers are no quotes
 # Whether a span-taught model's answers are kept to its frames with copies of the notes in
 # their slots (bytechat.serve.span_frames), as a quote is kept to the notes; with notes
 # shown its other replies are then its own sentences (NOTES_OWN_WORDS). Measured: docs/chat.md.
 SPAN_FRAMES = True
-# Whether a reply to small talk is one of the sentences of its act: a message that reads
-# as small talk (bytechat.notes.intent: "thanks", "goodbye", "feeling_low", ...) where no
-# notes are shown gets one of that topic's replies, the model choosing which. At the
-# smoke size the model knows its sentences but not which act a new phrasing is ("see you
-# tomorrow" -> "Sorry to hear that. ..."); measured in docs/chat.md.
+# Whether small talk (bytechat.notes.intent: "thanks", "goodbye", ...) shown no notes gets
+# one of its act's sentences, the model choosing which: it knows its sentences but not which
+# act a new phrasing is ("see you tomorrow" -> "Sorry to hear that. ..."; docs/chat.md).
 SMALL_TALK_ACTS = True
 # Whether a reply may quote several blocks only when the question asks about a page as a
 # whole (query.names_page: "what did I write about sourdough?"); a question for one fact
@@ -125,11 +116,9 @@ ONE_FACT_ONE_QUOTE = True
 # (_telling) until it holds summary.MAX_ITEMS quotes or none fits; off, the model stops
 # where it likes, and 35% of its training page replies were cut to one quote (docs/chat.md).
 PAGE_FILL = True
-# Whether, with NOTES_OWN_WORDS, a question shown notes (a message that does not read as
-# small talk: bytechat.notes.intent) that opens no quote may only abstain ("I couldn't
-# find that in your notes."), not say any other of the bot's sentences: a smoke model
-# answered "wen do i treat the bees for varoa" with "You're welcome 🙂" (docs/notes.md,
-# "Blocks of one child, and quotes that fit").
+# Whether, with NOTES_OWN_WORDS, a question shown notes (not small talk) that opens no quote
+# may only abstain, not say another of the bot's sentences: "wen do i treat the bees for
+# varoa" got "You're welcome 🙂" (docs/notes.md, "Blocks of one child, and quotes that fit").
 QUESTIONS_QUOTE_OR_ABSTAIN = True
 # Whether a question retrieval found nothing for ("Notes: none found.", a message shaped
 # as a question that does not read as small talk) is answered as training answers it: the
@@ -285,6 +274,13 @@ class FaithfulCopy:
         is one of the bot's own sentences too. room: the reply's byte limit."""
         return cls.from_messages(prompt_messages(prompt), own_words, whole, best_first, framed, notes_own_words, room)
 
+    def answer_with(self, span: str) -> None:
+        """Allow one quote only: `From [Page] span` of the best block (bytechat.serve.span_answer)."""
+        entry = self.best if self.best is not None else max(self.entry)
+        page = next(q for q, e in zip(self.quotes, self.entry) if e == entry).split(b"] ", 1)[0]
+        quote = page + b"] " + escape_content(span).encode("utf-8")
+        self.quotes, self.first_stop, self.entry, self.several, self.fill = [quote], [len(quote)], [entry], False, None
+
     def quoting(self, reply: bytes) -> bool:
         """Whether reply opens as a quote (`From [`, or framed: "On your ")."""
         return reply.startswith(OPENING) or (self.framed and reply.startswith(FRAMED))
@@ -413,6 +409,7 @@ def copy_guard(
     answer_style: str | None = None,
     room: int | None = None,
     abstain_margin: float | None = None,
+    span: str | None = None,
 ) -> FaithfulCopy | QuotesOrFrames | None:
     """The machine generate_bytes and the batch engine decode a prompt's reply with:
     None when the switch is off (or there is nothing to constrain). answer_style: how the
@@ -420,16 +417,19 @@ def copy_guard(
     quote, as every checkpoint before it was). room: the reply's byte limit
     (max_new_bytes), which a page question's further quotes must fit. abstain_margin: the
     model's own (an export's, calibrated by the eval stage: bytechat.eval.refusals), or
-    None for ABSTAIN_MARGIN."""
+    None for ABSTAIN_MARGIN. span: the answer a fact question's span head points at
+    (bytechat.serve.span_answer), then the one quote a reply may be."""
     if not faithful:
         return None
-    span = answer_style == SPAN_STYLE
-    notes_own_words = NOTES_OWN_WORDS and (not span or SPAN_FRAMES)
+    span_style = answer_style == SPAN_STYLE
+    notes_own_words = NOTES_OWN_WORDS and (not span_style or SPAN_FRAMES)
     messages = prompt_messages(prompt)
     quotes = FaithfulCopy.from_messages(
         messages, OWN_WORDS, WHOLE_QUOTES, BEST_FIRST, FRAMED_QUOTES, notes_own_words, room, abstain_margin
     )
-    entries = shown_entries(messages) if span and SPAN_FRAMES else []
+    if span and not span_style and quotes is not None and quotes.quotes:
+        quotes.answer_with(span)
+    entries = shown_entries(messages) if span_style and SPAN_FRAMES else []
     return QuotesOrFrames(quotes, SpanFrames(*sources_of(entries))) if entries and quotes else quotes
 
 

@@ -26,6 +26,7 @@ from bytechat.core.rng import make_generator
 from bytechat.model import GPT, KVCache
 from bytechat.model.compiled import DecodeStep, start_line
 from bytechat.serve.copying import copy_guard, restrict
+from bytechat.serve.span_answer import answer_span
 
 # SamplingConfig and NonFiniteLogits are imported from here by the CLI, the server and
 # the evals; GREEDY_BELOW is named here in docs/hardening.md.
@@ -105,7 +106,8 @@ def generate_bytes(
     use_cache=False recomputes the whole window for every byte (for tests/benchmarks);
     step decodes each byte with that DecodeStep (compiled) on its static cache.
     sampling.faithful: a reply that starts "From [" quotes notes the prompt shows,
-    verbatim; any other reply is one of the bot's own sentences (bytechat/serve/copying.py;
+    verbatim (a fact question's: the span the model's span head points at, span_answer.py);
+    any other reply is one of the bot's own sentences (bytechat/serve/copying.py;
     answer_style and abstain_margin: the model's, from its checkpoint or export, which
     copy_guard reads).
     """
@@ -120,7 +122,8 @@ def generate_bytes(
     log_probs = prefill(model, text, cache, device)
     produced = bytearray()
     guard = RepeatGuard(sampling.repeat_guard)
-    copy = copy_guard(prompt, sampling.faithful, answer_style, sampling.max_new_bytes, abstain_margin)
+    span = answer_span(model, prompt) if sampling.faithful else None  # a fact question's answer, pointed at
+    copy = copy_guard(prompt, sampling.faithful, answer_style, sampling.max_new_bytes, abstain_margin, span)
     one = torch.empty((1, 1), dtype=torch.long, device=device)  # reused: no allocation per byte
     for i in range(sampling.max_new_bytes):
         if should_stop is not None and should_stop():

@@ -1,8 +1,10 @@
-"""The data a training run reads: every train/val byte stream (memmapped), the fingerprint
-that gates resumes (seed, mixes, stream sha256s), and the fixed validation batches."""
+"""The data a training run reads: every train/val byte stream (memmapped), the grounded
+train stream's answer spans, the fingerprint that gates resumes (seed, mixes, stream
+sha256s), and the fixed validation batches."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -27,16 +29,24 @@ class Data:
     fingerprint: dict
     train_starts: dict[str, np.ndarray] = field(default_factory=dict)  # batching.document_starts
     val_starts: dict[str, np.ndarray] = field(default_factory=dict)
+    train_spans: dict[str, np.ndarray] = field(default_factory=dict)  # per dialogue source: (N, 3) answer spans
 
 
 def open_data(cfg: DataConfig, chat_fraction: float, block_size: int) -> Data:
-    """Memmap every train/val stream; the fingerprint (seed, mixes, sha256s) gates resumes."""
-    train, val, shas = {}, {}, {}
+    """Memmap every train/val stream and read the train answer spans (streams stage); the
+    fingerprint (seed, mixes, sha256s) gates resumes."""
+    train, val, shas, spans = {}, {}, {}, {}
     for source in SOURCES:
         for split, into in (("train", train), ("val", val)):
             path = paths.stream_path(source, split)
             into[source] = open_stream(path)
             shas[f"{source}_{split}"] = read_meta(path).get("sha256")
+    for source in DIALOGUE_SOURCES:
+        path = paths.spans_path(source, "train")
+        if path.is_file():
+            raw = path.read_bytes()
+            spans[source] = np.load(path).reshape(-1, 3)
+            shas[f"{source}_train_spans"] = hashlib.sha256(raw).hexdigest()
     fingerprint = {
         "p_train": dict(cfg.p_train),
         # Without a chat phase p_chat draws nothing: editing it must not cost a finished run.
@@ -49,7 +59,14 @@ def open_data(cfg: DataConfig, chat_fraction: float, block_size: int) -> Data:
     def starts(streams: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {s: document_starts(streams[s], block_size) for s in DIALOGUE_SOURCES if len(streams[s]) > block_size}
 
-    return Data(train=train, val=val, fingerprint=fingerprint, train_starts=starts(train), val_starts=starts(val))
+    return Data(
+        train=train,
+        val=val,
+        fingerprint=fingerprint,
+        train_starts=starts(train),
+        val_starts=starts(val),
+        train_spans=spans,
+    )
 
 
 def eval_batches(

@@ -105,14 +105,15 @@ def optimizer_step(
 ) -> torch.Tensor:
     """One optimizer step as training takes it and the bench measures it: the lr of step, cfg.grad_accum
     micro-batches (forward under autocast, backward of loss / grad_accum, inside grad_sync(last)), clip,
-    step, zero_grad. forward: the model as called (DDP, compiled). Returns the mean micro-batch loss."""
+    step, zero_grad. forward: the model as called (DDP, compiled). A micro-batch is (x, y) or, for a
+    model with a span head, (x, y, spans). Returns the mean micro-batch loss."""
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, cfg)
     total = torch.zeros((), device=device)
-    for micro, (x, y) in enumerate(micro_batches):
+    for micro, (x, y, *spans) in enumerate(micro_batches):
         with grad_sync(micro == cfg.grad_accum - 1):
             with autocast(device, amp):
-                _, loss = forward(x, y)
+                _, loss = forward(x, y, spans=spans[0]) if spans else forward(x, y)
             (loss / cfg.grad_accum).backward()
         total += loss.detach().float()
     if cfg.grad_clip > 0:

@@ -248,6 +248,7 @@ class Trainer:
                 rank=self.dist.rank,
                 world_size=self.dist.world_size,
                 starts=self.data.train_starts,
+                spans=self.data.train_spans if self.mcfg.span_dim > 0 else None,
             )
             for _ in range(self.tcfg.grad_accum)
         )

@@ -1,0 +1,75 @@
+"""A fact question's answer, pointed at: the span head's pick in the best block shown.
+
+"when is Jonas's birthday?" is answered `From [Jonas] 14 February`, not with the whole
+birthday line and the joke after it. The model's span head (bytechat/model/span_head.py)
+reads the prompt and scores where the answer starts and ends; the answer is its best span
+in the block retrieval ranked first (placed last in the notes, where a reply's first
+quote comes from: copying.BEST_FIRST), on one line, at most MAX_BYTES, starting and ending
+at a word's edge. Faithful decoding then allows that one quote (FaithfulCopy.answer_with),
+or the abstention where the model prefers it by the margin, as for any quote.
+
+Only for a question that asks a kind of answer (query.answer_kind: when, who, where, how
+many, ...): a whole-page question, "how do I ..." and small talk are answered as before.
+Measured in docs/notes.md ("Measured: an extractive answer head").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bytechat.model import GPT
+from bytechat.notes.query import answer_kind
+from bytechat.serve.copying import prompt_messages, shown_entries
+from bytechat.serve.own_words import last_user
+from bytechat.text.chat_format import escape_content
+
+MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
+_NOTES_END = b"\nuser: "
+
+
+def _inside_word(text: bytes, at: int) -> bool:
+    """Whether at falls between two bytes of one word (letters, digits, UTF-8)."""
+    return 0 < at < len(text) and all(chr(c).isalnum() or c >= 0x80 for c in text[at - 1 : at + 1])
+
+
+def best_span(text: bytes, begin: list[float], end: list[float], lo: int, hi: int) -> tuple[int, int] | None:
+    """(first, last) byte of the best-scoring span in text[lo:hi] (begin[i] + end[j], i <= j):
+    on one line, at most MAX_BYTES, at word edges; None where there is none."""
+    best, found = float("-inf"), None
+    for i in range(lo, hi):
+        if text[i : i + 1] in (b"\n", b" ") or _inside_word(text, i) or begin[i] == float("-inf"):
+            continue
+        for j in range(i, min(i + MAX_BYTES, hi)):
+            if text[j : j + 1] == b"\n":
+                break
+            if _inside_word(text, j + 1) or text[j : j + 1] == b" ":
+                continue
+            if begin[i] + end[j] > best:
+                best, found = begin[i] + end[j], (i, j)
+    return found
+
+
+def answer_span(model: GPT, prompt: bytes) -> str | None:
+    """The text of the span that answers the prompt's last question, copied from the best
+    block shown; None where the model has no span head, the question asks no kind of
+    answer, no notes are shown, or no span is found."""
+    if getattr(model, "span", None) is None:
+        return None
+    messages = prompt_messages(prompt)
+    entries, asked = shown_entries(messages), last_user(messages)
+    if not entries or asked is None or answer_kind(asked) is None:
+        return None
+    window = prompt[-model.config.block_size :]
+    best = entries[-1]
+    notes_end = window.find(_NOTES_END)
+    at = window.rfind(b"\n" + escape_content(best).encode("utf-8"), 0, notes_end)
+    if notes_end < 0 or at < 0:
+        return None  # the notes were cut off the window
+    lo = at + 1 + len(best[: best.index("] ") + 2].encode("utf-8"))  # after "[Page] "
+    device = model.wte.weight.device
+    begin, end = model.span_scores(torch.tensor([list(window)], device=device))
+    found = best_span(window, begin.tolist(), end.tolist(), lo, at + 1 + len(escape_content(best).encode("utf-8")))
+    if found is None:
+        return None
+    span = window[found[0] : found[1] + 1].decode("utf-8", errors="ignore").strip()
+    return span if span and span in best else None

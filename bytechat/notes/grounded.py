@@ -63,6 +63,7 @@ class Dialogue:
     page: str  # the page the answer comes from ("" when uncovered)
     spans: tuple[str, ...] = ()  # every piece the answer copies from the notes
     blocks: tuple[NoteBlock, ...] = ()  # the blocks those pieces come from
+    fact: str = ""  # the span of blocks[0] that answers a fact question, whatever the reply quotes
 
     def document(self) -> str:
         return render_transcript(self.messages)
@@ -73,16 +74,17 @@ class Dialogue:
         span's first and last byte, inside the answering block as the notes show it).
         None where no one span answers (a page question, an abstention, a small-talk
         turn) or the block is not shown whole."""
-        if not self.gold or not self.blocks or self.kind in ("page", "conv_page"):
+        if not self.fact or not self.blocks or self.kind in ("page", "conv_page"):
             return None
         doc = self.document().encode("utf-8")
         reply = doc.rfind(b"\nassistant: ")
         shown = escape_content(self.blocks[0].render()).encode("utf-8")
         block = doc.find(shown, 0, max(0, reply))
-        first = doc.find(escape_content(self.gold).encode("utf-8"), block, block + len(shown)) if block >= 0 else -1
+        fact = escape_content(self.fact).encode("utf-8")
+        first = doc.find(fact, block, block + len(shown)) if block >= 0 else -1
         if reply < 0 or first < 0:
             return None
-        return reply + len(b"\nassistant:"), first, first + len(escape_content(self.gold).encode("utf-8")) - 1
+        return reply + len(b"\nassistant:"), first, first + len(fact) - 1
 
 
 # How the training dialogues answer (params.yaml grounded.answers; the stage sets it):
@@ -167,6 +169,7 @@ class Asked:
     text: str
     kind: str  # the slot's family: attribute | todo | keyword
     reply: Callable[[int | None], Said]
+    fact: str = ""  # the span that answers it (the span-style reply's first), whatever reply says
 
 
 def ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool = True) -> Asked | None:
@@ -175,13 +178,16 @@ def ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool = True) -
     by page_dialogue (a summary of the notes shown)."""
     name = title(block.page)
     asked = _ask(slot, block, rng, yes_no, name)
-    if asked is not None and ANSWERS == "clause" and asked.kind == "attribute":
-        return Asked(asked.text, asked.kind, lambda room: clause_quoted(block, slot.answer))
-    if asked is not None and ANSWERS == "value" and asked.kind == "attribute":
-        return Asked(asked.text, asked.kind, lambda room: value_quoted(block, slot.answer))
-    if asked is not None and ANSWERS in ("quote", "clause", "value"):
-        return Asked(asked.text, asked.kind, lambda room: quoted(block))
-    return asked
+    if asked is None or ANSWERS == "span":
+        return asked  # its reply's first span is the fact (grounded_dialogue)
+    # The fact the span head points at (model/span_head.py): the span-style reply's, drawn
+    # with an rng of its own, so the dialogues quoted are what they were without it.
+    fact = _ask(slot, block, random.Random(0), False, name).reply(None).spans[0]
+    if ANSWERS == "clause" and asked.kind == "attribute":
+        return Asked(asked.text, asked.kind, lambda room: clause_quoted(block, slot.answer), fact)
+    if ANSWERS == "value" and asked.kind == "attribute":
+        return Asked(asked.text, asked.kind, lambda room: value_quoted(block, slot.answer), fact)
+    return Asked(asked.text, asked.kind, lambda room: quoted(block), fact)
 
 
 def _ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool, name: str) -> Asked | None:
@@ -233,7 +239,8 @@ def grounded_dialogue(
     ]
     said = asked.reply(room(prompt, context_bytes))
     messages = [*prompt, {"role": "assistant", "content": said.text}]
-    return Dialogue(messages, said.spans[0], asked.kind, block.page, said.spans, (block,))
+    fact = asked.fact or (said.spans[0] if ANSWERS == "span" else "")
+    return Dialogue(messages, said.spans[0], asked.kind, block.page, said.spans, (block,), fact)
 
 
 def page_dialogue(block: NoteBlock, retrieve: Retriever, rng: random.Random, k: int, context_bytes: int) -> Dialogue:

@@ -23,6 +23,9 @@ from bytechat.serve.copying import prompt_messages, shown_entries
 from bytechat.serve.own_words import last_user
 from bytechat.text.chat_format import escape_content
 
+# Whether a fact question is answered with the head's span (off: the best block quoted
+# whole, as before the head); measured in docs/chat.md, "A fact question's answer, pointed at".
+SPAN_ANSWERS = True
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -53,7 +56,7 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     """The text of the span that answers the prompt's last question, copied from the best
     block shown; None where the model has no span head, the question asks no kind of
     answer, no notes are shown, or no span is found."""
-    if getattr(model, "span", None) is None:
+    if not SPAN_ANSWERS or getattr(model, "span", None) is None:
         return None
     messages = prompt_messages(prompt)
     entries, asked = shown_entries(messages), last_user(messages)

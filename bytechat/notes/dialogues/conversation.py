@@ -228,6 +228,7 @@ class Conversations:
             shown = []
         prompt = with_notes(messages, self._hits(shown), budget_bytes=self.context_bytes * 3 // 4)
         room = grounded.room(prompt, self.context_bytes)
+        fact = ""  # what the span head points at (grounded.Dialogue.answer_span)
         if last.kind == "page":
             picked = summary.chosen(last.block.page, shown)
             said = grounded.page_reply(asking.title(last.block.page), picked, last.block, rng, room)
@@ -236,11 +237,12 @@ class Conversations:
         elif last.asked is not None:
             said = last.asked.reply(room)
             spans, blocks, page, reply = said.spans, (last.block,), last.block.page, said.text
+            fact = last.asked.fact or (said.spans[0] if grounded.ANSWERS == "span" else "")
         else:
             reply = last.reply
         gold = spans[0] if spans else ""
         messages = [*prompt, {"role": "assistant", "content": reply}]
-        return grounded.Dialogue(messages, gold, "conv_" + last.kind, page, spans, blocks)
+        return grounded.Dialogue(messages, gold, "conv_" + last.kind, page, spans, blocks, fact)
 
     # -------------------------------------------------------------- conversations
     def conversation(self, rng: random.Random) -> grounded.Dialogue | None:

@@ -1,0 +1,101 @@
+"""A fact question answered with the span the model's span head points at
+(bytechat/serve/span_answer.py), through faithful decoding, alone and batched."""
+
+from __future__ import annotations
+
+import random
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bytechat.model import GPT
+from bytechat.notes.blocks import NoteBlock
+from bytechat.notes.grounded import ABSTAIN
+from bytechat.serve.batch_engine import BatchEngine
+from bytechat.serve.copying import copy_guard
+from bytechat.serve.generate import ChatEngine
+from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_span
+from bytechat.text.chat_format import format_chat
+from tests.helpers import model_config
+from tests.test_copying import FAITHFUL, JONAS, STARTER, allowed, chat, steer
+
+JOKE = NoteBlock("Jonas", "birthday: 14 February. Yes, really, a table nowhere", 5)
+
+
+def head_model(seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    return GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=512, span_dim=16, span_weight=0.03)).eval()
+
+
+def prompt(blocks, question: str = "when is Jonas's birthday?") -> bytes:
+    return format_chat(chat(blocks, question)).encode()
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet="ab 1\n,é", min_size=1, max_size=200), seed=st.integers(0, 1000))
+def test_the_best_span_is_one_line_at_word_edges_and_scores_highest(text, seed):
+    data = text.encode()
+    rnd = random.Random(seed)
+    begin = [rnd.gauss(0, 1) for _ in data]
+    end = [rnd.gauss(0, 1) for _ in data]
+    lo = rnd.randrange(len(data))
+    found = best_span(data, begin, end, lo, len(data))
+
+    def word(c):
+        return chr(c).isalnum() or c >= 0x80
+
+    def fine(i, j):  # a span as answers are: within the range, one line, whole words, no space at either end
+        edges = (i == 0 or not (word(data[i - 1]) and word(data[i]))) and (
+            j + 1 == len(data) or not (word(data[j]) and word(data[j + 1]))
+        )
+        piece = data[i : j + 1]
+        return (
+            lo <= i <= j < len(data) and j - i < MAX_BYTES and b"\n" not in piece and edges and piece.strip() == piece
+        )
+
+    candidates = [(i, j) for i in range(lo, len(data)) for j in range(i, len(data)) if fine(i, j)]
+    if not candidates:
+        assert found is None
+        return
+    assert found is not None and fine(*found)
+    assert begin[found[0]] + end[found[1]] == max(begin[i] + end[j] for i, j in candidates)
+
+
+def test_a_fact_question_gets_a_span_of_the_best_block_and_other_questions_none():
+    model = head_model()
+    shown = [JOKE, STARTER]  # best first: the Jonas block is placed last
+    span = answer_span(model, prompt(shown))
+    assert span and span in JOKE.text and len(span.encode()) <= MAX_BYTES
+    assert answer_span(model, prompt(shown, "tell me about Jonas")) is None  # a whole page
+    assert answer_span(model, prompt(shown, "how do I feed the starter")) is None  # asks no kind of answer
+    assert answer_span(model, prompt(None, "when is Jonas's birthday?")) is None  # no notes shown
+    assert answer_span(GPT(model_config(block_size=512)).eval(), prompt(shown)) is None  # no span head
+
+
+def test_with_a_span_the_one_quote_is_the_page_and_the_span():
+    m = copy_guard(prompt([JOKE, STARTER]), True, "quote", 200, span="14 February")
+    assert allowed(m, "From [") == b"J"  # only the best block's page
+    assert allowed(m, "From [Jonas] ") == b"1"  # straight to the span: no key, no other line
+    assert allowed(m, "From [Jonas] 14 February") == b"\n"  # whole: the end is forced
+    assert allowed(m, "From [Jonas] 14 February\n") == b"asu"  # a stop tag, never a further quote
+    assert allowed(m, "I") is not None  # the abstention stays open (by the model's margin)
+    without = copy_guard(prompt([JOKE, STARTER]), True, "quote", 200)
+    assert allowed(without, "From [Jonas] 14 February") != b"\n"  # the whole value may go on
+
+
+def test_chat_alone_and_batched_answer_with_the_heads_span():
+    model = head_model(1)
+    handle = steer(model, b"From [Jonas] birthday: 14 February. Yes, really, a table nowhere")
+    try:
+        engine = ChatEngine(model)
+        span = answer_span(model, prompt([JOKE, STARTER]))
+        alone = engine.reply(chat([JOKE, STARTER]), FAITHFUL, seed=0).reply
+        batch, sink = BatchEngine(engine, max_batch_size=2), []
+        batch.submit(chat([JOKE, STARTER]), FAITHFUL, 0, sink.append)
+        while batch.step():
+            pass
+    finally:
+        handle.remove()
+    assert alone in (f"From [Jonas] {span}", ABSTAIN), alone
+    assert sink[-1].reply == alone

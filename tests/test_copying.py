@@ -673,14 +673,20 @@ def test_both_engines_decode_as_the_model_was_taught(monkeypatch, style):
     try:
         alone = ChatEngine(model, info={"answer_style": style})
         reply = alone.reply(chat([JONAS, STARTER]), FAITHFUL, seed=0).reply
-        batch, sink = BatchEngine(alone, max_batch_size=2), []
-        batch.submit(chat([JONAS, STARTER]), FAITHFUL, 0, sink.append)
-        while batch.step():
-            pass
+        batched = batched_reply(alone, chat([JONAS, STARTER]), FAITHFUL, 0)
     finally:
         handle.remove()
-    assert sink[-1].reply == reply
+    assert batched == reply
     assert reply.startswith("Sure. Want to record") == (style == "span"), reply
+
+
+def batched_reply(engine: ChatEngine, messages, sampling: SamplingConfig, seed: int) -> str:
+    """The reply the batch engine gives messages, decoded in a batch of its own."""
+    batch, sink = BatchEngine(engine, max_batch_size=2), []
+    batch.submit(messages, sampling, seed, sink.append)
+    while batch.step():
+        pass
+    return sink[-1].reply
 
 
 def test_the_chat_cli_and_the_web_api_carry_the_switch(engine):

@@ -12,13 +12,12 @@ from hypothesis import strategies as st
 from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock
 from bytechat.notes.grounded import ABSTAIN
-from bytechat.serve.batch_engine import BatchEngine
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
 from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_span
 from bytechat.text.chat_format import format_chat
 from tests.helpers import model_config
-from tests.test_copying import FAITHFUL, JONAS, STARTER, allowed, chat, steer
+from tests.test_copying import FAITHFUL, STARTER, allowed, batched_reply, chat, steer
 
 JOKE = NoteBlock("Jonas", "birthday: 14 February. Yes, really, a table nowhere", 5)
 
@@ -91,11 +90,8 @@ def test_chat_alone_and_batched_answer_with_the_heads_span():
         engine = ChatEngine(model)
         span = answer_span(model, prompt([JOKE, STARTER]))
         alone = engine.reply(chat([JOKE, STARTER]), FAITHFUL, seed=0).reply
-        batch, sink = BatchEngine(engine, max_batch_size=2), []
-        batch.submit(chat([JOKE, STARTER]), FAITHFUL, 0, sink.append)
-        while batch.step():
-            pass
+        batched = batched_reply(engine, chat([JOKE, STARTER]), FAITHFUL, 0)
     finally:
         handle.remove()
     assert alone in (f"From [Jonas] {span}", ABSTAIN), alone
-    assert sink[-1].reply == alone
+    assert batched == alone

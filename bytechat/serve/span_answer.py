@@ -64,14 +64,15 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
         return None
     window = prompt[-model.config.block_size :]
     best = entries[-1]
+    shown = escape_content(best).encode("utf-8")  # the best block as the prompt writes it, placed last
     notes_end = window.find(_NOTES_END)
-    at = window.rfind(b"\n" + escape_content(best).encode("utf-8"), 0, notes_end)
-    if notes_end < 0 or at < 0:
+    start = window.rfind(b"\n" + shown, 0, notes_end) + 1
+    if notes_end < 0 or start == 0:
         return None  # the notes were cut off the window
-    lo = at + 1 + len(best[: best.index("] ") + 2].encode("utf-8"))  # after "[Page] "
+    page = len(best[: best.index("] ") + 2].encode("utf-8"))  # "[Page] ": no answer starts in it
     device = model.wte.weight.device
     begin, end = model.span_scores(torch.tensor([list(window)], device=device))
-    found = best_span(window, begin.tolist(), end.tolist(), lo, at + 1 + len(escape_content(best).encode("utf-8")))
+    found = best_span(window, begin.tolist(), end.tolist(), start + page, start + len(shown))
     if found is None:
         return None
     span = window[found[0] : found[1] + 1].decode("utf-8", errors="ignore").strip()

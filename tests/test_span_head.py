@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bytechat.data.batching import get_batch, span_in_window
-from bytechat.data.streams import write_stream
+from bytechat.data.streams import StreamError, open_spans, write_stream
 from bytechat.model import GPT
 from bytechat.model.span_head import IGNORE
 from bytechat.notes import grounded
@@ -76,6 +76,26 @@ def test_the_streams_stage_writes_spans_at_their_place_in_the_stream(tmp_path, m
     assert [stream[f : l + 1].decode() for _, f, l in spans] == golds
     assert all(stream[r - len("assistant:") : r + 1] == b"assistant: " for r, _, _ in spans)
     assert (np.diff(spans[:, 0]) > 0).all()  # sorted by reply, as span_in_window searches
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"not a numpy file", "unreadable answer spans"),
+        (np.zeros((2, 2), dtype=np.int64), "int64 rows of 3"),
+        (np.array([[5, 6, 7]]), "does not end before its reply"),
+        (np.array([[30, 1, 2], [10, 3, 4]]), "not sorted by reply"),
+    ],
+)
+def test_a_broken_spans_file_is_one_line_that_names_it(tmp_path, content, problem):
+    path = tmp_path / "grounded_train.spans.npy"
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        np.save(path, content)
+    with pytest.raises(StreamError) as err:
+        open_spans(path)
+    assert str(err.value).startswith(str(path)) and problem in str(err.value) and "\n" not in str(err.value)
 
 
 def test_span_in_window_takes_the_first_span_wholly_inside():

@@ -109,6 +109,23 @@ def read_meta(bin_path: str | Path) -> dict:
         raise StreamError(f"{path}: not valid JSON ({exc})") from None
 
 
+def open_spans(path: str | Path) -> np.ndarray:
+    """A dialogue stream's answer spans (stages/streams.py): int64 (N, 3) rows of (reply,
+    first, last) byte offsets, sorted by reply, each span before its reply."""
+    path = Path(path)
+    try:
+        spans = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
+        raise StreamError(f"{path}: unreadable answer spans ({exc}; run `dvc repro streams`)") from None
+    if spans.dtype != np.int64 or spans.ndim != 2 or spans.shape[1] != 3:
+        raise StreamError(f"{path}: answer spans must be int64 rows of 3, got {spans.dtype} {spans.shape}")
+    if len(spans) and not ((spans[:, 1] <= spans[:, 2]).all() and (spans[:, 2] < spans[:, 0]).all()):
+        raise StreamError(f"{path}: an answer span does not end before its reply")
+    if (np.diff(spans[:, 0]) < 0).any():
+        raise StreamError(f"{path}: answer spans are not sorted by reply")
+    return spans
+
+
 def open_stream(bin_path: str | Path) -> np.ndarray:
     """The stream as a read-only uint8 memmap (nothing is loaded into RAM up front)."""
     bin_path = Path(bin_path)

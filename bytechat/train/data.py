@@ -17,7 +17,7 @@ from bytechat.data.batching import DIALOGUE_SOURCES, document_starts, get_batch
 from bytechat.core.config import SOURCES, DataConfig
 from bytechat.train.distributed import Dist
 from bytechat.core.rng import SeedOffset, make_generator
-from bytechat.data.streams import open_stream, read_meta
+from bytechat.data.streams import open_spans, open_stream, read_meta
 
 EVAL_SEED_OFFSET = SeedOffset.EVAL_BATCHES  # eval batches: their own generator, apart from the training sampler
 
@@ -44,9 +44,8 @@ def open_data(cfg: DataConfig, chat_fraction: float, block_size: int) -> Data:
     for source in DIALOGUE_SOURCES:
         path = paths.spans_path(source, "train")
         if path.is_file():
-            raw = path.read_bytes()
-            spans[source] = np.load(path).reshape(-1, 3)
-            shas[f"{source}_train_spans"] = hashlib.sha256(raw).hexdigest()
+            spans[source] = open_spans(path)
+            shas[f"{source}_train_spans"] = hashlib.sha256(path.read_bytes()).hexdigest()
     fingerprint = {
         "p_train": dict(cfg.p_train),
         # Without a chat phase p_chat draws nothing: editing it must not cost a finished run.

@@ -456,12 +456,13 @@ def test_small_talk_is_seeded_plain_and_names_no_page():
 
 
 def test_training_templates_share_no_piece_with_the_held_out_ones():
-    """The new question families (types, follow-ups, summaries, small talk) keep clear of
+    """The new question families (types, facts in passing, follow-ups, summaries, small talk) keep clear of
     every fixed piece (10+ characters) of the eval's held-out templates."""
-    from bytechat.notes.dialogues import conversation, everyday
+    from bytechat.notes.dialogues import conversation, everyday, line_facts
     from tests.test_grounded_eval import heldout_pieces
 
     ours = [t for ts in frames.QUESTION_TEMPLATES.values() for t in ts] + list(summary.SUMMARY_QUESTIONS)
+    ours += [t for ts in line_facts.QUESTIONS.values() for t in ts]
     ours += [t for ts in conversation.FOLLOW_UPS.values() for t in ts] + everyday.all_prompts()
     text = " | ".join(t.lower() for t in ours)
     assert not [p for p in heldout_pieces() if p in text]

@@ -49,6 +49,7 @@ from bytechat.notes.dialogues.asking import (
     word_counts,
 )
 from bytechat.notes.dialogues.frames import Said
+from bytechat.notes.dialogues.line_facts import line_slot
 from bytechat.notes.retrieval import fitting, notes_budget
 
 ABSTAIN = "I couldn't find that in your notes."
@@ -195,6 +196,11 @@ def _ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool, name: s
         key = slot.fields["key"]
         text, qtype, yes = frames.ask_attribute(slot.kind, key, name, slot.answer, rng, TEMPLATES[slot.kind], yes_no)
         return Asked(text, "attribute", lambda room: frames.attribute_reply(qtype, key, name, slot.answer, rng, yes))
+    if slot.kind == "line":
+        fact = slot.answer
+        return Asked(
+            slot.fields["question"], "line", lambda room: Said(f"{ANSWER_PREFIX}[{block.page}] {fact}", (fact,))
+        )
     if slot.kind == "todo":
         text = rng.choice(TODO_TEMPLATES).format(**slot.fields)
         return Asked(text, "todo", lambda room: frames.todo_reply(name, block.text, rng, room))
@@ -305,6 +311,8 @@ def dialogues(
             continue
         block = rng.choice(blocks)
         options = slots(block, rng, counts, (block.page, block.position) in leads)
+        in_passing = line_slot(block, rng)  # a date, amount, ... said in a sentence (dialogues.line_facts)
+        options += [in_passing] if in_passing else []
         if not options:
             continue
         slot = rng.choice(options)

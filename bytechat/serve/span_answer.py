@@ -8,9 +8,10 @@ quote comes from: copying.BEST_FIRST), on one line, at most MAX_BYTES, starting 
 at a word's edge. Faithful decoding then allows that one quote (FaithfulCopy.answer_with),
 or the abstention where the model prefers it by the margin, as for any quote.
 
-Only for a question that asks a kind of answer (query.answer_kind: when, who, where, how
-many, ...): a whole-page question, "how do I ..." and small talk are answered as before.
-Measured in docs/notes.md ("Measured: an extractive answer head").
+Only for a question that asks a kind of answer (query.answer_kind: when, what time, how
+long, how much, how many, how often): a whole-page question, "how do I ..." and small
+talk are answered as before. Measured in docs/notes.md ("Measured: an extractive answer
+head", "Measured: facts said in passing").
 """
 
 from __future__ import annotations

@@ -183,7 +183,7 @@ def ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool = True) -
         return asked  # its reply's first span is the fact (grounded_dialogue)
     # The fact the span head points at (model/span_head.py): the span-style reply's, drawn
     # with an rng of its own, so the dialogues quoted are what they were without it.
-    fact = _ask(slot, block, random.Random(0), False, name).reply(None).spans[0]
+    fact = asked.fact or _ask(slot, block, random.Random(0), False, name).reply(None).spans[0]
     if ANSWERS == "clause" and asked.kind == "attribute":
         return Asked(asked.text, asked.kind, lambda room: clause_quoted(block, slot.answer), fact)
     if ANSWERS == "value" and asked.kind == "attribute":
@@ -196,11 +196,9 @@ def _ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool, name: s
         key = slot.fields["key"]
         text, qtype, yes = frames.ask_attribute(slot.kind, key, name, slot.answer, rng, TEMPLATES[slot.kind], yes_no)
         return Asked(text, "attribute", lambda room: frames.attribute_reply(qtype, key, name, slot.answer, rng, yes))
-    if slot.kind == "line":
-        fact = slot.answer
-        return Asked(
-            slot.fields["question"], "line", lambda room: Said(f"{ANSWER_PREFIX}[{block.page}] {fact}", (fact,))
-        )
+    if slot.kind == "line":  # a fact said in passing: its sentence, the head pointed at the fact
+        said = lambda room: frames.gist_reply(name, block.text, slot.answer, rng, room)  # noqa: E731
+        return Asked(slot.fields["question"], "line", said, slot.answer)
     if slot.kind == "todo":
         text = rng.choice(TODO_TEMPLATES).format(**slot.fields)
         return Asked(text, "todo", lambda room: frames.todo_reply(name, block.text, rng, room))

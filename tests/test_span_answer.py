@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import random
+import re
 
 import torch
 from hypothesis import given, settings
@@ -31,34 +32,61 @@ def prompt(blocks, question: str = "when is Jonas's birthday?") -> bytes:
     return format_chat(chat(blocks, question)).encode()
 
 
-@settings(max_examples=60, deadline=None)
-@given(text=st.text(alphabet="ab 1\n,é", min_size=1, max_size=200), seed=st.integers(0, 1000))
-def test_the_best_span_is_one_line_at_word_edges_and_scores_highest(text, seed):
-    data = text.encode()
-    rnd = random.Random(seed)
-    begin = [rnd.gauss(0, 1) for _ in data]
-    end = [rnd.gauss(0, 1) for _ in data]
-    lo = rnd.randrange(len(data))
-    found = best_span(data, begin, end, lo, len(data))
+def spans_as_answers_are(data: bytes, lo: int) -> list[tuple[int, int]]:
+    """Every span an answer may be: within the range, one line, whole words, no space at either end."""
 
     def word(c):
         return chr(c).isalnum() or c >= 0x80
 
-    def fine(i, j):  # a span as answers are: within the range, one line, whole words, no space at either end
+    def fine(i, j):
         edges = (i == 0 or not (word(data[i - 1]) and word(data[i]))) and (
             j + 1 == len(data) or not (word(data[j]) and word(data[j + 1]))
         )
         piece = data[i : j + 1]
-        return (
-            lo <= i <= j < len(data) and j - i < MAX_BYTES and b"\n" not in piece and edges and piece.strip() == piece
-        )
+        return j - i < MAX_BYTES and b"\n" not in piece and edges and piece.strip() == piece
 
-    candidates = [(i, j) for i in range(lo, len(data)) for j in range(i, len(data)) if fine(i, j)]
+    return [(i, j) for i in range(lo, len(data)) for j in range(i, len(data)) if fine(i, j)]
+
+
+def scores(data: bytes, seed: int) -> tuple[list[float], list[float]]:
+    rnd = random.Random(seed)
+    return [rnd.gauss(0, 1) for _ in data], [rnd.gauss(0, 1) for _ in data]
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet="ab 1\n,é", min_size=1, max_size=200), seed=st.integers(0, 1000))
+def test_the_best_span_is_one_line_at_word_edges_and_scores_highest(text, seed):
+    data = text.encode()
+    begin, end = scores(data, seed)
+    lo = random.Random(seed).randrange(len(data))
+    found = best_span(data, begin, end, lo, len(data))
+    candidates = spans_as_answers_are(data, lo)
     if not candidates:
         assert found is None
         return
-    assert found is not None and fine(*found)
+    assert found in candidates
     assert begin[found[0]] + end[found[1]] == max(begin[i] + end[j] for i, j in candidates)
+
+
+@settings(max_examples=60, deadline=None)
+@given(text=st.text(alphabet="ab 1\n,", min_size=1, max_size=120), seed=st.integers(0, 1000))
+def test_a_span_holds_text_of_the_asked_kind_where_the_block_has_some(text, seed):
+    """ "how much ...?" is answered with a span that holds an amount where the block says
+    one (the best such span); a block that says none is answered as if no kind were asked."""
+    kind = re.compile(r"1+ ?b")  # an amount: a number and its unit
+    data = text.encode()
+    begin, end = scores(data, seed)
+    found = best_span(data, begin, end, 0, len(data), kind)
+    said = [(m.start(), m.end() - 1) for m in kind.finditer(text)]
+    if not said:
+        assert found == best_span(data, begin, end, 0, len(data))
+        return
+    holding = [(i, j) for i, j in spans_as_answers_are(data, 0) if any(i <= s and e <= j for s, e in said)]
+    if not holding:
+        assert found is None
+        return
+    assert found in holding
+    assert begin[found[0]] + end[found[1]] == max(begin[i] + end[j] for i, j in holding)
 
 
 def test_a_fact_question_gets_a_span_of_the_best_block_and_other_questions_none():

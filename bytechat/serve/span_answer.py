@@ -16,9 +16,12 @@ head", "Measured: facts said in passing").
 
 from __future__ import annotations
 
+import re
+
 import torch
 
 from bytechat.model import GPT
+from bytechat.notes.blocks import TODO_LINE
 from bytechat.notes.query import answer_kind
 from bytechat.serve.copying import prompt_messages, shown_entries
 from bytechat.serve.own_words import last_user
@@ -27,6 +30,9 @@ from bytechat.text.chat_format import escape_content
 # Whether a fact question is answered with the head's span (off: the best block quoted
 # whole, as before the head); measured in docs/chat.md, "A fact question's answer, pointed at".
 SPAN_ANSWERS = True
+# Whether the span must hold text of the kind the question asks (query.answer_kind: a date
+# for "when", an amount for "how much") where the best block has any.
+KIND_SPANS = True
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -36,14 +42,39 @@ def _inside_word(text: bytes, at: int) -> bool:
     return 0 < at < len(text) and all(chr(c).isalnum() or c >= 0x80 for c in text[at - 1 : at + 1])
 
 
-def best_span(text: bytes, begin: list[float], end: list[float], lo: int, hi: int) -> tuple[int, int] | None:
+def kind_ends(text: bytes, lo: int, hi: int, kind: re.Pattern | None) -> list[int] | None:
+    """For each byte of text[lo:hi], where the first text of the asked kind that starts at
+    or after it ends (hi where none does): a span must reach it to say that kind. None
+    where the kind is not asked or the block says none (then any span may answer)."""
+    if kind is None or kind is TODO_LINE or not KIND_SPANS:  # a TODO's answer is its task, not the marker
+        return None
+    segment = text[lo:hi].decode("utf-8", errors="ignore")
+    found = [
+        (lo + len(segment[: m.start()].encode("utf-8")), lo + len(segment[: m.end()].encode("utf-8")) - 1)
+        for m in kind.finditer(segment)
+        if m.end() > m.start()
+    ]
+    if not found:
+        return None
+    ends, need = [hi] * (hi - lo), hi
+    for at in range(hi - 1, lo - 1, -1):
+        need = min([need] + [last for first, last in found if first == at])
+        ends[at - lo] = need
+    return ends
+
+
+def best_span(
+    text: bytes, begin: list[float], end: list[float], lo: int, hi: int, kind: re.Pattern | None = None
+) -> tuple[int, int] | None:
     """(first, last) byte of the best-scoring span in text[lo:hi] (begin[i] + end[j], i <= j):
-    on one line, at most MAX_BYTES, at word edges; None where there is none."""
+    on one line, at most MAX_BYTES, at word edges, holding text of the asked kind where the
+    block has any (kind_ends); None where there is none."""
     best, found = float("-inf"), None
+    needs = kind_ends(text, lo, hi, kind)
     for i in range(lo, hi):
         if text[i : i + 1] in (b"\n", b" ") or _inside_word(text, i) or begin[i] == float("-inf"):
             continue
-        for j in range(i, min(i + MAX_BYTES, hi)):
+        for j in range(i if needs is None else max(i, needs[i - lo]), min(i + MAX_BYTES, hi)):
             if text[j : j + 1] == b"\n":
                 break
             if _inside_word(text, j + 1) or text[j : j + 1] == b" ":
@@ -73,7 +104,7 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     page = len(best[: best.index("] ") + 2].encode("utf-8"))  # "[Page] ": no answer starts in it
     device = model.wte.weight.device
     begin, end = model.span_scores(torch.tensor([list(window)], device=device))
-    found = best_span(window, begin.tolist(), end.tolist(), start + page, start + len(shown))
+    found = best_span(window, begin.tolist(), end.tolist(), start + page, start + len(shown), answer_kind(asked))
     if found is None:
         return None
     span = window[found[0] : found[1] + 1].decode("utf-8", errors="ignore").strip()

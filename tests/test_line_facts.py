@@ -29,6 +29,7 @@ def test_each_kind_is_found_with_the_words_around_it():
     assert kinds("budget: €950 in total") == [("amount", "€950")]
     assert kinds("every other week on nights") == [("frequency", "every other week")]
     assert kinds("Still has my drill from October") == [("date", "October")]
+    assert kinds("Bake at 200 °C for 30 minutes") == [("temperature", "200 °C"), ("duration", "30 minutes")]
 
 
 def test_a_time_range_is_one_time_not_two_counts():

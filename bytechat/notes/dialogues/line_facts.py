@@ -4,8 +4,8 @@ point into prose, not only at a `key: value` line's value.
 A person's notes say most facts in passing ("crates arrive on 11 January, 3 per
 person", "Met Nal at 13:45"); the attribute, TODO and keyword questions of asking.slots
 never ask for one of those, so the answer head (bytechat/model/span_head.py) learned to
-point at whole lines or at a value after its key. Here a line's date, time, duration,
-amount, count or frequency is the fact, and the question asks for its kind with the
+point at whole lines or at a value after its key. Here a line's temperature, date, time,
+duration, amount, count or frequency is the fact, and the question asks for its kind with the
 line's other words ("when crates arrive?"), in the way of cloze questions: the head
 learns to find the line that shares the question's words and, in it, the text of the
 asked kind that the question does not already say.
@@ -39,6 +39,7 @@ _CLOCK = r"\d{1,2}[:.]\d{2}(?: ?[ap]m)?|\d{1,2} ?[ap]m"
 _UNIT = r"(?:minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|nights?)"
 # The span each kind is: what a person's answer to "when ...?", "how long ...?" would be.
 SPANS = (
+    ("temperature", re.compile(r"-?\d+(?:[.,]\d+)? ?°\s?[CF]?(?: fan)?|\b\d+ degrees\b|\bgas mark \d+\b", re.I)),
     ("date", re.compile(rf"\b(?:{_ONE_DATE})(?: (?:to|and|-|–) (?:{_ONE_DATE}|{_ORDINAL}))?\b")),
     ("time", re.compile(rf"\b(?:{_CLOCK})(?: ?(?:to|-|–) ?(?:{_CLOCK}))?(?!\w)", re.I)),
     ("duration", re.compile(rf"\b\d+(?:[.,]\d+)?(?: (?:to|-|–) \d+)? ?{_UNIT}\b", re.I)),
@@ -62,6 +63,12 @@ SPANS = (
 )
 # How a person asks for each kind; {topic} is the line's other words.
 QUESTIONS = {
+    "temperature": (
+        "what temperature {topic}?",
+        "How hot {topic}?",
+        "{topic}: what temperature?",
+        "what temp for {topic}",
+    ),
     "date": ("when {topic}?", "When is {topic}?", "what date {topic}?", "{topic}: when?", "remind me when {topic}"),
     "time": ("what time {topic}?", "At what time {topic}?", "{topic}: what time?", "what time is {topic}"),
     "duration": ("how long {topic}?", "How long is {topic}?", "{topic}: how long?", "how long for {topic}"),

@@ -74,7 +74,10 @@ def best_span(
     for i in range(lo, hi):
         if text[i : i + 1] in (b"\n", b" ") or _inside_word(text, i) or begin[i] == float("-inf"):
             continue
-        for j in range(i if needs is None else max(i, needs[i - lo]), min(i + MAX_BYTES, hi)):
+        first = i if needs is None else max(i, needs[i - lo])  # the first end that holds the kind asked
+        if b"\n" in text[i:first]:
+            continue  # that text is on a later line
+        for j in range(first, min(i + MAX_BYTES, hi)):
             if text[j : j + 1] == b"\n":
                 break
             if _inside_word(text, j + 1) or text[j : j + 1] == b" ":

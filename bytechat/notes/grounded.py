@@ -181,8 +181,9 @@ def ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool = True) -
     asked = _ask(slot, block, rng, yes_no, name)
     if asked is None or ANSWERS == "span":
         return asked  # its reply's first span is the fact (grounded_dialogue)
-    # The fact the span head points at (model/span_head.py): the span-style reply's, drawn
-    # with an rng of its own, so the dialogues quoted are what they were without it.
+    # The fact the span head points at (model/span_head.py): a fact said in passing names
+    # its own; else the span-style reply's, drawn with an rng of its own, so the dialogues
+    # quoted are what they were without it.
     fact = asked.fact or _ask(slot, block, random.Random(0), False, name).reply(None).spans[0]
     if ANSWERS == "clause" and asked.kind == "attribute":
         return Asked(asked.text, asked.kind, lambda room: clause_quoted(block, slot.answer), fact)

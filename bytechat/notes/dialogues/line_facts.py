@@ -31,6 +31,7 @@ _MONTH = (
 )
 _WEEKDAY = r"(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)days?"
 _ORDINAL = r"\d{1,2}(?:st|nd|rd|th)?"
+# A date, a weekday, or a month alone ("from October"; not May, which is also a verb).
 _ONE_DATE = (
     rf"(?:{_WEEKDAY},? )?(?:{_ORDINAL} (?:of )?{_MONTH}(?:,? \d{{4}})?|{_MONTH} {_ORDINAL}(?:,? \d{{4}})?"
     rf"|{_MONTH} \d{{4}})|{_WEEKDAY}|(?:January|February|March|April|June|July|August|September|October|November|December)"

@@ -198,8 +198,12 @@ def _ask(slot: Slot, block: NoteBlock, rng: random.Random, yes_no: bool, name: s
         text, qtype, yes = frames.ask_attribute(slot.kind, key, name, slot.answer, rng, TEMPLATES[slot.kind], yes_no)
         return Asked(text, "attribute", lambda room: frames.attribute_reply(qtype, key, name, slot.answer, rng, yes))
     if slot.kind == "line":  # a fact said in passing: its sentence, the head pointed at the fact
-        said = lambda room: frames.gist_reply(name, block.text, slot.answer, rng, room)  # noqa: E731
-        return Asked(slot.fields["question"], "line", said, slot.answer)
+        return Asked(
+            slot.fields["question"],
+            "line",
+            lambda room: frames.gist_reply(name, block.text, slot.answer, rng, room),
+            slot.answer,
+        )
     if slot.kind == "todo":
         text = rng.choice(TODO_TEMPLATES).format(**slot.fields)
         return Asked(text, "todo", lambda room: frames.todo_reply(name, block.text, rng, room))

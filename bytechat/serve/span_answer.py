@@ -56,11 +56,12 @@ def kind_ends(text: bytes, lo: int, hi: int, kind: re.Pattern | None) -> list[in
     ]
     if not found:
         return None
-    ends, need = [hi] * (hi - lo), hi
-    for at in range(hi - 1, lo - 1, -1):
-        need = min([need] + [last for first, last in found if first == at])
-        ends[at - lo] = need
-    return ends
+    ends = [hi] * (hi - lo + 1)
+    for first, last in found:
+        ends[first - lo] = min(ends[first - lo], last)
+    for at in range(hi - lo - 1, -1, -1):  # the nearest end from here on
+        ends[at] = min(ends[at], ends[at + 1])
+    return ends[:-1]
 
 
 def best_span(
@@ -95,7 +96,8 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
         return None
     messages = prompt_messages(prompt)
     entries, asked = shown_entries(messages), last_user(messages)
-    if not entries or asked is None or answer_kind(asked) is None:
+    kind = answer_kind(asked) if asked is not None else None
+    if not entries or kind is None:
         return None
     window = prompt[-model.config.block_size :]
     best = entries[-1]
@@ -107,7 +109,7 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     page = len(best[: best.index("] ") + 2].encode("utf-8"))  # "[Page] ": no answer starts in it
     device = model.wte.weight.device
     begin, end = model.span_scores(torch.tensor([list(window)], device=device))
-    found = best_span(window, begin.tolist(), end.tolist(), start + page, start + len(shown), answer_kind(asked))
+    found = best_span(window, begin.tolist(), end.tolist(), start + page, start + len(shown), kind)
     if found is None:
         return None
     span = window[found[0] : found[1] + 1].decode("utf-8", errors="ignore").strip()

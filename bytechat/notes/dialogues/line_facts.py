@@ -17,6 +17,7 @@ question set. Deterministic given the rng: a block gives at most one slot.
 
 from __future__ import annotations
 
+import calendar
 import random
 import re
 
@@ -25,16 +26,14 @@ from bytechat.notes.dialogues.asking import Slot
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.query import query_terms
 
-_MONTH = (
-    r"(?:January|February|March|April|May|June|July|August|September|October|November|December|"
-    r"Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sept?|Oct|Nov|Dec)"
-)
+_MONTHS = "|".join(calendar.month_name[1:])
+_MONTH = rf"(?:{_MONTHS}|{'|'.join(calendar.month_abbr[1:])}|Sept)"
 _WEEKDAY = r"(?:Mon|Tues|Wednes|Thurs|Fri|Satur|Sun)days?"
 _ORDINAL = r"\d{1,2}(?:st|nd|rd|th)?"
 # A date, a weekday, or a month alone ("from October"; not May, which is also a verb).
 _ONE_DATE = (
     rf"(?:{_WEEKDAY},? )?(?:{_ORDINAL} (?:of )?{_MONTH}(?:,? \d{{4}})?|{_MONTH} {_ORDINAL}(?:,? \d{{4}})?"
-    rf"|{_MONTH} \d{{4}})|{_WEEKDAY}|(?:January|February|March|April|June|July|August|September|October|November|December)"
+    rf"|{_MONTH} \d{{4}})|{_WEEKDAY}|(?:{_MONTHS.replace('May|', '')})"
 )
 _CLOCK = r"\d{1,2}[:.]\d{2}(?: ?[ap]m)?|\d{1,2} ?[ap]m"
 _UNIT = r"(?:minutes?|mins?|hours?|hrs?|days?|weeks?|months?|years?|nights?)"

@@ -23,7 +23,16 @@ from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder,
 from bytechat.notes.search import PAGE_BLOCKS
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
 from bytechat.notes.dialogues.asking import KEYWORD_TEMPLATES, PAGE_TEMPLATES
-from bytechat.notes.query import answer_kind, day_mentions, names_page, possessors, query_terms, words
+from bytechat.notes.query import (
+    NAME,
+    answer_kind,
+    day_mentions,
+    names_page,
+    possessors,
+    query_terms,
+    span_kind,
+    words,
+)
 from tests.helpers import write_tree
 from bytechat.notes.dialogues import everyday
 from bytechat.notes.retrieval import (
@@ -86,6 +95,11 @@ def index(graph, tmp_path):
         ("how do I feed the sourdough starter?", "Sourdough Starter", False),  # "feed": one fact
         ("booking reference for the Copenhagen hotel?", "Copenhagen Trip", False),
         ("hi", "Sourdough Starter", False),  # no topic words: nothing asked of the page
+        ("recap of my sourdough starter?", "Sourdough Starter", True),  # summary's nouns ask
+        ("sum up my recipe for miso soup", "Recipes/Miso Soup", True),  # a title's plural is its word
+        ("what did I write on 2 Dec?", "December 2nd, 2026", True),  # a day named: that day's title
+        ("what did I write on 2 Dec?", "December 3rd, 2026", False),
+        ("what did Lena bring on 2 Dec?", "December 2nd, 2026", False),  # words beyond the title
     ],
 )
 def test_names_page_is_a_question_about_the_whole_page(question, page, whole):
@@ -749,9 +763,26 @@ def test_a_question_word_inside_a_clause_does_not_ask(tmp_path):
     pages = {"Balcony.md": "- Watering: every evening in July and August\n- When I'm away, Femke does the watering.\n"}
     with indexed(tmp_path, pages) as idx:
         assert idx.search("who does the watering when I'm away?", k=1)[0].text.startswith("When I'm away")
-    assert answer_kind("who waters them when I'm away?") is None
+    assert answer_kind("who waters them when I'm away?") is None  # retrieval's kinds leave "who" out
     assert answer_kind("when do I water them?") is not None
     assert answer_kind("who is coming, and when?") is not None
+
+
+def test_who_asks_for_a_name_inside_a_sentence():
+    """query.span_kind: the answer head's kinds are retrieval's and, for "who", a NAME."""
+
+    def names(text):
+        return [m.group(0) for m in NAME.finditer(text)]
+
+    assert names("The starter came from Ruth, fed on 2 May.") == ["Ruth"]
+    assert names("mentor: Ada Lovelace") == ["Ada Lovelace"]
+    assert names("Lessons on Tuesdays, from March") == []  # weekdays and months are dates
+    assert names("Jonas came round") == []  # a sentence's first word
+    assert names("made Recipes/Risotto with Priya") == ["Priya"]
+    assert span_kind("who taught me to knit?") is NAME
+    assert span_kind("and who waters them when I'm away?") is NAME
+    assert span_kind("when did Ruth start?") is answer_kind("when did Ruth start?") is not None
+    assert span_kind("what does Ruth do?") is None
 
 
 def test_a_whole_page_question_gets_the_page_from_the_top(index):

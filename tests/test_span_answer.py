@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock
 from bytechat.notes.grounded import ABSTAIN
+from bytechat.notes.query import NAME, span_kind
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
 from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_span
@@ -99,6 +100,28 @@ def test_a_fact_question_gets_a_span_of_the_best_block_and_other_questions_none(
     assert answer_span(model, prompt(shown, "how do I feed the starter")) is None  # asks no kind of answer
     assert answer_span(model, prompt(None, "when is Jonas's birthday?")) is None  # no notes shown
     assert answer_span(GPT(model_config(block_size=512)).eval(), prompt(shown)) is None  # no span head
+
+
+def test_a_who_question_gets_a_span_that_names_someone_where_the_block_does():
+    """query.span_kind: "who" asks for a name (query.NAME); whatever the head scores, the
+    span is one of the block's names where it says one (a name has its own edges: the
+    head chooses which), and any span answers where it says none."""
+    text = b"[Kombucha] The SCOBY came from Lena, started on 2 October."
+    begin, end = scores(text, 3)
+    begin[text.index(b"started")] = end[text.index(b"October") + len(b"October") - 1] = (
+        50.0  # the head prefers the date
+    )
+    first, last = best_span(text, begin, end, len(b"[Kombucha] "), len(text), span_kind("who gave me the SCOBY?"))
+    assert text[first : last + 1] == b"Lena"
+    two = b"[Car] Garage: Autohaus Brink, ask for Henk."
+    begin, end = scores(two, 3)
+    begin[two.index(b"Henk")] = end[two.index(b"Henk") + 3] = 50.0
+    first, last = best_span(two, begin, end, len(b"[Car] "), len(two), NAME)
+    assert two[first : last + 1] == b"Henk"
+    assert span_kind("who waters the plants when I'm away?") is NAME  # "when" opens a clause of it
+    assert span_kind("when did she start?") is not NAME and span_kind("what does Tomasz do?") is None
+    plain = b"[Kombucha] the scoby came from a friend"
+    assert best_span(plain, *scores(plain, 3), 11, len(plain), NAME) is not None
 
 
 def test_with_a_span_the_one_quote_is_the_page_and_the_span():

@@ -8,9 +8,9 @@ quote comes from: copying.BEST_FIRST), on one line, at most MAX_BYTES, starting 
 at a word's edge. Faithful decoding then allows that one quote (FaithfulCopy.answer_with),
 or the abstention where the model prefers it by the margin, as for any quote.
 
-Only for a question that asks a kind of answer (query.answer_kind: when, what time, how
-long, how much, how many, how often): a whole-page question, "how do I ..." and small
-talk are answered as before. Measured in docs/notes.md ("Measured: an extractive answer
+Only for a question that asks a kind of answer (query.span_kind: when, what time, how
+long, how much, how many, how often, and who: a name): a whole-page question, "how do
+I ..." and small talk are answered as before. Measured in docs/notes.md ("Measured: an extractive answer
 head", "Measured: facts said in passing").
 """
 
@@ -22,7 +22,7 @@ import torch
 
 from bytechat.model import GPT
 from bytechat.notes.blocks import TODO_LINE
-from bytechat.notes.query import answer_kind
+from bytechat.notes.query import NAME, span_kind
 from bytechat.serve.copying import prompt_messages, shown_entries
 from bytechat.serve.own_words import last_user
 from bytechat.text.chat_format import escape_content
@@ -42,18 +42,23 @@ def _inside_word(text: bytes, at: int) -> bool:
     return 0 < at < len(text) and all(chr(c).isalnum() or c >= 0x80 for c in text[at - 1 : at + 1])
 
 
+def _matches(text: bytes, lo: int, hi: int, kind: re.Pattern) -> list[tuple[int, int]]:
+    """(first, last) byte of each text of the kind in text[lo:hi]."""
+    segment = text[lo:hi].decode("utf-8", errors="ignore")
+    return [
+        (lo + len(segment[: m.start()].encode("utf-8")), lo + len(segment[: m.end()].encode("utf-8")) - 1)
+        for m in kind.finditer(segment)
+        if m.end() > m.start()
+    ]
+
+
 def kind_ends(text: bytes, lo: int, hi: int, kind: re.Pattern | None) -> list[int] | None:
     """For each byte of text[lo:hi], where the first text of the asked kind that starts at
     or after it ends (hi where none does): a span must reach it to say that kind. None
     where the kind is not asked or the block says none (then any span may answer)."""
     if kind is None or kind is TODO_LINE or not KIND_SPANS:  # a TODO's answer is its task, not the marker
         return None
-    segment = text[lo:hi].decode("utf-8", errors="ignore")
-    found = [
-        (lo + len(segment[: m.start()].encode("utf-8")), lo + len(segment[: m.end()].encode("utf-8")) - 1)
-        for m in kind.finditer(segment)
-        if m.end() > m.start()
-    ]
+    found = _matches(text, lo, hi, kind)
     if not found:
         return None
     ends = [hi] * (hi - lo + 1)
@@ -71,6 +76,12 @@ def best_span(
     on one line, at most MAX_BYTES, at word edges, holding text of the asked kind where the
     block has any (kind_ends); None where there is none."""
     best, found = float("-inf"), None
+    if kind is NAME and KIND_SPANS:  # a name has its own edges: the head only chooses which
+        for first, last in _matches(text, lo, hi, kind):
+            if b"\n" not in text[first:last] and begin[first] + end[last] > best:
+                best, found = begin[first] + end[last], (first, last)
+        if found is not None:
+            return found
     needs = kind_ends(text, lo, hi, kind)
     for i in range(lo, hi):
         if text[i : i + 1] in (b"\n", b" ") or _inside_word(text, i) or begin[i] == float("-inf"):
@@ -96,7 +107,7 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
         return None
     messages = prompt_messages(prompt)
     entries, asked = shown_entries(messages), last_user(messages)
-    kind = answer_kind(asked) if asked is not None else None
+    kind = span_kind(asked) if asked is not None else None
     if not entries or kind is None:
         return None
     window = prompt[-model.config.block_size :]

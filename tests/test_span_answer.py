@@ -97,6 +97,8 @@ def test_a_fact_question_gets_a_span_of_the_best_block_and_other_questions_none(
     span = answer_span(model, prompt(shown))
     assert span and span in JOKE.text and len(span.encode()) <= MAX_BYTES
     assert answer_span(model, prompt(shown, "tell me about Jonas")) is None  # a whole page
+    assert answer_span(model, prompt(shown, "who is Jonas?")) is None  # about his page, not for a name
+    assert answer_span(model, prompt(shown, "who brought Jonas?")) is not None  # a name asked
     assert answer_span(model, prompt(shown, "how do I feed the starter")) is None  # asks no kind of answer
     assert answer_span(model, prompt(None, "when is Jonas's birthday?")) is None  # no notes shown
     assert answer_span(GPT(model_config(block_size=512)).eval(), prompt(shown)) is None  # no span head

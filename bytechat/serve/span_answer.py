@@ -22,7 +22,7 @@ import torch
 
 from bytechat.model import GPT
 from bytechat.notes.blocks import TODO_LINE
-from bytechat.notes.query import NAME, span_kind
+from bytechat.notes.query import NAME, names_page, span_kind
 from bytechat.serve.copying import prompt_messages, shown_entries
 from bytechat.serve.own_words import last_user
 from bytechat.text.chat_format import escape_content
@@ -110,8 +110,10 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     kind = span_kind(asked) if asked is not None else None
     if not entries or kind is None:
         return None
-    window = prompt[-model.config.block_size :]
     best = entries[-1]
+    if names_page(asked, best[1 : best.index("] ")]):
+        return None  # "who is Priya?" asks about her page, not for a name: answered as a page question
+    window = prompt[-model.config.block_size :]
     shown = escape_content(best).encode("utf-8")  # the best block as the prompt writes it, placed last
     notes_end = window.find(_NOTES_END)
     start = window.rfind(b"\n" + shown, 0, notes_end) + 1

@@ -74,7 +74,8 @@ def best_span(
 ) -> tuple[int, int] | None:
     """(first, last) byte of the best-scoring span in text[lo:hi] (begin[i] + end[j], i <= j):
     on one line, at most MAX_BYTES, at word edges, holding text of the asked kind where the
-    block has any (kind_ends); None where there is none."""
+    block has any (kind_ends), and for a name (query.NAME) one of the block's names, whole;
+    None where there is none."""
     best, found = float("-inf"), None
     if kind is NAME and KIND_SPANS:  # a name has its own edges: the head only chooses which
         for first, last in _matches(text, lo, hi, kind):

@@ -768,6 +768,12 @@ def test_a_question_word_inside_a_clause_does_not_ask(tmp_path):
     assert answer_kind("who is coming, and when?") is not None
 
 
+def test_a_date_is_a_month_day_or_year_not_a_word_a_month_opens():
+    when = answer_kind("when does the insurance renew?")
+    assert when.search("renews on 1 March") and when.search("Mar 2025") and when.search("since 2019")
+    assert not when.search("Married to Daan") and not when.search("a novel") and not when.search("policy 7731")
+
+
 def test_who_asks_for_a_name_inside_a_sentence():
     """query.span_kind: the answer head's kinds are retrieval's and, for "who", a NAME."""
 

@@ -104,6 +104,21 @@ def test_a_fact_question_gets_a_span_of_the_best_block_and_other_questions_none(
     assert answer_span(GPT(model_config(block_size=512)).eval(), prompt(shown)) is None  # no span head
 
 
+def test_a_hyphen_between_letters_joins_one_word():
+    """ "buy a 72-hour Copenhagen Card": no span ends at "72" nor starts at "hour"."""
+    text = b"[Trip] TODO buy a 72-hour card"
+    begin, end = scores(text, 1)
+    begin[text.index(b"hour")] = end[text.index(b"72") + 1] = 50.0  # the head would cut the word
+    first, last = best_span(text, begin, end, len(b"[Trip] "), len(text))
+    piece = text[first : last + 1]
+    assert not piece.endswith(b"72") and not piece.startswith(b"hour"), piece
+    dash = b"[Trip] packed -light"  # a hyphen with a space beside it joins nothing
+    begin, end = scores(dash, 1)
+    begin[dash.index(b"light")] = end[dash.index(b"light") + 4] = 50.0
+    first, last = best_span(dash, begin, end, 7, len(dash))
+    assert dash[first : last + 1] == b"light"
+
+
 def test_a_who_question_gets_a_span_that_names_someone_where_the_block_does():
     """query.span_kind: "who" asks for a name (query.NAME); whatever the head scores, the
     span is one of the block's names where it says one (a name has its own edges: the

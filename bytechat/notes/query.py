@@ -216,10 +216,14 @@ def is_follow_up(text: str) -> bool:
 # The kind of answer a question word asks for ("when" wants a date or a time, "how
 # many" a number): a block holding that kind of text is more likely the answer. Question
 # words are the STOPWORDS above, so this is the only way they still count.
-_MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec"
+# A month is its name or its abbreviation ("Mar", "March"), not any word it opens
+# ("married", "novel", "decide"); a year is 1900-2099, not any four digits ("policy 7731").
+_MONTHS = "|".join(
+    name[:3] + f"(?:{name[3:]})?" if len(name) > 3 else name for name in map(str.lower, calendar.month_name[1:])
+)
 _DATE = re.compile(
-    rf"\b(?:(?:{_MONTHS})[a-z]*|monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|"
-    r"tonight|yesterday|weekend|morning|evening|\d{1,2}[:.h]\d{2}|\d{1,2} ?(?:am|pm)|\d{4})\b",
+    rf"\b(?:(?:{_MONTHS}|sept)|monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|"
+    r"tonight|yesterday|weekend|morning|evening|\d{1,2}[:.h]\d{2}|\d{1,2} ?(?:am|pm)|(?:19|20)\d{2})\b",
     re.IGNORECASE,
 )
 _NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|half|dozen)\b", re.I)

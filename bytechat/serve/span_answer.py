@@ -38,8 +38,20 @@ _NOTES_END = b"\nuser: "
 
 
 def _inside_word(text: bytes, at: int) -> bool:
-    """Whether at falls between two bytes of one word (letters, digits, UTF-8)."""
-    return 0 < at < len(text) and all(chr(c).isalnum() or c >= 0x80 for c in text[at - 1 : at + 1])
+    """Whether at falls between two bytes of one word (letters, digits, UTF-8, and a hyphen
+    between two of those: "72-hour", "swing-top" are one word each)."""
+    return 0 < at < len(text) and _word_byte(text, at - 1) and _word_byte(text, at)
+
+
+def _word_byte(text: bytes, i: int) -> bool:
+    c = text[i]
+    if c == 0x2D:  # "-": part of a word only between two of its letters or digits
+        return 0 < i < len(text) - 1 and _letter(text[i - 1]) and _letter(text[i + 1])
+    return _letter(c)
+
+
+def _letter(c: int) -> bool:
+    return chr(c).isalnum() or c >= 0x80
 
 
 def _matches(text: bytes, lo: int, hi: int, kind: re.Pattern) -> list[tuple[int, int]]:

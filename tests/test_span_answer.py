@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock
 from bytechat.notes.grounded import ABSTAIN
-from bytechat.notes.query import NAME, span_kind
+from bytechat.notes.query import NAME, answer_kind, span_kind
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
 from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_span
@@ -102,6 +102,16 @@ def test_a_fact_question_gets_a_span_of_the_best_block_and_other_questions_none(
     assert answer_span(model, prompt(shown, "how do I feed the starter")) is None  # asks no kind of answer
     assert answer_span(model, prompt(None, "when is Jonas's birthday?")) is None  # no notes shown
     assert answer_span(GPT(model_config(block_size=512)).eval(), prompt(shown)) is None  # no span head
+
+
+def test_a_span_stays_in_one_sentence():
+    """ONE_SENTENCE: "14 February. Yes, really, a table nowhere" answers with its first
+    sentence however far the head would run on."""
+    text = JOKE.text.encode()
+    begin, end = scores(text, 2)
+    end[len(text) - 1] = 50.0  # the head prefers the line's end
+    first, last = best_span(text, begin, end, 0, len(text), answer_kind("when is Jonas's birthday?"))
+    assert b"14 February" in text[first : last + 1] and b"Yes" not in text[first : last + 1]
 
 
 def test_a_hyphen_between_letters_joins_one_word():

@@ -33,6 +33,11 @@ SPAN_ANSWERS = True
 # Whether the span must hold text of the kind the question asks (query.answer_kind: a date
 # for "when", an amount for "how much") where the best block has any.
 KIND_SPANS = True
+# Whether a span stays in one sentence: a fact is said in one, and where the head's end
+# scores are flat along a line it ran on into the next ("14 February. Yes, really. He
+# says ..."). Measured in docs/chat.md ("Two edges").
+ONE_SENTENCE = True
+_SENTENCE_ENDS = (b". ", b"! ", b"? ")
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -85,7 +90,7 @@ def best_span(
     text: bytes, begin: list[float], end: list[float], lo: int, hi: int, kind: re.Pattern | None = None
 ) -> tuple[int, int] | None:
     """(first, last) byte of the best-scoring span in text[lo:hi] (begin[i] + end[j], i <= j):
-    on one line, at most MAX_BYTES, at word edges, holding text of the asked kind where the
+    on one line and in one sentence, at most MAX_BYTES, at word edges, holding text of the asked kind where the
     block has any (kind_ends), and for a name (query.NAME) one of the block's names, whole;
     None where there is none."""
     best, found = float("-inf"), None
@@ -103,7 +108,7 @@ def best_span(
         if b"\n" in text[i:first]:
             continue  # that text is on a later line
         for j in range(first, min(i + MAX_BYTES, hi)):
-            if text[j : j + 1] == b"\n":
+            if text[j : j + 1] == b"\n" or (ONE_SENTENCE and j > i and text[j - 1 : j + 1] in _SENTENCE_ENDS):
                 break
             if _inside_word(text, j + 1) or text[j : j + 1] == b" ":
                 continue

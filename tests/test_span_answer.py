@@ -112,6 +112,11 @@ def test_a_span_stays_in_one_sentence():
     end[len(text) - 1] = 50.0  # the head prefers the line's end
     first, last = best_span(text, begin, end, 0, len(text), answer_kind("when is Jonas's birthday?"))
     assert b"14 February" in text[first : last + 1] and b"Yes" not in text[first : last + 1]
+    later = b"[Ana] met for coffee. Back on 3 May"  # the kind's text in a later sentence
+    begin, end = scores(later, 2)
+    begin[later.index(b"met")] = end[len(later) - 1] = 50.0
+    first, last = best_span(later, begin, end, 6, len(later), answer_kind("when is Ana back?"))
+    assert b"May" in later[first : last + 1] and b"coffee" not in later[first : last + 1]
 
 
 def test_a_hyphen_between_letters_joins_one_word():

@@ -4,14 +4,14 @@
 birthday line and the joke after it. The model's span head (bytechat/model/span_head.py)
 reads the prompt and scores where the answer starts and ends; the answer is its best span
 in the block retrieval ranked first (placed last in the notes, where a reply's first
-quote comes from: copying.BEST_FIRST), on one line, at most MAX_BYTES, starting and ending
-at a word's edge. Faithful decoding then allows that one quote (FaithfulCopy.answer_with),
+quote comes from: copying.BEST_FIRST), on one line and in one sentence, at most MAX_BYTES,
+starting and ending at a word's edge. Faithful decoding then allows that one quote (FaithfulCopy.answer_with),
 or the abstention where the model prefers it by the margin, as for any quote.
 
 Only for a question that asks a kind of answer (query.span_kind: when, what time, how
-long, how much, how many, how often, and who: a name): a whole-page question, "how do
-I ..." and small talk are answered as before. Measured in docs/notes.md ("Measured: an extractive answer
-head", "Measured: facts said in passing").
+long, how much, how many, how often, and who: a name): a whole-page question, "how do I
+..." and small talk are answered as before. Measured in docs/notes.md ("Measured: an
+extractive answer head", "Measured: facts said in passing") and docs/chat.md.
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from bytechat.text.chat_format import escape_content
 # Whether a fact question is answered with the head's span (off: the best block quoted
 # whole, as before the head); measured in docs/chat.md, "A fact question's answer, pointed at".
 SPAN_ANSWERS = True
-# Whether the span must hold text of the kind the question asks (query.answer_kind: a date
-# for "when", an amount for "how much") where the best block has any.
+# Whether the span must hold text of the kind the question asks (query.span_kind: a date
+# for "when", an amount for "how much", a name for "who") where the best block has any.
 KIND_SPANS = True
 # Whether a span stays in one sentence: a fact is said in one, and where the head's end
 # scores are flat along a line it ran on into the next ("14 February. Yes, really. He
 # says ..."). Measured in docs/chat.md ("Two edges").
 ONE_SENTENCE = True
-_SENTENCE_ENDS = (b". ", b"! ", b"? ")
+_SENTENCE_END = b".!?"  # followed by a space
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -86,30 +86,39 @@ def kind_ends(text: bytes, lo: int, hi: int, kind: re.Pattern | None) -> list[in
     return ends[:-1]
 
 
+def reach(text: bytes, lo: int, hi: int) -> list[int]:
+    """For each byte of text[lo:hi], the last byte a span starting there may end on: its
+    line's last, or (ONE_SENTENCE) its sentence's, the "." before a space."""
+    last, out = hi - 1, [0] * (hi - lo)
+    for at in range(hi - 1, lo - 1, -1):
+        if text[at : at + 1] == b"\n":
+            last = at - 1
+        elif ONE_SENTENCE and text[at : at + 1] == b" " and at > lo and text[at - 1] in _SENTENCE_END:
+            last = at - 1
+        out[at - lo] = last
+    return out
+
+
 def best_span(
     text: bytes, begin: list[float], end: list[float], lo: int, hi: int, kind: re.Pattern | None = None
 ) -> tuple[int, int] | None:
     """(first, last) byte of the best-scoring span in text[lo:hi] (begin[i] + end[j], i <= j):
-    on one line and in one sentence, at most MAX_BYTES, at word edges, holding text of the asked kind where the
-    block has any (kind_ends), and for a name (query.NAME) one of the block's names, whole;
-    None where there is none."""
+    on one line and in one sentence (reach), at most MAX_BYTES, at word edges, holding text
+    of the asked kind where the block has any (kind_ends), and for a name (query.NAME) one
+    of the block's names, whole; None where there is none."""
     best, found = float("-inf"), None
-    if kind is NAME and KIND_SPANS:  # a name has its own edges: the head only chooses which
+    if kind is NAME and KIND_SPANS:  # a name has its own edges (one line): the head only chooses which
         for first, last in _matches(text, lo, hi, kind):
-            if b"\n" not in text[first:last] and begin[first] + end[last] > best:
+            if begin[first] + end[last] > best:
                 best, found = begin[first] + end[last], (first, last)
         if found is not None:
             return found
-    needs = kind_ends(text, lo, hi, kind)
+    needs, limit = kind_ends(text, lo, hi, kind), reach(text, lo, hi)
     for i in range(lo, hi):
         if text[i : i + 1] in (b"\n", b" ") or _inside_word(text, i) or begin[i] == float("-inf"):
             continue
         first = i if needs is None else max(i, needs[i - lo])  # the first end that holds the kind asked
-        if b"\n" in text[i:first]:
-            continue  # that text is on a later line
-        for j in range(first, min(i + MAX_BYTES, hi)):
-            if text[j : j + 1] == b"\n" or (ONE_SENTENCE and j > i and text[j - 1 : j + 1] in _SENTENCE_ENDS):
-                break
+        for j in range(first, min(i + MAX_BYTES, limit[i - lo] + 1)):  # none where that text is past the reach
             if _inside_word(text, j + 1) or text[j : j + 1] == b" ":
                 continue
             if begin[i] + end[j] > best:

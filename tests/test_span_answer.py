@@ -16,7 +16,7 @@ from bytechat.notes.grounded import ABSTAIN
 from bytechat.notes.query import NAME, answer_kind, span_kind
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
-from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_span
+from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_line, best_span
 from bytechat.text.chat_format import format_chat
 from tests.helpers import model_config
 from tests.test_copying import FAITHFUL, STARTER, allowed, batched_reply, chat, steer
@@ -119,6 +119,28 @@ def test_a_span_stays_in_one_sentence():
     assert b"May" in later[first : last + 1] and b"coffee" not in later[first : last + 1]
 
 
+def test_an_answer_for_a_quantity_starts_where_the_block_says_one():
+    """QUANTITY_STARTS: "how long do I toast the rice?" gets "2 minutes", not the line
+    from "Toast", whatever the head prefers; a range starts at its first end ("8 to 10
+    days"); a question for no quantity, or a block that says none, is the head's alone."""
+    text = b"[Risotto] Toast the rice in the oil for 2 minutes, stirring"
+    begin, end = scores(text, 4)
+    begin[text.index(b"Toast")] = 50.0
+    first, last = best_span(text, begin, end, 10, len(text), answer_kind("how long do I toast the rice?"))
+    assert text[first:].startswith(b"2 minutes"), text[first : last + 1]
+    brew = b"[Kombucha] First ferment: 8 to 10 days, then bottle"
+    begin, end = scores(brew, 4)
+    begin[brew.index(b"First")] = 50.0
+    first, last = best_span(brew, begin, end, 11, len(brew), answer_kind("how long is the first ferment?"))
+    assert brew[first:].startswith(b"8 to 10 days"), brew[first : last + 1]
+    begin, end = scores(text, 4)
+    begin[text.index(b"Toast")] = 50.0
+    first, last = best_span(text, begin, end, 10, len(text), answer_kind("when do I toast the rice?"))
+    assert text[first:].startswith(b"Toast")  # a date: the block says none, the head starts it
+    plain = b"[Risotto] Toast the rice briefly"
+    assert best_span(plain, *scores(plain, 4), 10, len(plain), answer_kind("how long do I toast it?")) is not None
+
+
 def test_a_hyphen_between_letters_joins_one_word():
     """ "buy a 72-hour Copenhagen Card": no span ends at "72" nor starts at "hour"."""
     text = b"[Trip] TODO buy a 72-hour card"
@@ -154,6 +176,29 @@ def test_a_who_question_gets_a_span_that_names_someone_where_the_block_does():
     assert span_kind("when did she start?") is not NAME and span_kind("what does Tomasz do?") is None
     plain = b"[Kombucha] the scoby came from a friend"
     assert best_span(plain, *scores(plain, 3), 11, len(plain), NAME) is not None
+
+
+KIDS = NoteBlock("Tomasz", "Kids\n  Zofia (9), plays the cello\n  Kuba (5), obsessed with trams", 4)
+
+
+def test_a_question_that_asks_no_kind_gets_the_line_of_the_block_that_says_its_words():
+    """best_line: the line that says more of the question's words (a word form, a typo of
+    one) than any other line; the page's title says nothing; a sentence is no line."""
+    entry = f"[{KIDS.page}] {KIDS.text}"
+    assert best_line("which of Tomasz's kids is the tram fan?", entry) == "Kuba (5), obsessed with trams"
+    assert best_line("who plays the chello?", entry) == "Zofia (9), plays the cello"  # a typo of "cello"
+    assert best_line("what about Tomasz?", entry) is None  # the title's words say nothing
+    assert best_line("which of them is older?", entry) is None  # no line says it
+    tyres = "[Car] Tyres\n  front tyres: new in May\n  back tyres: worn"
+    assert best_line("what about the tyres?", tyres) is None  # every line says it: a tie
+    assert best_line("are the back tyres worn?", tyres) == "back tyres: worn"
+    club = "[Book Club] Next meeting at Pieter's place. Bring snacks, he has the wine."
+    assert best_line("what am I bringing to the next book club?", club) is None  # one line: the note whole
+    model = head_model()
+    shown = [KIDS, STARTER]  # best first: placed last
+    assert answer_span(model, prompt(shown, "which kid loves trams?")) == "Kuba (5), obsessed with trams"
+    assert answer_span(model, prompt(shown, "how do I get the kid to love trams?")) is None  # steps: the block
+    assert answer_span(model, prompt(shown, "tell me about Tomasz")) is None  # the page
 
 
 def test_with_a_span_the_one_quote_is_the_page_and_the_span():

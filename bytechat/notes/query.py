@@ -253,6 +253,11 @@ _ASKS = (
     (re.compile(r"\bhow (?:many|old|far|big|tall|heavy)\b", re.I), _NUMBER),
 )
 
+# The kinds whose answer opens with their own text: "how long do I toast the rice?" is
+# answered from "2 minutes", not from "Toast the rice in the oil for"; a date's day comes
+# before its month, so "when" is not one of them.
+QUANTITIES = (_NUMBER, _AMOUNT, _DURATION, _TIME)
+
 
 def answer_kind(question: str) -> re.Pattern | None:
     """The pattern of text a question's words ask for, or None (see above)."""

@@ -9,8 +9,10 @@ starting and ending at a word's edge. Faithful decoding then allows that one quo
 or the abstention where the model prefers it by the margin, as for any quote.
 
 Only for a question that asks a kind of answer (query.span_kind: when, what time, how
-long, how much, how many, how often, and who: a name): a whole-page question, "how do I
-..." and small talk are answered as before. Measured in docs/notes.md ("Measured: an
+long, how much, how many, how often, and who: a name). A fact question that asks none
+("which pears do I use?", "is breakfast included?") gets the one line of the block that
+says its words, where one stands out (best_line: no model). A
+whole-page question, "how do I ..." and small talk are answered as before. Measured in docs/notes.md ("Measured: an
 extractive answer head", "Measured: facts said in passing") and docs/chat.md.
 """
 
@@ -19,10 +21,11 @@ from __future__ import annotations
 import re
 
 import torch
+from rapidfuzz import fuzz
 
 from bytechat.model import GPT
 from bytechat.notes.blocks import TODO_LINE
-from bytechat.notes.query import NAME, names_page, span_kind
+from bytechat.notes.query import NAME, QUANTITIES, names_page, query_terms, span_kind, specificity, words
 from bytechat.serve.copying import prompt_messages, shown_entries
 from bytechat.serve.own_words import last_user
 from bytechat.text.chat_format import escape_content
@@ -30,6 +33,10 @@ from bytechat.text.chat_format import escape_content
 # Whether a fact question is answered with the head's span (off: the best block quoted
 # whole, as before the head); measured in docs/chat.md, "A fact question's answer, pointed at".
 SPAN_ANSWERS = True
+# Whether the answer to a question for a quantity (query.QUANTITIES: how many, how much,
+# how long, what time) starts where the block says one, or a range of them ("8 to 10
+# days"), where the block says any: the head chooses which and where it ends.
+QUANTITY_STARTS = True
 # Whether the span must hold text of the kind the question asks (query.span_kind: a date
 # for "when", an amount for "how much", a name for "who") where the best block has any.
 KIND_SPANS = True
@@ -38,6 +45,13 @@ KIND_SPANS = True
 # says ..."). Measured in docs/chat.md ("Two edges").
 ONE_SENTENCE = True
 _SENTENCE_END = b".!?"  # followed by a space
+# Whether a fact question that asks no kind of answer ("which pears ...?", "is breakfast
+# included?") is answered with the one line of the best block that says its words, where
+# the block has several lines and one of them says more of the question's words than any
+# other (best_line). Measured in docs/chat.md ("One line of the block").
+LINE_ANSWERS = True
+# "how do I ..." asks for the steps, the block whole; so does a page question (names_page).
+_STEPS = re.compile(r"^\W*how (?:do|should|can|would|to|did)\b", re.IGNORECASE)
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -86,6 +100,25 @@ def kind_ends(text: bytes, lo: int, hi: int, kind: re.Pattern | None) -> list[in
     return ends[:-1]
 
 
+_RANGE_FROM = re.compile(rb"(?:^|(?<=[\s(]))[^\s(]+ ?(?:to|-|\xe2\x80\x93) ?$")  # "8 to ", "10-", "10 \u2013 "
+
+
+def quantity_starts(text: bytes, lo: int, hi: int, kind: re.Pattern | None) -> set[int]:
+    """Where an answer for a quantity may start in text[lo:hi]: where each text of the
+    kind starts, at its word's first byte, or, for one that ends a range, where the range
+    starts ("8 to 10 days", never "10 days"); empty where the kind is no quantity or the
+    block says none."""
+    if not QUANTITY_STARTS or kind not in QUANTITIES:
+        return set()
+    starts = set()
+    for first, _ in _matches(text, lo, hi, kind):
+        while first > lo and _inside_word(text, first):
+            first -= 1
+        ranged = _RANGE_FROM.search(text, max(lo, first - 24), first)
+        starts.add(ranged.start() if ranged else first)  # a range is said whole
+    return starts
+
+
 def reach(text: bytes, lo: int, hi: int) -> list[int]:
     """For each byte of text[lo:hi], the last byte a span starting there may end on: its
     line's last, or (ONE_SENTENCE) its sentence's, the "." before a space."""
@@ -114,8 +147,11 @@ def best_span(
         if found is not None:
             return found
     needs, limit = kind_ends(text, lo, hi, kind), reach(text, lo, hi)
+    starts = quantity_starts(text, lo, hi, kind)
     for i in range(lo, hi):
         if text[i : i + 1] in (b"\n", b" ") or _inside_word(text, i) or begin[i] == float("-inf"):
+            continue
+        if starts and i not in starts:
             continue
         first = i if needs is None else max(i, needs[i - lo])  # the first end that holds the kind asked
         for j in range(first, min(i + MAX_BYTES, limit[i - lo] + 1)):  # none where that text is past the reach
@@ -126,20 +162,56 @@ def best_span(
     return found
 
 
+def _says(term: str, word: str) -> bool:
+    """Whether a block's word says a question's term: the same word, a form of it
+    ("trams" for "tram", "arranged" for "arrange"), or the word a typo meant."""
+    if term == word:
+        return True
+    short, long = sorted((term, word), key=len)
+    if len(short) >= 4 and long.startswith(short) and len(long) - len(short) <= 3:
+        return True
+    return min(len(term), len(word)) >= 5 and fuzz.ratio(term, word) >= 80
+
+
+def best_line(asked: str, entry: str) -> str | None:
+    """The line of entry (`[Page] text`, child lines indented below it) that says the most
+    of the question's topic words, each weighted by its specificity (a rare word says more
+    than "time"), where the entry has several lines and that one says more than every
+    other; the words of the page's title say nothing here (every line is of the page).
+    None where no line stands out. A line, not a sentence: "what did I note about
+    'obvious'?" asks for the note, "Put the sensor far from anything warm. Obvious in
+    hindsight.", not its last sentence."""
+    page, text = entry[1:].split("] ", 1)
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    title = set(words(page))
+    terms = [t for t in query_terms(asked) if t not in title]
+    if len(lines) < 2 or not terms:
+        return None
+    scores = []
+    for line in lines:
+        said = set(words(line))
+        scores.append(sum(specificity(t) for t in terms if any(_says(t, w) for w in said)))
+    first, second = sorted(range(len(lines)), key=lambda i: -scores[i])[:2]
+    return lines[first] if scores[first] > scores[second] else None
+
+
 def answer_span(model: GPT, prompt: bytes) -> str | None:
-    """The text of the span that answers the prompt's last question, copied from the best
-    block shown; None where the model has no span head, the question asks no kind of
-    answer, no notes are shown, or no span is found."""
+    """The text that answers the prompt's last question, copied from the best block
+    shown: the head's span for a question that asks a kind of answer, else the block's
+    best_line; None where the model has no span head, no notes are shown, the question
+    asks for a whole page or for steps, or nothing is found."""
     if not SPAN_ANSWERS or getattr(model, "span", None) is None:
         return None
     messages = prompt_messages(prompt)
     entries, asked = shown_entries(messages), last_user(messages)
     kind = span_kind(asked) if asked is not None else None
-    if not entries or kind is None:
+    if not entries or asked is None:
         return None
     best = entries[-1]
     if names_page(asked, best[1 : best.index("] ")]):
         return None  # "who is Priya?" asks about her page, not for a name: answered as a page question
+    if kind is None:
+        return best_line(asked, best) if LINE_ANSWERS and not _STEPS.search(asked) else None
     window = prompt[-model.config.block_size :]
     shown = escape_content(best).encode("utf-8")  # the best block as the prompt writes it, placed last
     notes_end = window.find(_NOTES_END)

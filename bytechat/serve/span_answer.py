@@ -4,16 +4,17 @@
 birthday line and the joke after it. The model's span head (bytechat/model/span_head.py)
 reads the prompt and scores where the answer starts and ends; the answer is its best span
 in the block retrieval ranked first (placed last in the notes, where a reply's first
-quote comes from: copying.BEST_FIRST), on one line and in one sentence, at most MAX_BYTES,
-starting and ending at a word's edge. Faithful decoding then allows that one quote (FaithfulCopy.answer_with),
-or the abstention where the model prefers it by the margin, as for any quote.
+quote comes from: copying.BEST_FIRST), on one line and in one sentence, at most
+MAX_BYTES, starting and ending at a word's edge. Faithful decoding then allows that one
+quote (FaithfulCopy.answer_with), or the abstention where the model prefers it by the
+margin, as for any quote.
 
 Only for a question that asks a kind of answer (query.span_kind: when, what time, how
 long, how much, how many, how often, and who: a name). A fact question that asks none
 ("which pears do I use?", "is breakfast included?") gets the one line of the block that
-says its words, where one stands out (best_line: no model). A
-whole-page question, "how do I ..." and small talk are answered as before. Measured in docs/notes.md ("Measured: an
-extractive answer head", "Measured: facts said in passing") and docs/chat.md.
+says its words, where one stands out (best_line: no model). A whole-page question, "how
+do I ..." and small talk are answered as before. Measured in docs/notes.md ("Measured:
+an extractive answer head", "Measured: facts said in passing") and docs/chat.md.
 """
 
 from __future__ import annotations
@@ -124,9 +125,8 @@ def reach(text: bytes, lo: int, hi: int) -> list[int]:
     line's last, or (ONE_SENTENCE) its sentence's, the "." before a space."""
     last, out = hi - 1, [0] * (hi - lo)
     for at in range(hi - 1, lo - 1, -1):
-        if text[at : at + 1] == b"\n":
-            last = at - 1
-        elif ONE_SENTENCE and text[at : at + 1] == b" " and at > lo and text[at - 1] in _SENTENCE_END:
+        sentence_end = ONE_SENTENCE and text[at : at + 1] == b" " and at > lo and text[at - 1] in _SENTENCE_END
+        if text[at : at + 1] == b"\n" or sentence_end:
             last = at - 1
         out[at - lo] = last
     return out
@@ -151,7 +151,7 @@ def best_span(
     for i in range(lo, hi):
         if text[i : i + 1] in (b"\n", b" ") or _inside_word(text, i) or begin[i] == float("-inf"):
             continue
-        if starts and i not in starts:
+        if starts and i not in starts:  # a quantity's answer starts at it
             continue
         first = i if needs is None else max(i, needs[i - lo])  # the first end that holds the kind asked
         for j in range(first, min(i + MAX_BYTES, limit[i - lo] + 1)):  # none where that text is past the reach
@@ -204,10 +204,9 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
         return None
     messages = prompt_messages(prompt)
     entries, asked = shown_entries(messages), last_user(messages)
-    kind = span_kind(asked) if asked is not None else None
     if not entries or asked is None:
         return None
-    best = entries[-1]
+    kind, best = span_kind(asked), entries[-1]
     if names_page(asked, best[1 : best.index("] ")]):
         return None  # "who is Priya?" asks about her page, not for a name: answered as a page question
     if kind is None:

@@ -100,6 +100,10 @@ def index(graph, tmp_path):
         ("what did I write on 2 Dec?", "December 2nd, 2026", True),  # a day named: that day's title
         ("what did I write on 2 Dec?", "December 3rd, 2026", False),
         ("what did Lena bring on 2 Dec?", "December 2nd, 2026", False),  # words beyond the title
+        ("can you give me a rundown of the sourdough starter", "Sourdough Starter", True),  # "give me" asks
+        ("what did I give Lena?", "Lena", False),  # "give" alone is a topic word
+        ("what happened on 2 Dec?", "December 2nd, 2026", True),  # a day's page is asked for whole
+        ("what happened to the Sourdough Starter?", "Sourdough Starter", False),  # not a day: one fact
     ],
 )
 def test_names_page_is_a_question_about_the_whole_page(question, page, whole):
@@ -794,6 +798,8 @@ def test_who_asks_for_a_name_inside_a_sentence():
 def test_a_whole_page_question_gets_the_page_from_the_top(index):
     hits = index.search("tell me about the bees", k=3)
     assert [(h.page, h.position) for h in hits] == [("Bees", 0), ("Bees", 1), ("Bees", 2)]
+    hits = index.search("give me an overview of the bees", k=3)  # "give me" asks, as "tell me" does
+    assert [(h.page, h.position) for h in hits] == [("Bees", 0), ("Bees", 1), ("Bees", 2)]
 
 
 def test_an_inflected_way_of_asking_is_not_a_topic(tmp_path):
@@ -804,6 +810,8 @@ def test_an_inflected_way_of_asking_is_not_a_topic(tmp_path):
         assert [h.page for h in idx.search("any note mentioning the lamp?")] == ["Study"]
     assert query_terms("how old is Ines's son?") == ["ines", "son"]  # "how old" asks for a number
     assert query_terms("how old is my old bike?") == ["old", "bike"]
+    assert query_terms("give me the wifi code") == ["wifi", "code"]  # "give me" is a way of asking
+    assert query_terms("what did I give Ines?") == ["give", "ines"]
 
 
 def test_a_common_word_is_meant_as_typed(tmp_path):

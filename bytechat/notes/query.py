@@ -81,6 +81,13 @@ _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's t
 # "how old / far / big / tall / heavy": the measure a question asks for (answer_kind
 # below), not its topic; "how long / many / much / often" are stopwords already.
 _MEASURE = re.compile(r"\b(how)\s+(?:old|far|big|tall|heavy)\b", re.IGNORECASE)
+# "give me an overview of X", "can you give us the wifi code?": a way of asking, not a
+# topic. "give" alone stays one ("what did I give Femke?"), and is no stopword: a word
+# one edit from a stopword reads as a misspelt way of asking, and "hives" is one from it.
+_GIVE_ME = re.compile(r"\bgive\s+(?:me|us)\b", re.IGNORECASE)
+# "what happened on 3 December?" asks for that day's page as a whole (names_page); for a
+# day without a page, "happened" stays a topic word of search (STOPWORDS above).
+_HAPPEN = frozenset("happen happens happened happening".split())
 _LONG_STOPWORDS = sorted(w for w in STOPWORDS if len(w) >= 3)
 MAX_NEIGHBOURS = 3  # vocabulary neighbours kept per unknown word
 # A word this common in English (Zipf frequency: "key" 5.1, "wear" 4.9, "pension" 4.2) is
@@ -101,11 +108,13 @@ def names_page(question: str, page: str) -> bool:
     with a word beyond the title asks for one fact, and so does one
     whose question word asks for a kind of answer ("when is the Copenhagen trip?" is a
     date: answer_kind), as search's page route reads it."""
+    day_page = False
     for day in reversed(day_mentions(question)):  # "what happened on 3 December?": that day's page
         if page.split(", ")[0] == day_title(2000, day.month, day.day).split(", ")[0]:
             question = question[: day.start] + page + question[day.end :]
+            day_page = True
     title = set(words(page))
-    terms = query_terms(question)
+    terms = [t for t in query_terms(question) if not (day_page and t in _HAPPEN)]
     return bool(terms) and all(_in_title(t, title) for t in terms) and answer_kind(question) is None
 
 
@@ -141,8 +150,9 @@ def clauses(text: str) -> list[str]:
 
 def query_terms(text: str) -> list[str]:
     """The topic words of a question: its words less the stopwords, deduplicated, in
-    order of first appearance; the measure of "how old" is not one."""
-    return list(dict.fromkeys(w for w in words(_MEASURE.sub(r"\1", text)) if w not in STOPWORDS))
+    order of first appearance; the measure of "how old" is not one, nor "give me"."""
+    text = _GIVE_ME.sub(" ", _MEASURE.sub(r"\1", text))
+    return list(dict.fromkeys(w for w in words(text) if w not in STOPWORDS))
 
 
 # A day named in a question ("3 December", "Dec 3rd", "the 15th of February 2027"): its

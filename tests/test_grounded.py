@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from bytechat.notes import grounded
+from bytechat.notes import grounded, search
 from bytechat.notes.dialogues import asking, frames, spans, summary
 from bytechat.data.batching import document_starts, get_batch
 from bytechat.text.chat_format import format_chat, parse_chat, render_transcript
@@ -76,9 +76,11 @@ def test_answers_say_spans_copied_from_the_block_placed_last():
     assert kinds == {"attribute", "todo", "keyword", "page", "uncovered"}
 
 
-def test_anywhere_places_the_answering_block_among_the_shown_not_only_last():
+def test_anywhere_places_the_answering_block_among_the_shown_not_only_last(monkeypatch):
     """grounded.anywhere: the answering block goes to a random place among the shown
-    blocks (first, middle or last), the same question and answer; 0 is the stream as before."""
+    blocks (first, middle or last), the same question and answer; 0 is the stream as before.
+    Several blocks are shown where search keeps those that do not say the asked word."""
+    monkeypatch.setattr(search, "SAY_THE_ASKED", False)
     blocks = all_blocks(PAGES)
     index = NotesIndex.build(blocks)
 

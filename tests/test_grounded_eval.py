@@ -107,6 +107,8 @@ def test_set_metrics_put_the_search_box_beside_every_figure():
     # near misses count: the search box always prints the page it found
     assert m["abstention"] == 0.5 and m["baseline_abstention"] == 0.5
     assert m["abstention_near_miss"] == 0.0
+    # what misleads: the near miss answered (the refused fact and the refused uncovered one do not)
+    assert m["wrong_answers"] == pytest.approx(1 / 4) and m["baseline_wrong_answers"] == pytest.approx(1 / 4)
     assert m["page_coverage"] == 1.0 and m["baseline_page_coverage"] == 0.5
     assert m["stop_rate"] == pytest.approx(4 / 5), "a reply cut at the byte limit did not stop"
     # the length of a reply to a question the notes answer (the page's, the refusals' aside)
@@ -117,6 +119,7 @@ def test_set_metrics_put_the_search_box_beside_every_figure():
     m = ge.set_metrics(follow)
     assert m["followup_answer_contains"] == 1.0 and m["baseline_followup_answer_contains"] == 0.0
     assert m["answer_contains"] == pytest.approx(2 / 3), "a follow-up is an answerable question too"
+    assert m["wrong_answers"] == pytest.approx(1 / 5) and m["baseline_wrong_answers"] == pytest.approx(2 / 5)
     # the model said "3" where the box pasted Marta: a gain; the abstention lost the box's "3"
     assert m["gained_on_baseline"] == pytest.approx(1 / 3) and m["lost_to_baseline"] == pytest.approx(1 / 3)
 
@@ -248,7 +251,9 @@ def test_asking_in_a_batch_gives_what_asking_one_at_a_time_gives(faithful):
         alone = [ge.ask(engine, index, c.question, max_bytes=40, case=c, faithful=faithful) for c in cases]
         together = ge.ask_batched(engine, index, cases, max_bytes=40, faithful=faithful, max_batch=3)
     assert together == alone
-    assert len({r.reply for r in alone}) > 2 and sum(bool(r.sources) for r in alone) > 4
+    # not a trivial match: notes were found for most questions, and (faithful) the replies
+    # quote them; a random model decoding freely says nearly the same whatever it is shown
+    assert sum(bool(r.sources) for r in alone) > 4 and len({r.reply for r in alone}) > (5 if faithful else 1)
 
 
 # ---------------------------------------------------------------- the hand-written sets

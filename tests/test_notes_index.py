@@ -814,6 +814,22 @@ def test_an_inflected_way_of_asking_is_not_a_topic(tmp_path):
     assert query_terms("what did I give Ines?") == ["give", "ines"]
 
 
+def test_a_hit_says_what_is_asked_beyond_a_page_name(tmp_path):
+    """A near miss (the page exists, the fact does not) finds nothing: every block of
+    Ruth's page is Ruth's, and none says a blood group. A question word's kind of text is
+    what it asks too ("how long": "40 minutes")."""
+    pages = {
+        "Ruth.md": "- birthday:: 3 May\n- Plays five-a-side on Tuesdays\n",
+        "Soup.md": "- Simmer for 40 minutes\n- Serves 4\n",
+        "Log.md": "- Ruth came round for soup\n",
+    }
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("what's Ruth's blood group?") == []
+        assert [h.text for h in idx.search("when is Ruth's birthday?")][:1] == ["birthday: 3 May"]
+        assert [h.text for h in idx.search("how long does the soup take?")] == ["Simmer for 40 minutes"]
+        assert {h.page for h in idx.search("tell me about Ruth")} == {"Ruth"}  # nothing asked beyond her
+
+
 def test_a_common_word_is_meant_as_typed(tmp_path):
     """A common word ("key") is not a misspelt "hey", and "pension" is not a typo of "tension"."""
     with indexed(tmp_path, {"Le Guin.md": "- Quiet books, a lot of tension.\n"}) as idx:

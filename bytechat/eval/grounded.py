@@ -19,6 +19,8 @@ Metrics per set (docs/notes.md, "Measuring chat"); each has its baseline_* besid
     abstention        near misses (the page exists, the fact does not) and uncovered
                       questions answered "not in your notes"
     page_coverage     whole-page questions: the share of the page's key facts mentioned
+    wrong_answers     answerable, near-miss and uncovered questions whose reply is neither
+                      a gold span nor "not in your notes": what would mislead a person
     recall_at_3       an answering block among retrieval's top 3 (retrieval alone)
     stop_rate         replies that end on their own (beside mean_reply_bytes)
 """
@@ -342,6 +344,9 @@ def set_metrics(results: Sequence[Result]) -> dict[str, float]:
             out[prefix + "abstention"] = mean(abstained(reply(r)) for r in refusing)
         if near:
             out[prefix + "abstention_near_miss"] = mean(abstained(reply(r)) for r in near)
+        if answering or refusing:  # what misleads a person: a reply that is not the answer, nor a refusal
+            wrong = [not abstained(reply(r)) and not contains(reply(r), r.case.answers) for r in answering]
+            out[prefix + "wrong_answers"] = mean(wrong + [not abstained(reply(r)) for r in refusing])
     if answering:  # where the model says a fact its search box missed, and the reverse
         said = [(contains(r.reply, r.case.answers), contains(r.baseline, r.case.answers)) for r in answering]
         out["gained_on_baseline"] = mean(m > b for m, b in said)
@@ -404,7 +409,15 @@ def evaluate_grounded(
 def chat_table(metrics: dict[str, dict[str, float]]) -> str:
     """The chat metrics as a table: a row per question set, each model figure beside its
     search-box baseline ("model / box")."""
-    columns = ("answer_f1", "answer_contains", "false_abstention", "abstention", "page_coverage", "answer_bytes")
+    columns = (
+        "answer_f1",
+        "answer_contains",
+        "false_abstention",
+        "abstention",
+        "wrong_answers",
+        "page_coverage",
+        "answer_bytes",
+    )
     form = {c: ".0f" if c == "answer_bytes" else ".2f" for c in columns}
     lines = [f"{'chat (model / search box)':<16}" + "".join(f"{c:>20}" for c in columns) + f"{'stop':>7}"]
     for name, m in metrics.items():

@@ -43,6 +43,7 @@ _EARLIEST_YEAR, _LATEST_YEAR = 1900, 2100  # the years a day named without one i
 TOPIC_WEIGHT = 0.5  # a follow-up's conversation topic, in fusion
 TEXT_LIST_WEIGHT = 0.5  # the ranking over blocks' own key and text (no title), in fusion
 ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks for, in fusion
+SAY_THE_ASKED = True  # a hit must say a question word that names no page, where there is one (rule 4)
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
 
 _SEARCH = """
@@ -53,6 +54,7 @@ ORDER BY hits.rank, b.id
 """
 # The page whose title holds every term (bm25 over titles: a shorter title wins), then its blocks.
 _TITLE_SEARCH = "SELECT page, -rank FROM titles WHERE titles MATCH ? ORDER BY rank LIMIT 1"
+_TITLED = "SELECT 1 FROM titles WHERE titles MATCH ? LIMIT 1"  # a word some page's title holds
 _PAGE_BLOCKS = "SELECT id, page, text, position FROM blocks WHERE page = ? ORDER BY position"
 
 
@@ -150,6 +152,9 @@ class Search:
             for owner in (t for t in possessors(query) if t in own):
                 named = self._evidence([owner], near, ids)
                 evidence = {rowid: value if named[rowid] > 0 else 0.0 for rowid, value in evidence.items()}
+            if SAY_THE_ASKED and own and not follows:  # a follow-up's subject is the pronoun's
+                said = self._say_the_asked(own, near, fused, kind)
+                evidence = {rowid: value if rowid in said else 0.0 for rowid, value in evidence.items()}
         kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
         # "when did she start?" after "who is Priya?": Priya's blocks first, before other
         # pages that say "started" (the pronoun names whom the question is about).
@@ -225,6 +230,22 @@ class Search:
             own = {row[0] for row in self._ranked([w for g in groups for w in g], len(rows) + 1, own_text=True)}
         rows.sort(key=lambda r: (kind is not None and not kind.search(r[2]), r[0] not in own, is_tags_only(r[2]), r[3]))
         return self._with_origin(rows[: k if specific else max(k, PAGE_BLOCKS)])
+
+    def _say_the_asked(self, terms: list[str], near: dict[str, list[str]], rows: list[tuple], kind) -> set[int]:
+        """The ids of rows that say what a question asks, where it asks more than a page's
+        name: in their own key or text, one of its words that is in no page's title (or a
+        neighbour of it), or the kind of text its question word asks for (answer_kind).
+        "what's Tomasz's wife called?" is not answered by a block that says "Tomasz" and
+        neither "wife" nor "called" (a near miss), and "how long does the risotto take?"
+        is by "40 minutes"."""
+        ids = [row[0] for row in rows]
+        asked = [t for t in terms if self._conn.execute(_TITLED, (match_expression([t]),)).fetchone() is None]
+        if not asked or not ids:
+            return set(ids)
+        said = [w for t in asked for w in (t, *near.get(t, []))]
+        sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({','.join('?' * len(ids))})"
+        held = {rowid for (rowid,) in self._conn.execute(sql, ("{key text} : (" + match_expression(said) + ")", *ids))}
+        return {row[0] for row in rows if row[0] in held or (kind is not None and kind.search(row[2]))}
 
     def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:
         """For each block id, the rarity-weighted share of the searched words it holds

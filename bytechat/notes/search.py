@@ -44,6 +44,7 @@ TOPIC_WEIGHT = 0.5  # a follow-up's conversation topic, in fusion
 TEXT_LIST_WEIGHT = 0.5  # the ranking over blocks' own key and text (no title), in fusion
 ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks for, in fusion
 SAY_THE_ASKED = True  # a hit must say a question word that names no page, where there is one (rule 4)
+LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
 
 _SEARCH = """
@@ -237,10 +238,11 @@ class Search:
         neighbour of it), or the kind of text its question word asks for (answer_kind).
         "what's Tomasz's wife called?" is not answered by a block that says "Tomasz" and
         neither "wife" nor "called" (a near miss), and "how long does the risotto take?"
-        is by "40 minutes"."""
+        is by "40 minutes". A question whose only such words are English's commonest asks
+        nothing a block must say ("which pears do I use in the crumble?")."""
         ids = [row[0] for row in rows]
         asked = [t for t in terms if self._conn.execute(_TITLED, (match_expression([t]),)).fetchone() is None]
-        if not asked or not ids:
+        if not ids or all(specificity(t) < 7 - LIGHT_WORD for t in asked):  # none, or "which pears do I use?"
             return set(ids)
         said = [w for t in asked for w in (t, *near.get(t, []))]
         sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({','.join('?' * len(ids))})"

@@ -49,14 +49,18 @@ def test_f1_is_against_the_answer_span_so_pasting_a_block_costs_precision():
 
 def test_the_abstain_margin_is_the_one_with_the_fewest_wrong_refusals_less_right_ones():
     """refusals.calibrate: (answerable, margin) pairs; a case is refused at margin m when
-    its margin is above m. Ties go to the smallest margin: a model that refuses well
-    keeps its refusals."""
+    its margin is above m. Ties go to the margin nearest the default (copying.ABSTAIN_MARGIN,
+    3 nats): with no evidence either way, the default stands; a model that refuses well
+    keeps the refusals that pay."""
     from bytechat.eval.refusals import GRID, calibrate
 
-    assert calibrate([]) == 0.0
+    assert calibrate([]) == 3.0  # no evidence
+    assert calibrate([(True, -2.0), (False, -1.0)]) == 3.0  # it prefers to refuse none: no evidence either
     assert calibrate([(True, 1.2), (True, 2.9), (False, 0.4)]) == 3.0  # its refusals cost more than they gain
-    assert calibrate([(True, -1.0), (False, 2.1), (True, 0.7), (False, 0.9)]) == 0.0  # one wrong, two right
-    assert calibrate([(True, 0.3), (False, 2.1)]) == 0.5
+    assert calibrate([(True, 0.2), (False, 0.6), (False, 1.4)]) == 0.5  # refusals that pay move it below 3
+    assert calibrate([(True, -1.0), (False, 2.1), (True, 0.7), (False, 0.9)]) == 2.0  # as good as 0, nearer 3
+    assert calibrate([(True, 0.3), (False, 4.1)]) == 3.0
+    assert calibrate([(False, 0.3), (False, 1.1)]) == 0.0  # two right refusals, none wrong
     assert calibrate([(True, 99.0)]) == GRID[-1] == 100.0  # never refuse
 
 

@@ -9,7 +9,10 @@ calibrates the margin per model, on held-out phrasings of the user's own train p
 (asked of pages trained on, in words never trained on; drawn apart from the eval's
 heldout_train, and the natural sets stay unused): of
 GRID, the margin with the fewest refusals of answerable questions less refusals of near
-misses and uncovered ones, the smallest on a tie. The export carries it (config.json
+misses and uncovered ones, on a tie the one nearest ABSTAIN_MARGIN: where the held-out
+phrasings give no evidence either way (a model that prefers to refuse none of them, as
+both smoke models of 2026-12-05 did), the default stands, since natural questions, follow-ups
+above all, are where a small model refuses what its notes answer. The export carries it (config.json
 `abstain_margin`) and chat decodes with it.
 """
 
@@ -32,7 +35,7 @@ from bytechat.eval.grounded import (
 )
 from bytechat.notes.index import NotesIndex
 from bytechat.serve.batch_engine import prompt_bytes
-from bytechat.serve.copying import FaithfulCopy, copy_guard
+from bytechat.serve.copying import ABSTAIN_MARGIN, FaithfulCopy, copy_guard
 from bytechat.serve.generate import ChatEngine
 
 GRID = (*(i / 2 for i in range(21)), 100.0)  # 0 to 10 nats in halves; 100: never refuse where notes are shown
@@ -66,7 +69,7 @@ def calibrate(measured: Sequence[tuple[bool, float]]) -> float:
     def cost(m: float) -> int:
         return sum((1 if answerable else -1) for answerable, margin in measured if margin > m)
 
-    return min(GRID, key=lambda m: (cost(m), m))
+    return min(GRID, key=lambda m: (cost(m), abs(m - ABSTAIN_MARGIN), m))
 
 
 def calibrated_margin(engine: ChatEngine, seed: int) -> float:

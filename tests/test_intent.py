@@ -96,7 +96,23 @@ def test_a_question_is_read_by_its_shape():
     words; what only says something ("later, gotta run", "tell me about Gus") asks nothing.
     (Chat answers a question retrieval found nothing for with the abstention or a refusal:
     bytechat/serve/copying.py, NONE_FOUND_ABSTAINS.)"""
-    for asked in ("and nuts?", "is my blood group written down anywhere", "Who\u2019s my GP", "  HOW long. "):
+    for asked in (
+        "and nuts?",
+        "is my blood group written down anywhere",
+        "Who\u2019s my GP",
+        "  HOW long. ",
+        "any idea what Ruth's shoe size is",  # typed without its "?"
+        "remind me when the boiler gets serviced",
+        "anything on the spare key",
+    ):
         assert intent.reads_as_question(asked), asked
-    for said in ("later, gotta run", "hmm ok", "awesome, thanks", "tell me about Gus", "", "whatever you say"):
+    for said in (
+        "later, gotta run",
+        "hmm ok",
+        "awesome, thanks",
+        "tell me about Gus",
+        "",
+        "whatever you say",
+        "anyway",
+    ):
         assert not intent.reads_as_question(said), said

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 
 from wordfreq import zipf_frequency
 
@@ -125,12 +126,17 @@ _ASKING = QUESTION_WORDS | frozenset(
 )
 
 
+# How people open a question typed without its "?" ("any idea what Ruth's number is").
+_ASKING_LEADS = re.compile(r"^(?:any ?idea|anything|any notes?|remind me|i wonder|no idea|not sure)\b", re.IGNORECASE)
+
+
 def reads_as_question(text: str) -> bool:
     """Whether text asks something by its shape: it ends with "?", or opens with a
-    question word or an auxiliary verb. "later, gotta run" and "hmm ok" do not."""
+    question word, an auxiliary verb or a way of asking ("any idea", "remind me").
+    "later, gotta run" and "hmm ok" do not."""
     said = text.strip()
     first = said.split(maxsplit=1)[0].lower().strip(",.!;:\"'") if said else ""
-    return said.endswith("?") or first.replace("\u2019", "'") in _ASKING
+    return said.endswith("?") or first.replace("\u2019", "'") in _ASKING or bool(_ASKING_LEADS.match(said))
 
 
 def small_talk_act(text: str) -> str | None:

@@ -237,9 +237,9 @@ class Search:
         name: in their own key or text, one of its words that is in no page's title (or a
         neighbour of it), or the kind of text its question word asks for (answer_kind).
         "what's Tomasz's wife called?" is not answered by a block that says "Tomasz" and
-        neither "wife" nor "called" (a near miss), and "how long does the risotto take?"
-        is by "40 minutes". A question whose only such words are English's commonest asks
-        nothing a block must say ("which pears do I use in the crumble?")."""
+        neither "wife" nor "called" (a near miss), and "how long does the crumble bake?" is
+        by "190 °C, 35 minutes". A question whose only such words are English's commonest
+        asks nothing a block must say ("which pears do I use in the crumble?")."""
         ids = [row[0] for row in rows]
         asked = [t for t in terms if self._conn.execute(_TITLED, (match_expression([t]),)).fetchone() is None]
         if not ids or all(specificity(t) < 7 - LIGHT_WORD for t in asked):  # none, or "which pears do I use?"

@@ -111,7 +111,14 @@ def test_eval_stage_writes_metrics_and_samples(tiny_root):
     metrics = evaluate_profile("tiny", device=torch.device("cpu"), progress=False)
     chat = metrics["chat"]
     small_talk = {"everyday", "small_talk_dev", "small_talk_test"}
-    assert set(chat) == {"heldout_train", "heldout_val", "natural_dev", "natural_test", *small_talk}
+    assert set(chat) == {
+        "heldout_train",
+        "heldout_val",
+        "heldout_followups",
+        "natural_dev",
+        "natural_test",
+        *small_talk,
+    }
     assert chat["natural_dev"]["questions"] == 4 and chat["everyday"]["prompts"] == len(EVERYDAY_PROMPTS)
     assert chat["small_talk_dev"]["prompts"] == 1 and all("quoted" in chat[name] for name in small_talk)
     for name, m in chat.items():

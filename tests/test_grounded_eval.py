@@ -18,7 +18,7 @@ from bytechat.model import GPT
 from bytechat.notes.dialogues import everyday
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, distinct_2, real_word_rate, token_f1
 from bytechat.notes import grounded
-from bytechat.notes.dialogues import asking
+from bytechat.notes.dialogues import asking, conversation
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.roam import RoamPage, load_pages
@@ -151,11 +151,31 @@ def test_heldout_cases_are_seeded_and_from_the_pages_given():
             assert not c.answers and c.page
 
 
+def test_heldout_followups_ask_another_attribute_of_the_page_just_answered():
+    """Each is seeded: an attribute question and its quote, then another key of the same
+    page asked with a pronoun; the gold is that key's value, in its block."""
+    pages = [
+        RoamPage("Marta", "- type:: #person\n- birthday:: 9 April\n- job:: dentist\n- She lives in Porto.\n"),
+        RoamPage("Bees", "- hives:: 3\n- location:: behind the shed\n"),
+        RoamPage("Ideas", "- build a bird box\n"),
+    ]
+    cases = ge.heldout_followups(pages, 5, seed=4)
+    assert cases == ge.heldout_followups(pages, 5, seed=4) and {c.page for c in cases} == {"Marta", "Bees"}
+    blocks = {(b.page, b.position): b.text for b in all_blocks(pages)}
+    for c in cases:
+        assert c.kind == "followup" and len(c.history) == 2 and c.history[1]["content"].startswith(f"From [{c.page}] ")
+        assert any(p in c.question.lower() for p in ("her", "its")), c.question  # Marta is a she, the bees an it
+        (block,) = c.blocks
+        assert c.answers[0] in blocks[block] and c.answers[0] not in c.history[1]["content"]
+        assert "#person" not in c.answers[0]  # a tag is no fact
+
+
 def test_heldout_questions_never_use_a_training_template():
     """No fixed piece of a held-out template (10 characters or more: "how many" is how
     anyone asks) is part of a training template, and the uncovered topics differ."""
     train_pieces = " | ".join(t.lower() for ts in asking.TEMPLATES.values() for t in ts)
     train_pieces += " | " + " | ".join((*asking.UNCOVERED_TEMPLATES, *asking.UNCOVERED_TOPICS)).lower()
+    train_pieces += " | " + " | ".join(t for ts in conversation.FOLLOW_UPS.values() for t in ts).lower()
     for piece in heldout_pieces():
         assert piece not in train_pieces, piece
     assert not set(phrasings.UNCOVERED_TOPICS) & set(asking.UNCOVERED_TOPICS)
@@ -177,7 +197,7 @@ def heldout_pieces(min_len: int = 10) -> list[str]:
     import re
 
     templates = [t for ts in phrasings.HELDOUT_TEMPLATES.values() for t in ts]
-    templates += [*phrasings.NEAR_MISS_TEMPLATES, *phrasings.UNCOVERED_TEMPLATES]
+    templates += [*phrasings.NEAR_MISS_TEMPLATES, *phrasings.UNCOVERED_TEMPLATES, *phrasings.FOLLOWUP_TEMPLATES]
     pieces = {p.strip().lower() for t in templates for p in re.split(r"\{\w+\}", t)}
     return sorted(p for p in pieces if len(p) >= min_len)
 

@@ -814,6 +814,17 @@ def test_an_inflected_way_of_asking_is_not_a_topic(tmp_path):
     assert query_terms("what did I give Ines?") == ["give", "ines"]
 
 
+def test_an_acknowledgement_before_a_follow_up_does_not_close_the_topic():
+    """ "ok. and its plot" goes on with the conversation; "thanks, that's all" closes it."""
+    from bytechat.notes.query import is_follow_up, refers_back
+
+    for going_on in ("ok. and its plot", "great, and who teaches it?", "ok what about her address", "and nuts?"):
+        assert is_follow_up(going_on), going_on
+    assert refers_back("ok. and its plot") and not refers_back("and nuts?")
+    for closing in ("thanks, that's all", "ok thanks", "thanks! bye", "okay, so what is it?"):
+        assert not refers_back(closing) and not is_follow_up(closing), closing
+
+
 def test_a_hit_says_what_is_asked_beyond_a_page_name(tmp_path):
     """A near miss (the page exists, the fact does not) finds nothing: every block of
     Ruth's page is Ruth's, and none says a blood group. A question word's kind of text is

@@ -6,7 +6,8 @@ notes budget, the conversation for follow-ups):
     heldout_train, heldout_val   the eval's held-out phrasings (bytechat.eval.grounded
                                  heldout_cases, several seeds) about the split stage's
                                  train and validation pages, over an index of all pages
-                                 (run `dvc repro split` first)
+                                 (run `dvc repro split` first); heldout_followups: the
+                                 eval's pronoun follow-ups about either (heldout_followups)
     natural_dev / natural_test   the hand-written set of data/unseen-notes over its own
                                  index; test only with --split test or all (it is kept
                                  for the end of a piece of work: never choose by it)
@@ -46,7 +47,15 @@ from pathlib import Path
 from typing import Sequence
 
 from bytechat.core import paths
-from bytechat.eval.grounded import ABSTAINING, ANSWERING, Case, heldout_cases, load_questions, unseen_notes
+from bytechat.eval.grounded import (
+    ABSTAINING,
+    ANSWERING,
+    Case,
+    heldout_cases,
+    heldout_followups,
+    load_questions,
+    unseen_notes,
+)
 from bytechat.eval.scoring import contains, coverage
 from bytechat.eval.small_talk import probe
 from bytechat.notes import grounded
@@ -168,6 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                     for c in heldout_cases(pages, args.per_seed, offset + seed, everything)
                 ]
                 report[name] = measure(index, cases, args.show, scorer)
+            follow_ups = [
+                c for seed in range(args.seeds) for c in heldout_followups(everything, args.per_seed, 2000 + seed)
+            ]
+            report["heldout_followups"] = measure(index, follow_ups, args.show, scorer)
     for part, figures in natural(unseen_notes(), args.split, args.show, scorer).items():
         report[f"natural_{part}"] = figures
     report.update(small_talk(args.split))

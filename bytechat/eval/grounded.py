@@ -5,6 +5,8 @@ beside the search box's (retrieval's top hit pasted, no model at all).
 Question sets (none of their questions is ever trained on; tests check it):
     heldout_train   held-out phrasings (bytechat.eval.phrasings) about the notes' train pages
     heldout_val     the same about validation pages (the model never saw them)
+    heldout_followups  a held-out attribute question and its quote, then another attribute of
+                    the same page asked with a pronoun ("how about her address?")
     natural_dev     hand-written questions on data/unseen-notes/ (a graph no model trains on,
     natural_test      with its own index); the test part is kept for the end of a piece of work
     your_notes      questions.jsonl beside your notes, if there is one (the new-user check ships one)
@@ -43,7 +45,7 @@ from bytechat.eval import phrasings, small_talk
 from bytechat.eval.scoring import abstained, answer_f1, contains, coverage, mean
 from bytechat.eval.small_talk import EVERYDAY_PROMPTS, probe, small_talk_metrics
 from bytechat.notes import grounded
-from bytechat.notes.dialogues import asking
+from bytechat.notes.dialogues import asking, conversation
 from bytechat.notes.blocks import NoteBlock, all_blocks, lead_blocks, page_blocks, plain
 from bytechat.notes.index import TOKENIZER, NotesIndex
 from bytechat.notes.query import match_expression
@@ -55,6 +57,7 @@ from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingC
 HELDOUT_QUESTIONS = 80  # per page set: 70 about blocks, 10 near misses (one answer moves a share ~0.014)
 NEAR_MISS_SHARE = 0.125
 UNCOVERED_QUESTIONS = 10  # in each held-out set
+FOLLOWUP_QUESTIONS = 40  # held-out follow-ups: at most one a page, so a small graph gives fewer
 REPLY_BYTES = 256
 EVAL_TRAIN_OFFSET, EVAL_VAL_OFFSET = SeedOffset.HELDOUT_TRAIN, SeedOffset.HELDOUT_VAL  # the two held-out sets
 QUESTIONS_FILE = "questions.jsonl"
@@ -169,6 +172,38 @@ def heldout_cases(
         if text:
             cases.append(Case(phrasings.typed(text, rng), [], "near_miss", page.name))
     cases += [Case(phrasings.uncovered(rng, topics), [], "uncovered") for _ in range(uncovered)]
+    return cases
+
+
+def heldout_followups(pages: Sequence[RoamPage], n: int, seed: int) -> list[Case]:
+    """Up to n two-turn questions: an attribute of a page asked in a held-out phrasing and
+    answered with its quote, then another attribute of the same page asked with a pronoun
+    (phrasings.FOLLOWUP_TEMPLATES: "how about her address?"), whose value is the gold.
+    A page gives one, if it has two attributes with keys of their own."""
+    rng = random.Random(seed)
+    cases: list[Case] = []
+    for page in rng.sample(list(pages), len(pages)):
+        if len(cases) >= n:
+            break
+        blocks = page_blocks(page)
+        attributes = {}  # key: (block, value), as the held-out attribute questions read them (asking.slots)
+        for block in blocks:
+            for slot in asking.slots(block, rng):
+                if slot.family == "attribute" and not slot.answer.startswith("#"):  # a tag is no fact
+                    attributes.setdefault(slot.fields["key"].lower(), (block, slot.answer))
+        if len(attributes) < 2:
+            continue
+        first, then = rng.sample(sorted(attributes), 2)
+        asked = rng.choice(phrasings.HELDOUT_TEMPLATES["attribute"]).format(title=asking.title(page.name), key=first)
+        history = [
+            {"role": "user", "content": asked},
+            {"role": "assistant", "content": f"From [{page.name}] {attributes[first][0].text}"},
+        ]
+        question = rng.choice(phrasings.FOLLOWUP_TEMPLATES).format(key=then, **conversation.pronouns(blocks))
+        block, value = attributes[then]
+        cases.append(
+            Case(phrasings.typed(question, rng), [value], "followup", page.name, history, [(page.name, block.position)])
+        )
     return cases
 
 
@@ -365,11 +400,13 @@ def split_pages() -> tuple[list[RoamPage], list[RoamPage]]:
 
 
 def heldout_sets(train_pages: Sequence[RoamPage], val_pages: Sequence[RoamPage], seed: int) -> dict[str, list[Case]]:
-    """The eval's two held-out-phrasing sets (the answer probe keeps clear of both)."""
+    """The eval's held-out-phrasing sets (the answer probe keeps clear of them): questions
+    about train pages, about validation pages, and follow-ups about either."""
     everything = [*train_pages, *val_pages]
     return {
         "heldout_train": heldout_cases(train_pages, HELDOUT_QUESTIONS, seed + EVAL_TRAIN_OFFSET, everything),
         "heldout_val": heldout_cases(val_pages, HELDOUT_QUESTIONS, seed + EVAL_VAL_OFFSET, everything),
+        "heldout_followups": heldout_followups(everything, FOLLOWUP_QUESTIONS, seed + SeedOffset.HELDOUT_FOLLOWUPS),
     }
 
 

@@ -51,6 +51,15 @@ HELDOUT_TEMPLATES = {
         "an overview of {title} please",
     ),
 }
+# A follow-up after an attribute's answer asks another attribute of the same page, with
+# a pronoun ({pron}: his/her/their/its), in words the training conversations never use
+# (bytechat.notes.dialogues.conversation.FOLLOW_UPS).
+FOLLOWUP_TEMPLATES = (
+    "how about {pron} {key}?",
+    "is {pron} {key} in there too?",
+    "{pron} {key}, is that written down as well?",
+    "ok. and {pron} {key}",
+)
 # Keys a page of notes rarely has; a near miss asks a page for one it lacks.
 ABSENT_KEYS = ("shoe size", "blood type", "middle name", "licence plate", "favourite colour", "locker code")
 NEAR_MISS_TEMPLATES = (

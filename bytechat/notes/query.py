@@ -74,6 +74,7 @@ STOPWORDS = frozenset(
 ANAPHORS = frozenset("it its he him his she her hers they them their theirs that those these there one ones".split())
 CLOSERS = frozenset("thanks thank thx cheers bye goodbye ok okay great nice cool".split())
 CONTINUERS = ("and ", "also ", "what about ", "how about ")
+_LEADING_CLOSERS = re.compile(r"^(?:(?:" + "|".join(sorted(CLOSERS)) + r")\b[\W_]*)+")
 QUESTION_WORDS = frozenset("what when where which who whom whose why how".split())
 _QUESTION_WORD = re.compile(r"\b(?:" + "|".join(sorted(QUESTION_WORDS)) + r")\b", re.IGNORECASE)
 
@@ -201,11 +202,22 @@ def possessors(text: str) -> list[str]:
     return query_terms(" ".join(m.group(1) or m.group(2) for m in _POSSESSIVE.finditer(text)))
 
 
+def _going_on(text: str) -> str:
+    """text, lower-cased, less the closers it opens with ("ok. and its plot" -> "and its
+    plot"): an acknowledgement before a follow-up does not close the topic."""
+    return _LEADING_CLOSERS.sub("", text.strip().lower())
+
+
+def _closes(text: str) -> bool:
+    """Whether a message closes the topic: it says a closer ("thanks, that's all") and
+    does not go on with "and ..." or "what about ..." after the ones it opens with."""
+    return bool(set(words(text)) & CLOSERS) and not _going_on(text).startswith(CONTINUERS)
+
+
 def refers_back(text: str) -> bool:
     """Whether a message has an anaphor ("who teaches it?", "when does she start?") and
-    does not close the topic ("thanks, that's all")."""
-    said = set(words(text))
-    return not (said & CLOSERS) and bool(said & ANAPHORS)
+    does not close the topic ("thanks, that's all"; "ok, and who teaches it?" goes on)."""
+    return bool(set(words(text)) & ANAPHORS) and not _closes(text)
 
 
 def is_elliptical(text: str) -> bool:
@@ -220,7 +232,7 @@ def is_elliptical(text: str) -> bool:
 def is_follow_up(text: str) -> bool:
     """Whether a message continues the conversation's topic: it refers back, or opens
     with "and"/"what about" ("and Marta's birthday?")."""
-    return refers_back(text) or (not set(words(text)) & CLOSERS and text.strip().lower().startswith(CONTINUERS))
+    return refers_back(text) or (not _closes(text) and _going_on(text).startswith(CONTINUERS))
 
 
 # The kind of answer a question word asks for ("when" wants a date or a time, "how

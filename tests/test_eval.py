@@ -105,7 +105,7 @@ def write_tiny_notes() -> None:
     (paths.root() / "data" / "small-talk-probe.txt").write_text("thanks a lot, see you\nhello there\n")
 
 
-def test_eval_stage_writes_metrics_and_samples(tiny_root):
+def test_eval_stage_writes_metrics_and_samples(tiny_root, monkeypatch):
     run()
     write_tiny_notes()
     metrics = evaluate_profile("tiny", device=torch.device("cpu"), progress=False)
@@ -148,6 +148,12 @@ def test_eval_stage_writes_metrics_and_samples(tiny_root):
     engine = ChatEngine(*load_model(paths.checkpoints_dir("tiny") / "best.pt", device="cpu")[:1])
     margin = refusals.calibrated_margin(engine, 1337)  # what faithful decoding calibrates
     assert margin in refusals.GRID and margin == refusals.calibrated_margin(engine, 1337)
+    asked, measure = [], refusals.margins  # calibrated on held-out questions and follow-ups alike
+    monkeypatch.setattr(
+        refusals, "margins", lambda e, i, cases: asked.extend(c.kind for c in cases) or measure(e, i, cases)
+    )
+    refusals.calibrated_margin(engine, 1337)
+    assert "followup" in asked and "near_miss" in asked, set(asked)
     for name in ("wiki_val", "roam_val", "primer_val", "wiki_test"):
         m = metrics[name]
         assert set(m) == {"loss", "bpb", "gzip_bpb", "bz2_bpb", "xz_bpb", "bytes"}

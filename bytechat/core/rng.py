@@ -40,4 +40,5 @@ class SeedOffset(enum.IntEnum):
     HELDOUT_VAL = 22  # the eval's held-out questions about validation pages
     REFUSAL_CALIBRATION = 23  # the eval's margin calibration: other held-out questions about train pages
     HELDOUT_FOLLOWUPS = 24  # the eval's held-out follow-ups about train and validation pages
+    REFUSAL_FOLLOWUPS = 25  # the margin calibration's follow-ups about train pages
     ANSWER_PROBE = 40  # the answer probe's questions (bytechat/eval/answer_probe.py; its uncovered ones: + 1)

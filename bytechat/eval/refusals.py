@@ -6,8 +6,8 @@ nats, chosen on the dev sets of two smoke models). How good a model's own refusa
 differs from model to model (docs/chat.md: the example graph's smoke model refused few
 answerable questions, a new user's a sixth of its held-out ones), so the eval stage
 calibrates the margin per model, on held-out phrasings of the user's own train pages
-(asked of pages trained on, in words never trained on; drawn apart from the eval's
-heldout_train, and the natural sets stay unused): of
+(asked of pages trained on, in words never trained on, pronoun follow-ups among them;
+drawn apart from the eval's held-out sets, and the natural sets stay unused): of
 GRID, the margin with the fewest refusals of answerable questions less refusals of near
 misses and uncovered ones, on a tie the one nearest ABSTAIN_MARGIN: where the held-out
 phrasings give no evidence either way (a model that prefers to refuse none of them, as
@@ -27,9 +27,11 @@ from bytechat.core.rng import SeedOffset
 from bytechat.eval.grounded import (
     ABSTAINING,
     ANSWERING,
+    FOLLOWUP_QUESTIONS,
     HELDOUT_QUESTIONS,
     Case,
     heldout_cases,
+    heldout_followups,
     prompt_for,
     split_pages,
 )
@@ -74,10 +76,13 @@ def calibrate(measured: Sequence[tuple[bool, float]]) -> float:
 
 def calibrated_margin(engine: ChatEngine, seed: int) -> float:
     """calibrate() on held-out phrasings of the pipeline's train pages (artifacts/splits,
-    artifacts/notes), as many as the eval's heldout_train, drawn with a seed of their own."""
+    artifacts/notes), as many as the eval's heldout_train, and held-out follow-ups about
+    them (where a small model refuses what its notes answer most), each drawn with a seed
+    of its own."""
     train_pages, val_pages = split_pages()
     cases = heldout_cases(
         train_pages, HELDOUT_QUESTIONS, seed + SeedOffset.REFUSAL_CALIBRATION, [*train_pages, *val_pages]
     )
+    cases += heldout_followups(train_pages, FOLLOWUP_QUESTIONS, seed + SeedOffset.REFUSAL_FOLLOWUPS)
     with NotesIndex.open(paths.notes_index()) as index:
         return calibrate(margins(engine, index, cases))

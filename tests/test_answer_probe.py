@@ -13,7 +13,7 @@ from bytechat.eval.answer_probe import AnswerProbe, ProbeError
 from bytechat.model.checkpoint import load_checkpoint
 from bytechat.notes.roam import RoamPage
 from bytechat.eval import phrasings
-from bytechat.eval.grounded import Case, heldout_sets, split_pages
+from bytechat.eval.questions import Case, heldout_sets, split_pages
 from bytechat.notes.blocks import all_blocks
 from bytechat.notes.index import NotesIndex
 from bytechat.train.step import is_better

@@ -475,13 +475,14 @@ def test_no_follow_up_template_makes_an_eval_question():
     keys and words, with every pronoun, is none of the hand-written eval questions (the
     pipeline test checks the stream as generated; this checks every choice)."""
     from bytechat.eval import grounded as ge
+    from bytechat.eval import questions as qs
     from bytechat.notes.dialogues import conversation
     from bytechat.notes.roam import load_pages
 
     asked = set()
     for folder in ("unseen-notes", "new-user-notes"):
         graph = REPO / "data" / folder
-        asked |= {c.question.lower() for c in ge.load_questions(graph / ge.QUESTIONS_FILE, load_pages(graph))}
+        asked |= {c.question.lower() for c in qs.load_questions(graph / qs.QUESTIONS_FILE, load_pages(graph))}
     asked |= {p.lower() for p in ge.EVERYDAY_PROMPTS}
     pages = load_pages(REPO / "examples" / "roam") + synthetic_pages(random.Random(0), 50)
     rng, keys, words = random.Random(0), set(), set()

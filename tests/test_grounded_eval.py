@@ -12,6 +12,7 @@ import torch
 
 from bytechat.core import paths
 from bytechat.eval import grounded as ge
+from bytechat.eval import questions as qs
 from bytechat.eval import phrasings
 from bytechat.eval.small_talk import small_talk_metrics
 from bytechat.model import GPT
@@ -92,7 +93,7 @@ def test_abstention_coverage_and_small_talk_measures():
 
 
 def _result(kind, reply, answers=(), baseline="", finish="stop", facts=()):
-    return ge.Result(ge.Case("q", list(answers), kind, facts=list(facts)), reply, finish, baseline=baseline)
+    return ge.Result(qs.Case("q", list(answers), kind, facts=list(facts)), reply, finish, baseline=baseline)
 
 
 def test_set_metrics_put_the_search_box_beside_every_figure():
@@ -139,13 +140,13 @@ def test_a_correct_result_is_the_fact_said_or_the_notes_said_to_lack_it():
 
 
 def test_heldout_cases_are_seeded_and_from_the_pages_given():
-    a = ge.heldout_cases(PAGES, 8, seed=1, all_pages=PAGES, uncovered=3)
-    assert a == ge.heldout_cases(PAGES, 8, seed=1, all_pages=PAGES, uncovered=3)
+    a = qs.heldout_cases(PAGES, 8, seed=1, all_pages=PAGES, uncovered=3)
+    assert a == qs.heldout_cases(PAGES, 8, seed=1, all_pages=PAGES, uncovered=3)
     assert {c.page for c in a if c.page} <= {"Bees", "Marta"}
     kinds = Counter(c.kind for c in a)
     assert kinds["uncovered"] == 3 and kinds["near_miss"] >= 1
     for c in a:
-        if c.kind in ge.ANSWERING:
+        if c.kind in qs.ANSWERING:
             assert c.answers and c.blocks
         if c.kind == "near_miss":
             assert not c.answers and c.page
@@ -159,8 +160,8 @@ def test_heldout_followups_ask_another_attribute_of_the_page_just_answered():
         RoamPage("Bees", "- hives:: 3\n- location:: behind the shed\n"),
         RoamPage("Ideas", "- build a bird box\n"),
     ]
-    cases = ge.heldout_followups(pages, 5, seed=4)
-    assert cases == ge.heldout_followups(pages, 5, seed=4) and {c.page for c in cases} == {"Marta", "Bees"}
+    cases = qs.heldout_followups(pages, 5, seed=4)
+    assert cases == qs.heldout_followups(pages, 5, seed=4) and {c.page for c in cases} == {"Marta", "Bees"}
     blocks = {(b.page, b.position): b.text for b in all_blocks(pages)}
     for c in cases:
         assert c.kind == "followup" and len(c.history) == 2 and c.history[1]["content"].startswith(f"From [{c.page}] ")
@@ -210,7 +211,7 @@ def test_a_keyword_question_is_answered_by_any_note_holding_its_word():
         RoamPage("Running", "- Fuelling\n    - After: two glasses of milk\n"),
         RoamPage("Bees", "- hives:: 3\n- Hive two swarmed in May\n"),
     ]
-    cases = (c for seed in range(50) for c in ge.heldout_cases(pages, 20, seed, pages) if c.kind == "keyword")
+    cases = (c for seed in range(50) for c in qs.heldout_cases(pages, 20, seed, pages) if c.kind == "keyword")
     case = next(c for c in cases if "glass" in c.question.lower())
     assert sorted(case.answers) == ["After: two glasses of milk", "a glass of it"]
     assert {("Habits", 0), ("Running", 0)} <= set(case.blocks) and ("Bees", 1) not in case.blocks
@@ -239,8 +240,8 @@ def test_ask_runs_the_chat_path_and_the_search_box_beside_it():
         assert ge.ask(engine, index, "when is Marta's birthday?", max_bytes=8).sources == []
 
 
-def marta_follow_up() -> ge.Case:
-    return ge.Case(
+def marta_follow_up() -> qs.Case:
+    return qs.Case(
         "and her birthday?",
         ["9 April"],
         "followup",
@@ -270,7 +271,7 @@ def test_asking_in_a_batch_gives_what_asking_one_at_a_time_gives(faithful):
     torch.manual_seed(3)  # a random model with room for notes: its replies differ, some are quotes (faithful)
     engine = ChatEngine(GPT(model_config(n_layer=2, n_head=2, n_embd=32, block_size=512)).eval())
     follow_up = marta_follow_up()
-    cases = [*ge.heldout_cases(PAGES, 6, 0, PAGES, uncovered=2), follow_up, ge.Case("hi", [], "everyday")]
+    cases = [*qs.heldout_cases(PAGES, 6, 0, PAGES, uncovered=2), follow_up, qs.Case("hi", [], "everyday")]
     with NotesIndex.build(all_blocks(PAGES)) as index:
         alone = [ge.ask(engine, index, c.question, max_bytes=40, case=c, faithful=faithful) for c in cases]
         together = ge.ask_batched(engine, index, cases, max_bytes=40, faithful=faithful, max_batch=3)
@@ -290,15 +291,15 @@ def test_hand_written_sets_resolve_against_their_notes(name):
     folder = NATURAL[name]
     pages = load_pages(folder)
     texts = {p.name: "\n".join(b.text for b in all_blocks([p])) for p in pages}
-    cases = ge.load_questions(folder / ge.QUESTIONS_FILE, pages)
+    cases = qs.load_questions(folder / qs.QUESTIONS_FILE, pages)
     blocks = {(b.page, b.position): b.text for b in all_blocks(pages)}
     for c in cases:
-        if c.kind in ge.ANSWERING:
+        if c.kind in qs.ANSWERING:
             assert c.blocks and c.answers, c.id
             assert all(contains(blocks[c.blocks[0]], [a]) for a in c.answers), c.id
         if c.kind == "page":
             assert len(c.facts) >= 3 and all(contains(texts[c.page], [f]) for f in c.facts), c.id
-        if c.kind in ge.ABSTAINING:
+        if c.kind in qs.ABSTAINING:
             assert not c.answers, c.id
     assert len({c.id for c in cases}) == len(cases)
     test_share = sum(c.split == "test" for c in cases) / len(cases)
@@ -307,7 +308,7 @@ def test_hand_written_sets_resolve_against_their_notes(name):
 
 
 def test_the_natural_set_has_every_kind_of_question_a_person_asks():
-    cases = ge.load_questions(NATURAL["unseen"] / ge.QUESTIONS_FILE, load_pages(NATURAL["unseen"]))
+    cases = qs.load_questions(NATURAL["unseen"] / qs.QUESTIONS_FILE, load_pages(NATURAL["unseen"]))
     kinds = Counter(c.kind for c in cases)
     assert len(cases) >= 120 and len(load_pages(NATURAL["unseen"])) >= 15
     assert kinds["followup"] >= 25 and kinds["paraphrase"] >= 15 and kinds["typo"] >= 10
@@ -325,12 +326,12 @@ def test_a_bad_question_file_is_one_line_naming_the_line_and_field(tmp_path):
     ):
         path = tmp_path / "questions.jsonl"
         path.write_text(json.dumps(bad) + "\n", encoding="utf-8")
-        with pytest.raises(ge.QuestionsError, match=field_error) as info:
-            ge.load_questions(path, PAGES)
+        with pytest.raises(qs.QuestionsError, match=field_error) as info:
+            qs.load_questions(path, PAGES)
         assert str(path) in str(info.value) and "\n" not in str(info.value)
     path.write_text("{not json\n", encoding="utf-8")
-    with pytest.raises(ge.QuestionsError, match=r":1: not JSON"):
-        ge.load_questions(path, PAGES)
+    with pytest.raises(qs.QuestionsError, match=r":1: not JSON"):
+        qs.load_questions(path, PAGES)
 
 
 def test_retrieval_quality_counts_first_blocks_that_answer(tmp_path, capsys, monkeypatch):
@@ -347,17 +348,17 @@ def test_retrieval_quality_counts_first_blocks_that_answer(tmp_path, capsys, mon
     assert report["heldout_train"]["questions"] > 0 and report["heldout_val"]["questions"] > 0
     assert report["natural_dev"]["questions"] >= 60 and "natural_test" not in report, "the test part is kept"
     with NotesIndex.build(all_blocks(pages)) as index:
-        wrong = ge.Case("when did I finish The Midnight Library?", ["nowhere"], "fact", "Bees", blocks=[("Bees", 0)])
+        wrong = qs.Case("when did I finish The Midnight Library?", ["nowhere"], "fact", "Bees", blocks=[("Bees", 0)])
         assert retrieval_quality.measure(index, [wrong])["recall_at_1"] == 0.0
-        right = ge.Case("when did I finish The Midnight Library?", ["July 30th, 2026"], "fact")
-        uncovered = ge.Case("what is my blood type?", [], "uncovered")
+        right = qs.Case("when did I finish The Midnight Library?", ["July 30th, 2026"], "fact")
+        uncovered = qs.Case("what is my blood type?", [], "uncovered")
         figures = retrieval_quality.measure(index, [right, uncovered])
         assert figures["recall_at_1"] == 1.0 and figures["none_uncovered"] == 1.0 and figures["false_none"] == 0.0
 
 
 def test_unseen_notes_path_follows_the_root(tmp_path, monkeypatch):
     monkeypatch.setenv("BYTECHAT_ROOT", str(tmp_path))
-    assert ge.unseen_notes() == tmp_path / "data" / "unseen-notes"
+    assert qs.unseen_notes() == tmp_path / "data" / "unseen-notes"
     assert paths.root() == tmp_path
 
 

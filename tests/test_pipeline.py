@@ -256,6 +256,7 @@ def test_no_eval_question_or_template_is_in_any_training_dialogue(offline_repo, 
     sets, the everyday prompts) is a user turn of any training stream, and no held-out
     template (its slots filled with anything) is a user turn of a training dialogue."""
     from bytechat.eval import grounded as ge
+    from bytechat.eval import questions as qs
     from bytechat.eval import small_talk
     from bytechat.notes.roam import load_pages
     from bytechat.eval import phrasings
@@ -264,10 +265,10 @@ def test_no_eval_question_or_template_is_in_any_training_dialogue(offline_repo, 
     train, dialogues = _streams(root).lower(), _streams(root, ("primer", "grounded")).lower()
     monkeypatch.setenv("BYTECHAT_ROOT", str(root))
     seed = yaml.safe_load((root / "params.yaml").read_text())["seed"]
-    questions = [c.question for cases in ge.heldout_sets(*ge.split_pages(), seed).values() for c in cases]
+    questions = [c.question for cases in qs.heldout_sets(*qs.split_pages(), seed).values() for c in cases]
     for folder in ("unseen-notes", "new-user-notes"):
         graph = REPO / "data" / folder
-        questions += [c.question for c in ge.load_questions(graph / ge.QUESTIONS_FILE, load_pages(graph))]
+        questions += [c.question for c in qs.load_questions(graph / qs.QUESTIONS_FILE, load_pages(graph))]
     questions += list(ge.EVERYDAY_PROMPTS)
     questions += [
         line for lines in small_talk.probe(REPO, untaught=True).values() for line in lines

@@ -144,7 +144,7 @@ def test_no_topic_no_model_call(index):
 
 
 def test_retrieval_quality_measures_with_a_scorer_and_times_it(index):
-    from bytechat.eval.grounded import Case
+    from bytechat.eval.questions import Case
     from tools import retrieval_quality
 
     case = Case("who conducts the choir concert?", ["Bach"], "fact", "Choir")

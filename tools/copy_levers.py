@@ -357,18 +357,19 @@ if a.extract:  # the head's best span in the notes shown, as a reply of its own
     }
 if a.extract and a.natural:  # questions a person wrote, about notes no run trains on, as chat shows them
     from bytechat.eval import grounded as ge
+    from bytechat.eval import questions as qs
     from bytechat.notes.index import NotesIndex
     from bytechat.notes.roam import load_pages
     from bytechat.text.chat_format import format_chat
 
     folder = pathlib.Path(__file__).resolve().parent.parent / "data" / "unseen-notes"
     upages = load_pages(folder)
-    cases = [c for c in ge.load_questions(folder / ge.QUESTIONS_FILE, upages) if c.split == a.natural]
+    cases = [c for c in qs.load_questions(folder / qs.QUESTIONS_FILE, upages) if c.split == a.natural]
     nat = {"n": 0, "f1": 0.0, "box_f1": 0.0, "cov": 0, "box_cov": 0, "bytes": 0, "f1_best": 0.0, "cov_best": 0}
     shown, rows = [], []  # rows: (head's sureness, its F1, holds gold, bytes) for the span, in the best block, box
     with NotesIndex.build(all_blocks(upages)) as index, torch.no_grad():
         for c in cases:
-            if c.kind not in ge.ANSWERING:
+            if c.kind not in qs.ANSWERING:
                 continue
             messages, hits = ge.prompt_for(eng, index, c)
             box = ge.search_box(hits)[0]

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bytechat.core import paths
-from bytechat.eval.grounded import (
+from bytechat.eval.questions import (
     ABSTAINING,
     ANSWERING,
     Case,

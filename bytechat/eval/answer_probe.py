@@ -26,7 +26,8 @@ import torch
 from bytechat.core import paths
 from bytechat.core.rng import SeedOffset
 from bytechat.eval import phrasings
-from bytechat.eval.grounded import Case, ask_batched, heldout_cases, heldout_sets, split_pages
+from bytechat.eval.grounded import ask_batched
+from bytechat.eval.questions import Case, heldout_cases, heldout_sets, split_pages
 from bytechat.notes.index import NotesIndex
 
 SEED_OFFSET = SeedOffset.ANSWER_PROBE  # the eval draws with seed + SeedOffset.HELDOUT_*: these questions are others

@@ -24,7 +24,8 @@ import torch
 
 from bytechat.core import paths
 from bytechat.core.rng import SeedOffset
-from bytechat.eval.grounded import (
+from bytechat.eval.grounded import prompt_for
+from bytechat.eval.questions import (
     ABSTAINING,
     ANSWERING,
     FOLLOWUP_QUESTIONS,
@@ -32,7 +33,6 @@ from bytechat.eval.grounded import (
     Case,
     heldout_cases,
     heldout_followups,
-    prompt_for,
     split_pages,
 )
 from bytechat.notes.index import NotesIndex

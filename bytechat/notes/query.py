@@ -232,7 +232,7 @@ def is_elliptical(text: str) -> bool:
 def is_follow_up(text: str) -> bool:
     """Whether a message continues the conversation's topic: it refers back, or opens
     with "and"/"what about" ("and Marta's birthday?")."""
-    return refers_back(text) or (not _closes(text) and _going_on(text).startswith(CONTINUERS))
+    return refers_back(text) or _going_on(text).startswith(CONTINUERS)  # going on never closes
 
 
 # The kind of answer a question word asks for ("when" wants a date or a time, "how

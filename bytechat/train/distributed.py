@@ -73,8 +73,14 @@ class Dist:
                 backend=backend, rank=self.rank, world_size=self.world_size, timeout=collective_timeout()
             )
 
-    def stop(self) -> None:
+    def stop(self, *, finished: bool = False) -> None:
+        """Leave the process group. After a finished run, every rank first waits for the others
+        (a barrier): a rank that tears down gloo while a peer's last collective is still in flight
+        can abort with "terminate called without an active exception". After an error there is
+        no barrier, since a failed peer would never reach it."""
         if self.enabled and torch.distributed.is_initialized():
+            if finished:
+                torch.distributed.barrier()
             torch.distributed.destroy_process_group()
 
     def mean(self, value: torch.Tensor) -> torch.Tensor:

@@ -404,10 +404,13 @@ def train(
     dist = Dist.from_env()
     dev = dist.device(device if isinstance(device, torch.device) else get_device(device))
     dist.start(dev)
+    finished = False
     try:
-        return Trainer(params, prof, device=dev, dist=dist, quiet=quiet).run()
+        result = Trainer(params, prof, device=dev, dist=dist, quiet=quiet).run()
+        finished = True
+        return result
     finally:
-        dist.stop()
+        dist.stop(finished=finished)
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:

@@ -20,6 +20,7 @@ from bytechat.notes import roam
 from bytechat.notes.blocks import GROUP_BYTES, NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
+from bytechat.notes import query, search
 from bytechat.notes.search import PAGE_BLOCKS
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
 from bytechat.notes.dialogues.asking import KEYWORD_TEMPLATES, PAGE_TEMPLATES
@@ -841,6 +842,35 @@ def test_a_hit_says_what_is_asked_beyond_a_page_name(tmp_path):
         assert {h.page for h in idx.search("tell me about Ruth")} == {"Ruth"}  # nothing asked beyond her
         # English's commonest words ask nothing a block must say ("use"), the rest do
         assert "Soup" in {h.page for h in idx.search("what do I use for the soup?")}
+
+
+def test_a_compound_that_is_asked_is_said_whole(tmp_path, monkeypatch):
+    """A compound asked ("blood type") is not said by a block that says "type" alone (nor
+    "spare key" by a "spare year"), while a name beside an asked word ("the Skoda runs on ...") is no compound,
+    a light word is said on its own ("call the garage"), and a compound written as the page's
+    name ("bookclub" for Book Club) is a page, not a compound."""
+    pages = {
+        "Habits.md": "- type:: #habits\n- Walk every morning\n",
+        "Reading List.md": "- Gödel, Escher, Bach, for when I have a spare year\n",
+        "Car.md": "- model: Skoda Octavia, diesel\n",
+        "Log.md": "- TODO call Brink about the rattle\n",
+        "Book Club.md": "- meets: first Thursday, 19:30\n",
+    }
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("what is my blood type?") == []
+        assert idx.search("have I got anything on the spare key?") == []
+        assert idx.search("which type of habits do I track?")[0].page == "Habits"  # one word asked, said
+        assert idx.search("what does the Skoda run on?")[0].page == "Car"
+        assert idx.search("why did I need to call Brink?")[0].page == "Log"
+        assert idx.search("wen does bookclub meet")[0].text.startswith("meets")
+        monkeypatch.setattr(search, "SAY_WHOLE_PHRASE", False)  # word by word, "type" says "blood type"
+        assert [h.page for h in idx.search("what is my blood type?")] == ["Habits"]
+
+
+def test_phrases_are_runs_of_kept_words_broken_by_names():
+    assert query.phrases("what is my blood type?", ["blood", "type"]) == [["blood", "type"]]
+    assert query.phrases("what fuel does the Skoda run on?", ["fuel", "skoda", "run"]) == [["fuel"], ["run"]]
+    assert query.phrases("Blood type of Ruth's kid", ["blood", "type", "kid"]) == [["blood", "type"], ["kid"]]
 
 
 def test_a_common_word_is_meant_as_typed(tmp_path):

@@ -156,6 +156,21 @@ def query_terms(text: str) -> list[str]:
     return list(dict.fromkeys(w for w in words(text) if w not in STOPWORDS))
 
 
+def phrases(text: str, keep: Iterable[str]) -> list[list[str]]:
+    """The runs of adjacent words of text (as query_terms reads it) that are all in keep,
+    in order: "what is my blood type?" with keep {blood, type} is [[blood, type]]; a
+    word not kept ("my", "'s"), or capitalised inside the text (a name), ends a run."""
+    keep, runs, run = set(keep), [], []
+    for i, raw in enumerate(_WORD.findall(_GIVE_ME.sub(" ", _MEASURE.sub(r"\1", text)))):
+        w = fold_latin(raw.lower())
+        if w in keep and not (i and raw[0].isupper()):  # a name ("the Skoda") is no part of a compound
+            run.append(w)
+        elif run:
+            runs.append(run)
+            run = []
+    return [*runs, run] if run else runs
+
+
 # A day named in a question ("3 December", "Dec 3rd", "the 15th of February 2027"): its
 # daily page is titled the Roam way ("December 3rd, 2026", readers.model.day_title),
 # which shares only the month with how people write the day.
@@ -344,6 +359,11 @@ def specificity(term: str) -> float:
     where every word is rare."""
     zipf = zipf_frequency(term, "en")
     return max(0.5, 7.0 - zipf) if zipf > 0 else UNKNOWN_SPECIFICITY
+
+
+def is_known(term: str) -> bool:
+    """Whether English knows term (wordfreq has it): not a typo, nor a rare name."""
+    return zipf_frequency(term, "en") > 0
 
 
 def fuse(lists: list[tuple[float, list[tuple]]]) -> list[tuple]:

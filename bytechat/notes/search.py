@@ -28,7 +28,9 @@ from bytechat.notes.query import (
     day_mentions,
     fuse,
     is_elliptical,
+    is_known,
     match_expression,
+    phrases,
     possessors,
     query_terms,
     refers_back,
@@ -44,6 +46,7 @@ TOPIC_WEIGHT = 0.5  # a follow-up's conversation topic, in fusion
 TEXT_LIST_WEIGHT = 0.5  # the ranking over blocks' own key and text (no title), in fusion
 ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks for, in fusion
 SAY_THE_ASKED = True  # a hit must say a question word that names no page, where there is one (rule 4)
+SAY_WHOLE_PHRASE = True  # and where the asked words run together ("blood type"), all of one run (rule 4)
 LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
 
@@ -154,7 +157,7 @@ class Search:
                 named = self._evidence([owner], near, ids)
                 evidence = {rowid: value if named[rowid] > 0 else 0.0 for rowid, value in evidence.items()}
             if SAY_THE_ASKED and own and not follows:  # a follow-up's subject is the pronoun's
-                said = self._say_the_asked(own, near, fused, kind)
+                said = self._say_the_asked(own, near, fused, kind, query)
                 evidence = {rowid: value if rowid in said else 0.0 for rowid, value in evidence.items()}
         kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
         # "when did she start?" after "who is Priya?": Priya's blocks first, before other
@@ -232,7 +235,9 @@ class Search:
         rows.sort(key=lambda r: (kind is not None and not kind.search(r[2]), r[0] not in own, is_tags_only(r[2]), r[3]))
         return self._with_origin(rows[: k if specific else max(k, PAGE_BLOCKS)])
 
-    def _say_the_asked(self, terms: list[str], near: dict[str, list[str]], rows: list[tuple], kind) -> set[int]:
+    def _say_the_asked(
+        self, terms: list[str], near: dict[str, list[str]], rows: list[tuple], kind, query: str = ""
+    ) -> set[int]:
         """The ids of rows that say what a question asks, where it asks more than a page's
         name: in their own key or text, one of its words that is in no page's title (or a
         neighbour of it), or the kind of text its question word asks for (answer_kind).
@@ -244,10 +249,27 @@ class Search:
         asked = [t for t in terms if self._conn.execute(_TITLED, (match_expression([t]),)).fetchone() is None]
         if not ids or all(specificity(t) < 7 - LIGHT_WORD for t in asked):  # none, or "which pears do I use?"
             return set(ids)
-        said = [w for t in asked for w in (t, *near.get(t, []))]
+        runs = [[t] for t in asked]
+        if SAY_WHOLE_PHRASE and query:
+            # A compound ("blood type", "spare key") is said whole: two weighty words side
+            # by side, neither naming a page through a neighbour ("bookclub") nor unknown to
+            # English (a typo: "numbr" may be a light word). Light words and longer runs ("kombucha secnd ferment flavours", typed telegraphically) are
+            # said word by word.
+            weighty = [t for t in asked if is_known(t) and specificity(t) >= 7 - LIGHT_WORD]
+            weighty = [t for t in weighty if not self._titled_near(near.get(t, []))]
+            pairs = [run for run in phrases(query, weighty) if len(run) == 2]
+            paired = {t for run in pairs for t in run}
+            runs = pairs + [[t] for t in asked if t not in paired]
+        alternatives = " OR ".join(
+            "(" + " AND ".join("(" + match_expression([t, *near.get(t, [])]) + ")" for t in run) + ")" for run in runs
+        )
         sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({','.join('?' * len(ids))})"
-        held = {rowid for (rowid,) in self._conn.execute(sql, ("{key text} : (" + match_expression(said) + ")", *ids))}
+        held = {rowid for (rowid,) in self._conn.execute(sql, ("{key text} : (" + alternatives + ")", *ids))}
         return {row[0] for row in rows if row[0] in held or (kind is not None and kind.search(row[2]))}
+
+    def _titled_near(self, words: list[str]) -> bool:
+        """Whether a page's title holds one of words (a typo's or compound's neighbours)."""
+        return any(self._conn.execute(_TITLED, (match_expression([w]),)).fetchone() for w in words)
 
     def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:
         """For each block id, the rarity-weighted share of the searched words it holds

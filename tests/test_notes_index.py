@@ -105,6 +105,8 @@ def index(graph, tmp_path):
         ("what did I give Lena?", "Lena", False),  # "give" alone is a topic word
         ("what happened on 2 Dec?", "December 2nd, 2026", True),  # a day's page is asked for whole
         ("what happened to the Sourdough Starter?", "Sourdough Starter", False),  # not a day: one fact
+        ("and which mushrooms?", "Recipes/Mushroom Risotto", False),  # a follow-up asks for something in it
+        ("what about its sourdough?", "Sourdough Starter", False),
     ],
 )
 def test_names_page_is_a_question_about_the_whole_page(question, page, whole):

@@ -108,7 +108,8 @@ def names_page(question: str, page: str) -> bool:
     word forms but a plural's, with a day it names read as that day's title. A question
     with a word beyond the title asks for one fact, and so does one
     whose question word asks for a kind of answer ("when is the Copenhagen trip?" is a
-    date: answer_kind), as search's page route reads it."""
+    date: answer_kind), as search's page route reads it; and so does a follow-up ("and
+    which mushrooms?" after the risotto's rice), as search reads one."""
     day_page = False
     for day in reversed(day_mentions(question)):  # "what happened on 3 December?": that day's page
         if page.split(", ")[0] == day_title(2000, day.month, day.day).split(", ")[0]:
@@ -116,7 +117,12 @@ def names_page(question: str, page: str) -> bool:
             day_page = True
     title = set(words(page))
     terms = [t for t in query_terms(question) if not (day_page and t in _HAPPEN)]
-    return bool(terms) and all(_in_title(t, title) for t in terms) and answer_kind(question) is None
+    return (
+        bool(terms)
+        and all(_in_title(t, title) for t in terms)
+        and answer_kind(question) is None
+        and not is_follow_up(question)
+    )
 
 
 def _in_title(term: str, title: set[str]) -> bool:

@@ -869,6 +869,26 @@ def test_a_compound_that_is_asked_is_said_whole(tmp_path, monkeypatch):
         assert [h.page for h in idx.search("what is my blood type?")] == ["Habits"]
 
 
+def test_whose_fact_is_asked_is_not_what_is_asked(tmp_path, monkeypatch):
+    """The question "When is Kasia's birthday?" asks a birthday of Kasia: Oskar's block that names
+    her and a Saturday does not say it. The kind asked (a date for "when") stands in for the
+    asked word only on a page the question names ("how long does the soup cook?")."""
+    pages = {
+        "Oskar.md": "- birthday:: 22 May\n- Partner Kasia teaches Polish at the Saturday school\n",
+        "Soup.md": "- Simmer for 40 minutes\n",
+    }
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("When is Kasia's birthday?") == []
+        assert [h.text for h in idx.search("When is Oskar's birthday?")][:1] == ["birthday: 22 May"]
+        assert [h.text for h in idx.search("what does Kasia teach?")][:1] == [
+            "Partner Kasia teaches Polish at the Saturday school"
+        ]
+        assert [h.text for h in idx.search("how long does the soup cook?")] == ["Simmer for 40 minutes"]
+        monkeypatch.setattr(search, "SAY_NOT_OWNER", False)
+        monkeypatch.setattr(search, "KIND_ON_NAMED_PAGE", False)
+        assert [h.page for h in idx.search("When is Kasia's birthday?")] == ["Oskar"]
+
+
 def test_phrases_are_runs_of_kept_words_broken_by_names():
     assert query.phrases("what is my blood type?", ["blood", "type"]) == [["blood", "type"]]
     assert query.phrases("what fuel does the Skoda run on?", ["fuel", "skoda", "run"]) == [["fuel"], ["run"]]

@@ -119,13 +119,13 @@ def names_page(question: str, page: str) -> bool:
     terms = [t for t in query_terms(question) if not (day_page and t in _HAPPEN)]
     return (
         bool(terms)
-        and all(_in_title(t, title) for t in terms)
+        and all(in_title(t, title) for t in terms)
         and answer_kind(question) is None
         and not is_follow_up(question)
     )
 
 
-def _in_title(term: str, title: set[str]) -> bool:
+def in_title(term: str, title: set[str]) -> bool:
     """Whether a title holds term, or its plural or singular ("recipe" of Recipes/...), as
     the titles index's stemmer matches it."""
     return bool({term, term + "s", term + "es", term.removesuffix("s")} & title)

@@ -21,12 +21,12 @@ from typing import Sequence
 
 from bytechat.notes.blocks import NoteBlock, is_tags_only
 from bytechat.notes.links import block_link
-from bytechat.notes.readers.model import day_title
 from bytechat.notes.query import (
     Vocabulary,
     answer_kind,
     day_mentions,
     fuse,
+    in_title,
     is_elliptical,
     is_known,
     match_expression,
@@ -36,7 +36,9 @@ from bytechat.notes.query import (
     refers_back,
     specificity,
     title_expression,
+    words,
 )
+from bytechat.notes.readers.model import day_title
 
 CANDIDATES = 8  # each retriever ranks k * CANDIDATES blocks before fusion
 EVIDENCE = 0.4  # a hit must hold this specificity-weighted share of the question's words
@@ -47,6 +49,8 @@ TEXT_LIST_WEIGHT = 0.5  # the ranking over blocks' own key and text (no title), 
 ANSWER_KIND_WEIGHT = 0.5  # the candidates holding what the question word asks for, in fusion
 SAY_THE_ASKED = True  # a hit must say a question word that names no page, where there is one (rule 4)
 SAY_WHOLE_PHRASE = True  # and where the asked words run together ("blood type"), all of one run (rule 4)
+KIND_ON_NAMED_PAGE = True  # the kind asked says what is asked only on a page the question names
+SAY_NOT_OWNER = True  # whose fact is asked ("Kasia's") is not what is asked (rule 4)
 LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
 
@@ -60,6 +64,12 @@ ORDER BY hits.rank, b.id
 _TITLE_SEARCH = "SELECT page, -rank FROM titles WHERE titles MATCH ? ORDER BY rank LIMIT 1"
 _TITLED = "SELECT 1 FROM titles WHERE titles MATCH ? LIMIT 1"  # a word some page's title holds
 _PAGE_BLOCKS = "SELECT id, page, text, position FROM blocks WHERE page = ? ORDER BY position"
+
+
+def _names(named: list[list[str]], page: str) -> bool:
+    """Whether one of the question's title words (or a neighbour of it) is a word of page's title."""
+    title = set(words(page))
+    return any(in_title(w, title) for group in named for w in group)
 
 
 @dataclass(frozen=True)
@@ -243,18 +253,26 @@ class Search:
         neighbour of it), or the kind of text its question word asks for (answer_kind).
         "what's Tomasz's wife called?" is not answered by a block that says "Tomasz" and
         neither "wife" nor "called" (a near miss), and "how long does the crumble bake?" is
-        by "190 °C, 35 minutes". A question whose only such words are English's commonest
-        asks nothing a block must say ("which pears do I use in the crumble?")."""
+        by "190 °C, 35 minutes" (the kind stands in for the word on a page the question
+        names, so Oskar's "Saturday school" says no date of "When is Kasia's birthday?").
+        Whose fact is asked ("Kasia's") is not what is asked, and a compound is said whole.
+        A question whose only such words are English's commonest asks nothing a block must
+        say ("which pears do I use in the crumble?")."""
         ids = [row[0] for row in rows]
-        asked = [t for t in terms if self._conn.execute(_TITLED, (match_expression([t]),)).fetchone() is None]
+        owners = set(possessors(query)) if SAY_NOT_OWNER else set()  # "Kasia's birthday" asks it of Kasia
+        asked = [
+            t
+            for t in terms
+            if t not in owners and self._conn.execute(_TITLED, (match_expression([t]),)).fetchone() is None
+        ]
         if not ids or all(specificity(t) < 7 - LIGHT_WORD for t in asked):  # none, or "which pears do I use?"
             return set(ids)
         runs = [[t] for t in asked]
         if SAY_WHOLE_PHRASE and query:
             # A compound ("blood type", "spare key") is said whole: two weighty words side
             # by side, neither naming a page through a neighbour ("bookclub") nor unknown to
-            # English (a typo: "numbr" may be a light word). Light words and longer runs ("kombucha secnd ferment flavours", typed telegraphically) are
-            # said word by word.
+            # English (a typo: "numbr" may be a light word). Light words and longer runs
+            # ("kombucha secnd ferment flavours", typed telegraphically) are said word by word.
             weighty = [t for t in asked if is_known(t) and specificity(t) >= 7 - LIGHT_WORD]
             weighty = [t for t in weighty if not self._titled_near(near.get(t, []))]
             pairs = [run for run in phrases(query, weighty) if len(run) == 2]
@@ -265,7 +283,13 @@ class Search:
         )
         sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({','.join('?' * len(ids))})"
         held = {rowid for (rowid,) in self._conn.execute(sql, ("{key text} : (" + alternatives + ")", *ids))}
-        return {row[0] for row in rows if row[0] in held or (kind is not None and kind.search(row[2]))}
+        named = [[t, *near.get(t, [])] for t in terms if t not in asked or self._titled_near(near.get(t, []))]
+        return {
+            row[0]
+            for row in rows
+            if row[0] in held
+            or (kind is not None and kind.search(row[2]) and (not KIND_ON_NAMED_PAGE or _names(named, row[1])))
+        }
 
     def _titled_near(self, words: list[str]) -> bool:
         """Whether a page's title holds one of words (a typo's or compound's neighbours)."""

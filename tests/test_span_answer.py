@@ -16,6 +16,7 @@ from bytechat.notes.grounded import ABSTAIN
 from bytechat.notes.query import NAME, answer_kind, span_kind
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
+from bytechat.serve import span_answer
 from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_line, best_span
 from bytechat.text.chat_format import format_chat
 from tests.helpers import model_config
@@ -139,6 +140,28 @@ def test_an_answer_for_a_quantity_starts_where_the_block_says_one():
     assert text[first:].startswith(b"Toast")  # a date: the block says none, the head starts it
     plain = b"[Risotto] Toast the rice briefly"
     assert best_span(plain, *scores(plain, 4), 10, len(plain), answer_kind("how long do I toast it?")) is not None
+
+
+def test_a_quantity_is_said_whole(monkeypatch):
+    """WHOLE_QUANTITIES: where the head would stop after "1 hour", the span says "1 hour 10
+    minutes"; after "€96", it says the rate, "€96 a night"."""
+    bake = b"[Barmbrack] Bake at 160 \xc2\xb0C fan for 1 hour 10 minutes"
+    stay = "[Bled] Penzion Lipa, lake-view room, \u20ac96 a night".encode()
+    cases = (
+        (bake, "how long does it bake?", b"1 hour", b"1 hour 10 minutes"),
+        (stay, "how much is it?", "\u20ac96".encode(), "\u20ac96 a night".encode()),
+    )
+    for text, question, short, whole in cases:
+        page = text.index(b"] ") + 2
+        begin, end = scores(text, 5)
+        begin[text.index(short)] = 50.0
+        end[text.index(short) + len(short) - 1] = 50.0  # the head prefers to stop short
+        first, last = best_span(text, begin, end, page, len(text), answer_kind(question))
+        assert text[first : last + 1] == whole, text[first : last + 1]
+        monkeypatch.setattr(span_answer, "WHOLE_QUANTITIES", False)
+        first, last = best_span(text, begin, end, page, len(text), answer_kind(question))
+        assert text[first : last + 1] == short
+        monkeypatch.undo()
 
 
 def test_a_hyphen_between_letters_joins_one_word():

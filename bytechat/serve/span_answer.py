@@ -53,6 +53,13 @@ _SENTENCE_END = b".!?"  # followed by a space
 LINE_ANSWERS = True
 # "how do I ..." asks for the steps, the block whole; so does a page question (names_page).
 _STEPS = re.compile(r"^\W*how (?:do|should|can|would|to|did)\b", re.IGNORECASE)
+# Whether a quantity the span must hold is said whole: its parts side by side ("1 hour 10
+# minutes", "2 hours and 15 minutes") and its rate ("€96 a night", "€18 a month", "€14 each
+# way"). Measured in docs/chat.md ("A quantity said whole").
+WHOLE_QUANTITIES = True
+_JOINS = re.compile(r"(?: (?:and )?)?")
+_RATE = re.compile(r" (?:a|an|per|each) [^\W\d_]+\b")
+_RATE_WORD = re.compile(r" (?:a|an|per|each)$")
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -75,12 +82,21 @@ def _letter(c: int) -> bool:
 
 
 def _matches(text: bytes, lo: int, hi: int, kind: re.Pattern) -> list[tuple[int, int]]:
-    """(first, last) byte of each text of the kind in text[lo:hi]."""
+    """(first, last) byte of each text of the kind in text[lo:hi]; a quantity is said
+    whole (WHOLE_QUANTITIES): "1 hour 10 minutes" is one, and so is a rate, "€96 a night"."""
     segment = text[lo:hi].decode("utf-8", errors="ignore")
+    spans = [(m.start(), m.end()) for m in kind.finditer(segment) if m.end() > m.start()]
+    if WHOLE_QUANTITIES and kind in QUANTITIES:
+        joined: list[tuple[int, int]] = []
+        for start, end in spans:
+            if joined and _JOINS.fullmatch(segment, joined[-1][1], start):  # "€9" "6" or "1 hour" "10 minutes"
+                start = joined.pop()[0]
+            cut = _RATE_WORD.search(segment, start, end)  # "6 a": the kind took the rate's "a" as its unit
+            rate = _RATE.match(segment, cut.start() if cut else end)
+            joined.append((start, max(end, rate.end()) if rate else end))
+        spans = joined
     return [
-        (lo + len(segment[: m.start()].encode("utf-8")), lo + len(segment[: m.end()].encode("utf-8")) - 1)
-        for m in kind.finditer(segment)
-        if m.end() > m.start()
+        (lo + len(segment[:start].encode("utf-8")), lo + len(segment[:end].encode("utf-8")) - 1) for start, end in spans
     ]
 
 

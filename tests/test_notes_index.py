@@ -781,6 +781,13 @@ def test_a_date_is_a_month_day_or_year_not_a_word_a_month_opens():
     assert not when.search("Married to Daan") and not when.search("a novel") and not when.search("policy 7731")
 
 
+def test_an_amount_is_money_or_a_number_and_what_it_counts_not_a_date():
+    much = answer_kind("how much is it a night?")
+    assert much.search("€96 a night") and much.search("14 jars") and much.search("200 ml")
+    assert not much.search("21–24 April") and not much.search("on 3 May") and not much.search("house 41")
+    assert much.search("a 3 marathon plan")  # a word a month's name opens is no month
+
+
 def test_who_asks_for_a_name_inside_a_sentence():
     """query.span_kind: the answer head's kinds are retrieval's and, for "who", a NAME."""
 

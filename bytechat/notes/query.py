@@ -284,7 +284,10 @@ _DURATION = re.compile(
 _TEMPERATURE = re.compile(r"°|\b(?:degrees|gas mark)\b", re.I)
 # "how much" wants an amount: money, or a number and what it counts ("4 tbsp", "14 jars",
 # "200 ml"), not a bare number (a house number, a booking reference).
-_AMOUNT = re.compile(r"[€$£¥]\s?\d|\d(?:[.,]\d+)?\s?(?:%|€|[^\W\d_]+\b)|\b(?:half|a handful|a pinch)\b", re.I)
+# A day and its month ("24 April") is a date, not a number and what it counts.
+_AMOUNT = re.compile(
+    rf"[€$£¥]\s?\d|\d(?:[.,]\d+)?\s?(?:%|€|(?!(?:{_MONTHS}|sept)\b)[^\W\d_]+\b)|\b(?:half|a handful|a pinch)\b", re.I
+)
 _ASKS = (
     (re.compile(r"\b(?:todos?|to-dos?|tasks?|to do|get done|still have to)\b", re.I), TODO_LINE),
     (re.compile(r"\b(?:temperature|temp|how hot)\b", re.I), _TEMPERATURE),

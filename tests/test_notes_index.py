@@ -277,6 +277,9 @@ def test_a_page_s_tags_come_after_what_it_says():
     ]
     with NotesIndex.build(blocks) as idx:
         assert [h.position for h in idx.search("who is Priya?", k=3)] == [1, 2, 0]
+        # a question beyond the page's name: a tag it says ("#work") is no answer, its key ("type") is asked
+        assert [h.position for h in idx.search("what's in my notes about work with Priya?", k=3)][-1] == 0
+        assert idx.search("what type of page is Priya?", k=3)[0].position == 0
 
 
 def test_a_whole_page_question_gets_more_of_the_page_than_a_fact_question():

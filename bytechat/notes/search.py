@@ -51,6 +51,7 @@ SAY_THE_ASKED = True  # a hit must say a question word that names no page, where
 SAY_WHOLE_PHRASE = True  # and where the asked words run together ("blood type"), all of one run (rule 4)
 KIND_ON_NAMED_PAGE = True  # the kind asked says what is asked only on a page the question names
 SAY_NOT_OWNER = True  # whose fact is asked ("Kasia's") is not what is asked (rule 4)
+TAGS_LAST = True  # a block of tags alone comes after every block that says something
 LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
 
@@ -173,6 +174,10 @@ class Search:
         # "when did she start?" after "who is Priya?": Priya's blocks first, before other
         # pages that say "started" (the pronoun names whom the question is about).
         kept = [row for row in kept if row[0] in about] + [row for row in kept if row[0] not in about]
+        if TAGS_LAST:  # `type: #person #work` answers no question but one for its key ("what type ...?")
+            asked = set(query_terms(query))
+            filed = [row for row in kept if is_tags_only(row[2]) and not asked & set(words(row[2].split(":")[0]))]
+            kept = [row for row in kept if row not in filed] + filed
         return self._with_origin(kept[:k])
 
     def _with_origin(self, rows: list[tuple]) -> list[Hit]:

@@ -233,6 +233,10 @@ def test_with_a_span_the_one_quote_is_the_page_and_the_span():
     assert allowed(m, "I") is not None  # the abstention stays open (by the model's margin)
     without = copy_guard(prompt([JOKE, STARTER]), True, "quote", 200)
     assert allowed(without, "From [Jonas] 14 February") != b"\n"  # the whole value may go on
+    # The primer's framed opening ("On your Jonas page: ...") has no quote left to copy:
+    # it is no opening, so the reply is never left free (it ran into salad on a new graph)
+    assert allowed(without, "On you") == b"r"  # without a span, the frame opens a quote
+    assert b"O" not in allowed(m, "") and b"O" in allowed(without, "")
 
 
 def test_chat_alone_and_batched_answer_with_the_heads_span():

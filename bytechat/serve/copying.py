@@ -280,6 +280,7 @@ class FaithfulCopy:
         page = next(q for q, e in zip(self.quotes, self.entry) if e == entry).split(b"] ", 1)[0]
         quote = page + b"] " + escape_content(span).encode("utf-8")
         self.quotes, self.first_stop, self.entry, self.several, self.fill = [quote], [len(quote)], [entry], False, None
+        self.framed = False  # the one quote opens `From [`: a reply opened "On your " would have none left to copy
 
     def quoting(self, reply: bytes) -> bool:
         """Whether reply opens as a quote (`From [`, or framed: "On your ")."""

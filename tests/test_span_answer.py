@@ -164,6 +164,21 @@ def test_a_quantity_is_said_whole(monkeypatch):
         monkeypatch.undo()
 
 
+def test_a_todo_question_gets_the_task_whole(monkeypatch):
+    """WHOLE_TASKS: whatever part of a TODO line the head points at, the answer is its task."""
+    trip = NoteBlock("Copenhagen Trip", "TODO buy a 72-hour Copenhagen Card\nTODO book seats on the train", 3)
+    asked = prompt([trip, STARTER], "what do I still have to buy for Copenhagen?")  # best first
+
+    def partial(text, begin, end, lo, hi, kind=None):  # the head stops before "Card"
+        at = text.index(b"buy a 72-hour")
+        return at, at + len(b"buy a 72-hour Copenhagen") - 1
+
+    monkeypatch.setattr(span_answer, "best_span", partial)
+    assert answer_span(head_model(), asked) == "buy a 72-hour Copenhagen Card"
+    monkeypatch.setattr(span_answer, "WHOLE_TASKS", False)
+    assert answer_span(head_model(), asked) == "buy a 72-hour Copenhagen"
+
+
 def test_a_hyphen_between_letters_joins_one_word():
     """ "buy a 72-hour Copenhagen Card": no span ends at "72" nor starts at "hour"."""
     text = b"[Trip] TODO buy a 72-hour card"

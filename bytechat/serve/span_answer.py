@@ -60,6 +60,10 @@ WHOLE_QUANTITIES = True
 _JOINS = re.compile(r"(?: (?:and )?)?")
 _RATE = re.compile(r" (?:a|an|per|each) [^\W\d_]+\b")
 _RATE_WORD = re.compile(r" (?:a|an|per|each)$")
+# Whether a TODO question's answer is the task whole, the TODO line less its marker, as a
+# person reads a todo ("buy a 72-hour Copenhagen Card", not "buy a 72-hour Copenhagen"):
+# the head chooses which task. Measured in docs/chat.md ("A quantity said whole").
+WHOLE_TASKS = True
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -240,4 +244,7 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     if found is None:
         return None
     span = window[found[0] : found[1] + 1].decode("utf-8", errors="ignore").strip()
+    if kind is TODO_LINE and WHOLE_TASKS:
+        text = best[best.index("] ") + 2 :]  # the block less its "[Page] "
+        span = next((m.group(1).strip() for m in TODO_LINE.finditer(text) if span in m.group(1)), span)
     return span if span and span in best else None

@@ -138,6 +138,11 @@ def test_an_answer_for_a_quantity_starts_where_the_block_says_one():
     begin[text.index(b"Toast")] = 50.0
     first, last = best_span(text, begin, end, 10, len(text), answer_kind("when do I toast the rice?"))
     assert text[first:].startswith(b"Toast")  # a date: the block says none, the head starts it
+    pie = "[Fish Pie] Bake at 200 \u00b0C for 30 minutes".encode()  # a temperature starts at its number
+    begin, end = scores(pie, 4)
+    begin[pie.index(b"Bake")] = 50.0
+    first, last = best_span(pie, begin, end, 11, len(pie), answer_kind("what oven temp for the fish pie?"))
+    assert pie[first:].startswith("200 \u00b0C".encode()), pie[first : last + 1]
     plain = b"[Risotto] Toast the rice briefly"
     assert best_span(plain, *scores(plain, 4), 10, len(plain), answer_kind("how long do I toast it?")) is not None
 

@@ -281,7 +281,10 @@ _DURATION = re.compile(
     r"minutes|hours|days|weeks|months|years|nights)\b",
     re.I,
 )
-_TEMPERATURE = re.compile(r"°|\b(?:degrees|gas mark)\b", re.I)
+# A temperature is said with its number ("200 °C", "gas mark 6"), where the notes give one.
+_TEMPERATURE = re.compile(
+    r"\d+(?:[.,]\d+)? ?°[CF]?|°|\b\d+(?:[.,]\d+)? degrees\b|\bdegrees\b|\bgas mark(?: \d+)?\b", re.I
+)
 # "how much" wants an amount: money, or a number and what it counts ("4 tbsp", "14 jars",
 # "200 ml"), not a bare number (a house number, a booking reference).
 # A day and its month ("24 April") is a date, not a number and what it counts.
@@ -302,7 +305,7 @@ _ASKS = (
 # The kinds whose answer opens with their own text: "how long do I toast the rice?" is
 # answered from "2 minutes", not from "Toast the rice in the oil for"; a date's day comes
 # before its month, so "when" is not one of them.
-QUANTITIES = (_NUMBER, _AMOUNT, _DURATION, _TIME)
+QUANTITIES = (_NUMBER, _AMOUNT, _DURATION, _TIME, _TEMPERATURE)
 
 
 def answer_kind(question: str) -> re.Pattern | None:

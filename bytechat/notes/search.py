@@ -296,9 +296,9 @@ class Search:
             or (kind is not None and kind.search(row[2]) and (not KIND_ON_NAMED_PAGE or _names(named, row[1])))
         }
 
-    def _titled_near(self, words: list[str]) -> bool:
-        """Whether a page's title holds one of words (a typo's or compound's neighbours)."""
-        return any(self._conn.execute(_TITLED, (match_expression([w]),)).fetchone() for w in words)
+    def _titled_near(self, neighbours: list[str]) -> bool:
+        """Whether a page's title holds one of a word's neighbours (a typo's, a compound's)."""
+        return any(self._conn.execute(_TITLED, (match_expression([w]),)).fetchone() for w in neighbours)
 
     def _evidence(self, terms: list[str], near: dict[str, list[str]], ids: list[int]) -> dict[int, float]:
         """For each block id, the rarity-weighted share of the searched words it holds

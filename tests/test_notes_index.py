@@ -899,6 +899,19 @@ def test_whose_fact_is_asked_is_not_what_is_asked(tmp_path, monkeypatch):
         assert [h.page for h in idx.search("When is Kasia's birthday?")] == ["Oskar"]
 
 
+def test_a_count_is_said_with_what_it_counts(tmp_path, monkeypatch):
+    """The question "how much salt goes in the dal?" is not answered by the dal's "250 g red lentils":
+    an amount is no answer unless the block says what is counted. A count of a light word
+    ("how many people") is left to the kind, since notes say it otherwise ("serves 4")."""
+    pages = {"Dal.md": "- 250 g red lentils in 900 ml water\n- 1 tsp salt, added at the end\n- serves:: 4\n"}
+    with indexed(tmp_path, pages) as idx:
+        assert [h.text for h in idx.search("how much salt goes in the dal?")][:1] == ["1 tsp salt, added at the end"]
+        assert idx.search("how much sugar goes in the dal?") == []
+        assert "serves: 4" in [h.text for h in idx.search("how many people does the dal feed?")]
+        monkeypatch.setattr(search, "SAY_THE_COUNTED", False)
+        assert idx.search("how much sugar goes in the dal?") != []
+
+
 def test_phrases_are_runs_of_kept_words_broken_by_names():
     assert query.phrases("what is my blood type?", ["blood", "type"]) == [["blood", "type"]]
     assert query.phrases("what fuel does the Skoda run on?", ["fuel", "skoda", "run"]) == [["fuel"], ["run"]]

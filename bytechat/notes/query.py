@@ -373,6 +373,18 @@ def specificity(term: str) -> float:
     return max(0.5, 7.0 - zipf) if zipf > 0 else UNKNOWN_SPECIFICITY
 
 
+_COUNTED = re.compile(r"\bhow\s+(?:many|much)\s+([^\W_]+)", re.IGNORECASE)
+
+
+def counted_word(question: str, asked: Iterable[str]) -> str | None:
+    """What a count asks the number of, where it is one of the asked words: "altos" in "how
+    many altos are in the choir?", "salt" in "how much salt goes in the dal?"; None for
+    "how much is the fee?" (no noun follows) or no count."""
+    found = _COUNTED.search(question)
+    word = fold_latin(found.group(1).lower()) if found else None
+    return word if word in set(asked) else None
+
+
 def is_known(term: str) -> bool:
     """Whether English knows term (wordfreq has it): not a typo, nor a rare name."""
     return zipf_frequency(term, "en") > 0

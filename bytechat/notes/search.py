@@ -24,6 +24,7 @@ from bytechat.notes.links import block_link
 from bytechat.notes.query import (
     Vocabulary,
     answer_kind,
+    counted_word,
     day_mentions,
     fuse,
     in_title,
@@ -51,6 +52,7 @@ SAY_THE_ASKED = True  # a hit must say a question word that names no page, where
 SAY_WHOLE_PHRASE = True  # and where the asked words run together ("blood type"), all of one run (rule 4)
 KIND_ON_NAMED_PAGE = True  # the kind asked says what is asked only on a page the question names
 SAY_NOT_OWNER = True  # whose fact is asked ("Kasia's") is not what is asked (rule 4)
+SAY_THE_COUNTED = True  # "how many altos" / "how much salt": the block says what is counted (rule 4)
 TAGS_LAST = True  # a block of tags alone comes after every block that says something
 LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
@@ -288,6 +290,11 @@ class Search:
         )
         sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({','.join('?' * len(ids))})"
         held = {rowid for (rowid,) in self._conn.execute(sql, ("{key text} : (" + alternatives + ")", *ids))}
+        counted = counted_word(query, asked) if SAY_THE_COUNTED else None
+        if counted is not None and specificity(counted) >= 7 - LIGHT_WORD:  # not "how many people"
+            # "how many altos ...?": a count is said with what it counts
+            expression = "{key text} : (" + match_expression([counted, *near.get(counted, [])]) + ")"
+            return {rowid for (rowid,) in self._conn.execute(sql, (expression, *ids))}
         named = [[t, *near.get(t, [])] for t in terms if t not in asked or self._titled_near(near.get(t, []))]
         return {
             row[0]

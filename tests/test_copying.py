@@ -22,7 +22,8 @@ from bytechat.notes.dialogues import everyday
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.serve import copying
 from bytechat.serve.batch_engine import BatchEngine
-from bytechat.serve.copying import OPENING, FaithfulCopy, shown_entries
+from bytechat.serve.copying import OPENING, FaithfulCopy
+from bytechat.serve.prompt_notes import shown_entries
 from bytechat.serve.generate import ChatEngine, ReplyDone, generate_bytes
 from bytechat.serve.sampling import Draw, RepeatGuard, SamplingConfig, sample_rows
 from bytechat.notes.index import NotesIndex
@@ -196,7 +197,7 @@ def test_a_page_reply_skips_a_long_header_whose_group_says_it_clipped(monkeypatc
         ("tell me about Jonas", True),
         ("What did I write about jonas?", True),
         ("when is Jonas's birthday?", False),  # one fact: one quote
-        ("when is Jonas?", False),  # only the page named, but a date asked (query.answer_kind), as search reads it
+        ("when is Jonas?", False),  # only the page named, but a date asked (answer_kinds), as search reads it
         ("how do I feed the starter?", False),
     ],
 )

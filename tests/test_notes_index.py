@@ -24,14 +24,12 @@ from bytechat.notes import query, search
 from bytechat.notes.search import PAGE_BLOCKS
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
 from bytechat.notes.dialogues.asking import KEYWORD_TEMPLATES, PAGE_TEMPLATES
+from bytechat.notes.answer_kinds import NAME, answer_kind, span_kind
 from bytechat.notes.query import (
-    NAME,
-    answer_kind,
     day_mentions,
     names_page,
     possessors,
     query_terms,
-    span_kind,
     words,
 )
 from tests.helpers import write_tree
@@ -792,7 +790,7 @@ def test_an_amount_is_money_or_a_number_and_what_it_counts_not_a_date():
 
 
 def test_who_asks_for_a_name_inside_a_sentence():
-    """query.span_kind: the answer head's kinds are retrieval's and, for "who", a NAME."""
+    """answer_kinds.span_kind: the answer head's kinds are retrieval's and, for "who", a NAME."""
 
     def names(text):
         return [m.group(0) for m in NAME.finditer(text)]

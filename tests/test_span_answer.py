@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock
 from bytechat.notes.grounded import ABSTAIN
-from bytechat.notes.query import NAME, answer_kind, span_kind
+from bytechat.notes.answer_kinds import NAME, answer_kind, span_kind
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
 from bytechat.serve import span_answer
@@ -200,7 +200,7 @@ def test_a_hyphen_between_letters_joins_one_word():
 
 
 def test_a_who_question_gets_a_span_that_names_someone_where_the_block_does():
-    """query.span_kind: "who" asks for a name (query.NAME); whatever the head scores, the
+    """answer_kinds.span_kind: "who" asks for a name (answer_kinds.NAME); whatever the head scores, the
     span is one of the block's names where it says one (a name has its own edges: the
     head chooses which), and any span answers where it says none."""
     text = b"[Kombucha] The SCOBY came from Lena, started on 2 October."

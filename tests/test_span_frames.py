@@ -13,7 +13,7 @@ from bytechat.notes.blocks import NoteBlock, all_blocks, notes_system_content, r
 from bytechat.notes.index import NotesIndex
 from bytechat.notes.roam import RoamPage
 from bytechat.notes.synthetic import synthetic_pages
-from bytechat.serve import copying
+from bytechat.serve import copying, prompt_notes
 from bytechat.serve.span_frames import SpanFrames, skeletons, sources_of, spelled
 from bytechat.text.chat_format import escape_content, format_chat
 
@@ -65,7 +65,7 @@ def test_every_reply_the_span_dialogues_teach_is_allowed(monkeypatch, pages):
         prompt = format_chat(d.messages[:-1]).encode()
         m = copying.copy_guard(prompt, True, "span")
         reply = escape_content(d.messages[-1]["content"]).encode()
-        if m is None or not copying.shown_entries(d.messages[:-1]):
+        if m is None or not prompt_notes.shown_entries(d.messages[:-1]):
             continue
         at = refused_at(m, reply)
         assert at is None, (d.kind, reply[:at], reply[at:])

@@ -28,8 +28,9 @@ import re
 
 from wordfreq import zipf_frequency
 
+from bytechat.notes.answer_kinds import QUESTION_WORDS
 from bytechat.notes.dialogues import everyday
-from bytechat.notes.query import COMMON_WORD, QUESTION_WORDS, clauses, query_terms
+from bytechat.notes.query import COMMON_WORD, clauses, query_terms
 
 SMALL_TALK_PROBABILITY = 0.9
 # The questions it learns from: dialogues about PAGES synthetic pages, drawn with SEED

@@ -19,11 +19,11 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
+from bytechat.notes.answer_kinds import answer_kind
 from bytechat.notes.blocks import NoteBlock, is_tags_only
 from bytechat.notes.links import block_link
 from bytechat.notes.query import (
     Vocabulary,
-    answer_kind,
     counted_word,
     day_mentions,
     fuse,

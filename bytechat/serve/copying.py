@@ -52,7 +52,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from bytechat.notes import intent
-from bytechat.notes.blocks import NOTES_HEADER, is_tags_only
+from bytechat.notes.blocks import is_tags_only
 from bytechat.notes.dialogues.spans import KEY_VALUE
 from bytechat.notes.dialogues.summary import MAX_ITEMS
 from bytechat.notes.grounded import ABSTAIN, ANSWER_PREFIX
@@ -67,9 +67,10 @@ from bytechat.serve.own_words import (
     own_sentences,
     small_talk_act,
 )
+from bytechat.serve.prompt_notes import prompt_messages, shown_entries
 from bytechat.serve.sampling import RepeatGuard
 from bytechat.serve.span_frames import QuotesOrFrames, SpanFrames, sources_of
-from bytechat.text.chat_format import STOP_TAGS, ChatFormatError, escape_content, parse_chat, tag_continuations
+from bytechat.text.chat_format import STOP_TAGS, escape_content, tag_continuations
 
 # Whether chat and the web API decode faithfully unless told otherwise (--no-faithful,
 # "faithful": false); the eval stage's own switch is params.yaml eval.faithful. On: better
@@ -150,35 +151,6 @@ def _a_question(text: str) -> bool:
     """What NONE_FOUND_ABSTAINS answers as a question: it reads as one (intent.reads_as_question)
     and not as small talk."""
     return intent.reads_as_question(text) and not intent.reads_as_small_talk(text)
-
-
-def shown_entries(messages: Sequence[Mapping[str, str]]) -> list[str]:
-    """The note entries (`[Page] block text`, children's lines included) the prompt's
-    system turn shows, in prompt order; [] when it shows none ("Notes: none found.", no
-    notes, no system turn). The notes are the system turn's last part (notes_system_content),
-    so a person's own system prompt that holds a "Notes:" line is not mistaken for them."""
-    if not messages or messages[0].get("role") != "system":
-        return []
-    lines = messages[0]["content"].split("\n")
-    starts = [i for i, line in enumerate(lines) if line == NOTES_HEADER]
-    if not starts:
-        return []
-    entries: list[list[str]] = []
-    for line in lines[starts[-1] + 1 :]:
-        if line.startswith(" ") and entries:  # a child line ("  Ratio 1:1:1") of the entry above
-            entries[-1].append(line)
-        else:  # "[Page] text"; anything else (a layout this does not know) is no entry
-            entries.append([line])
-    # An entry without "] " is one crop_messages cut inside its page name: nothing to quote.
-    return ["\n".join(entry) for entry in entries if entry[0].startswith("[") and "] " in entry[0]]
-
-
-def prompt_messages(prompt: bytes) -> list[dict[str, str]]:
-    """The messages of a chat prompt (format_chat's bytes); [] for anything else."""
-    try:
-        return parse_chat(prompt.decode("utf-8"))
-    except (UnicodeDecodeError, ChatFormatError):
-        return []
 
 
 class FaithfulCopy:

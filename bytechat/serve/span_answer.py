@@ -9,7 +9,7 @@ MAX_BYTES, starting and ending at a word's edge. Faithful decoding then allows t
 quote (FaithfulCopy.answer_with), or the abstention where the model prefers it by the
 margin, as for any quote.
 
-Only for a question that asks a kind of answer (query.span_kind: when, what time, how
+Only for a question that asks a kind of answer (answer_kinds.span_kind: when, what time, how
 long, how much, how many, how often, and who: a name). A fact question that asks none
 ("which pears do I use?", "is breakfast included?") gets the one line of the block that
 says its words, where one stands out (best_line: no model). A whole-page question, "how
@@ -25,20 +25,21 @@ import torch
 from rapidfuzz import fuzz
 
 from bytechat.model import GPT
+from bytechat.notes.answer_kinds import NAME, QUANTITIES, span_kind
 from bytechat.notes.blocks import TODO_LINE
-from bytechat.notes.query import NAME, QUANTITIES, names_page, query_terms, span_kind, specificity, words
-from bytechat.serve.copying import prompt_messages, shown_entries
+from bytechat.notes.query import names_page, query_terms, specificity, words
 from bytechat.serve.own_words import last_user
+from bytechat.serve.prompt_notes import prompt_messages, shown_entries
 from bytechat.text.chat_format import escape_content
 
 # Whether a fact question is answered with the head's span (off: the best block quoted
 # whole, as before the head); measured in docs/chat.md, "A fact question's answer, pointed at".
 SPAN_ANSWERS = True
-# Whether the answer to a question for a quantity (query.QUANTITIES: how many, how much,
+# Whether the answer to a question for a quantity (answer_kinds.QUANTITIES: how many, how much,
 # how long, what time) starts where the block says one, or a range of them ("8 to 10
 # days"), where the block says any: the head chooses which and where it ends.
 QUANTITY_STARTS = True
-# Whether the span must hold text of the kind the question asks (query.span_kind: a date
+# Whether the span must hold text of the kind the question asks (answer_kinds.span_kind: a date
 # for "when", an amount for "how much", a name for "who") where the best block has any.
 KIND_SPANS = True
 # Whether a span stays in one sentence: a fact is said in one, and where the head's end
@@ -157,7 +158,7 @@ def best_span(
 ) -> tuple[int, int] | None:
     """(first, last) byte of the best-scoring span in text[lo:hi] (begin[i] + end[j], i <= j):
     on one line and in one sentence (reach), at most MAX_BYTES, at word edges, holding text
-    of the asked kind where the block has any (kind_ends), and for a name (query.NAME) one
+    of the asked kind where the block has any (kind_ends), and for a name (answer_kinds.NAME) one
     of the block's names, whole; None where there is none."""
     best, found = float("-inf"), None
     if kind is NAME and KIND_SPANS:  # a name has its own edges (one line): the head only chooses which

@@ -10,7 +10,7 @@ line's other words ("when crates arrive?"), in the way of cloze questions: the h
 learns to find the line that shares the question's words and, in it, the text of the
 asked kind that the question does not already say.
 
-The kinds are query.answer_kind's (the serving side answers only questions that ask one);
+The kinds are answer_kinds.answer_kind's (the serving side answers only questions that ask one);
 each pattern below is the span of text that kind is, written from English, not from any
 question set. Deterministic given the rng: a block gives at most one slot.
 """

@@ -1,0 +1,108 @@
+"""The kind of answer a question asks for: a date for "when", a number for "how many",
+an amount for "how much", a name for "who" (the answer head's only).
+
+Retrieval ranks the blocks that hold that kind of text higher and lets it stand for an
+asked word on the page a question names (bytechat.notes.search); the answer head's span
+must hold it (bytechat.serve.span_answer).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+
+from bytechat.notes.blocks import TODO_LINE
+
+QUESTION_WORDS = frozenset("what when where which who whom whose why how".split())
+_QUESTION_WORD = re.compile(r"\b(?:" + "|".join(sorted(QUESTION_WORDS)) + r")\b", re.IGNORECASE)
+
+# The kind of answer a question word asks for ("when" wants a date or a time, "how
+# many" a number): a block holding that kind of text is more likely the answer. Question
+# words are stopwords (bytechat.notes.query), so this is the only way they still count.
+# A month is its name or its abbreviation ("Mar", "March"), not any word it opens
+# ("married", "novel", "decide"); a year is 1900-2099, not any four digits ("policy 7731").
+_MONTHS = "|".join(
+    name[:3] + f"(?:{name[3:]})?" if len(name) > 3 else name for name in map(str.lower, calendar.month_name[1:])
+)
+_DATE = re.compile(
+    rf"\b(?:(?:{_MONTHS}|sept)|monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|"
+    r"tonight|yesterday|weekend|morning|evening|\d{1,2}[:.h]\d{2}|\d{1,2} ?(?:am|pm)|(?:19|20)\d{2})\b",
+    re.IGNORECASE,
+)
+_NUMBER = re.compile(r"\d|\b(?:one|two|three|four|five|six|seven|eight|nine|ten|twelve|twenty|half|dozen)\b", re.I)
+# "how often" wants a frequency ("every other week", "twice a month", "daily").
+_FREQUENCY = re.compile(
+    r"\b(?:every|each|once|twice|daily|weekly|monthly|yearly|nightly|per|times|always|usually)\b", re.I
+)
+# "what time" wants a time of day, "how long" a duration, "what temperature" degrees.
+_TIME = re.compile(r"\b(?:\d{1,2}[:.h]\d{2}|\d{1,2} ?(?:am|pm)|noon|midnight)\b", re.I)
+_DURATION = re.compile(
+    r"\b(?:\d+(?:[.,]\d+)? ?(?:min|mins|minutes?|h|hrs?|hours?|days?|weeks?|months?|years?|nights?)|"
+    r"minutes|hours|days|weeks|months|years|nights)\b",
+    re.I,
+)
+# A temperature is said with its number ("200 °C", "gas mark 6"), where the notes give one.
+_TEMPERATURE = re.compile(
+    r"\d+(?:[.,]\d+)? ?°[CF]?|°|\b\d+(?:[.,]\d+)? degrees\b|\bdegrees\b|\bgas mark(?: \d+)?\b", re.I
+)
+# "how much" wants an amount: money, or a number and what it counts ("4 tbsp", "14 jars",
+# "200 ml"), not a bare number (a house number, a booking reference).
+# A day and its month ("24 April") is a date, not a number and what it counts.
+_AMOUNT = re.compile(
+    rf"[€$£¥]\s?\d|\d(?:[.,]\d+)?\s?(?:%|€|(?!(?:{_MONTHS}|sept)\b)[^\W\d_]+\b)|\b(?:half|a handful|a pinch)\b", re.I
+)
+_ASKS = (
+    (re.compile(r"\b(?:todos?|to-dos?|tasks?|to do|get done|still have to)\b", re.I), TODO_LINE),
+    (re.compile(r"\b(?:temperature|temp|how hot)\b", re.I), _TEMPERATURE),
+    (re.compile(r"\bhow often\b", re.I), _FREQUENCY),
+    (re.compile(r"\b(?:what|which) (?:time|hours?)\b", re.I), _TIME),
+    (re.compile(r"\bhow long\b", re.I), _DURATION),
+    (re.compile(r"\b(?:when|what date|what day|which day|how soon)\b", re.I), _DATE),
+    (re.compile(r"\bhow much\b", re.I), _AMOUNT),
+    (re.compile(r"\bhow (?:many|old|far|big|tall|heavy)\b", re.I), _NUMBER),
+)
+
+# The kinds whose answer opens with their own text: "how long do I toast the rice?" is
+# answered from "2 minutes", not from "Toast the rice in the oil for"; a date's day comes
+# before its month, so "when" is not one of them.
+QUANTITIES = (_NUMBER, _AMOUNT, _DURATION, _TIME, _TEMPERATURE)
+
+
+def answer_kind(question: str) -> re.Pattern | None:
+    """The pattern of text a question's words ask for, or None (see above)."""
+    first = _QUESTION_WORD.search(question)
+    for asks, kind in _ASKS:
+        for found in asks.finditer(question):
+            # A question word asks only as the question's own: "who waters it when I'm
+            # away?" asks who, and "when" opens a clause of it ("who and when?" asks both).
+            said = found.group(0).split()[0].lower()
+            before = question[: found.start()].rstrip().lower()
+            if (
+                first is None
+                or said not in QUESTION_WORDS
+                or found.start() == first.start()
+                or before.endswith(("and", ","))
+            ):
+                return kind
+    return None
+
+
+# "who" wants a name: a capitalised word (or run of them, "Evert Lindqvist") inside a
+# sentence, not its first word, a month or a weekday, nor a word a page path's slash
+# joins ("Recipes/Risotto"). Only the answer head asks for it (span_kind); retrieval's
+# answer_kind leaves "who" out, as it always has.
+_CALENDAR_WORDS = "|".join([*calendar.month_name[1:], *calendar.day_name])
+NAME = re.compile(
+    rf"(?<=[a-z0-9,;:)] )(?!(?:{_CALENDAR_WORDS})s?\b)[A-Z][^\W\d_]*[a-z][^\W\d_]*"
+    r"(?: [A-Z][^\W\d_]*[a-z][^\W\d_]*)*(?![\w/])"
+)
+
+
+def span_kind(question: str) -> re.Pattern | None:
+    """The kind of text a question's answer span must say: answer_kind's, else a NAME
+    where the question's own question word is "who" ("who gave me the SCOBY?")."""
+    kind = answer_kind(question)
+    first = _QUESTION_WORD.search(question)
+    if kind is None and first is not None and first.group(0).lower() in ("who", "whom"):
+        return NAME
+    return kind

@@ -153,10 +153,15 @@ def clauses(text: str) -> list[str]:
     return CLAUSE.split(text)
 
 
+def _asking_cut(text: str) -> str:
+    """text less what only says how it asks: the measure of "how old" and "give me"."""
+    return _GIVE_ME.sub(" ", _MEASURE.sub(r"\1", text))
+
+
 def query_terms(text: str) -> list[str]:
     """The topic words of a question: its words less the stopwords, deduplicated, in
     order of first appearance; the measure of "how old" is not one, nor "give me"."""
-    text = _GIVE_ME.sub(" ", _MEASURE.sub(r"\1", text))
+    text = _asking_cut(text)
     return list(dict.fromkeys(w for w in words(text) if w not in STOPWORDS))
 
 
@@ -165,7 +170,7 @@ def phrases(text: str, keep: Iterable[str]) -> list[list[str]]:
     in order: "what is my blood type?" with keep {blood, type} is [[blood, type]]; a
     word not kept ("my", "'s"), or capitalised inside the text (a name), ends a run."""
     keep, runs, run = set(keep), [], []
-    for i, raw in enumerate(_WORD.findall(_GIVE_ME.sub(" ", _MEASURE.sub(r"\1", text)))):
+    for i, raw in enumerate(_WORD.findall(_asking_cut(text))):
         w = fold_latin(raw.lower())
         if w in keep and not (i and raw[0].isupper()):  # a name ("the Skoda") is no part of a compound
             run.append(w)

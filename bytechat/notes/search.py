@@ -274,28 +274,33 @@ class Search:
         ]
         if not ids or all(specificity(t) < 7 - LIGHT_WORD for t in asked):  # none, or "which pears do I use?"
             return set(ids)
+        sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({','.join('?' * len(ids))})"
+
+        def saying(expression: str) -> set[int]:  # the ids whose own key or text match expression
+            return {rowid for (rowid,) in self._conn.execute(sql, ("{key text} : (" + expression + ")", *ids))}
+
+        counted = counted_word(query, asked) if SAY_THE_COUNTED else None
+        if counted is not None and specificity(counted) >= 7 - LIGHT_WORD:  # not "how many people"
+            # "how many altos ...?": a count is said with what it counts
+            return saying(match_expression([counted, *near.get(counted, [])]))
+        titled_near = {t: self._titled_near(near.get(t, [])) for t in terms}
         runs = [[t] for t in asked]
         if SAY_WHOLE_PHRASE and query:
             # A compound ("blood type", "spare key") is said whole: two weighty words side
             # by side, neither naming a page through a neighbour ("bookclub") nor unknown to
             # English (a typo: "numbr" may be a light word). Light words and longer runs
             # ("kombucha secnd ferment flavours", typed telegraphically) are said word by word.
-            weighty = [t for t in asked if is_known(t) and specificity(t) >= 7 - LIGHT_WORD]
-            weighty = [t for t in weighty if not self._titled_near(near.get(t, []))]
+            weighty = [t for t in asked if is_known(t) and specificity(t) >= 7 - LIGHT_WORD and not titled_near[t]]
             pairs = [run for run in phrases(query, weighty) if len(run) == 2]
             paired = {t for run in pairs for t in run}
             runs = pairs + [[t] for t in asked if t not in paired]
-        alternatives = " OR ".join(
-            "(" + " AND ".join("(" + match_expression([t, *near.get(t, [])]) + ")" for t in run) + ")" for run in runs
+        held = saying(
+            " OR ".join(
+                "(" + " AND ".join("(" + match_expression([t, *near.get(t, [])]) + ")" for t in run) + ")"
+                for run in runs
+            )
         )
-        sql = f"SELECT rowid FROM blocks_fts WHERE blocks_fts MATCH ? AND rowid IN ({','.join('?' * len(ids))})"
-        held = {rowid for (rowid,) in self._conn.execute(sql, ("{key text} : (" + alternatives + ")", *ids))}
-        counted = counted_word(query, asked) if SAY_THE_COUNTED else None
-        if counted is not None and specificity(counted) >= 7 - LIGHT_WORD:  # not "how many people"
-            # "how many altos ...?": a count is said with what it counts
-            expression = "{key text} : (" + match_expression([counted, *near.get(counted, [])]) + ")"
-            return {rowid for (rowid,) in self._conn.execute(sql, (expression, *ids))}
-        named = [[t, *near.get(t, [])] for t in terms if t not in asked or self._titled_near(near.get(t, []))]
+        named = [[t, *near.get(t, [])] for t in terms if t not in asked or titled_near[t]]
         return {
             row[0]
             for row in rows

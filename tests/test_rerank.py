@@ -1,4 +1,4 @@
-"""Query-likelihood reranking (bytechat.notes.rerank): the scores are the model's own
+"""Query-likelihood reranking (tools/rerank.py): the scores are the model's own
 log-probabilities however the batch is padded, a model that has learned which block a
 question goes with scores that block higher, and the rerank moves the block the scorer
 prefers to the top (or abstains), while chat without a model is unchanged."""
@@ -13,7 +13,7 @@ import torch
 from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock, render_notes
 from bytechat.notes.index import Hit, index_folder
-from bytechat.notes.rerank import QueryLikelihood, candidates, rerank, retrieve_reranked
+from tools.rerank import QueryLikelihood, candidates, rerank, retrieve_reranked
 from bytechat.notes.retrieval import notes_budget, retrieve_for_chat
 from bytechat.text.chat_format import render_transcript
 from tests.helpers import model_config, overfit, write_tree

@@ -29,7 +29,7 @@ Per set:
                     notes (retrieval.wants_notes; a line with none never gets notes)
 
 With --ckpt MODEL (an export folder or a checkpoint) the trained model reranks the
-lexical search's candidates by query likelihood (bytechat.notes.rerank), and each set
+lexical search's candidates by query likelihood (tools/rerank.py), and each set
 also reports latency_ms_p50 / latency_ms_p99: one question's retrieval, rerank included.
 
     .venv/bin/python -m tools.retrieval_quality [--split dev|test|all] [--notes DIR] [--ckpt MODEL] [--show]
@@ -74,7 +74,7 @@ def shown(index: NotesIndex, case: Case, scorer=None) -> list[Hit]:
     budget = notes_budget(CONTEXT_BYTES, messages)
     if scorer is None:
         return retrieve_for_chat(index, messages, budget_bytes=budget)
-    from bytechat.notes.rerank import retrieve_reranked  # torch only when a model is given
+    from tools.rerank import retrieve_reranked  # torch only when a model is given
 
     return retrieve_reranked(index, messages, scorer, budget_bytes=budget)
 
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     scorer = None
     if args.ckpt is not None:
         from bytechat.model.export import load_model
-        from bytechat.notes.rerank import QueryLikelihood
+        from tools.rerank import QueryLikelihood
 
         scorer = QueryLikelihood(load_model(args.ckpt)[0])
     report = {}

@@ -174,7 +174,7 @@ def test_a_todo_question_gets_the_task_whole(monkeypatch):
     trip = NoteBlock("Copenhagen Trip", "TODO buy a 72-hour Copenhagen Card\nTODO book seats on the train", 3)
     asked = prompt([trip, STARTER], "what do I still have to buy for Copenhagen?")  # best first
 
-    def partial(text, begin, end, lo, hi, kind=None):  # the head stops before "Card"
+    def partial(text, begin, end, lo, hi, kind=None, topic=(), counted=None):  # the head stops before "Card"
         at = text.index(b"buy a 72-hour")
         return at, at + len(b"buy a 72-hour Copenhagen") - 1
 
@@ -221,6 +221,40 @@ def test_a_who_question_gets_a_span_that_names_someone_where_the_block_does():
     assert best_span(plain, *scores(plain, 3), 11, len(plain), NAME) is not None
 
 
+def test_a_quantity_question_gets_one_quantity_whole(monkeypatch):
+    """ONE_QUANTITY: whatever the head scores, the answer is one of the block's quantities,
+    whole ("€1,400", "160 °C fan"), a bare number with or without what it counts ("24
+    desks", "4 garlic cloves", never "4 garlic"), and one that says the question's topic
+    where any does ("6 nurses" for nursing staff, "€420 for the hotel")."""
+    cases = (
+        (
+            "24 desks for 31 people, so hot-desking on Mondays",
+            "how many desks?",
+            ("desks",),
+            "desks",
+            {"24", "24 desks"},
+        ),
+        ("Team: 4 vets, 6 nurses, head nurse Oskar", "how many nurses?", ("nursing", "staff"), None, {"6", "6 nurses"}),
+        ("4 garlic cloves and a thumb of ginger", "how many cloves?", ("clove",), "clove", {"4", "4 garlic cloves"}),
+        ("€950 in total, of which €420 for the hotel", "how much?", ("hotel",), None, {"€420"}),
+        ("about €1,400 in total, split 3 and 4", "how much is it?", (), None, {"€1,400"}),
+        ("Bake at 160 °C fan for 1 hour 10 minutes", "what temperature?", (), None, {"160 °C fan"}),
+    )
+    for line, question, topic, counted, answers in cases:
+        text = f"[Page] {line}".encode()
+        for seed in range(20):
+            begin, end = scores(text, seed)
+            end[len(text) - 1] = 50.0  # the head would run on to the line's end
+            first, last = best_span(text, begin, end, 7, len(text), answer_kind(question), topic, counted)
+            assert text[first : last + 1].decode() in answers, (question, text[first : last + 1])
+    text = b"[Page] 24 desks for 31 people"
+    begin, end = scores(text, 0)
+    begin[7] = end[len(text) - 1] = 50.0
+    monkeypatch.setattr(span_answer, "ONE_QUANTITY", False)
+    first, last = best_span(text, begin, end, 7, len(text), answer_kind("how many desks?"))
+    assert text[first : last + 1] == b"24 desks for 31 people"  # without it, the head's run-on
+
+
 KIDS = NoteBlock("Tomasz", "Kids\n  Zofia (9), plays the cello\n  Kuba (5), obsessed with trams", 4)
 
 
@@ -230,6 +264,7 @@ def test_a_question_that_asks_no_kind_gets_the_line_of_the_block_that_says_its_w
     entry = f"[{KIDS.page}] {KIDS.text}"
     assert best_line("which of Tomasz's kids is the tram fan?", entry) == "Kuba (5), obsessed with trams"
     assert best_line("who plays the chello?", entry) == "Zofia (9), plays the cello"  # a typo of "cello"
+    assert best_line("who is obsessing over trams?", entry) == "Kuba (5), obsessed with trams"  # one stem
     assert best_line("what about Tomasz?", entry) is None  # the title's words say nothing
     assert best_line("which of them is older?", entry) is None  # no line says it
     tyres = "[Car] Tyres\n  front tyres: new in May\n  back tyres: worn"

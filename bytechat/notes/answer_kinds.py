@@ -41,15 +41,19 @@ _DURATION = re.compile(
     r"minutes|hours|days|weeks|months|years|nights)\b",
     re.I,
 )
-# A temperature is said with its number ("200 °C", "gas mark 6"), where the notes give one.
+# A temperature is said with its number ("200 °C", "gas mark 6") and its oven ("160 °C fan",
+# as British recipes write it), where the notes give one.
 _TEMPERATURE = re.compile(
-    r"\d+(?:[.,]\d+)? ?°[CF]?|°|\b\d+(?:[.,]\d+)? degrees\b|\bdegrees\b|\bgas mark(?: \d+)?\b", re.I
+    r"\d+(?:[.,]\d+)? ?°[CF]?(?: fan\b)?|°|\b\d+(?:[.,]\d+)? degrees\b|\bdegrees\b|\bgas mark(?: \d+)?\b", re.I
 )
 # "how much" wants an amount: money, or a number and what it counts ("4 tbsp", "14 jars",
 # "200 ml"), not a bare number (a house number, a booking reference).
-# A day and its month ("24 April") is a date, not a number and what it counts.
+# A day and its month ("24 April") is a date, not a number and what it counts, and a word
+# that joins ("420 for the hotel", "3 and 4") counts nothing; money is its whole number ("€1,400").
+_JOINING = "a|an|and|as|at|by|for|from|in|into|of|on|or|the|to|with"
 _AMOUNT = re.compile(
-    rf"[€$£¥]\s?\d|\d(?:[.,]\d+)?\s?(?:%|€|(?!(?:{_MONTHS}|sept)\b)[^\W\d_]+\b)|\b(?:half|a handful|a pinch)\b", re.I
+    rf"[€$£¥]\s?\d+(?:[.,]\d+)*|\d(?:[.,]\d+)?\s?(?:%|€|(?!(?:{_MONTHS}|sept|{_JOINING})\b)[^\W\d_]+\b)|\b(?:half|a handful|a pinch)\b",
+    re.I,
 )
 _ASKS = (
     (re.compile(r"\b(?:todos?|to-dos?|tasks?|to do|get done|still have to)\b", re.I), TODO_LINE),
@@ -66,6 +70,7 @@ _ASKS = (
 # answered from "2 minutes", not from "Toast the rice in the oil for"; a date's day comes
 # before its month, so "when" is not one of them.
 QUANTITIES = (_NUMBER, _AMOUNT, _DURATION, _TIME, _TEMPERATURE)
+NUMBER = _NUMBER  # a bare number's unit is the word after it ("24 desks"): bytechat.serve.span_answer
 
 
 def answer_kind(question: str) -> re.Pattern | None:

@@ -20,14 +20,15 @@ an extractive answer head", "Measured: facts said in passing") and docs/chat.md.
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 import torch
 from rapidfuzz import fuzz
 
 from bytechat.model import GPT
-from bytechat.notes.answer_kinds import NAME, QUANTITIES, span_kind
+from bytechat.notes.answer_kinds import NAME, NUMBER, QUANTITIES, span_kind
 from bytechat.notes.blocks import TODO_LINE
-from bytechat.notes.query import names_page, query_terms, specificity, words
+from bytechat.notes.query import counted_word, fold_latin, names_page, query_terms, specificity, words
 from bytechat.serve.own_words import last_user
 from bytechat.serve.prompt_notes import prompt_messages, shown_entries
 from bytechat.text.chat_format import escape_content
@@ -65,6 +66,18 @@ _RATE_WORD = re.compile(r" (?:a|an|per|each)$")
 # person reads a todo ("buy a 72-hour Copenhagen Card", not "buy a 72-hour Copenhagen"):
 # the head chooses which task. Measured in docs/chat.md ("A quantity said whole").
 WHOLE_TASKS = True
+# Whether a quantity question's answer is one quantity, whole: it ends where the quantity
+# it starts at ends (a bare number with the word after it, what it counts, or without:
+# "24 desks" or "24"), not where the head's end scores, flat along a line, run on to ("24
+# desks for 31 people, so hot-desking on Mondays and Fridays"). And where some of the
+# block's quantities say a topic word of the question, or are followed closely by one
+# ("200 g sugar" for "how much sugar", "€420 for the hotel"), one of those. Measured in
+# docs/chat.md ("One quantity").
+ONE_QUANTITY = True
+_GROUPED = re.compile(rb"\d[.,]|[.,]\d")  # a number's digit groups: "\d[.,]" before it, "[.,]\d" after
+_WORD = re.compile(r"[^\W_]+")
+_NEXT = re.compile(r"[,;:.!?()\[\]]|\d")
+_TOPIC_WITHIN = 3  # words after a quantity that may say what it is of ("300 ml cold strong tea")
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -141,6 +154,36 @@ def quantity_starts(text: bytes, lo: int, hi: int, kind: re.Pattern | None) -> s
     return starts
 
 
+def quantities(
+    text: bytes, lo: int, hi: int, kind: re.Pattern, topic: Sequence[str] = (), counted: str | None = None
+) -> list[tuple[int, int]]:
+    """The (first, last) bytes an answer to a quantity question may span in text[lo:hi]
+    (ONE_QUANTITY): each quantity of the kind, from its word's first byte (or its range's:
+    "8 to 10 days") to its word's last, and a bare number also with what it counts: the
+    word after it, or the counted word ("how many cloves": "4 garlic cloves") where that
+    follows it closely. Only the quantities that say one of the topic words, or are
+    followed closely by one ("€420 for the hotel", "200 g sugar"), where any is."""
+    found, said = [], []
+    for first, last in _matches(text, lo, hi, kind):
+        while first > lo and _inside_word(text, first) or _GROUPED.fullmatch(text[max(lo, first - 2) : first]):
+            first -= 1 if _inside_word(text, first) else 2  # its word's first byte; a number's first group ("1,400")
+        while last + 1 < hi and _inside_word(text, last + 1) or _GROUPED.fullmatch(text[last + 1 : min(hi, last + 3)]):
+            last += 1 if _inside_word(text, last + 1) else 2  # its word's last byte; a number's last group ("1.5")
+        ranged = _RANGE_FROM.search(text, max(lo, first - 24), first)
+        first = ranged.start() if ranged else first
+        rest = text[last + 1 : hi].split(b"\n", 1)[0].decode("utf-8", errors="ignore")
+        near = list(_WORD.finditer(_NEXT.split(rest, 1)[0]))[:_TOPIC_WITHIN]  # up to the next clause or number
+        counts = [w for w in near if counted and _says(counted, fold_latin(w[0].lower()))]
+        ends = [last]
+        if kind is NUMBER and rest.startswith(" ") and near:  # a bare number with what it counts
+            ends.append(last + len(rest[: (counts or near)[0].end()].encode("utf-8")))
+        found += [(first, end) for end in ends]
+        own = words(text[first : last + 1].decode("utf-8", errors="ignore")) + [w[0].lower() for w in near]
+        if any(_says(t, fold_latin(w)) for t in topic for w in own):
+            said += [(first, end) for end in ends]
+    return list(dict.fromkeys(said or found))
+
+
 def reach(text: bytes, lo: int, hi: int) -> list[int]:
     """For each byte of text[lo:hi], the last byte a span starting there may end on: its
     line's last, or (ONE_SENTENCE) its sentence's, the "." before a space."""
@@ -154,13 +197,27 @@ def reach(text: bytes, lo: int, hi: int) -> list[int]:
 
 
 def best_span(
-    text: bytes, begin: list[float], end: list[float], lo: int, hi: int, kind: re.Pattern | None = None
+    text: bytes,
+    begin: list[float],
+    end: list[float],
+    lo: int,
+    hi: int,
+    kind: re.Pattern | None = None,
+    topic: Sequence[str] = (),
+    counted: str | None = None,
 ) -> tuple[int, int] | None:
     """(first, last) byte of the best-scoring span in text[lo:hi] (begin[i] + end[j], i <= j):
     on one line and in one sentence (reach), at most MAX_BYTES, at word edges, holding text
-    of the asked kind where the block has any (kind_ends), and for a name (answer_kinds.NAME) one
-    of the block's names, whole; None where there is none."""
+    of the asked kind where the block has any (kind_ends); for a quantity one of the block's
+    quantities (quantities) and for a name (answer_kinds.NAME) one of its names, whole;
+    None where there is none."""
     best, found = float("-inf"), None
+    if ONE_QUANTITY and kind in QUANTITIES and KIND_SPANS:  # one quantity, whole: the head chooses which
+        for first, last in quantities(text, lo, hi, kind, topic, counted):
+            if last - first < MAX_BYTES and begin[first] + end[last] > best:
+                best, found = begin[first] + end[last], (first, last)
+        if found is not None:
+            return found
     if kind is NAME and KIND_SPANS:  # a name has its own edges (one line): the head only chooses which
         for first, last in _matches(text, lo, hi, kind):
             if begin[first] + end[last] > best:
@@ -183,10 +240,20 @@ def best_span(
     return found
 
 
+def _topic(asked: str, entry: str) -> list[str]:
+    """The question's topic words less those of the page's title (every line is of the page)."""
+    title = set(words(entry[1 : entry.index("] ")]))
+    return [t for t in query_terms(asked) if t not in title]
+
+
+_STEM = re.compile(r"(?<=\w{4})(?:es|s|ed|ing)$")  # English's inflections, off a stem of 4 letters or more
+
+
 def _says(term: str, word: str) -> bool:
     """Whether a block's word says a question's term: the same word, a form of it
-    ("trams" for "tram", "arranged" for "arrange"), or the word a typo meant."""
-    if term == word:
+    ("trams" for "tram", "arranged" for "arrange", "nurses" for "nursing": one stem), or
+    the word a typo meant."""
+    if term == word or _STEM.sub("", term) == _STEM.sub("", word) != "":
         return True
     short, long = sorted((term, word), key=len)
     if len(short) >= 4 and long.startswith(short) and len(long) - len(short) <= 3:
@@ -202,10 +269,9 @@ def best_line(asked: str, entry: str) -> str | None:
     None where no line stands out. A line, not a sentence: "what did I note about
     'obvious'?" asks for the note, "Put the sensor far from anything warm. Obvious in
     hindsight.", not its last sentence."""
-    page, text = entry[1:].split("] ", 1)
+    text = entry.split("] ", 1)[1]
     lines = [line.strip() for line in text.split("\n") if line.strip()]
-    title = set(words(page))
-    terms = [t for t in query_terms(asked) if t not in title]
+    terms = _topic(asked, entry)
     if len(lines) < 2 or not terms:
         return None
     scores = []
@@ -241,7 +307,8 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     page = len(best[: best.index("] ") + 2].encode("utf-8"))  # "[Page] ": no answer starts in it
     device = model.wte.weight.device
     begin, end = model.span_scores(torch.tensor([list(window)], device=device))
-    found = best_span(window, begin.tolist(), end.tolist(), start + page, start + len(shown), kind)
+    topic, counted = _topic(asked, best), counted_word(asked, query_terms(asked))
+    found = best_span(window, begin.tolist(), end.tolist(), start + page, start + len(shown), kind, topic, counted)
     if found is None:
         return None
     span = window[found[0] : found[1] + 1].decode("utf-8", errors="ignore").strip()

@@ -910,6 +910,21 @@ def test_a_count_is_said_with_what_it_counts(tmp_path, monkeypatch):
         assert idx.search("how much sugar goes in the dal?") != []
 
 
+def test_a_question_for_a_kind_of_text_is_answered_by_a_block_that_holds_it(tmp_path, monkeypatch):
+    """SAY_THE_KIND: "when was the choir founded?" is not answered by the choir's name line, which
+    says no date; "how many altos ...?" not by "next to the altos", which says no number.
+    The block that holds the kind still answers, and a question that asks no kind is as before."""
+    pages = {"Choir.md": "- name:: Spaarnestem, a mixed choir\n- my voice: baritone, next to the altos\n"}
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("when was Spaarnestem founded?") == []
+        assert idx.search("how many altos are there in the choir?") == []
+        assert [h.text for h in idx.search("what is Spaarnestem?")][:1] == ["name: Spaarnestem, a mixed choir"]
+        monkeypatch.setattr(search, "SAY_THE_KIND", False)
+        assert idx.search("when was Spaarnestem founded?") != []
+    with indexed(tmp_path / "b", {"Choir.md": "- Spaarnestem was founded in 1987\n"}) as idx:
+        assert [h.text for h in idx.search("when was Spaarnestem founded?")] == ["Spaarnestem was founded in 1987"]
+
+
 def test_phrases_are_runs_of_kept_words_broken_by_names():
     assert query.phrases("what is my blood type?", ["blood", "type"]) == [["blood", "type"]]
     assert query.phrases("what fuel does the Skoda run on?", ["fuel", "skoda", "run"]) == [["fuel"], ["run"]]

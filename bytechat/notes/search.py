@@ -53,6 +53,7 @@ SAY_WHOLE_PHRASE = True  # and where the asked words run together ("blood type")
 KIND_ON_NAMED_PAGE = True  # the kind asked says what is asked only on a page the question names
 SAY_NOT_OWNER = True  # whose fact is asked ("Kasia's") is not what is asked (rule 4)
 SAY_THE_COUNTED = True  # "how many altos" / "how much salt": the block says what is counted (rule 4)
+SAY_THE_KIND = True  # a question for a kind of text (a date, an amount) is answered by a block holding it
 TAGS_LAST = True  # a block of tags alone comes after every block that says something
 LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
@@ -172,6 +173,9 @@ class Search:
             if SAY_THE_ASKED and own and not follows:  # a follow-up's subject is the pronoun's
                 said = self._say_the_asked(own, near, fused, kind, query)
                 evidence = {rowid: value if rowid in said else 0.0 for rowid, value in evidence.items()}
+            if SAY_THE_KIND and kind is not None:  # "when was the choir founded?": a block with no date answers none
+                texts = {row[0]: row[2] for row in fused}
+                evidence = {rowid: value if kind.search(texts[rowid]) else 0.0 for rowid, value in evidence.items()}
         kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
         # "when did she start?" after "who is Priya?": Priya's blocks first, before other
         # pages that say "started" (the pronoun names whom the question is about).

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock
 from bytechat.notes.grounded import ABSTAIN
-from bytechat.notes.answer_kinds import NAME, answer_kind, span_kind
+from bytechat.notes.answer_kinds import NAME, PLACE, answer_kind, span_kind
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
 from bytechat.serve import span_answer
@@ -253,6 +253,35 @@ def test_a_quantity_question_gets_one_quantity_whole(monkeypatch):
     monkeypatch.setattr(span_answer, "ONE_QUANTITY", False)
     first, last = best_span(text, begin, end, 7, len(text), answer_kind("how many desks?"))
     assert text[first : last + 1] == b"24 desks for 31 people"  # without it, the head's run-on
+
+
+def test_a_where_question_gets_a_place_whole():
+    """answer_kinds.PLACE: "where" asks for what follows a word of place, up to the word that
+    joins or the clause's end, with the places that locate it, never a time; the head
+    chooses which place. "where did X come up in my notes?" asks for a note, not a place."""
+
+    def places(text):
+        return [m.group("place") for m in PLACE.finditer(text)]
+
+    assert places("Lives in Porto with Rui and their dog.") == ["Porto"]
+    assert places("hers hangs on the blue hook by my door.") == ["the blue hook by my door"]
+    assert places("Grew up in Gdańsk, moved to Galway in 2019") == ["Gdańsk"]  # a year is no place
+    assert places("Lives in Douglas, Cork, with her husband") == ["Douglas, Cork"]
+    assert places("we meet on Tuesdays at The Harbour Snug, in the evening") == ["The Harbour Snug"]
+    assert span_kind("where does Marta live?") is PLACE and span_kind("who lives where?") is NAME
+    assert span_kind("where did decisions come up in my notes?") is None
+    text = "[Oskar] Grew up in Gdańsk, moved to Galway in 2019".encode()
+    for seed in range(10):
+        begin, end = scores(text, seed)
+        end[len(text) - 1] = 50.0  # the head would run on
+        first, last = best_span(text, begin, end, 8, len(text), PLACE)
+        assert text[first : last + 1] == "Gdańsk".encode()
+    model = head_model()
+    home = NoteBlock("Marta", "Lives in Porto with Rui and their dog Bolacha.", 2)
+    assert answer_span(model, prompt([home, STARTER], "where does Marta's dog live?")) == "Porto"
+    flat = NoteBlock("Marta", "address\n  Rua das Flores 12\n  second floor, the green door", 2)
+    answer = answer_span(model, prompt([flat, STARTER], "where is the green door?"))
+    assert answer == "second floor, the green door"  # no place said: the line that says its words
 
 
 KIDS = NoteBlock("Tomasz", "Kids\n  Zofia (9), plays the cello\n  Kuba (5), obsessed with trams", 4)

@@ -92,6 +92,7 @@ def answer_kind(question: str) -> re.Pattern | None:
     return None
 
 
+PLACES = True  # whether "where" asks the answer head for a PLACE (docs/chat.md, "A place")
 # "who" wants a name: a capitalised word (or run of them, "Evert Lindqvist") inside a
 # sentence, not its first word, a month or a weekday, nor a word a page path's slash
 # joins ("Recipes/Risotto"). Only the answer head asks for it (span_kind); retrieval's
@@ -103,11 +104,31 @@ NAME = re.compile(
 )
 
 
+# "where" wants a place: what follows a word of place ("in", "at", "from", "on", ...) up to
+# the next word that joins ("with", "and") or the clause's end, a capitalised name after a
+# comma going on ("Douglas, Cork"), and the places that locate it ("on the blue hook by my
+# door"); not a time ("in 2019", "on Tuesdays", "in the morning"). Only the answer head
+# asks for it (span_kind).
+_PLACE_WORDS = "in|at|on|from|near|by|behind|under|above|inside|outside|beside|opposite|into|onto"
+_STOP = rf"with|and|or|since|for|to|until|when|where|because|so|but|every|each|{_PLACE_WORDS}"
+# "where did X come up in my notes?" asks where in the notes, for a note, not a place.
+_IN_THE_NOTES = re.compile(r"\b(?:notes?|noted|wrote|write|written|mention(?:s|ed)?|c[oa]me up|jott?(?:ed)?)\b", re.I)
+_NOT_A_TIME = rf"(?!(?:the |a )?(?:\d|(?:{_CALENDAR_WORDS}|morning|evening|afternoon|night|weekend)s?\b))"
+_A_PLACE = rf"{_NOT_A_TIME}[^\W\d_][^,.;:!?()\[\]\n]*?(?:, [A-Z][^\s,.;:!?()]*)*"
+PLACE = re.compile(  # the place is the group "place", with the places that locate it ("the hook by my door")
+    rf"\b(?:{_PLACE_WORDS}) (?P<place>{_A_PLACE}(?: (?:{_PLACE_WORDS}) {_A_PLACE})*)"
+    rf"(?=(?: (?:{_STOP})\b|[,.;:!?()\[\]\n]|$))"
+)
+
+
 def span_kind(question: str) -> re.Pattern | None:
     """The kind of text a question's answer span must say: answer_kind's, else a NAME
-    where the question's own question word is "who" ("who gave me the SCOBY?")."""
+    where the question's own question word is "who" ("who gave me the SCOBY?") and a
+    PLACE where it is "where"."""
     kind = answer_kind(question)
     first = _QUESTION_WORD.search(question)
     if kind is None and first is not None and first.group(0).lower() in ("who", "whom"):
         return NAME
+    if kind is None and first is not None and first.group(0).lower() == "where" and PLACES:
+        return None if _IN_THE_NOTES.search(question) else PLACE  # "where did I note it?" asks for a note
     return kind

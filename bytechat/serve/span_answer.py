@@ -26,7 +26,7 @@ import torch
 from rapidfuzz import fuzz
 
 from bytechat.model import GPT
-from bytechat.notes.answer_kinds import NAME, NUMBER, QUANTITIES, span_kind
+from bytechat.notes.answer_kinds import NAME, NUMBER, PLACE, QUANTITIES, span_kind
 from bytechat.notes.blocks import TODO_LINE
 from bytechat.notes.query import counted_word, fold_latin, names_page, query_terms, specificity, words
 from bytechat.serve.own_words import last_user
@@ -103,7 +103,8 @@ def _matches(text: bytes, lo: int, hi: int, kind: re.Pattern) -> list[tuple[int,
     """(first, last) byte of each text of the kind in text[lo:hi]; a quantity is said
     whole (WHOLE_QUANTITIES): "1 hour 10 minutes" is one, and so is a rate, "€96 a night"."""
     segment = text[lo:hi].decode("utf-8", errors="ignore")
-    spans = [(m.start(), m.end()) for m in kind.finditer(segment) if m.end() > m.start()]
+    group = "place" if "place" in kind.groupindex else 0  # a PLACE is what follows its "in", "at", ...
+    spans = [(m.start(group), m.end(group)) for m in kind.finditer(segment) if m.end(group) > m.start(group)]
     if WHOLE_QUANTITIES and kind in QUANTITIES:
         joined: list[tuple[int, int]] = []
         for start, end in spans:
@@ -218,7 +219,7 @@ def best_span(
                 best, found = begin[first] + end[last], (first, last)
         if found is not None:
             return found
-    if kind is NAME and KIND_SPANS:  # a name has its own edges (one line): the head only chooses which
+    if kind in (NAME, PLACE) and KIND_SPANS:  # a name or a place has its own edges: the head only chooses which
         for first, last in _matches(text, lo, hi, kind):
             if begin[first] + end[last] > best:
                 best, found = begin[first] + end[last], (first, last)
@@ -294,6 +295,8 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     if not entries or asked is None:
         return None
     kind, best = span_kind(asked), entries[-1]
+    if kind is PLACE and not PLACE.search(best):
+        kind = None  # a block that names no place answers "where" as a question for no kind
     if names_page(asked, best[1 : best.index("] ")]):
         return None  # "who is Priya?" asks about her page, not for a name: answered as a page question
     if kind is None:

@@ -255,6 +255,35 @@ def test_a_quantity_question_gets_one_quantity_whole(monkeypatch):
     assert text[first : last + 1] == b"24 desks for 31 people"  # without it, the head's run-on
 
 
+def test_a_when_question_gets_one_date_whole(monkeypatch):
+    """ONE_DATE: whatever the head scores, a "when" answer is one of the block's dates, said
+    whole with its day, year, "of the month", time and bound, never the line around it."""
+    cases = (
+        ("Dekker Verzekeringen, policy 7731-0042, renews on 1 March", {"1 March"}),
+        ("27 kg at the check on 29 January 2027", {"29 January 2027"}),
+        ("lessons every second Wednesday at 19:00, €35", {"every second Wednesday at 19:00"}),
+        ("Kennemer Imkers, second Saturday of the month", {"second Saturday of the month"}),
+        ("TODO order new frames before March", {"before March"}),
+        ("the servers move on the weekend of 16 January", {"the weekend of 16 January"}),
+        (
+            "trip: 12 to 16 February 2027, or Monday 18 January 2027",
+            {"12 to 16 February 2027", "Monday 18 January 2027"},
+        ),
+    )
+    for line, answers in cases:
+        text = f"[Page] {line}".encode()
+        for seed in range(10):
+            begin, end = scores(text, seed)
+            begin[7] = end[len(text) - 1] = 50.0  # the head would quote the line
+            first, last = best_span(text, begin, end, 7, len(text), answer_kind("when is it?"))
+            assert text[first : last + 1].decode() in answers, text[first : last + 1]
+    monkeypatch.setattr(span_answer, "ONE_DATE", False)
+    text = b"[Page] crates arrive on 11 January, 3 per person"
+    begin, end = scores(text, 0)
+    begin[7] = end[len(text) - 1] = 50.0
+    assert best_span(text, begin, end, 7, len(text), answer_kind("when is it?")) == (7, len(text) - 1)
+
+
 def test_a_where_question_gets_a_place_whole():
     """answer_kinds.PLACE: "where" asks for what follows a word of place, up to the word that
     joins or the clause's end, with the places that locate it, never a time; the head

@@ -70,6 +70,7 @@ _ASKS = (
 # answered from "2 minutes", not from "Toast the rice in the oil for"; a date's day comes
 # before its month, so "when" is not one of them.
 QUANTITIES = (_NUMBER, _AMOUNT, _DURATION, _TIME, _TEMPERATURE)
+DATE = _DATE  # a date's answer is said whole around it ("every second Wednesday at 19:00"): bytechat.serve.span_answer
 NUMBER = _NUMBER  # a bare number's unit is the word after it ("24 desks"): bytechat.serve.span_answer
 
 

@@ -26,7 +26,7 @@ import torch
 from rapidfuzz import fuzz
 
 from bytechat.model import GPT
-from bytechat.notes.answer_kinds import NAME, NUMBER, PLACE, QUANTITIES, span_kind
+from bytechat.notes.answer_kinds import DATE, NAME, NUMBER, PLACE, QUANTITIES, span_kind
 from bytechat.notes.blocks import TODO_LINE
 from bytechat.notes.query import counted_word, fold_latin, names_page, query_terms, specificity, words
 from bytechat.serve.own_words import last_user
@@ -74,6 +74,20 @@ WHOLE_TASKS = True
 # ("200 g sugar" for "how much sugar", "€420 for the hotel"), one of those. Measured in
 # docs/chat.md ("One quantity").
 ONE_QUANTITY = True
+# Whether a "when" question's answer is one date, said whole: the day with its month, its
+# year and its time ("29 January 2027", "every second Wednesday at 19:00", "the second
+# Saturday of the month") and the word that bounds it ("before March"); the head chooses
+# which. Measured in docs/chat.md ("One date").
+ONE_DATE = True
+_DATE_BEFORE = re.compile(
+    r"(?:(?:(?:before|after|by|until|till|since|from|about|around) )?(?:the )?(?:(?:every|each) )?"
+    r"(?:(?:first|second|third|fourth|last|next|other) )?(?:\d{1,2}(?:st|nd|rd|th)? (?:of )?)?)$",
+    re.I,
+)
+_DATE_AFTER = re.compile(
+    r"(?:st|nd|rd|th)?(?: \d{1,2}(?:st|nd|rd|th)?\b)?(?:,? (?:19|20)\d{2}\b)?(?: of the month\b)?(?: at \d{1,2}[:.h]\d{2}\b)?",
+    re.I,
+)
 _GROUPED = re.compile(rb"\d[.,]|[.,]\d")  # a number's digit groups: "\d[.,]" before it, "[.,]\d" after
 _WORD = re.compile(r"[^\W_]+")
 _NEXT = re.compile(r"[,;:.!?()\[\]]|\d")
@@ -185,6 +199,26 @@ def quantities(
     return list(dict.fromkeys(said or found))
 
 
+def dates(text: bytes, lo: int, hi: int) -> list[tuple[int, int]]:
+    """The (first, last) bytes an answer to a "when" question may span in text[lo:hi]
+    (ONE_DATE): each date the block says, with its day, ordinal, year, "of the month" and
+    time ("every second Wednesday at 19:00"), a range whole ("12 to 16 February"), dates
+    side by side as one ("Monday 18 January 2027", "the weekend of 16 January"), with the
+    word that bounds it ("before March")."""
+    segment = text[lo:hi].decode("utf-8", errors="ignore")
+    spans: list[list[int]] = []
+    for m in DATE.finditer(segment):
+        before, after = _DATE_BEFORE.search(segment, 0, m.start()), _DATE_AFTER.match(segment, m.end())
+        start = before.start()  # a bound is part of what the date says: "before March", never "March"
+        ranged = re.search(r"\d{1,2}(?:st|nd|rd|th)? ?(?:to|-|–) ?$", segment[:start])
+        start = ranged.start() if ranged else start
+        if spans and re.fullmatch(r",? ?|,? of ", segment[spans[-1][1] : start]):  # "Monday 18 January"
+            spans[-1][1] = max(spans[-1][1], after.end())
+        else:
+            spans.append([start, after.end()])
+    return [(lo + len(segment[:a].encode("utf-8")), lo + len(segment[:b].encode("utf-8")) - 1) for a, b in spans]
+
+
 def reach(text: bytes, lo: int, hi: int) -> list[int]:
     """For each byte of text[lo:hi], the last byte a span starting there may end on: its
     line's last, or (ONE_SENTENCE) its sentence's, the "." before a space."""
@@ -215,6 +249,12 @@ def best_span(
     best, found = float("-inf"), None
     if ONE_QUANTITY and kind in QUANTITIES and KIND_SPANS:  # one quantity, whole: the head chooses which
         for first, last in quantities(text, lo, hi, kind, topic, counted):
+            if last - first < MAX_BYTES and begin[first] + end[last] > best:
+                best, found = begin[first] + end[last], (first, last)
+        if found is not None:
+            return found
+    if ONE_DATE and kind is DATE and KIND_SPANS:  # one date, whole: the head chooses which
+        for first, last in dates(text, lo, hi):
             if last - first < MAX_BYTES and begin[first] + end[last] > best:
                 best, found = begin[first] + end[last], (first, last)
         if found is not None:

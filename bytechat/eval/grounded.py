@@ -57,7 +57,9 @@ from bytechat.notes.roam import load_pages
 from bytechat.serve.batch_engine import DEFAULT_MAX_BATCH, BatchEngine
 from bytechat.serve.generate import ChatEngine, ReplyDone, ReplyEvent, SamplingConfig
 
-REPLY_BYTES = 256
+# A reply may be as long as chat's own default (bytechat.serve.sampling): the eval measures
+# what a person gets. At 256 a page reply was cut at its third or fourth quote (docs/chat.md).
+REPLY_BYTES = SamplingConfig().max_new_bytes
 
 
 @dataclass

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from bytechat.model import GPT
 from bytechat.notes.blocks import NoteBlock
 from bytechat.notes.grounded import ABSTAIN
-from bytechat.notes.answer_kinds import NAME, PLACE, answer_kind, span_kind
+from bytechat.notes.answer_kinds import NAME, PLACE, answer_kind, as_typed, span_kind
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
 from bytechat.serve import span_answer
@@ -99,7 +99,8 @@ def test_a_fact_question_gets_a_span_of_the_best_block_and_other_questions_none(
     assert span and span in JOKE.text and len(span.encode()) <= MAX_BYTES
     assert answer_span(model, prompt(shown, "tell me about Jonas")) is None  # a whole page
     assert answer_span(model, prompt(shown, "who is Jonas?")) is None  # about his page, not for a name
-    assert answer_span(model, prompt(shown, "who brought Jonas?")) is not None  # a name asked
+    assert answer_span(model, prompt(shown, "who brought Jonas?")) is None  # the block names no one: quoted whole
+    assert answer_span(model, prompt(shown, "when did Jonas say 'really'?")) is not None  # it says a date
     assert answer_span(model, prompt(shown, "how do I feed the starter")) is None  # asks no kind of answer
     assert answer_span(model, prompt(None, "when is Jonas's birthday?")) is None  # no notes shown
     assert answer_span(GPT(model_config(block_size=512)).eval(), prompt(shown)) is None  # no span head
@@ -282,6 +283,21 @@ def test_a_when_question_gets_one_date_whole(monkeypatch):
     begin, end = scores(text, 0)
     begin[7] = end[len(text) - 1] = 50.0
     assert best_span(text, begin, end, 7, len(text), answer_kind("when is it?")) == (7, len(text) - 1)
+
+
+def test_a_mistyped_asking_word_is_read_as_meant():
+    """answer_kinds.as_typed: "wen", "wher", "how ofen" ask what "when", "where", "how often"
+    ask; a word of its own ("then", "were") and a question's other words stay as typed."""
+    assert as_typed("wen do i treat the bees for varoa") == "when do i treat the bees for varoa"
+    assert as_typed("wher does marta live") == "where does marta live"  # a letter left out: not "when"
+    assert as_typed("how ofen do i water it") == "how often do i water it"
+    assert as_typed("then were you there?") == "then were you there?"
+    assert span_kind("whn is the trian to bled") is answer_kind("when is the train?")
+    assert span_kind("wher does marta live") is PLACE
+    model = head_model()
+    gus = NoteBlock("Gus", "Feeding\n  fed 1:1:1 with rye\n  kept in the fridge", 2)
+    answer = answer_span(model, prompt([gus, STARTER], "wen do I feed the rye?"))
+    assert answer == "fed 1:1:1 with rye"  # the block says no date: its line that says the words
 
 
 def test_a_where_question_gets_a_place_whole():

@@ -11,6 +11,9 @@ from __future__ import annotations
 import calendar
 import re
 
+from rapidfuzz.distance import Levenshtein
+from wordfreq import zipf_frequency
+
 from bytechat.notes.blocks import TODO_LINE
 
 QUESTION_WORDS = frozenset("what when where which who whom whose why how".split())
@@ -93,6 +96,7 @@ def answer_kind(question: str) -> re.Pattern | None:
     return None
 
 
+TYPED_ASKING = True  # whether the answer head reads "wen", "wher" as "when", "where" (docs/chat.md, "Typed")
 PLACES = True  # whether "where" asks the answer head for a PLACE (docs/chat.md, "A place")
 # "who" wants a name: a capitalised word (or run of them, "Evert Lindqvist") inside a
 # sentence, not its first word, a month or a weekday, nor a word a page path's slash
@@ -122,10 +126,38 @@ PLACE = re.compile(  # the place is the group "place", with the places that loca
 )
 
 
+# The words that ask, as people mistype them ("wen", "wher", "how ofen"): a word English
+# rarely uses (Zipf below TYPED_BELOW) one edit from one of them is meant as it.
+_ASKING = ("what", "when", "where", "which", "who", "how", "often", "many", "much", "long")
+TYPED_BELOW = 4.0  # "wen" 3.5, "wher" 2.3; "then" 6.1 and "were" 6.3 are words of their own
+
+
+def _left_out(typed: str, word: str) -> bool:
+    """Whether typed is word with letters left out ("wher" of "where", not of "when")."""
+    letters = iter(word)
+    return all(ch in letters for ch in typed)
+
+
+def as_typed(question: str) -> str:
+    """question with each mistyped asking word written as meant (_ASKING): "wen do i treat the
+    bees" -> "when do i treat the bees", "how ofen" -> "how often"."""
+
+    def meant(m: re.Match) -> str:
+        word = m.group(0).lower()
+        if word in _ASKING or len(word) < 2 or zipf_frequency(word, "en") >= TYPED_BELOW:
+            return m.group(0)
+        near = [a for a in _ASKING if Levenshtein.distance(word, a) <= 1]
+        near.sort(key=lambda a: not _left_out(word, a))  # a letter left out is the likeliest slip: "wher"
+        return near[0] if near else m.group(0)
+
+    return re.sub(r"[^\W\d_]+", meant, question)
+
+
 def span_kind(question: str) -> re.Pattern | None:
     """The kind of text a question's answer span must say: answer_kind's, else a NAME
     where the question's own question word is "who" ("who gave me the SCOBY?") and a
-    PLACE where it is "where"."""
+    PLACE where it is "where"; its asking words read as meant (as_typed)."""
+    question = as_typed(question) if TYPED_ASKING else question
     kind = answer_kind(question)
     first = _QUESTION_WORD.search(question)
     if kind is None and first is not None and first.group(0).lower() in ("who", "whom"):

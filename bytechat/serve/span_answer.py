@@ -335,8 +335,8 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     if not entries or asked is None:
         return None
     kind, best = span_kind(asked), entries[-1]
-    if kind is PLACE and not PLACE.search(best):
-        kind = None  # a block that names no place answers "where" as a question for no kind
+    if kind is not None and not kind.search(best[best.index("] ") + 2 :]):
+        kind = None  # a block that says no text of the kind asked is answered as for no kind: its line
     if names_page(asked, best[1 : best.index("] ")]):
         return None  # "who is Priya?" asks about her page, not for a name: answered as a page question
     if kind is None:

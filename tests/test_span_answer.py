@@ -240,6 +240,8 @@ def test_a_quantity_question_gets_one_quantity_whole(monkeypatch):
         ("€950 in total, of which €420 for the hotel", "how much?", ("hotel",), None, {"€420"}),
         ("about €1,400 in total, split 3 and 4", "how much is it?", (), None, {"€1,400"}),
         ("Bake at 160 °C fan for 1 hour 10 minutes", "what temperature?", (), None, {"160 °C fan"}),
+        ("every second day, but every evening in July", "how often?", ("july",), None, {"every evening"}),
+        ("midwife, nights every other week", "how often?", ("nights",), None, {"every other week"}),
     )
     for line, question, topic, counted, answers in cases:
         text = f"[Page] {line}".encode()

@@ -73,6 +73,15 @@ _ASKS = (
 # answered from "2 minutes", not from "Toast the rice in the oil for"; a date's day comes
 # before its month, so "when" is not one of them.
 QUANTITIES = (_NUMBER, _AMOUNT, _DURATION, _TIME, _TEMPERATURE)
+FREQUENCY = _FREQUENCY
+# A frequency said whole, as the answer head says it: "every other week", "twice a month",
+# "3 times a week", "daily" (bytechat.serve.span_answer).
+FREQUENCY_WHOLE = re.compile(
+    r"\b(?:every|each) (?:(?:other|second|third|fourth|few|couple of) )?[^\W\d_]+(?: of the month)?"
+    r"|\b(?:once|twice|\d+ times|three times|four times) (?:a|per|each) [^\W\d_]+"
+    r"|\b(?:daily|weekly|monthly|yearly|nightly|fortnightly|always|usually)\b",
+    re.I,
+)
 DATE = _DATE  # a date's answer is said whole around it ("every second Wednesday at 19:00"): bytechat.serve.span_answer
 NUMBER = _NUMBER  # a bare number's unit is the word after it ("24 desks"): bytechat.serve.span_answer
 

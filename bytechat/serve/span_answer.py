@@ -26,7 +26,7 @@ import torch
 from rapidfuzz import fuzz
 
 from bytechat.model import GPT
-from bytechat.notes.answer_kinds import DATE, NAME, NUMBER, PLACE, QUANTITIES, span_kind
+from bytechat.notes.answer_kinds import DATE, FREQUENCY, FREQUENCY_WHOLE, NAME, NUMBER, PLACE, QUANTITIES, span_kind
 from bytechat.notes.blocks import TODO_LINE
 from bytechat.notes.query import counted_word, fold_latin, names_page, query_terms, specificity, words
 from bytechat.serve.own_words import last_user
@@ -71,8 +71,8 @@ WHOLE_TASKS = True
 # "24 desks" or "24"), not where the head's end scores, flat along a line, run on to ("24
 # desks for 31 people, so hot-desking on Mondays and Fridays"). And where some of the
 # block's quantities say a topic word of the question, or are followed closely by one
-# ("200 g sugar" for "how much sugar", "€420 for the hotel"), one of those. Measured in
-# docs/chat.md ("One quantity").
+# ("200 g sugar" for "how much sugar", "€420 for the hotel"), one of those. A frequency is
+# answered so too ("every other week"). Measured in docs/chat.md ("One quantity").
 ONE_QUANTITY = True
 # Whether a "when" question's answer is one date, said whole: the day with its month, its
 # year and its time ("29 January 2027", "every second Wednesday at 19:00", "the second
@@ -179,7 +179,7 @@ def quantities(
     follows it closely. Only the quantities that say one of the topic words, or are
     followed closely by one ("€420 for the hotel", "200 g sugar"), where any is."""
     found, said = [], []
-    for first, last in _matches(text, lo, hi, kind):
+    for first, last in _matches(text, lo, hi, FREQUENCY_WHOLE if kind is FREQUENCY else kind):
         while first > lo and _inside_word(text, first) or _GROUPED.fullmatch(text[max(lo, first - 2) : first]):
             first -= 1 if _inside_word(text, first) else 2  # its word's first byte; a number's first group ("1,400")
         while last + 1 < hi and _inside_word(text, last + 1) or _GROUPED.fullmatch(text[last + 1 : min(hi, last + 3)]):
@@ -247,7 +247,7 @@ def best_span(
     quantities (quantities) and for a name (answer_kinds.NAME) one of its names, whole;
     None where there is none."""
     best, found = float("-inf"), None
-    if ONE_QUANTITY and kind in QUANTITIES and KIND_SPANS:  # one quantity, whole: the head chooses which
+    if ONE_QUANTITY and (kind in QUANTITIES or kind is FREQUENCY) and KIND_SPANS:  # one, whole: the head chooses
         for first, last in quantities(text, lo, hi, kind, topic, counted):
             if last - first < MAX_BYTES and begin[first] + end[last] > best:
                 best, found = begin[first] + end[last], (first, last)

@@ -217,6 +217,12 @@ def test_a_who_question_gets_a_span_that_names_someone_where_the_block_does():
     first, last = best_span(two, begin, end, len(b"[Car] "), len(two), NAME)
     assert two[first : last + 1] == b"Henk"
     assert span_kind("who waters the plants when I'm away?") is NAME  # "when" opens a clause of it
+    assert span_kind("what about the last one, who arranged it?") is NAME  # the topic first, then the question
+    songs = b"[Choir] Faure, Cantique de Jean Racine; a folk song that Evert arranged himself"
+    begin, end = scores(songs, 3)
+    begin[songs.index(b"Jean")] = end[songs.index(b"Racine") + 5] = 50.0  # the head prefers the other name
+    first, last = best_span(songs, begin, end, 8, len(songs), NAME, ("arranged",))
+    assert songs[first : last + 1] == b"Evert"  # the name the question's topic follows
     assert span_kind("when did she start?") is not NAME and span_kind("what does Tomasz do?") is None
     plain = b"[Kombucha] the scoby came from a friend"
     assert best_span(plain, *scores(plain, 3), 11, len(plain), NAME) is not None

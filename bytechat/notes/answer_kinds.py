@@ -162,11 +162,16 @@ def as_typed(question: str) -> str:
     return re.sub(r"[^\W\d_]+", meant, question)
 
 
+# A topic named first, then the question: "what about the last one, who arranged it?"
+_ABOUT_FIRST = re.compile(r"^\W*(?:and |so |ok,? )?(?:what|how) about [^,;?]*[,;] *(?=\w)", re.I)
+
+
 def span_kind(question: str) -> re.Pattern | None:
     """The kind of text a question's answer span must say: answer_kind's, else a NAME
     where the question's own question word is "who" ("who gave me the SCOBY?") and a
     PLACE where it is "where"; its asking words read as meant (as_typed)."""
     question = as_typed(question) if TYPED_ASKING else question
+    question = _ABOUT_FIRST.sub("", question)  # "what about the last one, who arranged it?" asks who
     kind = answer_kind(question)
     first = _QUESTION_WORD.search(question)
     if kind is None and first is not None and first.group(0).lower() in ("who", "whom"):

@@ -193,10 +193,18 @@ def quantities(
         if kind is NUMBER and rest.startswith(" ") and near:  # a bare number with what it counts
             ends.append(last + len(rest[: (counts or near)[0].end()].encode("utf-8")))
         found += [(first, end) for end in ends]
-        own = words(text[first : last + 1].decode("utf-8", errors="ignore")) + [w[0].lower() for w in near]
-        if any(_says(t, fold_latin(w)) for t in topic for w in own):
+        if _with_topic(text, first, last, hi, topic):
             said += [(first, end) for end in ends]
     return list(dict.fromkeys(said or found))
+
+
+def _with_topic(text: bytes, first: int, last: int, hi: int, topic: Sequence[str]) -> bool:
+    """Whether text[first:last + 1] says one of the topic words, or the few words after it
+    do, before the next clause or number ("€420 for the hotel", "Evert arranged himself")."""
+    rest = text[last + 1 : hi].split(b"\n", 1)[0].decode("utf-8", errors="ignore")
+    near = [w[0].lower() for w in _WORD.finditer(_NEXT.split(rest, 1)[0])][:_TOPIC_WITHIN]
+    own = words(text[first : last + 1].decode("utf-8", errors="ignore")) + near
+    return any(_says(t, fold_latin(w)) for t in topic for w in own)
 
 
 def dates(text: bytes, lo: int, hi: int) -> list[tuple[int, int]]:
@@ -260,7 +268,8 @@ def best_span(
         if found is not None:
             return found
     if kind in (NAME, PLACE) and KIND_SPANS:  # a name or a place has its own edges: the head only chooses which
-        for first, last in _matches(text, lo, hi, kind):
+        named = _matches(text, lo, hi, kind)  # the ones the topic follows, where any (as for quantities)
+        for first, last in [m for m in named if _with_topic(text, *m, hi, topic)] or named:
             if begin[first] + end[last] > best:
                 best, found = begin[first] + end[last], (first, last)
         if found is not None:

@@ -683,7 +683,7 @@ def test_a_contraction_typed_without_its_apostrophe_is_a_way_of_asking(tmp_path)
 def test_a_word_form_or_compound_the_notes_write_differently(tmp_path):
     pages = {
         "Study.md": "- Bookshelves from the flea market, oak.\n- Desk lamp: brass.\n",
-        "Pilot.md": "- weight:: 27 kg at the vet's check\n- Walks: Barna Woods\n",
+        "Pilot.md": "- weight:: 27 kg at the vet's check on 29 January\n- Walks: Barna Woods\n",
     }
     with indexed(tmp_path, pages) as idx:
         assert idx.search("where did the shelf come from?")[0].text.startswith("Bookshelves")

@@ -298,6 +298,24 @@ def test_a_whole_page_question_gets_more_of_the_page_than_a_fact_question():
         )
 
 
+def test_a_whole_page_question_gets_each_bullet_before_one_bullet_s_children(monkeypatch):
+    """search.PAGE_BULLETS_FIRST: a long bullet is indexed one child at a time, each block
+    opening with its parent's line; a whole page's answer takes each bullet's first block
+    before that bullet's other children, in page order; a fact question is not reordered."""
+    blocks = [
+        NoteBlock("Vets", "Meetings\n  Clinical rounds every Monday at 08:15", 0),
+        NoteBlock("Vets", "Meetings\n  Practice meeting on the first Wednesday", 1),
+        NoteBlock("Vets", "Meetings\n  CPD lunch on the last Friday", 2),
+        NoteBlock("Vets", "Got back from Cork on Sunday", 3),
+        NoteBlock("Vets", "Got back from Cork on Su\u2026\n  the twins loved the star map", 4),
+        NoteBlock("Vets", "Salary review in June", 5),
+    ]
+    with NotesIndex.build(blocks) as idx:
+        assert [h.position for h in idx.search("tell me about Vets", k=3)] == [0, 3, 5, 1, 2]
+        monkeypatch.setattr(search, "PAGE_BULLETS_FIRST", False)
+        assert [h.position for h in idx.search("tell me about Vets", k=3)] == [0, 1, 2, 3, 4]
+
+
 def test_a_block_s_key_and_todos_are_what_it_is_about():
     """ "finished" is in both blocks; the one whose key it is answers "the finished of ..."."""
     blocks = [

@@ -56,6 +56,7 @@ SAY_THE_COUNTED = True  # "how many altos" / "how much salt": the block says wha
 SAY_THE_KIND = True  # a question for a kind of text (a date, an amount) is answered by a block holding it
 TAGS_LAST = True  # a block of tags alone comes after every block that says something
 LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
+PAGE_BULLETS_FIRST = True  # a whole page's answer takes each bullet's first block before a bullet's others
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
 
 _SEARCH = """
@@ -254,6 +255,8 @@ class Search:
         if specific:
             own = {row[0] for row in self._ranked([w for g in groups for w in g], len(rows) + 1, own_text=True)}
         rows.sort(key=lambda r: (kind is not None and not kind.search(r[2]), r[0] not in own, is_tags_only(r[2]), r[3]))
+        if PAGE_BULLETS_FIRST and not specific:
+            rows = _bullets_first(rows)
         return self._with_origin(rows[: k if specific else max(k, PAGE_BLOCKS)])
 
     def _say_the_asked(
@@ -336,3 +339,20 @@ class Search:
             for rowid in found:
                 held[rowid] += mass
         return {rowid: value / total if total else 0.0 for rowid, value in held.items()}
+
+
+def _bullets_first(rows: list[tuple]) -> list[tuple]:
+    """rows (id, page, text, position, score) in their order, the first block of each bullet
+    before the rest: a long bullet is indexed one child at a time, each block opening with
+    its parent's line ("Meetings", "Got back from Cork on Sunday after two nights a…"), and
+    the prompt holds three or four blocks, so a page's summary should not spend them on one
+    bullet's children."""
+    firsts, rest, seen = [], [], []
+    for row in rows:
+        head = row[2].split("\n", 1)[0].removesuffix("\u2026")
+        if any(line.startswith(head) or head.startswith(line) for line in seen):
+            rest.append(row)
+        else:
+            seen.append(head)
+            firsts.append(row)
+    return firsts + rest

@@ -17,7 +17,7 @@ from bytechat.notes.answer_kinds import NAME, PLACE, answer_kind, as_typed, span
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
 from bytechat.serve import span_answer
-from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_line, best_span
+from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_clause, best_line, best_span
 from bytechat.text.chat_format import format_chat
 from tests.helpers import model_config
 from tests.test_copying import FAITHFUL, STARTER, allowed, batched_reply, chat, steer
@@ -306,6 +306,23 @@ def test_a_mistyped_asking_word_is_read_as_meant():
     gus = NoteBlock("Gus", "Feeding\n  fed 1:1:1 with rye\n  kept in the fridge", 2)
     answer = answer_span(model, prompt([gus, STARTER], "wen do I feed the rye?"))
     assert answer == "fed 1:1:1 with rye"  # the block says no date: its line that says the words
+
+
+def test_a_yes_no_question_gets_the_clause_that_says_its_words():
+    """best_clause: "is breakfast included?" is answered "breakfast included", the clause of
+    the line that says its words; a request ("could you check ...?"), a question for a note
+    ("is its plan in there too?"), a question that is no yes/no one and a tie get none."""
+    hotel = "breakfast included, check-in from 15:00"
+    assert best_clause("is breakfast included?", hotel) == "breakfast included"
+    crumble = "Rub the butter in with your fingertips, never knead it."
+    assert best_clause("should I knead it?", crumble) == "never knead it."
+    assert best_clause("could you check the breakfast?", hotel) is None
+    assert best_clause("is its breakfast in there too?", hotel) is None
+    assert best_clause("what about breakfast?", hotel) is None
+    assert best_clause("is it good?", "good, very good") is None  # every clause says it
+    model = head_model()
+    trip = NoteBlock("Copenhagen Trip", "Hotel Vesterbro Hus, breakfast included, check-in from 15:00", 2)
+    assert answer_span(model, prompt([trip, STARTER], "is breakfast included?")) == "breakfast included"
 
 
 def test_a_where_question_gets_a_place_whole():

@@ -126,7 +126,7 @@ NAME = re.compile(
 _PLACE_WORDS = "in|at|on|from|near|by|behind|under|above|inside|outside|beside|opposite|into|onto"
 _STOP = rf"with|and|or|since|for|to|until|when|where|because|so|but|every|each|{_PLACE_WORDS}"
 # "where did X come up in my notes?" asks where in the notes, for a note, not a place.
-_IN_THE_NOTES = re.compile(r"\b(?:notes?|noted|wrote|write|written|mention(?:s|ed)?|c[oa]me up|jott?(?:ed)?)\b", re.I)
+IN_THE_NOTES = re.compile(r"\b(?:notes?|noted|wrote|write|written|mention(?:s|ed)?|c[oa]me up|jott?(?:ed)?)\b", re.I)
 _NOT_A_TIME = rf"(?!(?:the |a )?(?:\d|(?:{_CALENDAR_WORDS}|morning|evening|afternoon|night|weekend)s?\b))"
 _A_PLACE = rf"{_NOT_A_TIME}[^\W\d_][^,.;:!?()\[\]\n]*?(?:, [A-Z][^\s,.;:!?()]*)*"
 PLACE = re.compile(  # the place is the group "place", with the places that locate it ("the hook by my door")
@@ -177,5 +177,5 @@ def span_kind(question: str) -> re.Pattern | None:
     if kind is None and first is not None and first.group(0).lower() in ("who", "whom"):
         return NAME
     if kind is None and first is not None and first.group(0).lower() == "where" and PLACES:
-        return None if _IN_THE_NOTES.search(question) else PLACE  # "where did I note it?" asks for a note
+        return None if IN_THE_NOTES.search(question) else PLACE  # "where did I note it?" asks for a note
     return kind

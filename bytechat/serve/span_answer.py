@@ -26,7 +26,17 @@ import torch
 from rapidfuzz import fuzz
 
 from bytechat.model import GPT
-from bytechat.notes.answer_kinds import DATE, FREQUENCY, FREQUENCY_WHOLE, NAME, NUMBER, PLACE, QUANTITIES, span_kind
+from bytechat.notes.answer_kinds import (
+    DATE,
+    FREQUENCY,
+    FREQUENCY_WHOLE,
+    IN_THE_NOTES,
+    NAME,
+    NUMBER,
+    PLACE,
+    QUANTITIES,
+    span_kind,
+)
 from bytechat.notes.blocks import TODO_LINE
 from bytechat.notes.query import counted_word, fold_latin, names_page, query_terms, specificity, words
 from bytechat.serve.own_words import last_user
@@ -92,6 +102,15 @@ _GROUPED = re.compile(rb"\d[.,]|[.,]\d")  # a number's digit groups: "\d[.,]" be
 _WORD = re.compile(r"[^\W_]+")
 _NEXT = re.compile(r"[,;:.!?()\[\]]|\d")
 _TOPIC_WITHIN = 3  # words after a quantity that may say what it is of ("300 ml cold strong tea")
+# Whether a yes/no question is answered with the clause of its line that says its words
+# (best_clause). Measured in docs/chat.md ("A yes or a no, said").
+YES_NO_CLAUSES = True
+# ... but not a request ("could you check the budget?") nor one for a note ("is its plan in
+# there too?": in the notes, answered with the note whole)
+_YES_NO = re.compile(
+    r"^\W*(?:is|are|was|were|can|could|should|do|does|did|will|would|has|have|had)\b(?! you\b)(?!.*\bin there\b)", re.I
+)
+_CLAUSE_END = re.compile(r"[,;]\s+|(?<=[.!?])\s+")
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -332,6 +351,23 @@ def best_line(asked: str, entry: str) -> str | None:
     return lines[first] if scores[first] > scores[second] else None
 
 
+def best_clause(asked: str, text: str) -> str | None:
+    """For a yes/no question ("is breakfast included?", "can I freeze it?", "should I knead
+    it?"), the clause of text (one line; clauses end at "," ";" or a sentence's end) that
+    says more of the question's words than every other: the answer's evidence, as a person
+    would say it ("breakfast included", "never knead it"). None for any other question, a
+    text of several lines or one clause, or where no clause stands out."""
+    if not _YES_NO.match(asked) or IN_THE_NOTES.search(asked) or "\n" in text.strip():
+        return None
+    clauses = [c.strip() for c in _CLAUSE_END.split(text.strip()) if c.strip()]
+    terms = query_terms(asked)
+    if len(clauses) < 2 or not terms:
+        return None
+    scores = [sum(specificity(t) for t in terms if any(_says(t, w) for w in words(c))) for c in clauses]
+    first, second = sorted(range(len(clauses)), key=lambda i: -scores[i])[:2]
+    return clauses[first] if scores[first] > scores[second] else None
+
+
 def answer_span(model: GPT, prompt: bytes) -> str | None:
     """The text that answers the prompt's last question, copied from the best block
     shown: the head's span for a question that asks a kind of answer, else the block's
@@ -349,7 +385,9 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     if names_page(asked, best[1 : best.index("] ")]):
         return None  # "who is Priya?" asks about her page, not for a name: answered as a page question
     if kind is None:
-        return best_line(asked, best) if LINE_ANSWERS and not _STEPS.search(asked) else None
+        line = best_line(asked, best) if LINE_ANSWERS and not _STEPS.search(asked) else None
+        clause = best_clause(asked, line or best[best.index("] ") + 2 :]) if YES_NO_CLAUSES else None
+        return clause or line
     window = prompt[-model.config.block_size :]
     shown = escape_content(best).encode("utf-8")  # the best block as the prompt writes it, placed last
     notes_end = window.find(_NOTES_END)

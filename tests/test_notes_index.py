@@ -301,7 +301,7 @@ def test_a_whole_page_question_gets_more_of_the_page_than_a_fact_question():
 def test_a_whole_page_question_gets_each_bullet_before_one_bullet_s_children(monkeypatch):
     """search.PAGE_BULLETS_FIRST: a long bullet is indexed one child at a time, each block
     opening with its parent's line; a whole page's answer takes each bullet's first block
-    before that bullet's other children, in page order; a fact question is not reordered."""
+    before that bullet's other children, in page order."""
     blocks = [
         NoteBlock("Vets", "Meetings\n  Clinical rounds every Monday at 08:15", 0),
         NoteBlock("Vets", "Meetings\n  Practice meeting on the first Wednesday", 1),

@@ -17,7 +17,7 @@ from bytechat.notes.answer_kinds import NAME, PLACE, answer_kind, as_typed, span
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
 from bytechat.serve import span_answer
-from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_clause, best_line, best_span
+from bytechat.serve.span_answer import MAX_BYTES, answer_span, asked_value, best_clause, best_line, best_span
 from bytechat.text.chat_format import format_chat
 from tests.helpers import model_config
 from tests.test_copying import FAITHFUL, STARTER, allowed, batched_reply, chat, steer
@@ -323,6 +323,22 @@ def test_a_yes_no_question_gets_the_clause_that_says_its_words():
     model = head_model()
     trip = NoteBlock("Copenhagen Trip", "Hotel Vesterbro Hus, breakfast included, check-in from 15:00", 2)
     assert answer_span(model, prompt([trip, STARTER], "is breakfast included?")) == "breakfast included"
+
+
+def test_a_question_for_a_key_gets_its_value():
+    """asked_value: "what was the status of X?" is answered `finished` of `status: finished`;
+    a key's every topic word must be asked ("Why the name" asks "name"); a question for a
+    note, a line without a key or a key not asked get none."""
+    assert asked_value("what was the status of The Midnight Library again", "status: finished") == "finished"
+    why = "Why the name: weather + query. Short to type."
+    assert asked_value("any idea what wxq's Why the name is?", why) == "weather + query. Short to type."
+    assert asked_value("ok. and its plot", "plot: 14, next to the water tap") == "14, next to the water tap"
+    assert asked_value("I noted something about status once, what was it?", "status: finished") is None
+    assert asked_value("what was the status?", "finished in July") is None
+    assert asked_value("what was the rating?", "status: finished") is None
+    model = head_model()
+    book = NoteBlock("Books/Piranesi", "rating: 4/5", 2)
+    assert answer_span(model, prompt([book, STARTER], "could you check the rating for Piranesi?")) == "4/5"
 
 
 def test_a_where_question_gets_a_place_whole():

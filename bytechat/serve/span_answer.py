@@ -111,6 +111,10 @@ _YES_NO = re.compile(
     r"^\W*(?:is|are|was|were|can|could|should|do|does|did|will|would|has|have|had)\b(?! you\b)(?!.*\bin there\b)", re.I
 )
 _CLAUSE_END = re.compile(r"[,;]\s+|(?<=[.!?])\s+")
+# Whether a question for a key's value ("what's the status of X?") is answered with the
+# value of the `key: value` line it asks (asked_value). Measured in docs/chat.md ("The value asked").
+KEY_VALUES = True
+_KEY_VALUE = re.compile(r"^([^:\n]{1,40}): ([^\n]+)$")
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -368,6 +372,18 @@ def best_clause(asked: str, text: str) -> str | None:
     return clauses[first] if scores[first] > scores[second] else None
 
 
+def asked_value(asked: str, text: str) -> str | None:
+    """The value of a `key: value` line whose key the question asks for, every word of it
+    ("what was the status of The Midnight Library?" -> `finished` of `status: finished`,
+    "what is the plot number?" -> `14, next to the water tap` of `plot: 14, ...`); None for
+    any other line, several lines, or a question for a note."""
+    found = _KEY_VALUE.match(text.strip())
+    if found is None or IN_THE_NOTES.search(asked):
+        return None
+    terms, key = query_terms(asked), query_terms(found.group(1))
+    return found.group(2).strip() if key and all(any(_says(t, k) for t in terms) for k in key) else None
+
+
 def answer_span(model: GPT, prompt: bytes) -> str | None:
     """The text that answers the prompt's last question, copied from the best block
     shown: the head's span for a question that asks a kind of answer, else the block's
@@ -387,7 +403,8 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     if kind is None:
         line = best_line(asked, best) if LINE_ANSWERS and not _STEPS.search(asked) else None
         clause = best_clause(asked, line or best[best.index("] ") + 2 :]) if YES_NO_CLAUSES else None
-        return clause or line
+        said = clause or line or best[best.index("] ") + 2 :]
+        return (asked_value(asked, said) if KEY_VALUES else None) or clause or line
     window = prompt[-model.config.block_size :]
     shown = escape_content(best).encode("utf-8")  # the best block as the prompt writes it, placed last
     notes_end = window.find(_NOTES_END)

@@ -154,8 +154,9 @@ class Search:
                 lists.append((TOPIC_WEIGHT, self._ranked([*own, *context, *close], limit)))
             fused = fuse(lists)
             kind = answer_kind(query)
-            if kind is not None:  # the candidates holding what the question word asks for
-                fused = fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, [r for r in fused if kind.search(r[2])])])
+            holding = {r[0] for r in fused if kind is not None and kind.search(r[2])}  # what the question word asks for
+            if kind is not None:  # those candidates rise
+                fused = fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, [r for r in fused if r[0] in holding])])
             ids = [row[0] for row in fused]
             evidence = self._evidence(base if own else self.topic_words(topic[0]) or base, near, ids)
             about = set()  # blocks about what the pronoun points back at
@@ -175,8 +176,7 @@ class Search:
                 said = self._say_the_asked(own, near, fused, kind, query)
                 evidence = {rowid: value if rowid in said else 0.0 for rowid, value in evidence.items()}
             if SAY_THE_KIND and kind is not None:  # "when was the choir founded?": a block with no date answers none
-                texts = {row[0]: row[2] for row in fused}
-                evidence = {rowid: value if kind.search(texts[rowid]) else 0.0 for rowid, value in evidence.items()}
+                evidence = {rowid: value if rowid in holding else 0.0 for rowid, value in evidence.items()}
         kept = [row for row in fused if evidence[row[0]] >= EVIDENCE]
         # "when did she start?" after "who is Priya?": Priya's blocks first, before other
         # pages that say "started" (the pronoun names whom the question is about).

@@ -98,6 +98,10 @@ _DATE_AFTER = re.compile(
     r"(?:st|nd|rd|th)?(?: \d{1,2}(?:st|nd|rd|th)?\b)?(?:,? (?:19|20)\d{2}\b)?(?: of the month\b)?(?: at \d{1,2}[:.h]\d{2}\b)?",
     re.I,
 )
+_DAY_RANGE_FROM = re.compile(r"\d{1,2}(?:st|nd|rd|th)? ?(?:to|-|\u2013) ?$")  # "12 to " of "12 to 16 February"
+_DATES_JOIN = re.compile(
+    r",? ?|,? of "
+)  # between two dates said as one: "Monday 18 January", "the weekend of 16 January"
 _GROUPED = re.compile(rb"\d[.,]|[.,]\d")  # a number's digit groups: "\d[.,]" before it, "[.,]\d" after
 _WORD = re.compile(r"[^\W_]+")
 _NEXT = re.compile(r"[,;:.!?()\[\]]|\d")
@@ -209,8 +213,7 @@ def quantities(
             last += 1 if _inside_word(text, last + 1) else 2  # its word's last byte; a number's last group ("1.5")
         ranged = _RANGE_FROM.search(text, max(lo, first - 24), first)
         first = ranged.start() if ranged else first
-        rest = text[last + 1 : hi].split(b"\n", 1)[0].decode("utf-8", errors="ignore")
-        near = list(_WORD.finditer(_NEXT.split(rest, 1)[0]))[:_TOPIC_WITHIN]  # up to the next clause or number
+        rest, near = _after(text, last, hi)
         counts = [w for w in near if counted and _says(counted, fold_latin(w[0].lower()))]
         ends = [last]
         if kind is NUMBER and rest.startswith(" ") and near:  # a bare number with what it counts
@@ -224,10 +227,16 @@ def quantities(
 def _with_topic(text: bytes, first: int, last: int, hi: int, topic: Sequence[str]) -> bool:
     """Whether text[first:last + 1] says one of the topic words, or the few words after it
     do, before the next clause or number ("€420 for the hotel", "Evert arranged himself")."""
-    rest = text[last + 1 : hi].split(b"\n", 1)[0].decode("utf-8", errors="ignore")
-    near = [w[0].lower() for w in _WORD.finditer(_NEXT.split(rest, 1)[0])][:_TOPIC_WITHIN]
-    own = words(text[first : last + 1].decode("utf-8", errors="ignore")) + near
+    after = [w[0].lower() for w in _after(text, last, hi)[1]]
+    own = words(text[first : last + 1].decode("utf-8", errors="ignore")) + after
     return any(_says(t, fold_latin(w)) for t in topic for w in own)
+
+
+def _after(text: bytes, last: int, hi: int) -> tuple[str, list[re.Match]]:
+    """The rest of text[last + 1:hi]'s line, and its first few words (_TOPIC_WITHIN) before the
+    next clause or number: where what a quantity or a name is of is said."""
+    rest = text[last + 1 : hi].split(b"\n", 1)[0].decode("utf-8", errors="ignore")
+    return rest, list(_WORD.finditer(_NEXT.split(rest, 1)[0]))[:_TOPIC_WITHIN]
 
 
 def dates(text: bytes, lo: int, hi: int) -> list[tuple[int, int]]:
@@ -241,9 +250,9 @@ def dates(text: bytes, lo: int, hi: int) -> list[tuple[int, int]]:
     for m in DATE.finditer(segment):
         before, after = _DATE_BEFORE.search(segment, 0, m.start()), _DATE_AFTER.match(segment, m.end())
         start = before.start()  # a bound is part of what the date says: "before March", never "March"
-        ranged = re.search(r"\d{1,2}(?:st|nd|rd|th)? ?(?:to|-|–) ?$", segment[:start])
+        ranged = _DAY_RANGE_FROM.search(segment[:start])
         start = ranged.start() if ranged else start
-        if spans and re.fullmatch(r",? ?|,? of ", segment[spans[-1][1] : start]):  # "Monday 18 January"
+        if spans and _DATES_JOIN.fullmatch(segment[spans[-1][1] : start]):  # "Monday 18 January"
             spans[-1][1] = max(spans[-1][1], after.end())
         else:
             spans.append([start, after.end()])
@@ -277,26 +286,17 @@ def best_span(
     of the asked kind where the block has any (kind_ends); for a quantity one of the block's
     quantities (quantities) and for a name (answer_kinds.NAME) one of its names, whole;
     None where there is none."""
-    best, found = float("-inf"), None
-    if ONE_QUANTITY and (kind in QUANTITIES or kind is FREQUENCY) and KIND_SPANS:  # one, whole: the head chooses
-        for first, last in quantities(text, lo, hi, kind, topic, counted):
-            if last - first < MAX_BYTES and begin[first] + end[last] > best:
-                best, found = begin[first] + end[last], (first, last)
-        if found is not None:
-            return found
-    if ONE_DATE and kind is DATE and KIND_SPANS:  # one date, whole: the head chooses which
-        for first, last in dates(text, lo, hi):
-            if last - first < MAX_BYTES and begin[first] + end[last] > best:
-                best, found = begin[first] + end[last], (first, last)
-        if found is not None:
-            return found
-    if kind in (NAME, PLACE) and KIND_SPANS:  # a name or a place has its own edges: the head only chooses which
+    whole = None  # an answer with its own edges, whole: the head only chooses which
+    if ONE_QUANTITY and (kind in QUANTITIES or kind is FREQUENCY) and KIND_SPANS:
+        whole = _best_of(quantities(text, lo, hi, kind, topic, counted), begin, end, MAX_BYTES)
+    elif ONE_DATE and kind is DATE and KIND_SPANS:
+        whole = _best_of(dates(text, lo, hi), begin, end, MAX_BYTES)
+    elif kind in (NAME, PLACE) and KIND_SPANS:
         named = _matches(text, lo, hi, kind)  # the ones the topic follows, where any (as for quantities)
-        for first, last in [m for m in named if _with_topic(text, *m, hi, topic)] or named:
-            if begin[first] + end[last] > best:
-                best, found = begin[first] + end[last], (first, last)
-        if found is not None:
-            return found
+        whole = _best_of([m for m in named if _with_topic(text, *m, hi, topic)] or named, begin, end)
+    if whole is not None:
+        return whole
+    best, found = float("-inf"), None
     needs, limit = kind_ends(text, lo, hi, kind), reach(text, lo, hi)
     starts = quantity_starts(text, lo, hi, kind)
     for i in range(lo, hi):
@@ -310,6 +310,18 @@ def best_span(
                 continue
             if begin[i] + end[j] > best:
                 best, found = begin[i] + end[j], (i, j)
+    return found
+
+
+def _best_of(
+    spans: list[tuple[int, int]], begin: list[float], end: list[float], max_bytes: int | None = None
+) -> tuple[int, int] | None:
+    """The first of the spans the head scores highest (begin[first] + end[last]), of those
+    shorter than max_bytes (any, where None); None where none scores above -inf."""
+    best, found = float("-inf"), None
+    for first, last in spans:
+        if (max_bytes is None or last - first < max_bytes) and begin[first] + end[last] > best:
+            best, found = begin[first] + end[last], (first, last)
     return found
 
 
@@ -396,30 +408,29 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     if not entries or asked is None:
         return None
     kind, best = span_kind(asked), entries[-1]
-    if kind is not None and not kind.search(best[best.index("] ") + 2 :]):
+    page, text = best[1:].split("] ", 1)  # the best block's page and what it says
+    if kind is not None and not kind.search(text):
         kind = None  # a block that says no text of the kind asked is answered as for no kind: its line
-    if names_page(asked, best[1 : best.index("] ")]):
+    if names_page(asked, page):
         return None  # "who is Priya?" asks about her page, not for a name: answered as a page question
     if kind is None:
         line = best_line(asked, best) if LINE_ANSWERS and not _STEPS.search(asked) else None
-        clause = best_clause(asked, line or best[best.index("] ") + 2 :]) if YES_NO_CLAUSES else None
-        said = clause or line or best[best.index("] ") + 2 :]
-        return (asked_value(asked, said) if KEY_VALUES else None) or clause or line
+        clause = best_clause(asked, line or text) if YES_NO_CLAUSES else None
+        return (asked_value(asked, clause or line or text) if KEY_VALUES else None) or clause or line
     window = prompt[-model.config.block_size :]
     shown = escape_content(best).encode("utf-8")  # the best block as the prompt writes it, placed last
     notes_end = window.find(_NOTES_END)
     start = window.rfind(b"\n" + shown, 0, notes_end) + 1
     if notes_end < 0 or start == 0:
         return None  # the notes were cut off the window
-    page = len(best[: best.index("] ") + 2].encode("utf-8"))  # "[Page] ": no answer starts in it
+    opening = len(f"[{page}] ".encode("utf-8"))  # no answer starts in it
     device = model.wte.weight.device
     begin, end = model.span_scores(torch.tensor([list(window)], device=device))
     topic, counted = _topic(asked, best), counted_word(asked, query_terms(asked))
-    found = best_span(window, begin.tolist(), end.tolist(), start + page, start + len(shown), kind, topic, counted)
+    found = best_span(window, begin.tolist(), end.tolist(), start + opening, start + len(shown), kind, topic, counted)
     if found is None:
         return None
     span = window[found[0] : found[1] + 1].decode("utf-8", errors="ignore").strip()
     if kind is TODO_LINE and WHOLE_TASKS:
-        text = best[best.index("] ") + 2 :]  # the block less its "[Page] "
         span = next((m.group(1).strip() for m in TODO_LINE.finditer(text) if span in m.group(1)), span)
     return span if span and span in best else None

@@ -20,7 +20,7 @@ from bytechat.notes import roam
 from bytechat.notes.blocks import GROUP_BYTES, NO_NOTES, NoteBlock, page_blocks, render_notes
 from bytechat.text.chat_format import format_chat
 from bytechat.notes.index import Hit, NotesIndex, NotesIndexError, index_folder, notes_fingerprint
-from bytechat.notes import query, search
+from bytechat.notes import answer_kinds, query, search
 from bytechat.notes.search import PAGE_BLOCKS
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
 from bytechat.notes.dialogues.asking import KEYWORD_TEMPLATES, PAGE_TEMPLATES
@@ -892,6 +892,7 @@ def test_a_compound_that_is_asked_is_said_whole(tmp_path, monkeypatch):
         assert idx.search("why did I need to call Brink?")[0].page == "Log"
         assert idx.search("wen does bookclub meet")[0].text.startswith("meets")
         monkeypatch.setattr(search, "SAY_WHOLE_PHRASE", False)  # word by word, "type" says "blood type"
+        monkeypatch.setattr(search, "SAY_THE_HEAD", False)  # (which asks "blood" of "what is my blood ...")
         assert [h.page for h in idx.search("what is my blood type?")] == ["Habits"]
 
 
@@ -941,6 +942,40 @@ def test_a_question_for_a_kind_of_text_is_answered_by_a_block_that_holds_it(tmp_
         assert idx.search("when was Spaarnestem founded?") != []
     with indexed(tmp_path / "b", {"Choir.md": "- Spaarnestem was founded in 1987\n"}) as idx:
         assert [h.text for h in idx.search("when was Spaarnestem founded?")] == ["Spaarnestem was founded in 1987"]
+
+
+def test_the_noun_a_question_asks_for_is_said(tmp_path, monkeypatch):
+    """SAY_THE_HEAD: "which platform does the train leave from?" is not answered by the train
+    line, which says no platform, nor "what's the rent at the new office?" by its address; a
+    block that says the noun, a compound of it ("walnuts" for "what nuts") or the notes'
+    abbreviation of it ("booking ref" for "booking reference") still answers."""
+    pages = {
+        "Trip.md": "- Trains\n    - leave København H at 09:40\n- back: LJU on 24 April, booking ref KX7P2M\n",
+        "Office.md": "- new office: Kanaalweg 220, third floor\n",
+        "Femke.md": "- allergic to walnuts and pecans\n",
+    }
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("which platform does the train leave from?") == []
+        assert idx.search("what's the rent at the new office?") == []
+        assert [h.text for h in idx.search("what nuts is Femke allergic to?")] == ["allergic to walnuts and pecans"]
+        ref = [h.text for h in idx.search("what's the booking reference for the trip back?")]
+        assert ref[:1] == ["back: LJU on 24 April, booking ref KX7P2M"]
+        assert [h.text for h in idx.search("which train do I take?")][:1] == ["Trains\n  leave København H at 09:40"]
+        monkeypatch.setattr(search, "SAY_THE_HEAD", False)
+        assert idx.search("which platform does the train leave from?") != []
+
+
+def test_a_question_for_an_age_wants_one(tmp_path):
+    """ "how old" asks for an age ("Zofia (9)", "turns 78", "born in 2021"), not a birthday's day
+    of the month; "which days" asks for days, as "which day" does ("Mondays and Fridays")."""
+    assert answer_kinds.answer_kind("how old is Zofia?").search("Zofia (9), plays the cello")
+    assert answer_kinds.answer_kind("how old is Dad?").search("birthday: 30 October, turns 78 this year")
+    assert not answer_kinds.answer_kind("how old is Femke?").search("birthday: 2 February")
+    assert not answer_kinds.answer_kind("how old is it?").search("the house is 4 km away")
+    assert answer_kinds.answer_kind("which days are we in?").search("hot-desking on Mondays and Fridays")
+    pages = {"Femke.md": "- birthday:: 2 February\n- dark chocolate, the 85% kind\n"}
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("how old is Femke turning?") == []
 
 
 def test_phrases_are_runs_of_kept_words_broken_by_names():

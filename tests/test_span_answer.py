@@ -17,7 +17,7 @@ from bytechat.notes.answer_kinds import NAME, PLACE, answer_kind, as_typed, span
 from bytechat.serve.copying import copy_guard
 from bytechat.serve.generate import ChatEngine
 from bytechat.serve import span_answer
-from bytechat.serve.span_answer import MAX_BYTES, answer_span, asked_value, best_clause, best_line, best_span
+from bytechat.serve.span_answer import MAX_BYTES, answer_span, best_span
 from bytechat.text.chat_format import format_chat
 from tests.helpers import model_config
 from tests.test_copying import FAITHFUL, STARTER, allowed, batched_reply, chat, steer
@@ -308,39 +308,6 @@ def test_a_mistyped_asking_word_is_read_as_meant():
     assert answer == "fed 1:1:1 with rye"  # the block says no date: its line that says the words
 
 
-def test_a_yes_no_question_gets_the_clause_that_says_its_words():
-    """best_clause: "is breakfast included?" is answered "breakfast included", the clause of
-    the line that says its words; a request ("could you check ...?"), a question for a note
-    ("is its plan in there too?"), a question that is no yes/no one and a tie get none."""
-    hotel = "breakfast included, check-in from 15:00"
-    assert best_clause("is breakfast included?", hotel) == "breakfast included"
-    crumble = "Rub the butter in with your fingertips, never knead it."
-    assert best_clause("should I knead it?", crumble) == "never knead it."
-    assert best_clause("could you check the breakfast?", hotel) is None
-    assert best_clause("is its breakfast in there too?", hotel) is None
-    assert best_clause("what about breakfast?", hotel) is None
-    assert best_clause("is it good?", "good, very good") is None  # every clause says it
-    model = head_model()
-    trip = NoteBlock("Copenhagen Trip", "Hotel Vesterbro Hus, breakfast included, check-in from 15:00", 2)
-    assert answer_span(model, prompt([trip, STARTER], "is breakfast included?")) == "breakfast included"
-
-
-def test_a_question_for_a_key_gets_its_value():
-    """asked_value: "what was the status of X?" is answered `finished` of `status: finished`;
-    a key's every topic word must be asked ("Why the name" asks "name"); a question for a
-    note, a line without a key or a key not asked get none."""
-    assert asked_value("what was the status of The Midnight Library again", "status: finished") == "finished"
-    why = "Why the name: weather + query. Short to type."
-    assert asked_value("any idea what wxq's Why the name is?", why) == "weather + query. Short to type."
-    assert asked_value("ok. and its plot", "plot: 14, next to the water tap") == "14, next to the water tap"
-    assert asked_value("I noted something about status once, what was it?", "status: finished") is None
-    assert asked_value("what was the status?", "finished in July") is None
-    assert asked_value("what was the rating?", "status: finished") is None
-    model = head_model()
-    book = NoteBlock("Books/Piranesi", "rating: 4/5", 2)
-    assert answer_span(model, prompt([book, STARTER], "could you check the rating for Piranesi?")) == "4/5"
-
-
 def test_a_where_question_gets_a_place_whole():
     """answer_kinds.PLACE: "where" asks for what follows a word of place, up to the word that
     joins or the clause's end, with the places that locate it, never a time; the head
@@ -371,27 +338,6 @@ def test_a_where_question_gets_a_place_whole():
 
 
 KIDS = NoteBlock("Tomasz", "Kids\n  Zofia (9), plays the cello\n  Kuba (5), obsessed with trams", 4)
-
-
-def test_a_question_that_asks_no_kind_gets_the_line_of_the_block_that_says_its_words():
-    """best_line: the line that says more of the question's words (a word form, a typo of
-    one) than any other line; the page's title says nothing; a sentence is no line."""
-    entry = f"[{KIDS.page}] {KIDS.text}"
-    assert best_line("which of Tomasz's kids is the tram fan?", entry) == "Kuba (5), obsessed with trams"
-    assert best_line("who plays the chello?", entry) == "Zofia (9), plays the cello"  # a typo of "cello"
-    assert best_line("who is obsessing over trams?", entry) == "Kuba (5), obsessed with trams"  # one stem
-    assert best_line("what about Tomasz?", entry) is None  # the title's words say nothing
-    assert best_line("which of them is older?", entry) is None  # no line says it
-    tyres = "[Car] Tyres\n  front tyres: new in May\n  back tyres: worn"
-    assert best_line("what about the tyres?", tyres) is None  # every line says it: a tie
-    assert best_line("are the back tyres worn?", tyres) == "back tyres: worn"
-    club = "[Book Club] Next meeting at Pieter's place. Bring snacks, he has the wine."
-    assert best_line("what am I bringing to the next book club?", club) is None  # one line: the note whole
-    model = head_model()
-    shown = [KIDS, STARTER]  # best first: placed last
-    assert answer_span(model, prompt(shown, "which kid loves trams?")) == "Kuba (5), obsessed with trams"
-    assert answer_span(model, prompt(shown, "how do I get the kid to love trams?")) is None  # steps: the block
-    assert answer_span(model, prompt(shown, "tell me about Tomasz")) is None  # the page
 
 
 def test_with_a_span_the_one_quote_is_the_page_and_the_span():

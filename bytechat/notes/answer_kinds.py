@@ -28,7 +28,7 @@ _MONTHS = "|".join(
     name[:3] + f"(?:{name[3:]})?" if len(name) > 3 else name for name in map(str.lower, calendar.month_name[1:])
 )
 _DATE = re.compile(
-    rf"\b(?:(?:{_MONTHS}|sept)|monday|tuesday|wednesday|thursday|friday|saturday|sunday|today|tomorrow|"
+    rf"\b(?:(?:{_MONTHS}|sept)|(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?|today|tomorrow|"
     r"tonight|yesterday|weekend|morning|evening|\d{1,2}[:.h]\d{2}|\d{1,2} ?(?:am|pm)|(?:19|20)\d{2})\b",
     re.IGNORECASE,
 )
@@ -58,15 +58,23 @@ _AMOUNT = re.compile(
     rf"[€$£¥]\s?\d+(?:[.,]\d+)*|\d(?:[.,]\d+)?\s?(?:%|€|(?!(?:{_MONTHS}|sept|{_JOINING})\b)[^\W\d_]+\b)|\b(?:half|a handful|a pinch)\b",
     re.I,
 )
+# "how old" wants an age: a number said as one ("Zofia (9)", "turns 78", "is 4", "9 years
+# old") or a birth ("born in March 2021"), not a day of the month ("birthday: 2 February").
+_AGE = re.compile(
+    r"\(\d{1,3}\)|\b(?:aged?|turns?|turning|turned|is|are|was) \d{1,3}\b(?! ?(?:%|°|[.,:]\d|(?:[kcm]?m|k?g|ml|l|lb|miles?|hours?|minutes?|days?|weeks?|times)\b))"
+    r"|\b\d{1,3}(?:-| )(?:years?|yrs?|months?)(?:-| )old\b|\bborn\b",
+    re.I,
+)
 _ASKS = (
     (re.compile(r"\b(?:todos?|to-dos?|tasks?|to do|get done|still have to)\b", re.I), TODO_LINE),
     (re.compile(r"\b(?:temperature|temp|how hot)\b", re.I), _TEMPERATURE),
     (re.compile(r"\bhow often\b", re.I), _FREQUENCY),
     (re.compile(r"\b(?:what|which) (?:time|hours?)\b", re.I), _TIME),
     (re.compile(r"\bhow long\b", re.I), _DURATION),
-    (re.compile(r"\b(?:when|what date|what day|which day|how soon)\b", re.I), _DATE),
+    (re.compile(r"\b(?:when|what date|what days?|which days?|how soon)\b", re.I), _DATE),
     (re.compile(r"\bhow much\b", re.I), _AMOUNT),
-    (re.compile(r"\bhow (?:many|old|far|big|tall|heavy)\b", re.I), _NUMBER),
+    (re.compile(r"\bhow old\b", re.I), _AGE),
+    (re.compile(r"\bhow (?:many|far|big|tall|heavy)\b", re.I), _NUMBER),
 )
 
 # The kinds whose answer opens with their own text: "how long do I toast the rice?" is
@@ -83,6 +91,7 @@ FREQUENCY_WHOLE = re.compile(
     re.I,
 )
 DATE = _DATE  # a date's answer is said whole around it ("every second Wednesday at 19:00"): bytechat.serve.span_answer
+AGE = _AGE  # the answer head says an age as a number (span_kind)
 NUMBER = _NUMBER  # a bare number's unit is the word after it ("24 desks"): bytechat.serve.span_answer
 
 
@@ -173,6 +182,7 @@ def span_kind(question: str) -> re.Pattern | None:
     question = as_typed(question) if TYPED_ASKING else question
     question = _ABOUT_FIRST.sub("", question)  # "what about the last one, who arranged it?" asks who
     kind = answer_kind(question)
+    kind = _NUMBER if kind is _AGE else kind  # "Zofia (9)": the age is its number
     first = _QUESTION_WORD.search(question)
     if kind is None and first is not None and first.group(0).lower() in ("who", "whom"):
         return NAME

@@ -89,6 +89,7 @@ _GIVE_ME = re.compile(r"\bgive\s+(?:me|us)\b", re.IGNORECASE)
 _HAPPEN = frozenset("happen happens happened happening".split())
 _LONG_STOPWORDS = sorted(w for w in STOPWORDS if len(w) >= 3)
 MAX_NEIGHBOURS = 3  # vocabulary neighbours kept per unknown word
+ABBREVIATIONS = True  # a word's neighbours hold the notes' abbreviation of it: "ref" for "reference" (Vocabulary)
 # A word this common in English (Zipf frequency: "key" 5.1, "wear" 4.9, "pension" 4.2) is
 # meant as typed: never a misspelt way of asking, and its one-edit neighbours are its own
 # forms (same first letters: "grow" -> "grew"), not other words; typos and the
@@ -224,6 +225,30 @@ def possessors(text: str) -> list[str]:
     """The topic words a question names as an owner ("mum" in "when is my mum's
     birthday?", "tomasz" in "Tomasz's address"); "what's", "it's" are not (stopwords)."""
     return query_terms(" ".join(m.group(1) or m.group(2) for m in _POSSESSIVE.finditer(text)))
+
+
+# "which platform ...?", "what's the rent ...?": the noun that opens the question names
+# what it asks for, after the question word and a determiner ("what's the", "which of" is not one).
+_HEAD_NOUN = re.compile(
+    r"^\W*(?:(?:and|so|ok),? )?(?:which|what)(?:['\u2019]s| is| was| are| were)?\s+"
+    r"(?:(?:the|my|our|your|a|an|his|her|their)\s+)?([^\W\d_]+)\b(?!['\u2019]s)",
+    re.IGNORECASE,
+)
+
+
+def is_compound_of(word: str, head: str) -> bool:
+    """Whether word is a compound whose last part is head ("walnuts" of "nuts", "Mondays" of
+    "days"): English puts a compound's head last, after a part of three letters or more."""
+    return len(word) - len(head) >= 3 and word.endswith(head)
+
+
+def head_noun(question: str) -> str | None:
+    """The word a "which N" or "what's the N" question asks for, where it is a topic word
+    ("platform" of "which platform does the train leave from?", "rent" of "what's the rent
+    at the new office?"); None for any other question ("what did I ...", "which of them")."""
+    found = _HEAD_NOUN.match(question)
+    word = fold_latin(found.group(1).lower()) if found else None
+    return word if word is not None and word not in STOPWORDS else None
 
 
 def _going_on(text: str) -> str:
@@ -373,6 +398,13 @@ class Vocabulary:
             base = _INFLECTION.sub("", term)
             if base != term and len(base) >= 4:
                 near.update(w for w in self._words if w != term and w.startswith(base) and len(w) - len(base) <= 2)
+        if ABBREVIATIONS:  # one the notes write ("ref" for "reference", "temp"): shorter and rarer
+            zipf = zipf_frequency(term, "en")
+            near.update(
+                w
+                for w in self._words
+                if len(w) >= 3 and len(term) - len(w) >= 3 and term.startswith(w) and zipf_frequency(w, "en") < zipf
+            )
         ranked = sorted(near, key=lambda w: (-self.df[w], w))[:MAX_NEIGHBOURS]
         # A compound the notes write as two words ("bookclub" -> the phrase "book club").
         split = [

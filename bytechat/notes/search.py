@@ -27,7 +27,9 @@ from bytechat.notes.query import (
     counted_word,
     day_mentions,
     fuse,
+    head_noun,
     in_title,
+    is_compound_of,
     is_elliptical,
     is_known,
     match_expression,
@@ -56,6 +58,7 @@ SAY_THE_COUNTED = True  # "how many altos" / "how much salt": the block says wha
 SAY_THE_KIND = True  # a question for a kind of text (a date, an amount) is answered by a block holding it
 TAGS_LAST = True  # a block of tags alone comes after every block that says something
 LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
+SAY_THE_HEAD = True  # "which platform ...?", "what's the rent ...?": a hit says that noun (rule 4)
 PAGE_BULLETS_FIRST = True  # a whole page's answer takes each bullet's first block before a bullet's others
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
 
@@ -307,6 +310,11 @@ class Search:
                 for run in runs
             )
         )
+        head = head_noun(query) if SAY_THE_HEAD else None
+        if head in asked and kind is None and specificity(head) >= 7 - LIGHT_WORD and not titled_near[head]:
+            # "which platform": one that says it, or a compound of it ("what nuts": "walnuts")
+            compounds = {row[0] for row in rows if any(is_compound_of(w, head) for w in words(row[2]))}
+            held &= saying(match_expression([head, *near.get(head, [])])) | compounds
         named = [[t, *near.get(t, [])] for t in terms if t not in asked or titled_near[t]]
         return {
             row[0]

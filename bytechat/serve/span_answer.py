@@ -12,7 +12,8 @@ margin, as for any quote.
 Only for a question that asks a kind of answer (answer_kinds.span_kind: when, what time, how
 long, how much, how many, how often, and who: a name). A fact question that asks none
 ("which pears do I use?", "is breakfast included?") gets the one line of the block that
-says its words, where one stands out (best_line: no model). A whole-page question, "how
+says its words, where one stands out, or its clause or value (bytechat.serve.line_answer:
+no model). A whole-page question, "how
 do I ..." and small talk are answered as before. Measured in docs/notes.md ("Measured:
 an extractive answer head", "Measured: facts said in passing") and docs/chat.md.
 """
@@ -23,14 +24,12 @@ import re
 from typing import Sequence
 
 import torch
-from rapidfuzz import fuzz
 
 from bytechat.model import GPT
 from bytechat.notes.answer_kinds import (
     DATE,
     FREQUENCY,
     FREQUENCY_WHOLE,
-    IN_THE_NOTES,
     NAME,
     NUMBER,
     PLACE,
@@ -38,7 +37,9 @@ from bytechat.notes.answer_kinds import (
     span_kind,
 )
 from bytechat.notes.blocks import TODO_LINE
-from bytechat.notes.query import counted_word, fold_latin, names_page, query_terms, specificity, words
+from bytechat.notes.query import counted_word, fold_latin, names_page, query_terms, words
+from bytechat.serve.line_answer import line_answer, says
+from bytechat.serve.line_answer import topic as line_topic
 from bytechat.serve.own_words import last_user
 from bytechat.serve.prompt_notes import prompt_messages, shown_entries
 from bytechat.text.chat_format import escape_content
@@ -58,11 +59,6 @@ KIND_SPANS = True
 # says ..."). Measured in docs/chat.md ("Two edges").
 ONE_SENTENCE = True
 _SENTENCE_END = b".!?"  # followed by a space
-# Whether a fact question that asks no kind of answer ("which pears ...?", "is breakfast
-# included?") is answered with the one line of the best block that says its words, where
-# the block has several lines and one of them says more of the question's words than any
-# other (best_line). Measured in docs/chat.md ("One line of the block").
-LINE_ANSWERS = True
 # "how do I ..." asks for the steps, the block whole; so does a page question (names_page).
 _STEPS = re.compile(r"^\W*how (?:do|should|can|would|to|did)\b", re.IGNORECASE)
 # Whether a quantity the span must hold is said whole: its parts side by side ("1 hour 10
@@ -99,26 +95,12 @@ _DATE_AFTER = re.compile(
     re.I,
 )
 _DAY_RANGE_FROM = re.compile(r"\d{1,2}(?:st|nd|rd|th)? ?(?:to|-|\u2013) ?$")  # "12 to " of "12 to 16 February"
-_DATES_JOIN = re.compile(
-    r",? ?|,? of "
-)  # between two dates said as one: "Monday 18 January", "the weekend of 16 January"
+# between two dates said as one: "Monday 18 January", "the weekend of 16 January", "Mondays and Fridays"
+_DATES_JOIN = re.compile(r",? ?|,? of |,? and ")
 _GROUPED = re.compile(rb"\d[.,]|[.,]\d")  # a number's digit groups: "\d[.,]" before it, "[.,]\d" after
 _WORD = re.compile(r"[^\W_]+")
 _NEXT = re.compile(r"[,;:.!?()\[\]]|\d")
 _TOPIC_WITHIN = 3  # words after a quantity that may say what it is of ("300 ml cold strong tea")
-# Whether a yes/no question is answered with the clause of its line that says its words
-# (best_clause). Measured in docs/chat.md ("A yes or a no, said").
-YES_NO_CLAUSES = True
-# ... but not a request ("could you check the budget?") nor one for a note ("is its plan in
-# there too?": in the notes, answered with the note whole)
-_YES_NO = re.compile(
-    r"^\W*(?:is|are|was|were|can|could|should|do|does|did|will|would|has|have|had)\b(?! you\b)(?!.*\bin there\b)", re.I
-)
-_CLAUSE_END = re.compile(r"[,;]\s+|(?<=[.!?])\s+")
-# Whether a question for a key's value ("what's the status of X?") is answered with the
-# value of the `key: value` line it asks (asked_value). Measured in docs/chat.md ("The value asked").
-KEY_VALUES = True
-_KEY_VALUE = re.compile(r"^([^:\n]{1,40}): ([^\n]+)$")
 MAX_BYTES = 96  # longer than any value a fact question asks for; a line's rest is no answer
 _NOTES_END = b"\nuser: "
 
@@ -214,7 +196,7 @@ def quantities(
         ranged = _RANGE_FROM.search(text, max(lo, first - 24), first)
         first = ranged.start() if ranged else first
         rest, near = _after(text, last, hi)
-        counts = [w for w in near if counted and _says(counted, fold_latin(w[0].lower()))]
+        counts = [w for w in near if counted and says(counted, fold_latin(w[0].lower()))]
         ends = [last]
         if kind is NUMBER and rest.startswith(" ") and near:  # a bare number with what it counts
             ends.append(last + len(rest[: (counts or near)[0].end()].encode("utf-8")))
@@ -229,7 +211,7 @@ def _with_topic(text: bytes, first: int, last: int, hi: int, topic: Sequence[str
     do, before the next clause or number ("€420 for the hotel", "Evert arranged himself")."""
     after = [w[0].lower() for w in _after(text, last, hi)[1]]
     own = words(text[first : last + 1].decode("utf-8", errors="ignore")) + after
-    return any(_says(t, fold_latin(w)) for t in topic for w in own)
+    return any(says(t, fold_latin(w)) for t in topic for w in own)
 
 
 def _after(text: bytes, last: int, hi: int) -> tuple[str, list[re.Match]]:
@@ -325,81 +307,10 @@ def _best_of(
     return found
 
 
-def _topic(asked: str, entry: str) -> list[str]:
-    """The question's topic words less those of the page's title (every line is of the page)."""
-    title = set(words(entry[1 : entry.index("] ")]))
-    return [t for t in query_terms(asked) if t not in title]
-
-
-_STEM = re.compile(r"(?<=\w{4})(?:es|s|ed|ing)$")  # English's inflections, off a stem of 4 letters or more
-
-
-def _says(term: str, word: str) -> bool:
-    """Whether a block's word says a question's term: the same word, a form of it
-    ("trams" for "tram", "arranged" for "arrange", "nurses" for "nursing": one stem), or
-    the word a typo meant."""
-    if term == word or _STEM.sub("", term) == _STEM.sub("", word) != "":
-        return True
-    short, long = sorted((term, word), key=len)
-    if len(short) >= 4 and long.startswith(short) and len(long) - len(short) <= 3:
-        return True
-    return min(len(term), len(word)) >= 5 and fuzz.ratio(term, word) >= 80
-
-
-def best_line(asked: str, entry: str) -> str | None:
-    """The line of entry (`[Page] text`, child lines indented below it) that says the most
-    of the question's topic words, each weighted by its specificity (a rare word says more
-    than "time"), where the entry has several lines and that one says more than every
-    other; the words of the page's title say nothing here (every line is of the page).
-    None where no line stands out. A line, not a sentence: "what did I note about
-    'obvious'?" asks for the note, "Put the sensor far from anything warm. Obvious in
-    hindsight.", not its last sentence."""
-    text = entry.split("] ", 1)[1]
-    lines = [line.strip() for line in text.split("\n") if line.strip()]
-    terms = _topic(asked, entry)
-    if len(lines) < 2 or not terms:
-        return None
-    scores = []
-    for line in lines:
-        said = set(words(line))
-        scores.append(sum(specificity(t) for t in terms if any(_says(t, w) for w in said)))
-    first, second = sorted(range(len(lines)), key=lambda i: -scores[i])[:2]
-    return lines[first] if scores[first] > scores[second] else None
-
-
-def best_clause(asked: str, text: str) -> str | None:
-    """For a yes/no question ("is breakfast included?", "can I freeze it?", "should I knead
-    it?"), the clause of text (one line; clauses end at "," ";" or a sentence's end) that
-    says more of the question's words than every other: the answer's evidence, as a person
-    would say it ("breakfast included", "never knead it"). None for any other question, a
-    text of several lines or one clause, or where no clause stands out."""
-    if not _YES_NO.match(asked) or IN_THE_NOTES.search(asked) or "\n" in text.strip():
-        return None
-    clauses = [c.strip() for c in _CLAUSE_END.split(text.strip()) if c.strip()]
-    terms = query_terms(asked)
-    if len(clauses) < 2 or not terms:
-        return None
-    scores = [sum(specificity(t) for t in terms if any(_says(t, w) for w in words(c))) for c in clauses]
-    first, second = sorted(range(len(clauses)), key=lambda i: -scores[i])[:2]
-    return clauses[first] if scores[first] > scores[second] else None
-
-
-def asked_value(asked: str, text: str) -> str | None:
-    """The value of a `key: value` line whose key the question asks for, every word of it
-    ("what was the status of The Midnight Library?" -> `finished` of `status: finished`,
-    "what is the plot number?" -> `14, next to the water tap` of `plot: 14, ...`); None for
-    any other line, several lines, or a question for a note."""
-    found = _KEY_VALUE.match(text.strip())
-    if found is None or IN_THE_NOTES.search(asked):
-        return None
-    terms, key = query_terms(asked), query_terms(found.group(1))
-    return found.group(2).strip() if key and all(any(_says(t, k) for t in terms) for k in key) else None
-
-
 def answer_span(model: GPT, prompt: bytes) -> str | None:
     """The text that answers the prompt's last question, copied from the best block
     shown: the head's span for a question that asks a kind of answer, else the block's
-    best_line; None where the model has no span head, no notes are shown, the question
+    line_answer; None where the model has no span head, no notes are shown, the question
     asks for a whole page or for steps, or nothing is found."""
     if not SPAN_ANSWERS or getattr(model, "span", None) is None:
         return None
@@ -414,9 +325,7 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     if names_page(asked, page):
         return None  # "who is Priya?" asks about her page, not for a name: answered as a page question
     if kind is None:
-        line = best_line(asked, best) if LINE_ANSWERS and not _STEPS.search(asked) else None
-        clause = best_clause(asked, line or text) if YES_NO_CLAUSES else None
-        return (asked_value(asked, clause or line or text) if KEY_VALUES else None) or clause or line
+        return line_answer(asked, best, steps=bool(_STEPS.search(asked)))
     window = prompt[-model.config.block_size :]
     shown = escape_content(best).encode("utf-8")  # the best block as the prompt writes it, placed last
     notes_end = window.find(_NOTES_END)
@@ -426,7 +335,7 @@ def answer_span(model: GPT, prompt: bytes) -> str | None:
     opening = len(f"[{page}] ".encode("utf-8"))  # no answer starts in it
     device = model.wte.weight.device
     begin, end = model.span_scores(torch.tensor([list(window)], device=device))
-    topic, counted = _topic(asked, best), counted_word(asked, query_terms(asked))
+    topic, counted = line_topic(asked, best), counted_word(asked, query_terms(asked))
     found = best_span(window, begin.tolist(), end.tolist(), start + opening, start + len(shown), kind, topic, counted)
     if found is None:
         return None

@@ -1,0 +1,161 @@
+"""A fact question's answer where it asks no kind of answer: a line, a clause, a value.
+
+"which pears do I use?" is answered with the one line of the best block that says its
+words (best_line); "is breakfast included?" with the clause of it that does (best_clause);
+"what's the status of X?" with the value of its `status:` line (asked_value); "what's the
+booking reference?" with what the line says right after those words (echoed_value). No
+model: the span head (bytechat.serve.span_answer) answers the questions that ask a kind
+(a date, an amount, a name). Each is measured in docs/chat.md.
+"""
+
+from __future__ import annotations
+
+import re
+
+from rapidfuzz import fuzz
+
+from bytechat.notes.answer_kinds import IN_THE_NOTES
+from bytechat.notes.query import fold_latin, head_noun, query_terms, specificity, words
+
+# Whether a fact question that asks no kind of answer ("which pears ...?", "is breakfast
+# included?") is answered with the one line of the best block that says its words, where
+# the block has several lines and one of them says more of the question's words than any
+# other (best_line). Measured in docs/chat.md ("One line of the block").
+LINE_ANSWERS = True
+# Whether a yes/no question is answered with the clause of its line that says its words
+# (best_clause). Measured in docs/chat.md ("A yes or a no, said").
+YES_NO_CLAUSES = True
+# ... but not a request ("could you check the budget?") nor one for a note ("is its plan in
+# there too?": in the notes, answered with the note whole)
+_YES_NO = re.compile(
+    r"^\W*(?:is|are|was|were|can|could|should|do|does|did|will|would|has|have|had)\b(?! you\b)(?!.*\bin there\b)", re.I
+)
+_CLAUSE_END = re.compile(r"[,;]\s+|(?<=[.!?])\s+")
+# Whether a question for a key's value ("what's the status of X?") is answered with the
+# value of the `key: value` line it asks (asked_value). Measured in docs/chat.md ("The value asked").
+KEY_VALUES = True
+# Whether a question is answered with the value its line says right after the question's
+# words ("booking reference HVH-55821", echoed_value). Measured in docs/chat.md ("The value after
+# the words asked").
+ECHOED_VALUES = True
+_KEY_VALUE = re.compile(r"^([^:\n]{1,40}): ([^\n]+)$")
+_WORD = re.compile(r"[^\W_]+")
+
+
+def topic(asked: str, entry: str) -> list[str]:
+    """The question's topic words less those of the page's title (every line is of the page)."""
+    title = set(words(entry[1 : entry.index("] ")]))
+    return [t for t in query_terms(asked) if t not in title]
+
+
+_STEM = re.compile(r"(?<=\w{4})(?:es|s|ed|ing)$")  # English's inflections, off a stem of 4 letters or more
+
+
+def says(term: str, word: str) -> bool:
+    """Whether a block's word says a question's term: the same word, a form of it
+    ("trams" for "tram", "arranged" for "arrange", "nurses" for "nursing": one stem), or
+    the word a typo meant."""
+    if term == word or _STEM.sub("", term) == _STEM.sub("", word) != "":
+        return True
+    short, long = sorted((term, word), key=len)
+    if len(short) >= 4 and long.startswith(short) and len(long) - len(short) <= 3:
+        return True
+    return min(len(term), len(word)) >= 5 and fuzz.ratio(term, word) >= 80
+
+
+def best_line(asked: str, entry: str) -> str | None:
+    """The line of entry (`[Page] text`, child lines indented below it) that says the most
+    of the question's topic words, each weighted by its specificity (a rare word says more
+    than "time"), where the entry has several lines and that one says more than every
+    other; the words of the page's title say nothing here (every line is of the page).
+    None where no line stands out. A line, not a sentence: "what did I note about
+    'obvious'?" asks for the note, "Put the sensor far from anything warm. Obvious in
+    hindsight.", not its last sentence."""
+    text = entry.split("] ", 1)[1]
+    lines = [line.strip() for line in text.split("\n") if line.strip()]
+    terms = topic(asked, entry)
+    if len(lines) < 2 or not terms:
+        return None
+    scores = []
+    for line in lines:
+        said = set(words(line))
+        scores.append(sum(specificity(t) for t in terms if any(says(t, w) for w in said)))
+    first, second = sorted(range(len(lines)), key=lambda i: -scores[i])[:2]
+    return lines[first] if scores[first] > scores[second] else None
+
+
+def best_clause(asked: str, text: str) -> str | None:
+    """For a yes/no question ("is breakfast included?", "can I freeze it?", "should I knead
+    it?"), the clause of text (one line; clauses end at "," ";" or a sentence's end) that
+    says more of the question's words than every other: the answer's evidence, as a person
+    would say it ("breakfast included", "never knead it"). None for any other question, a
+    text of several lines or one clause, or where no clause stands out."""
+    if not _YES_NO.match(asked) or IN_THE_NOTES.search(asked) or "\n" in text.strip():
+        return None
+    clauses = [c.strip() for c in _CLAUSE_END.split(text.strip()) if c.strip()]
+    terms = query_terms(asked)
+    if len(clauses) < 2 or not terms:
+        return None
+    scores = [sum(specificity(t) for t in terms if any(says(t, w) for w in words(c))) for c in clauses]
+    first, second = sorted(range(len(clauses)), key=lambda i: -scores[i])[:2]
+    return clauses[first] if scores[first] > scores[second] else None
+
+
+def asked_value(asked: str, text: str) -> str | None:
+    """The value of a `key: value` line whose key the question asks for, every word of it
+    ("what was the status of The Midnight Library?" -> `finished` of `status: finished`,
+    "what is the plot number?" -> `14, next to the water tap` of `plot: 14, ...`); None for
+    any other line, several lines, or a question for a note."""
+    found = _KEY_VALUE.match(text.strip())
+    if found is None or IN_THE_NOTES.search(asked):
+        return None
+    terms, key = query_terms(asked), query_terms(found.group(1))
+    return found.group(2).strip() if key and all(any(says(t, k) for t in terms) for k in key) else None
+
+
+_VALUE_AFTER = re.compile(r"(?::\s*|\s+(?:is|are|was|=|-)\s+|\s+)([0-9A-Z€$£#][^,;()\n]*?)(?=[,;()\n]|[.!?](?:\s|$)|$)")
+
+
+def echoed_value(asked: str, text: str) -> str | None:
+    """What a line says right after the words a question asks for ("booking reference
+    HVH-55821", "booking ref KX7P2M" for "what's the booking reference ...?"): a value that
+    opens with a digit, a capital or a currency sign and runs to its clause's end, after two
+    or more of the question's words side by side, or the one it asks for ("which/what's the
+    N"). None where the line says no such run or no such value."""
+    if IN_THE_NOTES.search(asked):
+        return None  # "its baking experiment, is that written down?" asks for the note
+    terms = [t for t in query_terms(asked) if specificity(t) >= 1.5]
+    head = head_noun(asked)
+    line = text.strip()
+    found = None
+    for m in _WORD.finditer(line):
+        run, at = [], m.start()
+        for w in _WORD.finditer(line, at):
+            if w.start() != at or not any(
+                says(t, fold_latin(w.group(0).lower())) or _abbreviates(w.group(0).lower(), t) for t in terms
+            ):
+                break
+            run.append(w)
+            at = w.end() + 1 if line[w.end() : w.end() + 1] == " " else -1
+        if len(run) >= 2 or (run and head is not None and says(head, fold_latin(run[0].group(0).lower()))):
+            value = _VALUE_AFTER.match(line, run[-1].end())
+            if value and value.group(1).strip():
+                found = value.group(1).strip()
+    return found
+
+
+def _abbreviates(word: str, term: str) -> bool:
+    """Whether word is how notes shorten term ("ref" of "reference")."""
+    return len(word) >= 3 and len(term) - len(word) >= 3 and term.startswith(word)
+
+
+def line_answer(asked: str, best: str, steps: bool = False) -> str | None:
+    """The answer to a question that asks no kind, from the best block shown (`[Page] text`):
+    its value asked or echoed, else its yes/no clause, else its line; None where none stands
+    out. steps: the question asks how to do something (answered with the block whole)."""
+    text = best.split("] ", 1)[1]
+    line = best_line(asked, best) if LINE_ANSWERS and not steps else None
+    clause = best_clause(asked, line or text) if YES_NO_CLAUSES else None
+    told = clause or line or text
+    value = asked_value(asked, told) if KEY_VALUES else None
+    return value or (echoed_value(asked, told) if ECHOED_VALUES else None) or clause or line

@@ -1,0 +1,87 @@
+"""A fact question that asks no kind of answer, answered with a line, a clause or a value of
+the best block (bytechat/serve/line_answer.py), alone and through the span answer."""
+
+from __future__ import annotations
+
+from bytechat.notes.blocks import NoteBlock
+from bytechat.serve.line_answer import asked_value, best_clause, best_line, echoed_value
+from bytechat.serve.span_answer import answer_span
+from tests.test_copying import STARTER
+from tests.test_span_answer import KIDS, head_model, prompt
+
+
+def test_a_yes_no_question_gets_the_clause_that_says_its_words():
+    """best_clause: "is breakfast included?" is answered "breakfast included", the clause of
+    the line that says its words; a request ("could you check ...?"), a question for a note
+    ("is its plan in there too?"), a question that is no yes/no one and a tie get none."""
+    hotel = "breakfast included, check-in from 15:00"
+    assert best_clause("is breakfast included?", hotel) == "breakfast included"
+    crumble = "Rub the butter in with your fingertips, never knead it."
+    assert best_clause("should I knead it?", crumble) == "never knead it."
+    assert best_clause("could you check the breakfast?", hotel) is None
+    assert best_clause("is its breakfast in there too?", hotel) is None
+    assert best_clause("what about breakfast?", hotel) is None
+    assert best_clause("is it good?", "good, very good") is None  # every clause says it
+    model = head_model()
+    trip = NoteBlock("Copenhagen Trip", "Hotel Vesterbro Hus, breakfast included, check-in from 15:00", 2)
+    assert answer_span(model, prompt([trip, STARTER], "is breakfast included?")) == "breakfast included"
+
+
+def test_a_question_for_a_key_gets_its_value():
+    """asked_value: "what was the status of X?" is answered `finished` of `status: finished`;
+    a key's every topic word must be asked ("Why the name" asks "name"); a question for a
+    note, a line without a key or a key not asked get none."""
+    assert asked_value("what was the status of The Midnight Library again", "status: finished") == "finished"
+    why = "Why the name: weather + query. Short to type."
+    assert asked_value("any idea what wxq's Why the name is?", why) == "weather + query. Short to type."
+    assert asked_value("ok. and its plot", "plot: 14, next to the water tap") == "14, next to the water tap"
+    assert asked_value("I noted something about status once, what was it?", "status: finished") is None
+    assert asked_value("what was the status?", "finished in July") is None
+    assert asked_value("what was the rating?", "status: finished") is None
+    model = head_model()
+    book = NoteBlock("Books/Piranesi", "rating: 4/5", 2)
+    assert answer_span(model, prompt([book, STARTER], "could you check the rating for Piranesi?")) == "4/5"
+
+
+def test_a_question_that_asks_no_kind_gets_the_line_of_the_block_that_says_its_words():
+    """best_line: the line that says more of the question's words (a word form, a typo of
+    one) than any other line; the page's title says nothing; a sentence is no line."""
+    entry = f"[{KIDS.page}] {KIDS.text}"
+    assert best_line("which of Tomasz's kids is the tram fan?", entry) == "Kuba (5), obsessed with trams"
+    assert best_line("who plays the chello?", entry) == "Zofia (9), plays the cello"  # a typo of "cello"
+    assert best_line("who is obsessing over trams?", entry) == "Kuba (5), obsessed with trams"  # one stem
+    assert best_line("what about Tomasz?", entry) is None  # the title's words say nothing
+    assert best_line("which of them is older?", entry) is None  # no line says it
+    tyres = "[Car] Tyres\n  front tyres: new in May\n  back tyres: worn"
+    assert best_line("what about the tyres?", tyres) is None  # every line says it: a tie
+    assert best_line("are the back tyres worn?", tyres) == "back tyres: worn"
+    club = "[Book Club] Next meeting at Pieter's place. Bring snacks, he has the wine."
+    assert best_line("what am I bringing to the next book club?", club) is None  # one line: the note whole
+    model = head_model()
+    shown = [KIDS, STARTER]  # best first: placed last
+    assert answer_span(model, prompt(shown, "which kid loves trams?")) == "Kuba (5), obsessed with trams"
+    assert answer_span(model, prompt(shown, "how do I get the kid to love trams?")) is None  # steps: the block
+    assert answer_span(model, prompt(shown, "tell me about Tomasz")) is None  # the page
+
+
+def test_a_value_said_after_the_words_asked_is_the_answer(monkeypatch):
+    """echoed_value: "what's the booking reference ...?" is answered `KX7P2M` of "booking ref
+    KX7P2M" (two asked words side by side, one of them as the notes shorten it) and "booking
+    reference for the hotel?" `HVH-55821`; the value opens with a digit, a capital or a
+    currency sign and ends with its clause. A lower-case word after them, one asked word that
+    is not the noun asked, or a question for a note get none."""
+    back = "back: LJU → DUB on 24 April, departs 17:20, booking ref KX7P2M"
+    assert echoed_value("What's the booking reference for the flight home?", back) == "KX7P2M"
+    hotel = "Hotel Vesterbro Hus, Istedgade 38, four nights, booking reference HVH-55821"
+    assert echoed_value("booking reference for the Copenhagen hotel?", hotel) == "HVH-55821"
+    assert echoed_value("Which seat did I get on the flight out?", "out: DUB, arrives 10:35, seat 14A") == "14A"
+    assert echoed_value("and the entry fee?", "the Kinvara Bay swim on 24 July, entry fee €45") == "€45"
+    assert echoed_value("which pears do I use?", "6 ripe Conference pears, peeled") is None  # nothing after
+    assert echoed_value("what nuts is she allergic to?", "allergic to walnuts and pecans") is None  # lower case
+    assert echoed_value("when do I depart for Cork?", "depart 17:20") is None  # one word, not the noun asked
+    assert echoed_value("is the booking reference written down?", hotel) is None  # the note
+    model = head_model()
+    trip = NoteBlock("Copenhagen Trip", "Hotel\n  " + hotel, 3)
+    assert answer_span(model, prompt([trip, STARTER], "booking reference for the Copenhagen hotel?")) == "HVH-55821"
+    monkeypatch.setattr("bytechat.serve.line_answer.ECHOED_VALUES", False)
+    assert answer_span(model, prompt([trip, STARTER], "booking reference for the Copenhagen hotel?")) == hotel

@@ -4,7 +4,7 @@ the best block (bytechat/serve/line_answer.py), alone and through the span answe
 from __future__ import annotations
 
 from bytechat.notes.blocks import NoteBlock
-from bytechat.serve.line_answer import asked_value, best_clause, best_line, echoed_value
+from bytechat.serve.line_answer import asked_value, best_clause, best_line, echoed_value, line_answer, which_one
 from bytechat.serve.span_answer import answer_span
 from tests.test_copying import STARTER
 from tests.test_span_answer import KIDS, head_model, prompt
@@ -85,3 +85,33 @@ def test_a_value_said_after_the_words_asked_is_the_answer(monkeypatch):
     assert answer_span(model, prompt([trip, STARTER], "booking reference for the Copenhagen hotel?")) == "HVH-55821"
     monkeypatch.setattr("bytechat.serve.line_answer.ECHOED_VALUES", False)
     assert answer_span(model, prompt([trip, STARTER], "booking reference for the Copenhagen hotel?")) == hotel
+
+
+def test_which_one_is_said_with_the_word_that_says_which(monkeypatch):
+    """which_one: "which pears do I use?" is answered `Conference pears`, "which trees was the
+    honey from?" `lime tree`, "what nuts ...?" the compound that is one (`walnuts`); N said
+    first, after a number or a joining word, or not at all gets none, and so does a question
+    that is no "which N"."""
+    assert which_one("which pears do I use?", "6 ripe Conference pears, peeled") == "Conference pears"
+    assert which_one("which trees was the honey from?", "14 jars of honey, mostly lime tree") == "lime tree"
+    assert which_one("what nuts is Femke allergic to?", "allergic to walnuts and pecans") == "walnuts"
+    assert which_one("which books did we love?", "Books we loved: Piranesi") is None  # said first
+    assert which_one("which pears do I use?", "6 pears, peeled") is None  # a number says how many
+    assert which_one("which pears do I use?", "a few of the pears") is None  # "the" says nothing
+    assert which_one("what is the pear for?", "6 ripe Conference pears") is None  # no "which N"
+    assert line_answer("which pears do I use?", "[Crumble] 6 ripe Conference pears, peeled") == "Conference pears"
+    monkeypatch.setattr("bytechat.serve.line_answer.WHICH_ONE", False)
+    assert line_answer("which pears do I use?", "[Crumble] 6 ripe Conference pears, peeled") is None
+
+
+def test_a_value_that_names_something_is_answered_with_the_name(monkeypatch):
+    """APPOSITIONS: `name: Spaarnestem, a mixed choir of about 40 singers` answers "what's the
+    name of my choir?" with `Spaarnestem`; a value that goes on otherwise is said whole."""
+    choir = "name: Spaarnestem, a mixed choir of about 40 singers"
+    assert asked_value("what's the name of my choir?", choir) == "Spaarnestem"
+    assert (
+        asked_value("what's the address?", "address: Kleine Houtstraat 41, Haarlem") == "Kleine Houtstraat 41, Haarlem"
+    )
+    assert asked_value("what's my plot?", "plot: 14, next to the water tap") == "14, next to the water tap"
+    monkeypatch.setattr("bytechat.serve.line_answer.APPOSITIONS", False)
+    assert asked_value("what's the name of my choir?", choir) == choir.split(": ", 1)[1]

@@ -2,8 +2,10 @@
 
 "which pears do I use?" is answered with the one line of the best block that says its
 words (best_line); "is breakfast included?" with the clause of it that does (best_clause);
-"what's the status of X?" with the value of its `status:` line (asked_value); "what's the
-booking reference?" with what the line says right after those words (echoed_value). No
+"what's the status of X?" with the value of its `status:` line (asked_value, a name where
+the value names something and says what it is); "what's the booking reference?" with what
+the line says right after those words (echoed_value); "which pears do I use?" with the pears
+it says and the word that says which (which_one). No
 model: the span head (bytechat.serve.span_answer) answers the questions that ask a kind
 (a date, an amount, a name). Each is measured in docs/chat.md.
 """
@@ -15,7 +17,7 @@ import re
 from rapidfuzz import fuzz
 
 from bytechat.notes.answer_kinds import IN_THE_NOTES
-from bytechat.notes.query import fold_latin, head_noun, query_terms, specificity, words
+from bytechat.notes.query import STOPWORDS, fold_latin, head_noun, is_compound_of, query_terms, specificity, words
 
 # Whether a fact question that asks no kind of answer ("which pears ...?", "is breakfast
 # included?") is answered with the one line of the best block that says its words, where
@@ -38,6 +40,13 @@ KEY_VALUES = True
 # words ("booking reference HVH-55821", echoed_value). Measured in docs/chat.md ("The value after
 # the words asked").
 ECHOED_VALUES = True
+# Whether a value that names something and then says what it is ("Spaarnestem, a mixed choir of
+# about 40 singers") is answered with the name.
+APPOSITIONS = True
+_APPOSITION = re.compile(r"^([A-Z][^,;]*?), (?:a|an|the) ")
+# Whether a "which N" question ("which pears do I use?") is answered with the N the line says,
+# with the word that says which ("Conference pears"), or the compound that is one ("walnuts").
+WHICH_ONE = True
 _KEY_VALUE = re.compile(r"^([^:\n]{1,40}): ([^\n]+)$")
 _WORD = re.compile(r"[^\W_]+")
 
@@ -110,7 +119,11 @@ def asked_value(asked: str, text: str) -> str | None:
     if found is None or IN_THE_NOTES.search(asked):
         return None
     terms, key = query_terms(asked), query_terms(found.group(1))
-    return found.group(2).strip() if key and all(any(says(t, k) for t in terms) for k in key) else None
+    if not key or not all(any(says(t, k) for t in terms) for k in key):
+        return None
+    value = found.group(2).strip()
+    named = _APPOSITION.match(value) if APPOSITIONS else None
+    return named.group(1) if named else value  # "Spaarnestem, a mixed choir ...": its name
 
 
 _VALUE_AFTER = re.compile(r"(?::\s*|\s+(?:is|are|was|=|-)\s+|\s+)([0-9A-Z€$£#][^,;()\n]*?)(?=[,;()\n]|[.!?](?:\s|$)|$)")
@@ -144,6 +157,30 @@ def echoed_value(asked: str, text: str) -> str | None:
     return found
 
 
+def which_one(asked: str, text: str) -> str | None:
+    """For "which N ...?" or "what N ...?", the N a line says with the word before it that says
+    which ("Conference pears" of "6 ripe Conference pears", "lime tree" of "mostly lime
+    tree"), or a compound whose head N is ("walnuts" for "what nuts"); None where the line
+    says no N, or says it first or after a number or a word that only joins."""
+    head = head_noun(asked)
+    if head is None or not _WHICH.match(asked):
+        return None
+    found = list(_WORD.finditer(text))
+    for i, w in enumerate(found):
+        word = fold_latin(w.group(0).lower())
+        if is_compound_of(word, head):
+            return w.group(0)
+        if says(head, word) and i > 0:
+            before = found[i - 1]
+            said = fold_latin(before.group(0).lower())
+            if text[before.end() : w.start()] == " " and not said.isdigit() and said not in STOPWORDS:
+                return text[before.start() : w.end()]
+    return None
+
+
+_WHICH = re.compile(r"^\W*(?:(?:and|so|ok),? )?(?:which|what) (?!is\b|are\b|was\b|were\b|the\b|my\b)", re.I)
+
+
 def _abbreviates(word: str, term: str) -> bool:
     """Whether word is how notes shorten term ("ref" of "reference")."""
     return len(word) >= 3 and len(term) - len(word) >= 3 and term.startswith(word)
@@ -158,4 +195,6 @@ def line_answer(asked: str, best: str, steps: bool = False) -> str | None:
     clause = best_clause(asked, line or text) if YES_NO_CLAUSES else None
     told = clause or line or text
     value = asked_value(asked, told) if KEY_VALUES else None
-    return value or (echoed_value(asked, told) if ECHOED_VALUES else None) or clause or line
+    echoed = echoed_value(asked, value or told) if ECHOED_VALUES else None  # "excess €85" of a value too
+    which = which_one(asked, value or told) if WHICH_ONE else None
+    return echoed or which or value or clause or line

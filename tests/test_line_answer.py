@@ -4,7 +4,7 @@ the best block (bytechat/serve/line_answer.py), alone and through the span answe
 from __future__ import annotations
 
 from bytechat.notes.blocks import NoteBlock
-from bytechat.serve.line_answer import asked_value, best_clause, best_line, echoed_value, line_answer, which_one
+from bytechat.serve.line_answer import asked_value, best_clause, best_line, echoed_value, line_answer, reason, which_one
 from bytechat.serve.span_answer import answer_span
 from tests.test_copying import STARTER
 from tests.test_span_answer import KIDS, head_model, prompt
@@ -115,3 +115,22 @@ def test_a_value_that_names_something_is_answered_with_the_name(monkeypatch):
     assert asked_value("what's my plot?", "plot: 14, next to the water tap") == "14, next to the water tap"
     monkeypatch.setattr("bytechat.serve.line_answer.APPOSITIONS", False)
     assert asked_value("what's the name of my choir?", choir) == choir.split(": ", 1)[1]
+
+
+def test_a_why_question_gets_the_reason(monkeypatch):
+    """reason: "why did I need to call the garage?" is answered `the rattle under the dashboard`
+    (what "about" gives), "why fry the mushrooms first?" `they go soggy` (what "or" gives), and
+    with no such word the one clause that says none of the question's words; a question that
+    is no "why", a text of several lines, or clauses that all say its words get none."""
+    todo = "TODO call Autohaus Brink about the rattle under the dashboard, see Car"
+    assert reason("why did I need to call the garage?", todo) == "the rattle under the dashboard"
+    fry = "Fry the mushrooms hard first and set them aside, or they go soggy."
+    assert reason("why should the mushrooms get fried first?", fry) == "they go soggy"
+    mint = "Move the mint to its own pot, it takes over everything."
+    assert reason("why does the mint need its own pot?", mint) == "it takes over everything"
+    assert reason("what should I fry first?", fry) is None
+    assert reason("why fry them?", "Fry the mushrooms\n  or they go soggy") is None
+    assert reason("why move the mint?", "Move the mint, the mint spreads") is None  # both say it
+    assert line_answer("why did I need to call the garage?", "[Log] " + todo) == "the rattle under the dashboard"
+    monkeypatch.setattr("bytechat.serve.line_answer.REASONS", False)
+    assert line_answer("why did I need to call the garage?", "[Log] " + todo) is None

@@ -5,7 +5,7 @@ words (best_line); "is breakfast included?" with the clause of it that does (bes
 "what's the status of X?" with the value of its `status:` line (asked_value, a name where
 the value names something and says what it is); "what's the booking reference?" with what
 the line says right after those words (echoed_value); "which pears do I use?" with the pears
-it says and the word that says which (which_one). No
+it says and the word that says which (which_one); "why ...?" with the reason (reason). No
 model: the span head (bytechat.serve.span_answer) answers the questions that ask a kind
 (a date, an amount, a name). Each is measured in docs/chat.md.
 """
@@ -47,6 +47,12 @@ _APPOSITION = re.compile(r"^([A-Z][^,;]*?), (?:a|an|the) ")
 # Whether a "which N" question ("which pears do I use?") is answered with the N the line says,
 # with the word that says which ("Conference pears"), or the compound that is one ("walnuts").
 WHICH_ONE = True
+# Whether a "why" question is answered with the reason its line gives ("about the rattle ...",
+# "or they go soggy") or, where it names none, the clause that does not say the question's
+# words ("Move the mint to its own pot, it takes over everything").
+REASONS = True
+_WHY = re.compile(r"^\W*(?:(?:and|so|but),? )?why\b", re.I)
+_REASON = re.compile(r"\b(?:because|since|so that|so|or|about|otherwise)\s+(.+?)(?=[,;]\s|[.!?](?:\s|$)|$)", re.I)
 _KEY_VALUE = re.compile(r"^([^:\n]{1,40}): ([^\n]+)$")
 _WORD = re.compile(r"[^\W_]+")
 
@@ -181,6 +187,23 @@ def which_one(asked: str, text: str) -> str | None:
 _WHICH = re.compile(r"^\W*(?:(?:and|so|ok),? )?(?:which|what) (?!is\b|are\b|was\b|were\b|the\b|my\b)", re.I)
 
 
+def reason(asked: str, text: str) -> str | None:
+    """For a "why" question, the reason a one-line text gives: what follows "because", "so",
+    "or", "about" ... to its clause's end, or else its one clause that says none of the
+    question's words where another says some. None for any other question or text."""
+    line = text.strip()
+    if not _WHY.match(asked) or "\n" in line:
+        return None
+    given = _REASON.search(line)
+    if given:
+        return given.group(1).strip()
+    clauses = [c.strip() for c in _CLAUSE_END.split(line) if c.strip()]
+    terms = query_terms(asked)
+    said = [any(says(t, w) for t in terms for w in words(c)) for c in clauses]
+    unsaid = [c for c, s in zip(clauses, said) if not s]
+    return unsaid[0].rstrip(".!") if len(unsaid) == 1 and any(said) else None
+
+
 def _abbreviates(word: str, term: str) -> bool:
     """Whether word is how notes shorten term ("ref" of "reference")."""
     return len(word) >= 3 and len(term) - len(word) >= 3 and term.startswith(word)
@@ -197,4 +220,5 @@ def line_answer(asked: str, best: str, steps: bool = False) -> str | None:
     value = asked_value(asked, told) if KEY_VALUES else None
     echoed = echoed_value(asked, value or told) if ECHOED_VALUES else None  # "excess €85" of a value too
     which = which_one(asked, value or told) if WHICH_ONE else None
-    return echoed or which or value or clause or line
+    why = reason(asked, told) if REASONS else None
+    return why or echoed or which or value or clause or line

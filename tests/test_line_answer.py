@@ -49,6 +49,7 @@ def test_a_question_that_asks_no_kind_gets_the_line_of_the_block_that_says_its_w
     entry = f"[{KIDS.page}] {KIDS.text}"
     assert best_line("which of Tomasz's kids is the tram fan?", entry) == "Kuba (5), obsessed with trams"
     assert best_line("who plays the chello?", entry) == "Zofia (9), plays the cello"  # a typo of "cello"
+    assert best_line("who plays the cllo?", entry) == "Zofia (9), plays the cello"  # a letter left out
     assert best_line("who is obsessing over trams?", entry) == "Kuba (5), obsessed with trams"  # one stem
     assert best_line("what about Tomasz?", entry) is None  # the title's words say nothing
     assert best_line("which of them is older?", entry) is None  # no line says it
@@ -99,6 +100,8 @@ def test_which_one_is_said_with_the_word_that_says_which(monkeypatch):
     assert which_one("which pears do I use?", "6 pears, peeled") is None  # a number says how many
     assert which_one("which pears do I use?", "a few of the pears") is None  # "the" says nothing
     assert which_one("what is the pear for?", "6 ripe Conference pears") is None  # no "which N"
+    femke = "[Femke] dark chocolate, the 85% kind"
+    assert line_answer("wich chocolate dos femke like", femke) == "dark chocolate"  # asking words as typed
     assert line_answer("which pears do I use?", "[Crumble] 6 ripe Conference pears, peeled") == "Conference pears"
     monkeypatch.setattr("bytechat.serve.line_answer.WHICH_ONE", False)
     assert line_answer("which pears do I use?", "[Crumble] 6 ripe Conference pears, peeled") is None

@@ -28,7 +28,7 @@ _MONTHS = "|".join(
     name[:3] + f"(?:{name[3:]})?" if len(name) > 3 else name for name in map(str.lower, calendar.month_name[1:])
 )
 _DATE = re.compile(
-    rf"\b(?:(?:{_MONTHS}|sept)|(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?|today|tomorrow|"
+    rf"\b(?:(?:{_MONTHS}|sept)|(?:monday|tuesday|wednesday|thursday|friday|saturday|sunday)s?|christmas|easter|new year|halloween|today|tomorrow|"
     r"tonight|yesterday|weekend|morning|evening|\d{1,2}[:.h]\d{2}|\d{1,2} ?(?:am|pm)|(?:19|20)\d{2})\b",
     re.IGNORECASE,
 )

@@ -16,6 +16,7 @@ import re
 
 from rapidfuzz import fuzz
 
+from bytechat.notes import answer_kinds
 from bytechat.notes.answer_kinds import IN_THE_NOTES
 from bytechat.notes.query import STOPWORDS, fold_latin, head_noun, is_compound_of, query_terms, specificity, words
 
@@ -75,7 +76,7 @@ def says(term: str, word: str) -> bool:
     short, long = sorted((term, word), key=len)
     if len(short) >= 4 and long.startswith(short) and len(long) - len(short) <= 3:
         return True
-    return min(len(term), len(word)) >= 5 and fuzz.ratio(term, word) >= 80
+    return min(len(term), len(word)) >= 4 and fuzz.ratio(term, word) >= 80  # 4 letters: a letter left out
 
 
 def best_line(asked: str, entry: str) -> str | None:
@@ -213,6 +214,7 @@ def line_answer(asked: str, best: str, steps: bool = False) -> str | None:
     """The answer to a question that asks no kind, from the best block shown (`[Page] text`):
     its value asked or echoed, else its yes/no clause, else its line; None where none stands
     out. steps: the question asks how to do something (answered with the block whole)."""
+    asked = answer_kinds.as_typed(asked) if answer_kinds.TYPED_ASKING else asked  # "wich chocolate" asks which
     text = best.split("] ", 1)[1]
     line = best_line(asked, best) if LINE_ANSWERS and not steps else None
     clause = best_clause(asked, line or text) if YES_NO_CLAUSES else None

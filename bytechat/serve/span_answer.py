@@ -80,13 +80,16 @@ WHOLE_TASKS = True
 # ("200 g sugar" for "how much sugar", "€420 for the hotel"), one of those. A frequency is
 # answered so too ("every other week"). Measured in docs/chat.md ("One quantity").
 ONE_QUANTITY = True
+# Whether a number the question counts ("how many cloves ...?") is said with what it counts
+# where the block says it ("4 garlic cloves"), not bare.
+SAY_THE_COUNTED = True
 # Whether a "when" question's answer is one date, said whole: the day with its month, its
 # year and its time ("29 January 2027", "every second Wednesday at 19:00", "the second
 # Saturday of the month") and the word that bounds it ("before March"); the head chooses
 # which. Measured in docs/chat.md ("One date").
 ONE_DATE = True
 _DATE_BEFORE = re.compile(
-    r"(?:(?:(?:before|after|by|until|till|since|from|about|around) )?(?:the )?(?:(?:every|each) )?"
+    r"(?:(?:(?:before|after|by|until|till|since|from|about|around|between) )?(?:the )?(?:(?:every|each) )?"
     r"(?:(?:first|second|third|fourth|last|next|other) )?(?:\d{1,2}(?:st|nd|rd|th)? (?:of )?)?)$",
     re.I,
 )
@@ -200,6 +203,8 @@ def quantities(
         ends = [last]
         if kind is NUMBER and rest.startswith(" ") and near:  # a bare number with what it counts
             ends.append(last + len(rest[: (counts or near)[0].end()].encode("utf-8")))
+            if counts and SAY_THE_COUNTED:  # "how many cloves": "4 garlic cloves", never a bare "4"
+                ends = ends[1:]
         found += [(first, end) for end in ends]
         if _with_topic(text, first, last, hi, topic):
             said += [(first, end) for end in ends]

@@ -965,6 +965,18 @@ def test_the_noun_a_question_asks_for_is_said(tmp_path, monkeypatch):
         assert idx.search("which platform does the train leave from?") != []
 
 
+def test_the_day_a_question_names_is_said(tmp_path, monkeypatch):
+    """SAY_THE_DAY: "what was the sea temperature on Christmas Day?" is not answered by the 1 January
+    dip: a month, holiday or year the question names is said by the block or its page, as
+    whose fact it is ("Kasia's") must be."""
+    pages = {"Sea.md": "- Water temperature log\n    - 1 January dip: 9.1 °C\n"}
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("what was the sea temperature on Christmas Day?") == []
+        assert "9.1 °C" in idx.search("what was the sea temperature in January?")[0].text
+        monkeypatch.setattr(search, "SAY_THE_DAY", False)
+        assert idx.search("what was the sea temperature on Christmas Day?") != []
+
+
 def test_a_question_for_an_age_wants_one(tmp_path):
     """ "how old" asks for an age ("Zofia (9)", "turns 78", "born in 2021"), not a birthday's day
     of the month; "which days" asks for days, as "which day" does ("Mondays and Fridays")."""

@@ -251,6 +251,24 @@ def head_noun(question: str) -> str | None:
     return word if word is not None and word not in STOPWORDS else None
 
 
+_NAMED_DATE = re.compile(
+    rf"\b(?:{_MONTH_NAME}|christmas|easter|halloween|(?:19|20)\d\d)\b",
+    re.IGNORECASE,
+)
+
+
+def named_dates(question: str) -> list[str]:
+    """The topic words that name when a question asks it of: a month, a holiday, a year
+    ("christmas" in "what was the sea temperature on Christmas Day?", "2026" in "how much
+    honey did I get in 2026?"); not a weekday, which a day's page does not say in its title."""
+    found = (
+        m
+        for m in _NAMED_DATE.finditer(question)
+        if m.group(0) != "may" and not (m.start() == 0 and m.group(0) == "May")
+    )
+    return query_terms(" ".join(m.group(0) for m in found))  # "May", not the "may" of "may I ask"
+
+
 def _going_on(text: str) -> str:
     """text, lower-cased, less the closers it opens with ("ok. and its plot" -> "and its
     plot"): an acknowledgement before a follow-up does not close the topic."""

@@ -33,6 +33,7 @@ from bytechat.notes.query import (
     is_elliptical,
     is_known,
     match_expression,
+    named_dates,
     phrases,
     possessors,
     query_terms,
@@ -58,6 +59,7 @@ SAY_THE_COUNTED = True  # "how many altos" / "how much salt": the block says wha
 SAY_THE_KIND = True  # a question for a kind of text (a date, an amount) is answered by a block holding it
 TAGS_LAST = True  # a block of tags alone comes after every block that says something
 LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
+SAY_THE_DAY = True  # a day, month or year a question names is said by a hit or its page (rule 4)
 SAY_THE_HEAD = True  # "which platform ...?", "what's the rent ...?": a hit says that noun (rule 4)
 PAGE_BULLETS_FIRST = True  # a whole page's answer takes each bullet's first block before a bullet's others
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
@@ -172,7 +174,10 @@ class Search:
                             about.add(rowid)
             # "when is my mum's birthday?": whose birthday is asked; a block that does not
             # name her (or sit on her page) answers someone else's.
-            for owner in (t for t in possessors(query) if t in own):
+            # "the sea temperature on Christmas Day": when it is asked of, as whose; a block that does
+            # not say that day (nor sit on its page) answers another day.
+            owners = [*possessors(query), *(named_dates(query) if SAY_THE_DAY else [])]
+            for owner in (t for t in dict.fromkeys(owners) if t in own):
                 named = self._evidence([owner], near, ids)
                 evidence = {rowid: value if named[rowid] > 0 else 0.0 for rowid, value in evidence.items()}
             if SAY_THE_ASKED and own and not follows:  # a follow-up's subject is the pronoun's

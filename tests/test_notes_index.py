@@ -24,7 +24,7 @@ from bytechat.notes import answer_kinds, query, search
 from bytechat.notes.search import PAGE_BLOCKS
 from bytechat.eval.grounded import EVERYDAY_PROMPTS
 from bytechat.notes.dialogues.asking import KEYWORD_TEMPLATES, PAGE_TEMPLATES
-from bytechat.notes.answer_kinds import NAME, answer_kind, span_kind
+from bytechat.notes.answer_kinds import NAME, PLACE, answer_kind, span_kind
 from bytechat.notes.query import (
     day_mentions,
     names_page,
@@ -975,6 +975,19 @@ def test_the_day_a_question_names_is_said(tmp_path, monkeypatch):
         assert "9.1 °C" in idx.search("what was the sea temperature in January?")[0].text
         monkeypatch.setattr(search, "SAY_THE_DAY", False)
         assert idx.search("what was the sea temperature on Christmas Day?") != []
+
+
+def test_a_block_naming_a_place_rises_for_where(tmp_path, monkeypatch):
+    """WHO_WHERE_RISE: "and where does he work?" after "when is Tomasz's birthday?" gets his job
+    line, which says where (`at Vermeer & Kok`), before the birthday the conversation was on;
+    a season is no place ("in spring")."""
+    pages = {"Tomasz.md": "- birthday:: 23 August\n- job:: structural engineer at Vermeer & Kok\n- likes:: trams\n"}
+    topic = ["when is Tomasz's birthday?", "From [Tomasz] 23 August"]
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("and where does he work?", topic=topic)[0].text == "job: structural engineer at Vermeer & Kok"
+        monkeypatch.setattr(search, "WHO_WHERE_RISE", False)
+        assert idx.search("and where does he work?", topic=topic)[0].text == "birthday: 23 August"
+    assert not [m.group("place") for m in PLACE.finditer("Joost moves to Ghent in spring")]
 
 
 def test_a_question_for_an_age_wants_one(tmp_path):

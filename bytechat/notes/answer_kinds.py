@@ -118,8 +118,9 @@ TYPED_ASKING = True  # whether the answer head reads "wen", "wher" as "when", "w
 PLACES = True  # whether "where" asks the answer head for a PLACE (docs/chat.md, "A place")
 # "who" wants a name: a capitalised word (or run of them, "Evert Lindqvist") inside a
 # sentence, not its first word, a month or a weekday, nor a word a page path's slash
-# joins ("Recipes/Risotto"). Only the answer head asks for it (span_kind); retrieval's
-# answer_kind leaves "who" out, as it always has.
+# joins ("Recipes/Risotto"). The answer head asks for it (span_kind); retrieval's
+# answer_kind leaves "who" out (a block need not hold a name), and its candidates that hold
+# one only rise in the ranking (search.WHO_WHERE_RISE), as for a PLACE.
 _CALENDAR_WORDS = "|".join([*calendar.month_name[1:], *calendar.day_name])
 NAME = re.compile(
     rf"(?<=[a-z0-9,;:)] )(?!(?:{_CALENDAR_WORDS})s?\b)[A-Z][^\W\d_]*[a-z][^\W\d_]*"
@@ -136,7 +137,7 @@ _PLACE_WORDS = "in|at|on|from|near|by|behind|under|above|inside|outside|beside|o
 _STOP = rf"with|and|or|since|for|to|until|when|where|because|so|but|every|each|{_PLACE_WORDS}"
 # "where did X come up in my notes?" asks where in the notes, for a note, not a place.
 IN_THE_NOTES = re.compile(r"\b(?:notes?|noted|wrote|write|written|mention(?:s|ed)?|c[oa]me up|jott?(?:ed)?)\b", re.I)
-_NOT_A_TIME = rf"(?!(?:the |a )?(?:\d|(?:{_CALENDAR_WORDS}|morning|evening|afternoon|night|weekend)s?\b))"
+_NOT_A_TIME = rf"(?!(?:the |a )?(?:\d|(?:{_CALENDAR_WORDS}|morning|evening|afternoon|night|weekend|spring|summer|autumn|winter)s?\b))"
 _A_PLACE = rf"{_NOT_A_TIME}[^\W\d_][^,.;:!?()\[\]\n]*?(?:, [A-Z][^\s,.;:!?()]*)*"
 PLACE = re.compile(  # the place is the group "place", with the places that locate it ("the hook by my door")
     rf"\b(?:{_PLACE_WORDS}) (?P<place>{_A_PLACE}(?: (?:{_PLACE_WORDS}) {_A_PLACE})*)"

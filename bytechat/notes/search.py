@@ -19,7 +19,7 @@ import threading
 from dataclasses import dataclass
 from typing import Sequence
 
-from bytechat.notes.answer_kinds import answer_kind
+from bytechat.notes.answer_kinds import answer_kind, span_kind
 from bytechat.notes.blocks import NoteBlock, is_tags_only
 from bytechat.notes.links import block_link
 from bytechat.notes.query import (
@@ -60,6 +60,7 @@ SAY_THE_KIND = True  # a question for a kind of text (a date, an amount) is answ
 TAGS_LAST = True  # a block of tags alone comes after every block that says something
 LIGHT_WORD = 5.5  # Zipf frequency: a word this common ("use", "take", "make") asks nothing a hit must say
 SAY_THE_DAY = True  # a day, month or year a question names is said by a hit or its page (rule 4)
+WHO_WHERE_RISE = True  # the blocks naming someone ("who") or a place ("where") rise in fusion
 SAY_THE_HEAD = True  # "which platform ...?", "what's the rent ...?": a hit says that noun (rule 4)
 PAGE_BULLETS_FIRST = True  # a whole page's answer takes each bullet's first block before a bullet's others
 PAGE_BLOCKS = 5  # a whole-page question ("tell me about X") gets up to this many of the page's blocks
@@ -160,8 +161,10 @@ class Search:
             fused = fuse(lists)
             kind = answer_kind(query)
             holding = {r[0] for r in fused if kind is not None and kind.search(r[2])}  # what the question word asks for
-            if kind is not None:  # those candidates rise
-                fused = fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, [r for r in fused if r[0] in holding])])
+            rise = span_kind(query) if WHO_WHERE_RISE else kind  # and for a name ("who") or place ("where")
+            if rise is not None:  # those candidates rise
+                risen = [r for r in fused if r[0] in holding or (rise is not kind and _says_kind(rise, r[2]))]
+                fused = fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, risen)])
             ids = [row[0] for row in fused]
             evidence = self._evidence(base if own else self.topic_words(topic[0]) or base, near, ids)
             about = set()  # blocks about what the pronoun points back at
@@ -352,6 +355,11 @@ class Search:
             for rowid in found:
                 held[rowid] += mass
         return {rowid: value / total if total else 0.0 for rowid, value in held.items()}
+
+
+def _says_kind(kind, text: str) -> bool:
+    """Whether text holds text of the kind (a PLACE's is its group "place")."""
+    return any(m.group("place" if "place" in kind.groupindex else 0) for m in kind.finditer(text))
 
 
 def _bullets_first(rows: list[tuple]) -> list[tuple]:

@@ -4,7 +4,16 @@ the best block (bytechat/serve/line_answer.py), alone and through the span answe
 from __future__ import annotations
 
 from bytechat.notes.blocks import NoteBlock
-from bytechat.serve.line_answer import asked_value, best_clause, best_line, echoed_value, line_answer, reason, which_one
+from bytechat.serve.line_answer import (
+    asked_value,
+    best_clause,
+    best_line,
+    echoed_value,
+    line_answer,
+    reason,
+    which_member,
+    which_one,
+)
 from bytechat.serve.span_answer import answer_span
 from tests.test_copying import STARTER
 from tests.test_span_answer import KIDS, head_model, prompt
@@ -137,3 +146,18 @@ def test_a_why_question_gets_the_reason(monkeypatch):
     assert line_answer("why did I need to call the garage?", "[Log] " + todo) == "the rattle under the dashboard"
     monkeypatch.setattr("bytechat.serve.line_answer.REASONS", False)
     assert line_answer("why did I need to call the garage?", "[Log] " + todo) is None
+
+
+def test_which_of_them_gets_the_one_the_line_is_about(monkeypatch):
+    """which_member: "which of them is afraid of dogs?" is answered `Noor` of "Noor is scared of
+    dogs, Sem wants one", "which one has the blue queen?" `Hive 1` of "Hive 1: marked blue";
+    a line that opens with no name, or a question that is no "which of / which one", gets none."""
+    assert which_member("which of them is afraid of dogs?", "Noor is scared of dogs, Sem wants one") == "Noor"
+    assert which_member("and which one has the blue queen?", "Hive 1: marked blue, 2025 queen") == "Hive 1"
+    assert which_member("which of the kids likes trams?", "Kuba (5), obsessed with trams") == "Kuba"
+    assert which_member("which one?", "the blue one, by the shed") is None
+    assert which_member("who is afraid of dogs?", "Noor is scared of dogs") is None
+    kids = "[Tomasz] Kids\n  Zofia (9), plays the cello\n  Kuba (5), obsessed with trams"
+    assert line_answer("which of Tomasz's kids is the tram fan?", kids) == "Kuba"
+    monkeypatch.setattr("bytechat.serve.line_answer.WHICH_MEMBER", False)
+    assert line_answer("which of Tomasz's kids is the tram fan?", kids) == "Kuba (5), obsessed with trams"

@@ -5,7 +5,8 @@ words (best_line); "is breakfast included?" with the clause of it that does (bes
 "what's the status of X?" with the value of its `status:` line (asked_value, a name where
 the value names something and says what it is); "what's the booking reference?" with what
 the line says right after those words (echoed_value); "which pears do I use?" with the pears
-it says and the word that says which (which_one); "why ...?" with the reason (reason). No
+it says and the word that says which (which_one); "which of them ...?" with the one its
+line is about (which_member); "why ...?" with the reason (reason). No
 model: the span head (bytechat.serve.span_answer) answers the questions that ask a kind
 (a date, an amount, a name). Each is measured in docs/chat.md.
 """
@@ -48,6 +49,11 @@ _APPOSITION = re.compile(r"^([A-Z][^,;]*?), (?:a|an|the) ")
 # Whether a "which N" question ("which pears do I use?") is answered with the N the line says,
 # with the word that says which ("Conference pears"), or the compound that is one ("walnuts").
 WHICH_ONE = True
+# Whether "which of them ...?" / "which one ...?" is answered with the one its line is about:
+# the name (or named thing, "Hive 1") it opens with ("Noor is scared of dogs" -> Noor).
+WHICH_MEMBER = True
+_WHICH_OF = re.compile(r"^\W*(?:(?:and|so|ok),? )?which (?:one\b|of\b)", re.I)
+_OPENING_NAME = re.compile(r"^([A-Z][^\W_]*(?: (?:[A-Z][^\W_]*|\d+))*)(?=:| \(|,| (?:is|are|was|were|has|had)\b)")
 # Whether a "why" question is answered with the reason its line gives ("about the rattle ...",
 # "or they go soggy") or, where it names none, the clause that does not say the question's
 # words ("Move the mint to its own pot, it takes over everything").
@@ -188,6 +194,18 @@ def which_one(asked: str, text: str) -> str | None:
 _WHICH = re.compile(r"^\W*(?:(?:and|so|ok),? )?(?:which|what) (?!is\b|are\b|was\b|were\b|the\b|my\b)", re.I)
 
 
+def which_member(asked: str, text: str) -> str | None:
+    """For "which of them ...?" or "which one ...?", the name a one-line text opens with, as
+    its subject: `Noor` of "Noor is scared of dogs, Sem wants one", `Kuba` of "Kuba (5),
+    obsessed with trams", `Hive 1` of "Hive 1: marked blue"; None for any other question or
+    a text that opens with no name."""
+    line = text.strip()
+    if not _WHICH_OF.match(asked) or "\n" in line:
+        return None
+    found = _OPENING_NAME.match(line)
+    return found.group(1) if found else None
+
+
 def reason(asked: str, text: str) -> str | None:
     """For a "why" question, the reason a one-line text gives: what follows "because", "so",
     "or", "about" ... to its clause's end, or else its one clause that says none of the
@@ -223,4 +241,5 @@ def line_answer(asked: str, best: str, steps: bool = False) -> str | None:
     echoed = echoed_value(asked, value or told) if ECHOED_VALUES else None  # "excess €85" of a value too
     which = which_one(asked, value or told) if WHICH_ONE else None
     why = reason(asked, told) if REASONS else None
-    return why or echoed or which or value or clause or line
+    member = which_member(asked, told) if WHICH_MEMBER else None
+    return why or member or echoed or which or value or clause or line

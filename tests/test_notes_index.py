@@ -990,6 +990,23 @@ def test_a_block_naming_a_place_rises_for_where(tmp_path, monkeypatch):
     assert not [m.group("place") for m in PLACE.finditer("Joost moves to Ghent in spring")]
 
 
+def test_a_fragment_is_a_follow_up(tmp_path, monkeypatch):
+    """FRAGMENTS: "starting when?" after "what did we decide in February?" asks it of that
+    decision, as "when does it start?" would: a question word and one more word have no subject
+    of their own. A fragment without a question word ("passport number?") is a question of its own."""
+    assert query.refers_back("starting when?") and query.refers_back("how much?")
+    assert not query.refers_back("passport number?") and not query.refers_back("when?")
+    pages = {
+        "Vets.md": "- 3 February 2027: agreed to trial online booking from 1 March\n",
+        "Oskar.md": "- Their son Filip starts school in September\n",
+    }
+    topic = ["what did we decide in February?", "From [Vets] we agreed to trial online booking."]
+    with indexed(tmp_path, pages) as idx:
+        assert idx.search("starting when?", topic=topic)[0].page == "Vets"
+        monkeypatch.setattr(query, "FRAGMENTS", False)
+        assert idx.search("starting when?", topic=topic)[0].page == "Oskar"
+
+
 def test_a_question_for_an_age_wants_one(tmp_path):
     """ "how old" asks for an age ("Zofia (9)", "turns 78", "born in 2021"), not a birthday's day
     of the month; "which days" asks for days, as "which day" does ("Mondays and Fridays")."""

@@ -298,6 +298,18 @@ def test_a_when_question_gets_one_date_whole(monkeypatch):
             begin[7] = end[len(text) - 1] = 50.0  # the head would quote the line
             first, last = best_span(text, begin, end, 7, len(text), answer_kind("when is it?"))
             assert text[first : last + 1].decode() in answers, text[first : last + 1]
+    text = b"[Page] 3 February 2027: agreed to trial online booking from 1 March"
+    for seed in range(10):  # a start is the date said with "from" (DATE_BOUNDS)
+        begin, end = scores(text, seed)
+        first, last = best_span(text, begin, end, 7, len(text), answer_kind("when?"), ("starting",))
+        assert text[first : last + 1] == b"from 1 March"
+    monkeypatch.setattr(span_answer, "DATE_BOUNDS", False)
+    picked = set()
+    for seed in range(10):
+        begin, end = scores(text, seed)
+        first, last = best_span(text, begin, end, 7, len(text), answer_kind("when?"), ("starting",))
+        picked.add(text[first : last + 1])
+    assert b"3 February 2027" in picked  # without it, the head may pick the other date
     monkeypatch.setattr(span_answer, "ONE_DATE", False)
     text = b"[Page] crates arrive on 11 January, 3 per person"
     begin, end = scores(text, 0)

@@ -74,6 +74,7 @@ STOPWORDS = frozenset(
 ANAPHORS = frozenset("it its he him his she her hers they them their theirs that those these there one ones".split())
 CLOSERS = frozenset("thanks thank thx cheers bye goodbye ok okay great nice cool".split())
 CONTINUERS = ("and ", "also ", "what about ", "how about ")
+FRAGMENTS = True  # a question word and one more word ("starting when?") refers back (refers_back)
 _LEADING_CLOSERS = re.compile(r"^(?:(?:" + "|".join(sorted(CLOSERS)) + r")\b[\W_]*)+")
 
 _WORD = re.compile(r"[^\W_]+")  # runs of letters and digits, like unicode61's token characters
@@ -282,9 +283,17 @@ def _closes(text: str) -> bool:
 
 
 def refers_back(text: str) -> bool:
-    """Whether a message has an anaphor ("who teaches it?", "when does she start?") and
-    does not close the topic ("thanks, that's all"; "ok, and who teaches it?" goes on)."""
-    return bool(set(words(text)) & ANAPHORS) and not _closes(text)
+    """Whether a message has an anaphor ("who teaches it?", "when does she start?"), or is a
+    fragment whose subject can only be the topic ("starting when?": FRAGMENTS), and does
+    not close the topic ("thanks, that's all"; "ok, and who teaches it?" goes on)."""
+    said = words(text)
+    fragment = (
+        FRAGMENTS
+        and len(said) <= 2
+        and bool(set(said) & QUESTION_WORDS)
+        and len(said) > len(set(said) & QUESTION_WORDS)
+    )
+    return (bool(set(said) & ANAPHORS) or fragment) and not _closes(text)
 
 
 def is_elliptical(text: str) -> bool:

@@ -97,6 +97,13 @@ _DATE_AFTER = re.compile(
     r"(?:st|nd|rd|th)?(?: \d{1,2}(?:st|nd|rd|th)?\b)?(?:,? (?:19|20)\d{2}\b)?(?: of the month\b)?(?: at \d{1,2}[:.h]\d{2}\b)?",
     re.I,
 )
+# Whether "when does it start?" is answered with the date the block says a start with ("from 1
+# March", "since 2019") where it says one, and "when does it end?" with an end's ("until May").
+DATE_BOUNDS = True
+_BOUNDS = (
+    (re.compile(r"start\w*|begin\w*|began|commenc\w*|open\w*"), re.compile(rb"(?:from|since|starting) ", re.I)),
+    (re.compile(r"end\w*|finish\w*|clos\w*"), re.compile(rb"(?:until|till|by|before) ", re.I)),
+)
 _DAY_RANGE_FROM = re.compile(r"\d{1,2}(?:st|nd|rd|th)? ?(?:to|-|\u2013) ?$")  # "12 to " of "12 to 16 February"
 # between two dates said as one: "Monday 18 January", "the weekend of 16 January", "Mondays and Fridays"
 _DATES_JOIN = re.compile(r",? ?|,? of |,? and ")
@@ -277,7 +284,10 @@ def best_span(
     if ONE_QUANTITY and (kind in QUANTITIES or kind is FREQUENCY) and KIND_SPANS:
         whole = _best_of(quantities(text, lo, hi, kind, topic, counted), begin, end, MAX_BYTES)
     elif ONE_DATE and kind is DATE and KIND_SPANS:
-        whole = _best_of(dates(text, lo, hi), begin, end, MAX_BYTES)
+        said = dates(text, lo, hi)
+        bound = next((b for asks, b in _BOUNDS if any(asks.fullmatch(t) for t in topic)), None) if DATE_BOUNDS else None
+        bounded = [d for d in said if bound is not None and bound.match(text, d[0])]
+        whole = _best_of(bounded or said, begin, end, MAX_BYTES)
     elif kind in (NAME, PLACE) and KIND_SPANS:
         named = _matches(text, lo, hi, kind)  # the ones the topic follows, where any (as for quantities)
         whole = _best_of([m for m in named if _with_topic(text, *m, hi, topic)] or named, begin, end)

@@ -200,7 +200,7 @@ def test_a_hyphen_between_letters_joins_one_word():
     assert dash[first : last + 1] == b"light"
 
 
-def test_a_who_question_gets_a_span_that_names_someone_where_the_block_does():
+def test_a_who_question_gets_a_span_that_names_someone_where_the_block_does(monkeypatch):
     """answer_kinds.span_kind: "who" asks for a name (answer_kinds.NAME); whatever the head scores, the
     span is one of the block's names where it says one (a name has its own edges: the
     head chooses which), and any span answers where it says none."""
@@ -223,9 +223,16 @@ def test_a_who_question_gets_a_span_that_names_someone_where_the_block_does():
     begin[songs.index(b"Jean")] = end[songs.index(b"Racine") + 5] = 50.0  # the head prefers the other name
     first, last = best_span(songs, begin, end, 8, len(songs), NAME, ("arranged",))
     assert songs[first : last + 1] == b"Evert"  # the name the question's topic follows
+    begin, end = scores(two, 3)
+    begin[two.index(b"Autohaus")] = end[two.index(b"Brink") + 4] = 50.0  # the head prefers the garage
+    first, last = best_span(two, begin, end, len(b"[Car] "), len(two), NAME, ("ask", "garage"))
+    assert two[first : last + 1] == b"Henk"  # the name the question's topic comes just before (NAMES_AFTER_TOPIC)
     assert span_kind("when did she start?") is not NAME and span_kind("what does Tomasz do?") is None
     plain = b"[Kombucha] the scoby came from a friend"
     assert best_span(plain, *scores(plain, 3), 11, len(plain), NAME) is not None
+    monkeypatch.setattr(span_answer, "NAMES_AFTER_TOPIC", False)
+    first, last = best_span(two, begin, end, len(b"[Car] "), len(two), NAME, ("ask", "garage"))
+    assert two[first : last + 1] == b"Autohaus Brink"
 
 
 def test_a_quantity_question_gets_one_quantity_whole(monkeypatch):

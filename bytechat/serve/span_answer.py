@@ -97,6 +97,9 @@ _DATE_AFTER = re.compile(
     r"(?:st|nd|rd|th)?(?: \d{1,2}(?:st|nd|rd|th)?\b)?(?:,? (?:19|20)\d{2}\b)?(?: of the month\b)?(?: at \d{1,2}[:.h]\d{2}\b)?",
     re.I,
 )
+# Whether a name or place the question's topic words come just before, in its clause, is one
+# the topic says too ("Garage: Autohaus Brink, ask for Henk" for "who should I ask for?").
+NAMES_AFTER_TOPIC = True
 # Whether "when does it start?" is answered with the date the block says a start with ("from 1
 # March", "since 2019") where it says one, and "when does it end?" with an end's ("until May").
 DATE_BOUNDS = True
@@ -218,11 +221,16 @@ def quantities(
     return list(dict.fromkeys(said or found))
 
 
-def _with_topic(text: bytes, first: int, last: int, hi: int, topic: Sequence[str]) -> bool:
+def _with_topic(text: bytes, first: int, last: int, hi: int, topic: Sequence[str], lo: int | None = None) -> bool:
     """Whether text[first:last + 1] says one of the topic words, or the few words after it
-    do, before the next clause or number ("€420 for the hotel", "Evert arranged himself")."""
+    do, before the next clause or number ("€420 for the hotel", "Evert arranged himself"),
+    or, given lo, the few words before it in its clause ("ask for Henk": NAMES_AFTER_TOPIC)."""
     after = [w[0].lower() for w in _after(text, last, hi)[1]]
-    own = words(text[first : last + 1].decode("utf-8", errors="ignore")) + after
+    before = []
+    if lo is not None:
+        clause = _NEXT.split(text[lo:first].split(b"\n")[-1].decode("utf-8", errors="ignore"))[-1]
+        before = [w.group(0).lower() for w in _WORD.finditer(clause)][-_TOPIC_WITHIN:]
+    own = words(text[first : last + 1].decode("utf-8", errors="ignore")) + after + before
     return any(says(t, fold_latin(w)) for t in topic for w in own)
 
 
@@ -290,7 +298,8 @@ def best_span(
         whole = _best_of(bounded or said, begin, end, MAX_BYTES)
     elif kind in (NAME, PLACE) and KIND_SPANS:
         named = _matches(text, lo, hi, kind)  # the ones the topic follows, where any (as for quantities)
-        whole = _best_of([m for m in named if _with_topic(text, *m, hi, topic)] or named, begin, end)
+        near = lo if NAMES_AFTER_TOPIC else None
+        whole = _best_of([m for m in named if _with_topic(text, *m, hi, topic, near)] or named, begin, end)
     if whole is not None:
         return whole
     best, found = float("-inf"), None

@@ -11,6 +11,7 @@ from bytechat.serve.line_answer import (
     echoed_value,
     line_answer,
     reason,
+    what_object,
     which_member,
     which_one,
 )
@@ -161,3 +162,20 @@ def test_which_of_them_gets_the_one_the_line_is_about(monkeypatch):
     assert line_answer("which of Tomasz's kids is the tram fan?", kids) == "Kuba"
     monkeypatch.setattr("bytechat.serve.line_answer.WHICH_MEMBER", False)
     assert line_answer("which of Tomasz's kids is the tram fan?", kids) == "Kuba (5), obsessed with trams"
+
+
+def test_what_i_did_is_what_follows_the_verb(monkeypatch):
+    """what_object: "what am I bringing to the book club?" is answered `snacks` of "Bring snacks,
+    he has the wine", "what did I put on hive 2?" `fondant` of "put fondant on hive 2" (the
+    place the question says is cut); a negated verb ("doesn't drink alcohol"), a question
+    that is no "what do/did/am I <verb>", or a text that does not say the verb get none."""
+    club = "Next meeting at Pieter's place. Bring snacks, he has the wine."
+    assert what_object("what am I bringing to the next book club?", club) == "snacks"
+    bees = "Quick check: all three hives quiet, put fondant on hive 2."
+    assert what_object("what did I put on hive 2 on the 6th?", bees) == "fondant"
+    assert what_object("what do I drink?", "doesn't drink alcohol, loves elderflower") is None
+    assert what_object("what is Pieter bringing?", club) is None
+    assert what_object("what am I cooking?", club) is None
+    assert line_answer("what am I bringing?", "[Book Club] " + club) == "snacks"
+    monkeypatch.setattr("bytechat.serve.line_answer.WHAT_OBJECTS", False)
+    assert line_answer("what am I bringing?", "[Book Club] " + club) is None

@@ -6,7 +6,8 @@ words (best_line); "is breakfast included?" with the clause of it that does (bes
 the value names something and says what it is); "what's the booking reference?" with what
 the line says right after those words (echoed_value); "which pears do I use?" with the pears
 it says and the word that says which (which_one); "which of them ...?" with the one its
-line is about (which_member); "why ...?" with the reason (reason). No
+line is about (which_member); "what am I bringing?" with what follows the verb (what_object);
+"why ...?" with the reason (reason). No
 model: the span head (bytechat.serve.span_answer) answers the questions that ask a kind
 (a date, an amount, a name). Each is measured in docs/chat.md.
 """
@@ -54,6 +55,16 @@ WHICH_ONE = True
 WHICH_MEMBER = True
 _WHICH_OF = re.compile(r"^\W*(?:(?:and|so|ok),? )?which (?:one\b|of\b)", re.I)
 _OPENING_NAME = re.compile(r"^([A-Z][^\W_]*(?: (?:[A-Z][^\W_]*|\d+))*)(?=:| \(|,| (?:is|are|was|were|has|had)\b)")
+# Whether "what am I bringing ...?" / "what did I put on hive 2?" is answered with what the line
+# says after that verb ("Bring snacks" -> snacks, "put fondant on hive 2" -> fondant).
+WHAT_OBJECTS = True
+_WHAT_I = re.compile(
+    r"^\W*(?:(?:and|so),? )?what (?:am|are|was|were|do|did|should|must|will|have|had) (?:i|we)"
+    r"(?: (?:still|usually|always|need to|have to|want to|got to|going to))* ([^\W\d_]+)",
+    re.I,
+)
+_NEGATED = re.compile(r"(?:n['\u2019]?t|\bnot|\bnever|\bno)\s+$", re.I)  # "doesn't drink alcohol" says no drink
+_PLACE_OR_TIME = re.compile(r" (?:on|in|at|for|to|with|by|from) ")
 # Whether a "why" question is answered with the reason its line gives ("about the rattle ...",
 # "or they go soggy") or, where it names none, the clause that does not say the question's
 # words ("Move the mint to its own pot, it takes over everything").
@@ -206,6 +217,33 @@ def which_member(asked: str, text: str) -> str | None:
     return found.group(1) if found else None
 
 
+def what_object(asked: str, text: str) -> str | None:
+    """For "what am I bringing ...?" or "what did I put on hive 2?", what a one-line text says
+    right after a form of that verb, not negated, to its clause's end, less a place or time the
+    question says already: `snacks` of "Bring snacks, he has the wine", `fondant` of "put
+    fondant on hive 2". None for any other question, or where the text says no such object."""
+    found = _WHAT_I.match(asked)
+    line = text.strip()
+    if not found or "\n" in line:
+        return None
+    verb = fold_latin(found.group(1).lower())
+    asked_words = set(words(asked))
+    tokens = list(_WORD.finditer(line))
+    for w in tokens:
+        said = fold_latin(w.group(0).lower())
+        if not says(verb, said) or _NEGATED.search(line[: w.start()]):
+            continue
+        rest = re.split(r"[,;:()]|[.!?](?:\s|$)", line[w.end() :], maxsplit=1)[0]
+        for cut in _PLACE_OR_TIME.finditer(rest):  # "fondant on hive 2": the question says where
+            if set(words(rest[cut.end() :])) <= asked_words:
+                rest = rest[: cut.start()]
+                break
+        rest = rest.strip()
+        if rest and (rest[0].islower() or rest[0].isdigit()) and len(rest.split()) <= 6:
+            return rest
+    return None
+
+
 def reason(asked: str, text: str) -> str | None:
     """For a "why" question, the reason a one-line text gives: what follows "because", "so",
     "or", "about" ... to its clause's end, or else its one clause that says none of the
@@ -242,4 +280,5 @@ def line_answer(asked: str, best: str, steps: bool = False) -> str | None:
     which = which_one(asked, value or told) if WHICH_ONE else None
     why = reason(asked, told) if REASONS else None
     member = which_member(asked, told) if WHICH_MEMBER else None
-    return why or member or echoed or which or value or clause or line
+    done = what_object(asked, told) if WHAT_OBJECTS else None
+    return why or member or echoed or which or done or value or clause or line

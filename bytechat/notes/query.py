@@ -243,6 +243,12 @@ def is_compound_of(word: str, head: str) -> bool:
     return len(word) - len(head) >= 3 and word.endswith(head)
 
 
+def is_abbreviation_of(word: str, term: str) -> bool:
+    """Whether word is how notes may shorten term ("ref" of "reference", "temp"): its first
+    three letters or more, three or more short of it (Vocabulary also asks it be rarer)."""
+    return len(word) >= 3 and len(term) - len(word) >= 3 and term.startswith(word)
+
+
 def head_noun(question: str) -> str | None:
     """The word a "which N" or "what's the N" question asks for, where it is a topic word
     ("platform" of "which platform does the train leave from?", "rent" of "what's the rent
@@ -287,12 +293,7 @@ def refers_back(text: str) -> bool:
     fragment whose subject can only be the topic ("starting when?": FRAGMENTS), and does
     not close the topic ("thanks, that's all"; "ok, and who teaches it?" goes on)."""
     said = words(text)
-    fragment = (
-        FRAGMENTS
-        and len(said) <= 2
-        and bool(set(said) & QUESTION_WORDS)
-        and len(said) > len(set(said) & QUESTION_WORDS)
-    )
+    fragment = FRAGMENTS and len(said) == 2 and len(set(said) & QUESTION_WORDS) == 1
     return (bool(set(said) & ANAPHORS) or fragment) and not _closes(text)
 
 
@@ -427,11 +428,7 @@ class Vocabulary:
                 near.update(w for w in self._words if w != term and w.startswith(base) and len(w) - len(base) <= 2)
         if ABBREVIATIONS:  # one the notes write ("ref" for "reference", "temp"): shorter and rarer
             zipf = zipf_frequency(term, "en")
-            near.update(
-                w
-                for w in self._words
-                if len(w) >= 3 and len(term) - len(w) >= 3 and term.startswith(w) and zipf_frequency(w, "en") < zipf
-            )
+            near.update(w for w in self._words if is_abbreviation_of(w, term) and zipf_frequency(w, "en") < zipf)
         ranked = sorted(near, key=lambda w: (-self.df[w], w))[:MAX_NEIGHBOURS]
         # A compound the notes write as two words ("bookclub" -> the phrase "book club").
         split = [

@@ -161,9 +161,10 @@ class Search:
             fused = fuse(lists)
             kind = answer_kind(query)
             holding = {r[0] for r in fused if kind is not None and kind.search(r[2])}  # what the question word asks for
-            rise = span_kind(query) if WHO_WHERE_RISE else kind  # and for a name ("who") or place ("where")
+            # and for a name ("who") or a place ("where"): the answer head's kind, its asking words as typed
+            rise = span_kind(query) if WHO_WHERE_RISE else kind
             if rise is not None:  # those candidates rise
-                risen = [r for r in fused if r[0] in holding or (rise is not kind and _says_kind(rise, r[2]))]
+                risen = [r for r in fused if r[0] in holding or (rise is not kind and rise.search(r[2]))]
                 fused = fuse([(1.0, fused), (ANSWER_KIND_WEIGHT, risen)])
             ids = [row[0] for row in fused]
             evidence = self._evidence(base if own else self.topic_words(topic[0]) or base, near, ids)
@@ -355,11 +356,6 @@ class Search:
             for rowid in found:
                 held[rowid] += mass
         return {rowid: value / total if total else 0.0 for rowid, value in held.items()}
-
-
-def _says_kind(kind, text: str) -> bool:
-    """Whether text holds text of the kind (a PLACE's is its group "place")."""
-    return any(m.group("place" if "place" in kind.groupindex else 0) for m in kind.finditer(text))
 
 
 def _bullets_first(rows: list[tuple]) -> list[tuple]:

@@ -1,14 +1,13 @@
 """A fact question's answer where it asks no kind of answer: a line, a clause, a value.
 
-"which pears do I use?" is answered with the one line of the best block that says its
+"who plays the cello?" is answered with the one line of the best block that says its
 words (best_line); "is breakfast included?" with the clause of it that does (best_clause);
 "what's the status of X?" with the value of its `status:` line (asked_value, a name where
 the value names something and says what it is); "what's the booking reference?" with what
 the line says right after those words (echoed_value); "which pears do I use?" with the pears
 it says and the word that says which (which_one); "which of them ...?" with the one its
 line is about (which_member); "what am I bringing?" with what follows the verb (what_object);
-"why ...?" with the reason (reason). No
-model: the span head (bytechat.serve.span_answer) answers the questions that ask a kind
+"why ...?" with the reason (reason). No model: the span head (bytechat.serve.span_answer) answers the questions that ask a kind
 (a date, an amount, a name). Each is measured in docs/chat.md.
 """
 
@@ -20,7 +19,16 @@ from rapidfuzz import fuzz
 
 from bytechat.notes import answer_kinds
 from bytechat.notes.answer_kinds import IN_THE_NOTES
-from bytechat.notes.query import STOPWORDS, fold_latin, head_noun, is_compound_of, query_terms, specificity, words
+from bytechat.notes.query import (
+    STOPWORDS,
+    fold_latin,
+    head_noun,
+    is_abbreviation_of,
+    is_compound_of,
+    query_terms,
+    specificity,
+    words,
+)
 
 # Whether a fact question that asks no kind of answer ("which pears ...?", "is breakfast
 # included?") is answered with the one line of the best block that says its words, where
@@ -50,6 +58,7 @@ _APPOSITION = re.compile(r"^([A-Z][^,;]*?), (?:a|an|the) ")
 # Whether a "which N" question ("which pears do I use?") is answered with the N the line says,
 # with the word that says which ("Conference pears"), or the compound that is one ("walnuts").
 WHICH_ONE = True
+_WHICH = re.compile(r"^\W*(?:(?:and|so|ok),? )?(?:which|what) (?!is\b|are\b|was\b|were\b|the\b|my\b)", re.I)
 # Whether "which of them ...?" / "which one ...?" is answered with the one its line is about:
 # the name (or named thing, "Hive 1") it opens with ("Noor is scared of dogs" -> Noor).
 WHICH_MEMBER = True
@@ -169,7 +178,7 @@ def echoed_value(asked: str, text: str) -> str | None:
         run, at = [], m.start()
         for w in _WORD.finditer(line, at):
             if w.start() != at or not any(
-                says(t, fold_latin(w.group(0).lower())) or _abbreviates(w.group(0).lower(), t) for t in terms
+                says(t, fold_latin(w.group(0).lower())) or is_abbreviation_of(w.group(0).lower(), t) for t in terms
             ):
                 break
             run.append(w)
@@ -200,9 +209,6 @@ def which_one(asked: str, text: str) -> str | None:
             if text[before.end() : w.start()] == " " and not said.isdigit() and said not in STOPWORDS:
                 return text[before.start() : w.end()]
     return None
-
-
-_WHICH = re.compile(r"^\W*(?:(?:and|so|ok),? )?(?:which|what) (?!is\b|are\b|was\b|were\b|the\b|my\b)", re.I)
 
 
 def which_member(asked: str, text: str) -> str | None:
@@ -261,24 +267,27 @@ def reason(asked: str, text: str) -> str | None:
     return unsaid[0].rstrip(".!") if len(unsaid) == 1 and any(said) else None
 
 
-def _abbreviates(word: str, term: str) -> bool:
-    """Whether word is how notes shorten term ("ref" of "reference")."""
-    return len(word) >= 3 and len(term) - len(word) >= 3 and term.startswith(word)
-
-
 def line_answer(asked: str, best: str, steps: bool = False) -> str | None:
     """The answer to a question that asks no kind, from the best block shown (`[Page] text`):
-    its value asked or echoed, else its yes/no clause, else its line; None where none stands
-    out. steps: the question asks how to do something (answered with the block whole)."""
+    the first of a reason, the one of a group, the value after the words asked, which one,
+    what was done, that its line or clause says; else a key's value, the yes/no clause or the
+    line; None where none stands out. steps: the question asks how to do something
+    (answered with the block whole)."""
     asked = answer_kinds.as_typed(asked) if answer_kinds.TYPED_ASKING else asked  # "wich chocolate" asks which
     text = best.split("] ", 1)[1]
     line = best_line(asked, best) if LINE_ANSWERS and not steps else None
     clause = best_clause(asked, line or text) if YES_NO_CLAUSES else None
     told = clause or line or text
     value = asked_value(asked, told) if KEY_VALUES else None
-    echoed = echoed_value(asked, value or told) if ECHOED_VALUES else None  # "excess €85" of a value too
-    which = which_one(asked, value or told) if WHICH_ONE else None
-    why = reason(asked, told) if REASONS else None
-    member = which_member(asked, told) if WHICH_MEMBER else None
-    done = what_object(asked, told) if WHAT_OBJECTS else None
-    return why or member or echoed or which or done or value or clause or line
+    rules = (  # each reads the line (or a key's value: "excess €85"), the first that answers wins
+        (REASONS, reason, told),
+        (WHICH_MEMBER, which_member, told),
+        (ECHOED_VALUES, echoed_value, value or told),
+        (WHICH_ONE, which_one, value or told),
+        (WHAT_OBJECTS, what_object, told),
+    )
+    for on, rule, said in rules:
+        found = rule(asked, said) if on else None
+        if found:
+            return found
+    return value or clause or line
